@@ -1,0 +1,58 @@
+# Developer entry points: install, lint, test, demo, demo-stop, bench.
+# Debian 12: system packages come from apt (we run as root), Python ones go to .venv.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PG_BIN      := /usr/lib/postgresql/15/bin
+VENV        := .venv
+BIN         := $(VENV)/bin
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
+
+.PHONY: install lint test demo demo-stop bench
+
+install: $(VENV)/.stamp-system $(VENV)/.stamp-pip
+
+# PostgreSQL 15 server + client (psql; pgbench ships with the server package on Debian 12),
+# and ensurepip for `python3 -m venv`. Checked once; delete the stamp to check again.
+$(VENV)/.stamp-system:
+	@mkdir -p $(VENV)
+	@if [ ! -x $(PG_BIN)/postgres ] || [ ! -x $(PG_BIN)/pgbench ] || [ ! -x $(PG_BIN)/psql ]; then \
+		echo "make: installing PostgreSQL 15"; \
+		apt-get update -q && $(APT_INSTALL) postgresql-15 postgresql-client-15; \
+	fi
+	@if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then \
+		echo "make: installing python3-venv"; \
+		apt-get update -q && $(APT_INSTALL) python3-venv; \
+	fi
+	@touch $@
+
+$(BIN)/python: | $(VENV)/.stamp-system
+	python3 -m venv $(VENV)
+
+$(VENV)/.stamp-pip: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+lint: install
+	$(BIN)/ruff check proxy tests deploy bench
+	$(BIN)/mypy proxy
+
+test: lint
+	$(BIN)/pytest -q -ra
+
+# PostgreSQL primary + 2 replicas (ports 55432-55434) and dbproxy in the background, all in .demo/
+demo: install
+	$(BIN)/python -m deploy.demo
+
+demo-stop:
+	$(BIN)/python -m deploy.demo stop
+
+# Debian's pgbouncer package may start a service on 6432 (the demo's writer port): keep it off.
+bench: install
+	@if [ ! -x /usr/sbin/pgbouncer ]; then \
+		echo "make: installing pgbouncer"; \
+		apt-get update -q && $(APT_INSTALL) pgbouncer; \
+		systemctl disable --now pgbouncer >/dev/null 2>&1 || true; \
+	fi
+	$(BIN)/python bench/run.py

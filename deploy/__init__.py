@@ -1,0 +1,1 @@
+"""Local deployment helpers: throwaway PostgreSQL clusters and the `make demo` launcher."""

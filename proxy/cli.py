@@ -1,0 +1,209 @@
+"""Command line: `dbproxy run | check-config | demo | version` (argument parsing and dispatch only)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from proxy import __version__
+from proxy.config import Config, ConfigError, load_config, to_display
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # runtime failure
+EXIT_CONFIG = 2  # bad configuration or usage (argparse also exits 2 on usage errors)
+EXIT_INTERRUPTED = 130
+
+DEMO_MODULE = "deploy.demo"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `dbproxy` console script and `python -m proxy`; returns the exit code."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.command
+    if command is _demo:
+        args.demo_args = extra  # passed on to the demo script
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return command(args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `dbproxy check-config f | head`: not worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dbproxy",
+        description="Connection proxy and pooler for PostgreSQL and MySQL/MariaDB.",
+        epilog="Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration or usage.",
+    )
+    parser.add_argument("--version", action="version", version=f"dbproxy {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run in the foreground",
+        description="Run in the foreground. SIGHUP reloads the config, SIGTERM drains then exits, "
+        "a second SIGINT stops at once.",
+    )
+    run.add_argument("-c", "--config", metavar="FILE", required=True, help="TOML configuration file")
+    run.set_defaults(command=_run)
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate a config file and print it resolved, secrets masked",
+        description="Validate FILE and print the resolved configuration (defaults filled in, secrets masked). "
+        "Exit 0 if valid, 2 with one line per problem if not.",
+    )
+    check.add_argument("file", metavar="FILE", help="TOML configuration file")
+    check.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    check.set_defaults(command=_check_config)
+
+    demo = commands.add_parser(
+        "demo",
+        help="start a local PostgreSQL primary + 2 replicas and the proxy (source checkout only)",
+        description=f"Run `python -m {DEMO_MODULE}` from a source checkout; extra arguments are passed on.",
+    )
+    demo.set_defaults(command=_demo)
+
+    version = commands.add_parser("version", help="print the version")
+    version.set_defaults(command=_version)
+    return parser
+
+
+def _load(path: str) -> Config | None:
+    """Load the config, or print every problem to stderr and return None."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    from proxy.server import run  # lazily: the server pulls in uvloop, protocols, ...
+
+    return run(config)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    if config is None:
+        return EXIT_CONFIG
+    display = to_display(config)
+    if args.json:
+        print(json.dumps(display, indent=2))
+    else:
+        print(f"# {args.file}: valid. Resolved configuration, defaults filled in, secrets masked.")
+        print(render_toml(display), end="")
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if not Path("deploy", "demo.py").is_file():
+        print(
+            "dbproxy: error: the demo runs from a source checkout: "
+            "cd to the dbproxy repository (where deploy/demo.py is) and run `dbproxy demo` there",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    process = subprocess.Popen([sys.executable, "-m", DEMO_MODULE, *args.demo_args])
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            continue  # the demo got the same SIGINT and shuts down: wait for it
+
+
+def _version(args: argparse.Namespace) -> int:
+    print(f"dbproxy {__version__}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- TOML output
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_INLINE_TABLES = frozenset({"tls", "server_tls"})
+
+
+def render_toml(data: Mapping[str, Any]) -> str:
+    """Render nested plain data (as from to_display) as TOML that tomllib reads back to the same data."""
+    lines = _table_lines(data, ())
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _table_lines(table: Mapping[str, Any], path: tuple[str, ...]) -> list[str]:
+    lines: list[str] = []
+    nested: list[tuple[str, Any]] = []
+    for key, value in table.items():
+        if isinstance(value, Mapping) and key not in _INLINE_TABLES:
+            nested.append((key, value))
+        elif _is_table_array(value):
+            nested.append((key, value))
+        else:
+            lines.append(f"{_key(key)} = {_value(value)}")
+    for key, value in nested:
+        sub_path = (*path, key)
+        header = ".".join(_key(part) for part in sub_path)
+        if isinstance(value, Mapping):
+            sub_lines = _table_lines(value, sub_path)
+            if not value or (sub_lines and not sub_lines[0].startswith("\n")):
+                lines.append(f"\n[{header}]")  # a header only where the table has keys of its own
+            lines.extend(sub_lines)
+        else:
+            for item in value:
+                lines.append(f"\n[[{header}]]")
+                lines.extend(_table_lines(item, sub_path))
+    return lines
+
+
+def _is_table_array(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, Mapping) for item in value)
+
+
+def _key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _string(key)
+
+
+def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_value(item) for item in value) + "]"
+    raise TypeError(f"cannot render {type(value).__name__} as TOML")
+
+
+def _string(text: str) -> str:
+    escaped = []
+    for char in text:
+        if char in '"\\':
+            escaped.append("\\" + char)
+        elif char == "\n":
+            escaped.append("\\n")
+        elif char == "\t":
+            escaped.append("\\t")
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            escaped.append(f"\\u{ord(char):04x}")
+        else:
+            escaped.append(char)
+    return '"' + "".join(escaped) + '"'

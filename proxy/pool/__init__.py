@@ -1,0 +1,1 @@
+"""Server-connection pools: LIFO idle list, FIFO waiters, limits, timeouts and generations."""

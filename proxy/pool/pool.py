@@ -1,0 +1,225 @@
+"""One pool of server connections for one (instance, user, database): borrow, release, expire.
+
+Engine-neutral: a pool only knows how to open a connection (an async factory) and the small
+`PooledConnection` interface. Idle connections are reused LIFO (warm caches, lets extra ones
+age out); waiters are served FIFO and give up after the borrow timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, Protocol, TypeVar
+
+from ..errors import BorrowTimeout, ProxyError, ServerConnectFailed
+from .policy import idle_to_close, is_retired
+
+log = logging.getLogger("dbproxy.pool")
+
+
+class PooledConnection(Protocol):
+    created_at: float
+    last_used: float
+    generation: int
+
+    @property
+    def closed(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=PooledConnection)
+
+
+class Pool(Generic[C]):
+    """Connections to one server for one (user, database); see the module docstring."""
+
+    def __init__(self, name: str, connect: Callable[[], Awaitable[C]], max_size: int,
+                 min_idle: int = 0, idle_timeout: float = 300.0, max_lifetime: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self._connect = connect
+        self.max_size = max_size
+        self.min_idle = min_idle
+        self.idle_timeout = idle_timeout
+        self.max_lifetime = max_lifetime
+        self.clock = clock
+        self.idle: list[C] = []
+        self.in_use: set[C] = set()
+        self.opening = 0
+        self.waiters: deque[asyncio.Future[C]] = deque()
+        self.generation = 0
+        self.closed = False
+        # Counters for SHOW POOLS / metrics.
+        self.borrows = 0
+        self.timeouts = 0
+        self.connect_failures = 0
+        self.wait_seconds_total = 0.0
+
+    @property
+    def size(self) -> int:
+        return len(self.idle) + len(self.in_use) + self.opening
+
+    def waiting(self) -> int:
+        return sum(1 for w in self.waiters if not w.done())
+
+    # ---- borrow / release -------------------------------------------------------------------
+
+    async def borrow(self, timeout: float) -> C:
+        """A connection for exclusive use until release(); waits up to timeout seconds."""
+        if self.closed:
+            raise ServerConnectFailed(f"pool {self.name} is closed")
+        self.borrows += 1
+        conn = self._take_idle()
+        if conn is not None:
+            self.in_use.add(conn)
+            return conn
+        if self.size < self.max_size and not self.waiters:
+            conn = await self._open()
+            self.in_use.add(conn)
+            return conn
+        return await self._wait(timeout)
+
+    async def _wait(self, timeout: float) -> C:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[C] = loop.create_future()
+        self.waiters.append(fut)
+        started = self.clock()
+        timer = loop.call_later(timeout, self._expire_waiter, fut, timeout)
+        try:
+            conn = await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release(fut.result())   # handed over just as the borrower went away
+            raise
+        finally:
+            timer.cancel()
+            self.wait_seconds_total += self.clock() - started
+        return conn
+
+    def _expire_waiter(self, fut: asyncio.Future[C], timeout: float) -> None:
+        if not fut.done():
+            self.timeouts += 1
+            fut.set_exception(BorrowTimeout(
+                f"no server connection available in pool {self.name} within {timeout:g}s"))
+        try:
+            self.waiters.remove(fut)
+        except ValueError:
+            pass
+
+    def _take_idle(self) -> C | None:
+        now = self.clock()
+        while self.idle:
+            conn = self.idle.pop()
+            if conn.closed:
+                continue
+            if is_retired(conn, now, self.generation, self.max_lifetime):
+                conn.close()
+                continue
+            return conn
+        return None
+
+    async def _open(self) -> C:
+        self.opening += 1
+        try:
+            conn = await self._connect()
+        except ProxyError:
+            self.connect_failures += 1
+            raise
+        except (TimeoutError, OSError) as exc:
+            self.connect_failures += 1
+            raise ServerConnectFailed(f"could not connect to server for pool {self.name}: {exc}") from exc
+        finally:
+            self.opening -= 1
+        conn.generation = self.generation
+        return conn
+
+    def release(self, conn: C) -> None:
+        """Give a clean, idle connection back (or retire it if it has expired)."""
+        self.in_use.discard(conn)
+        now = self.clock()
+        conn.last_used = now
+        if conn.closed or self.closed or is_retired(conn, now, self.generation, self.max_lifetime):
+            if not conn.closed:
+                conn.close()
+            self._capacity_freed()
+            return
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                self.in_use.add(conn)
+                fut.set_result(conn)
+                return
+        self.idle.append(conn)
+
+    def discard(self, conn: C) -> None:
+        """A connection died or was closed while in use or idle: forget it."""
+        self.in_use.discard(conn)
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+        if not conn.closed:
+            conn.close()
+        self._capacity_freed()
+
+    def _capacity_freed(self) -> None:
+        if self.closed or self.size >= self.max_size:
+            return
+        if any(not w.done() for w in self.waiters):
+            asyncio.get_running_loop().create_task(self._open_for_waiter())
+
+    async def _open_for_waiter(self) -> None:
+        try:
+            conn = await self._open()
+        except ProxyError as exc:
+            while self.waiters:
+                fut = self.waiters.popleft()
+                if not fut.done():
+                    fut.set_exception(exc)
+                    break
+            return
+        self.in_use.add(conn)
+        self.release(conn)
+
+    # ---- maintenance ------------------------------------------------------------------------
+
+    def expire(self) -> None:
+        """Retire every connection: idle ones now, borrowed ones when they come back."""
+        self.generation += 1
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+
+    def maintain(self) -> None:
+        """Close idle connections past idle_timeout / max_lifetime; keep min_idle open."""
+        now = self.clock()
+        for conn in idle_to_close(self.idle, now, self.generation, self.idle_timeout,
+                                  self.max_lifetime, self.min_idle):
+            self.idle.remove(conn)
+            conn.close()
+        self.idle = [c for c in self.idle if not c.closed]
+        missing = min(self.min_idle - len(self.idle) - self.opening, self.max_size - self.size)
+        for _ in range(max(0, missing)):
+            asyncio.get_running_loop().create_task(self._open_idle())
+
+    async def _open_idle(self) -> None:
+        try:
+            conn = await self._open()
+        except ProxyError as exc:
+            log.warning("pool %s: could not open min_idle connection: %s", self.name, exc)
+            return
+        self.in_use.add(conn)
+        self.release(conn)
+
+    def close(self) -> None:
+        """Close every idle connection now and every borrowed one as it comes back."""
+        self.closed = True
+        self.expire()
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_exception(ServerConnectFailed(f"pool {self.name} is closing"))

@@ -1,0 +1,206 @@
+"""Sans-IO tracking of a server's response stream, so a pooler can release, drop and synthesize.
+
+Every client message the proxy forwards (or answers itself) pushes a *slot* describing the
+response it expects. `ResponseTracker.feed()` walks the server's bytes header by header,
+forwards bodies untouched (streaming large DataRow/CopyData messages without buffering them),
+drops the responses of messages the proxy injected, inserts synthesized responses at the right
+position, and reports ReadyForQuery status and ParameterStatus changes. After an ErrorResponse
+in the extended protocol the server discards messages until Sync; the tracker does the same
+with its slots.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+
+# Slot kinds: what ends the response to one client message.
+QUERY = 0      # simple Query / FunctionCall: ends at ReadyForQuery
+SYNC = 1       # Sync: ends at ReadyForQuery
+PARSE = 2      # ParseComplete '1'
+BIND = 3       # BindComplete '2'
+CLOSE = 4      # CloseComplete '3'
+DESCRIBE = 5   # RowDescription 'T' or NoData 'n' (after ParameterDescription for statements)
+EXECUTE = 6    # CommandComplete 'C', EmptyQueryResponse 'I', PortalSuspended 's'
+SYNTH = 7      # answered by the proxy itself: no server response, emit payload in order
+
+# Actions: what happens to the slot's response messages.
+PASS = 0       # forward to the client
+DROP = 1       # drop success messages, forward an ErrorResponse (injected Parse)
+DROP_ALL = 2   # drop everything, including ReadyForQuery and errors (injected SET/ROLLBACK)
+
+_ENDS: dict[int, bytes] = {
+    PARSE: b"1", BIND: b"2", CLOSE: b"3", DESCRIBE: b"Tn", EXECUTE: b"CIs",
+}
+
+_U32 = struct.Struct("!I")
+_Z, _S, _E, _N, _A = 0x5A, 0x53, 0x45, 0x4E, 0x41
+
+
+class Slot:
+    """The expected response to one client message."""
+
+    __slots__ = ("kind", "action", "payload", "ends")
+
+    def __init__(self, kind: int, action: int = PASS, payload: bytes = b"") -> None:
+        self.kind = kind
+        self.action = action
+        self.payload = payload   # SYNTH: bytes to emit; PARSE: server statement name
+        self.ends = _ENDS.get(kind, b"")
+
+
+class ResponseTracker:
+    """Follows one server connection's response stream; see the module docstring."""
+
+    __slots__ = ("slots", "status", "parameters", "failed_statements", "errors",
+                 "_buf", "_skip", "_skip_drop", "_aborted")
+
+    def __init__(self) -> None:
+        self.slots: deque[Slot] = deque()
+        self.status = b"I"                      # last ReadyForQuery status: I, T or E
+        self.parameters: list[tuple[bytes, bytes]] = []   # ParameterStatus seen since last taken
+        self.failed_statements: list[bytes] = []          # server statement names whose Parse failed
+        self.errors = 0                          # ErrorResponses seen (for metrics/logging)
+        self._buf = b""
+        self._skip = 0            # bytes of a partially forwarded message still to stream
+        self._skip_drop = False
+        self._aborted = False     # an extended-protocol error: server skips until Sync
+
+    @property
+    def idle(self) -> bool:
+        """No response outstanding and the server is outside a transaction."""
+        return not self.slots and self.status == b"I" and not self._skip and not self._buf
+
+    @property
+    def quiet(self) -> bool:
+        """No response outstanding (the server may be inside a transaction)."""
+        return not self.slots and not self._skip and not self._buf
+
+    def reset(self) -> None:
+        self.slots.clear()
+        self._buf = b""
+        self._skip = 0
+        self._aborted = False
+        self.parameters.clear()
+        self.failed_statements.clear()
+
+    def push(self, slot: Slot) -> bytes:
+        """Record the expected response of a message sent (or answered) now.
+
+        Returns bytes to send to the client immediately (a synthesized response whose turn
+        has already come), else b"".
+        """
+        if self._aborted:
+            if slot.kind == SYNC:
+                self._aborted = False
+            else:
+                # The server will skip this message; its response never comes.
+                if slot.kind == PARSE and slot.payload:
+                    self.failed_statements.append(slot.payload)
+                return b""
+        if slot.kind == SYNTH and not self.slots:
+            return slot.payload
+        self.slots.append(slot)
+        return b""
+
+    def feed(self, data: bytes) -> bytes:
+        """Consume server bytes; return the bytes to forward to the client."""
+        out: list[bytes] = []
+        if self._skip:
+            n = min(self._skip, len(data))
+            if not self._skip_drop:
+                out.append(data[:n])
+            self._skip -= n
+            data = data[n:]
+            if not data:
+                return out[0] if out else b""
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
+        slots = self.slots
+        size = len(data)
+        pos = start = 0
+        while size - pos >= 5:
+            kind = data[pos]
+            end = pos + 1 + _U32.unpack_from(data, pos + 1)[0]
+            slot = slots[0] if slots else None
+            action = slot.action if slot is not None else PASS
+            if kind == _Z or kind == _E or kind == _S or (slot is not None and slot.ends and kind in slot.ends):
+                if end > size:
+                    break  # interesting messages are small: wait for the whole of it
+                if kind == _S:
+                    self.parameters.append(_parameter(data, pos + 5, end))
+                    if action == DROP_ALL:
+                        out.append(data[start:pos])
+                        start = end
+                    pos = end
+                    continue
+                if slot is None:
+                    pos = end  # unsolicited (e.g. FATAL at shutdown): forward as is
+                    continue
+                drop = action == DROP_ALL or (action == DROP and kind != _E)
+                if drop:
+                    out.append(data[start:pos])
+                    start = end
+                if kind == _Z:
+                    self.status = data[pos + 5:pos + 6]
+                    if slot.kind == QUERY or slot.kind == SYNC:
+                        slots.popleft()
+                elif kind == _E:
+                    self.errors += 1
+                    if slot.kind != QUERY and slot.kind != SYNC:
+                        self._abort_until_sync()
+                else:
+                    slots.popleft()
+                pos = end
+                if slots and slots[0].kind == SYNTH:
+                    out.append(data[start:pos])
+                    start = pos
+                    out.extend(self._emit_synthetic())
+                continue
+            # Anything else (DataRow, RowDescription, CopyData, notices...) belongs to the
+            # head slot's response and streams through, possibly before it is complete.
+            if action != PASS and (action == DROP_ALL or kind not in (_N, _A)):
+                if end > size:
+                    out.append(data[start:pos])
+                    self._skip, self._skip_drop = end - size, True
+                    return b"".join(out)
+                out.append(data[start:pos])
+                start = end
+            elif end > size:
+                out.append(data[start:])
+                self._skip, self._skip_drop = end - size, False
+                return b"".join(out)
+            pos = end
+        if pos < size:
+            self._buf = data[pos:]
+        if start == 0 and pos == size and not out:
+            return data
+        out.append(data[start:pos])
+        return b"".join(out)
+
+    def _abort_until_sync(self) -> None:
+        """ErrorResponse in the extended protocol: the server discards everything until Sync."""
+        slots = self.slots
+        head = slots.popleft()
+        if head.kind == PARSE and head.payload:
+            self.failed_statements.append(head.payload)
+        while slots and slots[0].kind != SYNC:
+            skipped = slots.popleft()
+            if skipped.kind == PARSE and skipped.payload:
+                self.failed_statements.append(skipped.payload)
+        if not slots:
+            self._aborted = True
+
+    def _emit_synthetic(self) -> list[bytes]:
+        out = []
+        slots = self.slots
+        while slots and slots[0].kind == SYNTH:
+            out.append(slots.popleft().payload)
+        return out
+
+
+def _parameter(data: bytes, start: int, end: int) -> tuple[bytes, bytes]:
+    name_end = data.index(b"\x00", start, end)
+    value_end = data.index(b"\x00", name_end + 1, end)
+    return data[start:name_end], data[name_end + 1:value_end]

@@ -1,0 +1,225 @@
+"""Process lifecycle: start listeners, handle signals, reload, drain and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from .cluster import Cluster
+from .config import Config, ConfigError, EndpointConfig, load_config
+from .logs import setup_logging
+from .metrics import Metrics
+from .protocol.postgres import messages as m
+from .session import ClientSession
+from .users import UserDirectory
+
+log = logging.getLogger("dbproxy")
+
+
+class ProxyApp:
+    """Everything one dbproxy process runs: clusters, listeners, client sessions, metrics."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.users = UserDirectory(config.users)
+        self.metrics = Metrics()
+        self.clusters: dict[str, Cluster] = {c.name: Cluster(c) for c in config.clusters}
+        self.sessions: set[ClientSession] = set()
+        self._by_pid: dict[int, ClientSession] = {}
+        self._next_pid = random.randint(1 << 20, 1 << 29)
+        self.listeners: dict[tuple[str, str], asyncio.Server] = {}
+        self.started_at = time.time()
+        self.stopping = asyncio.Event()
+        self.draining = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.extra_services: list[asyncio.AbstractServer] = []
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for cluster in self.clusters.values():
+            for endpoint in cluster.config.endpoints:
+                await self._listen(cluster, endpoint)
+        self._spawn(self._maintenance())
+
+    async def _listen(self, cluster: Cluster, endpoint: EndpointConfig) -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: ClientSession(self, cluster, endpoint), endpoint.listen.host, endpoint.listen.port,
+            reuse_address=True, backlog=2048)
+        self.listeners[(cluster.name, endpoint.name)] = server
+        log.info("endpoint %s/%s (%s) listening on %s", cluster.name, endpoint.name, endpoint.role,
+                 endpoint.listen)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _maintenance(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for cluster in self.clusters.values():
+                cluster.maintain()
+            self._close_idle_clients()
+
+    def _close_idle_clients(self) -> None:
+        now = time.monotonic()
+        for session in list(self.sessions):
+            limit = session.cluster.config.pool.client_idle_timeout
+            if limit > 0 and session.server is None and now - session.last_activity > limit:
+                session.close("client_idle_timeout", m.error_response(
+                    "57P01", f"closing connection idle for more than {limit:g}s", "FATAL"))
+
+    async def drain(self) -> None:
+        """Graceful stop: close listeners, close idle clients, let transactions finish (bounded)."""
+        self.draining = True
+        log.info("draining: closing listeners, waiting for transactions to finish")
+        for server in self.listeners.values():
+            server.close()
+        for service in self.extra_services:
+            service.close()
+        deadline = time.monotonic() + self.config.server.shutdown_timeout
+        while True:
+            busy = 0
+            for session in list(self.sessions):
+                if session.server is None:
+                    session.close("shutdown", m.error_response(
+                        "57P01", "terminating connection: dbproxy is shutting down", "FATAL"))
+                else:
+                    busy += 1
+            if not busy or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for session in list(self.sessions):
+            session.close("shutdown (timeout)", m.error_response(
+                "57P01", "terminating connection: dbproxy is shutting down", "FATAL"))
+        for cluster in self.clusters.values():
+            cluster.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.sleep(0)
+
+    # ---- sessions -------------------------------------------------------------------------------
+
+    def client_opened(self, session: ClientSession) -> None:
+        self.sessions.add(session)
+        self.metrics.client_connections.labels(session.cluster.name, session.endpoint.name).inc()
+        self.metrics.client_connections_received.labels(session.cluster.name, session.endpoint.name).inc()
+        if self.draining:
+            session.close("shutdown", m.error_response("57P01", "dbproxy is shutting down", "FATAL"))
+
+    def client_closed(self, session: ClientSession, reason: str) -> None:
+        self.sessions.discard(session)
+        self._by_pid.pop(session.pid, None)
+        self.metrics.client_connections.labels(session.cluster.name, session.endpoint.name).dec()
+        if session.login is not None and session.pid:
+            log.info("client %s disconnected: %s (transactions=%d)", session.peer, reason, session.transactions)
+        else:
+            log.debug("client %s closed before login: %s", session.peer, reason)
+
+    def register_cancel_key(self, session: ClientSession) -> tuple[int, int]:
+        self._next_pid += 1
+        pid = self._next_pid & 0x7FFFFFFF
+        key = random.getrandbits(32)
+        self._by_pid[pid] = session
+        return pid, key
+
+    def cancel(self, pid: int, key: int) -> None:
+        session = self._by_pid.get(pid)
+        if session is None or session.key != key:
+            log.info("cancel request for unknown backend key %d ignored", pid)
+            return
+        server = session.server
+        if server is None:
+            return
+        self._spawn(_send_cancel(server.address.host, server.address.port, server.pid, server.key))
+
+    # ---- reload ---------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            for line in exc.problems:
+                log.error("reload rejected: %s", line)
+            return False
+        self.users = UserDirectory(new.users, self.users)
+        for cluster_config in new.clusters:
+            cluster = self.clusters.get(cluster_config.name)
+            if cluster is None:
+                cluster = self.clusters[cluster_config.name] = Cluster(cluster_config)
+            else:
+                cluster.config = cluster_config
+                for pool in cluster.pools.values():
+                    settings = cluster_config.pool
+                    pool.max_size = settings.max_server_connections
+                    pool.min_idle = settings.min_idle
+                    pool.idle_timeout = settings.idle_timeout
+                    pool.max_lifetime = settings.max_lifetime
+            for endpoint in cluster_config.endpoints:
+                if (cluster.name, endpoint.name) not in self.listeners:
+                    await self._listen(cluster, endpoint)
+        self.config = new
+        log.info("configuration reloaded from %s", new.path)
+        return True
+
+
+async def _send_cancel(host: str, port: int, pid: int, key: int) -> None:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+        writer.write(m.cancel_request(pid, key))
+        await writer.drain()
+        writer.close()
+    except (TimeoutError, OSError) as exc:
+        log.warning("could not forward cancel request to %s:%d: %s", host, port, exc)
+
+
+async def serve(config: Config) -> int:
+    app = ProxyApp(config)
+    loop = asyncio.get_running_loop()
+    try:
+        await app.start()
+    except OSError as exc:
+        log.error("could not start: %s", exc)
+        return 1
+    interrupts = 0
+
+    def on_sigint() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts >= 2:
+            log.info("second SIGINT: stopping now")
+            app.config = _with_shutdown_timeout(app.config, 0.0)
+        app.stopping.set()
+
+    loop.add_signal_handler(signal.SIGTERM, app.stopping.set)
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    loop.add_signal_handler(signal.SIGHUP, lambda: app._spawn(app.reload()))
+    log.info("dbproxy ready")
+    await app.stopping.wait()
+    await app.drain()
+    log.info("dbproxy stopped")
+    return 0
+
+
+def _with_shutdown_timeout(config: Config, seconds: float) -> Config:
+    from dataclasses import replace
+    return replace(config, server=replace(config.server, shutdown_timeout=seconds))
+
+
+def run(config: Config) -> int:
+    """Run in the foreground until SIGTERM/SIGINT; returns the process exit code."""
+    setup_logging(config.server.log_format, config.server.log_level)
+    import uvloop
+
+    try:
+        return uvloop.run(serve(config))
+    except Exception:
+        log.exception("dbproxy failed")
+        return 1

@@ -1,0 +1,763 @@
+"""One PostgreSQL client's life: login, then route → borrow → relay → release, with session state kept."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from .config import EndpointConfig
+from .errors import AuthenticationFailed, ProtocolViolation, ProxyError, ServerUnavailable, TooManyConnections
+from .pool.pool import Pool
+from .protocol.postgres import messages as m
+from .protocol.postgres.auth import ScramServerExchange, md5_password
+from .protocol.postgres.framing import (
+    MAX_CLIENT_MESSAGE,
+    CancelRequest,
+    GSSENCRequest,
+    MessageReader,
+    SSLRequest,
+    StartupMessage,
+    parse_startup_packet,
+)
+from .protocol.postgres.relay import (
+    BIND,
+    CLOSE,
+    DESCRIBE,
+    DROP,
+    EXECUTE,
+    PARSE,
+    QUERY,
+    SYNC,
+    SYNTH,
+    Slot,
+)
+from .protocol.postgres.statements import (
+    ClientStatement,
+    bind_statement,
+    close_statement,
+    decode_parse,
+    describe_statement,
+    rewrite_bind,
+    target_name,
+)
+from .routing.session_state import session_effects
+from .session_gucs import GucState, startup_gucs
+from .transport.pg_server import ServerConnection
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+    from .server import ProxyApp
+    from .users import Login
+
+log = logging.getLogger("dbproxy.client")
+
+_U32 = struct.Struct("!I")
+_STARTUP, _AUTH, _LOGIN, _READY, _CLOSED = range(5)
+# Bytes buffered from a client that has no server yet before we stop reading from it.
+_PAUSE_BUFFER = 4 * 1024 * 1024
+_STREAM_COPY_DATA = 0x64  # CopyData may stream through before it is complete
+
+
+class ClientSession(asyncio.Protocol):
+    """A client connection on one endpoint of one cluster; see the module docstring."""
+
+    def __init__(self, app: ProxyApp, cluster: Cluster, endpoint: EndpointConfig) -> None:
+        self.app = app
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.state = _STARTUP
+        self.login: Login | None = None
+        self.database = ""
+        self.connected_at = time.time()
+        self.pid = 0
+        self.key = 0
+        self.server: ServerConnection | None = None
+        self.server_pool: Pool[ServerConnection] | None = None
+        self.gucs = GucState()
+        self.statements: dict[bytes, ClientStatement] = {}
+        self.pinned: str | None = None
+        self.session_mode = cluster.config.pool.mode == "session"
+        self.rewrite = not self.session_mode and cluster.config.pool.prepared_statements
+        self.transactions = 0
+        self.queries = 0
+        self._startup_buf = b""
+        self._auth_reader = MessageReader(max_length=16 * 1024)
+        self._auth_step: object = None
+        self._pending = bytearray()
+        self._copy_skip = 0
+        self.unsynced = False
+        self._borrow_task: asyncio.Task[None] | None = None
+        self._discard_until_sync = False
+        self._broken: ProxyError | None = None
+        self._paused_reading = False
+        self._close_reason = ""
+        self._counted = False
+        self.last_activity = time.monotonic()
+
+    # ---- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.app.client_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            if self.state == _READY:
+                self._client_data(data)
+            elif self.state == _STARTUP:
+                self._startup_data(data)
+            elif self.state == _AUTH:
+                self._auth_data(data)
+            elif self.state == _LOGIN:
+                self._pending += data
+        except ProxyError as exc:
+            self.fail(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state == _CLOSED:
+            return
+        self.state = _CLOSED
+        if not self._close_reason:
+            self._close_reason = "client disconnected" if exc is None else f"client connection lost: {exc}"
+        if self._borrow_task is not None:
+            self._borrow_task.cancel()
+        self._give_back_server(client_gone=True)
+        if self._counted:
+            self.cluster.clients -= 1
+        self.app.client_closed(self, self._close_reason)
+
+    def pause_writing(self) -> None:
+        if self.server is not None:
+            self.server.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.server is not None:
+            self.server.resume_reading()
+
+    # ---- errors and closing ---------------------------------------------------------------------
+
+    def fail(self, exc: ProxyError) -> None:
+        """Send a fatal error and close (login problems, protocol violations)."""
+        level = logging.WARNING if isinstance(exc, ProtocolViolation) else logging.INFO
+        log.log(level, "client %s: %s", self.peer, exc.message)
+        self.close(exc.message, m.error_response(exc.sqlstate, exc.message, "FATAL"))
+
+    def close(self, reason: str, last_words: bytes = b"") -> None:
+        if not self._close_reason:
+            self._close_reason = reason
+        if self.transport is not None and not self.transport.is_closing():
+            if last_words:
+                self.transport.write(last_words)
+            self.transport.close()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    # ---- startup and authentication -------------------------------------------------------------
+
+    def _startup_data(self, data: bytes) -> None:
+        buf = self._startup_buf + data
+        while self.state == _STARTUP:
+            event, used = parse_startup_packet(buf)
+            if event is None:
+                self._startup_buf = buf
+                return
+            buf = buf[used:]
+            if isinstance(event, (SSLRequest, GSSENCRequest)):
+                self.write(b"N")  # no TLS / GSS encryption yet: the client continues in plain text
+            elif isinstance(event, CancelRequest):
+                self.app.cancel(event.pid, event.key)
+                self.close("cancel request")
+                return
+            elif isinstance(event, StartupMessage):
+                self._startup(event)
+        self._startup_buf = b""
+        if buf:
+            self.data_received(buf)
+
+    def _startup(self, event: StartupMessage) -> None:
+        params = event.params
+        user_name = params.get("user", "")
+        if not user_name:
+            raise ProtocolViolation("no PostgreSQL user name specified in startup packet")
+        if params.get("replication", "false").lower() not in ("false", "0", "off", "no"):
+            raise ProxyError("replication connections are not supported by dbproxy", "08P01")
+        self.database = params.get("database") or user_name
+        login = self.app.users.get(user_name)
+        if login is None:
+            self.app.metrics.auth_failed(self.cluster.name, self.endpoint.name)
+            raise AuthenticationFailed(f'password authentication failed for user "{user_name}"')
+        self.login = login
+        pool = self.cluster.config.pool
+        if self.cluster.clients >= pool.max_client_connections:
+            raise TooManyConnections(
+                f"too many client connections for cluster {self.cluster.name!r} "
+                f"(max_client_connections = {pool.max_client_connections})")
+        self.cluster.clients += 1
+        self._counted = True
+        try:
+            self.gucs.client = startup_gucs(params)
+        except ValueError as exc:
+            raise ProtocolViolation(f"invalid startup options: {exc}") from exc
+        self.app_name = params.get("application_name", "")
+        method = self.cluster.config.client_auth
+        self.state = _AUTH
+        if method == "trust":
+            self._authenticated()
+        elif method == "md5":
+            if login.user.password is None:
+                raise AuthenticationFailed(f'password authentication failed for user "{user_name}"')
+            salt = os.urandom(4)
+            self._auth_step = salt
+            self.write(m.auth_md5(salt))
+        else:
+            if login.verifier is None:
+                raise AuthenticationFailed(f'password authentication failed for user "{user_name}"')
+            self._auth_step = ScramServerExchange(login.verifier)
+            self.write(m.auth_sasl(["SCRAM-SHA-256"]))
+
+    def _auth_data(self, data: bytes) -> None:
+        self._auth_reader.feed(data)
+        while self.state == _AUTH:
+            msg = self._auth_reader.next()
+            if msg is None:
+                return
+            kind, body = msg
+            if kind != 0x70:  # 'p'
+                raise ProtocolViolation(f"expected password response, got message type {chr(kind)!r}")
+            self._auth_message(body)
+        rest = self._auth_reader.take_rest()
+        if rest:
+            self.data_received(rest)
+
+    def _auth_message(self, body: bytes) -> None:
+        assert self.login is not None
+        user = self.login.user
+        step = self._auth_step
+        if isinstance(step, bytes):  # md5 salt
+            expected = md5_password(user.name, user.password or "", step)
+            if body.rstrip(b"\x00") != expected:
+                self._auth_failed()
+            self._authenticated()
+        elif isinstance(step, ScramServerExchange):
+            try:
+                if not step._client_first_bare:
+                    mech, pos = m.read_cstr(body, 0)
+                    if mech != b"SCRAM-SHA-256":
+                        raise AuthenticationFailed(f"unsupported SASL mechanism {mech.decode(errors='replace')}")
+                    (length,) = struct.unpack_from("!i", body, pos)
+                    data = body[pos + 4:pos + 4 + length] if length >= 0 else b""
+                    self.write(m.auth_sasl_continue(step.server_first(data)))
+                else:
+                    self.write(m.auth_sasl_final(step.server_final(body)))
+                    self._authenticated()
+            except AuthenticationFailed:
+                self._auth_failed()
+            except (ValueError, struct.error) as exc:
+                raise ProtocolViolation("malformed SASL message") from exc
+
+    def _auth_failed(self) -> None:
+        assert self.login is not None
+        self.app.metrics.auth_failed(self.cluster.name, self.endpoint.name)
+        raise AuthenticationFailed(f'password authentication failed for user "{self.login.user.name}"')
+
+    def _authenticated(self) -> None:
+        self.state = _LOGIN
+        rest = self._auth_reader.take_rest()
+        if rest:
+            self._pending += rest
+        self._borrow_task = asyncio.get_running_loop().create_task(self._finish_login())
+
+    async def _finish_login(self) -> None:
+        assert self.login is not None
+        user = self.login.user
+        key = (user.server_user, self.database)
+        try:
+            welcome = self.cluster.welcome.get(key)
+            if welcome is None:
+                conn, pool = await self.cluster.borrow(self.endpoint, "primary", user, self.database)
+                welcome = dict(conn.parameters)
+                self.cluster.welcome[key] = welcome
+                pool.release(conn)
+        except ProxyError as exc:
+            self._borrow_task = None
+            self.fail(ProxyError(exc.message, exc.sqlstate) if exc.sqlstate[:2] != "08" else exc)
+            return
+        finally:
+            self._borrow_task = None
+        if self.state != _LOGIN:
+            return
+        self.pid, self.key = self.app.register_cancel_key(self)
+        out = [m.auth_ok()]
+        for name, value in self.gucs.welcome_parameters(welcome).items():
+            out.append(m.parameter_status(name, value))
+        out.append(m.backend_key_data(self.pid, self.key))
+        out.append(m.ready_for_query(b"I"))
+        self.write(b"".join(out))
+        self.state = _READY
+        log.info("client %s connected: user=%s database=%s endpoint=%s/%s", self.peer, user.name,
+                 self.database, self.cluster.name, self.endpoint.name)
+        if self._pending:
+            data = bytes(self._pending)
+            self._pending.clear()
+            self._client_data(data)
+
+    # ---- relay: client → server ----------------------------------------------------------------
+
+    def _client_data(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        server = self.server
+        if server is None:
+            self._pending += data
+            self._need_server()
+            return
+        if self._copy_skip:
+            n = min(self._copy_skip, len(data))
+            server.write(data[:n])
+            self._copy_skip -= n
+            data = data[n:]
+            if not data:
+                return
+        if self._pending:
+            self._pending += data
+            if not self._has_complete_message():
+                return
+            data = bytes(self._pending)
+            self._pending.clear()
+        self._forward(data, server)
+
+    def _has_complete_message(self) -> bool:
+        buf = self._pending
+        if len(buf) < 5:
+            return False
+        end = 1 + _U32.unpack_from(buf, 1)[0]
+        return len(buf) >= end or (buf[0] == _STREAM_COPY_DATA and self.server is not None)
+
+    def _need_server(self) -> None:
+        """The client sent something while it has no server: get one (or fail the batch)."""
+        if self._borrow_task is not None or self.state != _READY or not self._pending:
+            return
+        if self._pending[0] == 0x58:  # 'X' Terminate before any work
+            self.close("client sent Terminate")
+            return
+        if self._broken is not None or self._discard_until_sync:
+            err = self._broken or ServerUnavailable("server connection lost")
+            self._broken = None
+            self._fail_batch(err, first_batch_only=True)
+            if not self._pending or self._discard_until_sync:
+                return
+        if len(self._pending) > _PAUSE_BUFFER and self.transport is not None:
+            self.transport.pause_reading()
+            self._paused_reading = True
+        login = self.login
+        assert login is not None
+        route = "primary"
+        conn = self.cluster.take_idle(self.endpoint, route, login.user, self.database)
+        if conn is not None:
+            self._attach(conn, self.cluster.pool_of(conn))
+            return
+        self._borrow_task = asyncio.get_running_loop().create_task(self._borrow(route))
+
+    async def _borrow(self, route: str) -> None:
+        assert self.login is not None
+        started = time.monotonic()
+        try:
+            conn, pool = await self.cluster.borrow(self.endpoint, route, self.login.user, self.database)
+        except ProxyError as exc:
+            self._borrow_task = None
+            log.info("client %s: %s", self.peer, exc.message)
+            self._fail_batch(exc)
+            return
+        self._borrow_task = None
+        self.app.metrics.borrowed(self.cluster.name, time.monotonic() - started)
+        if self.state != _READY:
+            pool.release(conn)
+            return
+        self._attach(conn, pool)
+
+    def _attach(self, server: ServerConnection, pool: Pool[ServerConnection] | None) -> None:
+        self.server = server
+        self.server_pool = pool
+        server.owner = self
+        self.transactions += 1
+        self.app.metrics.transaction_started(self.cluster.name, self.endpoint.name)
+        replay = self.gucs.replay_sql(server.gucs)
+        if replay:
+            server.run_hidden(replay)
+            server.gucs = dict(self.gucs.client)
+        if self._paused_reading and self.transport is not None:
+            self.transport.resume_reading()
+            self._paused_reading = False
+        if self._pending:
+            data = bytes(self._pending)
+            self._pending.clear()
+            self._client_data(data)
+
+    def _forward(self, data: bytes, server: ServerConnection) -> None:
+        """Forward complete client messages in data to server, rewriting where the pooler must."""
+        tracker = server.tracker
+        size = len(data)
+        pos = start = 0
+        out: list[bytes] = []
+        while size - pos >= 5:
+            kind = data[pos]
+            length = _U32.unpack_from(data, pos + 1)[0]
+            end = pos + 1 + length
+            if length < 4 or length > MAX_CLIENT_MESSAGE:
+                raise ProtocolViolation(f"invalid message length {length}")
+            if end > size:
+                if kind == _STREAM_COPY_DATA:
+                    self._copy_skip = end - size
+                    pos = size
+                break
+            if kind == 0x51:  # Query
+                self.queries += 1
+                self._statement_effects(data[pos + 5:end - 1], server)
+                tracker.push(Slot(QUERY))
+            elif kind == 0x53:  # Sync
+                tracker.push(Slot(SYNC))
+                self.unsynced = False
+            elif kind == 0x45:  # Execute
+                self.queries += 1
+                tracker.push(Slot(EXECUTE))
+                self.unsynced = True
+            elif kind == 0x42:  # Bind
+                self.unsynced = True
+                replacement = self._bind(data[pos + 5:end], server)
+                if replacement is not None:
+                    out.append(data[start:pos])
+                    out.append(replacement)
+                    start = end
+                tracker.push(Slot(BIND))
+            elif kind == 0x50:  # Parse
+                self.unsynced = True
+                out.append(data[start:pos])
+                out.append(self._parse(data[pos + 5:end], server))
+                start = end
+            elif kind == 0x44:  # Describe
+                self.unsynced = True
+                replacement = self._describe(data[pos + 5:end], server)
+                if replacement is not None:
+                    out.append(data[start:pos])
+                    out.append(replacement)
+                    start = end
+                tracker.push(Slot(DESCRIBE))
+            elif kind == 0x43:  # Close
+                self.unsynced = True
+                if self._close_statement(data[pos + 5:end], server):
+                    out.append(data[start:pos])
+                    start = end
+                else:
+                    tracker.push(Slot(CLOSE))
+            elif kind == 0x48:  # Flush
+                self.unsynced = True
+            elif kind == 0x64 or kind == 0x63 or kind == 0x66:  # CopyData / CopyDone / CopyFail
+                pass
+            elif kind == 0x46:  # FunctionCall
+                tracker.push(Slot(QUERY))
+            elif kind == 0x58:  # Terminate: not forwarded; the server stays in the pool
+                out.append(data[start:pos])
+                start = pos = end
+                self._flush_to_server(server, out)
+                self.close("client sent Terminate")
+                return
+            else:
+                raise ProtocolViolation(f"invalid frontend message type {kind}")
+            pos = end
+        if pos < size:
+            self._pending += data[pos:]
+        if start == 0 and pos == size:
+            server.write(data)
+        else:
+            out.append(data[start:pos])
+            self._flush_to_server(server, out)
+
+    @staticmethod
+    def _flush_to_server(server: ServerConnection, out: list[bytes]) -> None:
+        payload = b"".join(out)
+        if payload:
+            server.write(payload)
+
+    # ---- session state and prepared statements -------------------------------------------------
+
+    def _statement_effects(self, sql: bytes, server: ServerConnection) -> None:
+        effects = session_effects(sql.decode("utf-8", "replace"))
+        if effects.sets:
+            self.gucs.apply(effects.sets, server)
+        if effects.discard_all:
+            self.gucs.clear(server)
+            self.statements.clear()
+            server.prepared.clear()
+        if effects.pin_reason and self.pinned is None and not self.session_mode:
+            self.pinned = effects.pin_reason
+            server.pinned_reason = effects.pin_reason
+            self.app.metrics.pinned(self.cluster.name, effects.pin_reason)
+            log.info("client %s pinned to server %s: %s", self.peer, server.address, effects.pin_reason)
+
+    def _parse(self, body: bytes, server: ServerConnection) -> bytes:
+        parse = decode_parse(body)
+        self._statement_effects(parse.query, server)
+        tracker = server.tracker
+        if not parse.name or not self.rewrite:
+            tracker.push(Slot(PARSE))
+            return m.message(b"P", body)
+        name = self.cluster.statement_names.name_for(parse)
+        message = parse.encode(name)
+        self.statements[parse.name] = ClientStatement(name, message)
+        if name in server.prepared:
+            server.prepared.move_to_end(name)
+            self.write(tracker.push(Slot(SYNTH, payload=m.PARSE_COMPLETE)))
+            return b""
+        evicted = self._remember_prepared(server, name)
+        tracker.push(Slot(PARSE, payload=name))
+        return evicted + message
+
+    def _remember_prepared(self, server: ServerConnection, name: bytes) -> bytes:
+        """Record name as prepared on server; returns a Close for the least recently used if full."""
+        server.prepared[name] = None
+        limit = self.cluster.config.pool.max_prepared_statements
+        if len(server.prepared) <= limit:
+            return b""
+        oldest, _ = server.prepared.popitem(last=False)
+        server.tracker.push(Slot(CLOSE, DROP))
+        return close_statement(oldest)
+
+    def _ensure_prepared(self, name: bytes, server: ServerConnection) -> tuple[bytes, bytes] | None:
+        """(bytes to send first, server name) for a client statement, re-preparing it if needed."""
+        statement = self.statements.get(name)
+        if statement is None:
+            return None
+        server_name = statement.server_name
+        if server_name in server.prepared:
+            server.prepared.move_to_end(server_name)
+            return b"", server_name
+        evicted = self._remember_prepared(server, server_name)
+        server.tracker.push(Slot(PARSE, DROP, server_name))
+        return evicted + statement.parse, server_name
+
+    def _bind(self, body: bytes, server: ServerConnection) -> bytes | None:
+        if not self.rewrite:
+            return None
+        start, end = bind_statement(body)
+        if start == end:
+            return None
+        ensured = self._ensure_prepared(body[start:end], server)
+        if ensured is None:
+            return None
+        prefix, server_name = ensured
+        return prefix + rewrite_bind(body, start, end, server_name)
+
+    def _describe(self, body: bytes, server: ServerConnection) -> bytes | None:
+        if not self.rewrite:
+            return None
+        kind, name = target_name(body)
+        if kind != 0x53 or not name:
+            return None
+        ensured = self._ensure_prepared(name, server)
+        if ensured is None:
+            return None
+        prefix, server_name = ensured
+        return prefix + describe_statement(server_name)
+
+    def _close_statement(self, body: bytes, server: ServerConnection) -> bool:
+        """Answer Close of a named statement ourselves (True) — the server copy stays cached."""
+        if not self.rewrite:
+            return False
+        kind, name = target_name(body)
+        if kind != 0x53 or not name:
+            return False
+        self.statements.pop(name, None)
+        self.write(server.tracker.push(Slot(SYNTH, payload=m.CLOSE_COMPLETE)))
+        return True
+
+    # ---- relay: server → client ----------------------------------------------------------------
+
+    def server_data(self, server: ServerConnection, data: bytes) -> None:
+        if data:
+            self.write(data)
+        tracker = server.tracker
+        if tracker.parameters:
+            self.gucs.reported(tracker.parameters, server)
+            tracker.parameters.clear()
+        if tracker.failed_statements:
+            for name in tracker.failed_statements:
+                server.prepared.pop(name, None)
+            tracker.failed_statements.clear()
+        if (tracker.idle and not self.unsynced and not self._copy_skip and self.pinned is None
+                and not self.session_mode):
+            self._release()
+
+    def _release(self) -> None:
+        server, pool = self.server, self.server_pool
+        assert server is not None
+        self.server = None
+        self.server_pool = None
+        server.owner = None
+        if pool is not None:
+            pool.release(server)
+        else:
+            server.close()
+        if self._pending and self.state == _READY:
+            self._need_server()
+
+    def server_lost(self, server: ServerConnection, reason: str) -> None:
+        """The server connection died under this client: error for work in flight, keep the client."""
+        tracker = server.tracker
+        self.server = None
+        pool, self.server_pool = self.server_pool, None
+        server.owner = None
+        if pool is not None:
+            pool.discard(server)
+        log.warning("client %s: server %s lost: %s", self.peer, server.address, reason)
+        err = ServerUnavailable(f"server connection to {server.address} lost: {reason}")
+        waiting = [s for s in tracker.slots if s.kind in (QUERY, SYNC)]
+        if waiting:
+            out = [m.error_response(err.sqlstate, err.message)]
+            out.extend(m.ready_for_query(b"I") for _ in waiting)
+            self.write(b"".join(out))
+        elif tracker.slots or self.unsynced:
+            self.write(m.error_response(err.sqlstate, err.message))
+            self._discard_until_sync = True
+        elif tracker.status != b"I":
+            self._broken = ServerUnavailable(
+                f"the transaction was aborted because the server connection to {server.address} was lost")
+        self.unsynced = False
+        self._copy_skip = 0
+        if self.pinned is not None or self.session_mode:
+            self.close(f"pinned server connection lost: {reason}",
+                       m.error_response("08006", err.message, "FATAL"))
+            return
+        if self._pending:
+            self._need_server()
+
+    def server_pause_writing(self) -> None:
+        if self.transport is not None and not self._paused_reading:
+            self.transport.pause_reading()
+
+    def server_resume_writing(self) -> None:
+        if self.transport is not None and not self._paused_reading:
+            self.transport.resume_reading()
+
+    def _fail_batch(self, err: ProxyError, first_batch_only: bool = False) -> None:
+        """No server for the client's pending messages: answer them with err, as a server would.
+
+        With first_batch_only, stop after the first Query or Sync (the rest may run normally).
+        """
+        data = bytes(self._pending)
+        self._pending.clear()
+        out: list[bytes] = []
+        pos = 0
+        errored = self._discard_until_sync
+        while len(data) - pos >= 5:
+            kind = data[pos]
+            end = pos + 1 + _U32.unpack_from(data, pos + 1)[0]
+            if end > len(data):
+                break
+            if kind == 0x51 or kind == 0x46:  # Query / FunctionCall
+                if not errored:
+                    out.append(m.error_response(err.sqlstate, err.message))
+                    out.append(m.ready_for_query(b"I"))
+                    if first_batch_only:
+                        pos = end
+                        break
+            elif kind == 0x53:  # Sync
+                if not errored:
+                    out.append(m.error_response(err.sqlstate, err.message))
+                out.append(m.ready_for_query(b"I"))
+                errored = False
+                if first_batch_only:
+                    pos = end
+                    break
+            elif kind == 0x58:
+                self.close("client sent Terminate")
+                return
+            elif kind in (0x50, 0x42, 0x44, 0x45, 0x43, 0x48):
+                if not errored:
+                    out.append(m.error_response(err.sqlstate, err.message))
+                    errored = True
+            pos = end
+        self._discard_until_sync = errored
+        self._pending += data[pos:]
+        self.write(b"".join(out))
+
+    # ---- giving the server back ----------------------------------------------------------------
+
+    def _give_back_server(self, client_gone: bool) -> None:
+        server, pool = self.server, self.server_pool
+        if server is None:
+            return
+        self.server = None
+        self.server_pool = None
+        server.owner = None
+        if pool is None:
+            server.close()
+            return
+        tracker = server.tracker
+        if not tracker.quiet or self.unsynced or self._copy_skip:
+            pool.discard(server)  # work in flight: closing is the only clean way out
+            return
+        cleanup: list[str] = []
+        if tracker.status != b"I":
+            cleanup.append("ROLLBACK")
+        if self.pinned is not None or self.session_mode:
+            cleanup.append("DISCARD ALL")
+        if not cleanup:
+            pool.release(server)
+            return
+        reset_then_release(server, pool, cleanup)
+
+
+class _Reset:
+    """Owns an orphaned server connection while ROLLBACK / DISCARD ALL run, then releases it."""
+
+    def __init__(self, pool: Pool[ServerConnection], timer: asyncio.TimerHandle | None = None) -> None:
+        self.pool = pool
+        self.timer = timer
+
+    def check(self, server: ServerConnection) -> None:
+        tracker = server.tracker
+        tracker.parameters.clear()
+        if not tracker.quiet:
+            return
+        self._done(server)
+        if tracker.status == b"I" and not tracker.failed_statements:
+            self.pool.release(server)
+        else:
+            self.pool.discard(server)
+
+    def lost(self, server: ServerConnection) -> None:
+        self._done(server)
+        self.pool.discard(server)
+
+    def _done(self, server: ServerConnection) -> None:
+        server.on_release = None
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+def reset_then_release(server: ServerConnection, pool: Pool[ServerConnection], statements: list[str],
+                       timeout: float = 10.0) -> None:
+    """Run cleanup statements on a server no client owns, then return it to the pool (or close it)."""
+    if "DISCARD ALL" in statements:
+        server.prepared.clear()
+        server.gucs.clear()
+        server.pinned_reason = None
+    reset = _Reset(pool)
+    server.on_release = reset
+    reset.timer = asyncio.get_running_loop().call_later(timeout, reset.lost, server)
+    for sql in statements:
+        server.run_hidden(sql)

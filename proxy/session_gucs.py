@@ -1,0 +1,138 @@
+"""Session settings (GUCs) a client has set, and the SQL that makes a server connection match them.
+
+In transaction pooling a client's `SET` and startup parameters must follow it from one server
+connection to the next and never leak to other clients. Each client keeps the settings it
+wants (`GucState.client`, name → SQL value text); each server connection records what has been
+applied to it (`ServerConnection.gucs`). On attach, `replay_sql()` gives the SET/RESET
+statements that turn the server's state into the client's.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable
+from typing import Protocol
+
+from .protocol.postgres.messages import quote_literal
+
+# Reported parameters a client cannot change with SET (or that change on their own).
+_NOT_SETTABLE = frozenset({
+    "server_version", "server_encoding", "is_superuser", "session_authorization", "integer_datetimes",
+    "in_hot_standby", "scram_iterations", "default_transaction_read_only", "standard_conforming_strings",
+})
+_STARTUP_KEYS_NOT_GUCS = frozenset({"user", "database", "options", "replication"})
+# Values for these are lists of identifiers: replay them verbatim, not as one string literal.
+_LIST_VALUED = frozenset({"search_path"})
+_NAME_RE = re.compile(r"^[a-z_][a-z0-9_.]*$")
+
+
+class HasGucs(Protocol):
+    gucs: dict[str, str]
+
+
+class SetLike(Protocol):
+    name: str
+    value: str | None
+
+
+def _sql_value(name: str, value: str) -> str:
+    return value if name in _LIST_VALUED else quote_literal(value)
+
+
+def startup_gucs(params: dict[str, str]) -> dict[str, str]:
+    """Settings requested in the startup packet, including `options=-c name=value`."""
+    gucs: dict[str, str] = {}
+    for key, value in params.items():
+        name = key.lower()
+        if name in _STARTUP_KEYS_NOT_GUCS or name in _NOT_SETTABLE or not _NAME_RE.match(name):
+            continue
+        gucs[name] = _sql_value(name, value)
+    options = params.get("options", "")
+    if options:
+        words = shlex.split(options)
+        i = 0
+        while i < len(words):
+            word = words[i]
+            if word == "-c" and i + 1 < len(words):
+                setting, i = words[i + 1], i + 2
+            elif word.startswith("-c"):
+                setting, i = word[2:], i + 1
+            elif word.startswith("--"):
+                setting, i = word[2:], i + 1
+            else:
+                raise ValueError(f"unsupported option {word!r}")
+            name, sep, value = setting.partition("=")
+            name = name.lower().replace("-", "_")
+            if not sep or not _NAME_RE.match(name):
+                raise ValueError(f"invalid option {setting!r}")
+            gucs[name] = _sql_value(name, value)
+    return gucs
+
+
+class GucState:
+    """What one client has set; see the module docstring."""
+
+    __slots__ = ("client",)
+
+    def __init__(self) -> None:
+        self.client: dict[str, str] = {}
+
+    def welcome_parameters(self, server_parameters: dict[str, str]) -> dict[str, str]:
+        """ParameterStatus values for the client's login: server defaults overlaid with its startup values."""
+        params = dict(server_parameters)
+        by_lower = {k.lower(): k for k in params}
+        for name, sql_value in self.client.items():
+            key = by_lower.get(name)
+            if key is not None:
+                params[key] = _unquote(sql_value)
+        return params
+
+    def replay_sql(self, server_gucs: dict[str, str]) -> str:
+        """SET/RESET statements that make a server's settings equal this client's ('' if equal)."""
+        if server_gucs == self.client:
+            return ""
+        parts = [f"SET {name} TO {value}" for name, value in self.client.items()
+                 if server_gucs.get(name) != value]
+        parts.extend(f"RESET {name}" for name in server_gucs if name not in self.client)
+        return "; ".join(parts)
+
+    def apply(self, sets: Iterable[SetLike], server: HasGucs) -> None:
+        """A client ran SET/RESET on server: both now have the new value."""
+        for cmd in sets:
+            name = cmd.name.lower()
+            if cmd.value is None:
+                if name == "all":
+                    self.client.clear()
+                    server.gucs.clear()
+                else:
+                    self.client.pop(name, None)
+                    server.gucs.pop(name, None)
+            elif _NAME_RE.match(name) and name not in _NOT_SETTABLE:
+                self.client[name] = cmd.value
+                server.gucs[name] = cmd.value
+
+    def reported(self, parameters: Iterable[tuple[bytes, bytes]], server: HasGucs) -> None:
+        """ParameterStatus seen while this client used server (SET inside functions, set_config())."""
+        for raw_name, raw_value in parameters:
+            name = raw_name.decode("utf-8", "replace").lower()
+            if name in _NOT_SETTABLE or not _NAME_RE.match(name):
+                continue
+            value = _sql_value(name, raw_value.decode("utf-8", "replace"))
+            if self.client.get(name) != value and not _same_value(self.client.get(name), value):
+                self.client[name] = value
+                server.gucs[name] = value
+
+    def clear(self, server: HasGucs) -> None:
+        self.client.clear()
+        server.gucs.clear()
+
+
+def _unquote(sql_value: str) -> str:
+    if len(sql_value) >= 2 and sql_value[0] == "'" and sql_value[-1] == "'":
+        return sql_value[1:-1].replace("''", "'")
+    return sql_value
+
+
+def _same_value(a: str | None, b: str) -> bool:
+    return a is not None and _unquote(a).strip('"').lower() == _unquote(b).strip('"').lower()

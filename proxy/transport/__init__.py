@@ -1,0 +1,1 @@
+"""asyncio protocols that feed bytes between sockets and the sans-IO codecs."""

@@ -1,0 +1,161 @@
+"""Byte-vector tests of the server response tracker (drop, synthesize, abort-until-Sync, streaming)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.protocol.postgres import messages as m
+from proxy.protocol.postgres.relay import (
+    BIND,
+    CLOSE,
+    DESCRIBE,
+    DROP,
+    DROP_ALL,
+    EXECUTE,
+    PARSE,
+    QUERY,
+    SYNC,
+    SYNTH,
+    ResponseTracker,
+    Slot,
+)
+
+ROW_DESC = m.message(b"T", b"\x00\x01a\x00" + b"\x00" * 18)
+DATA_ROW = m.message(b"D", b"\x00\x01\x00\x00\x00\x011")
+SELECT_1 = m.message(b"C", b"SELECT 1\x00")
+Z_IDLE = m.ready_for_query(b"I")
+Z_TX = m.ready_for_query(b"T")
+ERROR = m.error_response("42601", "syntax error")
+
+
+def test_simple_query_passes_through_and_goes_idle() -> None:
+    t = ResponseTracker()
+    t.push(Slot(QUERY))
+    stream = ROW_DESC + DATA_ROW + SELECT_1 + Z_IDLE
+    assert t.feed(stream) == stream
+    assert t.idle
+
+
+def test_transaction_status_is_tracked() -> None:
+    t = ResponseTracker()
+    t.push(Slot(QUERY))
+    t.feed(m.message(b"C", b"BEGIN\x00") + Z_TX)
+    assert t.quiet and not t.idle and t.status == b"T"
+
+
+def test_bytes_split_anywhere_give_the_same_output() -> None:
+    stream = ROW_DESC + DATA_ROW * 3 + SELECT_1 + Z_IDLE
+    for cut in range(1, len(stream)):
+        t = ResponseTracker()
+        t.push(Slot(QUERY))
+        assert t.feed(stream[:cut]) + t.feed(stream[cut:]) == stream
+        assert t.idle
+
+
+def test_hidden_query_response_is_dropped_entirely() -> None:
+    t = ResponseTracker()
+    t.push(Slot(QUERY, DROP_ALL))
+    t.push(Slot(QUERY))
+    hidden = m.message(b"C", b"SET\x00") + m.parameter_status("TimeZone", "UTC") + Z_IDLE
+    visible = ROW_DESC + DATA_ROW + SELECT_1 + Z_IDLE
+    assert t.feed(hidden + visible) == visible
+    assert t.parameters == [(b"TimeZone", b"UTC")]
+    assert t.idle
+
+
+def test_injected_parse_complete_is_dropped_but_its_error_passes() -> None:
+    t = ResponseTracker()
+    t.push(Slot(PARSE, DROP, b"s1"))
+    t.push(Slot(BIND))
+    t.push(Slot(EXECUTE))
+    t.push(Slot(SYNC))
+    ok = m.PARSE_COMPLETE + m.BIND_COMPLETE + DATA_ROW + SELECT_1 + Z_IDLE
+    assert t.feed(ok) == ok[len(m.PARSE_COMPLETE) :]
+    assert t.idle
+
+    t.push(Slot(PARSE, DROP, b"s2"))
+    t.push(Slot(BIND))
+    t.push(Slot(EXECUTE))
+    t.push(Slot(SYNC))
+    assert t.feed(ERROR + Z_IDLE) == ERROR + Z_IDLE
+    assert t.failed_statements == [b"s2"]
+    assert t.idle
+
+
+def test_synthesized_response_waits_for_earlier_responses() -> None:
+    t = ResponseTracker()
+    t.push(Slot(BIND))
+    assert t.push(Slot(SYNTH, payload=m.PARSE_COMPLETE)) == b""
+    t.push(Slot(DESCRIBE))
+    t.push(Slot(SYNC))
+    out = t.feed(m.BIND_COMPLETE + m.message(b"n") + Z_IDLE)
+    assert out == m.BIND_COMPLETE + m.PARSE_COMPLETE + m.message(b"n") + Z_IDLE
+
+
+def test_synthesized_response_with_nothing_pending_is_returned_at_once() -> None:
+    t = ResponseTracker()
+    assert t.push(Slot(SYNTH, payload=m.CLOSE_COMPLETE)) == m.CLOSE_COMPLETE
+
+
+def test_error_skips_slots_until_sync_including_synthetic_ones() -> None:
+    t = ResponseTracker()
+    t.push(Slot(PARSE, payload=b"s1"))
+    t.push(Slot(SYNTH, payload=m.CLOSE_COMPLETE))
+    t.push(Slot(BIND))
+    t.push(Slot(SYNC))
+    assert t.feed(ERROR + Z_IDLE) == ERROR + Z_IDLE
+    assert t.failed_statements == [b"s1"]
+    assert t.idle
+
+
+def test_error_before_sync_was_sent_discards_later_slots() -> None:
+    t = ResponseTracker()
+    t.push(Slot(BIND))
+    assert t.feed(ERROR) == ERROR
+    t.push(Slot(EXECUTE))  # server skips these: no response will come
+    t.push(Slot(PARSE, payload=b"x"))
+    t.push(Slot(SYNC))
+    assert t.failed_statements == [b"x"]
+    assert t.feed(Z_IDLE) == Z_IDLE
+    assert t.idle
+
+
+def test_large_data_row_streams_without_buffering() -> None:
+    t = ResponseTracker()
+    t.push(Slot(QUERY))
+    big = m.message(b"D", b"\x00\x01" + (1_000_000).to_bytes(4, "big") + b"x" * 1_000_000)
+    first = t.feed(big[:70_000])
+    assert first == big[:70_000]  # forwarded before the message is complete
+    rest = t.feed(big[70_000:] + SELECT_1 + Z_IDLE)
+    assert first + rest == big + SELECT_1 + Z_IDLE
+    assert t.idle
+
+
+def test_close_complete_and_notices_in_extended_flow() -> None:
+    t = ResponseTracker()
+    t.push(Slot(CLOSE))
+    t.push(Slot(SYNC))
+    notice = m.notice_response("hello")
+    stream = notice + m.CLOSE_COMPLETE + Z_IDLE
+    assert t.feed(stream) == stream
+    assert t.idle
+
+
+@given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=20))
+def test_any_chunking_of_a_pipeline_forwards_every_byte(cuts: list[int]) -> None:
+    t = ResponseTracker()
+    for _ in range(3):
+        t.push(Slot(PARSE))
+        t.push(Slot(BIND))
+        t.push(Slot(EXECUTE))
+        t.push(Slot(SYNC))
+    stream = (m.PARSE_COMPLETE + m.BIND_COMPLETE + DATA_ROW + SELECT_1 + Z_IDLE) * 3
+    out = b""
+    pos = 0
+    for cut in cuts:
+        out += t.feed(stream[pos : pos + cut])
+        pos += cut
+    out += t.feed(stream[pos:])
+    assert out == stream
+    assert t.idle
