@@ -75,9 +75,10 @@ def parse_startup_packet(buf: bytes | bytearray) -> tuple[StartupEvent | None, i
 def _parse_params(data: bytes) -> dict[str, str]:
     if not data.endswith(b"\x00"):
         raise ProtocolViolation("invalid startup packet layout: expected terminator as last byte")
-    parts = data[:-1].split(b"\x00")
-    if parts == [b""]:
-        parts = []
+    body = data[:-1]  # without the list terminator; every name and value ends with its own NUL
+    if body and not body.endswith(b"\x00"):
+        raise ProtocolViolation("invalid startup packet layout: expected terminator as last byte")
+    parts = body.split(b"\x00")[:-1] if body else []
     if len(parts) % 2:
         raise ProtocolViolation("invalid startup packet layout: odd number of strings")
     try:
