@@ -11,6 +11,7 @@ from .config import Address, ClusterConfig, EndpointConfig, User
 from .errors import ServerUnavailable
 from .pool.pool import Pool
 from .protocol.postgres.statements import StatementNames
+from .routing.classify import Classifier
 from .transport.pg_server import ServerConnection, open_server_connection
 
 log = logging.getLogger("dbproxy.cluster")
@@ -26,6 +27,7 @@ class Cluster:
         self.name = config.name
         self.pools: dict[PoolKey, Pool[ServerConnection]] = {}
         self.statement_names = StatementNames()
+        self.classifier = Classifier(config.read_only_functions)
         self.welcome: dict[tuple[str, str], dict[str, str]] = {}
         self.clients = 0
         self._resumed = asyncio.Event()

@@ -45,6 +45,7 @@ from .protocol.postgres.statements import (
     rewrite_bind,
     target_name,
 )
+from .routing.classify import Route
 from .routing.session_state import session_effects
 from .session_gucs import GucState, startup_gucs
 from .transport.pg_server import ServerConnection
@@ -364,12 +365,39 @@ class ClientSession(asyncio.Protocol):
             self._paused_reading = True
         login = self.login
         assert login is not None
-        route = "primary"
+        route = self._route()
         conn = self.cluster.take_idle(self.endpoint, route, login.user, self.database)
         if conn is not None:
             self._attach(conn, self.cluster.pool_of(conn))
             return
         self._borrow_task = asyncio.get_running_loop().create_task(self._borrow(route))
+
+    def _route(self) -> str:
+        """Where the next transaction goes: "primary" or "replica" (SPEC §3)."""
+        role = self.endpoint.role
+        if role == "writer":
+            return "primary"
+        if role != "split":
+            return "replica"
+        data = self._pending
+        if len(data) < 5 or len(data) < 1 + _U32.unpack_from(data, 1)[0]:
+            return "primary"
+        kind = data[0]
+        end = 1 + _U32.unpack_from(data, 1)[0]
+        sql: bytes | None = None
+        if kind == 0x51:  # Query
+            sql = bytes(data[5:end - 1])
+        elif kind == 0x50:  # Parse
+            sql = decode_parse(bytes(data[5:end])).query
+        elif kind == 0x42:  # Bind of a statement prepared earlier
+            body = bytes(data[5:end])
+            start, stop = bind_statement(body)
+            statement = self.statements.get(body[start:stop])
+            sql = statement.query if statement is not None else None
+        if sql is None:
+            return "primary"
+        verdict = self.cluster.classifier.classify(sql.decode("utf-8", "replace"))
+        return "replica" if verdict.route is Route.REPLICA and not verdict.ends_transaction else "primary"
 
     async def _borrow(self, route: str) -> None:
         assert self.login is not None
@@ -495,12 +523,12 @@ class ClientSession(asyncio.Protocol):
 
     def _statement_effects(self, sql: bytes, server: ServerConnection) -> None:
         effects = session_effects(sql.decode("utf-8", "replace"))
-        if effects.sets:
-            self.gucs.apply(effects.sets, server)
         if effects.discard_all:
             self.gucs.clear(server)
             self.statements.clear()
             server.prepared.clear()
+        if effects.sets:
+            self.gucs.apply(effects.sets, server)
         if effects.pin_reason and self.pinned is None and not self.session_mode:
             self.pinned = effects.pin_reason
             server.pinned_reason = effects.pin_reason
@@ -516,7 +544,7 @@ class ClientSession(asyncio.Protocol):
             return m.message(b"P", body)
         name = self.cluster.statement_names.name_for(parse)
         message = parse.encode(name)
-        self.statements[parse.name] = ClientStatement(name, message)
+        self.statements[parse.name] = ClientStatement(name, message, parse.query)
         if name in server.prepared:
             server.prepared.move_to_end(name)
             self.write(tracker.push(Slot(SYNTH, payload=m.PARSE_COMPLETE)))

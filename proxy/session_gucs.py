@@ -32,8 +32,11 @@ class HasGucs(Protocol):
 
 
 class SetLike(Protocol):
-    name: str
-    value: str | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def value(self) -> str | None: ...
 
 
 def _sql_value(name: str, value: str) -> str:

@@ -90,3 +90,4 @@ class ClientStatement:
 
     server_name: bytes
     parse: bytes   # a complete Parse message under server_name
+    query: bytes   # the statement text (for routing on split endpoints)
