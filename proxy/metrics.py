@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 
 class Metrics:
@@ -38,9 +42,9 @@ class Metrics:
             "dbproxy_database_connection_borrow_seconds", "Time a transaction waited for a server connection",
             ["cluster"], registry=r,
             buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30))
-        self.query_requests = Counter(
-            "dbproxy_query_requests", "Transactions (or statements in autocommit) routed",
-            ["cluster", "endpoint", "route"], registry=r)
+        # Counted on the hot path as plain ints; exported by _RequestCollector at scrape time.
+        self.requests: dict[tuple[str, str, str], int] = {}
+        r.register(_RequestCollector(self.requests))
         self.query_response_seconds = Histogram(
             "dbproxy_query_response_seconds", "Time from a transaction's first message to its release",
             ["cluster", "endpoint"], registry=r)
@@ -56,7 +60,6 @@ class Metrics:
         self.failovers = Counter("dbproxy_failovers", "Writer changes", ["cluster"], registry=r)
         self.client_waiting = Gauge("dbproxy_client_waiting", "Clients waiting for a server connection",
                                     ["cluster"], registry=r)
-        self._requests_cache: dict[tuple[str, str, str], Counter] = {}
 
     def auth_failed(self, cluster: str, endpoint: str) -> None:
         self.client_setup_failed_auth.labels(cluster, endpoint).inc()
@@ -66,10 +69,22 @@ class Metrics:
 
     def transaction_started(self, cluster: str, endpoint: str, route: str = "primary") -> None:
         key = (cluster, endpoint, route)
-        child = self._requests_cache.get(key)
-        if child is None:
-            child = self._requests_cache[key] = self.query_requests.labels(cluster, endpoint, route)
-        child.inc()
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
 
     def pinned(self, cluster: str, reason: str) -> None:
         self.pins.labels(cluster, reason).inc()
+
+
+class _RequestCollector(Collector):
+    """dbproxy_query_requests_total{cluster,endpoint,route} from the plain counters."""
+
+    def __init__(self, requests: dict[tuple[str, str, str], int]) -> None:
+        self._requests = requests
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("dbproxy_query_requests", "Transactions (or statements in autocommit) routed",
+                                     labels=["cluster", "endpoint", "route"])
+        for (cluster, endpoint, route), value in list(self._requests.items()):
+            family.add_metric([cluster, endpoint, route], value)
+        yield family

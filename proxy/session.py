@@ -62,6 +62,9 @@ _STARTUP, _AUTH, _LOGIN, _READY, _CLOSED = range(5)
 # Bytes buffered from a client that has no server yet before we stop reading from it.
 _PAUSE_BUFFER = 4 * 1024 * 1024
 _STREAM_COPY_DATA = 0x64  # CopyData may stream through before it is complete
+# Slots are immutable once made: share one per kind for plain pass-through responses.
+_QUERY_SLOT, _SYNC_SLOT, _EXECUTE_SLOT = Slot(QUERY), Slot(SYNC), Slot(EXECUTE)
+_BIND_SLOT, _DESCRIBE_SLOT, _CLOSE_SLOT, _PARSE_SLOT = Slot(BIND), Slot(DESCRIBE), Slot(CLOSE), Slot(PARSE)
 
 
 class ClientSession(asyncio.Protocol):
@@ -101,6 +104,7 @@ class ClientSession(asyncio.Protocol):
         self._close_reason = ""
         self._counted = False
         self.last_activity = time.monotonic()
+        self._last_route = "primary"
 
     # ---- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -322,9 +326,14 @@ class ClientSession(asyncio.Protocol):
         self.last_activity = time.monotonic()
         server = self.server
         if server is None:
-            self._pending += data
-            self._need_server()
-            return
+            if not self._pending and self._borrow_task is None:
+                server = self._take_idle_server(data)
+                if server is None:
+                    return
+            else:
+                self._pending += data
+                self._need_server()
+                return
         if self._copy_skip:
             n = min(self._copy_skip, len(data))
             server.write(data[:n])
@@ -339,6 +348,23 @@ class ClientSession(asyncio.Protocol):
             data = bytes(self._pending)
             self._pending.clear()
         self._forward(data, server)
+
+    def _take_idle_server(self, data: bytes) -> ServerConnection | None:
+        """Fast path for a new transaction: attach an idle server now, or queue data and wait."""
+        if (len(data) < 5 or data[0] == 0x58 or self._broken is not None or self._discard_until_sync
+                or self.endpoint.role == "split"):
+            self._pending += data
+            self._need_server()
+            return None
+        assert self.login is not None
+        route = self._last_route = "primary" if self.endpoint.role == "writer" else "replica"
+        conn = self.cluster.take_idle(self.endpoint, route, self.login.user, self.database)
+        if conn is None:
+            self._pending += data
+            self._need_server()
+            return None
+        self._attach(conn, self.cluster.pool_of(conn))
+        return conn
 
     def _has_complete_message(self) -> bool:
         buf = self._pending
@@ -365,7 +391,7 @@ class ClientSession(asyncio.Protocol):
             self._paused_reading = True
         login = self.login
         assert login is not None
-        route = self._route()
+        route = self._last_route = self._route()
         conn = self.cluster.take_idle(self.endpoint, route, login.user, self.database)
         if conn is not None:
             self._attach(conn, self.cluster.pool_of(conn))
@@ -421,7 +447,7 @@ class ClientSession(asyncio.Protocol):
         self.server_pool = pool
         server.owner = self
         self.transactions += 1
-        self.app.metrics.transaction_started(self.cluster.name, self.endpoint.name)
+        self.app.metrics.transaction_started(self.cluster.name, self.endpoint.name, self._last_route)
         replay = self.gucs.replay_sql(server.gucs)
         if replay:
             server.run_hidden(replay)
@@ -454,13 +480,13 @@ class ClientSession(asyncio.Protocol):
             if kind == 0x51:  # Query
                 self.queries += 1
                 self._statement_effects(data[pos + 5:end - 1], server)
-                tracker.push(Slot(QUERY))
+                tracker.push(_QUERY_SLOT)
             elif kind == 0x53:  # Sync
-                tracker.push(Slot(SYNC))
+                tracker.push(_SYNC_SLOT)
                 self.unsynced = False
             elif kind == 0x45:  # Execute
                 self.queries += 1
-                tracker.push(Slot(EXECUTE))
+                tracker.push(_EXECUTE_SLOT)
                 self.unsynced = True
             elif kind == 0x42:  # Bind
                 self.unsynced = True
@@ -469,7 +495,7 @@ class ClientSession(asyncio.Protocol):
                     out.append(data[start:pos])
                     out.append(replacement)
                     start = end
-                tracker.push(Slot(BIND))
+                tracker.push(_BIND_SLOT)
             elif kind == 0x50:  # Parse
                 self.unsynced = True
                 out.append(data[start:pos])
@@ -482,20 +508,20 @@ class ClientSession(asyncio.Protocol):
                     out.append(data[start:pos])
                     out.append(replacement)
                     start = end
-                tracker.push(Slot(DESCRIBE))
+                tracker.push(_DESCRIBE_SLOT)
             elif kind == 0x43:  # Close
                 self.unsynced = True
                 if self._close_statement(data[pos + 5:end], server):
                     out.append(data[start:pos])
                     start = end
                 else:
-                    tracker.push(Slot(CLOSE))
+                    tracker.push(_CLOSE_SLOT)
             elif kind == 0x48:  # Flush
                 self.unsynced = True
             elif kind == 0x64 or kind == 0x63 or kind == 0x66:  # CopyData / CopyDone / CopyFail
                 pass
             elif kind == 0x46:  # FunctionCall
-                tracker.push(Slot(QUERY))
+                tracker.push(_QUERY_SLOT)
             elif kind == 0x58:  # Terminate: not forwarded; the server stays in the pool
                 out.append(data[start:pos])
                 start = pos = end
@@ -540,7 +566,7 @@ class ClientSession(asyncio.Protocol):
         self._statement_effects(parse.query, server)
         tracker = server.tracker
         if not parse.name or not self.rewrite:
-            tracker.push(Slot(PARSE))
+            tracker.push(_PARSE_SLOT)
             return m.message(b"P", body)
         name = self.cluster.statement_names.name_for(parse)
         message = parse.encode(name)

@@ -1,9 +1,10 @@
 """Split-endpoint statement classification: may this SQL text run on a replica? (SPEC §3.3)
 
-`Classifier.classify(sql)` parses the text with PostgreSQL's own parser (pglast, JSON output,
-which is ~20x faster than building pglast's Python AST) and walks every node.  The rule is
-"when in doubt, primary": a misrouted write is a bug, a misrouted read only a missed
-optimization.
+`Classifier.classify(sql)` parses the text with PostgreSQL's own parser (pglast's JSON output,
+~20x faster than building pglast's Python AST) and looks at every node: a scan of the JSON text
+for the common single SELECT, a full walk of the decoded tree otherwise.  Verdicts are cached
+by exact text.  The rule is "when in doubt, primary": a misrouted write is a bug, a misrouted
+read only a missed optimization.
 
 Routes for a standalone occurrence of the text (the session decides what happens inside an
 explicit transaction; `neutral` statements leave that decision alone):
@@ -27,10 +28,9 @@ explicit transaction; `neutral` statements leave that decision alone):
   user's explicit choice, and the replica will reject the write itself.  The structural flags
   (begins_transaction, ...) still describe the text.
 
-Known blind spots, all on the side of a missed write check that PostgreSQL itself would catch
-on the replica with "cannot execute ... in a read-only transaction": functions called
-indirectly (through views, user-defined operators or casts), and a built-in shadowed by a
-same-named function earlier in search_path than pg_catalog.
+Known blind spots (a write there fails on the replica with PostgreSQL's own "cannot execute ...
+in a read-only transaction"): functions called indirectly (through views, user-defined
+operators or casts), and a user function that overloads or shadows a built-in's name.
 """
 
 from __future__ import annotations
@@ -66,12 +66,13 @@ class Route(enum.Enum):
 class Classification:
     """The verdict for one SQL text (one or more statements).
 
-    `route` is authoritative (hints included).  The flags describe the text: `begins_transaction`
-    for BEGIN / START TRANSACTION, `begins_read_only` when that transaction (or SET TRANSACTION)
-    is READ ONLY and may run on a replica (not SERIALIZABLE), `ends_transaction` for COMMIT / ROLLBACK / END / ABORT / PREPARE TRANSACTION
-    (not ROLLBACK TO SAVEPOINT; COMMIT AND CHAIN ends one and the server opens the next, so the
-    session should trust ReadyForQuery's status), `neutral` for transaction control that does
-    not choose a server by itself (COMMIT, ROLLBACK, SAVEPOINT, RELEASE, ROLLBACK TO, empty text).
+    `route` is authoritative (hints included).  The flags describe the text:
+    `begins_transaction` for BEGIN / START TRANSACTION; `begins_read_only` when that
+    transaction (or SET TRANSACTION) is READ ONLY and may run on a replica (not SERIALIZABLE);
+    `ends_transaction` for COMMIT / ROLLBACK / END / ABORT / PREPARE TRANSACTION, not ROLLBACK
+    TO SAVEPOINT (after COMMIT AND CHAIN the server opens the next transaction at once: trust
+    ReadyForQuery's status); `neutral` for statements that do not choose a server by themselves
+    (COMMIT, ROLLBACK, SAVEPOINT, RELEASE, ROLLBACK TO, empty text).
     """
 
     route: Route
@@ -245,7 +246,9 @@ _TRANSACTION_CONTROL = {
 }
 BEGIN = Classification(Route.PRIMARY, "begin", begins_transaction=True)
 BEGIN_SERIALIZABLE_READ_ONLY = Classification(Route.PRIMARY, "begin serializable", begins_transaction=True)
-BEGIN_READ_ONLY = Classification(Route.REPLICA, "begin read only", begins_read_only=True, begins_transaction=True)
+BEGIN_READ_ONLY = Classification(
+    Route.REPLICA, "begin read only", begins_read_only=True, begins_transaction=True
+)
 
 
 def _transaction(body: Node, functions: ReadOnlyFunctions) -> Classification:
@@ -266,7 +269,9 @@ def _variable_set(body: Node, functions: ReadOnlyFunctions) -> Classification:
         read_only, serializable = _transaction_mode(body.get("args", []))
         if read_only and not serializable:
             return Classification(Route.REPLICA, "set transaction read only", begins_read_only=True)
-        return Classification(Route.PRIMARY, "set transaction serializable" if serializable else "set transaction")
+        return Classification(
+            Route.PRIMARY, "set transaction serializable" if serializable else "set transaction"
+        )
     return Classification(Route.PRIMARY, "set")
 
 
@@ -381,7 +386,9 @@ def _scan_single(tree: str, sql: str, functions: ReadOnlyFunctions) -> Classific
     if kind != "SelectStmt":
         return None if kind in _HANDLERS else _FIXED.get(kind, DDL)
     lowered = sql.lower()
-    if any(word in lowered for word in _READ_BLOCKER_WORDS) and any(key in tree for key in _READ_BLOCKER_KEYS):
+    if any(word in lowered for word in _READ_BLOCKER_WORDS) and any(
+        key in tree for key in _READ_BLOCKER_KEYS
+    ):
         return None
     calls = tree.count(_FUNCCALL_KEY)
     if calls == 0:
@@ -448,6 +455,7 @@ class Classifier:
         )
 
     def classify(self, sql: str) -> Classification:
+        """The verdict for one simple-query or Parse text."""
         if len(sql) > MAX_CACHED_SQL_LENGTH:
             self._uncacheable += 1
             return classify_sql(sql, self.functions)

@@ -186,8 +186,15 @@ loread lowrite query_to_xml query_to_xmlschema query_to_xml_and_xmlschema cursor
 cursor_to_xmlschema ts_stat
 """
 _SIDE_EFFECT_PREFIXES = (
-    "pg_advisory_", "pg_try_advisory_", "lo_", "dblink", "pg_create_", "pg_copy_", "pg_replication_origin_",
-    "pg_logical_slot_", "binary_upgrade_",
+    "pg_advisory_",
+    "pg_try_advisory_",
+    "lo_",
+    "dblink",
+    "pg_create_",
+    "pg_copy_",
+    "pg_replication_origin_",
+    "pg_logical_slot_",
+    "binary_upgrade_",
 )
 
 READ_ONLY_BUILTINS: frozenset[str] = frozenset(

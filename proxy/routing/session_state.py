@@ -21,7 +21,8 @@ What is found, per statement in text order:
   pg_advisory_lock[_shared] / pg_try_advisory_lock[_shared]; the _xact_ variants end with the
   transaction), "listen", "with hold cursor", "sql prepare", "set role" (SET ROLE, SET SESSION
   AUTHORIZATION), "load", "set time zone interval" (SET TIME ZONE INTERVAL '...': no plain value
-  replays it), "set_config" (a session-level set_config the proxy cannot replay), and
+  replays it), "set_config" (a session-level set_config the proxy cannot replay), "do block" (a
+  DO block whose code mentions SET, temporary objects, advisory locks, LISTEN, ...), and
   "unparsable" (a text that looked stateful but that the parser rejects: it may be newer syntax
   than the parser knows, so keep the client where its state is).
 - `discard_all`: the text ran DISCARD ALL.  `sets` then holds only what the text set after its
@@ -79,17 +80,20 @@ EMPTY = SessionEffects()
 # A statement start that might change session state: after whitespace and non-nested comments,
 # one of the keywords, or a nested comment ("/* /* */ */"), which is left for the parser so that
 # nesting can never hide a statement.
-_STATEFUL_KEYWORDS = ("set", "reset", "listen", "declare", "prepare", "load", "discard")
+_STATEFUL_KEYWORDS = ("set", "reset", "listen", "declare", "prepare", "load", "discard", "do")
 _STATEFUL_START = re.compile(
     r"(?:\s|/\*(?:[^*/]|\*(?!/)|/(?!\*))*\*/|--[^\n\r]*)*"
     r"(?:/\*|(?:" + "|".join(_STATEFUL_KEYWORDS) + r")\b)"
 )
-_TEMP_WORD = re.compile(r"temp(?:orary)?\b")  # also matches pg_temp.x
+_TEMP_WORD = re.compile(r"temp(?:orary)?\b|pg_temp")
 
 
 def _stateful_statement_at(lowered: str, position: int) -> bool:
-    if lowered[position:position + 1].isalpha():  # the usual case: no leading space or comment
-        return lowered.startswith(_STATEFUL_KEYWORDS, position) and _STATEFUL_START.match(lowered, position) is not None
+    if lowered[position : position + 1].isalpha():  # the usual case: no leading space or comment
+        return (
+            lowered.startswith(_STATEFUL_KEYWORDS, position)
+            and _STATEFUL_START.match(lowered, position) is not None
+        )
     return _STATEFUL_START.match(lowered, position) is not None
 
 
@@ -121,13 +125,20 @@ def session_effects(sql: str) -> SessionEffects:
 
 # ---- rendering values ------------------------------------------------------------------------------
 
-_QUOTED_KEYWORDS = frozenset(RESERVED_KEYWORDS) | frozenset(TYPE_FUNC_NAME_KEYWORDS) | frozenset(COL_NAME_KEYWORDS)
+_QUOTED_KEYWORDS = (
+    frozenset(RESERVED_KEYWORDS) | frozenset(TYPE_FUNC_NAME_KEYWORDS) | frozenset(COL_NAME_KEYWORDS)
+)
 _PLAIN_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_$]*")
 # Settings whose list elements PostgreSQL quotes as identifiers (GUC_LIST_QUOTE).
-_LIST_QUOTE = frozenset({
-    "search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries",
-    "shared_preload_libraries",
-})
+_LIST_QUOTE = frozenset(
+    {
+        "search_path",
+        "temp_tablespaces",
+        "session_preload_libraries",
+        "local_preload_libraries",
+        "shared_preload_libraries",
+    }
+)
 _TRUE_WORDS = frozenset({"t", "true", "on", "yes", "y", "1"})
 _FALSE_WORDS = frozenset({"f", "false", "off", "no", "n", "0"})
 
@@ -258,9 +269,20 @@ def _variable_set(body: Node, effects: _Effects) -> None:
         effects.sets.append(SetCommand(name, value))
 
 
-_SESSION_ADVISORY_LOCKS = frozenset({
-    "pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
-})
+# A DO block's body is a string the proxy does not parse: pin if it looks like it changes the session.
+_STATEFUL_CODE = re.compile(
+    r"\b(?:set|reset|listen|load|prepare|temp|temporary|set_config|pg_advisory_lock\w*|pg_try_advisory_lock\w*)\b"
+    r"|pg_temp|with\s+hold",
+    re.IGNORECASE,
+)
+_SESSION_ADVISORY_LOCKS = frozenset(
+    {
+        "pg_advisory_lock",
+        "pg_advisory_lock_shared",
+        "pg_try_advisory_lock",
+        "pg_try_advisory_lock_shared",
+    }
+)
 _CREATE_TARGETS = {"CreateStmt": "relation", "CreateSeqStmt": "sequence", "ViewStmt": "view"}
 
 
@@ -276,7 +298,9 @@ def _set_config(args: list[Node], effects: _Effects) -> None:
         return
     name, value, is_local = (_constant(arg) for arg in args)
     if isinstance(is_local, str):
-        is_local = True if is_local.lower() in _TRUE_WORDS else False if is_local.lower() in _FALSE_WORDS else None
+        is_local = (
+            True if is_local.lower() in _TRUE_WORDS else False if is_local.lower() in _FALSE_WORDS else None
+        )
     if is_local is True:
         return
     if is_local is not False or not isinstance(name, str) or not isinstance(value, str):
@@ -320,7 +344,9 @@ def _walk(tree: Node, effects: _Effects) -> None:
                 effects.pin("temp table")
             elif key == "intoClause" and _is_temporary(value.get("rel")):
                 effects.pin("temp table")
-        stack.extend(reversed([value for value in item.values() if type(value) is dict or type(value) is list]))
+        stack.extend(
+            reversed([value for value in item.values() if type(value) is dict or type(value) is list])
+        )
 
 
 def _statement(node: Node, effects: _Effects) -> None:
@@ -335,6 +361,13 @@ def _statement(node: Node, effects: _Effects) -> None:
             effects.pin("sql prepare")
         elif kind == "LoadStmt":
             effects.pin("load")
+        elif kind == "DoStmt" and any(
+            _STATEFUL_CODE.search(
+                str(item.get("DefElem", {}).get("arg", {}).get("String", {}).get("sval", ""))
+            )
+            for item in body.get("args", [])
+        ):
+            effects.pin("do block")
         elif kind == "DiscardStmt" and body.get("target") == "DISCARD_ALL":
             effects.discard_all = True
             effects.sets.clear()

@@ -68,7 +68,7 @@ class ServerConnection(asyncio.Protocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         assert self._login is not None
-        self.transport.write(self._login.startup())
+        transport.write(self._login.startup())  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         if self._login is not None:
