@@ -15,11 +15,12 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from .protocol.postgres.messages import quote_literal
+from .routing.session_state import quote_name
 
 # Reported parameters a client cannot change with SET (or that change on their own).
 _NOT_SETTABLE = frozenset({
     "server_version", "server_encoding", "is_superuser", "session_authorization", "integer_datetimes",
-    "in_hot_standby", "scram_iterations", "default_transaction_read_only", "standard_conforming_strings",
+    "in_hot_standby", "scram_iterations", "standard_conforming_strings",
 })
 _STARTUP_KEYS_NOT_GUCS = frozenset({"user", "database", "options", "replication"})
 # Values for these are lists of identifiers: replay them verbatim, not as one string literal.
@@ -95,9 +96,9 @@ class GucState:
         """SET/RESET statements that make a server's settings equal this client's ('' if equal)."""
         if server_gucs == self.client:
             return ""
-        parts = [f"SET {name} TO {value}" for name, value in self.client.items()
+        parts = [f"SET {quote_name(name)} TO {value}" for name, value in self.client.items()
                  if server_gucs.get(name) != value]
-        parts.extend(f"RESET {name}" for name in server_gucs if name not in self.client)
+        parts.extend(f"RESET {quote_name(name)}" for name in server_gucs if name not in self.client)
         return "; ".join(parts)
 
     def apply(self, sets: Iterable[SetLike], server: HasGucs) -> None:

@@ -46,17 +46,37 @@ CASES: list[tuple[str, Route, str | None]] = [
     ("SELECT pg_last_wal_replay_lsn(), pg_last_xact_replay_timestamp()", R, "select"),
     ("SELECT pg_catalog.count(*) FROM t", R, "select"),
     ("SELECT pg_catalog.lower('A')", R, "select"),
-    ("SELECT position('a' IN 'abc'), overlay('abc' PLACING 'x' FROM 1), trim(both ' ' FROM a) FROM t", R, "select"),
-    ("SELECT substring(a FROM 1 FOR 2), now() AT TIME ZONE 'UTC', a::int, CAST(b AS text) FROM t", R, "select"),
-    ("SELECT row_number() OVER (PARTITION BY a ORDER BY b), lag(a) OVER w FROM t WINDOW w AS ()", R, "select"),
+    (
+        "SELECT position('a' IN 'abc'), overlay('abc' PLACING 'x' FROM 1), trim(both ' ' FROM a) FROM t",
+        R,
+        "select",
+    ),
+    (
+        "SELECT substring(a FROM 1 FOR 2), now() AT TIME ZONE 'UTC', a::int, CAST(b AS text) FROM t",
+        R,
+        "select",
+    ),
+    (
+        "SELECT row_number() OVER (PARTITION BY a ORDER BY b), lag(a) OVER w FROM t WINDOW w AS ()",
+        R,
+        "select",
+    ),
     ("SELECT count(*) FILTER (WHERE a > 1) FROM t", R, "select"),
     ("SELECT EXISTS (SELECT 1 FROM u WHERE u.id = t.id) FROM t", R, "select"),
-    ("SELECT * FROM t JOIN u USING (id) LEFT JOIN v ON v.id = t.id ORDER BY 1 LIMIT 10 OFFSET 5", R, "select"),
+    (
+        "SELECT * FROM t JOIN u USING (id) LEFT JOIN v ON v.id = t.id ORDER BY 1 LIMIT 10 OFFSET 5",
+        R,
+        "select",
+    ),
     ("SELECT a FROM t UNION SELECT b FROM u INTERSECT SELECT c FROM v", R, "select"),
     ("SELECT * FROM t TABLESAMPLE system (10)", R, "select"),
     ("SELECT * FROM t, LATERAL (SELECT * FROM u WHERE u.id = t.id) s", R, "select"),
     ("WITH x AS (SELECT 1 AS a) SELECT * FROM x", R, "select"),
-    ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 10) SELECT * FROM r", R, "select"),
+    (
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 10) SELECT * FROM r",
+        R,
+        "select",
+    ),
     ("WITH x AS MATERIALIZED (SELECT * FROM t) SELECT count(*) FROM x", R, "select"),
     ("SELECT * FROM pg_stat_activity", R, "select"),
     ("SELECT 'INSERT INTO t VALUES (1)' AS looks_like_a_write", R, "select"),
@@ -178,7 +198,11 @@ CASES: list[tuple[str, Route, str | None]] = [
     ("SELECT pg_reload_conf()", P, "volatile function pg_reload_conf"),
     ("SELECT pg_promote()", P, "volatile function pg_promote"),
     ("SELECT pg_switch_wal()", P, "volatile function pg_switch_wal"),
-    ("SELECT pg_create_physical_replication_slot('s')", P, "volatile function pg_create_physical_replication_slot"),
+    (
+        "SELECT pg_create_physical_replication_slot('s')",
+        P,
+        "volatile function pg_create_physical_replication_slot",
+    ),
     ("SELECT * FROM dblink('conn', 'DELETE FROM t') AS x(a int)", P, "volatile function dblink"),
     ("SELECT query_to_xml('DELETE FROM t RETURNING 1', true, false, '')", P, None),
     ("SELECT my_function(1)", P, "unknown function my_function"),
@@ -186,7 +210,11 @@ CASES: list[tuple[str, Route, str | None]] = [
     ("SELECT myschema.f(1)", P, "unknown function myschema.f"),
     ("SELECT myschema.count(*) FROM t", P, "unknown function myschema.count"),
     ("SELECT a FROM t WHERE b = my_function(a)", P, "unknown function my_function"),
-    ("SELECT count(*) FROM t WHERE a = ANY (SELECT my_function(b) FROM u)", P, "unknown function my_function"),
+    (
+        "SELECT count(*) FROM t WHERE a = ANY (SELECT my_function(b) FROM u)",
+        P,
+        "unknown function my_function",
+    ),
     ('SELECT "Weird ""Name"""()', P, 'unknown function Weird "Name"'),
     # read_only_functions from config
     ("SELECT report_total(1)", R, "select"),
@@ -292,8 +320,10 @@ def test_fast_path_agrees_with_full_walk(sql: str, route: Route, reason: str | N
 FLAG_CASES: list[tuple[str, dict[str, bool]]] = [
     ("BEGIN", {"begins_transaction": True}),
     ("BEGIN READ ONLY", {"begins_transaction": True, "begins_read_only": True}),
-    ("START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-     {"begins_transaction": True, "begins_read_only": True}),
+    (
+        "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        {"begins_transaction": True, "begins_read_only": True},
+    ),
     ("START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY", {"begins_transaction": True}),
     ("SET TRANSACTION READ ONLY", {"begins_read_only": True}),
     ("COMMIT", {"ends_transaction": True, "neutral": True}),
@@ -306,8 +336,10 @@ FLAG_CASES: list[tuple[str, dict[str, bool]]] = [
     ("", {"neutral": True}),
     ("PREPARE TRANSACTION 'x'", {"ends_transaction": True}),
     ("SELECT 1", {}),
-    ("BEGIN READ ONLY; SELECT 1; COMMIT",
-     {"begins_transaction": True, "begins_read_only": True, "ends_transaction": True}),
+    (
+        "BEGIN READ ONLY; SELECT 1; COMMIT",
+        {"begins_transaction": True, "begins_read_only": True, "ends_transaction": True},
+    ),
     ("BEGIN; SET TRANSACTION READ ONLY", {"begins_transaction": True}),
     ("COMMIT; ROLLBACK", {"ends_transaction": True, "neutral": True}),
     ("/* dbproxy:route=replica */ BEGIN", {"begins_transaction": True}),
@@ -393,11 +425,41 @@ def test_classify_never_raises_on_arbitrary_text(sql: str) -> None:
     assert isinstance(result, Classification)
 
 
-SQL_FRAGMENTS = st.sampled_from([
-    "SELECT", "1", "FROM", "t", "WHERE", "(", ")", ";", "'", '"', "/*", "*/", "--", "\n", "FOR UPDATE",
-    "nextval('s')", "WITH", "x AS", "DELETE", "INSERT INTO", "VALUES", "BEGIN", "READ ONLY", "COMMIT",
-    "dbproxy:route=replica", "dbproxy:route=primary", "$1", "::int", ",", "EXPLAIN", "ANALYZE",
-])
+SQL_FRAGMENTS = st.sampled_from(
+    [
+        "SELECT",
+        "1",
+        "FROM",
+        "t",
+        "WHERE",
+        "(",
+        ")",
+        ";",
+        "'",
+        '"',
+        "/*",
+        "*/",
+        "--",
+        "\n",
+        "FOR UPDATE",
+        "nextval('s')",
+        "WITH",
+        "x AS",
+        "DELETE",
+        "INSERT INTO",
+        "VALUES",
+        "BEGIN",
+        "READ ONLY",
+        "COMMIT",
+        "dbproxy:route=replica",
+        "dbproxy:route=primary",
+        "$1",
+        "::int",
+        ",",
+        "EXPLAIN",
+        "ANALYZE",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -51,7 +51,7 @@ CASES: list[tuple[str, SessionEffects]] = [
     ("SET extra_float_digits = -1", sets(("extra_float_digits", "-1"))),
     ("SET geqo_selection_bias = 1.5", sets(("geqo_selection_bias", "1.5"))),
     ("SET app.tenant_id = '42'", sets(("app.tenant_id", "'42'"))),
-    ('SET "Application_Name" TO \'x\'', sets(("application_name", "'x'"))),
+    ("SET \"Application_Name\" TO 'x'", sets(("application_name", "'x'"))),
     ("SET work_mem TO DEFAULT", sets(("work_mem", None))),
     ("RESET statement_timeout", sets(("statement_timeout", None))),
     ("RESET ALL", sets(("all", None))),
@@ -61,13 +61,18 @@ CASES: list[tuple[str, SessionEffects]] = [
     ("   \n\tSET x.y = 1;", sets(("x.y", "1"))),
     ("SELECT 1; SET x.y = 2", sets(("x.y", "2"))),
     ("SET a.b = 1; SET c.d = 2; RESET a.b", sets(("a.b", "1"), ("c.d", "2"), ("a.b", None))),
-    ("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY",
-     sets(("default_transaction_isolation", "'serializable'"), ("default_transaction_read_only", "on"))),
+    (
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY",
+        sets(("default_transaction_isolation", "'serializable'"), ("default_transaction_read_only", "on")),
+    ),
     ("SELECT set_config('app.user', '42', false)", sets(("app.user", "'42'"))),
     ("SELECT pg_catalog.set_config('statement_timeout', '1s', 'f')", sets(("statement_timeout", "'1s'"))),
     # --- DISCARD ALL -------------------------------------------------------------------------------
     ("DISCARD ALL", SessionEffects(discard_all=True)),
-    ("SET a.b = 1; DISCARD ALL; SET c.d = 2", SessionEffects(sets=(SetCommand("c.d", "2"),), discard_all=True)),
+    (
+        "SET a.b = 1; DISCARD ALL; SET c.d = 2",
+        SessionEffects(sets=(SetCommand("c.d", "2"),), discard_all=True),
+    ),
     # --- pins --------------------------------------------------------------------------------------
     ("CREATE TEMP TABLE t (a int)", pin("temp table")),
     ("create temporary table t (a int)", pin("temp table")),
@@ -96,8 +101,16 @@ CASES: list[tuple[str, SessionEffects]] = [
     ("SELECT set_config('app.user', '42', $1)", pin("set_config")),
     ("SELECT set_config('search_path', '', false)", pin("set_config")),
     ("SET x.y = ", pin("unparsable")),
-    ("SET search_path = a; CREATE TEMP TABLE t (a int); LISTEN c",
-     SessionEffects(sets=(SetCommand("search_path", "a"),), pin_reason="temp table")),
+    ("CREATE TABLE pg_temp_3.t (a int)", pin("temp table")),
+    ("DO $$ BEGIN SET search_path = a; END $$", pin("do block")),
+    ("DO $$ BEGIN CREATE TEMP TABLE t (a int); END $$", pin("do block")),
+    ("do language plpgsql 'begin perform pg_advisory_lock(1); end'", pin("do block")),
+    # conservative: the DO body is only searched for words, so an UPDATE ... SET pins too
+    ("DO $$ BEGIN UPDATE t SET a = 1; END $$", pin("do block")),
+    (
+        "SET search_path = a; CREATE TEMP TABLE t (a int); LISTEN c",
+        SessionEffects(sets=(SetCommand("search_path", "a"),), pin_reason="temp table"),
+    ),
     # --- nothing to track --------------------------------------------------------------------------
     ("SELECT 'SET x = 1'", EMPTY),
     ("SELECT 1 -- SET x = 1", EMPTY),
@@ -131,6 +144,8 @@ CASES: list[tuple[str, SessionEffects]] = [
     ("DISCARD TEMP", EMPTY),
     ("CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = a AS 'SELECT 1'", EMPTY),
     ("ALTER ROLE bob SET search_path = a", EMPTY),
+    ("DO $$ BEGIN INSERT INTO log VALUES (1); END $$", EMPTY),
+    ("SELECT dose FROM t", EMPTY),
     ("SELECT abalance FROM pgbench_accounts WHERE aid = 1", EMPTY),
     ("BEGIN", EMPTY),
     ("", EMPTY),
@@ -169,7 +184,7 @@ def test_cache_serves_repeated_stateful_texts() -> None:
     after = cache_info()
     assert first is second
     assert after.hits >= before.hits + 1
-    assert after.currsize <= after.maxsize
+    assert after.maxsize is not None and after.currsize <= after.maxsize
 
 
 @pytest.mark.parametrize(
