@@ -284,27 +284,33 @@ class ClientSession(asyncio.Protocol):
         rest = self._auth_reader.take_rest()
         if rest:
             self._pending += rest
-        self._borrow_task = asyncio.get_running_loop().create_task(self._finish_login())
+        assert self.login is not None
+        welcome = self.cluster.welcome.get((self.login.user.server_user, self.database))
+        if welcome is not None:
+            self._welcome(welcome)
+        else:
+            self._borrow_task = asyncio.get_running_loop().create_task(self._first_login())
 
-    async def _finish_login(self) -> None:
+    async def _first_login(self) -> None:
+        """First client of a (user, database): open a server connection to learn its parameters."""
         assert self.login is not None
         user = self.login.user
-        key = (user.server_user, self.database)
         try:
-            welcome = self.cluster.welcome.get(key)
-            if welcome is None:
-                conn, pool = await self.cluster.borrow(self.endpoint, "primary", user, self.database)
-                welcome = dict(conn.parameters)
-                self.cluster.welcome[key] = welcome
-                pool.release(conn)
+            conn, pool = await self.cluster.borrow(self.endpoint, "primary", user, self.database)
         except ProxyError as exc:
             self._borrow_task = None
             self.fail(ProxyError(exc.message, exc.sqlstate) if exc.sqlstate[:2] != "08" else exc)
             return
-        finally:
-            self._borrow_task = None
-        if self.state != _LOGIN:
-            return
+        self._borrow_task = None
+        welcome = dict(conn.parameters)
+        self.cluster.welcome[(user.server_user, self.database)] = welcome
+        pool.release(conn)
+        if self.state == _LOGIN:
+            self._welcome(welcome)
+
+    def _welcome(self, welcome: dict[str, str]) -> None:
+        """Finish the login: AuthenticationOk, parameters, cancel key, ReadyForQuery."""
+        assert self.login is not None
         self.pid, self.key = self.app.register_cancel_key(self)
         out = [m.auth_ok()]
         for name, value in self.gucs.welcome_parameters(welcome).items():
@@ -313,7 +319,7 @@ class ClientSession(asyncio.Protocol):
         out.append(m.ready_for_query(b"I"))
         self.write(b"".join(out))
         self.state = _READY
-        log.info("client %s connected: user=%s database=%s endpoint=%s/%s", self.peer, user.name,
+        log.info("client %s connected: user=%s database=%s endpoint=%s/%s", self.peer, self.login.user.name,
                  self.database, self.cluster.name, self.endpoint.name)
         if self._pending:
             data = bytes(self._pending)

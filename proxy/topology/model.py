@@ -1,0 +1,96 @@
+"""The topology data model: probe results, per-instance state and the immutable cluster snapshot.
+
+Everything here is frozen: the monitor builds a new `TopologySnapshot` on every probe and swaps
+one attribute, so routing reads the current picture without locks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..config import Address
+
+State = Literal["unknown", "up", "down", "lagging", "fenced"]
+Role = Literal["unknown", "primary", "replica"]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one probe of one instance saw; `ok` False means unreachable, failed or too slow.
+
+    position: the WAL position (PostgreSQL LSN as an integer) written on a primary, replayed on a replica.
+    lag_seconds: replicas only; 0 when everything received is replayed, None when unknown.
+    """
+
+    ok: bool
+    error: str = ""
+    in_recovery: bool = False
+    position: int | None = None
+    receive_position: int | None = None
+    lag_seconds: float | None = None
+    timeline: int | None = None
+
+    @classmethod
+    def failed(cls, error: str) -> ProbeResult:
+        return cls(ok=False, error=error)
+
+
+@dataclass(frozen=True)
+class InstanceState:
+    """The health state machine's view of one instance (see health.py for the transitions).
+
+    Times are monotonic seconds as passed in by the caller: `since` is when `state` was entered,
+    `behind_since` when the replica was first seen not fully replayed (None while caught up).
+    """
+
+    address: Address
+    state: State = "unknown"
+    role: Role = "unknown"
+    failures: int = 0
+    position: int | None = None
+    lag_seconds: float | None = None
+    lag_bytes: int | None = None
+    timeline: int | None = None
+    since: float = 0.0
+    last_check: float | None = None
+    last_ok: float | None = None
+    behind_since: float | None = None
+    error: str = ""
+
+    @property
+    def reachable(self) -> bool:
+        return self.state in ("up", "lagging", "fenced")
+
+    @property
+    def usable_replica(self) -> bool:
+        """May serve reader traffic: up, a replica, not lagging and not fenced."""
+        return self.state == "up" and self.role == "replica"
+
+
+@dataclass(frozen=True)
+class TopologySnapshot:
+    """One cluster's instances (in configuration order), its writer and the replicas fit for reads."""
+
+    cluster: str
+    instances: tuple[InstanceState, ...] = ()
+    writer: Address | None = None
+    writer_timeline: int | None = None
+    version: int = 0
+    taken_at: float = 0.0        # wall-clock time (time.time()) for display
+    usable_replicas: tuple[Address, ...] = field(init=False)
+    _by_address: dict[Address, InstanceState] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "usable_replicas", tuple(s.address for s in self.instances if s.usable_replica))
+        object.__setattr__(self, "_by_address", {s.address: s for s in self.instances})
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        return tuple(s.address for s in self.instances)
+
+    def get(self, address: Address) -> InstanceState | None:
+        return self._by_address.get(address)
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._by_address
