@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 
 from .config import Address, ClusterConfig, EndpointConfig, User
-from .errors import ServerUnavailable
+from .errors import ServerConnectFailed, ServerUnavailable
+from .metrics import Metrics
 from .pool.pool import Pool
 from .protocol.postgres.statements import StatementNames
 from .routing.classify import Classifier
+from .topology import TopologyMonitor, TopologySnapshot, probe_factory
+from .topology.select import RefusedConnections, choose
 from .transport.pg_server import ServerConnection, open_server_connection
 
 log = logging.getLogger("dbproxy.cluster")
 
 PoolKey = tuple[Address, str, str]   # (instance, server user, database)
+
+# A connect failure with one of these says "this instance is unavailable", not "this login is wrong":
+# the borrow tries another target instead of failing the client.
+_INSTANCE_UNAVAILABLE = frozenset({"08001", "08006", "57P01", "57P02", "57P03"})
 
 
 class Cluster:
@@ -32,8 +40,76 @@ class Cluster:
         self.clients = 0
         self._resumed = asyncio.Event()
         self._resumed.set()
-        # Where each endpoint role may send work; replaced by the topology layer when present.
-        self.choose_target: Callable[[EndpointConfig, str], Address | None] = self._first_instance
+        self._pools_by_instance: dict[Address, list[Pool[ServerConnection]]] = {}
+        self._rng = random.Random()
+        self._refused = RefusedConnections(time.monotonic)
+        self.monitor = self._make_monitor(config)
+        # Where each endpoint role may send work: the topology layer, or the first instance for
+        # engines without a probe adapter yet.
+        self.choose_target: Callable[[EndpointConfig, str], Address | None] = (
+            self._first_instance if self.monitor is None else self._route)
+
+    # ---- topology ---------------------------------------------------------------------------
+
+    def _make_monitor(self, config: ClusterConfig) -> TopologyMonitor | None:
+        factory = probe_factory(config.engine)
+        if factory is None:
+            return None
+        return TopologyMonitor(config.name, config.instances, config.health, factory,
+                               on_writer_change=self._writer_changed)
+
+    @property
+    def topology(self) -> TopologySnapshot | None:
+        """The latest topology snapshot (None for engines without a probe adapter)."""
+        return None if self.monitor is None else self.monitor.snapshot
+
+    async def start(self, metrics: Metrics | None = None) -> None:
+        """Start probing; returns once every instance was probed once (bounded by health.timeout)."""
+        if self.monitor is not None:
+            self.monitor.metrics = metrics
+            self.monitor.start()
+            await self.monitor.wait_probed(self.config.health.timeout + 0.5)
+
+    def apply_instances(self) -> None:
+        """After a reload replaced self.config: probe new instances, stop routing to and drain removed ones."""
+        if self.monitor is None:
+            return
+        self.monitor.set_health(self.config.health)
+        for address in self.config.instances:
+            self.monitor.add_instance(address)
+        for address in self.monitor.snapshot.addresses:
+            if address not in self.config.instances:
+                self.monitor.remove_instance(address)
+                log.info("cluster %s: draining pools of removed instance %s", self.name, address)
+                for pool in self._pools_by_instance.get(address, ()):
+                    pool.close()
+
+    def _writer_changed(self, old: Address | None, new: Address | None) -> None:
+        # Both instances changed role: retire their pooled connections (borrowed ones on release).
+        for address in (old, new):
+            if address is not None and self._pools_by_instance.get(address):
+                log.info("cluster %s: expiring pooled connections of %s (role changed)", self.name, address)
+                for pool in self._pools_by_instance[address]:
+                    pool.expire()
+
+    def _route(self, endpoint: EndpointConfig, route: str) -> Address | None:
+        assert self.monitor is not None
+        snapshot = self.monitor.snapshot
+        return choose(snapshot, endpoint, route, self.outstanding, self._rng, self._refused.current(snapshot))
+
+    def outstanding(self, instance: Address) -> int:
+        """Server connections borrowed (or being opened) on an instance, over all its pools."""
+        return sum(len(p.in_use) + p.opening for p in self._pools_by_instance.get(instance, ()))
+
+    def _connect_refused(self, instance: Address, exc: ServerConnectFailed) -> bool:
+        """Note an instance that refused a connection; True if the borrow should try another target."""
+        if self.monitor is None or exc.sqlstate not in _INSTANCE_UNAVAILABLE:
+            return False
+        health = self.config.health
+        log.info("cluster %s: %s refused a connection (%s); routing around it", self.name, instance, exc.message)
+        self._refused.add(instance, health.interval * health.failure_threshold + health.timeout)
+        self.monitor.probe_now(instance)
+        return True
 
     # ---- targets ----------------------------------------------------------------------------
 
@@ -47,7 +123,7 @@ class Cluster:
     def pool(self, instance: Address, user: User, database: str) -> Pool[ServerConnection]:
         key = (instance, user.server_user, database)
         pool = self.pools.get(key)
-        if pool is None:
+        if pool is None or pool.closed:
             settings = self.config.pool
 
             async def connect() -> ServerConnection:
@@ -58,8 +134,22 @@ class Cluster:
             pool = Pool(f"{self.name}/{instance}/{user.server_user}/{database}", connect,
                         settings.max_server_connections, settings.min_idle, settings.idle_timeout,
                         settings.max_lifetime)
-            self.pools[key] = pool
+            self._track_pool(key, pool)
         return pool
+
+    def _track_pool(self, key: PoolKey, pool: Pool[ServerConnection]) -> None:
+        old = self.pools.get(key)
+        if old is not None:
+            self._forget_pool(key[0], old)
+        self._pools_by_instance.setdefault(key[0], []).append(pool)
+        self.pools[key] = pool
+
+    def _forget_pool(self, instance: Address, pool: Pool[ServerConnection]) -> None:
+        same_instance = self._pools_by_instance.get(instance, [])
+        if pool in same_instance:
+            same_instance.remove(pool)
+        if not same_instance:
+            self._pools_by_instance.pop(instance, None)
 
     def take_idle(self, endpoint: EndpointConfig, route: str, user: User,
                   database: str) -> ServerConnection | None:
@@ -81,20 +171,28 @@ class Cluster:
         """A server connection for the endpoint; waits (bounded) for a target, for resume, for a slot."""
         deadline = time.monotonic() + self.config.failover.borrow_timeout
         while True:
+            target = await self._wait_for_target(endpoint, route, deadline)
+            pool = self.pool(target, user, database)
+            try:
+                conn = await pool.borrow(max(0.001, deadline - time.monotonic()))
+            except ServerConnectFailed as exc:
+                if time.monotonic() >= deadline or not self._connect_refused(target, exc):
+                    raise
+                continue
+            return conn, pool
+
+    async def _wait_for_target(self, endpoint: EndpointConfig, route: str, deadline: float) -> Address:
+        while True:
             if not self._resumed.is_set():
                 await self._wait_until(self._resumed.wait(), deadline, "is paused")
             target = self.choose_target(endpoint, route)
             if target is not None:
-                break
+                return target
             if time.monotonic() >= deadline:
                 raise ServerUnavailable(
                     f"cluster {self.name!r} has no available {_role_word(endpoint)} "
                     f"(waited {self.config.failover.borrow_timeout:g}s)")
             await asyncio.sleep(0.05)
-        pool = self.pool(target, user, database)
-        remaining = max(0.001, deadline - time.monotonic())
-        conn = await pool.borrow(remaining)
-        return conn, pool
 
     async def _wait_until(self, aw: object, deadline: float, what: str) -> None:
         try:
@@ -118,10 +216,17 @@ class Cluster:
         return not self._resumed.is_set()
 
     def maintain(self) -> None:
-        for pool in self.pools.values():
+        for key, pool in list(self.pools.items()):
+            if pool.closed:
+                if pool.size == 0:   # a drained pool of a removed instance
+                    del self.pools[key]
+                    self._forget_pool(key[0], pool)
+                continue
             pool.maintain()
 
     def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
         for pool in self.pools.values():
             pool.close()
 

@@ -7,7 +7,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,10 +120,19 @@ class User:
 
 @dataclass(frozen=True)
 class HealthSettings:
+    """Probing of the cluster's instances; max_replica_lag 0 = no lag limit.
+
+    user/password/database: the probe connections' login. parse_config fills in the first [[users]]
+    entry's server_user/server_password when user is not given (None only in a bare HealthSettings()).
+    """
+
     interval: float = 0.5
     timeout: float = 1.0
     failure_threshold: int = 3
     max_replica_lag: float = 10.0
+    user: str | None = None
+    password: str | None = None
+    database: str = "postgres"
 
 
 @dataclass(frozen=True)
@@ -452,6 +461,17 @@ _CLUSTER_KEYS = (
     "read_only_functions",
 )
 _TLS_KEYS = ("mode", "cert", "key", "ca")
+_HEALTH_KEYS = (
+    "interval",
+    "timeout",
+    "failure_threshold",
+    "max_replica_lag",
+    "user",
+    "password",
+    "password_env",
+    "password_file",
+    "database",
+)
 _ENDPOINT_KEYS = ("name", "listen", "role", "instances", "exclude", "kind", "read_your_writes")
 
 
@@ -463,7 +483,7 @@ def _build_config(data: Mapping[str, Any], path: str, context: _Context) -> Conf
     root = _Table(data, "", context.problems, ("server", "users", "clusters"))
     server = _build_server(root.table("server", _SERVER_KEYS))
     users, passwordless = _build_users(root, context)
-    clusters = _build_clusters(root, context)
+    clusters = _with_probe_logins(_build_clusters(root, context), users)
     _check_listen_conflicts(server, clusters, context.problems)
     _check_passwords(users, passwordless, clusters, context.problems)
     return Config(path=path, server=server, users=users, clusters=clusters)
@@ -593,7 +613,7 @@ def _build_cluster(name: str, t: _Table, context: _Context) -> ClusterConfig:
         ),
         tls=_build_tls(t.table("tls", _TLS_KEYS), CLIENT_TLS_MODES, context, client_side=True),
         server_tls=_build_tls(t.table("server_tls", _TLS_KEYS), SERVER_TLS_MODES, context, client_side=False),
-        health=_build_health(t.table("health", _field_names(HealthSettings))),
+        health=_build_health(t.table("health", _HEALTH_KEYS), context),
         failover=_build_failover(t.table("failover", _field_names(FailoverSettings))),
         pool=_build_pool(t.table("pool", _field_names(PoolSettings))),
         endpoints=_build_endpoints(t, instances),
@@ -624,12 +644,28 @@ def _readable_path(t: _Table, name: str, context: _Context) -> str | None:
     return str(path)
 
 
-def _build_health(t: _Table) -> HealthSettings:
+def _build_health(t: _Table, context: _Context) -> HealthSettings:
     return HealthSettings(
         interval=t.duration("interval", 0.5, positive=True),
         timeout=t.duration("timeout", 1.0, positive=True),
         failure_threshold=t.integer("failure_threshold", 3, minimum=1),
         max_replica_lag=t.duration("max_replica_lag", 10.0),
+        user=t.optional_text("user", required="user" in t.data),
+        password=_secret(t, "password", context)[0],
+        database=t.text("database", "postgres", required="database" in t.data),
+    )
+
+
+def _with_probe_logins(clusters: tuple[ClusterConfig, ...], users: tuple[User, ...]) -> tuple[ClusterConfig, ...]:
+    """Probes log in as the first user's server credentials unless [clusters.<name>.health] says otherwise."""
+    if not users:
+        return clusters
+    first = users[0]
+    return tuple(
+        c if c.health.user is not None
+        else replace(c, health=replace(c.health, user=first.server_user,
+                                       password=c.health.password or first.server_password))
+        for c in clusters
     )
 
 
@@ -837,6 +873,8 @@ def _settings_display(
     settings: TlsSettings | HealthSettings | FailoverSettings | PoolSettings,
 ) -> dict[str, Any]:
     values = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    if "password" in values:
+        values["password"] = _mask(values["password"])
     return _drop_none({k: format_duration(v) if k in _DURATION_FIELDS else v for k, v in values.items()})
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 
@@ -24,20 +24,10 @@ class Metrics:
             ["cluster", "endpoint"], registry=r)
         self.client_connections_tls = Gauge(
             "dbproxy_client_connections_tls", "Client connections using TLS", ["cluster", "endpoint"], registry=r)
-        self.database_connections = Gauge(
-            "dbproxy_database_connections", "Server connections open", ["cluster", "instance"], registry=r)
-        self.database_connections_borrowed = Gauge(
-            "dbproxy_database_connections_borrowed", "Server connections in use by a client",
-            ["cluster", "instance"], registry=r)
-        self.database_connections_in_transaction = Gauge(
-            "dbproxy_database_connections_in_transaction", "Server connections inside a transaction",
-            ["cluster", "instance"], registry=r)
-        self.database_connections_pinned = Gauge(
-            "dbproxy_database_connections_pinned", "Server connections pinned to one client",
-            ["cluster", "instance"], registry=r)
-        self.database_connection_setup_failed = Counter(
-            "dbproxy_database_connection_setup_failed", "Server connections that failed to open",
-            ["cluster", "instance"], registry=r)
+        # Pool gauges (dbproxy_database_connections*, dbproxy_client_waiting) and server connection
+        # setup failures are sampled from the pools at scrape time by the sources given to on_scrape().
+        self._scrape = _ScrapeCollector()
+        r.register(self._scrape)
         self.borrow_seconds = Histogram(
             "dbproxy_database_connection_borrow_seconds", "Time a transaction waited for a server connection",
             ["cluster"], registry=r,
@@ -58,8 +48,10 @@ class Metrics:
         self.replica_lag_seconds = Gauge("dbproxy_replica_lag_seconds", "Replication lag",
                                          ["cluster", "instance"], registry=r)
         self.failovers = Counter("dbproxy_failovers", "Writer changes", ["cluster"], registry=r)
-        self.client_waiting = Gauge("dbproxy_client_waiting", "Clients waiting for a server connection",
-                                    ["cluster"], registry=r)
+
+    def on_scrape(self, source: Callable[[], Iterable[Metric]]) -> None:
+        """Add metric families computed when /metrics is scraped (never on the hot path)."""
+        self._scrape.sources.append(source)
 
     def auth_failed(self, cluster: str, endpoint: str) -> None:
         self.client_setup_failed_auth.labels(cluster, endpoint).inc()
@@ -88,3 +80,14 @@ class _RequestCollector(Collector):
         for (cluster, endpoint, route), value in list(self._requests.items()):
             family.add_metric([cluster, endpoint, route], value)
         yield family
+
+
+class _ScrapeCollector(Collector):
+    """Metric families computed at scrape time by the registered sources."""
+
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], Iterable[Metric]]] = []
+
+    def collect(self) -> Iterator[Metric]:
+        for source in self.sources:
+            yield from source()

@@ -10,8 +10,11 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from .admin import start_admin_console
+from .admin import views as admin_views
 from .cluster import Cluster
-from .config import Config, ConfigError, EndpointConfig, load_config
+from .config import Config, ConfigDiff, ConfigError, EndpointConfig, diff, load_config
+from .http import start_http_server
 from .logs import setup_logging
 from .metrics import Metrics
 from .protocol.postgres import messages as m
@@ -28,6 +31,7 @@ class ProxyApp:
         self.config = config
         self.users = UserDirectory(config.users)
         self.metrics = Metrics()
+        self.metrics.on_scrape(lambda: admin_views.live_metrics(self))
         self.clusters: dict[str, Cluster] = {c.name: Cluster(c) for c in config.clusters}
         self.sessions: set[ClientSession] = set()
         self._by_pid: dict[int, ClientSession] = {}
@@ -43,9 +47,23 @@ class ProxyApp:
 
     async def start(self) -> None:
         for cluster in self.clusters.values():
+            await cluster.start(self.metrics)
             for endpoint in cluster.config.endpoints:
                 await self._listen(cluster, endpoint)
         self._spawn(self._maintenance())
+        await self._start_services()
+
+    async def _start_services(self) -> None:
+        """The admin console and the HTTP status service, when configured (closed by drain)."""
+        settings = self.config.server
+        if settings.admin_listen is not None:
+            address = settings.admin_listen
+            self.extra_services.append(await start_admin_console(self, address.host, address.port))
+            log.info("admin console listening on %s", address)
+        if settings.http_listen is not None:
+            address = settings.http_listen
+            self.extra_services.append(await start_http_server(self, address.host, address.port))
+            log.info("HTTP status listening on %s", address)
 
     async def _listen(self, cluster: Cluster, endpoint: EndpointConfig) -> None:
         loop = asyncio.get_running_loop()
@@ -142,23 +160,30 @@ class ProxyApp:
 
     # ---- reload ---------------------------------------------------------------------------------
 
-    async def reload(self) -> bool:
+    async def reload(self) -> list[str]:
+        """Re-read the config file and apply it; returns the problems (empty when applied).
+
+        A bad file changes nothing: the problems are logged and the running config stays.
+        """
         try:
             new = load_config(self.config.path)
         except ConfigError as exc:
             for line in exc.problems:
                 log.error("reload rejected: %s", line)
-            return False
+            return list(exc.problems)
+        changes = diff(self.config, new)
         self.users = UserDirectory(new.users, self.users)
         for cluster_config in new.clusters:
             cluster = self.clusters.get(cluster_config.name)
             if cluster is None:
                 cluster = self.clusters[cluster_config.name] = Cluster(cluster_config)
+                await cluster.start(self.metrics)
             else:
                 cluster.config = cluster_config
+                cluster.apply_instances()
                 for pool in cluster.pools.values():
                     settings = cluster_config.pool
-                    pool.max_size = settings.max_server_connections
+                    pool.resize(settings.max_server_connections)
                     pool.min_idle = settings.min_idle
                     pool.idle_timeout = settings.idle_timeout
                     pool.max_lifetime = settings.max_lifetime
@@ -166,8 +191,25 @@ class ProxyApp:
                 if (cluster.name, endpoint.name) not in self.listeners:
                     await self._listen(cluster, endpoint)
         self.config = new
-        log.info("configuration reloaded from %s", new.path)
-        return True
+        log.info("configuration reloaded from %s: %s", new.path, _describe(changes))
+        for setting in changes.requires_restart:
+            log.warning("reload: %s changed; it takes effect only after a restart", setting)
+        return []
+
+
+def _describe(changes: ConfigDiff) -> str:
+    """One line saying what a reload changed."""
+    parts = [f"{label} {', '.join(names)}" for label, names in (
+        ("clusters added", changes.clusters_added), ("clusters removed", changes.clusters_removed),
+        ("users added", changes.users_added), ("users removed", changes.users_removed),
+        ("users changed", changes.users_changed)) if names]
+    for cluster in changes.clusters_changed:
+        what = [f"{field.replace('_', ' ')} {', '.join(map(str, value))}" if isinstance(value, tuple)
+                else field.replace("_", " ") for field, value in vars(cluster).items() if value and field != "name"]
+        parts.append(f"cluster {cluster.name}: {'; '.join(what)}")
+    if changes.server_changed:
+        parts.append("[server] changed")
+    return "; ".join(parts) or "no changes"
 
 
 async def _send_cancel(host: str, port: int, pid: int, key: int) -> None:

@@ -557,6 +557,7 @@ class ClientSession(asyncio.Protocol):
         effects = session_effects(sql.decode("utf-8", "replace"))
         if effects.discard_all:
             self.gucs.clear(server)
+        if effects.discard_all or effects.deallocate_all:
             self.statements.clear()
             server.prepared.clear()
         if effects.sets:

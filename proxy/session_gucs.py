@@ -10,7 +10,6 @@ statements that turn the server's state into the client's.
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -54,7 +53,7 @@ def startup_gucs(params: dict[str, str]) -> dict[str, str]:
         gucs[name] = _sql_value(name, value)
     options = params.get("options", "")
     if options:
-        words = shlex.split(options)
+        words = split_options(options)
         i = 0
         while i < len(words):
             word = words[i]
@@ -72,6 +71,28 @@ def startup_gucs(params: dict[str, str]) -> dict[str, str]:
                 raise ValueError(f"invalid option {setting!r}")
             gucs[name] = _sql_value(name, value)
     return gucs
+
+
+def split_options(options: str) -> list[str]:
+    """Split a startup `options` string as PostgreSQL does: on whitespace, backslash escapes."""
+    words: list[str] = []
+    word: list[str] = []
+    escaped = False
+    for ch in options:
+        if escaped:
+            word.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch.isspace():
+            if word:
+                words.append("".join(word))
+                word = []
+        else:
+            word.append(ch)
+    if word:
+        words.append("".join(word))
+    return words
 
 
 class GucState:
@@ -123,7 +144,8 @@ class GucState:
             if name in _NOT_SETTABLE or not _NAME_RE.match(name):
                 continue
             value = _sql_value(name, raw_value.decode("utf-8", "replace"))
-            if self.client.get(name) != value and not _same_value(self.client.get(name), value):
+            if self.client.get(name) != value:
+                # The server's own spelling of what it now has ('utc' → 'UTC'): replays the same.
                 self.client[name] = value
                 server.gucs[name] = value
 
@@ -136,7 +158,3 @@ def _unquote(sql_value: str) -> str:
     if len(sql_value) >= 2 and sql_value[0] == "'" and sql_value[-1] == "'":
         return sql_value[1:-1].replace("''", "'")
     return sql_value
-
-
-def _same_value(a: str | None, b: str) -> bool:
-    return a is not None and _unquote(a).strip('"').lower() == _unquote(b).strip('"').lower()

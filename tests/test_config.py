@@ -197,7 +197,15 @@ def test_example_config_parses_to_the_documented_values() -> None:
     assert main.read_only_functions == ("app_report_totals",)
     assert main.tls == TlsSettings("disable")
     assert main.server_tls == TlsSettings("prefer")
-    assert main.health == HealthSettings(interval=0.5, timeout=1.0, failure_threshold=3, max_replica_lag=10.0)
+    assert main.health == HealthSettings(
+        interval=0.5,
+        timeout=1.0,
+        failure_threshold=3,
+        max_replica_lag=10.0,
+        user="app",
+        password="app-secret",
+        database="postgres",
+    )
     assert main.failover == FailoverSettings(mode="follow", promote_after=3.0, borrow_timeout=30.0)
     assert main.pool == PoolSettings()  # the example spells out every default
     assert main.endpoints == (
@@ -235,7 +243,7 @@ def test_minimal_config_gets_defaults() -> None:
     (main,) = config.clusters
     assert main.client_auth == "scram-sha-256"
     assert main.tls == main.server_tls == TlsSettings()
-    assert main.health == HealthSettings()
+    assert main.health == HealthSettings(user="app", password="app-secret")  # probes log in as the first user
     assert main.failover == FailoverSettings()
     assert main.pool == PoolSettings()
     assert main.read_only_functions == ()
@@ -292,7 +300,7 @@ def test_every_setting_is_read() -> None:
         prepared_statements=False,
         max_prepared_statements=10,
     )
-    assert main.health == HealthSettings(1.0, 2.0, 5, 0.0)
+    assert main.health == HealthSettings(1.0, 2.0, 5, 0.0, "app", "app-secret")
     assert main.failover == FailoverSettings("promote", 10.0, 5.0)
     assert main.endpoints[1] == EndpointConfig(
         "rw", Address("127.0.0.1", 7000), "split", read_your_writes=True
@@ -300,6 +308,38 @@ def test_every_setting_is_read() -> None:
     assert main.endpoints[2] == EndpointConfig(
         "all", Address("127.0.0.1", 7001), "custom", exclude=(Address("10.0.0.1", 5432),), kind="any"
     )
+
+
+def test_probe_login_defaults_to_the_first_users_server_credentials() -> None:
+    text = edit('password = "app-secret"', 'password = "app-secret"\nserver_user = "svc"\nserver_password = "svc-pw"')
+    health = parse(text).clusters[0].health
+    assert (health.user, health.password, health.database) == ("svc", "svc-pw", "postgres")
+
+
+def test_probe_login_can_be_given() -> None:
+    text = BASE + '\n[clusters.main.health]\nuser = "monitor"\npassword_env = "MON_PW"\ndatabase = "app"\n'
+    health = parse(text, env={"MON_PW": "mon-secret"}).clusters[0].health
+    assert (health.user, health.password, health.database) == ("monitor", "mon-secret", "app")
+    assert to_display(parse(text, env={"MON_PW": "mon-secret"}))["clusters"]["main"]["health"]["password"] == "********"
+
+
+def test_probe_user_without_password_means_trust() -> None:
+    health = parse(BASE + '\n[clusters.main.health]\nuser = "monitor"\n').clusters[0].health
+    assert (health.user, health.password) == ("monitor", None)
+
+
+def test_probe_password_alone_keeps_the_default_user() -> None:
+    health = parse(BASE + '\n[clusters.main.health]\npassword = "other"\n').clusters[0].health
+    assert (health.user, health.password) == ("app", "other")
+
+
+def test_probe_login_problems() -> None:
+    text = BASE + '\n[clusters.main.health]\nuser = ""\npassword = "a"\npassword_env = "B"\ndatabase = ""\n'
+    assert problems(text) == [
+        _e("clusters.main.health.user", "must not be empty"),
+        _e("clusters.main.health", "give only one of password, password_env"),
+        _e("clusters.main.health.database", "must not be empty"),
+    ]
 
 
 def test_mysql_cluster_defaults_to_native_password() -> None:
@@ -841,6 +881,9 @@ def test_to_display_shape() -> None:
         "timeout": "1s",
         "failure_threshold": 3,
         "max_replica_lag": "10s",
+        "user": "app",
+        "password": "********",
+        "database": "postgres",
     }
     assert main["pool"]["idle_timeout"] == "5m"
     assert main["tls"] == {"mode": "disable"}
@@ -923,7 +966,9 @@ def test_diff_users() -> None:
     )
     result = diff(parse(BASE), new)
     assert (result.users_added, result.users_removed, result.users_changed) == (("admin",), (), ("app",))
-    assert not result.clusters_changed and not result.server_changed
+    assert not result.server_changed
+    # The probes log in with the first user's server password, so the cluster's health changed too.
+    assert [(d.name, d.health_changed) for d in result.clusters_changed] == [("main", True)]
     assert diff(new, parse(BASE)).users_removed == ("admin",)
 
 

@@ -77,7 +77,7 @@ class Pool(Generic[C]):
         if conn is not None:
             self.in_use.add(conn)
             return conn
-        if self.size < self.max_size and not self.waiters:
+        if self.size < self.max_size and not self.waiting():
             conn = await self._open()
             self.in_use.add(conn)
             return conn
@@ -122,8 +122,11 @@ class Pool(Generic[C]):
             return conn
         return None
 
-    async def _open(self) -> C:
-        self.opening += 1
+    async def _open(self, reserved: bool = False) -> C:
+        """Open a connection; `reserved` means the caller already counted it in `opening`."""
+        if not reserved:
+            self.opening += 1
+        generation = self.generation  # expire() during the connect retires it too
         try:
             conn = await self._connect()
         except ProxyError:
@@ -134,7 +137,7 @@ class Pool(Generic[C]):
             raise ServerConnectFailed(f"could not connect to server for pool {self.name}: {exc}") from exc
         finally:
             self.opening -= 1
-        conn.generation = self.generation
+        conn.generation = generation
         return conn
 
     def release(self, conn: C) -> None:
@@ -142,7 +145,8 @@ class Pool(Generic[C]):
         self.in_use.discard(conn)
         now = self.clock()
         conn.last_used = now
-        if conn.closed or self.closed or is_retired(conn, now, self.generation, self.max_lifetime):
+        if (conn.closed or self.closed or is_retired(conn, now, self.generation, self.max_lifetime)
+                or self.size >= self.max_size):   # over a limit lowered by resize()
             if not conn.closed:
                 conn.close()
             self._capacity_freed()
@@ -169,12 +173,17 @@ class Pool(Generic[C]):
     def _capacity_freed(self) -> None:
         if self.closed or self.size >= self.max_size:
             return
-        if any(not w.done() for w in self.waiters):
-            asyncio.get_running_loop().create_task(self._open_for_waiter())
+        if self.waiting():
+            self._open_soon(self._open_for_waiter)
+
+    def _open_soon(self, opener: Callable[[], Awaitable[None]]) -> None:
+        """Start opening a connection in the background, counted against max_size right away."""
+        self.opening += 1
+        asyncio.get_running_loop().create_task(opener())
 
     async def _open_for_waiter(self) -> None:
         try:
-            conn = await self._open()
+            conn = await self._open(reserved=True)
         except ProxyError as exc:
             while self.waiters:
                 fut = self.waiters.popleft()
@@ -186,6 +195,17 @@ class Pool(Generic[C]):
         self.release(conn)
 
     # ---- maintenance ------------------------------------------------------------------------
+
+    def resize(self, max_size: int) -> None:
+        """Change the limit (reload). More room serves queued borrowers at once; with less, idle
+        connections over the limit close now and borrowed ones as they come back."""
+        self.max_size = max_size
+        while self.idle and self.size > max_size:
+            self.idle.pop(0).close()
+        if self.closed:
+            return
+        for _ in range(min(self.waiting(), max_size - self.size)):
+            self._open_soon(self._open_for_waiter)
 
     def expire(self) -> None:
         """Retire every connection: idle ones now, borrowed ones when they come back."""
@@ -204,11 +224,11 @@ class Pool(Generic[C]):
         self.idle = [c for c in self.idle if not c.closed]
         missing = min(self.min_idle - len(self.idle) - self.opening, self.max_size - self.size)
         for _ in range(max(0, missing)):
-            asyncio.get_running_loop().create_task(self._open_idle())
+            self._open_soon(self._open_idle)
 
     async def _open_idle(self) -> None:
         try:
-            conn = await self._open()
+            conn = await self._open(reserved=True)
         except ProxyError as exc:
             log.warning("pool %s: could not open min_idle connection: %s", self.name, exc)
             return

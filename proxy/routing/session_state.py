@@ -27,6 +27,8 @@ What is found, per statement in text order:
   than the parser knows, so keep the client where its state is).
 - `discard_all`: the text ran DISCARD ALL.  `sets` then holds only what the text set after its
   last DISCARD ALL: forget the client's settings first, then apply `sets`.
+- `deallocate_all`: the text ran DEALLOCATE [PREPARE] ALL (psycopg sends it after a ROLLBACK):
+  every prepared statement of the server connection is gone, the proxy's own ones included.
 
 Effects describe what the text does if it succeeds; a SET undone by a failed or rolled-back
 transaction is still reported (ParameterStatus from the server corrects reported settings).
@@ -71,6 +73,7 @@ class SessionEffects:
     sets: tuple[SetCommand, ...] = ()
     pin_reason: str | None = None
     discard_all: bool = False
+    deallocate_all: bool = False
 
 
 EMPTY = SessionEffects()
@@ -80,7 +83,7 @@ EMPTY = SessionEffects()
 # A statement start that might change session state: after whitespace and non-nested comments,
 # one of the keywords, or a nested comment ("/* /* */ */"), which is left for the parser so that
 # nesting can never hide a statement.
-_STATEFUL_KEYWORDS = ("set", "reset", "listen", "declare", "prepare", "load", "discard", "do")
+_STATEFUL_KEYWORDS = ("set", "reset", "listen", "declare", "prepare", "load", "discard", "do", "deallocate")
 _STATEFUL_START = re.compile(
     r"(?:\s|/\*(?:[^*/]|\*(?!/)|/(?!\*))*\*/|--[^\n\r]*)*"
     r"(?:/\*|(?:" + "|".join(_STATEFUL_KEYWORDS) + r")\b)"
@@ -209,15 +212,16 @@ class _Effects:
         self.sets: list[SetCommand] = []
         self.pin_reason: str | None = None
         self.discard_all = False
+        self.deallocate_all = False
 
     def pin(self, reason: str) -> None:
         if self.pin_reason is None:
             self.pin_reason = reason
 
     def result(self) -> SessionEffects:
-        if not self.sets and self.pin_reason is None and not self.discard_all:
+        if not self.sets and self.pin_reason is None and not self.discard_all and not self.deallocate_all:
             return EMPTY
-        return SessionEffects(tuple(self.sets), self.pin_reason, self.discard_all)
+        return SessionEffects(tuple(self.sets), self.pin_reason, self.discard_all, self.deallocate_all)
 
 
 _SESSION_CHARACTERISTICS = {
@@ -371,6 +375,8 @@ def _statement(node: Node, effects: _Effects) -> None:
         elif kind == "DiscardStmt" and body.get("target") == "DISCARD_ALL":
             effects.discard_all = True
             effects.sets.clear()
+        elif kind == "DeallocateStmt" and body.get("isall"):
+            effects.deallocate_all = True
         _walk(node, effects)
 
 

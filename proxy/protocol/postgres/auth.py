@@ -149,5 +149,5 @@ class ScramClientExchange:
 
     def verify_server_final(self, server_final: bytes) -> None:
         attrs = _attributes(server_final.decode("utf-8", "replace"))
-        if "v" not in attrs or base64.b64decode(attrs["v"]) != self._server_signature:
+        if not self._server_signature or "v" not in attrs or base64.b64decode(attrs["v"]) != self._server_signature:
             raise ServerConnectFailed("server's SCRAM signature did not verify")

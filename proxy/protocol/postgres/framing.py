@@ -81,6 +81,8 @@ def _parse_params(data: bytes) -> dict[str, str]:
     parts = body.split(b"\x00")[:-1] if body else []
     if len(parts) % 2:
         raise ProtocolViolation("invalid startup packet layout: odd number of strings")
+    if b"" in parts[::2]:
+        raise ProtocolViolation("invalid startup packet layout: expected terminator as last byte")
     try:
         items = [p.decode("utf-8") for p in parts]
     except UnicodeDecodeError as exc:
@@ -122,8 +124,8 @@ class MessageReader:
         kind = buf[pos]
         body = bytes(buf[pos + 5:end])
         self._pos = end
-        if end > 65536 and end == len(buf):
-            buf.clear()
+        if end == len(buf) or end > 65536:
+            del buf[:end]  # compact: consumed bytes never pile up, and each is moved at most once
             self._pos = 0
         return kind, body
 

@@ -1,0 +1,1 @@
+"""Benchmarks: pgbench against PostgreSQL directly, through dbproxy and through PgBouncer."""

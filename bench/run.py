@@ -1,0 +1,448 @@
+"""Benchmark (issue 2): pgbench -S simple / prepared / -C directly, through dbproxy and PgBouncer.
+
+Run from the repository root: `.venv/bin/python bench/run.py [--quick] [--only dbproxy] [--profile]`.
+Everything (a PostgreSQL primary + replicas, dbproxy, PgBouncer) runs in a temporary directory
+on free ports and is removed at the end, also on Ctrl-C or error. Results go to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+# `python bench/run.py` puts bench/, not the repository root, on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.cpu import sample, usage
+from bench.pgbench import WORKLOADS, CellRun, Endpoint, Workload, pgbench_argv, run_pgbench
+from bench.procs import BenchError, Service, run_checked
+from bench.report import TARGETS, Cell, build_table, summarize
+from bench.services import (
+    DBPROXY_ENDPOINTS,
+    ensure_py_spy,
+    pgbouncer_supports_prepared,
+    pgbouncer_version,
+    start_dbproxy,
+    start_pgbouncer,
+)
+from deploy.pgcluster import APP_DB, HOST, PgCluster, PgClusterError, free_ports, pg_binary
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+BENCH_USER = "bench"
+BENCH_PASSWORD = "bench-secret"
+PREPARED_NA = "n/a (PgBouncer {version} has no prepared-statement support in transaction mode)"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, help="seconds per pgbench run (default 10, 3 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="3 s runs and a shorter warm-up")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="runs per cell, target order rotated; median kept"
+    )
+    parser.add_argument("--clients", type=int, default=16, help="pgbench -c (and -j) (default 16)")
+    parser.add_argument("--pool-size", type=int, default=20, help="server connections per pool, both poolers")
+    parser.add_argument("--scale", type=int, default=10, help="pgbench -i -s (default 10)")
+    parser.add_argument("--replicas", type=int, default=2, help="streaming replicas next to the primary")
+    parser.add_argument(
+        "--only",
+        type=_csv(TARGETS),
+        default=list(TARGETS),
+        help=f"comma-separated subset of {','.join(TARGETS)} (e.g. --only dbproxy)",
+    )
+    parser.add_argument(
+        "--workload",
+        type=_csv(tuple(w.key for w in WORKLOADS)),
+        default=[w.key for w in WORKLOADS],
+        help="comma-separated subset of " + ",".join(w.key for w in WORKLOADS),
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run -S simple once more against dbproxy under py-spy (bench/results/profile.svg)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
+    args = parser.parse_args(argv)
+    if args.duration is None:
+        args.duration = 3 if args.quick else 10
+    if args.profile and "dbproxy" not in args.only:
+        parser.error("--profile needs dbproxy among --only")
+    for name in ("duration", "rounds", "clients", "pool_size", "scale"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.replicas < 0:
+        parser.error("--replicas must be >= 0")
+    return args
+
+
+def _csv(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        bad = [item for item in items if item not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {','.join(choices)}")
+        return [c for c in choices if c in items]  # canonical order, no duplicates
+
+    return parse
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    """One benchmark run: owns the cluster, the poolers and the temporary directory."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.workdir = Path(tempfile.mkdtemp(prefix="dbproxy-bench-", dir="/tmp"))
+        self.workdir.chmod(0o755)  # the postgres OS user must reach pg/ and pgbouncer/
+        self.cluster: PgCluster | None = None
+        self.services: dict[str, Service] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self.runs: list[CellRun] = []
+        self.versions: dict[str, str] = {}
+        self.bouncer_prepared = True
+        self.profile: dict[str, Any] | None = None
+        self.workloads: list[Workload] = [w for w in WORKLOADS if w.key in args.workload]
+        self.started = datetime.now()
+        self.loadavg_before = os.getloadavg()
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        args = self.args
+        self.versions["postgres"] = run_checked(
+            [pg_binary("postgres"), "--version"], "postgres --version"
+        ).strip()
+        self.versions["pgbench"] = run_checked(
+            [pg_binary("pgbench"), "--version"], "pgbench --version"
+        ).strip()
+        self.versions["python"] = platform.python_version()
+        self.versions["dbproxy"] = _git_version()
+        if "pgbouncer" in args.only:
+            line, numbers = pgbouncer_version()
+            self.versions["pgbouncer"] = line
+            self.bouncer_prepared = pgbouncer_supports_prepared(numbers)
+
+        pg_ports = free_ports(1 + args.replicas)
+        log(f"PostgreSQL: primary + {args.replicas} replica(s) on {pg_ports} in {self.workdir / 'pg'}")
+        self.cluster = PgCluster(self.workdir / "pg", pg_ports, users={BENCH_USER: ("", "trust")})
+        self.cluster.start()
+        primary = pg_ports[0]
+        self.endpoints["direct"] = Endpoint("direct", primary, BENCH_USER, APP_DB, None)
+
+        log(f"pgbench -i -s {args.scale}")
+        run_checked(
+            [pg_binary("pgbench"), "-i", "-q", "-s", str(args.scale), "-h", HOST, "-p", str(primary),
+             "-U", BENCH_USER, APP_DB],
+            "pgbench -i",
+        )  # fmt: skip
+        self.cluster.sql(0, "CHECKPOINT")
+        self._wait_replicas_caught_up()
+
+        if "pgbouncer" in args.only:
+            (port,) = free_ports(1)
+            log(f"PgBouncer on {port} ({self.versions['pgbouncer']})")
+            self.services["pgbouncer"] = start_pgbouncer(
+                self.workdir / "pgbouncer", port, primary, BENCH_USER, BENCH_PASSWORD, APP_DB, args.pool_size
+            )
+            self.endpoints["pgbouncer"] = Endpoint("pgbouncer", port, BENCH_USER, APP_DB, BENCH_PASSWORD)
+        if "dbproxy" in args.only:
+            ports = dict(zip(DBPROXY_ENDPOINTS, free_ports(len(DBPROXY_ENDPOINTS)), strict=True))
+            log(f"dbproxy endpoints {ports}")
+            self.services["dbproxy"] = start_dbproxy(
+                self.workdir / "dbproxy", pg_ports, ports, BENCH_USER, BENCH_PASSWORD, APP_DB, args.pool_size
+            )
+            self.endpoints["dbproxy"] = Endpoint(
+                "dbproxy", ports["writer"], BENCH_USER, APP_DB, BENCH_PASSWORD
+            )
+
+    def _wait_replicas_caught_up(self, timeout: float = 120) -> None:
+        """Replaying pgbench -i's WAL would otherwise eat CPU during the first measurements."""
+        assert self.cluster is not None
+        if self.args.replicas == 0:
+            return
+        lsn = self.cluster.sql(0, "SELECT pg_current_wal_lsn()")
+        deadline = time.monotonic() + timeout
+        for i in range(1, 1 + self.args.replicas):
+            while self.cluster.sql(i, f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn") != "t":
+                if time.monotonic() > deadline:
+                    raise BenchError(f"replica node{i} did not replay up to {lsn} in {timeout:.0f}s")
+                time.sleep(0.2)
+
+    # ---------------------------------------------------------------- measure
+
+    def skip_note(self, workload: Workload, target: str) -> str | None:
+        if target == "pgbouncer" and workload.prepared and not self.bouncer_prepared:
+            version = self.versions["pgbouncer"].split()[-1]
+            return PREPARED_NA.format(version=version)
+        return None
+
+    def one(self, workload: Workload, target: str, round_no: int, duration: float) -> CellRun:
+        service = self.services.get(target)
+        endpoint = self.endpoints[target]
+        if service is not None and not service.alive():
+            cell = CellRun(target, workload.key, round_no, error=f"{target} is not running")
+            cell.argv = pgbench_argv(endpoint, workload, self.args.clients, duration)
+            return cell
+        roots = self._our_pids()
+        before = sample(roots)
+        began = time.monotonic()
+        cell = run_pgbench(endpoint, workload, self.args.clients, duration, round_no)
+        cell.cpu = usage(before, sample(roots), time.monotonic() - began)
+        return cell
+
+    def _our_pids(self) -> list[int]:
+        """This process (pgbench is reaped into it), the poolers and every postmaster."""
+        pids = [os.getpid(), *(s.pid for s in self.services.values() if s.alive())]
+        if self.cluster is not None:
+            pids += [pid for i in range(len(self.cluster.ports)) if (pid := self.cluster.postmaster_pid(i))]
+        return pids
+
+    def warm_up(self) -> None:
+        seconds = 1 if self.args.quick else 2
+        for target in self.args.only:
+            cell = self.one(WORKLOADS[0], target, 0, seconds)
+            if not cell.ok:
+                self._report_failure(cell, "warm-up")
+
+    def measure(self) -> None:
+        args = self.args
+        targets = list(args.only)
+        total = args.rounds * sum(1 for w in self.workloads for t in targets if self.skip_note(w, t) is None)
+        done = 0
+        for round_no in range(1, args.rounds + 1):
+            for wi, workload in enumerate(self.workloads):
+                shift = (round_no - 1 + wi) % len(targets)  # rotate the order to spread drift
+                for target in targets[shift:] + targets[:shift]:
+                    if self.skip_note(workload, target) is not None:
+                        continue
+                    done += 1
+                    cell = self.one(workload, target, round_no, args.duration)
+                    self.runs.append(cell)
+                    shown = f"{cell.tps:>10,.0f} tps" if cell.tps is not None else "         - tps"
+                    status = "" if cell.ok else f"  FAILED: {cell.error}"
+                    load = ""
+                    if (cpu := cell.cpu) is not None:
+                        load = (
+                            f"  cpu {cpu.busy_cores:.2f} (irq {cpu.irq_cores:.2f}), others {cpu.other_cores:.2f}"
+                            + (f" [{cpu.top_others}]" if cpu.other_cores >= 0.1 and cpu.top_others else "")
+                            + f", steal {cpu.steal_cores:.2f}"
+                        )
+                    log(
+                        f"[{done}/{total}] round {round_no} {workload.label:<18} {target:<9} {shown}{load}{status}"
+                    )
+                    if not cell.ok:
+                        self._report_failure(cell, "run")
+                    time.sleep(0.5)
+
+    def run_profile(self) -> None:
+        """-S simple once more against dbproxy, with py-spy attached to it (not in the table)."""
+        service = self.services["dbproxy"]
+        if not service.alive():
+            log("--profile skipped: dbproxy is not running")
+            return
+        py_spy = ensure_py_spy()
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        svg = RESULTS_DIR / "profile.svg"
+        svg.unlink(missing_ok=True)
+        spy_log = self.workdir / "py-spy.log"
+        spy = Service("py-spy", [py_spy, "record", "-o", str(svg), "--pid", str(service.pid)], spy_log,
+                      stop_signal=signal.SIGINT)  # fmt: skip
+        log(f"profiling dbproxy (pid {service.pid}) under py-spy during -S simple")
+        spy.start()
+        try:
+            time.sleep(1.0)
+            if not spy.alive():
+                raise spy.failure("py-spy exited before the run")
+            cell = run_pgbench(
+                self.endpoints["dbproxy"], WORKLOADS[0], self.args.clients, self.args.duration, 0
+            )
+        finally:
+            spy.stop(timeout=60)
+        if not cell.ok:
+            self._report_failure(cell, "profiled run")
+        if not svg.exists():
+            raise spy.failure(f"py-spy wrote no {svg}")
+        self.profile = {
+            "svg": str(svg.relative_to(REPO_ROOT)),
+            "tps_under_profiler": cell.tps,
+            "run": cell.to_json(),
+        }
+        log(f"profile: {svg} ({cell.tps or 0:,.0f} tps while sampled)")
+
+    def _report_failure(self, cell: CellRun, what: str) -> None:
+        print(f"\n--- {what} failed: {cell.target} {cell.workload}: {cell.error}", file=sys.stderr)
+        print(f"--- {' '.join(cell.argv)}\n{cell.output_tail}", file=sys.stderr)
+        service = self.services.get(cell.target)
+        if service is not None:
+            print(service.log_tail(25), file=sys.stderr)
+        elif self.cluster is not None:
+            print(f"--- primary log (tail) ---\n{self.cluster.log_tail(0, 25)}", file=sys.stderr)
+        print(file=sys.stderr, flush=True)
+
+    # ----------------------------------------------------------------- report
+
+    def report(self) -> tuple[str, bool]:
+        """Print the table, write it and the raw numbers to bench/results/; (markdown, all runs ok)."""
+        args = self.args
+        cells: dict[str, dict[str, Cell]] = {
+            w.key: {t: summarize(self.runs, w.key, t, self.skip_note(w, t)) for t in TARGETS}
+            for w in self.workloads
+        }
+        table, derived = build_table(self.workloads, cells)
+        cpus = os.cpu_count() or 0
+        pgbouncer = self.versions.get("pgbouncer", "PgBouncer not run").splitlines()[0]
+        postgres = self.versions["postgres"].replace("postgres (PostgreSQL)", "PostgreSQL")
+        title = (
+            f"**dbproxy bench** ({self.started:%Y-%m-%d %H:%M}): dbproxy {self.versions['dbproxy']} · "
+            f"{postgres} · {pgbouncer} · Python {self.versions['python']}"
+        )
+        notes = [
+            f"pgbench -c {args.clients} -j {args.clients}, {args.duration} s per run, {args.rounds} round(s) "
+            f"with the target order rotated (median shown), scale {args.scale}; pool size {args.pool_size} "
+            f"on both poolers, transaction mode, md5 client auth on the poolers (direct: trust); "
+            f"{args.replicas} idle replica(s).",
+            f"{cpus} CPU(s) shared by pgbench, PostgreSQL and the pooler: absolute numbers are small and noisy; "
+            "compare the ratios.",
+        ]
+        others = [r.cpu.other_cores for r in self.runs if r.cpu]
+        steals = [r.cpu.steal_cores for r in self.runs if r.cpu]
+        if others:
+            note = (
+                f"CPU taken from the benchmark during the runs, in cores: by other processes mean "
+                f"{sum(others) / len(others):.2f} / max {max(others):.2f}, stolen by the hypervisor mean "
+                f"{sum(steals) / len(steals):.2f} / max {max(steals):.2f} "
+                f"(load average before the run: {self.loadavg_before[0]:.2f})"
+            )
+            if max(others) > 0.15 or max(steals) > 0.1:
+                note += (
+                    ": the machine was not quiet, numbers are disturbed (more --rounds help; see runs[].cpu)"
+                )
+            notes.append(note + ".")
+        if any(self.skip_note(w, "pgbouncer") for w in self.workloads) and "pgbouncer" in args.only:
+            notes.append(
+                "PgBouncer < 1.21 cannot pool protocol-level prepared statements in transaction mode "
+                "(max_prepared_statements): its -M prepared cell is n/a, so is that row's target."
+            )
+        if any(w.key == "connect" for w in self.workloads):
+            notes.append("-C: a new connection per transaction; pgbench's TPS includes reconnection time.")
+        if self.profile is not None:
+            notes.append(
+                f"py-spy profile of dbproxy during -S simple: {self.profile['svg']} "
+                f"({self.profile['tps_under_profiler'] or 0:,.0f} TPS while sampled; not in the table)."
+            )
+        markdown = f"{title}\n\n{table}\n\n" + "".join(f"- {n}\n" for n in notes)
+        print("\n" + markdown, flush=True)
+
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        stamp = self.started.strftime("%Y%m%d-%H%M%S")
+        data = {
+            "started": stamp,
+            "argv": sys.argv[1:],
+            "settings": {
+                "duration_s": args.duration, "rounds": args.rounds, "clients": args.clients,
+                "pool_size": args.pool_size, "scale": args.scale, "replicas": args.replicas,
+                "targets": args.only, "workloads": [w.key for w in self.workloads],
+            },
+            "host": {"cpus": cpus, "platform": platform.platform(), "loadavg_before": self.loadavg_before,
+                     "loadavg_after": os.getloadavg()},
+            "versions": self.versions,
+            "median_tps": {w: {t: c.tps for t, c in row.items()} for w, row in cells.items()},
+            "cells": {w: {t: c.show() for t, c in row.items()} for w, row in cells.items()},
+            "derived": derived,
+            "table_markdown": markdown,
+            "profile": self.profile,
+            "runs": [r.to_json() for r in self.runs],
+        }  # fmt: skip
+        for name in (f"bench-{stamp}", "latest"):
+            (RESULTS_DIR / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+            (RESULTS_DIR / f"{name}.md").write_text(markdown)
+        log(f"results: {RESULTS_DIR / f'bench-{stamp}.json'} (and latest.json / latest.md)")
+        return markdown, all(r.ok for r in self.runs)
+
+    # ---------------------------------------------------------------- cleanup
+
+    def cleanup(self) -> None:
+        for name in ("dbproxy", "pgbouncer"):
+            service = self.services.get(name)
+            if service is None:
+                continue
+            try:
+                service.stop()
+            except Exception as exc:  # keep cleaning up the rest
+                log(f"stopping {name} failed: {exc}")
+        if self.cluster is not None:
+            try:
+                self.cluster.destroy()
+            except Exception as exc:
+                log(f"destroying the PostgreSQL cluster failed: {exc}")
+        if self.args.keep:
+            log(f"kept {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _git_version() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "proxy"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "(unknown commit)"
+    return f"{head}{'+dirty' if dirty else ''}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    bench = Bench(args)
+    try:
+        bench.setup()
+        bench.warm_up()
+        bench.measure()
+        if args.profile:
+            bench.run_profile()
+        _, all_ok = bench.report()
+        return 0 if all_ok else 1
+    except KeyboardInterrupt:
+        log("interrupted: cleaning up")
+        return 130
+    except (BenchError, PgClusterError) as exc:
+        log(f"error: {exc}")
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abort the cleanup
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        bench.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

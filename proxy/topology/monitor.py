@@ -1,0 +1,222 @@
+"""Watching one cluster: a probe loop per instance, a new TopologySnapshot after every probe.
+
+The monitor owns the asyncio side (timers, probe connections, logging, metrics); every decision
+is made by the pure functions of health.py. Role changes are logged (and kept in `events` for
+/status), counted, and reported through `on_writer_change` so the cluster can retire the pooled
+connections of the instances whose role changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from ..config import Address, HealthSettings
+from .health import build_snapshot, changes, observe
+from .model import InstanceState, ProbeResult, TopologySnapshot
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
+
+log = logging.getLogger("dbproxy.topology")
+
+MAX_EVENTS = 200
+
+
+class Probe(Protocol):
+    """An engine adapter's probe of one instance (see pg_probe.PgProbe)."""
+
+    async def probe(self, timeout: float) -> ProbeResult: ...
+
+    def close(self) -> None: ...
+
+
+ProbeFactory = Callable[[Address, HealthSettings], Probe]
+WriterChange = Callable[[Address | None, Address | None], None]
+
+
+@dataclass(frozen=True)
+class TopologyEvent:
+    """A logged topology change: wall-clock time and what happened."""
+
+    at: float
+    cluster: str
+    text: str
+
+
+@dataclass
+class _Watch:
+    probe: Probe
+    wake: asyncio.Event
+    task: asyncio.Task[None] | None = None
+    reconnect: bool = False
+
+
+class TopologyMonitor:
+    """Probes every instance of one cluster and keeps `snapshot` current; see the module docstring."""
+
+    def __init__(self, cluster: str, instances: Sequence[Address], health: HealthSettings,
+                 probe_factory: ProbeFactory, *, on_writer_change: WriterChange | None = None,
+                 metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.cluster = cluster
+        self.health = health
+        self.metrics = metrics
+        self.on_writer_change = on_writer_change
+        self.events: deque[TopologyEvent] = deque(maxlen=MAX_EVENTS)
+        self._probe_factory = probe_factory
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._observed: dict[Address, InstanceState] = {a: InstanceState(a, since=clock()) for a in instances}
+        self._watches: dict[Address, _Watch] = {}
+        self._last_writer: Address | None = None
+        self._running = False
+        self.snapshot = TopologySnapshot(cluster, tuple(self._observed.values()), taken_at=wall_clock())
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start one probe loop per instance (needs a running event loop)."""
+        self._running = True
+        for address in self._observed:
+            self._watch(address)
+
+    async def wait_probed(self, timeout: float) -> None:
+        """Wait (bounded) until every instance has been probed once, so routing starts informed."""
+        deadline = self._clock() + timeout
+        while any(s.last_check is None for s in self._observed.values()) and self._clock() < deadline:
+            await asyncio.sleep(0.01)
+
+    def stop(self) -> None:
+        self._running = False
+        for address in list(self._watches):
+            self._unwatch(address)
+
+    def _watch(self, address: Address) -> None:
+        watch = _Watch(self._probe_factory(address, self.health), asyncio.Event())
+        self._watches[address] = watch
+        watch.task = asyncio.get_running_loop().create_task(self._run(address, watch))
+
+    def _unwatch(self, address: Address) -> None:
+        watch = self._watches.pop(address, None)
+        if watch is not None:
+            if watch.task is not None:
+                watch.task.cancel()
+            watch.probe.close()
+
+    async def _run(self, address: Address, watch: _Watch) -> None:
+        while self._watches.get(address) is watch:
+            if watch.reconnect:
+                watch.reconnect = False
+                watch.probe.close()
+            started = self._clock()
+            result = await watch.probe.probe(self.health.timeout)
+            if self._watches.get(address) is not watch:
+                return
+            self.record(address, result, started)
+            delay = max(0.0, self.health.interval - (self._clock() - started))
+            try:
+                await asyncio.wait_for(watch.wake.wait(), delay)
+            except TimeoutError:
+                pass
+            watch.wake.clear()
+
+    # ---- changes from outside -------------------------------------------------------------------
+
+    def probe_now(self, address: Address) -> None:
+        """Probe this instance at once over a new connection (a client connection to it just failed)."""
+        watch = self._watches.get(address)
+        if watch is not None:
+            watch.reconnect = True
+            watch.wake.set()
+
+    def add_instance(self, address: Address) -> None:
+        """Start watching a new instance; it joins routing once a probe finds it healthy."""
+        if address in self._observed:
+            return
+        self._observed[address] = InstanceState(address, since=self._clock())
+        self._event(f"instance {address} added")
+        if self._running:
+            self._watch(address)
+        self._publish()
+
+    def remove_instance(self, address: Address) -> None:
+        """Stop watching an instance; routing forgets it with the next snapshot (published now)."""
+        if self._observed.pop(address, None) is None:
+            return
+        self._unwatch(address)
+        self._event(f"instance {address} removed")
+        self._forget_metrics(address)
+        self._publish()
+
+    def set_health(self, health: HealthSettings) -> None:
+        """Apply reloaded health settings; new probe credentials reconnect every probe."""
+        old, self.health = self.health, health
+        if (old.user, old.password, old.database) == (health.user, health.password, health.database):
+            return
+        for address, watch in self._watches.items():
+            watch.probe.close()
+            watch.probe = self._probe_factory(address, health)
+
+    # ---- probe results --------------------------------------------------------------------------
+
+    def record(self, address: Address, result: ProbeResult, started: float | None = None) -> None:
+        """Feed one probe result (of a probe begun at `started`) through the state machine; publish."""
+        prev = self._observed.get(address)
+        if prev is None:
+            return
+        now = self._clock() if started is None else started
+        self._observed[address] = observe(prev, result, now,
+                                          failure_threshold=self.health.failure_threshold,
+                                          max_replica_lag=self.health.max_replica_lag)
+        self._publish()
+
+    def _publish(self) -> None:
+        before = self.snapshot
+        self.snapshot = after = build_snapshot(self.cluster, tuple(self._observed.values()), before,
+                                               self._wall_clock())
+        for line in changes(before, after):
+            self._event(line)
+        self._update_metrics(after)
+        if before.writer != after.writer:
+            self._writer_changed(before.writer, after.writer)
+
+    def _writer_changed(self, old: Address | None, new: Address | None) -> None:
+        if new is not None:
+            if self._last_writer is not None and new != self._last_writer and self.metrics is not None:
+                self.metrics.failovers.labels(self.cluster).inc()
+            self._last_writer = new
+        if self.on_writer_change is not None:
+            self.on_writer_change(old, new)
+
+    def _event(self, text: str) -> None:
+        alarm = text.endswith("-> none") or " -> down" in text
+        log.log(logging.WARNING if alarm else logging.INFO, "cluster %s: %s", self.cluster, text)
+        self.events.append(TopologyEvent(self._wall_clock(), self.cluster, text))
+
+    # ---- metrics --------------------------------------------------------------------------------
+
+    def _update_metrics(self, snapshot: TopologySnapshot) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        for state in snapshot.instances:
+            labels = (self.cluster, str(state.address))
+            metrics.instance_up.labels(*labels).set(1 if state.reachable else 0)
+            metrics.instance_is_primary.labels(*labels).set(1 if state.address == snapshot.writer else 0)
+            metrics.replica_lag_seconds.labels(*labels).set(state.lag_seconds or 0.0)
+
+    def _forget_metrics(self, address: Address) -> None:
+        if self.metrics is None:
+            return
+        for gauge in (self.metrics.instance_up, self.metrics.instance_is_primary,
+                      self.metrics.replica_lag_seconds):
+            try:
+                gauge.remove(self.cluster, str(address))
+            except KeyError:
+                pass

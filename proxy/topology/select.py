@@ -1,0 +1,102 @@
+"""Which instance an endpoint sends the next transaction to: a pure function of the topology snapshot.
+
+- writer, and split endpoints with route "primary": the current writer (None while there is none).
+- reader, and split endpoints with route "replica": the usable replicas (up, within max_replica_lag,
+  not fenced) by least outstanding work, ties at random; with no usable replica the writer, as
+  Aurora's reader endpoint does.
+- custom: the members are `instances`, or every instance of the snapshot except `exclude` (so
+  instances added by a reload join). kind "reader": usable replica members only, and None when
+  there is none, so the borrow waits (bounded by borrow_timeout) rather than loading the primary
+  the endpoint was made to keep away from. kind "any": usable replica members plus the writer
+  if it is a member.
+
+The route only matters for split endpoints; other roles ignore it. `avoid` holds instances that
+just refused a connection: they are skipped until the monitor has had time to judge them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Collection, Sequence
+
+from ..config import Address, EndpointConfig
+from .model import TopologySnapshot
+
+Outstanding = Callable[[Address], int]
+
+_NOTHING: frozenset[Address] = frozenset()
+
+
+def choose(snapshot: TopologySnapshot, endpoint: EndpointConfig, route: str, outstanding: Outstanding,
+           rng: random.Random, avoid: Collection[Address] = _NOTHING) -> Address | None:
+    """The instance for the next transaction on `endpoint`, or None if there is none right now."""
+    role = endpoint.role
+    if role == "writer" or (role == "split" and route != "replica"):
+        return _writer(snapshot, avoid)
+    if role == "custom":
+        return _custom(snapshot, endpoint, outstanding, rng, avoid)
+    replicas = [a for a in snapshot.usable_replicas if a not in avoid]
+    if replicas:
+        return least_outstanding(replicas, outstanding, rng)
+    return _writer(snapshot, avoid)
+
+
+def _writer(snapshot: TopologySnapshot, avoid: Collection[Address]) -> Address | None:
+    writer = snapshot.writer
+    return None if writer is None or writer in avoid else writer
+
+
+def _custom(snapshot: TopologySnapshot, endpoint: EndpointConfig, outstanding: Outstanding,
+            rng: random.Random, avoid: Collection[Address]) -> Address | None:
+    is_member = custom_membership(endpoint)
+    candidates = [a for a in snapshot.usable_replicas if is_member(a) and a not in avoid]
+    writer = _writer(snapshot, avoid)
+    if endpoint.kind == "any" and writer is not None and is_member(writer):
+        candidates.append(writer)
+    return least_outstanding(candidates, outstanding, rng) if candidates else None
+
+
+def custom_membership(endpoint: EndpointConfig) -> Callable[[Address], bool]:
+    """Whether an instance belongs to a custom endpoint: listed in `instances`, or not in `exclude`."""
+    if endpoint.instances:
+        listed = frozenset(endpoint.instances)
+        return listed.__contains__
+    excluded = frozenset(endpoint.exclude)
+    return lambda address: address not in excluded
+
+
+def least_outstanding(candidates: Sequence[Address], outstanding: Outstanding, rng: random.Random) -> Address:
+    """The candidate with the least outstanding work; ties broken at random."""
+    if len(candidates) == 1:
+        return candidates[0]
+    loads = [outstanding(a) for a in candidates]
+    low = min(loads)
+    best = [a for a, load in zip(candidates, loads, strict=True) if load == low]
+    return best[0] if len(best) == 1 else rng.choice(best)
+
+
+class RefusedConnections:
+    """Instances that just refused a client connection, skipped by routing until judged again.
+
+    An entry ends when `hold` seconds pass or when a probe that started after the refusal
+    succeeded (the monitor reconnects its probe for that), whichever comes first.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._entries: dict[Address, tuple[float, float]] = {}   # address -> (refused at, until)
+
+    def add(self, address: Address, hold: float) -> None:
+        now = self._clock()
+        self._entries[address] = (now, now + hold)
+
+    def current(self, snapshot: TopologySnapshot) -> Collection[Address]:
+        """The instances to avoid now (usually none: then no clock is read)."""
+        if not self._entries:
+            return _NOTHING
+        now = self._clock()
+        for address, (refused_at, until) in list(self._entries.items()):
+            state = snapshot.get(address)
+            if now >= until or state is None or (state.last_ok is not None and state.last_ok > refused_at):
+                del self._entries[address]
+        return frozenset(self._entries)

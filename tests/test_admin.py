@@ -1,0 +1,431 @@
+"""Admin console against a running proxy in front of the real primary + 2 replicas: every SHOW command,
+PAUSE/RESUME, KILL CLIENT, RELOAD (also under 100 connected clients), FAILOVER, SHUTDOWN, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from conftest import ProxyProcess
+from e2e_helpers import APP, MD5, RunningProxy, async_wait_until, running_proxy, wait_until
+from ops_helpers import (
+    ADMIN_PASSWORD,
+    ADMIN_USER,
+    SECRETS,
+    AdminError,
+    OpsPorts,
+    admin,
+    admin_columns,
+    admin_psql,
+    ops_config,
+)
+
+from deploy.pgcluster import HOST, PgCluster, free_ports
+from proxy.admin.commands import COMMANDS
+from proxy.cluster import Cluster
+
+LSN = re.compile(r"^[0-9A-F]+/[0-9A-F]+$")
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@pytest.fixture(scope="module")
+def ports() -> OpsPorts:
+    return OpsPorts.of(free_ports(6))
+
+
+@pytest.fixture(scope="module")
+def proxy(pg_cluster: PgCluster, ports: OpsPorts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
+    config = ops_config(pg_cluster, ports)
+    with running_proxy(config, tmp_path_factory.mktemp("admin"), ports.writer) as running:
+        wait_until(lambda: all(r["state"] == "up" for r in admin(ports.admin, "SHOW INSTANCES")),
+                   what="every instance up")
+        yield running
+        running.assert_alive_and_clean()
+
+
+async def connect(ports: OpsPorts, port: int | None = None, **kwargs: object) -> asyncpg.Connection:
+    return await asyncpg.connect(host=HOST, port=port or ports.writer, user="app", password=APP.password,
+                                 database="app", **kwargs)  # type: ignore[arg-type]
+
+
+def by(rows: list[dict[str, str]], **match: str) -> list[dict[str, str]]:
+    return [r for r in rows if all(r[k] == v for k, v in match.items())]
+
+
+# ---- SHOW ----------------------------------------------------------------------------------------
+
+def test_show_help_lists_every_command(proxy: RunningProxy, ports: OpsPorts) -> None:
+    rows = admin(ports.admin, "SHOW HELP")
+    assert [r["command"] for r in rows] == [c.usage for c in COMMANDS]
+    assert all(r["description"] for r in rows)
+    for usage in ("SHOW POOLS", "SHOW INSTANCES", "PAUSE [cluster]", "RESUME [cluster]", "RELOAD",
+                  "FAILOVER cluster [TO 'host:port']", "KILL CLIENT id", "SHUTDOWN"):
+        assert usage in [r["command"] for r in rows]
+
+
+async def test_show_instances(proxy: RunningProxy, ports: OpsPorts, pg_cluster: PgCluster) -> None:
+    client = await connect(ports)
+    try:
+        await client.fetchval("SELECT 1")
+        rows = admin(ports.admin, "SHOW INSTANCES")
+    finally:
+        await client.close()
+    columns = admin_columns(ports.admin, "SHOW INSTANCES")
+    for column in ("cluster", "instance", "role", "state", "lag_ms", "position", "server_connections", "last_check"):
+        assert column in columns
+    primary, *replicas = pg_cluster.instance_addrs()
+    assert [r["instance"] for r in rows] == pg_cluster.instance_addrs()
+    (writer,) = by(rows, instance=primary)
+    assert (writer["role"], writer["state"], writer["writer"]) == ("primary", "up", "t")
+    assert int(writer["server_connections"]) >= 1 and writer["lag_ms"] == ""
+    for row in rows:
+        assert row["cluster"] == "main"
+        assert LSN.match(row["position"]), row
+        assert ISO.match(row["last_check"]), row
+        assert row["timeline"] == "1"
+    for replica in replicas:
+        row = by(rows, instance=replica)[0]
+        assert (row["role"], row["state"], row["writer"]) == ("replica", "up", "f")
+        assert 0 <= float(row["lag_ms"]) < 10_000
+        assert int(row["lag_bytes"]) >= 0
+    # Last checks are recent: the health checks run every 200ms.
+    newest = max(time.mktime(time.strptime(r["last_check"][:19], "%Y-%m-%dT%H:%M:%S")) for r in rows)
+    assert abs(newest - time.mktime(time.gmtime())) < 5
+
+
+async def test_show_pools_and_servers(proxy: RunningProxy, ports: OpsPorts, pg_cluster: PgCluster) -> None:
+    primary = pg_cluster.instance_addrs()[0]
+    client = await connect(ports, server_settings={"application_name": "pools-test"})
+    try:
+        await client.execute("BEGIN")
+        backend = await client.fetchval("SELECT pg_backend_pid()")
+        pools = by(admin(ports.admin, "SHOW POOLS"), instance=primary, user="app", database="app")
+        servers = admin(ports.admin, "SHOW SERVERS")
+        clients = by(admin(ports.admin, "SHOW CLIENTS"), application_name="pools-test")
+    finally:
+        await client.execute("COMMIT")
+        await client.close()
+    assert len(pools) == 1
+    pool = pools[0]
+    assert pool["cluster"] == "main" and pool["mode"] == "transaction" and pool["max_size"] == "4"
+    assert int(pool["borrowed"]) >= 1 and int(pool["in_transaction"]) >= 1
+    assert int(pool["open"]) == int(pool["idle"]) + int(pool["borrowed"])
+    assert int(pool["borrows"]) >= 1 and pool["paused"] == "f"
+    assert len(clients) == 1
+    mine = by(servers, backend_pid=str(backend))
+    assert len(mine) == 1, servers
+    server = mine[0]
+    assert server["instance"] == primary and server["state"] == "active" and server["tx_status"] == "T"
+    assert server["client_id"] == clients[0]["id"]
+    assert float(server["age_s"]) >= 0 and server["user"] == "app" and server["database"] == "app"
+
+
+async def test_show_clients(proxy: RunningProxy, ports: OpsPorts, pg_cluster: PgCluster) -> None:
+    busy = await connect(ports, server_settings={"application_name": "busy-client"})
+    idle = await connect(ports, ports.reader, server_settings={"application_name": "idle-client"})
+    try:
+        await idle.fetchval("SELECT 1")
+        await busy.execute("BEGIN")
+        await busy.fetchval("SELECT 1")
+        rows = admin(ports.admin, "SHOW CLIENTS")
+    finally:
+        await busy.execute("ROLLBACK")
+        await busy.close()
+        await idle.close()
+    columns = admin_columns(ports.admin, "SHOW CLIENTS")
+    assert {"id", "cluster", "endpoint", "user", "database", "peer", "state", "pinned", "transactions",
+            "connected_at"} <= set(columns)
+    (b,) = by(rows, application_name="busy-client")
+    (i,) = by(rows, application_name="idle-client")
+    assert (b["endpoint"], b["user"], b["database"], b["state"]) == ("writer", "app", "app", "active")
+    assert b["server_instance"] == pg_cluster.instance_addrs()[0] and b["server_id"]
+    assert (i["endpoint"], i["state"], i["server_id"], i["pinned"]) == ("reader", "idle", "", "")
+    assert int(i["transactions"]) >= 1 and int(i["queries"]) >= 1
+    assert re.match(r"^127\.0\.0\.1:\d+$", b["peer"]) and ISO.match(b["connected_at"])
+    assert int(b["id"]) > 0 and b["id"] != i["id"]
+
+
+async def test_show_clients_shows_pins(proxy: RunningProxy, ports: OpsPorts) -> None:
+    client = await connect(ports, server_settings={"application_name": "pinned-client"})
+    try:
+        await client.execute("CREATE TEMP TABLE pin_me (x int)")
+        (row,) = by(admin(ports.admin, "SHOW CLIENTS"), application_name="pinned-client")
+        pools = admin(ports.admin, "SHOW POOLS")
+    finally:
+        await client.close()
+    assert "temp" in row["pinned"].lower()
+    assert sum(int(p["pinned"]) for p in pools) >= 1
+
+
+async def test_show_endpoints_and_stats(proxy: RunningProxy, ports: OpsPorts, pg_cluster: PgCluster) -> None:
+    primary, replica1, replica2 = pg_cluster.instance_addrs()
+    before = {r["endpoint"]: r for r in admin(ports.admin, "SHOW STATS")}
+    client = await connect(ports, ports.reader)
+    try:
+        for _ in range(5):
+            await client.fetchval("SELECT 1")
+        endpoints = {r["endpoint"]: r for r in admin(ports.admin, "SHOW ENDPOINTS")}
+    finally:
+        await client.close()
+    after = {r["endpoint"]: r for r in admin(ports.admin, "SHOW STATS")}
+    assert set(endpoints) == {"writer", "reader", "app", "analytics"}
+    assert endpoints["writer"]["targets"] == primary and endpoints["writer"]["role"] == "writer"
+    assert set(endpoints["reader"]["targets"].split(",")) == {replica1, replica2}
+    assert set(endpoints["app"]["targets"].split(",")) == {primary, replica1, replica2}
+    assert endpoints["analytics"]["targets"] == replica2 and endpoints["analytics"]["kind"] == "reader"
+    assert endpoints["reader"]["clients"] == "1" and endpoints["reader"]["listen"] == f"{HOST}:{ports.reader}"
+    assert int(endpoints["reader"]["requests_replica"]) >= 5
+    assert int(after["reader"]["transactions"]) - int(before["reader"]["transactions"]) >= 5
+    assert int(after["reader"]["clients_total"]) == int(before["reader"]["clients_total"]) + 1
+    assert after["reader"]["clients"] == "0"
+
+
+def test_show_config_masks_secrets(proxy: RunningProxy, ports: OpsPorts) -> None:
+    rows = {r["key"]: r["value"] for r in admin(ports.admin, "SHOW CONFIG")}
+    assert rows["server.admin_listen"] == f"{HOST}:{ports.admin}"
+    assert rows["clusters.main.pool.max_server_connections"] == "4"
+    assert rows["clusters.main.endpoints.reader.role"] == "reader"
+    assert rows["users.admin.admin"] == "true"
+    assert rows["users.app.password"] == "********"
+    text = "\n".join(f"{k}={v}" for k, v in rows.items())
+    for secret in SECRETS:
+        assert secret and secret not in text
+
+
+def test_show_version(proxy: RunningProxy, ports: OpsPorts) -> None:
+    (row,) = admin(ports.admin, "show version;")
+    assert re.match(r"^dbproxy \d+\.\d+\.\d+ \(Python 3\.\d+", row["version"])
+
+
+def test_several_commands_in_one_query(proxy: RunningProxy, ports: OpsPorts) -> None:
+    res = admin_psql(ports.admin, "SHOW VERSION; SHOW HELP", csv_output=False)
+    assert res.returncode == 0 and "dbproxy" in res.stdout and "SHUTDOWN" in res.stdout
+
+
+# ---- errors and refusals ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["SHOW NOTHING", "SELECT 1", "PAUSE a b", "KILL CLIENT", "FROB"])
+def test_unknown_or_malformed_command(proxy: RunningProxy, ports: OpsPorts, command: str) -> None:
+    res = admin_psql(ports.admin, command, csv_output=False)
+    assert res.returncode == 1
+    assert "ERROR:" in res.stderr and "HINT:  SHOW HELP lists the commands" in res.stderr
+
+
+async def test_errors_carry_sqlstates_and_the_console_carries_on(proxy: RunningProxy, ports: OpsPorts) -> None:
+    conn = await asyncpg.connect(host=HOST, port=ports.admin, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                                 database="dbproxy")
+    try:
+        with pytest.raises(asyncpg.PostgresError) as info:
+            await conn.execute("SHOW NOTHING")
+        assert info.value.sqlstate == "42601"
+        with pytest.raises(asyncpg.PostgresError) as info:
+            await conn.execute("KILL CLIENT 1")
+        assert info.value.sqlstate == "42704"
+        with pytest.raises(asyncpg.PostgresError) as info:   # asyncpg's fetch uses the extended protocol
+            await conn.fetch("SHOW POOLS")
+        assert info.value.sqlstate == "0A000"
+        assert await conn.execute("SHOW POOLS") == "SHOW"
+    finally:
+        await conn.close()
+
+
+async def test_refusals(proxy: RunningProxy, ports: OpsPorts) -> None:
+    async def refused(user: str, password: str, database: str = "dbproxy") -> str:
+        with pytest.raises(asyncpg.PostgresError) as info:
+            await asyncpg.connect(host=HOST, port=ports.admin, user=user, password=password, database=database)
+        return str(info.value.sqlstate)
+
+    assert await refused("app", APP.password or "") == "28000"          # not an admin
+    assert await refused(ADMIN_USER, "wrong") == "28P01"
+    assert await refused("nobody", "x") == "28P01"
+    assert await refused(ADMIN_USER, ADMIN_PASSWORD, "app") == "3D000"  # the console serves "dbproxy" only
+    res = admin_psql(ports.admin, "SHOW POOLS", user="app", password=APP.password)
+    assert res.returncode == 2 and 'user "app" is not an admin' in res.stderr
+    assert 'admin client' in proxy.log_text() and 'is not an admin' in proxy.log_text()
+
+
+# ---- PAUSE / RESUME / KILL ----------------------------------------------------------------------------
+
+async def test_pause_waits_for_running_transactions_and_holds_new_ones(proxy: RunningProxy,
+                                                                        ports: OpsPorts) -> None:
+    running = await connect(ports)
+    waiting = await connect(ports)
+    try:
+        await running.execute("BEGIN")
+        await running.fetchval("SELECT 1")
+        pause = asyncio.create_task(asyncio.to_thread(admin_psql, ports.admin, "PAUSE main", csv_output=False))
+        await asyncio.sleep(0.5)
+        assert not pause.done(), "PAUSE returned while a transaction was still running"
+        assert admin(ports.admin, "SHOW POOLS")[0]["paused"] == "t"
+        held = asyncio.create_task(waiting.fetchval("SELECT 2"))
+        # The running transaction goes on and finishes while paused.
+        assert await running.fetchval("SELECT 3") == 3
+        await running.execute("COMMIT")
+        res = await asyncio.wait_for(pause, 10)
+        assert res.returncode == 0 and "NOTICE:  paused main; no transaction running" in res.stderr
+        await asyncio.sleep(0.5)
+        assert not held.done(), "a new transaction ran while the cluster was paused"
+        res = admin_psql(ports.admin, "RESUME", csv_output=False)
+        assert res.returncode == 0 and "resumed main" in res.stderr
+        assert await asyncio.wait_for(held, 10) == 2
+    finally:
+        admin_psql(ports.admin, "RESUME")
+        await running.close()
+        await waiting.close()
+
+
+async def test_pause_unknown_cluster(proxy: RunningProxy, ports: OpsPorts) -> None:
+    with pytest.raises(AdminError) as info:
+        admin(ports.admin, "PAUSE nope")
+    assert 'no cluster named "nope"' in info.value.stderr
+
+
+async def test_kill_client(proxy: RunningProxy, ports: OpsPorts) -> None:
+    victim = await connect(ports, server_settings={"application_name": "victim"})
+    bystander = await connect(ports)
+    try:
+        await victim.fetchval("SELECT 1")
+        (row,) = by(admin(ports.admin, "SHOW CLIENTS"), application_name="victim")
+        res = admin_psql(ports.admin, f"KILL CLIENT {row['id']}", csv_output=False)
+        assert res.returncode == 0, res.stderr
+        with pytest.raises((asyncpg.PostgresError, asyncpg.exceptions.ConnectionDoesNotExistError)):
+            await victim.fetchval("SELECT 1")
+        await async_wait_until(lambda: _no_client(ports, "victim"), what="victim gone from SHOW CLIENTS")
+        assert await bystander.fetchval("SELECT 5") == 5
+        assert re.search(r"client \S+ disconnected: killed by admin", proxy.log_text())
+    finally:
+        await victim.close(timeout=1)
+        await bystander.close()
+
+
+async def _no_client(ports: OpsPorts, application_name: str) -> bool:
+    rows = await asyncio.to_thread(admin, ports.admin, "SHOW CLIENTS")
+    return not by(rows, application_name=application_name)
+
+
+# ---- FAILOVER ------------------------------------------------------------------------------------------
+
+def test_failover_without_switchover_support_says_so(proxy: RunningProxy, ports: OpsPorts,
+                                                      pg_cluster: PgCluster) -> None:
+    if hasattr(Cluster, "switchover"):
+        pytest.skip("this build supports switchover: FAILOVER is tested with the failover layer")
+    replica = pg_cluster.instance_addrs()[1]
+    for command in ("FAILOVER main", f"FAILOVER main TO '{replica}'"):
+        res = admin_psql(ports.admin, command, csv_output=False)
+        assert res.returncode == 1 and "FAILOVER is not supported yet" in res.stderr
+    res = admin_psql(ports.admin, "FAILOVER main TO '127.0.0.1:1'", csv_output=False)
+    assert "is not an instance of cluster main" in res.stderr
+    res = admin_psql(ports.admin, "FAILOVER nope", csv_output=False)
+    assert 'no cluster named "nope"' in res.stderr
+
+
+# ---- RELOAD ----------------------------------------------------------------------------------------------
+
+def test_reload_applies_and_rejects(proxy: RunningProxy, ports: OpsPorts) -> None:
+    path = proxy.process.config_path
+    original = path.read_text()
+    try:
+        path.write_text(original.replace("max_server_connections = 4", "max_server_connections = 6"))
+        res = admin_psql(ports.admin, "RELOAD", csv_output=False)
+        assert res.returncode == 0 and "configuration reloaded" in res.stderr
+        rows = {r["key"]: r["value"] for r in admin(ports.admin, "SHOW CONFIG")}
+        assert rows["clusters.main.pool.max_server_connections"] == "6"
+        assert all(p["max_size"] == "6" for p in admin(ports.admin, "SHOW POOLS"))
+        assert re.search(r"configuration reloaded from .*: cluster main: pool changed", proxy.log_text())
+
+        path.write_text(original.replace("max_server_connections = 4", "max_server_connections = -1"))
+        res = admin_psql(ports.admin, "RELOAD", csv_output=False)
+        assert res.returncode == 1
+        assert "configuration not reloaded; the running one is kept" in res.stderr
+        assert "max_server_connections" in res.stderr   # the problem itself, in the HINT
+        assert "reload rejected: config error" in proxy.log_text()
+        rows = {r["key"]: r["value"] for r in admin(ports.admin, "SHOW CONFIG")}
+        assert rows["clusters.main.pool.max_server_connections"] == "6"
+    finally:
+        path.write_text(original)
+        admin_psql(ports.admin, "RELOAD")
+    assert all(p["max_size"] == "4" for p in admin(ports.admin, "SHOW POOLS"))
+
+
+async def test_reload_resizes_pools_under_100_clients_without_dropping_any(
+        pg_cluster: PgCluster, proxy_factory: Callable[..., ProxyProcess]) -> None:
+    ports = OpsPorts.of(free_ports(6))
+    config = ops_config(pg_cluster, ports, pool_size=2, borrow_timeout="30s")
+    process = proxy_factory(config)
+    primary = pg_cluster.instance_addrs()[0]
+    clients = [await connect(ports) for _ in range(100)]
+    stop = asyncio.Event()
+    done = [0] * len(clients)
+
+    async def load(i: int) -> None:
+        while not stop.is_set():
+            assert await clients[i].fetchval("SELECT $1::int FROM pg_sleep(0.005)", i) == i
+            done[i] += 1
+
+    def primary_pool() -> dict[str, str]:
+        return by(admin(ports.admin, "SHOW POOLS"), instance=primary)[0]
+
+    tasks = [asyncio.create_task(load(i)) for i in range(len(clients))]
+    try:
+        await asyncio.sleep(1.0)
+        assert int(primary_pool()["open"]) <= 2 and int(primary_pool()["waiting"]) > 0
+
+        path = Path(process.config_path)
+        path.write_text(config.replace("max_server_connections = 2", "max_server_connections = 8"))
+        res = await asyncio.to_thread(admin_psql, ports.admin, "RELOAD", csv_output=False)
+        assert res.returncode == 0, res.stderr
+        peak = await async_wait_until(lambda: _pool_opened(ports, primary, 5), timeout=10,
+                                      what="the pool growing past 4 connections")
+        assert int(peak["max_size"]) == 8 and int(peak["open"]) <= 8
+
+        path.write_text(config.replace("max_server_connections = 2", "max_server_connections = 3"))
+        process.send_signal(1)   # SIGHUP: the same reload
+        await async_wait_until(lambda: _pool_opened(ports, primary, 0, at_most=3), timeout=10,
+                               what="the pool shrinking to 3 connections")
+        await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, f"{len(errors)} clients failed, first: {errors[0]!r}"
+    assert min(done) > 0
+    for i, client in enumerate(clients):   # every client is still connected and works
+        assert not client.is_closed()
+        assert await client.fetchval("SELECT $1::int", i) == i
+    assert len(by(admin(ports.admin, "SHOW CLIENTS"), endpoint="writer")) == 100
+    for client in clients:
+        await client.close()
+    log = process.log_text()
+    assert log.count("configuration reloaded from") == 2
+    reasons = re.findall(r"dbproxy: client \S+ disconnected: (.*) \(transactions", log)
+    assert len(reasons) == 100 and set(reasons) == {"client sent Terminate"}, set(reasons)
+    assert "Traceback" not in log
+
+
+async def _pool_opened(ports: OpsPorts, instance: str, at_least: int,
+                       at_most: int | None = None) -> dict[str, str] | None:
+    rows = await asyncio.to_thread(admin, ports.admin, "SHOW POOLS")
+    pool = by(rows, instance=instance)[0]
+    if int(pool["open"]) < at_least or (at_most is not None and int(pool["open"]) > at_most):
+        return None
+    return pool
+
+
+# ---- md5 login, SHUTDOWN ------------------------------------------------------------------------------
+
+def test_md5_admin_login_and_shutdown(pg_cluster: PgCluster, proxy_factory: Callable[..., ProxyProcess]) -> None:
+    ports = OpsPorts.of(free_ports(6))
+    process = proxy_factory(ops_config(pg_cluster, ports, client_auth="md5"))
+    assert admin(ports.admin, "SHOW VERSION")
+    res = admin_psql(ports.admin, "SHOW VERSION", user=MD5.name, password=MD5.password)
+    assert res.returncode == 2 and "is not an admin" in res.stderr
+    res = admin_psql(ports.admin, "SHUTDOWN", csv_output=False)
+    assert res.returncode == 0 and "draining" in res.stderr
+    assert process.wait(10) == 0
+    log = process.log_text()
+    assert "admin: SHUTDOWN" in log and "dbproxy stopped" in log

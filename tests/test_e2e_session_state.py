@@ -1,0 +1,120 @@
+"""End to end, transaction pooling on ONE server connection: SET state stays with its client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import psycopg
+import pytest
+from e2e_helpers import RunningProxy, module_proxy
+
+from deploy.pgcluster import PgCluster
+
+DEFAULT_SEARCH_PATH = '"$user", public'
+
+
+@pytest.fixture(scope="module")
+def proxy(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
+    # Pool size 1: every client of this proxy shares the same server connection.
+    with module_proxy(pg_cluster, tmp_path_factory.mktemp("state"), pool_size=1, client_auth="md5") as proxy:
+        yield proxy
+        proxy.assert_alive_and_clean()
+
+
+@pytest.fixture
+async def two_clients(proxy: RunningProxy) -> AsyncIterator[tuple[asyncpg.Connection, asyncpg.Connection]]:
+    a = await asyncpg.connect(proxy.dsn())
+    b = await asyncpg.connect(proxy.dsn())
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _settings(conn: asyncpg.Connection) -> tuple[str, str]:
+    row = await conn.fetchrow(
+        "SELECT current_setting('search_path'), current_setting('statement_timeout')")
+    return row[0], row[1]
+
+
+async def test_set_does_not_leak_to_other_client(
+        two_clients: tuple[asyncpg.Connection, asyncpg.Connection]) -> None:
+    a, b = two_clients
+    pid = await a.fetchval("SELECT pg_backend_pid()")
+    assert await b.fetchval("SELECT pg_backend_pid()") == pid, "pool size 1: one server connection"
+    # asyncpg's execute() without arguments uses the simple query protocol.
+    await a.execute("CREATE SCHEMA IF NOT EXISTS e2e_state_a")
+    await a.execute("SET search_path = e2e_state_a, public")
+    await a.execute("SET statement_timeout = '1234ms'")
+    for _ in range(5):
+        assert await _settings(b) == (DEFAULT_SEARCH_PATH, "0")
+        assert await b.fetchval("SHOW search_path") == DEFAULT_SEARCH_PATH
+        assert await _settings(a) == ("e2e_state_a, public", "1234ms")
+        assert await a.fetchval("SHOW statement_timeout") == "1234ms"
+        assert await b.fetchval("SELECT pg_backend_pid()") == pid
+    # A's search_path really resolves A's tables; B's does not.
+    await a.execute("CREATE TABLE IF NOT EXISTS e2e_state_a.only_a (x int)")
+    assert await a.fetchval("SELECT to_regclass('only_a') IS NOT NULL")
+    assert await b.fetchval("SELECT to_regclass('only_a') IS NULL")
+    await a.execute("RESET search_path")
+    assert await _settings(a) == (DEFAULT_SEARCH_PATH, "1234ms")
+    await a.execute("SET statement_timeout TO DEFAULT")
+    assert await _settings(a) == (DEFAULT_SEARCH_PATH, "0")
+    assert await _settings(b) == (DEFAULT_SEARCH_PATH, "0")
+
+
+async def test_statement_timeout_applies_only_to_its_client(
+        two_clients: tuple[asyncpg.Connection, asyncpg.Connection]) -> None:
+    a, b = two_clients
+    await a.execute("SET statement_timeout = '200ms'")
+    with pytest.raises(asyncpg.QueryCanceledError):
+        await a.fetchval("SELECT pg_sleep(1)")
+    await b.fetchval("SELECT pg_sleep(0.4)")          # B has no timeout on the same server connection
+    with pytest.raises(asyncpg.QueryCanceledError):
+        await a.execute("SELECT pg_sleep(1)")        # ... and A still has its own
+    assert await a.fetchval("SELECT 1") == 1
+
+
+async def test_extended_protocol_set_and_both_drivers(proxy: RunningProxy) -> None:
+    """psycopg sends SET through Parse/Bind/Execute; asyncpg clients on the same server don't see it."""
+    async with await psycopg.AsyncConnection.connect(proxy.conninfo(), autocommit=True) as p:
+        other = await asyncpg.connect(proxy.dsn())
+        try:
+            await p.execute("SET work_mem = '3MB'")
+            await p.execute("SET application_name = 'e2e-psycopg'")
+            for _ in range(3):
+                assert await other.fetchval("SHOW work_mem") == "4MB"
+                assert await other.fetchval("SELECT current_setting('application_name')") == ""
+                cur = await p.execute("SELECT current_setting('work_mem'), current_setting('application_name')")
+                assert await cur.fetchone() == ("3MB", "e2e-psycopg")
+        finally:
+            await other.close()
+
+
+async def test_set_local_ends_with_its_transaction(
+        two_clients: tuple[asyncpg.Connection, asyncpg.Connection]) -> None:
+    a, b = two_clients
+    async with a.transaction():
+        await a.execute("SET LOCAL work_mem = '5MB'")
+        assert await a.fetchval("SHOW work_mem") == "5MB"
+    assert await b.fetchval("SHOW work_mem") == "4MB"
+    assert await a.fetchval("SHOW work_mem") == "4MB"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known limitation: SETs are tracked from the query text, so a SET inside a transaction that is "
+    "rolled back is still replayed on the client's next server connection (see "
+    "proxy/routing/session_state.py docstring); fixing it needs the SETs of an open transaction kept "
+    "pending until its COMMIT/ROLLBACK outcome is known"))
+async def test_rolled_back_set_is_not_replayed(
+        two_clients: tuple[asyncpg.Connection, asyncpg.Connection]) -> None:
+    a, b = two_clients
+    tr = a.transaction()
+    await tr.start()
+    await a.execute("SET work_mem = '6MB'")
+    await tr.rollback()
+    assert await a.fetchval("SHOW work_mem") == "4MB"
+    assert await b.fetchval("SHOW work_mem") == "4MB"
+    assert await a.fetchval("SHOW work_mem") == "4MB"   # B ran in between: A's state was re-applied
