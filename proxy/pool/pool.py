@@ -11,8 +11,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..errors import BorrowTimeout, ProxyError, ServerConnectFailed
 from .policy import idle_to_close, is_retired
@@ -176,7 +176,7 @@ class Pool(Generic[C]):
         if self.waiting():
             self._open_soon(self._open_for_waiter)
 
-    def _open_soon(self, opener: Callable[[], Awaitable[None]]) -> None:
+    def _open_soon(self, opener: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Start opening a connection in the background, counted against max_size right away."""
         self.opening += 1
         asyncio.get_running_loop().create_task(opener())
