@@ -11,7 +11,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 
 .PHONY: install lint test demo demo-stop bench
 
-install: $(VENV)/.stamp-system $(VENV)/.stamp-pip
+install: $(VENV)/.stamp-system $(VENV)/.stamp-chromium $(VENV)/.stamp-pip
 
 # PostgreSQL 15 server + client (psql; pgbench ships with the server package on Debian 12),
 # and ensurepip for `python3 -m venv`. Checked once; delete the stamp to check again.
@@ -24,6 +24,16 @@ $(VENV)/.stamp-system:
 	@if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then \
 		echo "make: installing python3-venv"; \
 		apt-get update -q && $(APT_INSTALL) python3-venv; \
+	fi
+	@touch $@
+
+# Headless Chromium for the status-page test (tests/test_status_page.py); its own stamp so
+# existing checkouts get it too.
+$(VENV)/.stamp-chromium:
+	@mkdir -p $(VENV)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "make: installing chromium"; \
+		apt-get update -q && $(APT_INSTALL) chromium; \
 	fi
 	@touch $@
 

@@ -75,6 +75,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also run -S simple once more against dbproxy under py-spy (bench/results/profile.svg)",
     )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="before each run, wait up to SECONDS for other processes to leave the CPUs alone (default 0)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
     args = parser.parse_args(argv)
     if args.duration is None:
@@ -205,11 +212,31 @@ class Bench:
             cell.argv = pgbench_argv(endpoint, workload, self.args.clients, duration)
             return cell
         roots = self._our_pids()
+        self._wait_idle(roots)
         before = sample(roots)
         began = time.monotonic()
         cell = run_pgbench(endpoint, workload, self.args.clients, duration, round_no)
         cell.cpu = usage(before, sample(roots), time.monotonic() - began)
         return cell
+
+    def _wait_idle(self, roots: list[int], threshold: float = 0.15) -> None:
+        """With --wait-idle: wait (bounded) until processes outside the benchmark use < ``threshold`` cores."""
+        deadline = time.monotonic() + self.args.wait_idle
+        waited = False
+        while time.monotonic() < deadline:
+            before = sample(roots)
+            time.sleep(1.0)
+            busy = usage(before, sample(roots), 1.0)
+            if busy.other_cores < threshold:
+                break
+            if not waited:
+                log(
+                    f"waiting for the machine to calm down: others use {busy.other_cores:.2f} cores [{busy.top_others}]"
+                )
+                waited = True
+        else:
+            if waited:
+                log(f"still busy after {self.args.wait_idle:.0f}s; measuring anyway")
 
     def _our_pids(self) -> list[int]:
         """This process (pgbench is reaped into it), the poolers and every postmaster."""

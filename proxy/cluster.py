@@ -38,6 +38,7 @@ class Cluster:
         self.classifier = Classifier(config.read_only_functions)
         self.welcome: dict[tuple[str, str], dict[str, str]] = {}
         self.clients = 0
+        self.borrowing = 0   # clients waiting in borrow() for resume, a target, a slot or a new connection
         self._resumed = asyncio.Event()
         self._resumed.set()
         self._pools_by_instance: dict[Address, list[Pool[ServerConnection]]] = {}
@@ -169,6 +170,14 @@ class Cluster:
     async def borrow(self, endpoint: EndpointConfig, route: str, user: User,
                      database: str) -> tuple[ServerConnection, Pool[ServerConnection]]:
         """A server connection for the endpoint; waits (bounded) for a target, for resume, for a slot."""
+        self.borrowing += 1
+        try:
+            return await self._borrow(endpoint, route, user, database)
+        finally:
+            self.borrowing -= 1
+
+    async def _borrow(self, endpoint: EndpointConfig, route: str, user: User,
+                      database: str) -> tuple[ServerConnection, Pool[ServerConnection]]:
         deadline = time.monotonic() + self.config.failover.borrow_timeout
         while True:
             target = await self._wait_for_target(endpoint, route, deadline)

@@ -133,6 +133,9 @@ class ClientSession(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state == _CLOSED:
             return
+        if self.state == _STARTUP and self._startup_buf:   # SPEC §9: a half-sent startup gets a log line
+            log.info("client %s: disconnected with an incomplete startup packet (%d bytes)",
+                     self.peer, len(self._startup_buf))
         self.state = _CLOSED
         if not self._close_reason:
             self._close_reason = "client disconnected" if exc is None else f"client connection lost: {exc}"

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import asyncpg
 from conftest import REPO_ROOT, ProxyProcess, listen_addresses  # tests/ is on sys.path (rootdir conftest)
+
 from deploy.pgcluster import HOST, PgCluster, free_ports, pg_binary
 
 
@@ -285,6 +286,7 @@ class RawClient:
 
     def __init__(self, port: int, timeout: float = 10.0) -> None:
         self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.local_port: int = self.sock.getsockname()[1]   # how the proxy's log names this client
         self.buf = b""
 
     def send(self, data: bytes) -> None:
@@ -385,6 +387,16 @@ def first_error(messages: list[tuple[bytes, bytes]] | bytes) -> dict[str, str] |
         if kind == b"E":
             return error_fields(body)
     return None
+
+
+async def send_cancel_request(port: int, pid: int, key: int) -> bytes:
+    """Send a CancelRequest on a new connection, as libpq does; returns what the peer sent back."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    writer.write(struct.pack("!IIII", 16, 80877102, pid, key))
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return reply
 
 
 # ------------------------------------------------------------------------------ waiting

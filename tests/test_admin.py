@@ -23,10 +23,13 @@ from ops_helpers import (
     admin_columns,
     admin_psql,
     ops_config,
+    scrape,
 )
 
 from deploy.pgcluster import HOST, PgCluster, free_ports
+from proxy.admin import commands
 from proxy.admin.commands import COMMANDS
+from proxy.admin.resultset import Table, encode_table, text_value
 from proxy.cluster import Cluster
 
 LSN = re.compile(r"^[0-9A-F]+/[0-9A-F]+$")
@@ -55,6 +58,47 @@ async def connect(ports: OpsPorts, port: int | None = None, **kwargs: object) ->
 
 def by(rows: list[dict[str, str]], **match: str) -> list[dict[str, str]]:
     return [r for r in rows if all(r[k] == v for k, v in match.items())]
+
+
+# ---- sans-IO pieces: result-set encoding and command parsing ---------------------------------------
+
+def _messages(data: bytes) -> list[tuple[bytes, bytes]]:
+    out, pos = [], 0
+    while pos < len(data):
+        length = int.from_bytes(data[pos + 1:pos + 5], "big")
+        out.append((data[pos:pos + 1], data[pos + 5:pos + 1 + length]))
+        pos += 1 + length
+    return out
+
+
+def test_encode_table() -> None:
+    table = Table.of([("name", "text"), ("n", "int"), ("ok", "bool")], [("a", 1, True), (None, 22, False)])
+    (t, t_body), (d1, d1_body), (d2, d2_body), (c, c_body) = _messages(encode_table(table))
+    assert (t, d1, d2, c) == (b"T", b"D", b"D", b"C")
+    assert t_body == (b"\x00\x03"
+                      b"name\x00" + bytes.fromhex("00000000" "0000" "00000019" "ffff" "ffffffff" "0000") +
+                      b"n\x00" + bytes.fromhex("00000000" "0000" "00000014" "0008" "ffffffff" "0000") +
+                      b"ok\x00" + bytes.fromhex("00000000" "0000" "00000010" "0001" "ffffffff" "0000"))
+    assert d1_body == b"\x00\x03" + b"\x00\x00\x00\x01a" + b"\x00\x00\x00\x011" + b"\x00\x00\x00\x01t"
+    assert d2_body == b"\x00\x03" + b"\xff\xff\xff\xff" + b"\x00\x00\x00\x0222" + b"\x00\x00\x00\x01f"
+    assert c_body == b"SHOW\x00"
+    assert [text_value(v) for v in (None, 1.5, float("nan"), "é")] == [None, b"1.5", b"NaN", "é".encode()]
+    assert table.as_dicts()[1] == {"name": None, "n": 22, "ok": False}
+
+
+def test_command_parsing() -> None:
+    assert commands.tokenize("FAILOVER main TO '127.0.0.1:5433'") == ["FAILOVER", "main", "TO", "127.0.0.1:5433"]
+    assert commands.tokenize('pause "My-Cluster"') == ["pause", "My-Cluster"]
+    assert commands.split_statements("show pools; SHOW 'a;b' ;; ") == ["show pools", "SHOW 'a;b'"]
+    command, args = commands.find_command(["show", "Pools"])
+    assert (command.name, args) == ("SHOW POOLS", [])
+    command, args = commands.find_command(["KILL", "client", "17"])
+    assert (command.name, args) == ("KILL CLIENT", ["17"])
+    assert commands.find_command(["pause"])[1] == [] and commands.find_command(["PAUSE", "main"])[1] == ["main"]
+    for tokens in (["SHOW"], ["SHOW", "POOLZ"], ["DROP", "TABLE"], ["PAUSE", "a", "b"], ["KILL", "CLIENT"]):
+        with pytest.raises(commands.AdminError) as info:
+            commands.find_command(tokens)
+        assert info.value.sqlstate == "42601" and info.value.hint and "SHOW HELP" in info.value.hint
 
 
 # ---- SHOW ----------------------------------------------------------------------------------------
@@ -263,6 +307,7 @@ async def test_pause_waits_for_running_transactions_and_holds_new_ones(proxy: Ru
         assert not pause.done(), "PAUSE returned while a transaction was still running"
         assert admin(ports.admin, "SHOW POOLS")[0]["paused"] == "t"
         held = asyncio.create_task(waiting.fetchval("SELECT 2"))
+        await async_wait_until(lambda: _waiting_clients(ports, 1), what="the held client counted as waiting")
         # The running transaction goes on and finishes while paused.
         assert await running.fetchval("SELECT 3") == 3
         await running.execute("COMMIT")
@@ -277,6 +322,11 @@ async def test_pause_waits_for_running_transactions_and_holds_new_ones(proxy: Ru
         admin_psql(ports.admin, "RESUME")
         await running.close()
         await waiting.close()
+
+
+async def _waiting_clients(ports: OpsPorts, expected: int) -> bool:
+    samples = await asyncio.to_thread(scrape, ports.http)
+    return samples['dbproxy_client_waiting{cluster="main"}'] == expected
 
 
 async def test_pause_unknown_cluster(proxy: RunningProxy, ports: OpsPorts) -> None:

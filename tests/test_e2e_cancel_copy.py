@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import asyncpg
 import psycopg
 import pytest
-from e2e_helpers import RunningProxy, module_proxy
+from e2e_helpers import RunningProxy, module_proxy, send_cancel_request
 
 from deploy.pgcluster import PgCluster
 
@@ -79,14 +79,8 @@ async def test_asyncpg_explicit_cancel_error(proxy: RunningProxy) -> None:
         await conn.execute("SET statement_timeout = 0")
         task = asyncio.get_running_loop().create_task(conn.fetchval("SELECT pg_sleep(10)"))
         await asyncio.sleep(0.4)
-        # A CancelRequest from a separate connection, as libpq does it, with this client's key data.
-        pid, key = conn._protocol.backend_pid, conn._protocol.backend_secret  # type: ignore[attr-defined]
-        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-        writer.write((16).to_bytes(4, "big") + (80877102).to_bytes(4, "big") + pid.to_bytes(4, "big")
-                     + key.to_bytes(4, "big"))
-        await writer.drain()
-        assert await reader.read() == b""     # the proxy closes a cancel connection without a reply
-        writer.close()
+        # The proxy closes a cancel connection without a reply, like PostgreSQL.
+        assert await send_cancel_request(proxy.port, *_key_data(conn)) == b""
         started = time.monotonic()
         with pytest.raises(asyncpg.QueryCanceledError) as info:
             await task
@@ -95,6 +89,31 @@ async def test_asyncpg_explicit_cancel_error(proxy: RunningProxy) -> None:
         assert await conn.fetchval("SELECT 1") == 1
     finally:
         await conn.close()
+
+
+def _key_data(conn: asyncpg.Connection) -> tuple[int, int]:
+    """The BackendKeyData the proxy gave this client (asyncpg keeps it in its protocol object)."""
+    protocol = conn._protocol  # type: ignore[attr-defined]
+    return protocol.backend_pid, protocol.backend_secret
+
+
+async def test_cancel_of_an_idle_client_hits_nobody(proxy: RunningProxy) -> None:
+    """In transaction pooling a client's last server connection belongs to someone else now: a late
+    cancel from that client must not cancel the other client's query."""
+    a = await asyncpg.connect(proxy.dsn())
+    b = await asyncpg.connect(proxy.dsn())
+    try:
+        a_server = await a.fetchval("SELECT pg_backend_pid()")
+        task = asyncio.get_running_loop().create_task(b.fetchrow("SELECT pg_backend_pid(), pg_sleep(1)"))
+        await asyncio.sleep(0.3)
+        await send_cancel_request(proxy.port, *_key_data(a))
+        await send_cancel_request(proxy.port, 12345, 678)          # unknown key data: ignored
+        row = await task
+        assert row[0] == a_server, "B ran on A's former server connection (the pool is LIFO)"
+        assert await a.fetchval("SELECT 'a fine'") == "a fine"
+    finally:
+        await a.close()
+        await b.close()
 
 
 # ------------------------------------------------------------------------------------------- COPY

@@ -6,7 +6,18 @@ from collections.abc import Iterator
 
 import asyncpg
 import pytest
-from e2e_helpers import APP, CLEAR, DB, MD5, SCRAM, ClusterSpec, RunningProxy, proxy_config, psql, running_proxy
+from e2e_helpers import (
+    APP,
+    CLEAR,
+    DB,
+    MD5,
+    SCRAM,
+    ClusterSpec,
+    RunningProxy,
+    proxy_config,
+    psql,
+    running_proxy,
+)
 
 from deploy.pgcluster import PgCluster, free_ports
 

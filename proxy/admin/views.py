@@ -239,9 +239,12 @@ def instances(app: ProxyApp) -> Table:
             open_by_instance[instance] = open_by_instance.get(instance, 0) + pool_counts(pool).open
         for state in instance_states(cluster):
             lag_ms = round(state.lag_seconds * 1000, 3) if state.lag_seconds is not None else None
+            lag_bytes = state.lag_bytes
+            if state.state == "down":   # last known lag of an instance that does not answer means nothing
+                lag_ms = lag_bytes = None
             since = monotonic_to_wall(state.since) if snapshot is not None else None
             rows.append((cluster.name, str(state.address), state.role, state.state,
-                         snapshot is not None and snapshot.writer == state.address, lag_ms, state.lag_bytes,
+                         snapshot is not None and snapshot.writer == state.address, lag_ms, lag_bytes,
                          format_position(cluster.config.engine, state.position), state.timeline,
                          open_by_instance.get(state.address, 0), iso_time(monotonic_to_wall(state.last_check)),
                          iso_time(since), state.error or None))
@@ -293,8 +296,8 @@ def stats(app: ProxyApp) -> Table:
     for cluster in app.clusters.values():
         name = cluster.name
         borrows = sample("dbproxy_database_connection_borrow_seconds_count", cluster=name)
-        borrow_ms = sample("dbproxy_database_connection_borrow_seconds_sum", cluster=name) / borrows * 1000 \
-            if borrows else 0.0
+        borrow_ms = round(sample("dbproxy_database_connection_borrow_seconds_sum", cluster=name) / borrows * 1000,
+                          3) if borrows else None
         timeouts = sum(p.timeouts for p in cluster.pools.values())
         failures = sum(p.connect_failures for p in cluster.pools.values())
         pins = sum(s.value for metric in registry.collect() if metric.name == "dbproxy_client_pins"
@@ -302,12 +305,12 @@ def stats(app: ProxyApp) -> Table:
         for endpoint in cluster.config.endpoints:
             labels = {"cluster": name, "endpoint": endpoint.name}
             count = sample("dbproxy_query_response_seconds_count", **labels)
-            avg_ms = sample("dbproxy_query_response_seconds_sum", **labels) / count * 1000 if count else 0.0
+            avg_ms = round(sample("dbproxy_query_response_seconds_sum", **labels) / count * 1000, 3) if count else None
             transactions = sum(v for (c, e, _), v in requests.items() if c == name and e == endpoint.name)
             rows.append((name, endpoint.name, int(sample("dbproxy_client_connections", **labels)),
                          int(sample("dbproxy_client_connections_received_total", **labels)),
                          int(sample("dbproxy_client_connections_setup_failed_auth_total", **labels)),
-                         transactions, round(avg_ms, 3), round(borrow_ms, 3), timeouts, failures, int(pins)))
+                         transactions, avg_ms, borrow_ms, timeouts, failures, int(pins)))
     return Table.of(STATS_COLUMNS, rows)
 
 
@@ -379,12 +382,8 @@ def status(app: ProxyApp) -> dict[str, Any]:
 
 
 def clients_waiting(cluster: Cluster) -> int:
-    """Clients waiting for a server connection: queued in a pool or waiting for a writer or resume."""
-    return sum(pool.waiting() for pool in cluster.pools.values()) + cluster_waiters(cluster)
-
-
-def cluster_waiters(cluster: Cluster) -> int:
-    return int(getattr(cluster, "waiting_for_target", 0))
+    """Clients waiting for a server connection: for resume, for a writer, for a pool slot or a new connection."""
+    return cluster.borrowing
 
 
 def not_ready_reasons(app: ProxyApp) -> list[str]:

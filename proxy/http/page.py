@@ -78,9 +78,11 @@ function fmt(value, digits) {
   return String(value);
 }
 
+let serverNow = Date.now();   // ages are measured against the proxy's clock, not the browser's
+
 function ago(iso) {
   if (!iso) return "never";
-  const seconds = (Date.now() - Date.parse(iso)) / 1000;
+  const seconds = Math.max(0, serverNow - Date.parse(iso)) / 1000;
   return seconds < 1 ? "just now" : seconds < 120 ? seconds.toFixed(0) + " s ago" : iso.replace("T", " ").slice(0, 19);
 }
 
@@ -147,7 +149,7 @@ function clusterCard(c) {
     h("h3", {}, "instances"), instancesTable(c.instances),
     h("h3", {}, "endpoints"), endpointsTable(c.endpoints),
     h("h3", {}, "pools"), poolsTable(c.pools),
-    h("h3", {}, "recent role changes"), eventsList(c.role_changes));
+    h("h3", {}, "recent role and state changes"), eventsList(c.role_changes));
 }
 
 function setLive(ok, text) {
@@ -161,6 +163,7 @@ async function refresh() {
     const response = await fetch("status", {cache: "no-store"});
     if (!response.ok) throw new Error("HTTP " + response.status);
     const status = await response.json();
+    serverNow = Date.parse(status.now);
     document.getElementById("version").textContent = status.version + " · up " + Math.round(status.uptime_s) + " s"
       + (status.draining ? " · DRAINING" : "") + (status.ready ? "" : " · NOT READY");
     document.getElementById("clusters").replaceChildren(...status.clusters.map(clusterCard));

@@ -35,7 +35,7 @@ def choose(snapshot: TopologySnapshot, endpoint: EndpointConfig, route: str, out
         return _writer(snapshot, avoid)
     if role == "custom":
         return _custom(snapshot, endpoint, outstanding, rng, avoid)
-    replicas = [a for a in snapshot.usable_replicas if a not in avoid]
+    replicas = [a for a in snapshot.usable_replicas if a not in avoid] if avoid else snapshot.usable_replicas
     if replicas:
         return least_outstanding(replicas, outstanding, rng)
     return _writer(snapshot, avoid)
@@ -72,7 +72,7 @@ def least_outstanding(candidates: Sequence[Address], outstanding: Outstanding, r
     loads = [outstanding(a) for a in candidates]
     low = min(loads)
     best = [a for a, load in zip(candidates, loads, strict=True) if load == low]
-    return best[0] if len(best) == 1 else rng.choice(best)
+    return best[0] if len(best) == 1 else best[int(rng.random() * len(best))]
 
 
 class RefusedConnections:
