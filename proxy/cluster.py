@@ -47,7 +47,7 @@ class Cluster:
         self.monitor = self._make_monitor(config)
         # Where each endpoint role may send work: the topology layer, or the first instance for
         # engines without a probe adapter yet.
-        self.choose_target: Callable[[EndpointConfig, str], Address | None] = (
+        self.choose_target: Callable[[EndpointConfig, str, int | None], Address | None] = (
             self._first_instance if self.monitor is None else self._route)
 
     # ---- topology ---------------------------------------------------------------------------
@@ -93,10 +93,11 @@ class Cluster:
                 for pool in self._pools_by_instance[address]:
                     pool.expire()
 
-    def _route(self, endpoint: EndpointConfig, route: str) -> Address | None:
+    def _route(self, endpoint: EndpointConfig, route: str, min_position: int | None = None) -> Address | None:
         assert self.monitor is not None
         snapshot = self.monitor.snapshot
-        return choose(snapshot, endpoint, route, self.outstanding, self._rng, self._refused.current(snapshot))
+        return choose(snapshot, endpoint, route, self.outstanding, self._rng, self._refused.current(snapshot),
+                      min_position)
 
     def outstanding(self, instance: Address) -> int:
         """Server connections borrowed (or being opened) on an instance, over all its pools."""
@@ -114,7 +115,8 @@ class Cluster:
 
     # ---- targets ----------------------------------------------------------------------------
 
-    def _first_instance(self, endpoint: EndpointConfig, route: str) -> Address | None:
+    def _first_instance(self, endpoint: EndpointConfig, route: str,
+                        min_position: int | None = None) -> Address | None:
         if endpoint.role == "custom" and endpoint.instances:
             return endpoint.instances[0]
         return self.config.instances[0] if self.config.instances else None
@@ -153,11 +155,11 @@ class Cluster:
             self._pools_by_instance.pop(instance, None)
 
     def take_idle(self, endpoint: EndpointConfig, route: str, user: User,
-                  database: str) -> ServerConnection | None:
+                  database: str, min_position: int | None = None) -> ServerConnection | None:
         """A ready server connection without waiting, if one is idle right now (the fast path)."""
         if not self._resumed.is_set():
             return None
-        target = self.choose_target(endpoint, route)
+        target = self.choose_target(endpoint, route, min_position)
         if target is None:
             return None
         pool = self.pool(target, user, database)
@@ -167,20 +169,20 @@ class Cluster:
             pool.borrows += 1
         return conn
 
-    async def borrow(self, endpoint: EndpointConfig, route: str, user: User,
-                     database: str) -> tuple[ServerConnection, Pool[ServerConnection]]:
+    async def borrow(self, endpoint: EndpointConfig, route: str, user: User, database: str,
+                     min_position: int | None = None) -> tuple[ServerConnection, Pool[ServerConnection]]:
         """A server connection for the endpoint; waits (bounded) for a target, for resume, for a slot."""
         self.borrowing += 1
         try:
-            return await self._borrow(endpoint, route, user, database)
+            return await self._borrow(endpoint, route, user, database, min_position)
         finally:
             self.borrowing -= 1
 
-    async def _borrow(self, endpoint: EndpointConfig, route: str, user: User,
-                      database: str) -> tuple[ServerConnection, Pool[ServerConnection]]:
+    async def _borrow(self, endpoint: EndpointConfig, route: str, user: User, database: str,
+                      min_position: int | None) -> tuple[ServerConnection, Pool[ServerConnection]]:
         deadline = time.monotonic() + self.config.failover.borrow_timeout
         while True:
-            target = await self._wait_for_target(endpoint, route, deadline)
+            target = await self._wait_for_target(endpoint, route, deadline, min_position)
             pool = self.pool(target, user, database)
             try:
                 conn = await pool.borrow(max(0.001, deadline - time.monotonic()))
@@ -190,11 +192,12 @@ class Cluster:
                 continue
             return conn, pool
 
-    async def _wait_for_target(self, endpoint: EndpointConfig, route: str, deadline: float) -> Address:
+    async def _wait_for_target(self, endpoint: EndpointConfig, route: str, deadline: float,
+                               min_position: int | None = None) -> Address:
         while True:
             if not self._resumed.is_set():
                 await self._wait_until(self._resumed.wait(), deadline, "is paused")
-            target = self.choose_target(endpoint, route)
+            target = self.choose_target(endpoint, route, min_position)
             if target is not None:
                 return target
             if time.monotonic() >= deadline:

@@ -13,7 +13,7 @@ from typing import Any
 from .admin import start_admin_console
 from .admin import views as admin_views
 from .cluster import Cluster
-from .config import Config, ConfigDiff, ConfigError, EndpointConfig, diff, load_config
+from .config import ClusterConfig, Config, ConfigDiff, ConfigError, EndpointConfig, diff, load_config
 from .http import start_http_server
 from .logs import setup_logging
 from .metrics import Metrics
@@ -67,9 +67,14 @@ class ProxyApp:
 
     async def _listen(self, cluster: Cluster, endpoint: EndpointConfig) -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: ClientSession(self, cluster, endpoint), endpoint.listen.host, endpoint.listen.port,
-            reuse_address=True, backlog=2048)
+        name = endpoint.name
+
+        def session() -> ClientSession:   # a reload may change the endpoint's settings
+            current = next((e for e in cluster.config.endpoints if e.name == name), endpoint)
+            return ClientSession(self, cluster, current)
+
+        server = await loop.create_server(session, endpoint.listen.host, endpoint.listen.port,
+                                          reuse_address=True, backlog=2048)
         self.listeners[(cluster.name, endpoint.name)] = server
         log.info("endpoint %s/%s (%s) listening on %s", cluster.name, endpoint.name, endpoint.role,
                  endpoint.listen)
@@ -173,8 +178,11 @@ class ProxyApp:
             return list(exc.problems)
         changes = diff(self.config, new)
         self.users = UserDirectory(new.users, self.users)
+        self._close_listeners_of_removed_clusters(new)
+        problems: list[str] = []
         for cluster_config in new.clusters:
             cluster = self.clusters.get(cluster_config.name)
+            old = cluster.config if cluster is not None else None
             if cluster is None:
                 cluster = self.clusters[cluster_config.name] = Cluster(cluster_config)
                 await cluster.start(self.metrics)
@@ -187,14 +195,45 @@ class ProxyApp:
                     pool.min_idle = settings.min_idle
                     pool.idle_timeout = settings.idle_timeout
                     pool.max_lifetime = settings.max_lifetime
-            for endpoint in cluster_config.endpoints:
-                if (cluster.name, endpoint.name) not in self.listeners:
-                    await self._listen(cluster, endpoint)
+            problems += await self._apply_endpoints(cluster, old)
         self.config = new
         log.info("configuration reloaded from %s: %s", new.path, _describe(changes))
         for setting in changes.requires_restart:
             log.warning("reload: %s changed; it takes effect only after a restart", setting)
-        return []
+        return problems
+
+    async def _apply_endpoints(self, cluster: Cluster, old: ClusterConfig | None) -> list[str]:
+        """Listeners follow the reloaded endpoints: new ones open, removed ones close, moved ones reopen.
+
+        Connected clients stay where they are; new clients of a changed endpoint get its new settings.
+        """
+        wanted = {e.name: e for e in cluster.config.endpoints}
+        for endpoint in old.endpoints if old is not None else ():
+            if endpoint.name not in wanted or wanted[endpoint.name].listen != endpoint.listen:
+                self._close_listener(cluster.name, endpoint.name)
+        problems = []
+        for endpoint in wanted.values():
+            if (cluster.name, endpoint.name) not in self.listeners:
+                try:
+                    await self._listen(cluster, endpoint)
+                except OSError as exc:
+                    problem = (f"endpoint {cluster.name}/{endpoint.name}: cannot listen on {endpoint.listen}: "
+                               f"{exc.strerror or exc}")
+                    log.error("reload: %s", problem)
+                    problems.append(problem)
+        return problems
+
+    def _close_listeners_of_removed_clusters(self, new: Config) -> None:
+        kept = {c.name for c in new.clusters}
+        for cluster_name, endpoint_name in list(self.listeners):
+            if cluster_name not in kept:
+                self._close_listener(cluster_name, endpoint_name)
+
+    def _close_listener(self, cluster_name: str, endpoint_name: str) -> None:
+        server = self.listeners.pop((cluster_name, endpoint_name), None)
+        if server is not None:
+            server.close()
+            log.info("endpoint %s/%s closed by reload; its connected clients stay", cluster_name, endpoint_name)
 
 
 def _describe(changes: ConfigDiff) -> str:

@@ -105,6 +105,11 @@ class ClientSession(asyncio.Protocol):
         self._counted = False
         self.last_activity = time.monotonic()
         self._last_route = "primary"
+        # read_your_writes (split endpoints): the WAL position of this client's last write
+        # transaction; replicas serve it only once they have replayed that far.
+        self._read_your_writes = endpoint.role == "split" and endpoint.read_your_writes
+        self.min_position: int | None = None
+        self._capturing = False
 
     # ---- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -401,7 +406,7 @@ class ClientSession(asyncio.Protocol):
         login = self.login
         assert login is not None
         route = self._last_route = self._route()
-        conn = self.cluster.take_idle(self.endpoint, route, login.user, self.database)
+        conn = self.cluster.take_idle(self.endpoint, route, login.user, self.database, self._min_position(route))
         if conn is not None:
             self._attach(conn, self.cluster.pool_of(conn))
             return
@@ -434,11 +439,15 @@ class ClientSession(asyncio.Protocol):
         verdict = self.cluster.classifier.classify(sql.decode("utf-8", "replace"))
         return "replica" if verdict.route is Route.REPLICA and not verdict.ends_transaction else "primary"
 
+    def _min_position(self, route: str) -> int | None:
+        return self.min_position if route == "replica" and self._read_your_writes else None
+
     async def _borrow(self, route: str) -> None:
         assert self.login is not None
         started = time.monotonic()
         try:
-            conn, pool = await self.cluster.borrow(self.endpoint, route, self.login.user, self.database)
+            conn, pool = await self.cluster.borrow(self.endpoint, route, self.login.user, self.database,
+                                                   self._min_position(route))
         except ProxyError as exc:
             self._borrow_task = None
             log.info("client %s: %s", self.peer, exc.message)
@@ -662,7 +671,26 @@ class ClientSession(asyncio.Protocol):
             tracker.failed_statements.clear()
         if (tracker.idle and not self.unsynced and not self._copy_skip and self.pinned is None
                 and not self.session_mode):
+            if self._read_your_writes and self._last_route == "primary" and self._note_write(server):
+                return
             self._release()
+
+    def _note_write(self, server: ServerConnection) -> bool:
+        """read_your_writes: after a transaction on the primary, learn its WAL position first.
+
+        Returns True while the position query is still running (the server is kept until then).
+        """
+        if not self._capturing:
+            self._capturing = True
+            server.run_capture("SELECT pg_current_wal_lsn()")
+            return True
+        self._capturing = False
+        rows = server.tracker.captured
+        if rows:
+            position = parse_lsn_row(rows[0])
+            if position is not None:
+                self.min_position = max(self.min_position or 0, position)
+        return False
 
     def _release(self) -> None:
         server, pool = self.server, self.server_pool
@@ -700,6 +728,7 @@ class ClientSession(asyncio.Protocol):
                 f"the transaction was aborted because the server connection to {server.address} was lost")
         self.unsynced = False
         self._copy_skip = 0
+        self._capturing = False
         if self.pinned is not None or self.session_mode:
             self.close(f"pinned server connection lost: {reason}",
                        m.error_response("08006", err.message, "FATAL"))
@@ -824,3 +853,17 @@ def reset_then_release(server: ServerConnection, pool: Pool[ServerConnection], s
     reset.timer = asyncio.get_running_loop().call_later(timeout, reset.lost, server)
     for sql in statements:
         server.run_hidden(sql)
+
+
+def parse_lsn_row(row: bytes) -> int | None:
+    """The LSN in a one-column text DataRow body ("16/B374D848") as an integer position."""
+    if len(row) < 6 or row[:2] != b"\x00\x01":
+        return None
+    length = int.from_bytes(row[2:6], "big", signed=True)
+    if length < 0:
+        return None
+    high, _, low = row[6:6 + length].partition(b"/")
+    try:
+        return (int(high, 16) << 32) + int(low, 16)
+    except ValueError:
+        return None

@@ -392,7 +392,8 @@ def first_error(messages: list[tuple[bytes, bytes]] | bytes) -> dict[str, str] |
 async def send_cancel_request(port: int, pid: int, key: int) -> bytes:
     """Send a CancelRequest on a new connection, as libpq does; returns what the peer sent back."""
     reader, writer = await asyncio.open_connection(HOST, port)
-    writer.write(struct.pack("!IIII", 16, 80877102, pid, key))
+    # Drivers may keep the key data as signed 32-bit integers (asyncpg does): send the same bits.
+    writer.write(struct.pack("!IIII", 16, 80877102, pid & 0xFFFFFFFF, key & 0xFFFFFFFF))
     await writer.drain()
     reply = await asyncio.wait_for(reader.read(), 5)
     writer.close()

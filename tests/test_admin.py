@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -400,6 +401,52 @@ def test_reload_applies_and_rejects(proxy: RunningProxy, ports: OpsPorts) -> Non
         path.write_text(original)
         admin_psql(ports.admin, "RELOAD")
     assert all(p["max_size"] == "4" for p in admin(ports.admin, "SHOW POOLS"))
+
+
+async def test_reload_opens_closes_and_changes_endpoints(proxy: RunningProxy, ports: OpsPorts,
+                                                         pg_cluster: PgCluster) -> None:
+    path = proxy.process.config_path
+    original = path.read_text()
+    extra_port, busy_port = free_ports(2)
+    analytics = original[original.index('[[clusters.main.endpoints]]\nname = "analytics"'):]
+    changed = original.replace(analytics, f"""[[clusters.main.endpoints]]
+name = "extra"
+listen = "{HOST}:{extra_port}"
+role = "reader"
+""").replace('role = "split"', 'role = "writer"')
+    staying = await connect(ports, ports.custom)   # on "analytics", which the reload removes
+    try:
+        path.write_text(changed)
+        res = admin_psql(ports.admin, "RELOAD", csv_output=False)
+        assert res.returncode == 0, res.stderr
+        endpoints = {r["endpoint"]: r for r in admin(ports.admin, "SHOW ENDPOINTS")}
+        assert set(endpoints) == {"writer", "reader", "app", "extra"} and endpoints["app"]["role"] == "writer"
+        extra = await connect(ports, extra_port)
+        assert await extra.fetchval("SELECT pg_is_in_recovery()") is True
+        await extra.close()
+        with pytest.raises(OSError):
+            await connect(ports, ports.custom)
+        assert await staying.fetchval("SELECT 7") == 7      # connected clients of a removed endpoint stay
+        split_now_writer = await connect(ports, ports.split)  # new clients get the changed role
+        assert await split_now_writer.fetchval("SELECT pg_is_in_recovery()") is False
+        await split_now_writer.close()
+        assert "endpoint main/analytics closed by reload; its connected clients stay" in proxy.log_text()
+
+        with socket.socket() as taken:
+            taken.bind((HOST, busy_port))
+            taken.listen()
+            path.write_text(changed.replace(f"{HOST}:{extra_port}", f"{HOST}:{busy_port}"))
+            res = admin_psql(ports.admin, "RELOAD", csv_output=False)
+        assert res.returncode == 1 and "configuration reloaded with problems" in res.stderr
+        assert f"endpoint main/extra: cannot listen on {HOST}:{busy_port}" in res.stderr
+    finally:
+        path.write_text(original)
+        admin_psql(ports.admin, "RELOAD")
+        await staying.close()
+    assert {r["endpoint"] for r in admin(ports.admin, "SHOW ENDPOINTS")} == {"writer", "reader", "app", "analytics"}
+    back = await connect(ports, ports.custom)
+    assert await back.fetchval("SELECT 8") == 8
+    await back.close()
 
 
 async def test_reload_resizes_pools_under_100_clients_without_dropping_any(

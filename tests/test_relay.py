@@ -159,3 +159,16 @@ def test_any_chunking_of_a_pipeline_forwards_every_byte(cuts: list[int]) -> None
     out += t.feed(stream[pos:])
     assert out == stream
     assert t.idle
+
+
+def test_capture_slot_keeps_rows_and_hides_the_response() -> None:
+    from proxy.protocol.postgres.relay import CAPTURE
+
+    t = ResponseTracker()
+    t.push(Slot(QUERY, CAPTURE))
+    t.push(Slot(QUERY))
+    lsn_row = m.message(b"D", b"\x00\x01\x00\x00\x00\x090/3000060")
+    hidden = ROW_DESC + lsn_row + SELECT_1 + Z_IDLE
+    visible = ROW_DESC + DATA_ROW + SELECT_1 + Z_IDLE
+    assert t.feed(hidden + visible) == visible
+    assert t.captured == [b"\x00\x01\x00\x00\x00\x090/3000060"]

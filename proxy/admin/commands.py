@@ -178,8 +178,10 @@ async def _reload(app: ProxyApp, args: list[str]) -> Result:
     log.info("admin: RELOAD")
     problems = await app.reload()
     if problems:
-        raise AdminError("F0000", "configuration not reloaded; the running one is kept",
-                         hint="\n".join(problems))
+        rejected = all(p.startswith("config error") for p in problems)
+        message = ("configuration not reloaded; the running one is kept" if rejected
+                   else "configuration reloaded with problems")
+        raise AdminError("F0000", message, hint="\n".join(problems))
     return Done("RELOAD", f"configuration reloaded from {app.config.path}")
 
 

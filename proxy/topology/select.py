@@ -28,17 +28,29 @@ _NOTHING: frozenset[Address] = frozenset()
 
 
 def choose(snapshot: TopologySnapshot, endpoint: EndpointConfig, route: str, outstanding: Outstanding,
-           rng: random.Random, avoid: Collection[Address] = _NOTHING) -> Address | None:
-    """The instance for the next transaction on `endpoint`, or None if there is none right now."""
+           rng: random.Random, avoid: Collection[Address] = _NOTHING,
+           min_position: int | None = None) -> Address | None:
+    """The instance for the next transaction on `endpoint`, or None if there is none right now.
+
+    `min_position` (read_your_writes on split endpoints): only replicas that have replayed at
+    least this far qualify; with none, the writer.
+    """
     role = endpoint.role
     if role == "writer" or (role == "split" and route != "replica"):
         return _writer(snapshot, avoid)
     if role == "custom":
         return _custom(snapshot, endpoint, outstanding, rng, avoid)
     replicas = [a for a in snapshot.usable_replicas if a not in avoid] if avoid else snapshot.usable_replicas
+    if min_position is not None:
+        replicas = [a for a in replicas if _replayed(snapshot, a, min_position)]
     if replicas:
         return least_outstanding(replicas, outstanding, rng)
     return _writer(snapshot, avoid)
+
+
+def _replayed(snapshot: TopologySnapshot, address: Address, position: int) -> bool:
+    state = snapshot.get(address)
+    return state is not None and state.position is not None and state.position >= position
 
 
 def _writer(snapshot: TopologySnapshot, avoid: Collection[Address]) -> Address | None:

@@ -14,7 +14,7 @@ from ..config import Address
 from ..errors import ServerConnectFailed
 from ..protocol.postgres import messages as m
 from ..protocol.postgres.framing import MessageReader
-from ..protocol.postgres.relay import DROP_ALL, QUERY, ResponseTracker, Slot
+from ..protocol.postgres.relay import CAPTURE, DROP_ALL, QUERY, ResponseTracker, Slot
 from ..protocol.postgres.server_login import ServerLogin
 
 log = logging.getLogger("dbproxy.server")
@@ -152,6 +152,12 @@ class ServerConnection(asyncio.Protocol):
     def run_hidden(self, sql: str) -> None:
         """Send a query whose whole response is swallowed (SET replay, ROLLBACK, DISCARD ALL)."""
         self.tracker.push(Slot(QUERY, DROP_ALL))
+        self.write(m.query(sql))
+
+    def run_capture(self, sql: str) -> None:
+        """Send a query whose response is swallowed but whose rows land in tracker.captured."""
+        self.tracker.captured.clear()
+        self.tracker.push(Slot(QUERY, CAPTURE))
         self.write(m.query(sql))
 
     def pause_reading(self) -> None:

@@ -28,6 +28,7 @@ SYNTH = 7      # answered by the proxy itself: no server response, emit payload 
 PASS = 0       # forward to the client
 DROP = 1       # drop success messages, forward an ErrorResponse (injected Parse)
 DROP_ALL = 2   # drop everything, including ReadyForQuery and errors (injected SET/ROLLBACK)
+CAPTURE = 3    # like DROP_ALL, but keep DataRow bodies in `captured` (injected probes of state)
 
 _ENDS: dict[int, bytes] = {
     PARSE: b"1", BIND: b"2", CLOSE: b"3", DESCRIBE: b"Tn", EXECUTE: b"CIs",
@@ -52,7 +53,7 @@ class Slot:
 class ResponseTracker:
     """Follows one server connection's response stream; see the module docstring."""
 
-    __slots__ = ("slots", "status", "parameters", "failed_statements", "errors",
+    __slots__ = ("slots", "status", "parameters", "failed_statements", "errors", "captured",
                  "_buf", "_skip", "_skip_drop", "_aborted")
 
     def __init__(self) -> None:
@@ -61,6 +62,7 @@ class ResponseTracker:
         self.parameters: list[tuple[bytes, bytes]] = []   # ParameterStatus seen since last taken
         self.failed_statements: list[bytes] = []          # server statement names whose Parse failed
         self.errors = 0                          # ErrorResponses seen (for metrics/logging)
+        self.captured: list[bytes] = []          # DataRow bodies of CAPTURE slots
         self._buf = b""
         self._skip = 0            # bytes of a partially forwarded message still to stream
         self._skip_drop = False
@@ -130,7 +132,7 @@ class ResponseTracker:
                     break  # interesting messages are small: wait for the whole of it
                 if kind == _S:
                     self.parameters.append(_parameter(data, pos + 5, end))
-                    if action == DROP_ALL:
+                    if action >= DROP_ALL:
                         out.append(data[start:pos])
                         start = end
                     pos = end
@@ -138,7 +140,7 @@ class ResponseTracker:
                 if slot is None:
                     pos = end  # unsolicited (e.g. FATAL at shutdown): forward as is
                     continue
-                drop = action == DROP_ALL or (action == DROP and kind != _E)
+                drop = action >= DROP_ALL or (action == DROP and kind != _E)
                 if drop:
                     out.append(data[start:pos])
                     start = end
@@ -160,7 +162,9 @@ class ResponseTracker:
                 continue
             # Anything else (DataRow, RowDescription, CopyData, notices...) belongs to the
             # head slot's response and streams through, possibly before it is complete.
-            if action != PASS and (action == DROP_ALL or kind not in (_N, _A)):
+            if action != PASS and (action >= DROP_ALL or kind not in (_N, _A)):
+                if action == CAPTURE and kind == 0x44 and end <= size:
+                    self.captured.append(data[pos + 5:end])
                 if end > size:
                     out.append(data[start:pos])
                     self._skip, self._skip_drop = end - size, True
