@@ -124,7 +124,9 @@ class Cluster:
     # ---- pools ------------------------------------------------------------------------------
 
     def pool(self, instance: Address, user: User, database: str) -> Pool[ServerConnection]:
-        key = (instance, user.server_user, database)
+        # Keyed by the proxy user, not the server user: a pool's connections were opened with its
+        # creator's server credentials, which another proxy user must not ride on.
+        key = (instance, user.name, database)
         pool = self.pools.get(key)
         if pool is None or pool.closed:
             settings = self.config.pool
@@ -134,7 +136,7 @@ class Cluster:
                     instance, user.server_user, user.server_password, database,
                     settings.connect_timeout, settings.init_query)
 
-            pool = Pool(f"{self.name}/{instance}/{user.server_user}/{database}", connect,
+            pool = Pool(f"{self.name}/{instance}/{user.name}/{database}", connect,
                         settings.max_server_connections, settings.min_idle, settings.idle_timeout,
                         settings.max_lifetime)
             self._track_pool(key, pool)
@@ -154,8 +156,8 @@ class Cluster:
         if not same_instance:
             self._pools_by_instance.pop(instance, None)
 
-    def take_idle(self, endpoint: EndpointConfig, route: str, user: User,
-                  database: str, min_position: int | None = None) -> ServerConnection | None:
+    def take_idle(self, endpoint: EndpointConfig, route: str, user: User, database: str,
+                  min_position: int | None = None) -> tuple[ServerConnection, Pool[ServerConnection]] | None:
         """A ready server connection without waiting, if one is idle right now (the fast path)."""
         if not self._resumed.is_set():
             return None
@@ -164,10 +166,11 @@ class Cluster:
             return None
         pool = self.pool(target, user, database)
         conn = pool._take_idle()
-        if conn is not None:
-            pool.in_use.add(conn)
-            pool.borrows += 1
-        return conn
+        if conn is None:
+            return None
+        pool.in_use.add(conn)
+        pool.borrows += 1
+        return conn, pool
 
     async def borrow(self, endpoint: EndpointConfig, route: str, user: User, database: str,
                      min_position: int | None = None) -> tuple[ServerConnection, Pool[ServerConnection]]:
@@ -212,9 +215,6 @@ class Cluster:
         except TimeoutError as exc:
             raise ServerUnavailable(f"cluster {self.name!r} {what}") from exc
 
-    def pool_of(self, conn: ServerConnection) -> Pool[ServerConnection] | None:
-        return self.pools.get((conn.address, conn.user, conn.database))
-
     # ---- admin ------------------------------------------------------------------------------
 
     def pause(self) -> None:
@@ -233,6 +233,11 @@ class Cluster:
                 if pool.size == 0:   # a drained pool of a removed instance
                     del self.pools[key]
                     self._forget_pool(key[0], pool)
+                continue
+            if pool.size == 0 and pool.min_idle == 0 and not pool.waiters:
+                # Unused (or a database name that does not exist): made again on demand.
+                del self.pools[key]
+                self._forget_pool(key[0], pool)
                 continue
             pool.maintain()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import struct
 import time
@@ -34,6 +35,7 @@ from .protocol.postgres.relay import (
     QUERY,
     SYNC,
     SYNTH,
+    ResponseTracker,
     Slot,
 )
 from .protocol.postgres.statements import (
@@ -61,6 +63,10 @@ _U32 = struct.Struct("!I")
 _STARTUP, _AUTH, _LOGIN, _READY, _CLOSED = range(5)
 # Bytes buffered from a client that has no server yet before we stop reading from it.
 _PAUSE_BUFFER = 4 * 1024 * 1024
+_DEALLOCATE_RE = re.compile(rb'\s*deallocate\s+(?:prepare\s+)?(?:"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*))\s*;?\s*$',
+                            re.IGNORECASE)
+# A client must finish startup and authentication within this (PgBouncer: client_login_timeout).
+LOGIN_TIMEOUT = 15.0
 _STREAM_COPY_DATA = 0x64  # CopyData may stream through before it is complete
 # Slots are immutable once made: share one per kind for plain pass-through responses.
 _QUERY_SLOT, _SYNC_SLOT, _EXECUTE_SLOT = Slot(QUERY), Slot(SYNC), Slot(EXECUTE)
@@ -120,7 +126,15 @@ class ClientSession(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._login_timer = asyncio.get_running_loop().call_later(LOGIN_TIMEOUT, self._login_timed_out)
         self.app.client_opened(self)
+
+    def _login_timed_out(self) -> None:
+        """SPEC §9 slow-loris: a client that has not finished logging in is let go."""
+        if self.state in (_STARTUP, _AUTH):
+            log.info("client %s: login not completed within %gs", self.peer, LOGIN_TIMEOUT)
+            self.close("login timeout", m.error_response("08P01", "login timeout", "FATAL")
+                       if self.state == _AUTH else b"")
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -142,6 +156,7 @@ class ClientSession(asyncio.Protocol):
             log.info("client %s: disconnected with an incomplete startup packet (%d bytes)",
                      self.peer, len(self._startup_buf))
         self.state = _CLOSED
+        self._login_timer.cancel()
         if not self._close_reason:
             self._close_reason = "client disconnected" if exc is None else f"client connection lost: {exc}"
         if self._borrow_task is not None:
@@ -327,6 +342,7 @@ class ClientSession(asyncio.Protocol):
         out.append(m.ready_for_query(b"I"))
         self.write(b"".join(out))
         self.state = _READY
+        self._login_timer.cancel()
         log.info("client %s connected: user=%s database=%s endpoint=%s/%s", self.peer, self.login.user.name,
                  self.database, self.cluster.name, self.endpoint.name)
         if self._pending:
@@ -372,13 +388,13 @@ class ClientSession(asyncio.Protocol):
             return None
         assert self.login is not None
         route = self._last_route = "primary" if self.endpoint.role == "writer" else "replica"
-        conn = self.cluster.take_idle(self.endpoint, route, self.login.user, self.database)
-        if conn is None:
+        taken = self.cluster.take_idle(self.endpoint, route, self.login.user, self.database)
+        if taken is None:
             self._pending += data
             self._need_server()
             return None
-        self._attach(conn, self.cluster.pool_of(conn))
-        return conn
+        self._attach(*taken)
+        return taken[0]
 
     def _has_complete_message(self) -> bool:
         buf = self._pending
@@ -406,9 +422,9 @@ class ClientSession(asyncio.Protocol):
         login = self.login
         assert login is not None
         route = self._last_route = self._route()
-        conn = self.cluster.take_idle(self.endpoint, route, login.user, self.database, self._min_position(route))
-        if conn is not None:
-            self._attach(conn, self.cluster.pool_of(conn))
+        taken = self.cluster.take_idle(self.endpoint, route, login.user, self.database, self._min_position(route))
+        if taken is not None:
+            self._attach(*taken)
             return
         self._borrow_task = asyncio.get_running_loop().create_task(self._borrow(route))
 
@@ -497,8 +513,13 @@ class ClientSession(asyncio.Protocol):
                 break
             if kind == 0x51:  # Query
                 self.queries += 1
-                self._statement_effects(data[pos + 5:end - 1], server)
-                tracker.push(_QUERY_SLOT)
+                sql = data[pos + 5:end - 1]
+                if self.statements and sql[:1] in b"Dd" and self._deallocate(sql, tracker):
+                    out.append(data[start:pos])   # answered by the proxy
+                    start = end
+                else:
+                    self._statement_effects(sql, server)
+                    tracker.push(_QUERY_SLOT)
             elif kind == 0x53:  # Sync
                 tracker.push(_SYNC_SLOT)
                 self.unsynced = False
@@ -579,6 +600,25 @@ class ClientSession(asyncio.Protocol):
             server.pinned_reason = effects.pin_reason
             self.app.metrics.pinned(self.cluster.name, effects.pin_reason)
             log.info("client %s pinned to server %s: %s", self.peer, server.address, effects.pin_reason)
+
+    def _deallocate(self, sql: bytes, tracker: ResponseTracker) -> bool:
+        """SQL `DEALLOCATE name` of a protocol-level statement (libpq < 17 does that): answer it here.
+
+        The statement lives on the server under the proxy's name, and stays cached there.
+        """
+        match = _DEALLOCATE_RE.match(sql)
+        if match is None:
+            return False
+        quoted, plain = match.group(1), match.group(2)
+        name = quoted.replace(b'""', b'"') if quoted else plain.lower()
+        if plain and name == b"all":
+            return False
+        if name not in self.statements:
+            return False
+        del self.statements[name]
+        reply = m.message(b"C", b"DEALLOCATE\x00") + m.ready_for_query(tracker.status)
+        self.write(tracker.push(Slot(SYNTH, payload=reply)))
+        return True
 
     def _parse(self, body: bytes, server: ServerConnection) -> bytes:
         parse = decode_parse(body)

@@ -259,10 +259,6 @@ def _system_libpq_version() -> int:
     return int(res.stdout) if res.returncode == 0 else 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: with libpq < 17 psycopg deallocates a statement with the SQL `DEALLOCATE _pg3_N` "
-    "(not a protocol Close); the proxy forwards it unchanged, the server has no statement by the "
-    "client's name (it was renamed dbproxy_N), and the client's connection fails from then on"))
 def test_deallocate_by_name_from_old_libpq(proxy: RunningProxy) -> None:
     version = _system_libpq_version()
     if not 0 < version < 170000:

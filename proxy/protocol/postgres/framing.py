@@ -67,7 +67,8 @@ def parse_startup_packet(buf: bytes | bytearray) -> tuple[StartupEvent | None, i
         pid, key = struct.unpack_from("!iI", buf, 8)
         return CancelRequest(pid, key), 16
     if code >> 16 != 3:
-        raise ProtocolViolation(f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: "
+        version = code & 0xFFFFFFFF
+        raise ProtocolViolation(f"unsupported frontend protocol {version >> 16}.{version & 0xFFFF}: "
                                 "server supports 3.0")
     return StartupMessage(code, _parse_params(bytes(buf[8:length]))), length
 
