@@ -116,6 +116,9 @@ class ClientSession(asyncio.Protocol):
         self._read_your_writes = endpoint.role == "split" and endpoint.read_your_writes
         self.min_position: int | None = None
         self._capturing = False
+        self._tx_set_names: set[str] = set()
+        self._capture_names: list[str] = []
+        self._capture_position = False
 
     # ---- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -595,6 +598,10 @@ class ClientSession(asyncio.Protocol):
             server.prepared.clear()
         if effects.sets:
             self.gucs.apply(effects.sets, server)
+            tracker = server.tracker
+            if tracker.status != b"I" or tracker.slots or b";" in sql:
+                # Maybe inside a transaction that may roll back: re-read the real values after it.
+                self._tx_set_names.update(c.name.lower() for c in effects.sets if c.value is not None)
         if effects.pin_reason and self.pinned is None and not self.session_mode:
             self.pinned = effects.pin_reason
             server.pinned_reason = effects.pin_reason
@@ -711,26 +718,46 @@ class ClientSession(asyncio.Protocol):
             tracker.failed_statements.clear()
         if (tracker.idle and not self.unsynced and not self._copy_skip and self.pinned is None
                 and not self.session_mode):
-            if self._read_your_writes and self._last_route == "primary" and self._note_write(server):
+            if self._after_transaction(server):
                 return
             self._release()
 
-    def _note_write(self, server: ServerConnection) -> bool:
-        """read_your_writes: after a transaction on the primary, learn its WAL position first.
+    def _after_transaction(self, server: ServerConnection) -> bool:
+        """Hidden follow-up before release; True while it runs (the server is kept until then).
 
-        Returns True while the position query is still running (the server is kept until then).
+        - read_your_writes: the WAL position after a transaction on the primary;
+        - settings SET inside a transaction: their real values now (a ROLLBACK undoes a SET).
         """
-        if not self._capturing:
-            self._capturing = True
-            server.run_capture("SELECT pg_current_wal_lsn()")
-            return True
-        self._capturing = False
+        if self._capturing:
+            self._capturing = False
+            self._use_captured(server)
+            return False
+        columns = []
+        want_position = self._read_your_writes and self._last_route == "primary"
+        if want_position:
+            columns.append("pg_current_wal_lsn()::text")
+        self._capture_names = sorted(self._tx_set_names)
+        self._tx_set_names.clear()
+        columns.extend(f"current_setting({m.quote_literal(name)}, true)" for name in self._capture_names)
+        if not columns:
+            return False
+        self._capture_position = want_position
+        self._capturing = True
+        server.run_capture("SELECT " + ", ".join(columns))
+        return True
+
+    def _use_captured(self, server: ServerConnection) -> None:
         rows = server.tracker.captured
-        if rows:
-            position = parse_lsn_row(rows[0])
+        values = parse_data_row(rows[0]) if rows else []
+        if not values:
+            return
+        if self._capture_position:
+            position = parse_lsn(values.pop(0))
             if position is not None:
                 self.min_position = max(self.min_position or 0, position)
-        return False
+        for name, value in zip(self._capture_names, values, strict=False):
+            if value is not None:
+                self.gucs.reported([(name.encode(), value)], server)
 
     def _release(self) -> None:
         server, pool = self.server, self.server_pool
@@ -895,14 +922,27 @@ def reset_then_release(server: ServerConnection, pool: Pool[ServerConnection], s
         server.run_hidden(sql)
 
 
-def parse_lsn_row(row: bytes) -> int | None:
-    """The LSN in a one-column text DataRow body ("16/B374D848") as an integer position."""
-    if len(row) < 6 or row[:2] != b"\x00\x01":
+def parse_data_row(row: bytes) -> list[bytes | None]:
+    """The column values of a DataRow body (None for SQL NULL)."""
+    count = int.from_bytes(row[:2], "big")
+    values: list[bytes | None] = []
+    pos = 2
+    for _ in range(count):
+        length = int.from_bytes(row[pos:pos + 4], "big", signed=True)
+        pos += 4
+        if length < 0:
+            values.append(None)
+        else:
+            values.append(row[pos:pos + length])
+            pos += length
+    return values
+
+
+def parse_lsn(text: bytes | None) -> int | None:
+    """A text LSN ("16/B374D848") as an integer position."""
+    if not text:
         return None
-    length = int.from_bytes(row[2:6], "big", signed=True)
-    if length < 0:
-        return None
-    high, _, low = row[6:6 + length].partition(b"/")
+    high, _, low = text.partition(b"/")
     try:
         return (int(high, 16) << 32) + int(low, 16)
     except ValueError:

@@ -103,11 +103,6 @@ async def test_set_local_ends_with_its_transaction(
     assert await a.fetchval("SHOW work_mem") == "4MB"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known limitation: SETs are tracked from the query text, so a SET inside a transaction that is "
-    "rolled back is still replayed on the client's next server connection (see "
-    "proxy/routing/session_state.py docstring); fixing it needs the SETs of an open transaction kept "
-    "pending until its COMMIT/ROLLBACK outcome is known"))
 async def test_rolled_back_set_is_not_replayed(
         two_clients: tuple[asyncpg.Connection, asyncpg.Connection]) -> None:
     a, b = two_clients

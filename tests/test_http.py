@@ -308,7 +308,7 @@ def _closed(conn: asyncpg.Connection):  # type: ignore[no-untyped-def]
     async def check() -> bool:
         try:
             await conn.fetchval("SELECT 1")
-        except (asyncpg.PostgresError, asyncpg.exceptions.ConnectionDoesNotExistError, OSError):
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, OSError):
             return True
         return conn.is_closed()
     return check

@@ -1,0 +1,160 @@
+"""Failover decisions, pure and clock-free: when to promote which replica, and switchover targets.
+
+An *incident* begins with the first snapshot without a writer and ends with the first snapshot
+that has one again, whoever it is. `step` is fed every snapshot and the monotonic `now`. In
+promote mode it asks for at most one promotion per incident, and only when all of these hold:
+
+- no instance reports primary: there is no writer. (A primary fenced for an older timeline does
+  not count: without a writer every reachable primary is such a stale one, known to have been
+  superseded, and it never gets traffic.)
+- the primary is gone: the lost writer is `down` per the health state machine, its latest probe
+  failed, and it has been down for `promote_after`. An old primary that answers probes at all,
+  in whatever state or role, blocks promotion. When no writer was seen since start, every
+  instance not known to be a replica must be gone that way, and at least one must exist.
+- a candidate exists: a replica whose latest probe succeeded and whose replay position is known.
+  The highest replay position wins (ties: configuration order), so with synchronous replication
+  (`synchronous_commit = remote_apply`) the promoted replica holds every acknowledged commit.
+
+A promotion attempt that never reached the server (the connection failed) may be retried after
+another `promote_after`; any other outcome (success, error, timeout) ends the attempts for the
+incident: a promotion that timed out may still complete, and a second one would split the brain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+
+from ..config import Address
+from .model import InstanceState, TopologySnapshot
+
+
+@dataclass(frozen=True)
+class Incident:
+    """A period without a writer; `promoted` is the replica asked to take over (None: not yet)."""
+
+    lost_writer: Address | None
+    began: float
+    promoted: Address | None = None
+    promoted_at: float | None = None
+    not_before: float = 0.0          # no promotion attempt before this time (after a failed connect)
+
+
+@dataclass(frozen=True)
+class FailoverState:
+    last_writer: Address | None = None
+    incident: Incident | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """What `step` decided: the next state, and what the caller should log or do now.
+
+    began: an incident began with this snapshot. ended: the incident that ended with it (the
+    snapshot's writer is back). promote: promote this replica now. blocked: why no promotion can
+    happen (not merely "not yet"), "" otherwise.
+    """
+
+    state: FailoverState
+    began: bool = False
+    ended: Incident | None = None
+    promote: Address | None = None
+    blocked: str = ""
+
+
+def step(state: FailoverState, snapshot: TopologySnapshot, now: float, *, promote: bool,
+         promote_after: float) -> Step:
+    """The failover state after one snapshot; see the module docstring."""
+    writer = snapshot.writer
+    if writer is not None:
+        return Step(FailoverState(writer, None), ended=state.incident)
+    incident = state.incident
+    began = incident is None
+    if incident is None:
+        incident = Incident(state.last_writer, now)
+    if not promote or incident.promoted is not None:
+        return Step(FailoverState(state.last_writer, incident), began=began)
+    target, blocked = _promotion(snapshot, incident, now, promote_after)
+    if target is not None:
+        incident = replace(incident, promoted=target, promoted_at=now)
+    return Step(FailoverState(state.last_writer, incident), began=began, promote=target, blocked=blocked)
+
+
+def promotion_failed(state: FailoverState, now: float, *, reached_server: bool,
+                     retry_after: float) -> FailoverState:
+    """After a failed attempt: allow another one later only if the request never reached the server."""
+    incident = state.incident
+    if incident is None or reached_server:
+        return state
+    return replace(state, incident=replace(incident, promoted=None, promoted_at=None,
+                                           not_before=now + retry_after))
+
+
+def _promotion(snapshot: TopologySnapshot, incident: Incident, now: float,
+               promote_after: float) -> tuple[Address | None, str]:
+    if now < incident.not_before:
+        return None, ""
+    suspects = old_primaries(snapshot.instances, incident.lost_writer)
+    if not suspects:
+        return None, "no primary was seen since start and every instance is a replica"
+    for suspect in suspects:
+        if not gone(suspect):
+            return None, f"old primary {suspect.address} still answers probes ({suspect.state} {suspect.role})"
+    if any(now - suspect.since < promote_after for suspect in suspects):
+        return None, ""
+    candidate = best_replica(snapshot.instances)
+    if candidate is None:
+        return None, "no healthy replica to promote"
+    return candidate, ""
+
+
+def old_primaries(instances: Sequence[InstanceState], lost_writer: Address | None) -> list[InstanceState]:
+    """The instances that may still be the primary: the lost writer, or (unknown) every non-replica."""
+    if lost_writer is not None:
+        lost = [s for s in instances if s.address == lost_writer]
+        if lost:
+            return lost
+    return [s for s in instances if s.role != "replica"]
+
+
+def gone(state: InstanceState) -> bool:
+    """Down per the health state machine, and its latest probe failed too."""
+    return state.state == "down" and state.failures > 0
+
+
+def best_replica(instances: Sequence[InstanceState], exclude: Collection[Address] = ()) -> Address | None:
+    """The replica to promote: latest probe ok, replay position known, the highest position wins."""
+    candidates = [s for s in instances
+                  if s.role == "replica" and s.state in ("up", "lagging") and s.failures == 0
+                  and s.position is not None and s.address not in exclude]
+    if not candidates:
+        return None
+    best = max(s.position or 0 for s in candidates)
+    return next(s.address for s in candidates if s.position == best)
+
+
+# --------------------------------------------------------------------------- planned switchover
+
+
+class SwitchoverRefused(Exception):
+    """A planned switchover cannot start; the message says why."""
+
+
+def switchover_target(snapshot: TopologySnapshot, requested: Address | None) -> tuple[Address, Address]:
+    """(current writer, replica to switch to) or SwitchoverRefused."""
+    writer = snapshot.writer
+    if writer is None:
+        raise SwitchoverRefused(f"cluster {snapshot.cluster} has no writer to switch over from")
+    if requested is None:
+        target = best_replica(snapshot.instances, exclude=(writer,))
+        if target is None:
+            raise SwitchoverRefused(f"cluster {snapshot.cluster} has no healthy replica to switch over to")
+        return writer, target
+    if requested == writer:
+        raise SwitchoverRefused(f"{requested} is already the writer")
+    state = snapshot.get(requested)
+    if state is None:
+        raise SwitchoverRefused(f"{requested} is not an instance of cluster {snapshot.cluster}")
+    if state.role != "replica" or state.state not in ("up", "lagging") or state.failures:
+        raise SwitchoverRefused(f"{requested} is not a healthy replica ({state.state} {state.role})")
+    return writer, requested
