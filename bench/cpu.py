@@ -18,9 +18,9 @@ class CpuSample:
     irq: float  # irq + softirq (loopback TCP is largely softirq work, charged to no process)
     steal: float  # the hypervisor ran something else while this VM wanted the CPU
     ours: float
-    others: dict[
-        int, tuple[str, float]
-    ]  # other live processes: pid -> (command, CPU s, reaped children included)
+    # Every other live process: pid -> (command, its own CPU seconds). Reaped children are left
+    # out: a parent reaping a long-lived child would look like a sudden burst.
+    others: dict[int, tuple[str, float]]
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def sample(roots: Iterable[int]) -> CpuSample:
         ours += _seconds(table[pid][1], 11, 15)  # utime stime cutime cstime
         stack.extend(children.get(pid, ()))
     others = {
-        pid: (comm, _seconds(fields, 11, 15)) for pid, (comm, fields) in table.items() if pid not in seen
+        pid: (comm, _seconds(fields, 11, 13)) for pid, (comm, fields) in table.items() if pid not in seen
     }
     return CpuSample(tasks, irq, steal, ours, others)
 
