@@ -1,0 +1,111 @@
+"""In-process micro-benchmark of the transaction-pooling hot path (no sockets): µs of Python per transaction.
+
+Drives a real ClientSession and ServerConnection with fake transports through N simple-query
+transactions (Query → RowDescription, DataRow, CommandComplete, ReadyForQuery) and reports the
+Python cost per transaction. `--profile` prints a cProfile summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+
+from proxy.config import Address, parse_config
+from proxy.protocol.postgres import messages as m
+from proxy.server import ProxyApp
+from proxy.session import _READY, ClientSession
+from proxy.transport.pg_server import ServerConnection
+
+CONFIG = """
+[[users]]
+name = "app"
+password = "x"
+[clusters.main]
+engine = "postgres"
+instances = ["127.0.0.1:1"]
+client_auth = "trust"
+[clusters.main.pool]
+max_server_connections = 4
+[[clusters.main.endpoints]]
+name = "writer"
+listen = "127.0.0.1:2"
+role = "writer"
+"""
+
+QUERY = m.query("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;")
+RESPONSE = (m.message(b"T", b"\x00\x01abalance\x00" + b"\x00" * 18) + m.message(b"D", b"\x00\x01\x00\x00\x00\x010")
+            + m.message(b"C", b"SELECT 1\x00") + m.ready_for_query(b"I"))
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def write(self, data: bytes) -> None:
+        self.sent += len(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def main(n: int, profile: bool) -> None:
+    config = parse_config(CONFIG)
+    app = ProxyApp(config)
+    cluster = app.clusters["main"]
+    endpoint = cluster.config.endpoints[0]
+    session = ClientSession(app, cluster, endpoint)
+    session.connection_made(FakeTransport())  # type: ignore[arg-type]
+    session.login = app.users.get("app")
+    session.database = "app"
+    session.state = _READY
+    login = session.login
+    assert login is not None
+    from proxy.protocol.postgres.server_login import ServerLogin
+    server = ServerConnection(Address("127.0.0.1", 1), ServerLogin("app", None, "app"))
+    server.transport = FakeTransport()  # type: ignore[assignment]
+    server._login = None
+    pool = cluster.pool(cluster.config.instances[0], login.user, "app")
+    pool.in_use.add(server)
+    pool.release(server)
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            session.data_received(QUERY)
+            server.data_received(RESPONSE)
+
+    run(1000)
+    assert session.server is None and pool.idle == [server]
+    profiler = cProfile.Profile() if profile else None
+    started = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    run(n)
+    if profiler:
+        profiler.disable()
+    elapsed = time.perf_counter() - started
+    print(f"{n} transactions: {elapsed / n * 1e6:.2f} µs of Python per transaction")
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=200_000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(main(args.n, args.profile))
