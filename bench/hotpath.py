@@ -68,6 +68,8 @@ async def main(n: int, profile: bool) -> None:
     app = ProxyApp(config)
     cluster = app.clusters["main"]
     endpoint = cluster.config.endpoints[0]
+    instance = cluster.config.instances[0]
+    cluster.choose_target = lambda endpoint, route, min_position=None: instance  # no probes here
     session = ClientSession(app, cluster, endpoint)
     session.connection_made(FakeTransport())  # type: ignore[arg-type]
     session.login = app.users.get("app")
@@ -89,7 +91,8 @@ async def main(n: int, profile: bool) -> None:
             server.data_received(RESPONSE)
 
     run(1000)
-    assert session.server is None and pool.idle == [server]
+    assert session.server is None and pool.idle == [server] and not session._pending
+    assert server.transport.sent >= 1000 * len(QUERY)  # type: ignore[union-attr]
     profiler = cProfile.Profile() if profile else None
     started = time.perf_counter()
     if profiler:

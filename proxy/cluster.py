@@ -14,7 +14,15 @@ from .metrics import Metrics
 from .pool.pool import Pool
 from .protocol.postgres.statements import StatementNames
 from .routing.classify import Classifier
-from .topology import TopologyMonitor, TopologySnapshot, probe_factory
+from .topology import (
+    FailoverCoordinator,
+    SwitchoverRefused,
+    SwitchoverResult,
+    TopologyMonitor,
+    TopologySnapshot,
+    failover_actions,
+    probe_factory,
+)
 from .topology.select import RefusedConnections, choose
 from .transport.pg_server import ServerConnection, open_server_connection
 
@@ -45,6 +53,7 @@ class Cluster:
         self._rng = random.Random()
         self._refused = RefusedConnections(time.monotonic)
         self.monitor = self._make_monitor(config)
+        self.failover = self._make_failover(config)
         # Where each endpoint role may send work: the topology layer, or the first instance for
         # engines without a probe adapter yet.
         self.choose_target: Callable[[EndpointConfig, str, int | None], Address | None] = (
@@ -58,6 +67,12 @@ class Cluster:
             return None
         return TopologyMonitor(config.name, config.instances, config.health, factory,
                                on_writer_change=self._writer_changed)
+
+    def _make_failover(self, config: ClusterConfig) -> FailoverCoordinator | None:
+        actions = failover_actions(config.engine, config.health)
+        if self.monitor is None or actions is None:
+            return None
+        return FailoverCoordinator(self.monitor, config.failover, actions)
 
     @property
     def topology(self) -> TopologySnapshot | None:
@@ -76,6 +91,11 @@ class Cluster:
         if self.monitor is None:
             return
         self.monitor.set_health(self.config.health)
+        if self.failover is not None:
+            actions = failover_actions(self.config.engine, self.config.health)
+            if actions is not None:
+                self.failover.actions = actions
+            self.failover.settings = self.config.failover
         for address in self.config.instances:
             self.monitor.add_instance(address)
         for address in self.monitor.snapshot.addresses:
@@ -132,9 +152,10 @@ class Cluster:
             settings = self.config.pool
 
             async def connect() -> ServerConnection:
+                current = self.config.pool   # reloaded connect_timeout / init_query apply to new connections
                 return await open_server_connection(
                     instance, user.server_user, user.server_password, database,
-                    settings.connect_timeout, settings.init_query)
+                    current.connect_timeout, current.init_query)
 
             pool = Pool(f"{self.name}/{instance}/{user.name}/{database}", connect,
                         settings.max_server_connections, settings.min_idle, settings.idle_timeout,
@@ -241,7 +262,37 @@ class Cluster:
                 continue
             pool.maintain()
 
+    # ---- planned switchover -----------------------------------------------------------------
+
+    async def switchover(self, target: Address | None) -> SwitchoverResult:
+        """Admin FAILOVER: move the writer to `target` (or the most advanced replica) with new
+        transactions paused meanwhile; see FailoverCoordinator.switchover. Raises SwitchoverRefused
+        or topology.ActionFailed."""
+        if self.failover is None:
+            raise SwitchoverRefused(f"cluster {self.name}: switchover is not supported for engine "
+                                    f"{self.config.engine} yet")
+        return await self.failover.switchover(target, self)
+
+    def in_flight(self, instance: Address) -> int:
+        """Work that may still reach `instance`: borrowers queued at or connecting to its pools, and
+        borrowed connections in a transaction or not yet attached to their client."""
+        count = 0
+        for pool in self._pools_by_instance.get(instance, ()):
+            count += pool.waiting() + pool.opening
+            count += sum(1 for conn in pool.in_use if conn.owner is None or not conn.tracker.idle)
+        return count
+
+    def close_pinned(self, instance: Address, reason: str) -> int:
+        """Close the borrowed server connections to `instance` (pinned or session-mode clients, who
+        are then disconnected: their session state lived there); returns how many."""
+        conns = [conn for pool in self._pools_by_instance.get(instance, ()) for conn in pool.in_use]
+        for conn in conns:
+            conn.close(reason)
+        return len(conns)
+
     def close(self) -> None:
+        if self.failover is not None:
+            self.failover.close()
         if self.monitor is not None:
             self.monitor.stop()
         for pool in self.pools.values():

@@ -40,7 +40,9 @@ class OpsPorts:
 
 def ops_config(pg: PgCluster, ports: OpsPorts, *, client_auth: str = "scram-sha-256", pool_size: int = 4,
                interval: str = "200ms", failure_threshold: int = 2, borrow_timeout: str = "10s",
-               shutdown_timeout: str = "3s", log_format: str = "text", mode: str = "follow") -> str:
+               shutdown_timeout: str = "3s", log_format: str = "text", mode: str = "follow",
+               health_user: str | None = None) -> str:
+    """health_user: the probes' login; "postgres" (a superuser) for tests that promote or switch over."""
     instances = pg.instance_addrs()
     quoted = ", ".join(f'"{a}"' for a in instances)
     return f"""
@@ -76,6 +78,7 @@ client_auth = "{client_auth}"
 interval = "{interval}"
 timeout = "1s"
 failure_threshold = {failure_threshold}
+{f'user = "{health_user}"' if health_user else ""}
 
 [clusters.main.failover]
 mode = "{mode}"

@@ -31,7 +31,6 @@ from deploy.pgcluster import HOST, PgCluster, free_ports
 from proxy.admin import commands
 from proxy.admin.commands import COMMANDS
 from proxy.admin.resultset import Table, encode_table, text_value
-from proxy.cluster import Cluster
 
 LSN = re.compile(r"^[0-9A-F]+/[0-9A-F]+$")
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -344,7 +343,7 @@ async def test_kill_client(proxy: RunningProxy, ports: OpsPorts) -> None:
         (row,) = by(admin(ports.admin, "SHOW CLIENTS"), application_name="victim")
         res = admin_psql(ports.admin, f"KILL CLIENT {row['id']}", csv_output=False)
         assert res.returncode == 0, res.stderr
-        with pytest.raises((asyncpg.PostgresError, asyncpg.exceptions.ConnectionDoesNotExistError)):
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):
             await victim.fetchval("SELECT 1")
         await async_wait_until(lambda: _no_client(ports, "victim"), what="victim gone from SHOW CLIENTS")
         assert await bystander.fetchval("SELECT 5") == 5
@@ -361,18 +360,44 @@ async def _no_client(ports: OpsPorts, application_name: str) -> bool:
 
 # ---- FAILOVER ------------------------------------------------------------------------------------------
 
-def test_failover_without_switchover_support_says_so(proxy: RunningProxy, ports: OpsPorts,
-                                                      pg_cluster: PgCluster) -> None:
-    if hasattr(Cluster, "switchover"):
-        pytest.skip("this build supports switchover: FAILOVER is tested with the failover layer")
-    replica = pg_cluster.instance_addrs()[1]
-    for command in ("FAILOVER main", f"FAILOVER main TO '{replica}'"):
+def test_failover_arguments(proxy: RunningProxy, ports: OpsPorts, pg_cluster: PgCluster) -> None:
+    primary = pg_cluster.instance_addrs()[0]
+    for command, message in (
+            ("FAILOVER main TO '127.0.0.1:1'", "127.0.0.1:1 is not an instance of cluster main"),
+            ("FAILOVER main TO 'nonsense'", "invalid instance address"),
+            ("FAILOVER main INTO 'x'", "usage: FAILOVER cluster [TO 'host:port']"),
+            ("FAILOVER nope", 'no cluster named "nope"'),
+            (f"FAILOVER main TO '{primary}'", f"FAILOVER refused: {primary} is already the writer")):
         res = admin_psql(ports.admin, command, csv_output=False)
-        assert res.returncode == 1 and "FAILOVER is not supported yet" in res.stderr
-    res = admin_psql(ports.admin, "FAILOVER main TO '127.0.0.1:1'", csv_output=False)
-    assert "is not an instance of cluster main" in res.stderr
-    res = admin_psql(ports.admin, "FAILOVER nope", csv_output=False)
-    assert 'no cluster named "nope"' in res.stderr
+        assert res.returncode == 1 and message in res.stderr, (command, res.stderr)
+
+
+async def test_failover_switches_the_writer(pg_cluster_factory: Callable[..., PgCluster],
+                                            proxy_factory: Callable[..., ProxyProcess]) -> None:
+    pg = pg_cluster_factory(3)   # disposable: the switchover changes the topology
+    ports = OpsPorts.of(free_ports(6))
+    process = proxy_factory(ops_config(pg, ports, health_user="postgres"))
+    primary, replica1, _ = pg.instance_addrs()
+    wait_until(lambda: all(r["state"] == "up" for r in admin(ports.admin, "SHOW INSTANCES")), what="all up")
+    client = await connect(ports)
+    try:
+        assert await client.fetchval("SELECT inet_server_port()") == int(primary.rsplit(":", 1)[1])
+        res = await asyncio.to_thread(admin, ports.admin, f"FAILOVER main TO '{replica1}'")
+        (row,) = res
+        assert (row["cluster"], row["old_writer"], row["new_writer"]) == ("main", primary, replica1)
+        assert float(row["paused_ms"]) >= 0
+        await async_wait_until(lambda: _writer_is(ports, replica1), timeout=15, what="SHOW INSTANCES writer")
+        # The same client connection now writes on the new primary.
+        assert await client.fetchval("SELECT inet_server_port()") == int(replica1.rsplit(":", 1)[1])
+        assert await client.fetchval("SELECT pg_is_in_recovery()") is False
+    finally:
+        await client.close()
+    assert "admin: FAILOVER main" in process.log_text()
+
+
+async def _writer_is(ports: OpsPorts, instance: str) -> bool:
+    rows = await asyncio.to_thread(admin, ports.admin, "SHOW INSTANCES")
+    return by(rows, writer="t") == by(rows, instance=instance)
 
 
 # ---- RELOAD ----------------------------------------------------------------------------------------------

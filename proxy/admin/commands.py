@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..config import Address
 from ..protocol.postgres import messages as m
+from ..topology import ActionFailed, SwitchoverRefused
 from . import views
 from .resultset import Table
 
@@ -219,13 +220,20 @@ async def _failover(app: ProxyApp, args: list[str]) -> Result:
             raise AdminError("22023", f"invalid instance address {args[2]!r}: {exc}") from None
         if target not in cluster.config.instances:
             raise AdminError("42704", f"{target} is not an instance of cluster {cluster.name}")
-    switchover = getattr(cluster, "switchover", None)
-    if switchover is None:
-        raise AdminError("0A000", f"FAILOVER is not supported yet: cluster {cluster.name} has no "
-                                  "switchover support in this build")
-    log.info("admin: FAILOVER %s to %s", cluster.name, target or "the best replica")
-    message = await switchover(target)
-    return Done("FAILOVER", str(message) if message else f"cluster {cluster.name} switched over")
+    log.info("admin: FAILOVER %s to %s", cluster.name, target or "the most advanced replica")
+    try:
+        result = await cluster.switchover(target)
+    except SwitchoverRefused as exc:
+        raise AdminError("55000", f"FAILOVER refused: {exc}") from None
+    except ActionFailed as exc:
+        raise AdminError("58000", f"FAILOVER failed: {exc}") from None
+    return Table.of(
+        [("cluster", "text"), ("old_writer", "text"), ("new_writer", "text"), ("paused_ms", "float"),
+         ("drain_ms", "float"), ("catch_up_ms", "float"), ("repointed", "text"), ("old_writer_state", "text"),
+         ("note", "text")],
+        [(result.cluster, str(result.old_writer), str(result.new_writer), round(result.duration_ms, 1),
+          round(result.drain_ms, 1), round(result.catch_up_ms, 1), ",".join(map(str, result.repointed)),
+          result.old_writer_state, result.note or None)])
 
 
 # ---- the table ------------------------------------------------------------------------------------

@@ -249,7 +249,7 @@ class AdminConnection:
                     self._send(m.notice_response(result.notice))
                 self._send(command_complete(result.tag))
             else:
-                self._send(encode_table(result))
+                self._send(encode_table(result, tag=statement.split(None, 1)[0].upper()))
         self._send(m.ready_for_query(b"I"))
 
 

@@ -95,20 +95,18 @@ def instance_states(cluster: Cluster) -> list[InstanceState]:
 
 
 def endpoint_targets(cluster: Cluster, endpoint: EndpointConfig) -> list[Address]:
-    """Where the endpoint may send work right now (all configured candidates without topology)."""
+    """Where the endpoint may send work right now (mirrors topology.select.choose, as a list)."""
     snapshot = snapshot_of(cluster)
-    config = cluster.config
+    if snapshot is None:   # static routing: one fixed instance
+        target = cluster.choose_target(endpoint, "primary", None)
+        return [target] if target is not None else []
+    writer = [snapshot.writer] if snapshot.writer is not None else []
     if endpoint.role == "custom":
         member = custom_membership(endpoint)
-        if snapshot is None:
-            return [a for a in config.instances if member(a)]
         found = [a for a in snapshot.usable_replicas if member(a)]
-        if endpoint.kind == "any" and snapshot.writer is not None and member(snapshot.writer):
-            found.append(snapshot.writer)
+        if endpoint.kind == "any":
+            found += [a for a in writer if member(a)]
         return found
-    if snapshot is None:
-        return list(config.instances[:1]) if endpoint.role == "writer" else list(config.instances)
-    writer = [snapshot.writer] if snapshot.writer is not None else []
     if endpoint.role == "writer":
         return writer
     replicas = list(snapshot.usable_replicas)
@@ -300,8 +298,8 @@ def stats(app: ProxyApp) -> Table:
                           3) if borrows else None
         timeouts = sum(p.timeouts for p in cluster.pools.values())
         failures = sum(p.connect_failures for p in cluster.pools.values())
-        pins = sum(s.value for metric in registry.collect() if metric.name == "dbproxy_client_pins"
-                   for s in metric.samples if s.name.endswith("_total") and s.labels.get("cluster") == name)
+        pins = sum(s.value for metric in app.metrics.pins.collect() for s in metric.samples
+                   if s.name.endswith("_total") and s.labels.get("cluster") == name)
         for endpoint in cluster.config.endpoints:
             labels = {"cluster": name, "endpoint": endpoint.name}
             count = sample("dbproxy_query_response_seconds_count", **labels)

@@ -15,9 +15,9 @@ promote mode it asks for at most one promotion per incident, and only when all o
   The highest replay position wins (ties: configuration order), so with synchronous replication
   (`synchronous_commit = remote_apply`) the promoted replica holds every acknowledged commit.
 
-A promotion attempt that never reached the server (the connection failed) may be retried after
-another `promote_after`; any other outcome (success, error, timeout) ends the attempts for the
-incident: a promotion that timed out may still complete, and a second one would split the brain.
+A promotion attempt that surely changed nothing (no connection, or an ERROR answer) may be retried
+after another `promote_after`; any other outcome (success, timeout, lost connection) ends the
+attempts for the incident: such a promotion may still complete, and a second one would split the brain.
 """
 
 from __future__ import annotations
@@ -80,11 +80,10 @@ def step(state: FailoverState, snapshot: TopologySnapshot, now: float, *, promot
     return Step(FailoverState(state.last_writer, incident), began=began, promote=target, blocked=blocked)
 
 
-def promotion_failed(state: FailoverState, now: float, *, reached_server: bool,
-                     retry_after: float) -> FailoverState:
-    """After a failed attempt: allow another one later only if the request never reached the server."""
+def promotion_failed(state: FailoverState, now: float, *, harmless: bool, retry_after: float) -> FailoverState:
+    """After a failed attempt: allow another one after `retry_after` only if it surely changed nothing."""
     incident = state.incident
-    if incident is None or reached_server:
+    if incident is None or not harmless:
         return state
     return replace(state, incident=replace(incident, promoted=None, promoted_at=None,
                                            not_before=now + retry_after))

@@ -38,6 +38,7 @@ class Probe(Protocol):
 
 ProbeFactory = Callable[[Address, HealthSettings], Probe]
 WriterChange = Callable[[Address | None, Address | None], None]
+SnapshotListener = Callable[[TopologySnapshot], None]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class TopologyMonitor:
         self.health = health
         self.metrics = metrics
         self.on_writer_change = on_writer_change
+        self.on_snapshot: SnapshotListener | None = None   # called with every published snapshot (failover)
         self.events: deque[TopologyEvent] = deque(maxlen=MAX_EVENTS)
         self._probe_factory = probe_factory
         self._clock = clock
@@ -128,11 +130,12 @@ class TopologyMonitor:
 
     # ---- changes from outside -------------------------------------------------------------------
 
-    def probe_now(self, address: Address) -> None:
-        """Probe this instance at once over a new connection (a client connection to it just failed)."""
+    def probe_now(self, address: Address, reconnect: bool = True) -> None:
+        """Probe this instance at once, over a new connection unless told otherwise (a client
+        connection to it just failed; or it is being promoted and should become the writer soon)."""
         watch = self._watches.get(address)
         if watch is not None:
-            watch.reconnect = True
+            watch.reconnect = watch.reconnect or reconnect
             watch.wake.set()
 
     def add_instance(self, address: Address) -> None:
@@ -185,6 +188,8 @@ class TopologyMonitor:
         self._update_metrics(after)
         if before.writer != after.writer:
             self._writer_changed(before.writer, after.writer)
+        if self.on_snapshot is not None:
+            self.on_snapshot(after)
 
     def _writer_changed(self, old: Address | None, new: Address | None) -> None:
         if new is not None:
@@ -194,10 +199,14 @@ class TopologyMonitor:
         if self.on_writer_change is not None:
             self.on_writer_change(old, new)
 
+    def note(self, text: str, level: int = logging.INFO) -> None:
+        """Log a topology event from outside (failover steps) and keep it in `events` for /status."""
+        log.log(level, "cluster %s: %s", self.cluster, text)
+        self.events.append(TopologyEvent(self._wall_clock(), self.cluster, text))
+
     def _event(self, text: str) -> None:
         alarm = text.endswith("-> none") or " -> down" in text
-        log.log(logging.WARNING if alarm else logging.INFO, "cluster %s: %s", self.cluster, text)
-        self.events.append(TopologyEvent(self._wall_clock(), self.cluster, text))
+        self.note(text, logging.WARNING if alarm else logging.INFO)
 
     # ---- metrics --------------------------------------------------------------------------------
 
