@@ -24,6 +24,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(fmt: str = "text", level: str = "info") -> None:
+    # Skip the per-record stack walk and thread/process lookups: a log line per client
+    # connect/disconnect is on the path of every short-lived connection.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

@@ -34,6 +34,7 @@ class ProxyApp:
         self.metrics.on_scrape(lambda: admin_views.live_metrics(self))
         self.clusters: dict[str, Cluster] = {c.name: Cluster(c) for c in config.clusters}
         self.sessions: set[ClientSession] = set()
+        self._client_metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._by_pid: dict[int, ClientSession] = {}
         self._next_pid = random.randint(1 << 20, 1 << 29)
         self.listeners: dict[tuple[str, str], asyncio.Server] = {}
@@ -132,15 +133,26 @@ class ProxyApp:
 
     def client_opened(self, session: ClientSession) -> None:
         self.sessions.add(session)
-        self.metrics.client_connections.labels(session.cluster.name, session.endpoint.name).inc()
-        self.metrics.client_connections_received.labels(session.cluster.name, session.endpoint.name).inc()
+        open_gauge, received = self._client_metrics(session)
+        open_gauge.inc()
+        received.inc()
         if self.draining:
             session.close("shutdown", m.error_response("57P01", "dbproxy is shutting down", "FATAL"))
+
+    def _client_metrics(self, session: ClientSession) -> tuple[Any, Any]:
+        """The (open, received) metric children of a session's endpoint, looked up once."""
+        key = (session.cluster.name, session.endpoint.name)
+        children = self._client_metric_children.get(key)
+        if children is None:
+            children = (self.metrics.client_connections.labels(*key),
+                        self.metrics.client_connections_received.labels(*key))
+            self._client_metric_children[key] = children
+        return children
 
     def client_closed(self, session: ClientSession, reason: str) -> None:
         self.sessions.discard(session)
         self._by_pid.pop(session.pid, None)
-        self.metrics.client_connections.labels(session.cluster.name, session.endpoint.name).dec()
+        self._client_metrics(session)[0].dec()
         if session.login is not None and session.pid:
             log.info("client %s disconnected: %s (transactions=%d)", session.peer, reason, session.transactions)
         else:

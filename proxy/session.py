@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import re
-import socket
 import struct
 import time
 from typing import TYPE_CHECKING
@@ -126,9 +125,7 @@ class ClientSession(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop transports are not asyncio.Transport subclasses
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # uvloop already sets TCP_NODELAY on every TCP transport.
         self._login_timer = asyncio.get_running_loop().call_later(LOGIN_TIMEOUT, self._login_timed_out)
         self.app.client_opened(self)
 
@@ -334,16 +331,25 @@ class ClientSession(asyncio.Protocol):
         if self.state == _LOGIN:
             self._welcome(welcome)
 
+    def _welcome_bytes(self, welcome: dict[str, str]) -> bytes:
+        """AuthenticationOk + ParameterStatus messages, cached per server parameters and client settings."""
+        key = (id(welcome), tuple(self.gucs.client.items()))
+        cache = self.cluster.welcome_messages
+        cached = cache.get(key)
+        if cached is None:
+            cached = m.auth_ok() + b"".join(
+                m.parameter_status(name, value) for name, value in self.gucs.welcome_parameters(welcome).items())
+            if len(cache) > 1000:
+                cache.clear()
+            cache[key] = cached
+        return cached
+
     def _welcome(self, welcome: dict[str, str]) -> None:
         """Finish the login: AuthenticationOk, parameters, cancel key, ReadyForQuery."""
         assert self.login is not None
         self.pid, self.key = self.app.register_cancel_key(self)
-        out = [m.auth_ok()]
-        for name, value in self.gucs.welcome_parameters(welcome).items():
-            out.append(m.parameter_status(name, value))
-        out.append(m.backend_key_data(self.pid, self.key))
-        out.append(m.ready_for_query(b"I"))
-        self.write(b"".join(out))
+        self.write(self._welcome_bytes(welcome) + m.backend_key_data(self.pid, self.key)
+                   + m.ready_for_query(b"I"))
         self.state = _READY
         self._login_timer.cancel()
         log.info("client %s connected: user=%s database=%s endpoint=%s/%s", self.peer, self.login.user.name,

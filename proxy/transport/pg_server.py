@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import socket
 import time
 from collections import OrderedDict
 from typing import Protocol
@@ -64,9 +63,7 @@ class ServerConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop transports are not asyncio.Transport subclasses
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # uvloop already sets TCP_NODELAY on every TCP transport.
         assert self._login is not None
         transport.write(self._login.startup())  # type: ignore[attr-defined]
 
