@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 
@@ -35,9 +36,9 @@ class Metrics:
         # Counted on the hot path as plain ints; exported by _RequestCollector at scrape time.
         self.requests: dict[tuple[str, str, str], int] = {}
         r.register(_RequestCollector(self.requests))
-        self.query_response_seconds = Histogram(
-            "dbproxy_query_response_seconds", "Time from a transaction's first message to its release",
-            ["cluster", "endpoint"], registry=r)
+        # Observed on the hot path into plain lists; exported by _ResponseTimeCollector at scrape time.
+        self.response_times: dict[tuple[str, str], list[float]] = {}
+        r.register(_ResponseTimeCollector(self.response_times))
         self.pins = Counter(
             "dbproxy_client_pins", "Clients pinned to a server connection, by reason", ["cluster", "reason"],
             registry=r)
@@ -63,6 +64,15 @@ class Metrics:
         key = (cluster, endpoint, route)
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
+
+    def transaction_finished(self, cluster: str, endpoint: str, seconds: float) -> None:
+        """One transaction's time from borrowing a server connection to releasing it."""
+        key = (cluster, endpoint)
+        counts = self.response_times.get(key)
+        if counts is None:
+            counts = self.response_times[key] = [0.0] * (len(RESPONSE_BUCKETS) + 2)
+        counts[bisect_left(RESPONSE_BUCKETS, seconds)] += 1
+        counts[-1] += seconds
 
     def pinned(self, cluster: str, reason: str) -> None:
         self.pins.labels(cluster, reason).inc()
@@ -91,3 +101,30 @@ class _ScrapeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         for source in self.sources:
             yield from source()
+
+
+# Upper bounds (seconds) of dbproxy_query_response_seconds buckets; +Inf is implicit.
+RESPONSE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _ResponseTimeCollector(Collector):
+    """dbproxy_query_response_seconds{cluster,endpoint} from the plain bucket lists.
+
+    Each list holds one count per bucket (the last count is +Inf), then the sum of seconds.
+    """
+
+    def __init__(self, times: dict[tuple[str, str], list[float]]) -> None:
+        self._times = times
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily("dbproxy_query_response_seconds",
+                                       "Time from a transaction's borrow of a server connection to its release",
+                                       labels=["cluster", "endpoint"])
+        for (cluster, endpoint), counts in list(self._times.items()):
+            cumulative = 0.0
+            buckets = []
+            for bound, count in zip((*RESPONSE_BUCKETS, float("inf")), counts[:-1], strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            family.add_metric([cluster, endpoint], buckets, sum_value=counts[-1])
+        yield family

@@ -110,6 +110,7 @@ class ClientSession(asyncio.Protocol):
         self._counted = False
         self.last_activity = time.monotonic()
         self._last_route = "primary"
+        self._transaction_started = 0.0
         # read_your_writes (split endpoints): the WAL position of this client's last write
         # transaction; replicas serve it only once they have replayed that far.
         self._read_your_writes = endpoint.role == "split" and endpoint.read_your_writes
@@ -490,6 +491,7 @@ class ClientSession(asyncio.Protocol):
         self.server_pool = pool
         server.owner = self
         self.transactions += 1
+        self._transaction_started = time.monotonic()
         self.app.metrics.transaction_started(self.cluster.name, self.endpoint.name, self._last_route)
         replay = self.gucs.replay_sql(server.gucs)
         if replay:
@@ -768,6 +770,8 @@ class ClientSession(asyncio.Protocol):
     def _release(self) -> None:
         server, pool = self.server, self.server_pool
         assert server is not None
+        self.app.metrics.transaction_finished(self.cluster.name, self.endpoint.name,
+                                              time.monotonic() - self._transaction_started)
         self.server = None
         self.server_pool = None
         server.owner = None
