@@ -29,6 +29,7 @@ from .protocol.postgres.relay import (
     CLOSE,
     DESCRIBE,
     DROP,
+    DROP_ALL,
     EXECUTE,
     PARSE,
     QUERY,
@@ -62,6 +63,8 @@ _U32 = struct.Struct("!I")
 _STARTUP, _AUTH, _LOGIN, _READY, _CLOSED = range(5)
 # Bytes buffered from a client that has no server yet before we stop reading from it.
 _PAUSE_BUFFER = 4 * 1024 * 1024
+# read_your_writes: how long a client reads from the primary when its last write's position is unknown.
+_RYW_FALLBACK_SECONDS = 10.0
 _DEALLOCATE_RE = re.compile(rb'\s*deallocate\s+(?:prepare\s+)?(?:"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*))\s*;?\s*$',
                             re.IGNORECASE)
 # A client must finish startup and authentication within this (PgBouncer: client_login_timeout).
@@ -111,6 +114,11 @@ class ClientSession(asyncio.Protocol):
         self.last_activity = time.monotonic()
         self._last_route = "primary"
         self._transaction_started = 0.0
+        # Split endpoints: while on a replica, each further statement is classified too; one that
+        # must go to the primary is held (with what follows) until the replica is released.
+        self._on_replica = False
+        self._held = False
+        self._primary_until = 0.0
         # read_your_writes (split endpoints): the WAL position of this client's last write
         # transaction; replicas serve it only once they have replayed that far.
         self._read_your_writes = endpoint.role == "split" and endpoint.read_your_writes
@@ -374,6 +382,9 @@ class ClientSession(asyncio.Protocol):
                 self._pending += data
                 self._need_server()
                 return
+        if self._held:
+            self._pending += data
+            return
         if self._copy_skip:
             n = min(self._copy_skip, len(data))
             server.write(data[:n])
@@ -463,7 +474,11 @@ class ClientSession(asyncio.Protocol):
         if sql is None:
             return "primary"
         verdict = self.cluster.classifier.classify(sql.decode("utf-8", "replace"))
-        return "replica" if verdict.route is Route.REPLICA and not verdict.ends_transaction else "primary"
+        if verdict.route is not Route.REPLICA or verdict.ends_transaction:
+            return "primary"
+        if self._primary_until and time.monotonic() < self._primary_until:
+            return "primary"  # read_your_writes without a known position for the last write
+        return "replica"
 
     def _min_position(self, route: str) -> int | None:
         return self.min_position if route == "replica" and self._read_your_writes else None
@@ -491,6 +506,7 @@ class ClientSession(asyncio.Protocol):
         self.server_pool = pool
         server.owner = self
         self.transactions += 1
+        self._on_replica = self.endpoint.role == "split" and self._last_route == "replica"
         self._transaction_started = time.monotonic()
         self.app.metrics.transaction_started(self.cluster.name, self.endpoint.name, self._last_route)
         replay = self.gucs.replay_sql(server.gucs)
@@ -521,6 +537,9 @@ class ClientSession(asyncio.Protocol):
                 if kind == _STREAM_COPY_DATA:
                     self._copy_skip = end - size
                     pos = size
+                break
+            if self._on_replica and kind in (0x51, 0x50, 0x42) and self._must_leave_replica(
+                    kind, data[pos + 5:end], server):
                 break
             if kind == 0x51:  # Query
                 self.queries += 1
@@ -743,7 +762,9 @@ class ClientSession(asyncio.Protocol):
         columns = []
         want_position = self._read_your_writes and self._last_route == "primary"
         if want_position:
-            columns.append("pg_current_wal_lsn()::text")
+            # The insert position: with synchronous_commit = off the commit record may not be
+            # written yet, and the write position (pg_current_wal_lsn) would be before it.
+            columns.append("pg_current_wal_insert_lsn()::text")
         self._capture_names = sorted(self._tx_set_names)
         self._tx_set_names.clear()
         columns.extend(f"current_setting({m.quote_literal(name)}, true)" for name in self._capture_names)
@@ -757,19 +778,52 @@ class ClientSession(asyncio.Protocol):
     def _use_captured(self, server: ServerConnection) -> None:
         rows = server.tracker.captured
         values = parse_data_row(rows[0]) if rows else []
+        if self._capture_position:
+            # Until the position is known, fail safe: this client reads from the primary for a while.
+            self._primary_until = time.monotonic() + _RYW_FALLBACK_SECONDS
         if not values:
             return
         if self._capture_position:
             position = parse_lsn(values.pop(0))
             if position is not None:
                 self.min_position = max(self.min_position or 0, position)
+                self._primary_until = 0.0
         for name, value in zip(self._capture_names, values, strict=False):
             if value is not None:
                 self.gucs.reported([(name.encode(), value)], server)
 
+    def _must_leave_replica(self, kind: int, body: bytes, server: ServerConnection) -> bool:
+        """A statement for the primary arrived while this split client is on a replica.
+
+        Outside a transaction block, hold it (and everything after it) until the replica is
+        released, ending an open extended-protocol batch with a hidden Sync; it is then routed
+        anew. Inside a block (BEGIN READ ONLY ...) it stays: the replica's read-only error is right.
+        """
+        if kind == 0x51:
+            sql: bytes | None = body[:-1]
+        elif kind == 0x50:
+            sql = decode_parse(body).query
+        else:
+            start, stop = bind_statement(body)
+            statement = self.statements.get(body[start:stop]) if start != stop else None
+            sql = statement.query if statement is not None else None
+        if sql is None or self.pinned is not None or self.session_mode:
+            return False
+        verdict = self.cluster.classifier.classify(sql.decode("utf-8", "replace"))
+        if verdict.route is Route.REPLICA or server.tracker.status != b"I":
+            return False
+        self._held = True
+        if self.unsynced:
+            server.tracker.push(Slot(SYNC, DROP_ALL))
+            server.write(m.sync())
+            self.unsynced = False
+        return True
+
     def _release(self) -> None:
         server, pool = self.server, self.server_pool
         assert server is not None
+        self._held = False
+        self._on_replica = False
         self.app.metrics.transaction_finished(self.cluster.name, self.endpoint.name,
                                               time.monotonic() - self._transaction_started)
         self.server = None

@@ -17,10 +17,9 @@
   its own write on an endpoint with read_your_writes, the same loop on an endpoint without it does
   miss (so the delay is real), and reads return to the replicas once they have replayed the write.
 
-Known bugs are marked xfail(strict=True) with the diagnosis in their reason: writes that follow an
-unsynced or pipelined read run on the replica (test_write_behind_an_unsynced_or_pipelined_read_...),
-and read_your_writes captures the WAL write position, which misses the commit under
-synchronous_commit = off (test_read_your_writes_with_asynchronous_commit).
+Regression tests: a write that follows an unsynced or pipelined read still reaches the primary
+(test_write_behind_an_unsynced_or_pipelined_read_...), and read_your_writes holds under
+synchronous_commit = off (the proxy captures the WAL insert position, at or past the commit).
 
 Timings are printed (-s).
 """
@@ -627,12 +626,6 @@ async def test_extended_protocol_lands_where_the_table_says(name: str, split_por
 # the same batch, or sent after a Parse/Describe/Flush that asyncpg's prepare() leaves unsynced, is
 # never classified and runs on the replica, which refuses it.
 
-MISROUTED_REASON = (
-    "bug: proxy/session.py routes only the first message of what it holds (_route) and keeps the server "
-    "while the client is unsynced or has more messages queued; a write sent after an unsynced read "
-    "(asyncpg prepare() = Parse/Describe/Flush) or pipelined behind one is never classified and runs on "
-    "the replica")
-
 
 async def write_after_asyncpg_prepare_of_a_read(port: int, pg: PgCluster) -> None:
     conn = await _asyncpg(port)
@@ -684,17 +677,16 @@ async def psycopg_pipeline(port: int, pg: PgCluster) -> None:
         await conn.close()
 
 
-def _misrouted(fn: Callable[[int, PgCluster], Awaitable[None]], raises: type[BaseException]) -> object:
-    return pytest.param(fn, id=fn.__name__.replace("_", "-"),
-                        marks=pytest.mark.xfail(strict=True, raises=raises, reason=MISROUTED_REASON))
+def _scenario(fn: Callable[[int, PgCluster], Awaitable[None]]) -> object:
+    return pytest.param(fn, id=fn.__name__.replace("_", "-"))
 
 
 @pytest.mark.parametrize("scenario", [
-    _misrouted(write_after_asyncpg_prepare_of_a_read, asyncpg.exceptions.ReadOnlySQLTransactionError),
-    _misrouted(prepared_read_then_prepared_write, asyncpg.exceptions.ReadOnlySQLTransactionError),
-    _misrouted(asyncpg_copy_records_to_table, asyncpg.exceptions.ReadOnlySQLTransactionError),
-    _misrouted(pipelined_simple_queries, AssertionError),
-    _misrouted(psycopg_pipeline, psycopg.errors.ReadOnlySqlTransaction),
+    _scenario(write_after_asyncpg_prepare_of_a_read),
+    _scenario(prepared_read_then_prepared_write),
+    _scenario(asyncpg_copy_records_to_table),
+    _scenario(pipelined_simple_queries),
+    _scenario(psycopg_pipeline),
 ])
 async def test_write_behind_an_unsynced_or_pipelined_read_runs_on_the_primary(
         scenario: Callable[[int, PgCluster], Awaitable[None]], split_port: int, pg_cluster: PgCluster) -> None:
@@ -933,11 +925,6 @@ async def test_read_your_writes_never_misses_a_write_on_delayed_replicas(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: after a primary transaction proxy/session.py captures SELECT pg_current_wal_lsn() (read_your_writes, "
-    "ClientSession._after_transaction, formerly _note_write), the WAL *write* position; with synchronous_commit = off the commit record is not written yet, so the captured position "
-    "is before the commit, and once the WAL writer has flushed it a replica that replayed up to the delayed "
-    "commit record qualifies and serves the read; pg_current_wal_insert_lsn() is at or past the commit's end"))
 async def test_read_your_writes_with_asynchronous_commit(
         pg_cluster_factory: Callable[..., PgCluster], proxy_factory: Callable[..., ProxyProcess]) -> None:
     pg = delayed_cluster(pg_cluster_factory, synchronous_commit="off")

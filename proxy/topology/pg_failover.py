@@ -89,7 +89,10 @@ class PgFailoverActions:
         PostgreSQL has no online demotion: default_transaction_read_only = on (ALTER SYSTEM, so it
         also holds after a restart) stops new writes through ordinary sessions, and the sessions
         holding a transaction ID (that have written) are terminated so nothing commits after the
-        returned position. The instance stays a primary; the caller fences it.
+        returned position. A transaction committed with synchronous_commit = local then flushes
+        all WAL written so far (with synchronous_commit = off, commits wait for the WAL writer,
+        and replicas only receive flushed WAL); the position returned is the flushed one.
+        The instance stays a primary; the caller fences it.
         """
 
         async def run(conn: PgSqlConnection) -> int:
@@ -98,7 +101,8 @@ class PgFailoverActions:
             await conn.query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_xid IS NOT NULL "
                 "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
-            position = parse_lsn(await conn.query_value("SELECT pg_current_wal_lsn()"))
+            await conn.query("SET synchronous_commit = local; BEGIN READ WRITE; SELECT txid_current(); COMMIT")
+            position = parse_lsn(await conn.query_value("SELECT pg_current_wal_flush_lsn()"))
             assert position is not None
             return position
 

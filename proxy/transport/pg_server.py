@@ -129,7 +129,8 @@ class ServerConnection(asyncio.Protocol):
 
     @property
     def closed(self) -> bool:
-        return self._closed or self.transport is None or self.transport.is_closing()
+        """Closed, closing, or told by the server that it is ending (never to be pooled again)."""
+        return self._closed or self.transport is None or self.transport.is_closing() or self.tracker.terminated
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None

@@ -6,7 +6,10 @@ forwards bodies untouched (streaming large DataRow/CopyData messages without buf
 drops the responses of messages the proxy injected, inserts synthesized responses at the right
 position, and reports ReadyForQuery status and ParameterStatus changes. After an ErrorResponse
 in the extended protocol the server discards messages until Sync; the tracker does the same
-with its slots.
+with its slots. An ErrorResponse that answers no outstanding message (a FATAL sent by a server
+that is ending the connection: shutdown, crash of another backend, pg_terminate_backend) is
+dropped and marks the connection `terminated`: in transaction pooling it belongs to no client,
+and the client attached when it arrives learns of the loss when the connection closes.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class Slot:
 class ResponseTracker:
     """Follows one server connection's response stream; see the module docstring."""
 
-    __slots__ = ("slots", "status", "parameters", "failed_statements", "errors", "captured",
+    __slots__ = ("slots", "status", "parameters", "failed_statements", "errors", "captured", "terminated",
                  "_buf", "_skip", "_skip_drop", "_aborted")
 
     def __init__(self) -> None:
@@ -63,6 +66,7 @@ class ResponseTracker:
         self.failed_statements: list[bytes] = []          # server statement names whose Parse failed
         self.errors = 0                          # ErrorResponses seen (for metrics/logging)
         self.captured: list[bytes] = []          # DataRow bodies of CAPTURE slots
+        self.terminated = False                  # the server sent an unsolicited ErrorResponse (FATAL)
         self._buf = b""
         self._skip = 0            # bytes of a partially forwarded message still to stream
         self._skip_drop = False
@@ -138,7 +142,12 @@ class ResponseTracker:
                     pos = end
                     continue
                 if slot is None:
-                    pos = end  # unsolicited (e.g. FATAL at shutdown): forward as is
+                    if kind == _E:   # unsolicited: the server is ending the connection (module docstring)
+                        out.append(data[start:pos])
+                        start = end
+                        self.errors += 1
+                        self.terminated = True
+                    pos = end
                     continue
                 drop = action >= DROP_ALL or (action == DROP and kind != _E)
                 if drop:
@@ -163,7 +172,9 @@ class ResponseTracker:
             # Anything else (DataRow, RowDescription, CopyData, notices...) belongs to the
             # head slot's response and streams through, possibly before it is complete.
             if action != PASS and (action >= DROP_ALL or kind not in (_N, _A)):
-                if action == CAPTURE and kind == 0x44 and end <= size:
+                if action == CAPTURE and kind == 0x44:
+                    if end > size:
+                        break  # a captured row is small: wait for all of it
                     self.captured.append(data[pos + 5:end])
                 if end > size:
                     out.append(data[start:pos])
