@@ -402,14 +402,14 @@ class ClientSession(asyncio.Protocol):
 
     def _take_idle_server(self, data: bytes) -> ServerConnection | None:
         """Fast path for a new transaction: attach an idle server now, or queue data and wait."""
-        if (len(data) < 5 or data[0] == 0x58 or self._broken is not None or self._discard_until_sync
-                or self.endpoint.role == "split"):
+        if len(data) < 5 or data[0] == 0x58 or self._broken is not None or self._discard_until_sync:
             self._pending += data
             self._need_server()
             return None
         assert self.login is not None
-        route = self._last_route = "primary" if self.endpoint.role == "writer" else "replica"
-        taken = self.cluster.take_idle(self.endpoint, route, self.login.user, self.database)
+        route = self._last_route = self._route(data)
+        taken = self.cluster.take_idle(self.endpoint, route, self.login.user, self.database,
+                                       self._min_position(route))
         if taken is None:
             self._pending += data
             self._need_server()
@@ -442,21 +442,20 @@ class ClientSession(asyncio.Protocol):
             self._paused_reading = True
         login = self.login
         assert login is not None
-        route = self._last_route = self._route()
+        route = self._last_route = self._route(self._pending)
         taken = self.cluster.take_idle(self.endpoint, route, login.user, self.database, self._min_position(route))
         if taken is not None:
             self._attach(*taken)
             return
         self._borrow_task = asyncio.get_running_loop().create_task(self._borrow(route))
 
-    def _route(self) -> str:
-        """Where the next transaction goes: "primary" or "replica" (SPEC §3)."""
+    def _route(self, data: bytes | bytearray) -> str:
+        """Where the transaction starting with data goes: "primary" or "replica" (SPEC §3)."""
         role = self.endpoint.role
         if role == "writer":
             return "primary"
         if role != "split":
             return "replica"
-        data = self._pending
         if len(data) < 5 or len(data) < 1 + _U32.unpack_from(data, 1)[0]:
             return "primary"
         kind = data[0]

@@ -380,16 +380,31 @@ def test_cache_counts_hits_and_misses() -> None:
     assert (classifier.hits, classifier.misses, classifier.cached_entries) == (0, 0, 0)
 
 
-def test_cache_is_bounded_lru() -> None:
+def test_caches_are_bounded_and_literals_share_one_verdict() -> None:
     classifier = Classifier(cache_size=3)
     for i in range(10):
-        classifier.classify(f"SELECT {i}")
-    assert classifier.cached_entries == 3
-    classifier.classify("SELECT 9")
-    assert classifier.hits == 1
-    classifier.classify("SELECT 0")  # evicted long ago
+        classifier.classify(f"SELECT {i}, 'x{i}'")
+    assert (classifier.misses, classifier.hits) == (1, 9)   # one parse for the shape "SELECT ?, ?"
+    assert classifier.cached_entries <= 3
+    for i in range(10):
+        classifier.classify(f"SELECT {i} FROM t{i}")       # t0..t9: ten shapes
     assert classifier.misses == 11
-    assert classifier.cached_entries == 3
+    assert classifier.cached_entries <= 3
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    # The literal regex could pair quotes wrongly in these: they must never share a cache entry.
+    ("/* ' */ SELECT 1 /* ' */", "/* ' */ DELETE FROM t /* ' */"),
+    ("SELECT E'a\\'; DELETE FROM t; --'", "SELECT E'x'; DELETE FROM t; --'"),
+    ('SELECT "it\'s" FROM t', 'SELECT "it\'s" FROM t FOR UPDATE'),
+    ("SELECT $$'$$, 1", "SELECT $$'$$, nextval('s')"),
+    ("SELECT 1 /* dbproxy:route=primary */", "SELECT 2"),
+])
+def test_texts_the_literal_shape_could_confuse_are_classified_on_their_own(first: str, second: str) -> None:
+    classifier = Classifier()
+    expected = Classifier(cache_size=0).classify(second).route
+    classifier.classify(first)
+    assert classifier.classify(second).route is expected
 
 
 def test_cache_size_zero_disables_caching() -> None:

@@ -36,7 +36,6 @@ operators or casts), and a user function that overloads or shadows a built-in's 
 from __future__ import annotations
 
 import enum
-import functools
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -437,11 +436,27 @@ def classify_sql(sql: str, functions: ReadOnlyFunctions) -> Classification:
     return replace(result, route=Route(hint), reason="hint", neutral=False)
 
 
-class Classifier:
-    """Classifies SQL texts for a split endpoint, caching verdicts by exact text (bounded LRU).
+# Literals never change a route, so texts that differ only in them share one verdict: this is
+# what makes `pgbench -M simple` (a new `aid` in every statement) cheap. Only texts where the
+# regex below cannot be fooled take this path: no comments (hints live there; a quote inside a
+# comment would pair up wrongly), no backslashes (E'' escapes), no dollar quotes or parameters,
+# no quoted identifiers (which may contain a quote).
+_LITERAL = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b")
+_SHAPE_UNSAFE = re.compile(r"/\*|--|[\\$\"]")
 
-    `hits` / `misses` count cache lookups (texts longer than MAX_CACHED_SQL_LENGTH are never
-    cached and count as misses).
+
+def literal_shape(sql: str) -> str | None:
+    """sql with every literal replaced by '?', or None when that would not be safe."""
+    if _SHAPE_UNSAFE.search(sql):
+        return None
+    return _LITERAL.sub("?", sql)
+
+
+class Classifier:
+    """Classifies SQL texts for a split endpoint, caching verdicts by exact text and by literal shape.
+
+    Both caches are bounded (each is emptied when it reaches cache_size). `hits` / `misses`
+    count lookups (texts longer than MAX_CACHED_SQL_LENGTH are never cached and count as misses).
     """
 
     def __init__(self, read_only_functions: Iterable[str] = (), cache_size: int = 10000) -> None:
@@ -449,30 +464,50 @@ class Classifier:
             raise ValueError("cache_size must be >= 0")
         self.functions = ReadOnlyFunctions(read_only_functions)
         self.cache_size = cache_size
-        self._uncacheable = 0
-        self._cached = functools.lru_cache(maxsize=cache_size)(
-            functools.partial(classify_sql, functions=self.functions)
-        )
+        self._exact: dict[str, Classification] = {}
+        self._shapes: dict[str, Classification] = {}
+        self._hits = 0
+        self._misses = 0
 
     def classify(self, sql: str) -> Classification:
         """The verdict for one simple-query or Parse text."""
-        if len(sql) > MAX_CACHED_SQL_LENGTH:
-            self._uncacheable += 1
+        verdict = self._exact.get(sql)
+        if verdict is not None:
+            self._hits += 1
+            return verdict
+        if len(sql) > MAX_CACHED_SQL_LENGTH or not self.cache_size:
+            self._misses += 1
             return classify_sql(sql, self.functions)
-        return self._cached(sql)
+        shape = literal_shape(sql)
+        verdict = self._shapes.get(shape) if shape is not None else None
+        if verdict is not None:
+            self._hits += 1
+        else:
+            self._misses += 1
+            verdict = classify_sql(sql, self.functions)
+            if shape is not None:
+                self._remember(self._shapes, shape, verdict)
+        self._remember(self._exact, sql, verdict)
+        return verdict
+
+    def _remember(self, cache: dict[str, Classification], key: str, verdict: Classification) -> None:
+        if len(cache) >= self.cache_size:
+            cache.clear()
+        cache[key] = verdict
 
     @property
     def hits(self) -> int:
-        return self._cached.cache_info().hits
+        return self._hits
 
     @property
     def misses(self) -> int:
-        return self._cached.cache_info().misses + self._uncacheable
+        return self._misses
 
     @property
     def cached_entries(self) -> int:
-        return self._cached.cache_info().currsize
+        return len(self._exact)
 
     def clear_cache(self) -> None:
-        self._cached.cache_clear()
-        self._uncacheable = 0
+        self._exact.clear()
+        self._shapes.clear()
+        self._hits = self._misses = 0

@@ -64,6 +64,9 @@ class FailoverActions(Protocol):
 class Traffic(Protocol):
     """The cluster's side of a switchover: hold new transactions, count and cut connections."""
 
+    @property
+    def paused(self) -> bool: ...
+
     def pause(self) -> None: ...
 
     def resume(self) -> None: ...
@@ -264,12 +267,14 @@ class FailoverCoordinator:
             old, new = switchover_target(self.monitor.snapshot, requested)
             began = self._clock()
             self._note(f"switchover: from {old} to {new} at {self._iso()}: pausing new transactions")
+            paused_before = traffic.paused      # by the operator (admin PAUSE): stays paused afterwards
             traffic.pause()
             try:
                 drained, caught_up, repointed = await self._switch(old, new, traffic, drain_timeout,
                                                                    catch_up_timeout)
             finally:
-                traffic.resume()
+                if not paused_before:
+                    traffic.resume()
             ended = self._clock()
         state = self.monitor.snapshot.get(old)
         old_state = state.state if state is not None else "removed"

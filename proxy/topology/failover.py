@@ -69,6 +69,8 @@ def step(state: FailoverState, snapshot: TopologySnapshot, now: float, *, promot
     if writer is not None:
         return Step(FailoverState(writer, None), ended=state.incident)
     incident = state.incident
+    if incident is None and state.last_writer is None and any(s.last_check is None for s in snapshot.instances):
+        return Step(state)   # starting: not every instance has been probed yet
     began = incident is None
     if incident is None:
         incident = Incident(state.last_writer, now)
@@ -98,7 +100,8 @@ def _promotion(snapshot: TopologySnapshot, incident: Incident, now: float,
         return None, "no primary was seen since start and every instance is a replica"
     for suspect in suspects:
         if not gone(suspect):
-            return None, f"old primary {suspect.address} still answers probes ({suspect.state} {suspect.role})"
+            return None, f"old primary {suspect.address} is not gone: it answers probes or was not probed yet " \
+                         f"({suspect.state} {suspect.role})"
     if any(now - suspect.since < promote_after for suspect in suspects):
         return None, ""
     candidate = best_replica(snapshot.instances)

@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from ..config import Address, HealthSettings
 from ..errors import ProxyError
+from ..protocol.postgres import messages as m
 from .coordinator import ActionFailed
 from .pg_sql import PgSqlConnection, QueryFailed, format_lsn, parse_lsn
 
@@ -89,9 +90,11 @@ class PgFailoverActions:
         PostgreSQL has no online demotion: default_transaction_read_only = on (ALTER SYSTEM, so it
         also holds after a restart) stops new writes through ordinary sessions, and the sessions
         holding a transaction ID (that have written) are terminated so nothing commits after the
-        returned position. A transaction committed with synchronous_commit = local then flushes
-        all WAL written so far (with synchronous_commit = off, commits wait for the WAL writer,
-        and replicas only receive flushed WAL); the position returned is the flushed one.
+        returned position. Then a WAL record of our own (a transactional logical message) is
+        committed with synchronous_commit = local: it comes after every commit acknowledged so
+        far, and its commit flushes them all (with synchronous_commit = off they would wait for
+        the WAL writer, and replicas only receive flushed WAL). Its position is returned: a
+        replica that has replayed it has every acknowledged commit.
         The instance stays a primary; the caller fences it.
         """
 
@@ -101,9 +104,12 @@ class PgFailoverActions:
             await conn.query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_xid IS NOT NULL "
                 "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
-            await conn.query("SET synchronous_commit = local; BEGIN READ WRITE; SELECT txid_current(); COMMIT")
-            position = parse_lsn(await conn.query_value("SELECT pg_current_wal_flush_lsn()"))
-            assert position is not None
+            rows = await conn.query(
+                "SET synchronous_commit = local; BEGIN READ WRITE; "
+                "SELECT pg_logical_emit_message(true, 'dbproxy', 'switchover'); COMMIT")
+            position = parse_lsn(rows[0][0]) if len(rows) == 1 else None
+            if position is None:
+                raise QueryFailed(m.ErrorFields("ERROR", "XX000", "pg_logical_emit_message returned no position"))
             return position
 
         return await self._with_connection(primary, run, STATEMENT_TIMEOUT)
