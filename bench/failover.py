@@ -103,7 +103,7 @@ class WriteLoad:
                 await self.conns[i].execute(sql, i, seq, timeout=30)
             except asyncpg.PostgresError as exc:
                 write.error, write.sqlstate = f"{exc.sqlstate}: {exc}", exc.sqlstate
-            except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError) as exc:
                 write.error = f"{type(exc).__name__}: {exc}"
             write.ended = time.monotonic()
             self.writes.append(write)
@@ -182,7 +182,7 @@ role = "writer"
 
 def status(http_port: int) -> dict[str, Any]:
     with urlopen(f"http://{HOST}:{http_port}/status", timeout=5) as response:
-        return json.loads(response.read())  # type: ignore[no-any-return]
+        return json.loads(response.read())
 
 
 def wait_writer(http_port: int, writer: str, service: Service, timeout: float = 20) -> None:

@@ -69,7 +69,7 @@ async def main(n: int, profile: bool) -> None:
     cluster = app.clusters["main"]
     endpoint = cluster.config.endpoints[0]
     instance = cluster.config.instances[0]
-    cluster.choose_target = lambda endpoint, route, min_position=None: instance  # no probes here
+    cluster.choose_target = lambda _endpoint, _route, _min_position: instance  # no probes here
     session = ClientSession(app, cluster, endpoint)
     session.connection_made(FakeTransport())  # type: ignore[arg-type]
     session.login = app.users.get("app")

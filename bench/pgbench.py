@@ -30,12 +30,16 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("connect", "`-S -M simple -C`", ("-S", "-M", "simple", "-C"), 0.8),
 )
 
+# Issue 3: the same -S simple load on each of dbproxy's endpoints; target_ratio is endpoint/writer TPS
+# ("routing must not cost more than 10% TPS versus the plain writer endpoint").
+ENDPOINTS_WORKLOAD = Workload("endpoints", "`-S -M simple` per dbproxy endpoint", ("-S", "-M", "simple"), 0.9)
+
 
 @dataclass(frozen=True)
 class Endpoint:
     """Where pgbench connects and how it authenticates."""
 
-    name: str  # direct | dbproxy | pgbouncer
+    name: str  # direct | dbproxy | pgbouncer | dbproxy-writer | dbproxy-reader | dbproxy-split
     port: int
     user: str
     database: str
@@ -58,6 +62,9 @@ class CellRun:
     argv: list[str] = field(default_factory=list)
     output_tail: str = ""
     cpu: CpuUsage | None = None  # how busy the machine was, and with what
+    # Endpoint runs: pg_stat_database.xact_commit of the benchmark database, delta per instance
+    # ("node0", "node1", ...) across the run: where its transactions really ran.
+    instance_xacts: dict[str, int] | None = None
 
     @property
     def ok(self) -> bool:

@@ -77,3 +77,77 @@ def build_table(
 
 def _fmt_ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}×"
+
+
+# ---- issue 3: dbproxy's endpoints side by side ------------------------------------------------------
+
+ENDPOINT_NAMES = ("writer", "reader", "split")
+# Under pgbench -S every transaction is a read: the writer must keep them on the primary, reader and
+# split must send them to the replicas. "Landed" means at least this share went where expected.
+LANDED_SHARE = 0.95
+
+
+def endpoint_target(name: str) -> str:
+    """The CellRun target of dbproxy's endpoint ``name`` in the endpoint comparison."""
+    return f"dbproxy-{name}"
+
+
+def _shares(xacts: dict[str, int], roles: dict[str, str]) -> tuple[str, float | None, float | None]:
+    """("node1 (replica) 50.1% · ...", primary share, replica share) from per-instance commit deltas."""
+    total = sum(max(0, n) for n in xacts.values())
+    if total == 0:
+        return "no transactions counted", None, None
+    ordered = sorted(xacts.items(), key=lambda item: (-item[1], item[0]))
+    text = " · ".join(f"{node} ({roles.get(node, '?')}) {max(0, n) / total:.1%}" for node, n in ordered)
+    primary = sum(max(0, n) for node, n in xacts.items() if roles.get(node) == "primary") / total
+    return text, primary, 1.0 - primary
+
+
+def build_endpoints_table(
+    target_ratio: float,
+    cells: dict[str, Cell],
+    xacts: dict[str, dict[str, int]],
+    roles: dict[str, str],
+) -> tuple[str, dict[str, dict[str, object]]]:
+    """The endpoint table (TPS, ratio vs writer, PASS/FAIL, where the transactions ran) and its JSON.
+
+    ``cells`` and ``xacts`` are keyed by endpoint name (writer, reader, split); ``xacts`` holds the
+    xact_commit deltas per instance summed over the endpoint's runs; ``roles`` maps an instance to
+    "primary" or "replica".
+    """
+    want = f"≥ {target_ratio:.2f}× writer"
+    lines = [
+        f"| endpoint | TPS | vs writer | routing costs ≤ 10% TPS ({want}) "
+        "| where the transactions ran (pg_stat_database xact_commit Δ) | landed where expected |",
+        "|---|--:|--:|---|---|---|",
+    ]
+    derived: dict[str, dict[str, object]] = {}
+    writer = cells["writer"]
+    for name in ENDPOINT_NAMES:
+        cell = cells[name]
+        vs_writer = ratio(cell, writer)
+        if name == "writer":
+            mark = "baseline"
+        elif vs_writer is None:
+            mark = "FAIL (no result)" if cell.runs or writer.runs else "n/a"
+        else:
+            mark = "PASS" if vs_writer >= target_ratio else "FAIL"
+        where, primary, replicas = _shares(xacts.get(name, {}), roles)
+        expected = "primary" if name == "writer" else "replicas"
+        share = primary if name == "writer" else replicas
+        if share is None:
+            landed = "unknown"
+        else:
+            landed = f"{'yes' if share >= LANDED_SHARE else '**NO**'}: {share:.1%} on the {expected}"
+        derived[name] = {
+            "tps": cell.tps,
+            "vs_writer": vs_writer,
+            "target": f"{want}: {mark}" if name != "writer" else mark,
+            "instance_xacts": xacts.get(name, {}),
+            "primary_share": primary,
+            "replica_share": replicas,
+            "landed_as_expected": None if share is None else share >= LANDED_SHARE,
+        }
+        ratio_text = "1.00×" if name == "writer" and writer.tps else _fmt_ratio(vs_writer)
+        lines.append(f"| {name} | {cell.show()} | {ratio_text} | {mark} | {where} | {landed} |")
+    return "\n".join(lines), derived

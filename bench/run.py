@@ -1,8 +1,16 @@
-"""Benchmark (issue 2): pgbench -S simple / prepared / -C directly, through dbproxy and PgBouncer.
+"""Benchmark (issues 2, 3): pgbench -S directly, through dbproxy and PgBouncer, and per dbproxy endpoint.
 
 Run from the repository root: `.venv/bin/python bench/run.py [--quick] [--only dbproxy] [--profile]`.
 Everything (a PostgreSQL primary + replicas, dbproxy, PgBouncer) runs in a temporary directory
 on free ports and is removed at the end, also on Ctrl-C or error. Results go to bench/results/.
+
+Two tables of pgbench runs, interleaved in the same rounds (target order rotated per round):
+- issue 2: -S simple / prepared / -C against the primary directly, dbproxy's writer endpoint and
+  PgBouncer;
+- issue 3 (`--endpoints`, on by default; `--workload endpoints`): -S simple against dbproxy's
+  writer, reader and split endpoints, with the TPS ratio to the writer and, from each instance's
+  pg_stat_database, where the transactions really ran; plus the split classifier's cost per
+  statement (bench/classify_cost.py).
 """
 
 from __future__ import annotations
@@ -26,10 +34,27 @@ from typing import Any, NoReturn
 # `python bench/run.py` puts bench/, not the repository root, on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import classify_cost
 from bench.cpu import sample, usage
-from bench.pgbench import WORKLOADS, CellRun, Endpoint, Workload, pgbench_argv, run_pgbench
+from bench.pgbench import (
+    ENDPOINTS_WORKLOAD,
+    WORKLOADS,
+    CellRun,
+    Endpoint,
+    Workload,
+    pgbench_argv,
+    run_pgbench,
+)
 from bench.procs import BenchError, Service, run_checked
-from bench.report import TARGETS, Cell, build_table, summarize
+from bench.report import (
+    ENDPOINT_NAMES,
+    TARGETS,
+    Cell,
+    build_endpoints_table,
+    build_table,
+    endpoint_target,
+    summarize,
+)
 from bench.services import (
     DBPROXY_ENDPOINTS,
     ensure_py_spy,
@@ -45,6 +70,10 @@ RESULTS_DIR = REPO_ROOT / "bench" / "results"
 BENCH_USER = "bench"
 BENCH_PASSWORD = "bench-secret"
 PREPARED_NA = "n/a (PgBouncer {version} has no prepared-statement support in transaction mode)"
+WORKLOAD_KEYS = (*(w.key for w in WORKLOADS), ENDPOINTS_WORKLOAD.key)
+# PostgreSQL 15 flushes a busy backend's counters (pg_stat_database.xact_commit...) at most once a
+# second and an idle one's within 10 s: wait that long before trusting a "before" snapshot.
+STATS_IDLE_FLUSH_S = 10.5
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,9 +95,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--workload",
-        type=_csv(tuple(w.key for w in WORKLOADS)),
-        default=[w.key for w in WORKLOADS],
-        help="comma-separated subset of " + ",".join(w.key for w in WORKLOADS),
+        type=_csv(WORKLOAD_KEYS),
+        default=None,
+        help="comma-separated subset of " + ",".join(WORKLOAD_KEYS) + " (default: all; endpoints = "
+        "the dbproxy writer/reader/split comparison and the classification cost)",
+    )
+    parser.add_argument(
+        "--endpoints",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pgbench -S -M simple on dbproxy's writer, reader and split endpoints side by side, and the "
+        "split classifier's cost per statement (default: on when dbproxy is among --only)",
     )
     parser.add_argument(
         "--profile",
@@ -84,6 +121,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
     args = parser.parse_args(argv)
+    asked_endpoints = args.endpoints is True or (args.workload is not None and "endpoints" in args.workload)
+    workloads = list(args.workload) if args.workload is not None else list(WORKLOAD_KEYS)
+    if args.endpoints is True and "endpoints" not in workloads:
+        workloads.append("endpoints")
+    if args.endpoints is False and "endpoints" in workloads:
+        workloads.remove("endpoints")
+    if "endpoints" in workloads and args.replicas < 1:
+        if asked_endpoints:
+            parser.error("the endpoint comparison (--endpoints, --workload endpoints) needs --replicas >= 1")
+        workloads.remove("endpoints")
+    if "endpoints" in workloads and "dbproxy" not in args.only:
+        if asked_endpoints:
+            parser.error(
+                "the endpoint comparison (--endpoints, --workload endpoints) needs dbproxy among --only"
+            )
+        workloads.remove("endpoints")
+    if not workloads:
+        parser.error("nothing to run: --no-endpoints leaves no --workload")
+    args.workload = workloads
+    args.endpoints = "endpoints" in workloads
     if args.duration is None:
         args.duration = 3 if args.quick else 10
     if args.profile and "dbproxy" not in args.only:
@@ -130,6 +187,13 @@ class Bench:
         self.bouncer_prepared = True
         self.profile: dict[str, Any] | None = None
         self.workloads: list[Workload] = [w for w in WORKLOADS if w.key in args.workload]
+        # The targets of the issue-2 table (none if only the endpoint comparison runs).
+        self.main_targets: list[str] = list(args.only) if self.workloads else []
+        self.endpoint_targets: list[str] = (
+            [endpoint_target(name) for name in ENDPOINT_NAMES] if args.endpoints else []
+        )
+        self.classify: classify_cost.ClassifyCost | None = None
+        self.stats_pending_since: float | None = None  # end of the last run whose stats may be unflushed
         self.started = datetime.now()
         self.loadavg_before = os.getloadavg()
 
@@ -145,7 +209,7 @@ class Bench:
         ).strip()
         self.versions["python"] = platform.python_version()
         self.versions["dbproxy"] = _git_version()
-        if "pgbouncer" in args.only:
+        if "pgbouncer" in self.main_targets:
             line, numbers = pgbouncer_version()
             self.versions["pgbouncer"] = line
             self.bouncer_prepared = pgbouncer_supports_prepared(numbers)
@@ -166,7 +230,7 @@ class Bench:
         self.cluster.sql(0, "CHECKPOINT")
         self._wait_replicas_caught_up()
 
-        if "pgbouncer" in args.only:
+        if "pgbouncer" in self.main_targets:
             (port,) = free_ports(1)
             log(f"PgBouncer on {port} ({self.versions['pgbouncer']})")
             self.services["pgbouncer"] = start_pgbouncer(
@@ -182,6 +246,9 @@ class Bench:
             self.endpoints["dbproxy"] = Endpoint(
                 "dbproxy", ports["writer"], BENCH_USER, APP_DB, BENCH_PASSWORD
             )
+            for name in ENDPOINT_NAMES:
+                target = endpoint_target(name)
+                self.endpoints[target] = Endpoint(target, ports[name], BENCH_USER, APP_DB, BENCH_PASSWORD)
 
     def _wait_replicas_caught_up(self, timeout: float = 120) -> None:
         """Replaying pgbench -i's WAL would otherwise eat CPU during the first measurements."""
@@ -204,8 +271,12 @@ class Bench:
             return PREPARED_NA.format(version=version)
         return None
 
+    @staticmethod
+    def service_name(target: str) -> str:
+        return "dbproxy" if target.startswith("dbproxy") else target
+
     def one(self, workload: Workload, target: str, round_no: int, duration: float) -> CellRun:
-        service = self.services.get(target)
+        service = self.services.get(self.service_name(target))
         endpoint = self.endpoints[target]
         if service is not None and not service.alive():
             cell = CellRun(target, workload.key, round_no, error=f"{target} is not running")
@@ -217,6 +288,50 @@ class Bench:
         began = time.monotonic()
         cell = run_pgbench(endpoint, workload, self.args.clients, duration, round_no)
         cell.cpu = usage(before, sample(roots), time.monotonic() - began)
+        self.stats_pending_since = time.monotonic()
+        return cell
+
+    # Where an endpoint run's transactions ran: pg_stat_database.xact_commit per instance.
+
+    def _xact_commits(self) -> list[int]:
+        assert self.cluster is not None
+        query = f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{APP_DB}'"
+        return [int(self.cluster.sql(i, query) or 0) for i in range(len(self.cluster.ports))]
+
+    def _settle_stats(self) -> None:
+        """Wait until every backend has flushed the counters of earlier runs (see STATS_IDLE_FLUSH_S)."""
+        if self.stats_pending_since is None:
+            return
+        wait = self.stats_pending_since + STATS_IDLE_FLUSH_S - time.monotonic()
+        if wait > 0:
+            log(f"waiting {wait:.1f}s for PostgreSQL to flush the previous runs' statistics")
+            time.sleep(wait)
+        self.stats_pending_since = None
+
+    def _xacts_since(self, before: list[int], transactions: int) -> dict[str, int]:
+        """Deltas per instance once they add up to ``transactions`` (the flush is delayed; bounded wait)."""
+        deadline = time.monotonic() + STATS_IDLE_FLUSH_S + 1
+        while True:
+            delta = [after - b for after, b in zip(self._xact_commits(), before, strict=True)]
+            if sum(delta) >= transactions or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if sum(delta) < transactions:
+            log(f"only {sum(delta)} of {transactions} transactions counted by pg_stat_database in time")
+        else:
+            self.stats_pending_since = None  # this run's counters are in: the next snapshot is clean
+        return {f"node{i}": n for i, n in enumerate(delta)}
+
+    def instance_roles(self) -> dict[str, str]:
+        assert self.cluster is not None
+        return {f"node{i}": "primary" if i == 0 else "replica" for i in range(len(self.cluster.ports))}
+
+    def one_endpoint(self, target: str, round_no: int, duration: float) -> CellRun:
+        """One endpoint-comparison run, with its transactions' distribution over the instances."""
+        self._settle_stats()
+        before = self._xact_commits()
+        cell = self.one(ENDPOINTS_WORKLOAD, target, round_no, duration)
+        cell.instance_xacts = self._xacts_since(before, cell.transactions or 0)
         return cell
 
     def _wait_idle(self, roots: list[int], threshold: float = 0.15) -> None:
@@ -247,24 +362,29 @@ class Bench:
 
     def warm_up(self) -> None:
         seconds = 1 if self.args.quick else 2
-        for target in self.args.only:
+        for target in self.main_targets + self.endpoint_targets:  # the replicas' caches and pools too
             cell = self.one(WORKLOADS[0], target, 0, seconds)
             if not cell.ok:
                 self._report_failure(cell, "warm-up")
 
     def measure(self) -> None:
         args = self.args
-        targets = list(args.only)
-        total = args.rounds * sum(1 for w in self.workloads for t in targets if self.skip_note(w, t) is None)
+        groups = [(w, self.main_targets) for w in self.workloads]
+        if self.endpoint_targets:  # last in each round: one stats settle per round, not one per run
+            groups.append((ENDPOINTS_WORKLOAD, self.endpoint_targets))
+        total = args.rounds * sum(1 for w, ts in groups for t in ts if self.skip_note(w, t) is None)
         done = 0
         for round_no in range(1, args.rounds + 1):
-            for wi, workload in enumerate(self.workloads):
+            for wi, (workload, targets) in enumerate(groups):
                 shift = (round_no - 1 + wi) % len(targets)  # rotate the order to spread drift
                 for target in targets[shift:] + targets[:shift]:
                     if self.skip_note(workload, target) is not None:
                         continue
                     done += 1
-                    cell = self.one(workload, target, round_no, args.duration)
+                    if workload is ENDPOINTS_WORKLOAD:
+                        cell = self.one_endpoint(target, round_no, args.duration)
+                    else:
+                        cell = self.one(workload, target, round_no, args.duration)
                     self.runs.append(cell)
                     shown = f"{cell.tps:>10,.0f} tps" if cell.tps is not None else "         - tps"
                     status = "" if cell.ok else f"  FAILED: {cell.error}"
@@ -275,12 +395,22 @@ class Bench:
                             + (f" [{cpu.top_others}]" if cpu.other_cores >= 0.1 and cpu.top_others else "")
                             + f", steal {cpu.steal_cores:.2f}"
                         )
+                    where = ""
+                    if cell.instance_xacts:
+                        where = "  xacts " + " ".join(f"{k} {v}" for k, v in cell.instance_xacts.items())
+                    label = workload.label if workload is not ENDPOINTS_WORKLOAD else "`-S -M simple`"
                     log(
-                        f"[{done}/{total}] round {round_no} {workload.label:<18} {target:<9} {shown}{load}{status}"
+                        f"[{done}/{total}] round {round_no} {label:<18} {target:<14} {shown}{load}{where}{status}"
                     )
                     if not cell.ok:
                         self._report_failure(cell, "run")
                     time.sleep(0.5)
+
+    def measure_classification(self) -> None:
+        """The split classifier's µs per statement (bench/classify_cost.py), in this process, pgbench idle."""
+        repeats, seconds = (7, 0.05) if self.args.quick else (11, 0.1)
+        log("classification cost (in-process micro-benchmark)")
+        self.classify = classify_cost.measure(repeats, seconds, roots=self._our_pids())
 
     def run_profile(self) -> None:
         """-S simple once more against dbproxy, with py-spy attached to it (not in the table)."""
@@ -320,7 +450,7 @@ class Bench:
     def _report_failure(self, cell: CellRun, what: str) -> None:
         print(f"\n--- {what} failed: {cell.target} {cell.workload}: {cell.error}", file=sys.stderr)
         print(f"--- {' '.join(cell.argv)}\n{cell.output_tail}", file=sys.stderr)
-        service = self.services.get(cell.target)
+        service = self.services.get(self.service_name(cell.target))
         if service is not None:
             print(service.log_tail(25), file=sys.stderr)
         elif self.cluster is not None:
@@ -348,7 +478,7 @@ class Bench:
             f"pgbench -c {args.clients} -j {args.clients}, {args.duration} s per run, {args.rounds} round(s) "
             f"with the target order rotated (median shown), scale {args.scale}; pool size {args.pool_size} "
             f"on both poolers, transaction mode, md5 client auth on the poolers (direct: trust); "
-            f"{args.replicas} idle replica(s).",
+            f"{args.replicas} replica(s), idle except in the endpoint comparison.",
             f"{cpus} CPU(s) shared by pgbench, PostgreSQL and the pooler: absolute numbers are small and noisy; "
             "compare the ratios.",
         ]
@@ -378,7 +508,18 @@ class Bench:
                 f"py-spy profile of dbproxy during -S simple: {self.profile['svg']} "
                 f"({self.profile['tps_under_profiler'] or 0:,.0f} TPS while sampled; not in the table)."
             )
-        markdown = f"{title}\n\n{table}\n\n" + "".join(f"- {n}\n" for n in notes)
+        markdown = (
+            f"{title}\n\n" + (f"{table}\n\n" if self.workloads else "") + "".join(f"- {n}\n" for n in notes)
+        )
+        endpoints_md, endpoints_derived = self._endpoints_report()
+        if endpoints_md:
+            markdown += f"\n{endpoints_md}"
+        if self.classify is not None:
+            markdown += (
+                f"\n**Split classification cost** (per statement, in-process)\n\n"
+                f"{classify_cost.build_table(self.classify)}\n\n"
+                + "".join(f"- {n}\n" for n in classify_cost.notes(self.classify))
+            )
         print("\n" + markdown, flush=True)
 
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -390,6 +531,7 @@ class Bench:
                 "duration_s": args.duration, "rounds": args.rounds, "clients": args.clients,
                 "pool_size": args.pool_size, "scale": args.scale, "replicas": args.replicas,
                 "targets": args.only, "workloads": [w.key for w in self.workloads],
+                "endpoints": list(self.endpoint_targets),
             },
             "host": {"cpus": cpus, "platform": platform.platform(), "loadavg_before": self.loadavg_before,
                      "loadavg_after": os.getloadavg()},
@@ -397,6 +539,8 @@ class Bench:
             "median_tps": {w: {t: c.tps for t, c in row.items()} for w, row in cells.items()},
             "cells": {w: {t: c.show() for t, c in row.items()} for w, row in cells.items()},
             "derived": derived,
+            "endpoints": endpoints_derived,
+            "classification_cost_us": self.classify.to_json() if self.classify is not None else None,
             "table_markdown": markdown,
             "profile": self.profile,
             "runs": [r.to_json() for r in self.runs],
@@ -406,6 +550,51 @@ class Bench:
             (RESULTS_DIR / f"{name}.md").write_text(markdown)
         log(f"results: {RESULTS_DIR / f'bench-{stamp}.json'} (and latest.json / latest.md)")
         return markdown, all(r.ok for r in self.runs)
+
+    def _endpoints_report(self) -> tuple[str, dict[str, Any] | None]:
+        """The endpoint comparison's table and notes (Markdown), and its JSON; ("", None) if not run."""
+        if not self.endpoint_targets:
+            return "", None
+        key = ENDPOINTS_WORKLOAD.key
+        cells = {name: summarize(self.runs, key, endpoint_target(name)) for name in ENDPOINT_NAMES}
+        xacts: dict[str, dict[str, int]] = {}
+        for name in ENDPOINT_NAMES:
+            total: dict[str, int] = {}
+            for run in self.runs:
+                if run.workload == key and run.target == endpoint_target(name) and run.instance_xacts:
+                    for node, n in run.instance_xacts.items():
+                        total[node] = total.get(node, 0) + n
+            xacts[name] = total
+        table, derived = build_endpoints_table(
+            ENDPOINTS_WORKLOAD.target_ratio, cells, xacts, self.instance_roles()
+        )
+        args = self.args
+        notes = [
+            f"`pgbench -S -M simple -c {args.clients} -j {args.clients}`, {args.duration} s per run, against "
+            "dbproxy's writer, reader and split endpoints (one dbproxy process), in the same rounds as the other "
+            "runs, endpoint order rotated per round (median shown). Target (issue 3): routing costs "
+            f"≤ 10% TPS vs the plain writer endpoint, i.e. reader/writer and split/writer ≥ "
+            f"{ENDPOINTS_WORKLOAD.target_ratio:.2f}.",
+            f"The {args.replicas} replicas run on the same {os.cpu_count() or 0} shared cores as the primary, "
+            "pgbench and dbproxy: spreading reads over them cannot add capacity here, so reader/writer and "
+            "split/writer measure routing overhead (replica choice; for split, classifying every statement), "
+            "not scale-out.",
+            "Where the transactions ran: the increase of pg_stat_database.xact_commit for the benchmark "
+            "database on each instance across each run, summed over the rounds, read after the backends "
+            "flushed their counters (dbproxy's health probes use another database and are not counted).",
+            "`-M simple` puts a new `aid` literal in every statement text, so on the split endpoint nearly "
+            "every statement misses the classifier's cache: the split run pays the uncached cost below.",
+        ]
+        others = [r.cpu.other_cores for r in self.runs if r.cpu and r.workload == key]
+        if others:
+            notes.append(
+                f"Other processes took mean {sum(others) / len(others):.2f} / max {max(others):.2f} cores during "
+                "these runs" + (": disturbed, compare with care." if max(others) > 0.15 else ".")
+            )
+        markdown = f"**dbproxy endpoints** (issue 3: writer vs reader vs split)\n\n{table}\n\n" + "".join(
+            f"- {n}\n" for n in notes
+        )
+        return markdown, {"median_tps": {n: c.tps for n, c in cells.items()}, "rows": derived}
 
     # ---------------------------------------------------------------- cleanup
 
@@ -455,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.setup()
         bench.warm_up()
         bench.measure()
+        if args.endpoints:
+            bench.measure_classification()
         if args.profile:
             bench.run_profile()
         _, all_ok = bench.report()

@@ -16,7 +16,7 @@ from deploy.pgcluster import HOST, PG_OS_USER, pg_binary
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PGBOUNCER = Path("/usr/sbin/pgbouncer")
-DBPROXY_ENDPOINTS = ("writer", "reader", "split")  # reader/split are there for later benches
+DBPROXY_ENDPOINTS = ("writer", "reader", "split")  # all three compared by bench/run.py --endpoints
 
 
 def dbproxy_config(
