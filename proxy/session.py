@@ -117,6 +117,7 @@ class ClientSession(asyncio.Protocol):
         # Split endpoints: while on a replica, each further statement is classified too; one that
         # must go to the primary is held (with what follows) until the replica is released.
         self._on_replica = False
+        self._first_checked = False
         self._held = False
         self._primary_until = 0.0
         # read_your_writes (split endpoints): the WAL position of this client's last write
@@ -505,7 +506,7 @@ class ClientSession(asyncio.Protocol):
         self.server_pool = pool
         server.owner = self
         self.transactions += 1
-        self._on_replica = self.endpoint.role == "split" and self._last_route == "replica"
+        self._on_replica = self._first_checked = self.endpoint.role == "split" and self._last_route == "replica"
         self._transaction_started = time.monotonic()
         self.app.metrics.transaction_started(self.cluster.name, self.endpoint.name, self._last_route)
         replay = self.gucs.replay_sql(server.gucs)
@@ -798,6 +799,9 @@ class ClientSession(asyncio.Protocol):
         released, ending an open extended-protocol batch with a hidden Sync; it is then routed
         anew. Inside a block (BEGIN READ ONLY ...) it stays: the replica's read-only error is right.
         """
+        if self._first_checked:
+            self._first_checked = False  # the statement _route() just classified
+            return False
         if kind == 0x51:
             sql: bytes | None = body[:-1]
         elif kind == 0x50:
