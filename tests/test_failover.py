@@ -47,7 +47,7 @@ def config_text(pg: PgCluster, ports: Ports, mode: str) -> str:
 [server]
 admin_listen = "{HOST}:{ports.admin}"
 http_listen = "{HOST}:{ports.http}"
-log_level = "debug"
+log_level = "info"
 shutdown_timeout = "2s"
 
 [[users]]
@@ -178,7 +178,7 @@ async def test_kill_of_the_primary_under_write_load_promotes_and_loses_nothing_a
         assert not missing, f"{len(missing)} acknowledged inserts missing on the new primary"
         log = proxy.log_text()
         assert log.count("failover: promoting") == 1
-        for step in ("failover: detected at", "failover: writer resumed at", f"re-pointed "):
+        for step in ("failover: detected at", "failover: writer resumed at", "re-pointed "):
             assert step in log, step
         assert scrape(ports.http)[FAILOVERS] == 1
     finally:
@@ -313,12 +313,13 @@ async def test_switchover_under_read_and_write_load_fails_no_transaction(
         print(f"\nswitchover: {row}; {len(writes.acknowledged())} writes, {reads.reads} reads")
         assert row["old_writer"] == old and row["new_writer"] in replicas
         assert row["old_writer_state"] == "fenced"
-        assert float(row["duration_ms"]) < 5000
+        assert float(row["paused_ms"]) < 5000
         new = pg.instance_addrs().index(row["new_writer"])
-        assert row["replicas_repointed"] == next(r for r in replicas if r != row["new_writer"])
+        assert row["repointed"] == next(r for r in replicas if r != row["new_writer"])
         assert not writes.errors() and not reads.errors, (writes.errors()[:5], reads.errors[:5])
         assert not writes.disconnected
-        assert writes.acknowledged() <= rows_on(pg, new)
+        missing = writes.acknowledged() - rows_on(pg, new)
+        assert not missing, f"{len(missing)} acknowledged writes missing on the new primary"
         assert await writes.conns[0].fetchval("SELECT inet_server_port()") == pg.ports[new]
         assert pg.sql(0, "SHOW default_transaction_read_only") == "on"
         pg.wait_streaming(primary=new, timeout=10)

@@ -125,7 +125,7 @@ def test_never_promotes_while_the_old_primary_answers_probes() -> None:
     for _ in range(20):
         world.round({A: replica(1000), B: replica(900), C: replica(950)})
     assert world.promotions() == []
-    assert world.steps[-1].blocked.startswith(f"old primary {A} still answers probes")
+    assert world.steps[-1].blocked.startswith(f"old primary {A} is not gone: it answers probes")
     # A answers as a primary again before promote_after: the writer is back, no promotion.
     world = World()
     world.healthy()
@@ -182,6 +182,15 @@ def test_a_fenced_stale_primary_does_not_block_promotion() -> None:
     while world.now < end:
         world.round({A: PRIMARY, B: FAIL, C: replica(900, 2)})
     assert world.snapshot.writer is None and world.promotions() == [C]
+
+
+def test_no_incident_at_startup_before_every_instance_was_probed() -> None:
+    world = World()
+    world.probe(B, replica(900))
+    world.probe(C, replica(950))
+    assert world.failover.incident is None and not any(s.began for s in world.steps)
+    world.probe(A, PRIMARY)
+    assert world.failover == FailoverState(A, None) and not any(s.began or s.ended for s in world.steps)
 
 
 def test_without_a_known_primary_every_non_replica_must_be_gone() -> None:
@@ -290,7 +299,8 @@ class FakeActions:
         self.calls.append(f"promote {address}")
         self._maybe_fail("promote")
         await asyncio.sleep(0)
-        self.monitor.record(address, replace(PRIMARY, position=2000, timeline=2))
+        timeline = max(s.timeline or 0 for s in self.monitor.snapshot.instances) + 1
+        self.monitor.record(address, replace(PRIMARY, position=2000, timeline=timeline))
         return True
 
     async def follow(self, replica: Address, primary: Address) -> str:
@@ -309,17 +319,23 @@ class FakeActions:
         self.calls.append(f"wait_replayed {replica} {position}")
         return self.replayed
 
+    def describe_position(self, position: int | None) -> str:
+        return str(position)
+
 
 @dataclass
 class FakeTraffic:
     calls: list[str]
     running: int = 0
+    paused: bool = False
 
     def pause(self) -> None:
         self.calls.append("pause")
+        self.paused = True
 
     def resume(self) -> None:
         self.calls.append("resume")
+        self.paused = False
 
     def in_flight(self, instance: Address) -> int:
         if self.running:
@@ -401,6 +417,11 @@ async def test_switchover_order_and_result() -> None:
                              f"follow {C} {B}", f"close_pinned {A}", "resume"]
     assert (result.old_writer, result.new_writer, result.repointed, result.old_writer_state) == (A, B, (C,), "fenced")
     assert monitor.snapshot.writer == B
+    # Paused by the operator before: still paused after.
+    actions.calls.clear()
+    traffic = FakeTraffic(actions.calls, paused=True)
+    await coordinator.switchover(C, traffic)
+    assert actions.calls[0] == "pause" and "resume" not in actions.calls and traffic.paused
 
 
 async def test_switchover_cancelled_when_the_target_does_not_catch_up_or_transactions_keep_running() -> None:

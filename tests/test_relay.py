@@ -172,3 +172,16 @@ def test_capture_slot_keeps_rows_and_hides_the_response() -> None:
     visible = ROW_DESC + DATA_ROW + SELECT_1 + Z_IDLE
     assert t.feed(hidden + visible) == visible
     assert t.captured == [b"\x00\x01\x00\x00\x00\x090/3000060"]
+
+
+def test_an_unsolicited_fatal_is_dropped_and_marks_the_connection_terminated() -> None:
+    # A dying server (e.g. the postmaster of a primary killed with -9) sends FATAL right after the
+    # ReadyForQuery that ended the client's transaction: it belongs to no client request.
+    fatal = m.error_response("57P01", "terminating connection due to unexpected postmaster exit", "FATAL")
+    t = ResponseTracker()
+    t.push(Slot(QUERY))
+    stream = SELECT_1 + Z_IDLE
+    assert t.feed(stream + fatal) == stream
+    assert t.terminated and t.idle
+    t = ResponseTracker()
+    assert t.feed(fatal) == b"" and t.terminated

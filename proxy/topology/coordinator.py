@@ -60,6 +60,8 @@ class FailoverActions(Protocol):
 
     async def wait_replayed(self, replica: Address, position: int, timeout: float) -> bool: ...
 
+    def describe_position(self, position: int | None) -> str: ...
+
 
 class Traffic(Protocol):
     """The cluster's side of a switchover: hold new transactions, count and cut connections."""
@@ -155,17 +157,20 @@ class FailoverCoordinator:
     async def _promote(self, target: Address, incident: Incident) -> None:
         async with self.busy:
             snapshot = self.monitor.snapshot
+            if self.state.incident is not incident or snapshot.writer is not None:
+                return   # a switchover ran first, or a writer came back meanwhile
             state = snapshot.get(target)
             position = state.position if state is not None else None
             lost = snapshot.get(incident.lost_writer) if incident.lost_writer is not None else None
             down_for = f", {incident.lost_writer} down for {(self._clock() - lost.since) * 1000:.0f} ms" \
                 if lost is not None else ""
-            self._note(f"failover: promoting {target} at {self._iso()} (replay position {position}{down_for})",
+            self._note(f"failover: promoting {target} at {self._iso()} (replay position "
+                       f"{self.actions.describe_position(position)}{down_for})",
                        logging.WARNING)
             began = self._clock()
             exclude = {target} | ({incident.lost_writer} if incident.lost_writer is not None else set())
             try:
-                done, _ = await self._promote_and_repoint(target, exclude)
+                done, repointed = await self._promote_and_repoint(target, exclude)
             except ActionFailed as exc:
                 self.state = promotion_failed(self.state, self._clock(), harmless=exc.harmless,
                                               retry_after=self.settings.promote_after)
@@ -175,8 +180,9 @@ class FailoverCoordinator:
                 return
             if not done:
                 return
-            self._note(f"failover: writer is {target} {(self._clock() - began) * 1000:.0f} ms after the "
-                       "promotion began")
+            self._note(f"failover: done {(self._clock() - began) * 1000:.0f} ms after the promotion began: writer "
+                       f"{self.monitor.snapshot.writer}, replicas re-pointed: "
+                       f"{', '.join(map(str, repointed)) or 'none'}")
             if incident.lost_writer is not None:
                 self._note(f"failover: old primary {incident.lost_writer} must be rebuilt as a replica of "
                            f"{target} (pg_rewind or a new base backup); if it comes back as a primary it is fenced")
@@ -300,7 +306,8 @@ class FailoverCoordinator:
         except ActionFailed:
             await self._allow_writes_again(old)
             raise
-        self._note(f"switchover: {old} is read-only at WAL position {position}; waiting for {new} to replay it")
+        self._note(f"switchover: {old} is read-only at position {self.actions.describe_position(position)}; "
+                   f"waiting for {new} to replay it")
         try:
             if not await self.actions.wait_replayed(new, position, catch_up_timeout):
                 raise SwitchoverRefused(f"{new} did not replay {old}'s WAL within {catch_up_timeout:g}s; "

@@ -53,6 +53,9 @@ class PgFailoverActions:
 
     # ---- the actions ----------------------------------------------------------------------------
 
+    def describe_position(self, position: int | None) -> str:
+        return "unknown" if position is None else format_lsn(position)
+
     async def promote(self, address: Address, wait_seconds: int) -> bool:
         """Promote a replica; True once it runs as a primary, False if still promoting after wait_seconds."""
 
