@@ -489,3 +489,24 @@ def test_classify_never_raises_on_sql_like_text(sql: str) -> None:
         return
     functions = ReadOnlyFunctions()
     assert classify_tree(tree, sql, functions, fast=True) == classify_tree(tree, sql, functions, fast=False)
+
+
+@pytest.mark.parametrize(("sql", "shape"), [
+    ("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;", "SELECT abalance FROM pgbench_accounts WHERE aid = ?;"),
+    ("SELECT t1.a, 'x''y', 3.5e3, -7 FROM t1", "SELECT t1.a, ?, ?, -? FROM t1"),
+    ("SELECT f1(2), f22(x)", "SELECT f1(?), f22(x)"),   # digits inside names are not literals
+    ("1", "?"),
+    ("SELECT 1 -- c", None),
+    ('SELECT "t 1"', None),
+    ("SELECT $1", None),
+])
+def test_literal_shape(sql: str, shape: str | None) -> None:
+    from proxy.routing.classify import literal_shape
+
+    assert literal_shape(sql) == shape
+
+
+def test_functions_whose_names_differ_only_in_digits_do_not_share_a_verdict() -> None:
+    classifier = Classifier(read_only_functions=["f1"])
+    assert classifier.classify("SELECT f1(1)").route is Route.REPLICA
+    assert classifier.classify("SELECT f2(1)").route is Route.PRIMARY

@@ -441,7 +441,9 @@ def classify_sql(sql: str, functions: ReadOnlyFunctions) -> Classification:
 # regex below cannot be fooled take this path: no comments (hints live there; a quote inside a
 # comment would pair up wrongly), no backslashes (E'' escapes), no dollar quotes or parameters,
 # no quoted identifiers (which may contain a quote).
-_LITERAL = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b")
+# (Starts with a character class so the regex engine can skip ahead quickly; a number counts only
+# when no word character precedes it, so t1 or f2() stay as they are.)
+_LITERAL = re.compile(r"[\d'](?:(?<=')(?:[^']|'')*'|(?<![\w$]\d)\d*(?:\.\d+)?(?:[eE][-+]?\d+)?)")
 
 
 def literal_shape(sql: str) -> str | None:
@@ -480,12 +482,12 @@ class Classifier:
         shape = literal_shape(sql)
         verdict = self._shapes.get(shape) if shape is not None else None
         if verdict is not None:
-            self._hits += 1
-        else:
-            self._misses += 1
-            verdict = classify_sql(sql, self.functions)
-            if shape is not None:
-                self._remember(self._shapes, shape, verdict)
+            self._hits += 1   # (not remembered by exact text: such texts rarely come back)
+            return verdict
+        self._misses += 1
+        verdict = classify_sql(sql, self.functions)
+        if shape is not None:
+            self._remember(self._shapes, shape, verdict)
         self._remember(self._exact, sql, verdict)
         return verdict
 
