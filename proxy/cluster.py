@@ -38,8 +38,10 @@ _INSTANCE_UNAVAILABLE = frozenset({"08001", "08006", "57P01", "57P02", "57P03"})
 class Cluster:
     """Pools per (instance, user, database), endpoint targets, pause/resume, client accounting."""
 
-    def __init__(self, config: ClusterConfig) -> None:
+    def __init__(self, config: ClusterConfig,
+                 current_user: Callable[[str], User | None] = lambda name: None) -> None:
         self.config = config
+        self.current_user = current_user   # the configured user by name, as of the last reload
         self.name = config.name
         self.pools: dict[PoolKey, Pool[ServerConnection]] = {}
         self.statement_names = StatementNames()
@@ -154,9 +156,11 @@ class Cluster:
             settings = self.config.pool
 
             async def connect() -> ServerConnection:
-                current = self.config.pool   # reloaded connect_timeout / init_query apply to new connections
+                # Reloaded settings and credentials (a rotated server_password) apply to new connections.
+                current = self.config.pool
+                login = self.current_user(user.name) or user
                 return await open_server_connection(
-                    instance, user.server_user, user.server_password, database,
+                    instance, login.server_user, login.server_password, database,
                     current.connect_timeout, current.init_query)
 
             pool = Pool(f"{self.name}/{instance}/{user.name}/{database}", connect,

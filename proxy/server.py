@@ -13,7 +13,7 @@ from typing import Any
 from .admin import start_admin_console
 from .admin import views as admin_views
 from .cluster import Cluster
-from .config import ClusterConfig, Config, ConfigDiff, ConfigError, EndpointConfig, diff, load_config
+from .config import ClusterConfig, Config, ConfigDiff, ConfigError, EndpointConfig, User, diff, load_config
 from .http import start_http_server
 from .logs import setup_logging
 from .metrics import Metrics
@@ -32,7 +32,7 @@ class ProxyApp:
         self.users = UserDirectory(config.users)
         self.metrics = Metrics()
         self.metrics.on_scrape(lambda: admin_views.live_metrics(self))
-        self.clusters: dict[str, Cluster] = {c.name: Cluster(c) for c in config.clusters}
+        self.clusters: dict[str, Cluster] = {c.name: Cluster(c, self._configured_user) for c in config.clusters}
         self.sessions: set[ClientSession] = set()
         self._client_metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._by_pid: dict[int, ClientSession] = {}
@@ -43,6 +43,10 @@ class ProxyApp:
         self.draining = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.extra_services: list[asyncio.AbstractServer] = []
+
+    def _configured_user(self, name: str) -> User | None:
+        login = self.users.get(name)
+        return login.user if login is not None else None
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -196,7 +200,7 @@ class ProxyApp:
             cluster = self.clusters.get(cluster_config.name)
             old = cluster.config if cluster is not None else None
             if cluster is None:
-                cluster = self.clusters[cluster_config.name] = Cluster(cluster_config)
+                cluster = self.clusters[cluster_config.name] = Cluster(cluster_config, self._configured_user)
                 await cluster.start(self.metrics)
             else:
                 cluster.config = cluster_config

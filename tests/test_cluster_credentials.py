@@ -1,0 +1,52 @@
+"""A pool opens new server connections with the credentials of the last reload (password rotation)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+import proxy.cluster as cluster_module
+from proxy.cluster import Cluster
+from proxy.config import User, parse_config
+
+CONFIG = """
+[[users]]
+name = "app"
+password = "client-secret"
+server_user = "app_rw"
+server_password = "old-server-secret"
+
+[clusters.main]
+engine = "postgres"
+instances = ["127.0.0.1:1"]
+client_auth = "md5"
+
+[[clusters.main.endpoints]]
+name = "writer"
+listen = "127.0.0.1:2"
+role = "writer"
+"""
+
+
+async def test_new_server_connections_use_the_reloaded_server_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = parse_config(CONFIG)
+    old = config.users[0]
+    current: dict[str, User] = {"app": old}
+    opened: list[tuple[str, str | None]] = []
+
+    async def fake_open(instance: Any, user: str, password: str | None, *args: Any) -> Any:
+        opened.append((user, password))
+        raise cluster_module.ServerConnectFailed("not a real server")
+
+    monkeypatch.setattr(cluster_module, "open_server_connection", fake_open)
+    cluster = Cluster(config.clusters[0], current.get)
+    pool = cluster.pool(config.clusters[0].instances[0], old, "app")
+    with pytest.raises(cluster_module.ServerConnectFailed):
+        await pool.borrow(1.0)
+    current["app"] = replace(old, server_password="new-server-secret")   # what a reload does
+    assert cluster.pool(config.clusters[0].instances[0], old, "app") is pool  # the same pool
+    with pytest.raises(cluster_module.ServerConnectFailed):
+        await pool.borrow(1.0)
+    assert opened == [("app_rw", "old-server-secret"), ("app_rw", "new-server-secret")]
