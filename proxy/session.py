@@ -49,6 +49,7 @@ from .protocol.postgres.statements import (
 )
 from .routing.classify import Route
 from .routing.session_state import session_effects
+from .server_reset import reset_then_release
 from .session_gucs import GucState, startup_gucs
 from .transport.pg_server import ServerConnection
 
@@ -777,20 +778,26 @@ class ClientSession(asyncio.Protocol):
 
     def _use_captured(self, server: ServerConnection) -> None:
         rows = server.tracker.captured
-        values = parse_data_row(rows[0]) if rows else []
+        try:
+            values = m.parse_data_row(rows[0]) if rows else []
+        except (ValueError, struct.error):
+            values = []
         if self._capture_position:
             # Until the position is known, fail safe: this client reads from the primary for a while.
             self._primary_until = time.monotonic() + _RYW_FALLBACK_SECONDS
         if not values:
             return
         if self._capture_position:
-            position = parse_lsn(values.pop(0))
+            try:
+                position = m.parse_lsn(values.pop(0))
+            except ValueError:
+                position = None
             if position is not None:
                 self.min_position = max(self.min_position or 0, position)
                 self._primary_until = 0.0
         for name, value in zip(self._capture_names, values, strict=False):
             if value is not None:
-                self.gucs.reported([(name.encode(), value)], server)
+                self.gucs.reported([(name.encode(), value.encode())], server)
 
     def _must_leave_replica(self, kind: int, body: bytes, server: ServerConnection) -> bool:
         """A statement for the primary arrived while this split client is on a replica.
@@ -945,72 +952,3 @@ class ClientSession(asyncio.Protocol):
             pool.release(server)
             return
         reset_then_release(server, pool, cleanup)
-
-
-class _Reset:
-    """Owns an orphaned server connection while ROLLBACK / DISCARD ALL run, then releases it."""
-
-    def __init__(self, pool: Pool[ServerConnection], timer: asyncio.TimerHandle | None = None) -> None:
-        self.pool = pool
-        self.timer = timer
-
-    def check(self, server: ServerConnection) -> None:
-        tracker = server.tracker
-        tracker.parameters.clear()
-        if not tracker.quiet:
-            return
-        self._done(server)
-        if tracker.status == b"I" and not tracker.failed_statements:
-            self.pool.release(server)
-        else:
-            self.pool.discard(server)
-
-    def lost(self, server: ServerConnection) -> None:
-        self._done(server)
-        self.pool.discard(server)
-
-    def _done(self, server: ServerConnection) -> None:
-        server.on_release = None
-        if self.timer is not None:
-            self.timer.cancel()
-
-
-def reset_then_release(server: ServerConnection, pool: Pool[ServerConnection], statements: list[str],
-                       timeout: float = 10.0) -> None:
-    """Run cleanup statements on a server no client owns, then return it to the pool (or close it)."""
-    if "DISCARD ALL" in statements:
-        server.prepared.clear()
-        server.gucs.clear()
-        server.pinned_reason = None
-    reset = _Reset(pool)
-    server.on_release = reset
-    reset.timer = asyncio.get_running_loop().call_later(timeout, reset.lost, server)
-    for sql in statements:
-        server.run_hidden(sql)
-
-
-def parse_data_row(row: bytes) -> list[bytes | None]:
-    """The column values of a DataRow body (None for SQL NULL)."""
-    count = int.from_bytes(row[:2], "big")
-    values: list[bytes | None] = []
-    pos = 2
-    for _ in range(count):
-        length = int.from_bytes(row[pos:pos + 4], "big", signed=True)
-        pos += 4
-        if length < 0:
-            values.append(None)
-        else:
-            values.append(row[pos:pos + length])
-            pos += length
-    return values
-
-
-def parse_lsn(text: bytes | None) -> int | None:
-    """A text LSN ("16/B374D848") as an integer position."""
-    if not text:
-        return None
-    high, _, low = text.partition(b"/")
-    try:
-        return (int(high, 16) << 32) + int(low, 16)
-    except ValueError:
-        return None

@@ -187,7 +187,9 @@ async def test_probe_reads_role_position_and_timeline(pg_cluster: PgCluster) -> 
     primary = PgProbe(Address(HOST, pg_cluster.ports[0]), "app", None, "postgres")
     replica = PgProbe(Address(HOST, pg_cluster.ports[1]), "app", None, "postgres")
     try:
-        p, r = await primary.probe(2.0), await replica.probe(2.0)
+        # The replica first: WAL written between the two probes would put it ahead of an earlier primary sample.
+        r = await replica.probe(2.0)
+        p = await primary.probe(2.0)
         assert p.ok and r.ok, (p.error, r.error)
         assert (p.in_recovery, r.in_recovery) == (False, True)
         assert p.timeline == r.timeline == 1

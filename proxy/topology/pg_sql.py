@@ -7,16 +7,14 @@ connection per action). Never a client's connection; no TLS, no extended protoco
 from __future__ import annotations
 
 import asyncio
-import struct
 
 from ..config import Address
 from ..protocol.postgres import messages as m
 from ..protocol.postgres.framing import MessageReader
+from ..protocol.postgres.messages import format_lsn, parse_data_row, parse_lsn
 from ..protocol.postgres.server_login import ServerLogin
 
 _MAX_MESSAGE = 1 << 20
-_I16 = struct.Struct("!h")
-_I32 = struct.Struct("!i")
 
 Row = list[str | None]
 
@@ -111,30 +109,4 @@ class PgSqlConnection:
             writer.close()
 
 
-def parse_data_row(body: bytes) -> Row:
-    """The text values of a DataRow message body (None for SQL NULL)."""
-    (count,) = _I16.unpack_from(body, 0)
-    pos = 2
-    values: Row = []
-    for _ in range(count):
-        (length,) = _I32.unpack_from(body, pos)
-        pos += 4
-        if length < 0:
-            values.append(None)
-            continue
-        values.append(body[pos:pos + length].decode("utf-8"))
-        pos += length
-    return values
-
-
-def parse_lsn(text: str | None) -> int | None:
-    """A PostgreSQL LSN "16/B374D848" as an integer byte position."""
-    if text is None:
-        return None
-    high, _, low = text.partition("/")
-    return (int(high, 16) << 32) | int(low, 16)
-
-
-def format_lsn(position: int) -> str:
-    """An integer byte position as a PostgreSQL LSN literal ("16/B374D848")."""
-    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
+__all__ = ["PgSqlConnection", "QueryFailed", "Row", "format_lsn", "parse_data_row", "parse_lsn"]

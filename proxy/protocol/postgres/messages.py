@@ -10,6 +10,7 @@ SSL_REQUEST_CODE = 80877103
 GSSENC_REQUEST_CODE = 80877104
 CANCEL_REQUEST_CODE = 80877102
 
+_I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _HDR = struct.Struct("!cI")
 
@@ -174,3 +175,32 @@ def quote_literal(value: str) -> str:
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def parse_data_row(body: bytes) -> list[str | None]:
+    """The text values of a DataRow message body (None for SQL NULL)."""
+    (count,) = _I16.unpack_from(body, 0)
+    pos = 2
+    values: list[str | None] = []
+    for _ in range(count):
+        (length,) = _I32.unpack_from(body, pos)
+        pos += 4
+        if length < 0:
+            values.append(None)
+            continue
+        values.append(body[pos:pos + length].decode("utf-8"))
+        pos += length
+    return values
+
+
+def parse_lsn(text: str | None) -> int | None:
+    """A PostgreSQL LSN "16/B374D848" as an integer byte position."""
+    if text is None:
+        return None
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def format_lsn(position: int) -> str:
+    """An integer byte position as a PostgreSQL LSN literal ("16/B374D848")."""
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
