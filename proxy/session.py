@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import struct
 import time
@@ -14,7 +13,7 @@ from .config import EndpointConfig
 from .errors import AuthenticationFailed, ProtocolViolation, ProxyError, ServerUnavailable, TooManyConnections
 from .pool.pool import Pool
 from .protocol.postgres import messages as m
-from .protocol.postgres.auth import ScramServerExchange, md5_password
+from .protocol.postgres.client_auth import ClientAuthentication
 from .protocol.postgres.framing import (
     MAX_CLIENT_MESSAGE,
     CancelRequest,
@@ -102,7 +101,7 @@ class ClientSession(asyncio.Protocol):
         self.queries = 0
         self._startup_buf = b""
         self._auth_reader = MessageReader(max_length=16 * 1024)
-        self._auth_step: object = None
+        self._auth: ClientAuthentication | None = None
         self._pending = bytearray()
         self._copy_skip = 0
         self.unsynced = False
@@ -252,21 +251,10 @@ class ClientSession(asyncio.Protocol):
         except ValueError as exc:
             raise ProtocolViolation(f"invalid startup options: {exc}") from exc
         self.app_name = params.get("application_name", "")
-        method = self.cluster.config.client_auth
         self.state = _AUTH
-        if method == "trust":
-            self._authenticated()
-        elif method == "md5":
-            if login.user.password is None:
-                raise AuthenticationFailed(f'password authentication failed for user "{user_name}"')
-            salt = os.urandom(4)
-            self._auth_step = salt
-            self.write(m.auth_md5(salt))
-        else:
-            if login.verifier is None:
-                raise AuthenticationFailed(f'password authentication failed for user "{user_name}"')
-            self._auth_step = ScramServerExchange(login.verifier)
-            self.write(m.auth_sasl(["SCRAM-SHA-256"]))
+        self._auth = ClientAuthentication(self.cluster.config.client_auth, user_name, login.user.password,
+                                          login.verifier)
+        self._auth_step_done(self._auth.start())
 
     def _auth_data(self, data: bytes) -> None:
         self._auth_reader.feed(data)
@@ -283,35 +271,19 @@ class ClientSession(asyncio.Protocol):
             self.data_received(rest)
 
     def _auth_message(self, body: bytes) -> None:
-        assert self.login is not None
-        user = self.login.user
-        step = self._auth_step
-        if isinstance(step, bytes):  # md5 salt
-            expected = md5_password(user.name, user.password or "", step)
-            if body.rstrip(b"\x00") != expected:
-                self._auth_failed()
-            self._authenticated()
-        elif isinstance(step, ScramServerExchange):
-            try:
-                if not step._client_first_bare:
-                    mech, pos = m.read_cstr(body, 0)
-                    if mech != b"SCRAM-SHA-256":
-                        raise AuthenticationFailed(f"unsupported SASL mechanism {mech.decode(errors='replace')}")
-                    (length,) = struct.unpack_from("!i", body, pos)
-                    data = body[pos + 4:pos + 4 + length] if length >= 0 else b""
-                    self.write(m.auth_sasl_continue(step.server_first(data)))
-                else:
-                    self.write(m.auth_sasl_final(step.server_final(body)))
-                    self._authenticated()
-            except AuthenticationFailed:
-                self._auth_failed()
-            except (ValueError, struct.error) as exc:
-                raise ProtocolViolation("malformed SASL message") from exc
+        assert self._auth is not None
+        try:
+            reply = self._auth.receive(body)
+        except AuthenticationFailed:
+            self.app.metrics.auth_failed(self.cluster.name, self.endpoint.name)
+            raise
+        self._auth_step_done(reply)
 
-    def _auth_failed(self) -> None:
-        assert self.login is not None
-        self.app.metrics.auth_failed(self.cluster.name, self.endpoint.name)
-        raise AuthenticationFailed(f'password authentication failed for user "{self.login.user.name}"')
+    def _auth_step_done(self, reply: bytes) -> None:
+        if reply:
+            self.write(reply)
+        if self._auth is not None and self._auth.done:
+            self._authenticated()
 
     def _authenticated(self) -> None:
         self.state = _LOGIN

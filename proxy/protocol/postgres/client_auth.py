@@ -1,0 +1,73 @@
+"""Sans-IO authentication of a client by the proxy: trust, md5 or SCRAM-SHA-256 (no I/O, no clock)."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from ...errors import AuthenticationFailed, ProtocolViolation
+from . import messages as m
+from .auth import ScramServerExchange, ScramVerifier, md5_password
+
+
+class ClientAuthentication:
+    """Send what start() returns, feed each password message ('p' body) to receive(); done when `done`.
+
+    Every failure raises AuthenticationFailed with PostgreSQL's own wording (no hint of which part
+    was wrong), or ProtocolViolation for malformed messages.
+    """
+
+    def __init__(self, method: str, user: str, password: str | None, verifier: ScramVerifier | None,
+                 salt: bytes | None = None) -> None:
+        self.method = method
+        self.user = user
+        self._password = password
+        self._verifier = verifier
+        self._salt = salt if salt is not None else os.urandom(4)
+        self._scram: ScramServerExchange | None = None
+        self._scram_started = False
+        self.done = False
+
+    def _refuse(self) -> AuthenticationFailed:
+        return AuthenticationFailed(f'password authentication failed for user "{self.user}"')
+
+    def start(self) -> bytes:
+        """The first authentication request to send (b"" and done for trust)."""
+        if self.method == "trust":
+            self.done = True
+            return b""
+        if self.method == "md5":
+            if self._password is None:
+                raise self._refuse()
+            return m.auth_md5(self._salt)
+        if self._verifier is None:
+            raise self._refuse()
+        self._scram = ScramServerExchange(self._verifier)
+        return m.auth_sasl(["SCRAM-SHA-256"])
+
+    def receive(self, body: bytes) -> bytes:
+        """One password message from the client; returns the reply to send."""
+        if self.done:
+            raise ProtocolViolation("unexpected password message after authentication")
+        if self._scram is None:
+            if body.rstrip(b"\x00") != md5_password(self.user, self._password or "", self._salt):
+                raise self._refuse()
+            self.done = True
+            return b""
+        try:
+            if not self._scram_started:
+                self._scram_started = True
+                mechanism, pos = m.read_cstr(body, 0)
+                if mechanism != b"SCRAM-SHA-256":
+                    raise AuthenticationFailed(
+                        f"unsupported SASL mechanism {mechanism.decode(errors='replace')}")
+                (length,) = struct.unpack_from("!i", body, pos)
+                data = body[pos + 4:pos + 4 + length] if length >= 0 else b""
+                return m.auth_sasl_continue(self._scram.server_first(data))
+            reply = m.auth_sasl_final(self._scram.server_final(body))
+        except AuthenticationFailed as exc:
+            raise self._refuse() from exc
+        except (ValueError, struct.error) as exc:
+            raise ProtocolViolation("malformed SASL message") from exc
+        self.done = True
+        return reply
