@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import struct
 from typing import TYPE_CHECKING
 
 from ..errors import AuthenticationFailed, ProtocolViolation, ProxyError
 from ..protocol.postgres import messages as m
-from ..protocol.postgres.auth import ScramServerExchange, md5_password
+from ..protocol.postgres.client_auth import ClientAuthentication
 from ..protocol.postgres.framing import (
     CancelRequest,
     GSSENCRequest,
@@ -151,42 +149,21 @@ class AdminConnection:
 
     async def _authenticate(self, login: Login) -> None:
         user = login.user
-        if self._auth_method() == "md5" and user.password is not None:
-            salt = os.urandom(4)
-            self._send(m.auth_md5(salt))
+        method = "md5" if self._auth_method() == "md5" and user.password is not None else "scram-sha-256"
+        auth = ClientAuthentication(method, user.name, user.password, login.verifier)
+        reply = auth.start()
+        while not auth.done:
+            self._send(reply)
             await self._flush()
-            body = await self._password_message()
-            if body.rstrip(b"\x00") != md5_password(user.name, user.password, salt):
-                self._auth_failed()
-            return
-        if login.verifier is None:
-            self._auth_failed()
-        assert login.verifier is not None
-        exchange = ScramServerExchange(login.verifier)
-        self._send(m.auth_sasl(["SCRAM-SHA-256"]))
-        await self._flush()
-        body = await self._password_message()
-        try:
-            mechanism, pos = m.read_cstr(body, 0)
-            if mechanism != b"SCRAM-SHA-256":
-                raise AuthenticationFailed(f"unsupported SASL mechanism {mechanism.decode(errors='replace')}")
-            (length,) = struct.unpack_from("!i", body, pos)
-            self._send(m.auth_sasl_continue(exchange.server_first(body[pos + 4:pos + 4 + max(length, 0)])))
-            await self._flush()
-            self._send(m.auth_sasl_final(exchange.server_final(await self._password_message())))
-        except AuthenticationFailed:
-            self._auth_failed()
-        except (ValueError, struct.error) as exc:
-            raise ProtocolViolation("malformed SASL message") from exc
+            reply = auth.receive(await self._password_message())
+        if reply:
+            self._send(reply)
 
     async def _password_message(self) -> bytes:
         kind, body = await self._read_message()
         if kind != 0x70:  # 'p'
             raise ProtocolViolation(f"expected password response, got message type {chr(kind)!r}")
         return body
-
-    def _auth_failed(self) -> None:
-        raise AuthenticationFailed(f'password authentication failed for user "{self.user}"')
 
     def _welcome(self) -> bytes:
         parameters = {
