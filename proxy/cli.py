@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from proxy import __version__
-from proxy.config import Config, ConfigError, load_config, to_display
+from proxy.config import Config, ConfigError, load_config
+from proxy.config_display import to_display
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # runtime failure

@@ -11,14 +11,12 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from proxy.durations import format_duration, parse_duration, parse_size
+from proxy.durations import parse_duration, parse_size
 
 __all__ = [
     "Address",
     "ClusterConfig",
-    "ClusterDiff",
     "Config",
-    "ConfigDiff",
     "ConfigError",
     "EndpointConfig",
     "FailoverSettings",
@@ -27,12 +25,10 @@ __all__ = [
     "ServerSettings",
     "TlsSettings",
     "User",
-    "diff",
     "load_config",
     "parse_config",
     "parse_duration",
     "parse_size",
-    "to_display",
 ]
 
 ENGINES = ("postgres", "mysql")
@@ -806,198 +802,3 @@ def _check_passwords(
             f'user "{users[index].name}" has no password (password, password_env or password_file), '
             f'but cluster "{cluster.name}" uses client_auth = "{cluster.client_auth}"',
         )
-
-
-# --------------------------------------------------------------------------- display
-
-
-def to_display(config: Config) -> dict[str, Any]:
-    """The resolved config as plain TOML-shaped data, secrets masked; absent optional values are left out."""
-    return {
-        "server": _drop_none(
-            {
-                "admin_listen": _str_or_none(config.server.admin_listen),
-                "http_listen": _str_or_none(config.server.http_listen),
-                "log_format": config.server.log_format,
-                "log_level": config.server.log_level,
-                "shutdown_timeout": format_duration(config.server.shutdown_timeout),
-            }
-        ),
-        "users": [
-            _drop_none(
-                {
-                    "name": user.name,
-                    "password": _mask(user.password),
-                    "server_user": user.server_user,
-                    "server_password": _mask(user.server_password),
-                    "admin": user.admin,
-                }
-            )
-            for user in config.users
-        ],
-        "clusters": {cluster.name: _cluster_display(cluster) for cluster in config.clusters},
-    }
-
-
-def _cluster_display(cluster: ClusterConfig) -> dict[str, Any]:
-    return {
-        "engine": cluster.engine,
-        "instances": [str(a) for a in cluster.instances],
-        "client_auth": cluster.client_auth,
-        "read_only_functions": list(cluster.read_only_functions),
-        "tls": _settings_display(cluster.tls),
-        "server_tls": _settings_display(cluster.server_tls),
-        "health": _settings_display(cluster.health),
-        "failover": _settings_display(cluster.failover),
-        "pool": _settings_display(cluster.pool),
-        "endpoints": [_endpoint_display(e) for e in cluster.endpoints],
-    }
-
-
-_DURATION_FIELDS = frozenset(
-    {
-        "interval",
-        "timeout",
-        "max_replica_lag",
-        "promote_after",
-        "borrow_timeout",
-        "idle_timeout",
-        "max_lifetime",
-        "connect_timeout",
-        "client_idle_timeout",
-    }
-)
-
-
-def _settings_display(
-    settings: TlsSettings | HealthSettings | FailoverSettings | PoolSettings,
-) -> dict[str, Any]:
-    values = {f.name: getattr(settings, f.name) for f in fields(settings)}
-    if "password" in values:
-        values["password"] = _mask(values["password"])
-    return _drop_none({k: format_duration(v) if k in _DURATION_FIELDS else v for k, v in values.items()})
-
-
-def _endpoint_display(endpoint: EndpointConfig) -> dict[str, Any]:
-    shown: dict[str, Any] = {"name": endpoint.name, "listen": str(endpoint.listen), "role": endpoint.role}
-    if endpoint.role == "custom":
-        if endpoint.instances:
-            shown["instances"] = [str(a) for a in endpoint.instances]
-        else:
-            shown["exclude"] = [str(a) for a in endpoint.exclude]
-        shown["kind"] = endpoint.kind
-    if endpoint.role == "split":
-        shown["read_your_writes"] = endpoint.read_your_writes
-    return shown
-
-
-def _mask(secret: str | None) -> str | None:
-    return None if secret is None else MASK
-
-
-def _str_or_none(value: object | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
-
-
-# --------------------------------------------------------------------------- diff
-
-
-@dataclass(frozen=True)
-class ClusterDiff:
-    """What changed inside a cluster present in both configs."""
-
-    name: str
-    instances_added: tuple[Address, ...] = ()
-    instances_removed: tuple[Address, ...] = ()
-    endpoints_added: tuple[str, ...] = ()
-    endpoints_removed: tuple[str, ...] = ()
-    endpoints_changed: tuple[str, ...] = ()
-    client_auth_changed: bool = False
-    tls_changed: bool = False
-    server_tls_changed: bool = False
-    health_changed: bool = False
-    failover_changed: bool = False
-    pool_changed: bool = False
-    read_only_functions_changed: bool = False
-
-    @property
-    def changed(self) -> bool:
-        return any(getattr(self, f.name) for f in fields(self) if f.name != "name")
-
-
-@dataclass(frozen=True)
-class ConfigDiff:
-    """Differences between two configs; requires_restart names settings a reload cannot apply."""
-
-    clusters_added: tuple[str, ...] = ()
-    clusters_removed: tuple[str, ...] = ()
-    clusters_changed: tuple[ClusterDiff, ...] = ()
-    users_added: tuple[str, ...] = ()
-    users_removed: tuple[str, ...] = ()
-    users_changed: tuple[str, ...] = ()
-    server_changed: bool = False
-    requires_restart: tuple[str, ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return not any(getattr(self, f.name) for f in fields(self))
-
-
-def diff(old: Config, new: Config) -> ConfigDiff:
-    """Compare two configs for a reload. Only the order of instances/endpoints changing counts as no change.
-
-    Listener changes of [server] and a cluster's engine cannot be applied live and are listed in
-    requires_restart (as "server.admin_listen", "clusters.<name>.engine", ...).
-    """
-    old_clusters = {c.name: c for c in old.clusters}
-    new_clusters = {c.name: c for c in new.clusters}
-    old_users = {u.name: u for u in old.users}
-    new_users = {u.name: u for u in new.users}
-    restart = [
-        f"server.{name}"
-        for name in ("admin_listen", "http_listen")
-        if getattr(old.server, name) != getattr(new.server, name)
-    ]
-    changed: list[ClusterDiff] = []
-    for name in old_clusters.keys() & new_clusters.keys():
-        if old_clusters[name].engine != new_clusters[name].engine:
-            restart.append(f"clusters.{name}.engine")
-        cluster_diff = _diff_cluster(old_clusters[name], new_clusters[name])
-        if cluster_diff.changed:
-            changed.append(cluster_diff)
-    return ConfigDiff(
-        clusters_added=tuple(n for n in new_clusters if n not in old_clusters),
-        clusters_removed=tuple(n for n in old_clusters if n not in new_clusters),
-        clusters_changed=tuple(sorted(changed, key=lambda d: d.name)),
-        users_added=tuple(n for n in new_users if n not in old_users),
-        users_removed=tuple(n for n in old_users if n not in new_users),
-        users_changed=tuple(n for n in new_users if n in old_users and old_users[n] != new_users[n]),
-        server_changed=old.server != new.server,
-        requires_restart=tuple(restart),
-    )
-
-
-def _diff_cluster(old: ClusterConfig, new: ClusterConfig) -> ClusterDiff:
-    old_endpoints = {e.name: e for e in old.endpoints}
-    new_endpoints = {e.name: e for e in new.endpoints}
-    return ClusterDiff(
-        name=new.name,
-        instances_added=tuple(a for a in new.instances if a not in old.instances),
-        instances_removed=tuple(a for a in old.instances if a not in new.instances),
-        endpoints_added=tuple(n for n in new_endpoints if n not in old_endpoints),
-        endpoints_removed=tuple(n for n in old_endpoints if n not in new_endpoints),
-        endpoints_changed=tuple(
-            n for n in new_endpoints if n in old_endpoints and old_endpoints[n] != new_endpoints[n]
-        ),
-        client_auth_changed=old.client_auth != new.client_auth,
-        tls_changed=old.tls != new.tls,
-        server_tls_changed=old.server_tls != new.server_tls,
-        health_changed=old.health != new.health,
-        failover_changed=old.failover != new.failover,
-        pool_changed=old.pool != new.pool,
-        read_only_functions_changed=set(old.read_only_functions) != set(new.read_only_functions),
-    )

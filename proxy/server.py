@@ -13,7 +13,8 @@ from typing import Any
 from .admin import start_admin_console
 from .admin import views as admin_views
 from .cluster import Cluster
-from .config import ClusterConfig, Config, ConfigDiff, ConfigError, EndpointConfig, User, diff, load_config
+from .config import ClusterConfig, Config, ConfigError, EndpointConfig, User, load_config
+from .config_diff import ConfigDiff, diff
 from .http import start_http_server
 from .logs import setup_logging
 from .metrics import Metrics

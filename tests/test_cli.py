@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from proxy import __version__, cli
-from proxy.config import Config, load_config, parse_config, to_display
+from proxy.config import Config, load_config, parse_config
+from proxy.config_display import to_display
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "dbproxy.example.toml"

@@ -11,7 +11,6 @@ import pytest
 
 from proxy.config import (
     Address,
-    ClusterDiff,
     Config,
     ConfigError,
     EndpointConfig,
@@ -21,13 +20,13 @@ from proxy.config import (
     ServerSettings,
     TlsSettings,
     User,
-    diff,
     load_config,
     parse_config,
     parse_duration,
     parse_size,
-    to_display,
 )
+from proxy.config_diff import ClusterDiff, diff
+from proxy.config_display import to_display
 from proxy.durations import format_duration, format_size
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "dbproxy.example.toml"

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .. import __version__
-from ..config import Address, EndpointConfig, to_display
+from ..config import Address, EndpointConfig
+from ..config_display import to_display
 from ..topology.model import InstanceState, TopologySnapshot
 from ..topology.select import custom_membership
 from .resultset import Table

@@ -1,0 +1,112 @@
+"""The resolved configuration as plain data with every secret masked (check-config, SHOW CONFIG)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from .config import (
+    MASK,
+    ClusterConfig,
+    Config,
+    EndpointConfig,
+    FailoverSettings,
+    HealthSettings,
+    PoolSettings,
+    TlsSettings,
+)
+from .durations import format_duration
+
+
+def to_display(config: Config) -> dict[str, Any]:
+    """The resolved config as plain TOML-shaped data, secrets masked; absent optional values are left out."""
+    return {
+        "server": _drop_none(
+            {
+                "admin_listen": _str_or_none(config.server.admin_listen),
+                "http_listen": _str_or_none(config.server.http_listen),
+                "log_format": config.server.log_format,
+                "log_level": config.server.log_level,
+                "shutdown_timeout": format_duration(config.server.shutdown_timeout),
+            }
+        ),
+        "users": [
+            _drop_none(
+                {
+                    "name": user.name,
+                    "password": _mask(user.password),
+                    "server_user": user.server_user,
+                    "server_password": _mask(user.server_password),
+                    "admin": user.admin,
+                }
+            )
+            for user in config.users
+        ],
+        "clusters": {cluster.name: _cluster_display(cluster) for cluster in config.clusters},
+    }
+
+
+def _cluster_display(cluster: ClusterConfig) -> dict[str, Any]:
+    return {
+        "engine": cluster.engine,
+        "instances": [str(a) for a in cluster.instances],
+        "client_auth": cluster.client_auth,
+        "read_only_functions": list(cluster.read_only_functions),
+        "tls": _settings_display(cluster.tls),
+        "server_tls": _settings_display(cluster.server_tls),
+        "health": _settings_display(cluster.health),
+        "failover": _settings_display(cluster.failover),
+        "pool": _settings_display(cluster.pool),
+        "endpoints": [_endpoint_display(e) for e in cluster.endpoints],
+    }
+
+
+_DURATION_FIELDS = frozenset(
+    {
+        "interval",
+        "timeout",
+        "max_replica_lag",
+        "promote_after",
+        "borrow_timeout",
+        "idle_timeout",
+        "max_lifetime",
+        "connect_timeout",
+        "client_idle_timeout",
+    }
+)
+
+
+def _settings_display(
+    settings: TlsSettings | HealthSettings | FailoverSettings | PoolSettings,
+) -> dict[str, Any]:
+    values = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    if "password" in values:
+        values["password"] = _mask(values["password"])
+    return _drop_none({k: format_duration(v) if k in _DURATION_FIELDS else v for k, v in values.items()})
+
+
+def _endpoint_display(endpoint: EndpointConfig) -> dict[str, Any]:
+    shown: dict[str, Any] = {"name": endpoint.name, "listen": str(endpoint.listen), "role": endpoint.role}
+    if endpoint.role == "custom":
+        if endpoint.instances:
+            shown["instances"] = [str(a) for a in endpoint.instances]
+        else:
+            shown["exclude"] = [str(a) for a in endpoint.exclude]
+        shown["kind"] = endpoint.kind
+    if endpoint.role == "split":
+        shown["read_your_writes"] = endpoint.read_your_writes
+    return shown
+
+
+def _mask(secret: str | None) -> str | None:
+    return None if secret is None else MASK
+
+
+def _str_or_none(value: object | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
