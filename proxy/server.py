@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import signal
+import sys
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -313,6 +314,12 @@ def _with_shutdown_timeout(config: Config, seconds: float) -> Config:
 
 def run(config: Config) -> int:
     """Run in the foreground until SIGTERM/SIGINT; returns the process exit code."""
+    unsupported = [c.name for c in config.clusters if c.engine != "postgres"]
+    if unsupported:
+        for name in unsupported:
+            print(f"config error: {config.path}: clusters.{name}.engine: the mysql engine is not "
+                  "implemented in this version yet (postgres only)", file=sys.stderr)
+        return 2
     setup_logging(config.server.log_format, config.server.log_level)
     import uvloop
 
