@@ -50,6 +50,7 @@ class Cluster:
         # Encoded login replies per (id of a welcome dict above, client settings): see session._welcome_bytes.
         self.welcome_messages: dict[tuple[int, tuple[tuple[str, str], ...]], bytes] = {}
         self.clients = 0
+        self.removed = False   # dropped from the config by a reload; kept while clients remain
         self.borrowing = 0   # clients waiting in borrow() for resume, a target, a slot or a new connection
         self._resumed = asyncio.Event()
         self._resumed.set()

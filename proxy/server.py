@@ -96,7 +96,16 @@ class ProxyApp:
             await asyncio.sleep(1.0)
             for cluster in self.clusters.values():
                 cluster.maintain()
+            self._forget_drained_clusters()
             self._close_idle_clients()
+
+    def _forget_drained_clusters(self) -> None:
+        """A cluster removed by reload goes away once its last client has left."""
+        for name, cluster in list(self.clusters.items()):
+            if cluster.removed and cluster.clients == 0:
+                cluster.close()
+                del self.clusters[name]
+                log.info("cluster %s removed by reload: its last client has left, pools and probes stopped", name)
 
     def _close_idle_clients(self) -> None:
         now = time.monotonic()
@@ -246,6 +255,8 @@ class ProxyApp:
         for cluster_name, endpoint_name in list(self.listeners):
             if cluster_name not in kept:
                 self._close_listener(cluster_name, endpoint_name)
+        for name, cluster in self.clusters.items():
+            cluster.removed = name not in kept   # dropped by _forget_drained_clusters once unused
 
     def _close_listener(self, cluster_name: str, endpoint_name: str) -> None:
         server = self.listeners.pop((cluster_name, endpoint_name), None)
