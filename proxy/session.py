@@ -63,6 +63,15 @@ _U32 = struct.Struct("!I")
 _STARTUP, _AUTH, _LOGIN, _READY, _CLOSED = range(5)
 # Bytes buffered from a client that has no server yet before we stop reading from it.
 _PAUSE_BUFFER = 4 * 1024 * 1024
+def _plain_select(sql: bytes) -> bool:
+    """A bytes-level shortcut before session_effects(): a lone SELECT with none of the words that
+    could change session state (see routing.session_state.might_change_session)."""
+    low = sql.lower().rstrip(b"; \t\r\n")   # one trailing ';' (as pgbench sends) is still one statement
+    return (low[:7] == b"select " and b";" not in low and b"advisory" not in low
+            and b"set_config" not in low and b"temp" not in low)
+
+
+_PLAIN_SELECT = _plain_select
 # read_your_writes: how long a client reads from the primary when its last write's position is unknown.
 _RYW_FALLBACK_SECONDS = 10.0
 _DEALLOCATE_RE = re.compile(rb'\s*deallocate\s+(?:prepare\s+)?(?:"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*))\s*;?\s*$',
@@ -590,6 +599,8 @@ class ClientSession(asyncio.Protocol):
     # ---- session state and prepared statements -------------------------------------------------
 
     def _statement_effects(self, sql: bytes, server: ServerConnection) -> None:
+        if _PLAIN_SELECT(sql):
+            return
         effects = session_effects(sql.decode("utf-8", "replace"))
         if effects.discard_all:
             self.gucs.clear(server)
@@ -718,7 +729,7 @@ class ClientSession(asyncio.Protocol):
             tracker.failed_statements.clear()
         if (tracker.idle and not self.unsynced and not self._copy_skip and self.pinned is None
                 and not self.session_mode):
-            if self._after_transaction(server):
+            if (self._capturing or self._tx_set_names or self._read_your_writes) and self._after_transaction(server):
                 return
             self._release()
 

@@ -262,3 +262,30 @@ def test_timing_sanity(capsys: pytest.CaptureFixture[str]) -> None:
     ]
     with capsys.disabled():
         print("\n" + "\n".join(lines))
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+    "SELECT 1;;",
+    "select 1",
+    "SELECT PG_Advisory_Lock(1)",
+    "SELECT pg_catalog.SET_CONFIG('a.b', 'c', false)",
+    "SELECT * INTO TEMP t FROM x",
+    "SELECT 1; SET search_path = x",
+    "SELECT 'temp'",
+])
+def test_the_sessions_bytes_shortcut_never_hides_an_effect(sql: str) -> None:
+    from proxy.session import _plain_select
+
+    if _plain_select(sql.encode()):
+        assert session_effects(sql) == SessionEffects()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="selctSELCT ;_-'()*,.0123456789abdfghijkmnopqruvwxyzADVISORYTEMPGONFI", max_size=60))
+def test_the_sessions_bytes_shortcut_never_hides_an_effect_on_any_text(tail: str) -> None:
+    from proxy.session import _plain_select
+
+    sql = "SELECT " + tail
+    if _plain_select(sql.encode()):
+        assert session_effects(sql) == SessionEffects()
