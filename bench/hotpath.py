@@ -63,8 +63,8 @@ class FakeTransport:
         pass
 
 
-async def main(n: int, profile: bool) -> None:
-    config = parse_config(CONFIG)
+async def main(n: int, profile: bool, role: str = "writer") -> None:
+    config = parse_config(CONFIG.replace('role = "writer"', f'role = "{role}"'))
     app = ProxyApp(config)
     cluster = app.clusters["main"]
     endpoint = cluster.config.endpoints[0]
@@ -85,14 +85,17 @@ async def main(n: int, profile: bool) -> None:
     pool.in_use.add(server)
     pool.release(server)
 
+    queries = [m.query(f"SELECT abalance FROM pgbench_accounts WHERE aid = {i};") for i in range(1000)]
+
     def run(count: int) -> None:
-        for _ in range(count):
-            session.data_received(QUERY)
+        for i in range(count):
+            session.data_received(queries[i % 1000] if role == "split" else QUERY)
             server.data_received(RESPONSE)
 
     run(1000)
     assert session.server is None and pool.idle == [server] and not session._pending
-    assert server.transport.sent >= 1000 * len(QUERY)  # type: ignore[union-attr]
+    sent = sum(len(queries[i]) for i in range(1000)) if role == "split" else 1000 * len(QUERY)
+    assert server.transport.sent >= sent  # type: ignore[union-attr]
     profiler = cProfile.Profile() if profile else None
     started = time.perf_counter()
     if profiler:
@@ -110,5 +113,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=200_000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--role", default="writer", choices=["writer", "reader", "split"],
+                        help="endpoint role (split: each query text gets a new literal, as pgbench -M simple)")
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.profile))
+    asyncio.run(main(args.n, args.profile, args.role))

@@ -46,7 +46,7 @@ from .protocol.postgres.statements import (
     rewrite_bind,
     target_name,
 )
-from .routing.classify import Route
+from .routing.classify import Classification, Route
 from .routing.session_state import session_effects
 from .server_reset import reset_then_release
 from .session_gucs import GucState, startup_gucs
@@ -72,6 +72,7 @@ def _plain_select(sql: bytes) -> bool:
 
 
 _PLAIN_SELECT = _plain_select
+_NO_VERDICT = Classification(Route.PRIMARY, "none yet")
 # read_your_writes: how long a client reads from the primary when its last write's position is unknown.
 _RYW_FALLBACK_SECONDS = 10.0
 _DEALLOCATE_RE = re.compile(rb'\s*deallocate\s+(?:prepare\s+)?(?:"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*))\s*;?\s*$',
@@ -129,6 +130,8 @@ class ClientSession(asyncio.Protocol):
         self._first_checked = False
         self._held = False
         self._primary_until = 0.0
+        self._route_stem = b"\x00"   # split: the previous statement's text without trailing digits
+        self._route_verdict: Classification = _NO_VERDICT
         # read_your_writes (split endpoints): the WAL position of this client's last write
         # transaction; replicas serve it only once they have replayed that far.
         self._read_your_writes = endpoint.role == "split" and endpoint.read_your_writes
@@ -439,10 +442,12 @@ class ClientSession(asyncio.Protocol):
             return "primary"
         if role != "split":
             return "replica"
-        if len(data) < 5 or len(data) < 1 + _U32.unpack_from(data, 1)[0]:
+        if len(data) < 5:
+            return "primary"
+        end = 1 + _U32.unpack_from(data, 1)[0]
+        if len(data) < end:
             return "primary"
         kind = data[0]
-        end = 1 + _U32.unpack_from(data, 1)[0]
         sql: bytes | None = None
         if kind == 0x51:  # Query
             sql = bytes(data[5:end - 1])
@@ -455,7 +460,15 @@ class ClientSession(asyncio.Protocol):
             sql = statement.query if statement is not None else None
         if sql is None:
             return "primary"
-        verdict = self.cluster.classifier.classify(sql.decode("utf-8", "replace"))
+        # Texts that differ from this client's previous one only in trailing digits (a numeric literal
+        # at the end, as in point lookups) route the same way: the digits cannot turn the statement
+        # into a write, a function call, a locking clause or a hint.
+        stem = sql.rstrip(b"0123456789; \t\r\n")
+        if stem == self._route_stem:
+            verdict = self._route_verdict
+        else:
+            verdict = self.cluster.classifier.classify(sql.decode("utf-8", "replace"))
+            self._route_stem, self._route_verdict = stem, verdict
         if verdict.route is not Route.REPLICA or verdict.ends_transaction:
             return "primary"
         if self._primary_until and time.monotonic() < self._primary_until:
