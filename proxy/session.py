@@ -97,6 +97,7 @@ class ClientSession(asyncio.Protocol):
         self.state = _STARTUP
         self.login: Login | None = None
         self.database = ""
+        self.app_name = ""
         self.connected_at = time.time()
         self.pid = 0
         self.key = 0

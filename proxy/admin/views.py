@@ -213,7 +213,7 @@ def clients(app: ProxyApp) -> Table:
         user = session.login.user.name if session.login is not None else None
         idle_s = round(now - session.last_activity, 3) if server is None else None
         rows.append((session.pid or None, session.cluster.name, session.endpoint.name, user,
-                     session.database or None, session.peer, getattr(session, "app_name", "") or None,
+                     session.database or None, session.peer, session.app_name or None,
                      client_state(session), server.id if server is not None else None,
                      str(server.address) if server is not None else None, session.pinned,
                      session.transactions, session.queries, iso_time(session.connected_at), idle_s))
