@@ -126,7 +126,12 @@ class Cluster:
 
     def outstanding(self, instance: Address) -> int:
         """Server connections borrowed (or being opened) on an instance, over all its pools."""
-        return sum(len(p.in_use) + p.opening for p in self._pools_by_instance.get(instance, ()))
+        pools = self._pools_by_instance.get(instance)
+        if not pools:
+            return 0
+        if len(pools) == 1:   # the usual case: one (user, database) per instance
+            return len(pools[0].in_use) + pools[0].opening
+        return sum(len(p.in_use) + p.opening for p in pools)
 
     def _connect_refused(self, instance: Address, exc: ServerConnectFailed) -> bool:
         """Note an instance that refused a connection; True if the borrow should try another target."""
