@@ -37,6 +37,7 @@ import asyncpg
 from conftest import REPO_ROOT, ProxyProcess, listen_addresses  # tests/ is on sys.path (rootdir conftest)
 
 from deploy.pgcluster import HOST, PgCluster, free_ports, pg_binary
+from proxy.protocol.postgres.messages import parse_data_row
 
 
 @dataclass(frozen=True)
@@ -347,22 +348,7 @@ class RawClient:
 
 def data_rows(messages: list[tuple[bytes, bytes]]) -> list[list[str | None]]:
     """Text values of every DataRow in ``messages``."""
-    rows = []
-    for kind, body in messages:
-        if kind != b"D":
-            continue
-        (count,) = struct.unpack_from("!H", body, 0)
-        pos, row = 2, []
-        for _ in range(count):
-            (size,) = struct.unpack_from("!i", body, pos)
-            pos += 4
-            if size < 0:
-                row.append(None)
-            else:
-                row.append(body[pos:pos + size].decode())
-                pos += size
-        rows.append(row)
-    return rows
+    return [parse_data_row(body) for kind, body in messages if kind == b"D"]
 
 
 def error_fields(body: bytes) -> dict[str, str]:

@@ -43,6 +43,7 @@ from conftest import ProxyProcess
 from e2e_helpers import clean_env, running_proxy, wait_until
 
 from deploy.pgcluster import HOST, PgCluster, free_ports, pg_binary
+from proxy.protocol.postgres.messages import parse_data_row
 
 INTERVAL_MS = 100
 TABLE_DB = "split_table"
@@ -199,7 +200,7 @@ class SimpleClient:
         while True:
             kind, body = await self._next()
             if kind == b"D":
-                reply.rows.append(_data_row(body))
+                reply.rows.append(parse_data_row(body))
             elif kind == b"d":
                 reply.copy_data.append(body)
             elif kind == b"E" and reply.error is None:
@@ -226,18 +227,6 @@ class SimpleClient:
             pass
 
 
-def _data_row(body: bytes) -> list[str | None]:
-    (count,) = struct.unpack_from("!H", body, 0)
-    pos, row = 2, []
-    for _ in range(count):
-        (size,) = struct.unpack_from("!i", body, pos)
-        pos += 4
-        if size < 0:
-            row.append(None)
-        else:
-            row.append(body[pos:pos + size].decode())
-            pos += size
-    return row
 
 
 # ============================================================================== 1. the table
