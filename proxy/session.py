@@ -130,6 +130,7 @@ class ClientSession(asyncio.Protocol):
         self._on_replica = False
         self._first_checked = False
         self._held = False
+        self._sync_after_held = False
         self._primary_until = 0.0
         self._route_stem = b"\x00"   # split: the previous statement's text without trailing digits
         self._route_verdict: Classification = _NO_VERDICT
@@ -602,6 +603,9 @@ class ClientSession(asyncio.Protocol):
             server.write(data)
         else:
             out.append(data[start:pos])
+            if self._sync_after_held:
+                self._sync_after_held = False
+                out.append(m.sync())   # ends the batch that stays on the replica (see _must_leave_replica)
             self._flush_to_server(server, out)
 
     @staticmethod
@@ -821,8 +825,9 @@ class ClientSession(asyncio.Protocol):
             return False
         self._held = True
         if self.unsynced:
+            # Written by _forward after the messages before this one, in order.
             server.tracker.push(Slot(SYNC, DROP_ALL))
-            server.write(m.sync())
+            self._sync_after_held = True
             self.unsynced = False
         return True
 
