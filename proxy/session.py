@@ -449,17 +449,7 @@ class ClientSession(asyncio.Protocol):
         end = 1 + _U32.unpack_from(data, 1)[0]
         if len(data) < end:
             return "primary"
-        kind = data[0]
-        sql: bytes | None = None
-        if kind == 0x51:  # Query
-            sql = bytes(data[5:end - 1])
-        elif kind == 0x50:  # Parse
-            sql = decode_parse(bytes(data[5:end])).query
-        elif kind == 0x42:  # Bind of a statement prepared earlier
-            body = bytes(data[5:end])
-            start, stop = bind_statement(body)
-            statement = self.statements.get(body[start:stop])
-            sql = statement.query if statement is not None else None
+        sql = self._statement_text(data[0], bytes(data[5:end]))
         if sql is None:
             return "primary"
         # Texts that differ from this client's previous one only in trailing digits (a numeric literal
@@ -476,6 +466,18 @@ class ClientSession(asyncio.Protocol):
         if self._primary_until and time.monotonic() < self._primary_until:
             return "primary"  # read_your_writes without a known position for the last write
         return "replica"
+
+    def _statement_text(self, kind: int, body: bytes) -> bytes | None:
+        """The SQL a Query, a Parse, or a Bind of a known named statement runs (else None)."""
+        if kind == 0x51:  # Query
+            return body[:-1]
+        if kind == 0x50:  # Parse
+            return decode_parse(body).query
+        if kind == 0x42:  # Bind of a statement prepared earlier
+            start, stop = bind_statement(body)
+            statement = self.statements.get(body[start:stop]) if start != stop else None
+            return statement.query if statement is not None else None
+        return None
 
     def _min_position(self, route: str) -> int | None:
         return self.min_position if route == "replica" and self._read_your_writes else None
@@ -810,14 +812,7 @@ class ClientSession(asyncio.Protocol):
         if self._first_checked:
             self._first_checked = False  # the statement _route() just classified
             return False
-        if kind == 0x51:
-            sql: bytes | None = body[:-1]
-        elif kind == 0x50:
-            sql = decode_parse(body).query
-        else:
-            start, stop = bind_statement(body)
-            statement = self.statements.get(body[start:stop]) if start != stop else None
-            sql = statement.query if statement is not None else None
+        sql = self._statement_text(kind, body)
         if sql is None or self.pinned is not None or self.session_mode:
             return False
         verdict = self.cluster.classifier.classify(sql.decode("utf-8", "replace"))
