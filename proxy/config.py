@@ -94,13 +94,15 @@ class TlsSettings:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Process-wide settings from [server]; shutdown_timeout bounds the graceful drain on SIGTERM."""
+    """Process-wide settings from [server]; shutdown_timeout bounds the graceful drain on SIGTERM,
+    client_login_timeout the time a client has to finish startup and authentication."""
 
     admin_listen: Address | None
     http_listen: Address | None
     log_format: str
     log_level: str
     shutdown_timeout: float = 30.0
+    client_login_timeout: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -432,7 +434,8 @@ class _Table:
 # --------------------------------------------------------------------------- building
 
 
-_SERVER_KEYS = ("admin_listen", "http_listen", "log_format", "log_level", "shutdown_timeout")
+_SERVER_KEYS = ("admin_listen", "http_listen", "log_format", "log_level", "shutdown_timeout",
+                "client_login_timeout")
 _USER_KEYS = (
     "name",
     "password",
@@ -492,6 +495,7 @@ def _build_server(t: _Table) -> ServerSettings:
         log_format=t.choice("log_format", LOG_FORMATS, "text"),
         log_level=t.choice("log_level", LOG_LEVELS, "info"),
         shutdown_timeout=t.duration("shutdown_timeout", 30.0),
+        client_login_timeout=t.duration("client_login_timeout", 15.0, positive=True),
     )
 
 

@@ -28,6 +28,7 @@ def to_display(config: Config) -> dict[str, Any]:
                 "log_format": config.server.log_format,
                 "log_level": config.server.log_level,
                 "shutdown_timeout": format_duration(config.server.shutdown_timeout),
+                "client_login_timeout": format_duration(config.server.client_login_timeout),
             }
         ),
         "users": [

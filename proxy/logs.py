@@ -9,7 +9,10 @@ import sys
 import time
 from typing import TextIO
 
-# How long an INFO line may wait in memory before it is written; WARNING and above go out at once.
+# The logger of the per-connection lines ("client ... connected", "... disconnected"): the only
+# lines that are batched, since they come with every short-lived client connection.
+CONNECTIONS_LOGGER = "dbproxy.connections"
+# How long a connection line may wait in memory before it is written.
 FLUSH_INTERVAL = 0.05
 # Lines kept before writing regardless of the interval.
 MAX_BUFFERED_LINES = 512
@@ -50,10 +53,11 @@ class JsonFormatter(logging.Formatter):
 
 
 class BatchingHandler(logging.Handler):
-    """Writes lines in batches: a write per line is a syscall on every client connect and disconnect.
+    """Writes connection lines in batches: a write per line is a syscall on every connect and disconnect.
 
-    INFO and DEBUG lines wait at most FLUSH_INTERVAL (flushed from the running event loop);
-    WARNING and above, lines logged outside an event loop, and a full buffer are written at once.
+    INFO and DEBUG lines of CONNECTIONS_LOGGER wait at most FLUSH_INTERVAL (flushed from the running
+    event loop). Any other line, a line logged outside an event loop and a full buffer are written at
+    once, after the waiting lines (the order of lines is kept).
     """
 
     def __init__(self, stream: TextIO, interval: float = FLUSH_INTERVAL,
@@ -71,7 +75,8 @@ class BatchingHandler(logging.Handler):
         except Exception:  # a bad format argument must not take the caller down
             self.handleError(record)
             return
-        if record.levelno >= logging.WARNING or len(self._lines) >= self.max_lines:
+        if (record.name != CONNECTIONS_LOGGER or record.levelno >= logging.WARNING
+                or len(self._lines) >= self.max_lines):
             self.flush()
         elif self._timer is None:
             try:

@@ -17,13 +17,14 @@ from .cluster import Cluster
 from .config import ClusterConfig, Config, ConfigError, EndpointConfig, User, load_config
 from .config_diff import ConfigDiff, diff
 from .http import start_http_server
-from .logs import setup_logging
+from .logs import CONNECTIONS_LOGGER, setup_logging
 from .metrics import Metrics
 from .protocol.postgres import messages as m
 from .session import ClientSession
 from .users import UserDirectory
 
 log = logging.getLogger("dbproxy")
+connections_log = logging.getLogger(CONNECTIONS_LOGGER)
 
 
 class ProxyApp:
@@ -76,12 +77,18 @@ class ProxyApp:
         loop = asyncio.get_running_loop()
         name = endpoint.name
 
-        def session() -> ClientSession:   # a reload may change the endpoint's settings
-            current = next((e for e in cluster.config.endpoints if e.name == name), endpoint)
-            return ClientSession(self, cluster, current)
+        # A reload may change the endpoint's settings: look them up again when the config changed.
+        seen: list[Any] = [cluster.config, endpoint]
+
+        def session() -> ClientSession:
+            if seen[0] is not cluster.config:
+                seen[0] = cluster.config
+                seen[1] = next((e for e in cluster.config.endpoints if e.name == name), endpoint)
+            return ClientSession(self, cluster, seen[1])
 
         server = await loop.create_server(session, endpoint.listen.host, endpoint.listen.port,
-                                          reuse_address=True, backlog=2048)
+                                          reuse_address=True, backlog=2048,
+                                          reuse_port=bool(__import__('os').environ.get('DBPROXY_REUSE_PORT')))
         self.listeners[(cluster.name, endpoint.name)] = server
         log.info("endpoint %s/%s (%s) listening on %s", cluster.name, endpoint.name, endpoint.role,
                  endpoint.listen)
@@ -98,6 +105,7 @@ class ProxyApp:
                 cluster.maintain()
             self._forget_drained_clusters()
             self._close_idle_clients()
+            self._close_stalled_logins()
 
     def _forget_drained_clusters(self) -> None:
         """A cluster removed by reload goes away once its last client has left."""
@@ -114,6 +122,12 @@ class ProxyApp:
             if limit > 0 and session.server is None and now - session.last_activity > limit:
                 session.close("client_idle_timeout", m.error_response(
                     "57P01", f"closing connection idle for more than {limit:g}s", "FATAL"))
+
+    def _close_stalled_logins(self) -> None:
+        now = time.monotonic()
+        limit = self.config.server.client_login_timeout
+        for session in list(self.sessions):
+            session.check_login_deadline(now, limit)
 
     async def drain(self) -> None:
         """Graceful stop: close listeners, close idle clients, let transactions finish (bounded)."""
@@ -169,7 +183,8 @@ class ProxyApp:
         self._by_pid.pop(session.pid, None)
         self._client_metrics(session)[0].dec()
         if session.login is not None and session.pid:
-            log.info("client %s disconnected: %s (transactions=%d)", session.peer, reason, session.transactions)
+            connections_log.info("client %s disconnected: %s (transactions=%d)", session.peer, reason,
+                                 session.transactions)
         else:
             log.debug("client %s closed before login: %s", session.peer, reason)
 

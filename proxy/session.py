@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from .config import EndpointConfig
 from .errors import AuthenticationFailed, ProtocolViolation, ProxyError, ServerUnavailable, TooManyConnections
+from .logs import CONNECTIONS_LOGGER
 from .pool.pool import Pool
 from .protocol.postgres import messages as m
 from .protocol.postgres.client_auth import ClientAuthentication
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
     from .users import Login
 
 log = logging.getLogger("dbproxy.client")
+# "connected" / "disconnected" lines: written in batches (see logs.BatchingHandler).
+connections_log = logging.getLogger(CONNECTIONS_LOGGER)
 
 _U32 = struct.Struct("!I")
 _STARTUP, _AUTH, _LOGIN, _READY, _CLOSED = range(5)
@@ -77,8 +80,6 @@ _NO_VERDICT = Classification(Route.PRIMARY, "none yet")
 _RYW_FALLBACK_SECONDS = 10.0
 _DEALLOCATE_RE = re.compile(rb'\s*deallocate\s+(?:prepare\s+)?(?:"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*))\s*;?\s*$',
                             re.IGNORECASE)
-# A client must finish startup and authentication within this (PgBouncer: client_login_timeout).
-LOGIN_TIMEOUT = 15.0
 _STREAM_COPY_DATA = 0x64  # CopyData may stream through before it is complete
 # Slots are immutable once made: share one per kind for plain pass-through responses.
 _QUERY_SLOT, _SYNC_SLOT, _EXECUTE_SLOT = Slot(QUERY), Slot(SYNC), Slot(EXECUTE)
@@ -122,7 +123,7 @@ class ClientSession(asyncio.Protocol):
         self._paused_reading = False
         self._close_reason = ""
         self._counted = False
-        self.last_activity = time.monotonic()
+        self.opened = self.last_activity = time.monotonic()
         self._last_route = "primary"
         self._transaction_started = 0.0
         # Split endpoints: while on a replica, each further statement is classified too; one that
@@ -150,13 +151,16 @@ class ClientSession(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         # uvloop already sets TCP_NODELAY on every TCP transport.
-        self._login_timer = asyncio.get_running_loop().call_later(LOGIN_TIMEOUT, self._login_timed_out)
         self.app.client_opened(self)
 
-    def _login_timed_out(self) -> None:
-        """SPEC §9 slow-loris: a client that has not finished logging in is let go."""
-        if self.state in (_STARTUP, _AUTH):
-            log.info("client %s: login not completed within %gs", self.peer, LOGIN_TIMEOUT)
+    def check_login_deadline(self, now: float, limit: float) -> None:
+        """SPEC §9 slow-loris: a client still logging in `limit` seconds after connecting is let go.
+
+        Called about once a second for every client (ProxyApp's maintenance) instead of a timer per
+        connection: short-lived connections are the common case and each timer costs.
+        """
+        if self.state in (_STARTUP, _AUTH) and now - self.opened > limit:
+            log.info("client %s: login not completed within %gs", self.peer, limit)
             self.close("login timeout", m.error_response("08P01", "login timeout", "FATAL")
                        if self.state == _AUTH else b"")
 
@@ -180,7 +184,6 @@ class ClientSession(asyncio.Protocol):
             log.info("client %s: disconnected with an incomplete startup packet (%d bytes)",
                      self.peer, len(self._startup_buf))
         self.state = _CLOSED
-        self._login_timer.cancel()
         if not self._close_reason:
             self._close_reason = "client disconnected" if exc is None else f"client connection lost: {exc}"
         if self._borrow_task is not None:
@@ -348,9 +351,8 @@ class ClientSession(asyncio.Protocol):
         self.write(self._welcome_bytes(welcome) + m.backend_key_data(self.pid, self.key)
                    + m.ready_for_query(b"I"))
         self.state = _READY
-        self._login_timer.cancel()
-        log.info("client %s connected: user=%s database=%s endpoint=%s/%s", self.peer, self.login.user.name,
-                 self.database, self.cluster.name, self.endpoint.name)
+        connections_log.info("client %s connected: user=%s database=%s endpoint=%s/%s", self.peer,
+                             self.login.user.name, self.database, self.cluster.name, self.endpoint.name)
         if self._pending:
             data = bytes(self._pending)
             self._pending.clear()

@@ -114,13 +114,15 @@ def proxy_config(
     pool_extra: Mapping[str, str | int | bool] | None = None,
     more_clusters: Sequence[ClusterSpec] = (),
     log_level: str = "info",
+    client_login_timeout: str = "15s",
 ) -> str:
     """TOML for a proxy in front of ``pg`` (cluster "main" on ``port``, plus ``more_clusters``)."""
     main = ClusterSpec("main", port, client_auth, pool_mode, pool_size, pool_extra=dict(pool_extra or {}))
     parts = [
         "[server]\n"
         f"log_level = {_q(log_level)}\n"
-        'shutdown_timeout = "2s"\n',
+        'shutdown_timeout = "2s"\n'
+        f"client_login_timeout = {_q(client_login_timeout)}\n",
         *(user.toml() for user in users),
         *(spec.toml(pg) for spec in (main, *more_clusters)),
     ]

@@ -181,6 +181,7 @@ def test_example_config_parses_to_the_documented_values() -> None:
         log_format="text",
         log_level="info",
         shutdown_timeout=30.0,
+        client_login_timeout=15.0,
     )
     assert config.users == (
         User("app", "app-secret", "app", "app-secret", admin=False),

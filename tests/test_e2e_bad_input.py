@@ -27,6 +27,9 @@ from e2e_helpers import (
 
 from deploy.pgcluster import PgCluster
 
+# The module's proxy lets a client take this long to log in (SPEC §9 slow-loris; default 15 s).
+LOGIN_TIMEOUT = 3.0
+
 
 @pytest.fixture(scope="module")
 def proxy(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
@@ -34,7 +37,8 @@ def proxy(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> It
     # server connection a misbehaving client had.
     pg_cluster.sql(0, "DROP TABLE IF EXISTS e2e_bad; CREATE TABLE e2e_bad (x int); "
                       "GRANT ALL ON e2e_bad TO PUBLIC", db="app")
-    with module_proxy(pg_cluster, tmp_path_factory.mktemp("bad"), pool_size=1, client_auth="trust") as proxy:
+    with module_proxy(pg_cluster, tmp_path_factory.mktemp("bad"), pool_size=1, client_auth="trust",
+                      client_login_timeout=f"{LOGIN_TIMEOUT:g}s") as proxy:
         yield proxy
         proxy.assert_alive_and_clean()
 
@@ -115,6 +119,26 @@ def test_truncated_startup_then_close(proxy: RunningProxy) -> None:
     messages = client.read_until_ready()
     assert messages[-1] == (b"Z", b"I")
     assert data_rows(client.query("SELECT 7")) == [["7"]]
+    client.close()
+
+
+def test_client_that_never_finishes_login_is_let_go(proxy: RunningProxy) -> None:
+    """A half-sent startup packet and a silent connection are closed after client_login_timeout."""
+    silent, half = RawClient(proxy.port), RawClient(proxy.port)
+    half.send(startup_packet("app")[:11])
+    started = time.monotonic()
+    assert silent.read_all_until_eof(timeout=LOGIN_TIMEOUT + 5) == b""
+    assert half.read_all_until_eof(timeout=5) == b""
+    waited = time.monotonic() - started
+    # The deadline is checked once a second.
+    assert LOGIN_TIMEOUT - 0.5 <= waited <= LOGIN_TIMEOUT + 2.5, waited
+    wait_until(lambda: f"login not completed within {LOGIN_TIMEOUT:g}s" in proxy.log_text(),
+               what="the login timeout log line")
+    # A client that logs in promptly and then stays idle longer than that is not touched.
+    client = RawClient(proxy.port)
+    client.login()
+    time.sleep(LOGIN_TIMEOUT + 1.5)
+    assert data_rows(client.query("SELECT 'still here'")) == [["still here"]]
     client.close()
 
 

@@ -9,6 +9,18 @@ from ...errors import AuthenticationFailed, ProtocolViolation
 from . import messages as m
 from .auth import ScramServerExchange, ScramVerifier, md5_password
 
+_salt_pool = b""
+_salt_used = 0
+
+
+def _random_salt() -> bytes:
+    """4 bytes from the OS's random source, read 4 KiB at a time (one syscall per 1,024 md5 logins)."""
+    global _salt_pool, _salt_used
+    if _salt_used + 4 > len(_salt_pool):
+        _salt_pool, _salt_used = os.urandom(4096), 0
+    _salt_used += 4
+    return _salt_pool[_salt_used - 4:_salt_used]
+
 
 class ClientAuthentication:
     """Send what start() returns, feed each password message ('p' body) to receive(); done when `done`.
@@ -23,7 +35,7 @@ class ClientAuthentication:
         self.user = user
         self._password = password
         self._verifier = verifier
-        self._salt = salt if salt is not None else os.urandom(4)
+        self._salt = salt
         self._scram: ScramServerExchange | None = None
         self._scram_started = False
         self.done = False
@@ -39,6 +51,8 @@ class ClientAuthentication:
         if self.method == "md5":
             if self._password is None:
                 raise self._refuse()
+            if self._salt is None:
+                self._salt = _random_salt()
             return m.auth_md5(self._salt)
         if self._verifier is None:
             raise self._refuse()
@@ -50,7 +64,7 @@ class ClientAuthentication:
         if self.done:
             raise ProtocolViolation("unexpected password message after authentication")
         if self._scram is None:
-            if body.rstrip(b"\x00") != md5_password(self.user, self._password or "", self._salt):
+            if body.rstrip(b"\x00") != md5_password(self.user, self._password or "", self._salt or b""):
                 raise self._refuse()
             self.done = True
             return b""
