@@ -1,4 +1,4 @@
-"""Medians per (workload, target), the Markdown results table, and the JSON written to bench/results/."""
+"""Medians per (workload, target), the Markdown results tables, and the JSON written to bench/results/."""
 
 from __future__ import annotations
 
@@ -82,14 +82,58 @@ def _fmt_ratio(value: float | None) -> str:
 # ---- issue 3: dbproxy's endpoints side by side ------------------------------------------------------
 
 ENDPOINT_NAMES = ("writer", "reader", "split")
-# Under pgbench -S every transaction is a read: the writer must keep them on the primary, reader and
-# split must send them to the replicas. "Landed" means at least this share went where expected.
+# "Landed" means at least this share of an endpoint's transactions ran where expected.
 LANDED_SHARE = 0.95
 
 
-def endpoint_target(name: str) -> str:
-    """The CellRun target of dbproxy's endpoint ``name`` in the endpoint comparison."""
-    return f"dbproxy-{name}"
+@dataclass(frozen=True)
+class EndpointSet:
+    """One writer/reader/split comparison: the endpoints of one dbproxy cluster, and where reads go.
+
+    Under pgbench -S every transaction is a read: the writer keeps them on the primary; reader and
+    split send them to ``reads_on`` ("replicas", or "primary" for a cluster without replicas, where
+    both fall back to the primary).
+    """
+
+    key: str  # JSON key in bench/results/*.json
+    cluster: str  # [clusters.<name>] in the dbproxy config
+    title: str  # the table's heading
+    reads_on: str  # "replicas" | "primary"
+    label_prefix: str = ""  # row labels: "" -> "writer", "solo " -> "solo writer"
+
+    def target(self, name: str) -> str:
+        """The CellRun target of endpoint ``name``: dbproxy-writer, dbproxy-solo-writer..."""
+        return f"dbproxy-{name}" if self.cluster == "main" else f"dbproxy-{self.cluster}-{name}"
+
+    @property
+    def targets(self) -> list[str]:
+        return [self.target(name) for name in ENDPOINT_NAMES]
+
+    def label(self, name: str) -> str:
+        return f"{self.label_prefix}{name}"
+
+    def expected(self, name: str) -> str:
+        """Where endpoint ``name`` must run -S's transactions: "primary" or "replicas"."""
+        return "primary" if name == "writer" else self.reads_on
+
+
+# Issue 3's comparison as first built: reader and split spread the reads over the replicas.
+REPLICA_ENDPOINTS = EndpointSet(
+    key="endpoints",
+    cluster="main",
+    title="dbproxy endpoints, reads on the replicas (issue 3: writer vs reader vs split)",
+    reads_on="replicas",
+)
+# The same three endpoints on a cluster listing only the primary: the backend is held fixed, so
+# the endpoints differ only in dbproxy's routing work.
+SOLO_ENDPOINTS = EndpointSet(
+    key="endpoints_solo",
+    cluster="solo",
+    title="dbproxy endpoints, routing only (every endpoint on the primary)",
+    reads_on="primary",
+    label_prefix="solo ",
+)
+ENDPOINT_SETS = (REPLICA_ENDPOINTS, SOLO_ENDPOINTS)
 
 
 def _shares(xacts: dict[str, int], roles: dict[str, str]) -> tuple[str, float | None, float | None]:
@@ -103,21 +147,31 @@ def _shares(xacts: dict[str, int], roles: dict[str, str]) -> tuple[str, float | 
     return text, primary, 1.0 - primary
 
 
+def _verdict(name: str, cell: Cell, writer: Cell, vs_writer: float | None, target_ratio: float) -> str:
+    if name == "writer":
+        return "baseline"
+    if vs_writer is None:
+        return "FAIL (no result)" if cell.runs or writer.runs else "n/a"
+    return "PASS" if vs_writer >= target_ratio else "FAIL"
+
+
 def build_endpoints_table(
+    endpoint_set: EndpointSet,
     target_ratio: float,
     cells: dict[str, Cell],
     xacts: dict[str, dict[str, int]],
     roles: dict[str, str],
 ) -> tuple[str, dict[str, dict[str, object]]]:
-    """The endpoint table (TPS, ratio vs writer, PASS/FAIL, where the transactions ran) and its JSON.
+    """One endpoint table (TPS, ratio vs writer, PASS/FAIL, where the transactions ran) and its JSON.
 
     ``cells`` and ``xacts`` are keyed by endpoint name (writer, reader, split); ``xacts`` holds the
     xact_commit deltas per instance summed over the endpoint's runs; ``roles`` maps an instance to
     "primary" or "replica".
     """
-    want = f"≥ {target_ratio:.2f}× writer"
+    baseline = endpoint_set.label("writer")
+    want = f"≥ {target_ratio:.2f}× {baseline}"
     lines = [
-        f"| endpoint | TPS | vs writer | routing costs ≤ 10% TPS ({want}) "
+        f"| endpoint | TPS | vs {baseline} | routing costs ≤ 10% TPS ({want}) "
         "| where the transactions ran (pg_stat_database xact_commit Δ) | landed where expected |",
         "|---|--:|--:|---|---|---|",
     ]
@@ -126,28 +180,27 @@ def build_endpoints_table(
     for name in ENDPOINT_NAMES:
         cell = cells[name]
         vs_writer = ratio(cell, writer)
-        if name == "writer":
-            mark = "baseline"
-        elif vs_writer is None:
-            mark = "FAIL (no result)" if cell.runs or writer.runs else "n/a"
-        else:
-            mark = "PASS" if vs_writer >= target_ratio else "FAIL"
+        mark = _verdict(name, cell, writer, vs_writer, target_ratio)
         where, primary, replicas = _shares(xacts.get(name, {}), roles)
-        expected = "primary" if name == "writer" else "replicas"
-        share = primary if name == "writer" else replicas
+        expected = endpoint_set.expected(name)
+        share = primary if expected == "primary" else replicas
         if share is None:
             landed = "unknown"
         else:
             landed = f"{'yes' if share >= LANDED_SHARE else '**NO**'}: {share:.1%} on the {expected}"
         derived[name] = {
+            "target_name": endpoint_set.target(name),
             "tps": cell.tps,
             "vs_writer": vs_writer,
             "target": f"{want}: {mark}" if name != "writer" else mark,
             "instance_xacts": xacts.get(name, {}),
             "primary_share": primary,
             "replica_share": replicas,
+            "expected_on": expected,
             "landed_as_expected": None if share is None else share >= LANDED_SHARE,
         }
         ratio_text = "1.00×" if name == "writer" and writer.tps else _fmt_ratio(vs_writer)
-        lines.append(f"| {name} | {cell.show()} | {ratio_text} | {mark} | {where} | {landed} |")
+        lines.append(
+            f"| {endpoint_set.label(name)} | {cell.show()} | {ratio_text} | {mark} | {where} | {landed} |"
+        )
     return "\n".join(lines), derived

@@ -10,7 +10,9 @@ Two tables of pgbench runs, interleaved in the same rounds (target order rotated
 - issue 3 (`--endpoints`, on by default; `--workload endpoints`): -S simple against dbproxy's
   writer, reader and split endpoints, with the TPS ratio to the writer and, from each instance's
   pg_stat_database, where the transactions really ran; plus the split classifier's cost per
-  statement (bench/classify_cost.py).
+  statement (bench/classify_cost.py). Two sets of endpoints, two tables: those of the "main"
+  cluster (reads on the replicas: routing plus where the reads run) and those of a "solo" cluster
+  listing only the primary (every endpoint on the primary: routing work alone).
 """
 
 from __future__ import annotations
@@ -48,15 +50,19 @@ from bench.pgbench import (
 from bench.procs import BenchError, Service, run_checked
 from bench.report import (
     ENDPOINT_NAMES,
+    ENDPOINT_SETS,
+    REPLICA_ENDPOINTS,
+    SOLO_ENDPOINTS,
     TARGETS,
     Cell,
+    EndpointSet,
     build_endpoints_table,
     build_table,
-    endpoint_target,
     summarize,
 )
 from bench.services import (
     DBPROXY_ENDPOINTS,
+    DbproxyCluster,
     ensure_py_spy,
     pgbouncer_supports_prepared,
     pgbouncer_version,
@@ -189,9 +195,9 @@ class Bench:
         self.workloads: list[Workload] = [w for w in WORKLOADS if w.key in args.workload]
         # The targets of the issue-2 table (none if only the endpoint comparison runs).
         self.main_targets: list[str] = list(args.only) if self.workloads else []
-        self.endpoint_targets: list[str] = (
-            [endpoint_target(name) for name in ENDPOINT_NAMES] if args.endpoints else []
-        )
+        # The endpoint comparisons (issue 3), each run as one group per round, and all their targets.
+        self.endpoint_sets: list[EndpointSet] = list(ENDPOINT_SETS) if args.endpoints else []
+        self.endpoint_targets: list[str] = [t for es in self.endpoint_sets for t in es.targets]
         self.classify: classify_cost.ClassifyCost | None = None
         self.stats_pending_since: float | None = None  # end of the last run whose stats may be unflushed
         self.started = datetime.now()
@@ -238,17 +244,31 @@ class Bench:
             )
             self.endpoints["pgbouncer"] = Endpoint("pgbouncer", port, BENCH_USER, APP_DB, BENCH_PASSWORD)
         if "dbproxy" in args.only:
-            ports = dict(zip(DBPROXY_ENDPOINTS, free_ports(len(DBPROXY_ENDPOINTS)), strict=True))
-            log(f"dbproxy endpoints {ports}")
+            clusters = self._dbproxy_clusters(pg_ports)
+            log("dbproxy endpoints " + "; ".join(f"{c.name} {c.endpoint_ports}" for c in clusters))
             self.services["dbproxy"] = start_dbproxy(
-                self.workdir / "dbproxy", pg_ports, ports, BENCH_USER, BENCH_PASSWORD, APP_DB, args.pool_size
+                self.workdir / "dbproxy", clusters, BENCH_USER, BENCH_PASSWORD, APP_DB, args.pool_size
             )
-            self.endpoints["dbproxy"] = Endpoint(
-                "dbproxy", ports["writer"], BENCH_USER, APP_DB, BENCH_PASSWORD
-            )
-            for name in ENDPOINT_NAMES:
-                target = endpoint_target(name)
-                self.endpoints[target] = Endpoint(target, ports[name], BENCH_USER, APP_DB, BENCH_PASSWORD)
+            by_name = {c.name: c for c in clusters}
+            writer = by_name[REPLICA_ENDPOINTS.cluster].endpoint_ports["writer"]
+            self.endpoints["dbproxy"] = Endpoint("dbproxy", writer, BENCH_USER, APP_DB, BENCH_PASSWORD)
+            for endpoint_set in self.endpoint_sets:
+                ports = by_name[endpoint_set.cluster].endpoint_ports
+                for name in ENDPOINT_NAMES:
+                    target = endpoint_set.target(name)
+                    self.endpoints[target] = Endpoint(target, ports[name], BENCH_USER, APP_DB, BENCH_PASSWORD)
+
+    def _dbproxy_clusters(self, pg_ports: list[int]) -> list[DbproxyCluster]:
+        """dbproxy's clusters: "main" (primary + replicas: issue 2's dbproxy target and the replica
+        endpoint table) and, with --endpoints, "solo" (the primary alone: the routing-only table)."""
+        wanted = [(REPLICA_ENDPOINTS.cluster, pg_ports)]
+        if self.args.endpoints:
+            wanted.append((SOLO_ENDPOINTS.cluster, pg_ports[:1]))
+        ports = iter(free_ports(len(DBPROXY_ENDPOINTS) * len(wanted)))
+        return [
+            DbproxyCluster(name, tuple(instances), {role: next(ports) for role in DBPROXY_ENDPOINTS})
+            for name, instances in wanted
+        ]
 
     def _wait_replicas_caught_up(self, timeout: float = 120) -> None:
         """Replaying pgbench -i's WAL would otherwise eat CPU during the first measurements."""
@@ -370,8 +390,9 @@ class Bench:
     def measure(self) -> None:
         args = self.args
         groups = [(w, self.main_targets) for w in self.workloads]
-        if self.endpoint_targets:  # last in each round: one stats settle per round, not one per run
-            groups.append((ENDPOINTS_WORKLOAD, self.endpoint_targets))
+        # Last in each round, one group per endpoint set (each set's order rotated on its own, its
+        # runs back to back): one stats settle per round, not one per run.
+        groups += [(ENDPOINTS_WORKLOAD, es.targets) for es in self.endpoint_sets]
         total = args.rounds * sum(1 for w, ts in groups for t in ts if self.skip_note(w, t) is None)
         done = 0
         for round_no in range(1, args.rounds + 1):
@@ -400,7 +421,7 @@ class Bench:
                         where = "  xacts " + " ".join(f"{k} {v}" for k, v in cell.instance_xacts.items())
                     label = workload.label if workload is not ENDPOINTS_WORKLOAD else "`-S -M simple`"
                     log(
-                        f"[{done}/{total}] round {round_no} {label:<18} {target:<14} {shown}{load}{where}{status}"
+                        f"[{done}/{total}] round {round_no} {label:<18} {target:<19} {shown}{load}{where}{status}"
                     )
                     if not cell.ok:
                         self._report_failure(cell, "run")
@@ -531,7 +552,7 @@ class Bench:
                 "duration_s": args.duration, "rounds": args.rounds, "clients": args.clients,
                 "pool_size": args.pool_size, "scale": args.scale, "replicas": args.replicas,
                 "targets": args.only, "workloads": [w.key for w in self.workloads],
-                "endpoints": list(self.endpoint_targets),
+                **{es.key: es.targets if es in self.endpoint_sets else [] for es in ENDPOINT_SETS},
             },
             "host": {"cpus": cpus, "platform": platform.platform(), "loadavg_before": self.loadavg_before,
                      "loadavg_after": os.getloadavg()},
@@ -539,7 +560,7 @@ class Bench:
             "median_tps": {w: {t: c.tps for t, c in row.items()} for w, row in cells.items()},
             "cells": {w: {t: c.show() for t, c in row.items()} for w, row in cells.items()},
             "derived": derived,
-            "endpoints": endpoints_derived,
+            **{es.key: endpoints_derived.get(es.key) for es in ENDPOINT_SETS},
             "classification_cost_us": self.classify.to_json() if self.classify is not None else None,
             "table_markdown": markdown,
             "profile": self.profile,
@@ -551,39 +572,80 @@ class Bench:
         log(f"results: {RESULTS_DIR / f'bench-{stamp}.json'} (and latest.json / latest.md)")
         return markdown, all(r.ok for r in self.runs)
 
-    def _endpoints_report(self) -> tuple[str, dict[str, Any] | None]:
-        """The endpoint comparison's table and notes (Markdown), and its JSON; ("", None) if not run."""
-        if not self.endpoint_targets:
-            return "", None
+    def _endpoints_report(self) -> tuple[str, dict[str, dict[str, Any]]]:
+        """The endpoint comparisons' tables and notes (Markdown), and their JSON by set key; ("", {}) if not run."""
+        if not self.endpoint_sets:
+            return "", {}
+        markdown = ""
+        derived: dict[str, dict[str, Any]] = {}
+        for endpoint_set in self.endpoint_sets:
+            table, rows = self._endpoint_table(endpoint_set)
+            markdown += f"**{endpoint_set.title}**\n\n{table}\n\n" + "".join(
+                f"- {n}\n" for n in self._endpoint_set_notes(endpoint_set)
+            )
+            derived[endpoint_set.key] = rows
+            markdown += "\n"
+        markdown += "Both endpoint tables:\n\n" + "".join(f"- {n}\n" for n in self._endpoint_notes())
+        return markdown, derived
+
+    def _endpoint_table(self, endpoint_set: EndpointSet) -> tuple[str, dict[str, Any]]:
+        """One endpoint set's table (medians, ratios, where the transactions ran) and its JSON."""
         key = ENDPOINTS_WORKLOAD.key
-        cells = {name: summarize(self.runs, key, endpoint_target(name)) for name in ENDPOINT_NAMES}
+        cells = {name: summarize(self.runs, key, endpoint_set.target(name)) for name in ENDPOINT_NAMES}
         xacts: dict[str, dict[str, int]] = {}
         for name in ENDPOINT_NAMES:
             total: dict[str, int] = {}
             for run in self.runs:
-                if run.workload == key and run.target == endpoint_target(name) and run.instance_xacts:
+                if run.workload == key and run.target == endpoint_set.target(name) and run.instance_xacts:
                     for node, n in run.instance_xacts.items():
                         total[node] = total.get(node, 0) + n
             xacts[name] = total
-        table, derived = build_endpoints_table(
-            ENDPOINTS_WORKLOAD.target_ratio, cells, xacts, self.instance_roles()
+        table, rows = build_endpoints_table(
+            endpoint_set, ENDPOINTS_WORKLOAD.target_ratio, cells, xacts, self.instance_roles()
         )
+        return table, {"median_tps": {n: c.tps for n, c in cells.items()}, "rows": rows}
+
+    def _endpoint_set_notes(self, endpoint_set: EndpointSet) -> list[str]:
+        """What one endpoint table measures."""
+        cpus = os.cpu_count() or 0
+        if endpoint_set.reads_on == "replicas":
+            return [
+                f"Cluster `{endpoint_set.cluster}`: the primary and {self.args.replicas} replica(s). The writer "
+                "runs every `-S` read on the primary, reader and split on the replicas: reader/writer and "
+                "split/writer measure routing (replica choice; for split, classifying the statements) plus "
+                f"spreading the reads over replicas that share the same {cpus} cores as the primary, pgbench and "
+                "dbproxy. Spreading adds no capacity here, and which instance serves the reads (its cache, "
+                "its share of the CPUs) moves these ratios from run to run: they are not the routing cost alone "
+                "(see the routing-only table).",
+            ]
+        return [
+            f"Cluster `{endpoint_set.cluster}`: the same primary (node0) and nothing else, with the same pool, "
+            "auth and TLS settings, in the same dbproxy process. With no replica, its reader endpoint falls back "
+            "to the primary, and its split endpoint routes each transaction as on the other cluster (statement "
+            "text, classification, replica choice) and then runs it on the primary too. The three endpoints "
+            "share the backend and differ only in dbproxy's routing work: reader/writer and split/writer "
+            "here measure that work alone.",
+            f"The `{endpoint_set.cluster}` cluster exists only with the endpoint comparison; its health probes "
+            "(another database, twice a second) are all it adds to the other runs.",
+        ]
+
+    def _endpoint_notes(self) -> list[str]:
+        """How the endpoint runs were made and counted (both tables)."""
         args = self.args
+        key = ENDPOINTS_WORKLOAD.key
         notes = [
             f"`pgbench -S -M simple -c {args.clients} -j {args.clients}`, {args.duration} s per run, against "
-            "dbproxy's writer, reader and split endpoints (one dbproxy process), in the same rounds as the other "
-            "runs, endpoint order rotated per round (median shown). Target (issue 3): routing costs "
-            f"≤ 10% TPS vs the plain writer endpoint, i.e. reader/writer and split/writer ≥ "
-            f"{ENDPOINTS_WORKLOAD.target_ratio:.2f}.",
-            f"The {args.replicas} replicas run on the same {os.cpu_count() or 0} shared cores as the primary, "
-            "pgbench and dbproxy: spreading reads over them cannot add capacity here, so reader/writer and "
-            "split/writer measure routing overhead (replica choice; for split, classifying every statement), "
-            "not scale-out.",
+            "each endpoint (one dbproxy process serves both clusters), in the same rounds as the other runs, "
+            "each table's endpoints back to back with their order rotated per round (median shown). Target "
+            "(issue 3): routing costs ≤ 10% TPS vs the plain writer endpoint, i.e. reader/writer and "
+            f"split/writer ≥ {ENDPOINTS_WORKLOAD.target_ratio:.2f}.",
             "Where the transactions ran: the increase of pg_stat_database.xact_commit for the benchmark "
             "database on each instance across each run, summed over the rounds, read after the backends "
             "flushed their counters (dbproxy's health probes use another database and are not counted).",
-            "`-M simple` puts a new `aid` literal in every statement text, so on the split endpoint nearly "
-            "every statement misses the classifier's cache: the split run pays the uncached cost below.",
+            "`-M simple` puts a new `aid` literal in every statement text: a split session reuses its "
+            "previous verdict for a text that differs from the previous one only in trailing digits "
+            "(proxy/session.py `_route`), so the classifier itself rarely runs here; its costs per call are "
+            "below.",
         ]
         others = [r.cpu.other_cores for r in self.runs if r.cpu and r.workload == key]
         if others:
@@ -591,10 +653,7 @@ class Bench:
                 f"Other processes took mean {sum(others) / len(others):.2f} / max {max(others):.2f} cores during "
                 "these runs" + (": disturbed, compare with care." if max(others) > 0.15 else ".")
             )
-        markdown = f"**dbproxy endpoints** (issue 3: writer vs reader vs split)\n\n{table}\n\n" + "".join(
-            f"- {n}\n" for n in notes
-        )
-        return markdown, {"median_tps": {n: c.tps for n, c in cells.items()}, "rows": derived}
+        return notes
 
     # ---------------------------------------------------------------- cleanup
 

@@ -9,6 +9,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.procs import BenchError, Service, clean_env
@@ -19,19 +21,21 @@ PGBOUNCER = Path("/usr/sbin/pgbouncer")
 DBPROXY_ENDPOINTS = ("writer", "reader", "split")  # all three compared by bench/run.py --endpoints
 
 
-def dbproxy_config(
-    instances: list[int],
-    endpoint_ports: dict[str, int],
-    user: str,
-    password: str,
-    pool_size: int,
-) -> str:
+@dataclass(frozen=True)
+class DbproxyCluster:
+    """One [clusters.<name>] of the benchmark's dbproxy config: its instances and an endpoint per role.
+
+    Two clusters may list the same instance (proxy/config.py only rejects an address listed twice in
+    one list): bench/run.py's "solo" cluster lists only the primary that "main" also lists.
+    """
+
+    name: str
+    instances: tuple[int, ...]  # PostgreSQL ports, the primary first
+    endpoint_ports: dict[str, int]  # endpoint name (its role: writer, reader, split) -> listen port
+
+
+def dbproxy_config(clusters: Sequence[DbproxyCluster], user: str, password: str, pool_size: int) -> str:
     """A dbproxy TOML config (SPEC §2): md5 client auth, transaction pooling, no TLS, no admin/http."""
-    addrs = ", ".join(f'"{HOST}:{port}"' for port in instances)
-    endpoints = "".join(
-        f'\n[[clusters.main.endpoints]]\nname   = "{name}"\nlisten = "{HOST}:{port}"\nrole   = "{name}"\n'
-        for name, port in endpoint_ports.items()
-    )
     return f"""\
 # Written by bench/run.py for one benchmark run.
 
@@ -43,15 +47,26 @@ shutdown_timeout = "2s"
 [[users]]
 name     = "{user}"
 password = "{password}"   # the servers let this role in with trust
+{"".join(_cluster_section(cluster, pool_size) for cluster in clusters)}"""
 
-[clusters.main]
+
+def _cluster_section(cluster: DbproxyCluster, pool_size: int) -> str:
+    """One cluster's TOML: the same auth, TLS and pool settings for every cluster of the benchmark."""
+    key = f"clusters.{cluster.name}"
+    addrs = ", ".join(f'"{HOST}:{port}"' for port in cluster.instances)
+    endpoints = "".join(
+        f'\n[[{key}.endpoints]]\nname   = "{name}"\nlisten = "{HOST}:{port}"\nrole   = "{name}"\n'
+        for name, port in cluster.endpoint_ports.items()
+    )
+    return f"""
+[{key}]
 engine      = "postgres"
 instances   = [{addrs}]
 client_auth = "md5"
 tls         = {{ mode = "disable" }}
 server_tls  = {{ mode = "disable" }}
 
-[clusters.main.pool]
+[{key}.pool]
 mode                   = "transaction"
 max_server_connections = {pool_size}
 min_idle               = 0
@@ -130,17 +145,16 @@ def can_query(port: int, user: str, database: str, password: str | None) -> bool
 
 def start_dbproxy(
     workdir: Path,
-    instances: list[int],
-    endpoint_ports: dict[str, int],
+    clusters: Sequence[DbproxyCluster],
     user: str,
     password: str,
     database: str,
     pool_size: int,
 ) -> Service:
-    """Write the config, start `python -m proxy run` and wait until a query works through the writer."""
+    """Write the config, start `python -m proxy run` and wait until a query works through every endpoint."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "dbproxy.toml"
-    config.write_text(dbproxy_config(instances, endpoint_ports, user, password, pool_size))
+    config.write_text(dbproxy_config(clusters, user, password, pool_size))
     service = Service(
         "dbproxy",
         [sys.executable, "-m", "proxy", "run", "--config", str(config)],
@@ -149,9 +163,15 @@ def start_dbproxy(
         env={"PYTHONUNBUFFERED": "1"},
     )
     service.start()
-    port = endpoint_ports["writer"]
-    service.wait_ready(HOST, port, check=lambda: can_query(port, user, database, password))
+    for cluster in clusters:
+        for port in cluster.endpoint_ports.values():
+            service.wait_ready(HOST, port, check=query_check(port, user, database, password))
     return service
+
+
+def query_check(port: int, user: str, database: str, password: str | None) -> Callable[[], bool]:
+    """A readiness check for Service.wait_ready: can_query with these arguments."""
+    return lambda: can_query(port, user, database, password)
 
 
 def start_pgbouncer(
