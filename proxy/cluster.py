@@ -33,6 +33,8 @@ PoolKey = tuple[Address, str, str]   # (instance, server user, database)
 # A connect failure with one of these says "this instance is unavailable", not "this login is wrong":
 # the borrow tries another target instead of failing the client.
 _INSTANCE_UNAVAILABLE = frozenset({"08001", "08006", "57P01", "57P02", "57P03"})
+# A borrower waiting for a target looks again on every new topology snapshot, and at least this often.
+RETARGET_INTERVAL = 0.25
 
 
 class Cluster:
@@ -57,7 +59,12 @@ class Cluster:
         self._pools_by_instance: dict[Address, list[Pool[ServerConnection]]] = {}
         self._rng = random.Random()
         self._refused = RefusedConnections(time.monotonic)
+        # Set (and replaced) whenever the monitor publishes a snapshot: borrowers waiting for a
+        # target (no writer during a failover, no usable instance) wake up on it.
+        self._next_snapshot = asyncio.Event()
         self.monitor = self._make_monitor(config)
+        if self.monitor is not None:
+            self.monitor.snapshot_listeners.append(self._snapshot_published)
         self.failover = self._make_failover(config)
         # Where each endpoint role may send work: the topology layer, or the first instance for
         # engines without a probe adapter yet.
@@ -123,6 +130,10 @@ class Cluster:
         snapshot = self.monitor.snapshot
         return choose(snapshot, endpoint, route, self.outstanding, self._rng, self._refused.current(snapshot),
                       min_position)
+
+    def _snapshot_published(self, snapshot: TopologySnapshot) -> None:
+        published, self._next_snapshot = self._next_snapshot, asyncio.Event()
+        published.set()
 
     def outstanding(self, instance: Address) -> int:
         """Server connections borrowed (or being opened) on an instance, over all its pools."""
@@ -236,11 +247,18 @@ class Cluster:
             target = self.choose_target(endpoint, route, min_position)
             if target is not None:
                 return target
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 raise ServerUnavailable(
                     f"cluster {self.name!r} has no available {_role_word(endpoint)} "
                     f"(waited {self.config.failover.borrow_timeout:g}s)")
-            await asyncio.sleep(0.05)
+            # Look again when the topology changes; at least every RETARGET_INTERVAL too, for what
+            # changes without a new snapshot (an instance that refused a connection is avoided
+            # only for a while).
+            try:
+                await asyncio.wait_for(self._next_snapshot.wait(), min(RETARGET_INTERVAL, deadline - now))
+            except TimeoutError:
+                pass
 
     async def _wait_until(self, aw: object, deadline: float, what: str) -> None:
         try:

@@ -107,7 +107,7 @@ class FailoverCoordinator:
         self._wall_clock = wall_clock
         self._blocked = ""
         self._tasks: set[asyncio.Task[Any]] = set()
-        monitor.on_snapshot = self.observe
+        monitor.snapshot_listeners.append(self.observe)
 
     @property
     def cluster(self) -> str:

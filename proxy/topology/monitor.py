@@ -69,7 +69,8 @@ class TopologyMonitor:
         self.health = health
         self.metrics = metrics
         self.on_writer_change = on_writer_change
-        self.on_snapshot: SnapshotListener | None = None   # called with every published snapshot (failover)
+        # Called with every published snapshot (the failover coordinator, borrowers waiting for a target).
+        self.snapshot_listeners: list[SnapshotListener] = []
         self.events: deque[TopologyEvent] = deque(maxlen=MAX_EVENTS)
         self._probe_factory = probe_factory
         self._clock = clock
@@ -188,8 +189,8 @@ class TopologyMonitor:
         self._update_metrics(after)
         if before.writer != after.writer:
             self._writer_changed(before.writer, after.writer)
-        if self.on_snapshot is not None:
-            self.on_snapshot(after)
+        for listener in self.snapshot_listeners:
+            listener(after)
 
     def _writer_changed(self, old: Address | None, new: Address | None) -> None:
         if new is not None:

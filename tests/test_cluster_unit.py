@@ -1,7 +1,9 @@
-"""A pool opens new server connections with the credentials of the last reload (password rotation)."""
+"""Cluster without servers: new connections use the last reload's credentials; waiting borrowers wake on topology."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 import proxy.cluster as cluster_module
 from proxy.cluster import Cluster
 from proxy.config import User, parse_config
+from proxy.topology.model import ProbeResult
 
 CONFIG = """
 [[users]]
@@ -50,3 +53,21 @@ async def test_new_server_connections_use_the_reloaded_server_password(monkeypat
     with pytest.raises(cluster_module.ServerConnectFailed):
         await pool.borrow(1.0)
     assert opened == [("app_rw", "old-server-secret"), ("app_rw", "new-server-secret")]
+
+
+async def test_a_borrower_waiting_for_a_writer_wakes_when_one_is_published(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No periodic re-check needed: the new snapshot itself wakes the waiting borrower."""
+    monkeypatch.setattr(cluster_module, "RETARGET_INTERVAL", 3600.0)
+    config = parse_config(CONFIG)
+    cluster = Cluster(config.clusters[0], lambda name: None)
+    assert cluster.monitor is not None and cluster.monitor.snapshot.writer is None
+    endpoint = config.clusters[0].endpoints[0]
+    waiting = asyncio.create_task(
+        cluster._wait_for_target(endpoint, "primary", time.monotonic() + 60))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    address = config.clusters[0].instances[0]
+    cluster.monitor.record(address, ProbeResult(ok=True, in_recovery=False, position=1000, timeline=1))
+    assert cluster.monitor.snapshot.writer == address
+    assert await asyncio.wait_for(waiting, 5) == address
+    cluster.close()
