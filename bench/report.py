@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.pgbench import CellRun, Workload
@@ -84,6 +85,15 @@ def _fmt_ratio(value: float | None) -> str:
 ENDPOINT_NAMES = ("writer", "reader", "split")
 # "Landed" means at least this share of an endpoint's transactions ran where expected.
 LANDED_SHARE = 0.95
+# The control rows of a table with ``direct_control`` (row keys, as in the JSON): the same load with no
+# proxy, straight to the primary, and spread over the replicas by one pgbench per replica.
+DIRECT_ROWS = ("direct_primary", "direct_replicas")
+DIRECT_REPLICAS_TARGET = "direct-replicas"
+
+
+def direct_primary_target(clients: int) -> str:
+    """The CellRun target of the direct-to-the-primary control: direct-primary-16 for 16 clients."""
+    return f"direct-primary-{clients}"
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,8 @@ class EndpointSet:
 
     Under pgbench -S every transaction is a read: the writer keeps them on the primary; reader and
     split send them to ``reads_on`` ("replicas", or "primary" for a cluster without replicas, where
-    both fall back to the primary).
+    both fall back to the primary). With ``direct_control``, the same load also runs with no proxy,
+    on the primary and spread over the replicas (DIRECT_ROWS), in the same rounds.
     """
 
     key: str  # JSON key in bench/results/*.json
@@ -100,6 +111,7 @@ class EndpointSet:
     title: str  # the table's heading
     reads_on: str  # "replicas" | "primary"
     label_prefix: str = ""  # row labels: "" -> "writer", "solo " -> "solo writer"
+    direct_control: bool = False
 
     def target(self, name: str) -> str:
         """The CellRun target of endpoint ``name``: dbproxy-writer, dbproxy-solo-writer..."""
@@ -108,6 +120,10 @@ class EndpointSet:
     @property
     def targets(self) -> list[str]:
         return [self.target(name) for name in ENDPOINT_NAMES]
+
+    def direct_targets(self, clients: int) -> list[str]:
+        """The control rows' CellRun targets (DIRECT_ROWS order), none without ``direct_control``."""
+        return [direct_primary_target(clients), DIRECT_REPLICAS_TARGET] if self.direct_control else []
 
     def label(self, name: str) -> str:
         return f"{self.label_prefix}{name}"
@@ -123,6 +139,7 @@ REPLICA_ENDPOINTS = EndpointSet(
     cluster="main",
     title="dbproxy endpoints, reads on the replicas (issue 3: writer vs reader vs split)",
     reads_on="replicas",
+    direct_control=True,
 )
 # The same three endpoints on a cluster listing only the primary: the backend is held fixed, so
 # the endpoints differ only in dbproxy's routing work.
@@ -136,6 +153,49 @@ SOLO_ENDPOINTS = EndpointSet(
 ENDPOINT_SETS = (REPLICA_ENDPOINTS, SOLO_ENDPOINTS)
 
 
+def clients_each(counts: Sequence[int]) -> str:
+    """The clients per direct-replicas pgbench in words: "8 clients each", or "8/7 clients"."""
+    if len(set(counts)) == 1:
+        return f"{counts[0]} clients each"
+    return "/".join(map(str, counts)) + " clients"
+
+
+@dataclass(frozen=True)
+class DirectControl:
+    """The control rows of a replica table: the same -S load straight to PostgreSQL, no proxy.
+
+    ``primary``: all the clients on the primary; ``replicas``: one pgbench per replica, started
+    together with ``replica_clients`` clients each, TPS summed. Their ratio, the spread factor, is
+    what spreading the reads over the replicas does on this machine without any proxy.
+    """
+
+    primary: Cell
+    replicas: Cell
+    primary_target: str
+    replica_clients: tuple[int, ...]
+
+    @property
+    def spread_factor(self) -> float | None:
+        """direct replicas / direct primary TPS."""
+        return ratio(self.replicas, self.primary)
+
+    def target(self, row: str) -> str:
+        return self.primary_target if row == "direct_primary" else DIRECT_REPLICAS_TARGET
+
+    def cell(self, row: str) -> Cell:
+        return self.primary if row == "direct_primary" else self.replicas
+
+    def label(self, row: str) -> str:
+        if row == "direct_primary":
+            return "direct to the primary (no proxy)"
+        n = len(self.replica_clients)
+        replicas = "both replicas" if n == 2 else "the replica" if n == 1 else f"the {n} replicas"
+        return f"direct to {replicas} (no proxy, {clients_each(self.replica_clients)})"
+
+    def expected(self, row: str) -> str:
+        return "primary" if row == "direct_primary" else "replicas"
+
+
 def _shares(xacts: dict[str, int], roles: dict[str, str]) -> tuple[str, float | None, float | None]:
     """("node1 (replica) 50.1% · ...", primary share, replica share) from per-instance commit deltas."""
     total = sum(max(0, n) for n in xacts.values())
@@ -147,6 +207,29 @@ def _shares(xacts: dict[str, int], roles: dict[str, str]) -> tuple[str, float | 
     return text, primary, 1.0 - primary
 
 
+def _placement(
+    xacts: dict[str, int], roles: dict[str, str], expected: str
+) -> tuple[str, str, dict[str, object]]:
+    """The "where the transactions ran" and "landed where expected" cells, and their JSON fields."""
+    where, primary, replicas = _shares(xacts, roles)
+    share = primary if expected == "primary" else replicas
+    if share is None:
+        landed = "unknown"
+    else:
+        landed = f"{'yes' if share >= LANDED_SHARE else '**NO**'}: {share:.1%} on the {expected}"
+    return (
+        where,
+        landed,
+        {
+            "instance_xacts": xacts,
+            "primary_share": primary,
+            "replica_share": replicas,
+            "expected_on": expected,
+            "landed_as_expected": None if share is None else share >= LANDED_SHARE,
+        },
+    )
+
+
 def _verdict(name: str, cell: Cell, writer: Cell, vs_writer: float | None, target_ratio: float) -> str:
     if name == "writer":
         return "baseline"
@@ -155,25 +238,41 @@ def _verdict(name: str, cell: Cell, writer: Cell, vs_writer: float | None, targe
     return "PASS" if vs_writer >= target_ratio else "FAIL"
 
 
+def _over_spread(vs_writer: float | None, direct: DirectControl) -> float | None:
+    """endpoint/writer ÷ spread factor: the routing overhead with the hardware effect taken out."""
+    spread = direct.spread_factor
+    if vs_writer is None or spread is None or spread == 0:
+        return None
+    return vs_writer / spread
+
+
 def build_endpoints_table(
     endpoint_set: EndpointSet,
     target_ratio: float,
     cells: dict[str, Cell],
     xacts: dict[str, dict[str, int]],
     roles: dict[str, str],
+    direct: DirectControl | None = None,
 ) -> tuple[str, dict[str, dict[str, object]]]:
     """One endpoint table (TPS, ratio vs writer, PASS/FAIL, where the transactions ran) and its JSON.
 
-    ``cells`` and ``xacts`` are keyed by endpoint name (writer, reader, split); ``xacts`` holds the
-    xact_commit deltas per instance summed over the endpoint's runs; ``roles`` maps an instance to
-    "primary" or "replica".
+    ``cells`` and ``xacts`` are keyed by endpoint name (writer, reader, split) and, with ``direct``,
+    by DIRECT_ROWS too; ``xacts`` holds the xact_commit deltas per instance summed over the row's
+    runs; ``roles`` maps an instance to "primary" or "replica". With ``direct``: its two rows below
+    the endpoints, and next to the raw ratio and verdict, the ratio divided by the spread factor
+    with its own verdict against the same target.
     """
     baseline = endpoint_set.label("writer")
     want = f"≥ {target_ratio:.2f}× {baseline}"
+    adjusted_head = (
+        f" | vs {baseline} ÷ spread factor | routing alone, hardware effect taken out ({want})"
+        if direct is not None
+        else ""
+    )
     lines = [
-        f"| endpoint | TPS | vs {baseline} | routing costs ≤ 10% TPS ({want}) "
+        f"| endpoint | TPS | vs {baseline} | routing costs ≤ 10% TPS ({want}){adjusted_head} "
         "| where the transactions ran (pg_stat_database xact_commit Δ) | landed where expected |",
-        "|---|--:|--:|---|---|---|",
+        "|---|--:|--:|---|" + ("--:|---|" if direct is not None else "") + "---|---|",
     ]
     derived: dict[str, dict[str, object]] = {}
     writer = cells["writer"]
@@ -181,26 +280,44 @@ def build_endpoints_table(
         cell = cells[name]
         vs_writer = ratio(cell, writer)
         mark = _verdict(name, cell, writer, vs_writer, target_ratio)
-        where, primary, replicas = _shares(xacts.get(name, {}), roles)
-        expected = endpoint_set.expected(name)
-        share = primary if expected == "primary" else replicas
-        if share is None:
-            landed = "unknown"
-        else:
-            landed = f"{'yes' if share >= LANDED_SHARE else '**NO**'}: {share:.1%} on the {expected}"
+        where, landed, placement = _placement(xacts.get(name, {}), roles, endpoint_set.expected(name))
         derived[name] = {
             "target_name": endpoint_set.target(name),
             "tps": cell.tps,
             "vs_writer": vs_writer,
             "target": f"{want}: {mark}" if name != "writer" else mark,
-            "instance_xacts": xacts.get(name, {}),
-            "primary_share": primary,
-            "replica_share": replicas,
-            "expected_on": expected,
-            "landed_as_expected": None if share is None else share >= LANDED_SHARE,
+            **placement,
         }
         ratio_text = "1.00×" if name == "writer" and writer.tps else _fmt_ratio(vs_writer)
+        adjusted = ""
+        if direct is not None:
+            over = _over_spread(vs_writer, direct) if name != "writer" else None
+            over_mark = _verdict(name, cell, writer, over, target_ratio)
+            derived[name]["vs_writer_over_spread"] = over
+            derived[name]["target_over_spread"] = f"{want}: {over_mark}" if name != "writer" else over_mark
+            adjusted = f" | {'—' if name == 'writer' else _fmt_ratio(over)} | {over_mark}"
         lines.append(
-            f"| {endpoint_set.label(name)} | {cell.show()} | {ratio_text} | {mark} | {where} | {landed} |"
+            f"| {endpoint_set.label(name)} | {cell.show()} | {ratio_text} | {mark}{adjusted} | {where} | {landed} |"
         )
+    if direct is not None:
+        for row in DIRECT_ROWS:
+            line, derived[row] = _direct_row(row, direct, xacts.get(row, {}), roles)
+            lines.append(line)
     return "\n".join(lines), derived
+
+
+def _direct_row(
+    row: str, direct: DirectControl, xacts: dict[str, int], roles: dict[str, str]
+) -> tuple[str, dict[str, object]]:
+    """One control row of the replica table (the spread factor in the adjusted-ratio column) and its JSON."""
+    cell = direct.cell(row)
+    where, landed, placement = _placement(xacts, roles, direct.expected(row))
+    data: dict[str, object] = {"target_name": direct.target(row), "tps": cell.tps}
+    if row == "direct_primary":
+        spread = "spread baseline"
+    else:
+        spread = f"spread factor {_fmt_ratio(direct.spread_factor)}"
+        data["clients_per_replica"] = list(direct.replica_clients)
+        data["spread_factor"] = direct.spread_factor
+    line = f"| {direct.label(row)} | {cell.show()} | — | control | {spread} | control | {where} | {landed} |"
+    return line, data | placement

@@ -12,7 +12,10 @@ Two tables of pgbench runs, interleaved in the same rounds (target order rotated
   pg_stat_database, where the transactions really ran; plus the split classifier's cost per
   statement (bench/classify_cost.py). Two sets of endpoints, two tables: those of the "main"
   cluster (reads on the replicas: routing plus where the reads run) and those of a "solo" cluster
-  listing only the primary (every endpoint on the primary: routing work alone).
+  listing only the primary (every endpoint on the primary: routing work alone). The replica table
+  has a control in the same rounds: the same load with no proxy, on the primary and spread over the
+  replicas (one pgbench per replica, started together); their ratio, the spread factor, is what
+  spreading costs on this machine, and reader/writer ÷ spread factor is the routing alone.
 """
 
 from __future__ import annotations
@@ -46,18 +49,25 @@ from bench.pgbench import (
     Workload,
     pgbench_argv,
     run_pgbench,
+    run_pgbench_spread,
+    split_clients,
 )
 from bench.procs import BenchError, Service, run_checked
 from bench.report import (
+    DIRECT_REPLICAS_TARGET,
+    DIRECT_ROWS,
     ENDPOINT_NAMES,
     ENDPOINT_SETS,
     REPLICA_ENDPOINTS,
     SOLO_ENDPOINTS,
     TARGETS,
     Cell,
+    DirectControl,
     EndpointSet,
     build_endpoints_table,
     build_table,
+    clients_each,
+    direct_primary_target,
     summarize,
 )
 from bench.services import (
@@ -188,6 +198,8 @@ class Bench:
         self.cluster: PgCluster | None = None
         self.services: dict[str, Service] = {}
         self.endpoints: dict[str, Endpoint] = {}
+        # Targets run as several pgbench at once, TPS summed: target -> (endpoint, clients) per process.
+        self.spreads: dict[str, list[tuple[Endpoint, int]]] = {}
         self.runs: list[CellRun] = []
         self.versions: dict[str, str] = {}
         self.bouncer_prepared = True
@@ -197,7 +209,8 @@ class Bench:
         self.main_targets: list[str] = list(args.only) if self.workloads else []
         # The endpoint comparisons (issue 3), each run as one group per round, and all their targets.
         self.endpoint_sets: list[EndpointSet] = list(ENDPOINT_SETS) if args.endpoints else []
-        self.endpoint_targets: list[str] = [t for es in self.endpoint_sets for t in es.targets]
+        # With their direct (no proxy) controls, rotated with them.
+        self.endpoint_targets: list[str] = [t for es in self.endpoint_sets for t in self.endpoint_group(es)]
         self.classify: classify_cost.ClassifyCost | None = None
         self.stats_pending_since: float | None = None  # end of the last run whose stats may be unflushed
         self.started = datetime.now()
@@ -257,6 +270,26 @@ class Bench:
                 for name in ENDPOINT_NAMES:
                     target = endpoint_set.target(name)
                     self.endpoints[target] = Endpoint(target, ports[name], BENCH_USER, APP_DB, BENCH_PASSWORD)
+        if any(es.direct_control for es in self.endpoint_sets):
+            self._add_direct_controls(pg_ports)
+
+    def endpoint_group(self, endpoint_set: EndpointSet) -> list[str]:
+        """An endpoint set's targets as measured in each round: its endpoints, then its direct controls."""
+        return endpoint_set.targets + endpoint_set.direct_targets(self.args.clients)
+
+    def replica_clients(self) -> list[int]:
+        """The clients of each direct-replicas pgbench: --clients over the replicas (16 over 2: 8 each)."""
+        return split_clients(self.args.clients, self.args.replicas)
+
+    def _add_direct_controls(self, pg_ports: list[int]) -> None:
+        """The replica table's controls, straight to PostgreSQL with trust auth (like "direct"): all
+        the clients on the primary, and one pgbench per replica started together."""
+        primary = direct_primary_target(self.args.clients)
+        self.endpoints[primary] = Endpoint(primary, pg_ports[0], BENCH_USER, APP_DB, None)
+        self.spreads[DIRECT_REPLICAS_TARGET] = [
+            (Endpoint(f"direct-node{i}", pg_ports[i], BENCH_USER, APP_DB, None), clients)
+            for i, clients in enumerate(self.replica_clients(), start=1)
+        ]
 
     def _dbproxy_clusters(self, pg_ports: list[int]) -> list[DbproxyCluster]:
         """dbproxy's clusters: "main" (primary + replicas: issue 2's dbproxy target and the replica
@@ -297,19 +330,24 @@ class Bench:
 
     def one(self, workload: Workload, target: str, round_no: int, duration: float) -> CellRun:
         service = self.services.get(self.service_name(target))
-        endpoint = self.endpoints[target]
         if service is not None and not service.alive():
             cell = CellRun(target, workload.key, round_no, error=f"{target} is not running")
-            cell.argv = pgbench_argv(endpoint, workload, self.args.clients, duration)
+            cell.argv = pgbench_argv(self.endpoints[target], workload, self.args.clients, duration)
             return cell
         roots = self._our_pids()
         self._wait_idle(roots)
         before = sample(roots)
         began = time.monotonic()
-        cell = run_pgbench(endpoint, workload, self.args.clients, duration, round_no)
+        cell = self._pgbench(workload, target, round_no, duration)
         cell.cpu = usage(before, sample(roots), time.monotonic() - began)
         self.stats_pending_since = time.monotonic()
         return cell
+
+    def _pgbench(self, workload: Workload, target: str, round_no: int, duration: float) -> CellRun:
+        """``target``'s pgbench: one process, or for a spread target one per leg at once, summed."""
+        if target in self.spreads:
+            return run_pgbench_spread(target, self.spreads[target], workload, duration, round_no)
+        return run_pgbench(self.endpoints[target], workload, self.args.clients, duration, round_no)
 
     # Where an endpoint run's transactions ran: pg_stat_database.xact_commit per instance.
 
@@ -392,7 +430,8 @@ class Bench:
         groups = [(w, self.main_targets) for w in self.workloads]
         # Last in each round, one group per endpoint set (each set's order rotated on its own, its
         # runs back to back): one stats settle per round, not one per run.
-        groups += [(ENDPOINTS_WORKLOAD, es.targets) for es in self.endpoint_sets]
+        # The replica set's group also holds its direct controls, rotated with the endpoints.
+        groups += [(ENDPOINTS_WORKLOAD, self.endpoint_group(es)) for es in self.endpoint_sets]
         total = args.rounds * sum(1 for w, ts in groups for t in ts if self.skip_note(w, t) is None)
         done = 0
         for round_no in range(1, args.rounds + 1):
@@ -553,6 +592,8 @@ class Bench:
                 "pool_size": args.pool_size, "scale": args.scale, "replicas": args.replicas,
                 "targets": args.only, "workloads": [w.key for w in self.workloads],
                 **{es.key: es.targets if es in self.endpoint_sets else [] for es in ENDPOINT_SETS},
+                "endpoints_direct": REPLICA_ENDPOINTS.direct_targets(args.clients) if args.endpoints else [],
+                "direct_replicas_clients": self.replica_clients() if args.endpoints else [],
             },
             "host": {"cpus": cpus, "platform": platform.platform(), "loadavg_before": self.loadavg_before,
                      "loadavg_after": os.getloadavg()},
@@ -591,19 +632,34 @@ class Bench:
     def _endpoint_table(self, endpoint_set: EndpointSet) -> tuple[str, dict[str, Any]]:
         """One endpoint set's table (medians, ratios, where the transactions ran) and its JSON."""
         key = ENDPOINTS_WORKLOAD.key
-        cells = {name: summarize(self.runs, key, endpoint_set.target(name)) for name in ENDPOINT_NAMES}
-        xacts: dict[str, dict[str, int]] = {}
-        for name in ENDPOINT_NAMES:
-            total: dict[str, int] = {}
-            for run in self.runs:
-                if run.workload == key and run.target == endpoint_set.target(name) and run.instance_xacts:
-                    for node, n in run.instance_xacts.items():
-                        total[node] = total.get(node, 0) + n
-            xacts[name] = total
+        targets = {name: endpoint_set.target(name) for name in ENDPOINT_NAMES}
+        direct: DirectControl | None = None
+        if endpoint_set.direct_control:
+            targets |= dict(zip(DIRECT_ROWS, endpoint_set.direct_targets(self.args.clients), strict=True))
+            direct = DirectControl(
+                primary=summarize(self.runs, key, targets["direct_primary"]),
+                replicas=summarize(self.runs, key, targets["direct_replicas"]),
+                primary_target=targets["direct_primary"],
+                replica_clients=tuple(self.replica_clients()),
+            )
+        cells = {row: summarize(self.runs, key, target) for row, target in targets.items()}
+        xacts = {row: self._summed_xacts(target) for row, target in targets.items()}
         table, rows = build_endpoints_table(
-            endpoint_set, ENDPOINTS_WORKLOAD.target_ratio, cells, xacts, self.instance_roles()
+            endpoint_set, ENDPOINTS_WORKLOAD.target_ratio, cells, xacts, self.instance_roles(), direct
         )
-        return table, {"median_tps": {n: c.tps for n, c in cells.items()}, "rows": rows}
+        data: dict[str, Any] = {"median_tps": {n: c.tps for n, c in cells.items()}, "rows": rows}
+        if direct is not None:
+            data["spread_factor"] = direct.spread_factor
+        return table, data
+
+    def _summed_xacts(self, target: str) -> dict[str, int]:
+        """xact_commit deltas per instance of ``target``'s endpoint-comparison runs, summed over the rounds."""
+        total: dict[str, int] = {}
+        for run in self.runs:
+            if run.workload == ENDPOINTS_WORKLOAD.key and run.target == target and run.instance_xacts:
+                for node, n in run.instance_xacts.items():
+                    total[node] = total.get(node, 0) + n
+        return total
 
     def _endpoint_set_notes(self, endpoint_set: EndpointSet) -> list[str]:
         """What one endpoint table measures."""
@@ -616,7 +672,9 @@ class Bench:
                 f"spreading the reads over replicas that share the same {cpus} cores as the primary, pgbench and "
                 "dbproxy. Spreading adds no capacity here, and which instance serves the reads (its cache, "
                 "its share of the CPUs) moves these ratios from run to run: they are not the routing cost alone "
-                "(see the routing-only table).",
+                "(the direct rows measure the spreading without dbproxy; the routing-only table, the routing "
+                "without the spreading).",
+                *self._direct_notes(),
             ]
         return [
             f"Cluster `{endpoint_set.cluster}`: the same primary (node0) and nothing else, with the same pool, "
@@ -629,14 +687,31 @@ class Bench:
             "(another database, twice a second) are all it adds to the other runs.",
         ]
 
+    def _direct_notes(self) -> list[str]:
+        """The replica table's direct rows and its two ratios, in plain words."""
+        args = self.args
+        cpus = os.cpu_count() or 0
+        return [
+            f"Direct rows (the control, no proxy, same rounds and rotation): `pgbench -S -M simple -c "
+            f"{args.clients} -j {args.clients}` straight to the primary, and one pgbench per replica "
+            f"({clients_each(self.replica_clients())}, "
+            "`-j` the same) started together, TPS and transactions summed (either one failing fails the row). "
+            "Spread factor = direct replicas / direct primary: what sending the same reads to the replicas "
+            f"instead of the primary does on this machine without any proxy (below 1.00: the instances "
+            f"compete for the same {cpus} cores).",
+            "`vs writer` is the raw ratio, spreading effect included; its PASS/FAIL is the issue's target as "
+            "stated. `vs writer ÷ spread factor` divides that hardware effect out and leaves the cost of "
+            f"dbproxy's routing, checked against the same ≥ {ENDPOINTS_WORKLOAD.target_ratio:.2f}.",
+        ]
+
     def _endpoint_notes(self) -> list[str]:
         """How the endpoint runs were made and counted (both tables)."""
         args = self.args
         key = ENDPOINTS_WORKLOAD.key
         notes = [
             f"`pgbench -S -M simple -c {args.clients} -j {args.clients}`, {args.duration} s per run, against "
-            "each endpoint (one dbproxy process serves both clusters), in the same rounds as the other runs, "
-            "each table's endpoints back to back with their order rotated per round (median shown). Target "
+            "each endpoint (one dbproxy process serves both clusters) and the replica table's direct rows, "
+            "in the same rounds as the other runs, each table's endpoints back to back with their order rotated per round (median shown). Target "
             "(issue 3): routing costs ≤ 10% TPS vs the plain writer endpoint, i.e. reader/writer and "
             f"split/writer ≥ {ENDPOINTS_WORKLOAD.target_ratio:.2f}.",
             "Where the transactions ran: the increase of pg_stat_database.xact_commit for the benchmark "
