@@ -18,7 +18,23 @@ FLUSH_INTERVAL = 0.05
 MAX_BUFFERED_LINES = 512
 
 
-class TextFormatter(logging.Formatter):
+class LineFormatter(logging.Formatter):
+    """A formatter that can also format a line from its fields, without a LogRecord (see ConnectionLog)."""
+
+    def line(self, created: float, levelname: str, name: str, message: str) -> str:
+        raise NotImplementedError
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self.line(record.created, record.levelname, record.name, record.getMessage())
+        if record.exc_info:
+            line = self.with_exception(line, self.formatException(record.exc_info))
+        return line
+
+    def with_exception(self, line: str, text: str) -> str:
+        return line + "\n" + text
+
+
+class TextFormatter(LineFormatter):
     """`2026-11-25 18:42:13,973 INFO dbproxy.client: message`, with the date part formatted once a second."""
 
     def __init__(self) -> None:
@@ -26,29 +42,29 @@ class TextFormatter(logging.Formatter):
         self._second = -1
         self._stamp = ""
 
-    def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+    def line(self, created: float, levelname: str, name: str, message: str) -> str:
+        second = int(created)
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        line = f"{self._stamp},{int(record.msecs):03d} {record.levelname} {record.name}: {record.getMessage()}"
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
+        return f"{self._stamp},{int((created - second) * 1000):03d} {levelname} {name}: {message}"
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(LineFormatter):
     """One JSON object per line: ts, level, logger, msg (+ exc)."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+    def line(self, created: float, levelname: str, name: str, message: str) -> str:
+        second = int(created)
+        return json.dumps({
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{int((created - second) * 1000):03d}Z",
+            "level": levelname.lower(),
+            "logger": name,
+            "msg": message,
+        })
+
+    def with_exception(self, line: str, text: str) -> str:
+        entry = json.loads(line)
+        entry["exc"] = text
         return json.dumps(entry)
 
 
@@ -78,7 +94,19 @@ class BatchingHandler(logging.Handler):
         if (record.name != CONNECTIONS_LOGGER or record.levelno >= logging.WARNING
                 or len(self._lines) >= self.max_lines):
             self.flush()
-        elif self._timer is None:
+        else:
+            self._flush_soon()
+
+    def add_line(self, line: str) -> None:
+        """A formatted connection line (ConnectionLog's way in), batched like the records above."""
+        self._lines.append(line)
+        if len(self._lines) >= self.max_lines:
+            self.flush()
+        else:
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if self._timer is None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -113,6 +141,34 @@ class BatchingHandler(logging.Handler):
         super().close()
 
 
+class ConnectionLog:
+    """The "client ... connected / disconnected" lines: one of each per client connection.
+
+    With the handler of setup_logging() in place, a line goes straight to its batch (formatted by
+    the same formatter, no LogRecord, no handler chain: those cost more than the rest of a short
+    connection's login); otherwise, or when another handler was added, through `logging` as usual.
+    """
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger(CONNECTIONS_LOGGER)
+
+    def info(self, message: str, *args: object) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handler = _handler
+        root = logging.root
+        formatter = handler.formatter if handler is not None else None
+        if (handler is None or not isinstance(formatter, LineFormatter) or logger.handlers
+                or len(root.handlers) != 1 or root.handlers[0] is not handler):
+            logger.info(message, *args)
+            return
+        handler.add_line(formatter.line(time.time(), "INFO", CONNECTIONS_LOGGER, message % args if args else message))
+
+
+_handler: BatchingHandler | None = None   # the one installed by setup_logging
+
+
 def setup_logging(fmt: str = "text", level: str = "info") -> None:
     # Skip the per-record stack walk and thread/process lookups: a log line per client
     # connect/disconnect is on the path of every short-lived connection.
@@ -127,3 +183,5 @@ def setup_logging(fmt: str = "text", level: str = "info") -> None:
         old.close()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    global _handler
+    _handler = handler

@@ -6,7 +6,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 
@@ -15,11 +15,10 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.client_connections = Gauge(
-            "dbproxy_client_connections", "Client connections open now", ["cluster", "endpoint"], registry=r)
-        self.client_connections_received = Counter(
-            "dbproxy_client_connections_received", "Client connections accepted", ["cluster", "endpoint"],
-            registry=r)
+        # Client connections per (cluster, endpoint): [open now, accepted so far], counted as plain
+        # ints on every connect and disconnect, exported by _ClientConnectionsCollector.
+        self.client_connections: dict[tuple[str, str], list[int]] = {}
+        r.register(_ClientConnectionsCollector(self.client_connections))
         self.client_setup_failed_auth = Counter(
             "dbproxy_client_connections_setup_failed_auth", "Client logins refused for authentication",
             ["cluster", "endpoint"], registry=r)
@@ -54,6 +53,16 @@ class Metrics:
         """Add metric families computed when /metrics is scraped (never on the hot path)."""
         self._scrape.sources.append(source)
 
+    def client_connected(self, cluster: str, endpoint: str) -> list[int]:
+        """Count a new client connection; returns its endpoint's [open, accepted] (for the disconnect)."""
+        key = (cluster, endpoint)
+        counts = self.client_connections.get(key)
+        if counts is None:
+            counts = self.client_connections[key] = [0, 0]
+        counts[0] += 1
+        counts[1] += 1
+        return counts
+
     def auth_failed(self, cluster: str, endpoint: str) -> None:
         self.client_setup_failed_auth.labels(cluster, endpoint).inc()
 
@@ -76,6 +85,24 @@ class Metrics:
 
     def pinned(self, cluster: str, reason: str) -> None:
         self.pins.labels(cluster, reason).inc()
+
+
+class _ClientConnectionsCollector(Collector):
+    """dbproxy_client_connections{cluster,endpoint} (open now) and dbproxy_client_connections_received."""
+
+    def __init__(self, counts: dict[tuple[str, str], list[int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        open_now = GaugeMetricFamily("dbproxy_client_connections", "Client connections open now",
+                                     labels=["cluster", "endpoint"])
+        received = CounterMetricFamily("dbproxy_client_connections_received", "Client connections accepted",
+                                       labels=["cluster", "endpoint"])
+        for (cluster, endpoint), (now, total) in list(self._counts.items()):
+            open_now.add_metric([cluster, endpoint], now)
+            received.add_metric([cluster, endpoint], total)
+        yield open_now
+        yield received
 
 
 class _RequestCollector(Collector):

@@ -17,14 +17,14 @@ from .cluster import Cluster
 from .config import ClusterConfig, Config, ConfigError, EndpointConfig, User, load_config
 from .config_diff import ConfigDiff, diff
 from .http import start_http_server
-from .logs import CONNECTIONS_LOGGER, setup_logging
+from .logs import ConnectionLog, setup_logging
 from .metrics import Metrics
 from .protocol.postgres import messages as m
 from .session import ClientSession
 from .users import UserDirectory
 
 log = logging.getLogger("dbproxy")
-connections_log = logging.getLogger(CONNECTIONS_LOGGER)
+connections_log = ConnectionLog()
 
 
 class ProxyApp:
@@ -37,7 +37,6 @@ class ProxyApp:
         self.metrics.on_scrape(lambda: admin_views.live_metrics(self))
         self.clusters: dict[str, Cluster] = {c.name: Cluster(c, self._configured_user) for c in config.clusters}
         self.sessions: set[ClientSession] = set()
-        self._client_metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._by_pid: dict[int, ClientSession] = {}
         self._next_pid = random.randint(1 << 20, 1 << 29)
         self.listeners: dict[tuple[str, str], asyncio.Server] = {}
@@ -162,26 +161,14 @@ class ProxyApp:
 
     def client_opened(self, session: ClientSession) -> None:
         self.sessions.add(session)
-        open_gauge, received = self._client_metrics(session)
-        open_gauge.inc()
-        received.inc()
+        session.connection_counts = self.metrics.client_connected(session.cluster.name, session.endpoint.name)
         if self.draining:
             session.close("shutdown", m.error_response("57P01", "dbproxy is shutting down", "FATAL"))
-
-    def _client_metrics(self, session: ClientSession) -> tuple[Any, Any]:
-        """The (open, received) metric children of a session's endpoint, looked up once."""
-        key = (session.cluster.name, session.endpoint.name)
-        children = self._client_metric_children.get(key)
-        if children is None:
-            children = (self.metrics.client_connections.labels(*key),
-                        self.metrics.client_connections_received.labels(*key))
-            self._client_metric_children[key] = children
-        return children
 
     def client_closed(self, session: ClientSession, reason: str) -> None:
         self.sessions.discard(session)
         self._by_pid.pop(session.pid, None)
-        self._client_metrics(session)[0].dec()
+        session.connection_counts[0] -= 1
         if session.login is not None and session.pid:
             connections_log.info("client %s disconnected: %s (transactions=%d)", session.peer, reason,
                                  session.transactions)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .config import EndpointConfig
 from .errors import AuthenticationFailed, ProtocolViolation, ProxyError, ServerUnavailable, TooManyConnections
-from .logs import CONNECTIONS_LOGGER
+from .logs import ConnectionLog
 from .pool.pool import Pool
 from .protocol.postgres import messages as m
 from .protocol.postgres.client_auth import ClientAuthentication
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dbproxy.client")
 # "connected" / "disconnected" lines: written in batches (see logs.BatchingHandler).
-connections_log = logging.getLogger(CONNECTIONS_LOGGER)
+connections_log = ConnectionLog()
 
 _U32 = struct.Struct("!I")
 _STARTUP, _AUTH, _LOGIN, _READY, _CLOSED = range(5)
@@ -76,6 +76,7 @@ def _plain_select(sql: bytes) -> bool:
 
 _PLAIN_SELECT = _plain_select
 _NO_VERDICT = Classification(Route.PRIMARY, "none yet")
+_NO_COUNTS = [0, 0]
 # read_your_writes: how long a client reads from the primary when its last write's position is unknown.
 _RYW_FALLBACK_SECONDS = 10.0
 _DEALLOCATE_RE = re.compile(rb'\s*deallocate\s+(?:prepare\s+)?(?:"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*))\s*;?\s*$',
@@ -111,6 +112,7 @@ class ClientSession(asyncio.Protocol):
         self.rewrite = not self.session_mode and cluster.config.pool.prepared_statements
         self.transactions = 0
         self.queries = 0
+        self.connection_counts: list[int] = _NO_COUNTS   # its endpoint's [open, accepted] (ProxyApp)
         self._startup_buf = b""
         self._auth_reader = MessageReader(max_length=16 * 1024)
         self._auth: ClientAuthentication | None = None

@@ -43,8 +43,24 @@ def _sql_value(name: str, value: str) -> str:
     return value if name in _LIST_VALUED else quote_literal(value)
 
 
+# The same startup parameters come again with every reconnect: their settings by parameters.
+_STARTUP_CACHE: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+_STARTUP_CACHE_SIZE = 256
+
+
 def startup_gucs(params: dict[str, str]) -> dict[str, str]:
-    """Settings requested in the startup packet, including `options=-c name=value`."""
+    """Settings requested in the startup packet, including `options=-c name=value` (a new dict)."""
+    key = tuple(params.items())
+    cached = _STARTUP_CACHE.get(key)
+    if cached is None:
+        cached = _startup_gucs(params)
+        if len(_STARTUP_CACHE) >= _STARTUP_CACHE_SIZE:
+            _STARTUP_CACHE.clear()
+        _STARTUP_CACHE[key] = cached
+    return dict(cached)
+
+
+def _startup_gucs(params: dict[str, str]) -> dict[str, str]:
     gucs: dict[str, str] = {}
     for key, value in params.items():
         name = key.lower()

@@ -7,11 +7,20 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from proxy.logs import CONNECTIONS_LOGGER, FLUSH_INTERVAL, BatchingHandler, JsonFormatter, TextFormatter
+from proxy import logs
+from proxy.logs import (
+    CONNECTIONS_LOGGER,
+    FLUSH_INTERVAL,
+    BatchingHandler,
+    ConnectionLog,
+    JsonFormatter,
+    TextFormatter,
+    setup_logging,
+)
 
 
 class CountingStream(io.StringIO):
@@ -24,6 +33,9 @@ class CountingStream(io.StringIO):
     def write(self, text: str) -> int:
         self.writes += 1
         return super().write(text)
+
+
+Install = Callable[[str, str], "CountingStream"]
 
 
 @pytest.fixture
@@ -39,6 +51,7 @@ def stream() -> Iterator[CountingStream]:
     yield stream
     for logger in loggers:
         logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
         logger.propagate = True
     handler.close()
 
@@ -81,3 +94,70 @@ def test_json_lines() -> None:
     entry = json.loads(JsonFormatter().format(record))
     assert entry["level"] == "error" and entry["logger"] == "dbproxy.x" and entry["msg"] == "bad thing"
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", entry["ts"])
+
+
+@pytest.fixture
+def installed() -> Iterator[Callable[[str, str], CountingStream]]:
+    """setup_logging() writing to a CountingStream; the root logger's handlers are put back after."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+
+    def install(fmt: str, level: str) -> CountingStream:
+        # Called from the test itself: pytest puts its own sys.stderr back between setup and call.
+        stream = CountingStream()
+        root.handlers[:] = []
+        setup_logging(fmt, level)
+        assert logs._handler is not None
+        logs._handler.stream = stream
+        return stream
+
+    yield install
+    for handler in root.handlers:
+        handler.close()
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+    logs._handler = None
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_connection_lines_look_like_every_other_line(installed: Install, fmt: str) -> None:
+    stream = installed(fmt, "info")
+    ConnectionLog().info("client %s connected: user=%s", "127.0.0.1:5", "app")   # the direct path
+    logging.getLogger(CONNECTIONS_LOGGER).info("client %s disconnected", "127.0.0.1:5")   # via logging
+    first, second = stream.getvalue().splitlines()
+    if fmt == "json":
+        a, b = json.loads(first), json.loads(second)
+        assert (a["level"], a["logger"], a["msg"]) == ("info", CONNECTIONS_LOGGER, "client 127.0.0.1:5 connected: user=app")
+        assert (b["level"], b["logger"]) == ("info", CONNECTIONS_LOGGER) and a.keys() == b.keys()
+    else:
+        pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO dbproxy\.connections: client 127\.0\.0\.1:5 "
+        assert re.match(pattern + "connected: user=app$", first), first
+        assert re.match(pattern + "disconnected$", second), second
+
+
+def test_connection_lines_respect_the_level(installed: Install) -> None:
+    stream = installed("text", "warning")
+    ConnectionLog().info("client %s connected", "127.0.0.1:5")
+    logging.getLogger("dbproxy.test").warning("a warning")
+    assert stream.getvalue().splitlines()[-1].endswith("WARNING dbproxy.test: a warning")
+    assert "connected" not in stream.getvalue()
+
+
+def test_connection_lines_reach_any_other_handler(installed: Install) -> None:
+    """With another handler attached (a user's, a test's), the line goes through logging to both."""
+    stream = installed("text", "info")
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    extra = Collect()
+    logger = logging.getLogger(CONNECTIONS_LOGGER)
+    logger.addHandler(extra)
+    try:
+        ConnectionLog().info("client %s connected", "127.0.0.1:5")
+    finally:
+        logger.removeHandler(extra)
+    assert seen == ["client 127.0.0.1:5 connected"]
+    assert stream.getvalue().endswith("INFO dbproxy.connections: client 127.0.0.1:5 connected\n")

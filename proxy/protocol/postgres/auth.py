@@ -33,8 +33,13 @@ def _xor(a: bytes, b: bytes) -> bytes:
 
 def md5_password(user: str, password: str, salt: bytes) -> bytes:
     """The md5 response to AuthenticationMD5Password: 'md5' + md5(md5(password + user) + salt)."""
-    inner = hashlib.md5((password + user).encode()).hexdigest().encode()
-    return b"md5" + hashlib.md5(inner + salt).hexdigest().encode()
+    return b"md5" + hashlib.md5(_md5_secret(user, password) + salt).hexdigest().encode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _md5_secret(user: str, password: str) -> bytes:
+    """md5(password + user) in hex: what pg_authid stores, the same for every login of a user."""
+    return hashlib.md5((password + user).encode()).hexdigest().encode()
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,23 @@ def parse_startup_packet(buf: bytes | bytearray) -> tuple[StartupEvent | None, i
     return StartupMessage(code, _parse_params(bytes(buf[8:length]))), length
 
 
+# Clients reconnect with the same startup packet again and again: parsed parameters by packet body.
+_PARAMS_CACHE: dict[bytes, dict[str, str]] = {}
+_PARAMS_CACHE_SIZE = 256
+
+
 def _parse_params(data: bytes) -> dict[str, str]:
+    """The name/value pairs of a startup packet body (a new dict each call: callers may keep it)."""
+    cached = _PARAMS_CACHE.get(data)
+    if cached is None:
+        cached = _decode_params(data)
+        if len(_PARAMS_CACHE) >= _PARAMS_CACHE_SIZE:
+            _PARAMS_CACHE.clear()
+        _PARAMS_CACHE[data] = cached
+    return dict(cached)
+
+
+def _decode_params(data: bytes) -> dict[str, str]:
     if not data.endswith(b"\x00"):
         raise ProtocolViolation("invalid startup packet layout: expected terminator as last byte")
     body = data[:-1]  # without the list terminator; every name and value ends with its own NUL
