@@ -16,6 +16,7 @@ just refused a connection: they are skipped until the monitor has had time to ju
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Collection, Sequence
 
@@ -68,8 +69,12 @@ def _custom(snapshot: TopologySnapshot, endpoint: EndpointConfig, outstanding: O
     return least_outstanding(candidates, outstanding, rng) if candidates else None
 
 
+@functools.lru_cache(maxsize=256)
 def custom_membership(endpoint: EndpointConfig) -> Callable[[Address], bool]:
-    """Whether an instance belongs to a custom endpoint: listed in `instances`, or not in `exclude`."""
+    """Whether an instance belongs to a custom endpoint: listed in `instances`, or not in `exclude`.
+
+    Made once per endpoint config (a reload makes new ones), not once per routed transaction.
+    """
     if endpoint.instances:
         listed = frozenset(endpoint.instances)
         return listed.__contains__
