@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Protocol
 
+from .memo import DictMemo
 from .protocol.postgres.messages import quote_literal
 from .routing.session_state import quote_name
 
@@ -43,24 +44,13 @@ def _sql_value(name: str, value: str) -> str:
     return value if name in _LIST_VALUED else quote_literal(value)
 
 
-# The same startup parameters come again with every reconnect: their settings by parameters.
-_STARTUP_CACHE: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
-_STARTUP_CACHE_SIZE = 256
-
-
 def startup_gucs(params: dict[str, str]) -> dict[str, str]:
     """Settings requested in the startup packet, including `options=-c name=value` (a new dict)."""
-    key = tuple(params.items())
-    cached = _STARTUP_CACHE.get(key)
-    if cached is None:
-        cached = _startup_gucs(params)
-        if len(_STARTUP_CACHE) >= _STARTUP_CACHE_SIZE:
-            _STARTUP_CACHE.clear()
-        _STARTUP_CACHE[key] = cached
-    return dict(cached)
+    return _startup_gucs(tuple(params.items()))
 
 
-def _startup_gucs(params: dict[str, str]) -> dict[str, str]:
+def _gucs_of(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    params = dict(items)
     gucs: dict[str, str] = {}
     for key, value in params.items():
         name = key.lower()
@@ -87,6 +77,10 @@ def _startup_gucs(params: dict[str, str]) -> dict[str, str]:
                 raise ValueError(f"invalid option {setting!r}")
             gucs[name] = _sql_value(name, value)
     return gucs
+
+
+# The same startup parameters come again with every reconnect: their settings, made once.
+_startup_gucs = DictMemo(_gucs_of)
 
 
 def split_options(options: str) -> list[str]:

@@ -6,6 +6,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ...errors import ProtocolViolation
+from ...memo import DictMemo
 from .messages import CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE
 
 # PostgreSQL itself refuses startup packets over 10,000 bytes (MAX_STARTUP_PACKET_LENGTH).
@@ -73,23 +74,8 @@ def parse_startup_packet(buf: bytes | bytearray) -> tuple[StartupEvent | None, i
     return StartupMessage(code, _parse_params(bytes(buf[8:length]))), length
 
 
-# Clients reconnect with the same startup packet again and again: parsed parameters by packet body.
-_PARAMS_CACHE: dict[bytes, dict[str, str]] = {}
-_PARAMS_CACHE_SIZE = 256
-
-
-def _parse_params(data: bytes) -> dict[str, str]:
-    """The name/value pairs of a startup packet body (a new dict each call: callers may keep it)."""
-    cached = _PARAMS_CACHE.get(data)
-    if cached is None:
-        cached = _decode_params(data)
-        if len(_PARAMS_CACHE) >= _PARAMS_CACHE_SIZE:
-            _PARAMS_CACHE.clear()
-        _PARAMS_CACHE[data] = cached
-    return dict(cached)
-
-
 def _decode_params(data: bytes) -> dict[str, str]:
+    """The name/value pairs of a startup packet body."""
     if not data.endswith(b"\x00"):
         raise ProtocolViolation("invalid startup packet layout: expected terminator as last byte")
     body = data[:-1]  # without the list terminator; every name and value ends with its own NUL
@@ -105,6 +91,10 @@ def _decode_params(data: bytes) -> dict[str, str]:
     except UnicodeDecodeError as exc:
         raise ProtocolViolation("invalid startup packet: parameters are not UTF-8") from exc
     return dict(zip(items[::2], items[1::2], strict=True))
+
+
+# Clients reconnect with the same startup packet again and again: parsed once per packet body.
+_parse_params = DictMemo(_decode_params)
 
 
 class MessageReader:
