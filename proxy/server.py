@@ -86,8 +86,7 @@ class ProxyApp:
             return ClientSession(self, cluster, seen[1])
 
         server = await loop.create_server(session, endpoint.listen.host, endpoint.listen.port,
-                                          reuse_address=True, backlog=2048,
-                                          reuse_port=bool(__import__('os').environ.get('DBPROXY_REUSE_PORT')))
+                                          reuse_address=True, backlog=2048)
         self.listeners[(cluster.name, endpoint.name)] = server
         log.info("endpoint %s/%s (%s) listening on %s", cluster.name, endpoint.name, endpoint.role,
                  endpoint.listen)
