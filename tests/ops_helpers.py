@@ -41,7 +41,7 @@ class OpsPorts:
 def ops_config(pg: PgCluster, ports: OpsPorts, *, client_auth: str = "scram-sha-256", pool_size: int = 4,
                interval: str = "200ms", failure_threshold: int = 2, borrow_timeout: str = "10s",
                shutdown_timeout: str = "3s", log_format: str = "text", mode: str = "follow",
-               health_user: str | None = None) -> str:
+               promote_after: str = "3s", health_user: str | None = None) -> str:
     """health_user: the probes' login; "postgres" (a superuser) for tests that promote or switch over."""
     instances = pg.instance_addrs()
     quoted = ", ".join(f'"{a}"' for a in instances)
@@ -82,6 +82,7 @@ failure_threshold = {failure_threshold}
 
 [clusters.main.failover]
 mode = "{mode}"
+promote_after = "{promote_after}"
 borrow_timeout = "{borrow_timeout}"
 
 [clusters.main.pool]

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from conftest import ProxyProcess
 from e2e_helpers import async_wait_until, wait_until
-from ops_helpers import ADMIN_PASSWORD, ADMIN_USER, AdminError, admin, http_get, scrape
+from ops_helpers import AdminError, OpsPorts, admin, http_get, ops_config, scrape
 
 from bench.failover import TABLE, WriteLoad, make_synchronous
 from deploy.pgcluster import APP_DB, HOST, PgCluster, free_ports
@@ -29,66 +29,11 @@ INTERVAL, THRESHOLD, PROMOTE_AFTER = "200ms", 3, "1s"
 FAILOVERS = 'dbproxy_failovers_total{cluster="main"}'
 
 
-@dataclass(frozen=True)
-class Ports:
-    writer: int
-    reader: int
-    admin: int
-    http: int
-
-    @classmethod
-    def new(cls) -> Ports:
-        return cls(*free_ports(4))
-
-
-def config_text(pg: PgCluster, ports: Ports, mode: str) -> str:
-    instances = ", ".join(f'"{a}"' for a in pg.instance_addrs())
-    return f"""
-[server]
-admin_listen = "{HOST}:{ports.admin}"
-http_listen = "{HOST}:{ports.http}"
-log_level = "info"
-shutdown_timeout = "2s"
-
-[[users]]
-name = "app"
-server_user = "app"
-
-[[users]]
-name = "{ADMIN_USER}"
-password = "{ADMIN_PASSWORD}"
-server_user = "app"
-admin = true
-
-[clusters.main]
-engine = "postgres"
-instances = [{instances}]
-client_auth = "trust"
-
-[clusters.main.health]
-interval = "{INTERVAL}"
-timeout = "1s"
-failure_threshold = {THRESHOLD}
-user = "postgres"
-
-[clusters.main.failover]
-mode = "{mode}"
-promote_after = "{PROMOTE_AFTER}"
-borrow_timeout = "20s"
-
-[clusters.main.pool]
-max_server_connections = 20
-
-[[clusters.main.endpoints]]
-name = "writer"
-listen = "{HOST}:{ports.writer}"
-role = "writer"
-
-[[clusters.main.endpoints]]
-name = "reader"
-listen = "{HOST}:{ports.reader}"
-role = "reader"
-"""
+def config_text(pg: PgCluster, ports: OpsPorts, mode: str) -> str:
+    """Trust auth, probes as the superuser (promotion, fencing), the drill's health and failover timing."""
+    return ops_config(pg, ports, client_auth="trust", pool_size=20, interval=INTERVAL,
+                      failure_threshold=THRESHOLD, borrow_timeout="20s", shutdown_timeout="2s", mode=mode,
+                      promote_after=PROMOTE_AFTER, health_user="postgres")
 
 
 def dsn(port: int) -> str:
@@ -100,7 +45,7 @@ def create_table(pg: PgCluster) -> None:
               f"PRIMARY KEY (client, seq)); GRANT ALL ON {TABLE} TO PUBLIC", db=APP_DB)
 
 
-def start_proxy(factory: Callable[..., ProxyProcess], pg: PgCluster, ports: Ports, mode: str) -> ProxyProcess:
+def start_proxy(factory: Callable[..., ProxyProcess], pg: PgCluster, ports: OpsPorts, mode: str) -> ProxyProcess:
     proxy = factory(config_text(pg, ports, mode))
     for address in pg.instance_addrs():
         wait_log(proxy, f"instance {address} unknown -> up")
@@ -150,7 +95,7 @@ async def test_kill_of_the_primary_under_write_load_promotes_and_loses_nothing_a
     pg = pg_cluster_factory()
     make_synchronous(pg)     # "acknowledged" means applied on a replica
     create_table(pg)
-    ports = Ports.new()
+    ports = OpsPorts.of(free_ports(6))
     proxy = start_proxy(proxy_factory, pg, ports, "promote")
     idle = [await asyncpg.connect(dsn(ports.writer)) for _ in range(4)]
     load = WriteLoad(dsn(ports.writer), clients=8)
@@ -191,7 +136,7 @@ async def test_old_primary_restarted_as_a_stale_primary_is_fenced_and_gets_no_wr
         pg_cluster_factory: Callable[..., PgCluster], proxy_factory: Callable[..., ProxyProcess]) -> None:
     pg = pg_cluster_factory()
     create_table(pg)
-    ports = Ports.new()
+    ports = OpsPorts.of(free_ports(6))
     proxy = start_proxy(proxy_factory, pg, ports, "promote")
     old = pg.instance_addrs()[0]
     conn = await asyncpg.connect(dsn(ports.writer))
@@ -227,7 +172,7 @@ async def test_follow_mode_waits_for_an_external_promotion_and_writes_resume_the
         pg_cluster_factory: Callable[..., PgCluster], proxy_factory: Callable[..., ProxyProcess]) -> None:
     pg = pg_cluster_factory()
     create_table(pg)
-    ports = Ports.new()
+    ports = OpsPorts.of(free_ports(6))
     proxy = start_proxy(proxy_factory, pg, ports, "follow")
     load = WriteLoad(dsn(ports.writer), clients=4)
     await load.start()
@@ -294,7 +239,7 @@ async def test_switchover_under_read_and_write_load_fails_no_transaction(
         pg_cluster_factory: Callable[..., PgCluster], proxy_factory: Callable[..., ProxyProcess]) -> None:
     pg = pg_cluster_factory()
     create_table(pg)
-    ports = Ports.new()
+    ports = OpsPorts.of(free_ports(6))
     proxy = start_proxy(proxy_factory, pg, ports, "follow")
     old, *replicas = pg.instance_addrs()
     writes, reads = WriteLoad(dsn(ports.writer), clients=4), ReadLoad(ports.reader)
