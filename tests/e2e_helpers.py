@@ -28,7 +28,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +137,55 @@ def _value(value: str | int | bool) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value) if isinstance(value, int) else _q(value)
+
+
+@dataclass
+class EndpointSpec:
+    """One [[clusters.main.endpoints]] entry of a routing test's config, on a free port."""
+
+    name: str
+    role: str
+    port: int = field(default_factory=lambda: free_ports(1)[0])
+    extra: str = ""   # more TOML lines (instances, exclude, read_your_writes...)
+
+    def toml(self) -> str:
+        return (f'\n[[clusters.main.endpoints]]\nname = "{self.name}"\nlisten = "{HOST}:{self.port}"\n'
+                f'role = "{self.role}"\n{self.extra}')
+
+
+def routing_config(instances: Iterable[str], endpoints: Iterable[EndpointSpec], *, interval_ms: int,
+                   pool_size: int, timeout: str = "500ms", failure_threshold: int = 3, max_lag: str = "10s",
+                   read_only_functions: Iterable[str] = (), log_level: str = "info") -> str:
+    """Cluster "main" over `instances` with trust auth and fast probes, and the given endpoints."""
+    listed = ", ".join(f'"{a}"' for a in instances)
+    functions = ", ".join(f'"{f}"' for f in read_only_functions)
+    return f"""
+[server]
+log_level = "{log_level}"
+shutdown_timeout = "2s"
+
+[[users]]
+name = "app"
+server_user = "app"
+
+[clusters.main]
+engine = "postgres"
+instances = [{listed}]
+client_auth = "trust"
+read_only_functions = [{functions}]
+
+[clusters.main.health]
+interval = "{interval_ms}ms"
+timeout = "{timeout}"
+failure_threshold = {failure_threshold}
+max_replica_lag = "{max_lag}"
+
+[clusters.main.failover]
+borrow_timeout = "15s"
+
+[clusters.main.pool]
+max_server_connections = {pool_size}
+""" + "".join(e.toml() for e in endpoints)
 
 
 # ------------------------------------------------------------------------------ a running proxy

@@ -9,12 +9,12 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 import pytest
 from conftest import ProxyProcess
-from e2e_helpers import async_wait_until, proxy_server_ports, wait_until
+from e2e_helpers import EndpointSpec, async_wait_until, proxy_server_ports, routing_config, wait_until
 
 from deploy.pgcluster import HOST, PgCluster, free_ports
 from proxy.config import Address
@@ -29,46 +29,12 @@ DETECTION_WINDOW = INTERVAL * THRESHOLD + TIMEOUT + 1.0
 PORT_SQL = "SELECT inet_server_port()"
 
 
-@dataclass
-class Endpoint:
-    name: str
-    role: str
-    port: int = field(default_factory=lambda: free_ports(1)[0])
-    extra: str = ""
-
-    def toml(self) -> str:
-        return (f'\n[[clusters.main.endpoints]]\nname = "{self.name}"\nlisten = "{HOST}:{self.port}"\n'
-                f'role = "{self.role}"\n{self.extra}')
+Endpoint = EndpointSpec
 
 
 def config_text(instances: Iterable[str], endpoints: Iterable[Endpoint], max_lag: str = "10s") -> str:
-    listed = ", ".join(f'"{a}"' for a in instances)
-    return f"""
-[server]
-log_level = "info"
-shutdown_timeout = "2s"
-
-[[users]]
-name = "app"
-server_user = "app"
-
-[clusters.main]
-engine = "postgres"
-instances = [{listed}]
-client_auth = "trust"
-
-[clusters.main.health]
-interval = "{int(INTERVAL * 1000)}ms"
-timeout = "{int(TIMEOUT * 1000)}ms"
-failure_threshold = {THRESHOLD}
-max_replica_lag = "{max_lag}"
-
-[clusters.main.failover]
-borrow_timeout = "15s"
-
-[clusters.main.pool]
-max_server_connections = 10
-""" + "".join(e.toml() for e in endpoints)
+    return routing_config(instances, endpoints, interval_ms=int(INTERVAL * 1000), pool_size=10,
+                          timeout=f"{int(TIMEOUT * 1000)}ms", failure_threshold=THRESHOLD, max_lag=max_lag)
 
 
 def dsn(endpoint: Endpoint) -> str:

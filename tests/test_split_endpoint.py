@@ -40,9 +40,9 @@ import asyncpg
 import psycopg
 import pytest
 from conftest import ProxyProcess
-from e2e_helpers import clean_env, running_proxy, wait_until
+from e2e_helpers import EndpointSpec, clean_env, routing_config, running_proxy, wait_until
 
-from deploy.pgcluster import HOST, PgCluster, free_ports, pg_binary
+from deploy.pgcluster import HOST, PgCluster, pg_binary
 from proxy.protocol.postgres.messages import parse_data_row
 
 INTERVAL_MS = 100
@@ -55,52 +55,15 @@ PORT_SQL = "SELECT inet_server_port()"
 # ------------------------------------------------------------------------------ configuration
 
 
-@dataclass
-class Endpoint:
-    name: str
-    role: str = "split"
-    read_your_writes: bool | None = None
-    port: int = field(default_factory=lambda: free_ports(1)[0])
-
-    def toml(self) -> str:
-        text = (f'\n[[clusters.main.endpoints]]\nname = "{self.name}"\nlisten = "{HOST}:{self.port}"\n'
-                f'role = "{self.role}"\n')
-        if self.read_your_writes is not None:
-            text += f"read_your_writes = {'true' if self.read_your_writes else 'false'}\n"
-        return text
+def split_endpoint(name: str, read_your_writes: bool | None = None) -> EndpointSpec:
+    extra = "" if read_your_writes is None else f"read_your_writes = {'true' if read_your_writes else 'false'}\n"
+    return EndpointSpec(name, "split", extra=extra)
 
 
-def config_text(pg: PgCluster, endpoints: Iterable[Endpoint], *, max_lag: str = "10s",
+def config_text(pg: PgCluster, endpoints: Iterable[EndpointSpec], *, max_lag: str = "10s",
                 read_only_functions: Iterable[str] = (), log_level: str = "info") -> str:
-    instances = ", ".join(f'"{a}"' for a in pg.instance_addrs())
-    functions = ", ".join(f'"{f}"' for f in read_only_functions)
-    return f"""
-[server]
-log_level = "{log_level}"
-shutdown_timeout = "2s"
-
-[[users]]
-name = "app"
-server_user = "app"
-
-[clusters.main]
-engine = "postgres"
-instances = [{instances}]
-client_auth = "trust"
-read_only_functions = [{functions}]
-
-[clusters.main.health]
-interval = "{INTERVAL_MS}ms"
-timeout = "500ms"
-failure_threshold = 3
-max_replica_lag = "{max_lag}"
-
-[clusters.main.failover]
-borrow_timeout = "15s"
-
-[clusters.main.pool]
-max_server_connections = 8
-""" + "".join(e.toml() for e in endpoints)
+    return routing_config(pg.instance_addrs(), endpoints, interval_ms=INTERVAL_MS, pool_size=8, max_lag=max_lag,
+                          read_only_functions=read_only_functions, log_level=log_level)
 
 
 def wait_instances_up(proxy: ProxyProcess, pg: PgCluster, timeout: float = 20.0) -> None:
@@ -110,7 +73,7 @@ def wait_instances_up(proxy: ProxyProcess, pg: PgCluster, timeout: float = 20.0)
                    timeout=timeout, interval=0.02, what=f"instance {address} up in the proxy log")
 
 
-def start_proxy(factory: Callable[..., ProxyProcess], pg: PgCluster, endpoints: list[Endpoint],
+def start_proxy(factory: Callable[..., ProxyProcess], pg: PgCluster, endpoints: list[EndpointSpec],
                 **config: object) -> ProxyProcess:
     proxy = factory(config_text(pg, endpoints, **config))  # type: ignore[arg-type]
     wait_instances_up(proxy, pg)
@@ -379,7 +342,7 @@ def table_db(pg_cluster: PgCluster) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def split_port(pg_cluster: PgCluster, table_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A proxy (module-wide) with one split endpoint, read_your_writes off; its port."""
-    split = Endpoint("app")
+    split = split_endpoint("app")
     text = config_text(pg_cluster, [split], read_only_functions=[READ_ONLY_FUNCTION])
     with running_proxy(text, tmp_path_factory.mktemp("split-table"), split.port) as proxy:
         wait_instances_up(proxy.process, pg_cluster)
@@ -739,7 +702,7 @@ def bench_db(pg_cluster: PgCluster) -> Iterator[str]:
 def test_pgbench_tpcb_and_read_only_scripts_through_the_split_endpoint(
         pg_cluster: PgCluster, bench_db: str, proxy_factory: Callable[..., ProxyProcess], tmp_path: Path) -> None:
     pg = pg_cluster
-    writer, split = Endpoint("writer", "writer"), Endpoint("app")
+    writer, split = EndpointSpec("writer", "writer"), split_endpoint("app")
     began = time.monotonic()
     proxy = start_proxy(proxy_factory, pg, [writer, split])
     pgbench(writer.port, "-i", "-s", "1", "-q")
@@ -761,7 +724,7 @@ def test_pgbench_tpcb_and_read_only_scripts_through_the_split_endpoint(
     shares = {}
     for mode in ("simple", "prepared"):
         before = xact_commits(pg)
-        proxy = start_proxy(proxy_factory, pg, [Endpoint("app", port=split.port)])
+        proxy = start_proxy(proxy_factory, pg, [EndpointSpec("app", "split", port=split.port)])
         n = processed(pgbench(split.port, "-n", "-M", mode, "-f", str(script), "-c", "4", "-j", "4", "-t", "250"))
         assert n == 1000
         proxy.stop()
@@ -803,9 +766,9 @@ def delayed_cluster(factory: Callable[..., PgCluster], synchronous_commit: str) 
     return pg
 
 
-def ryw_endpoints(factory: Callable[..., ProxyProcess], pg: PgCluster) -> tuple[Endpoint, Endpoint]:
+def ryw_endpoints(factory: Callable[..., ProxyProcess], pg: PgCluster) -> tuple[EndpointSpec, EndpointSpec]:
     """A proxy with a split endpoint with read_your_writes and one without (max_replica_lag 60s)."""
-    ryw, control = Endpoint("ryw", read_your_writes=True), Endpoint("control", read_your_writes=False)
+    ryw, control = split_endpoint("ryw", read_your_writes=True), split_endpoint("control", read_your_writes=False)
     start_proxy(factory, pg, [ryw, control], max_lag="60s")
     return ryw, control
 
