@@ -13,11 +13,10 @@ import cProfile
 import pstats
 import time
 
-from proxy.config import Address, parse_config
+from bench.inprocess import idle_server, logged_in_session
+from proxy.config import parse_config
 from proxy.protocol.postgres import messages as m
 from proxy.server import ProxyApp
-from proxy.session import _READY, ClientSession
-from proxy.transport.pg_server import ServerConnection
 
 CONFIG = """
 [[users]]
@@ -40,50 +39,15 @@ RESPONSE = (m.message(b"T", b"\x00\x01abalance\x00" + b"\x00" * 18) + m.message(
             + m.message(b"C", b"SELECT 1\x00") + m.ready_for_query(b"I"))
 
 
-class FakeTransport:
-    def __init__(self) -> None:
-        self.sent = 0
-
-    def write(self, data: bytes) -> None:
-        self.sent += len(data)
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_extra_info(self, name: str) -> None:
-        return None
-
-    def close(self) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 async def main(n: int, profile: bool, role: str = "writer") -> None:
     config = parse_config(CONFIG.replace('role = "writer"', f'role = "{role}"'))
     app = ProxyApp(config)
     cluster = app.clusters["main"]
-    endpoint = cluster.config.endpoints[0]
     instance = cluster.config.instances[0]
     cluster.choose_target = lambda _endpoint, _route, _min_position: instance  # no probes here
-    session = ClientSession(app, cluster, endpoint)
-    session.connection_made(FakeTransport())  # type: ignore[arg-type]
-    session.login = app.users.get("app")
-    session.database = "app"
-    session.state = _READY
-    login = session.login
-    assert login is not None
-    from proxy.protocol.postgres.server_login import ServerLogin
-    server = ServerConnection(Address("127.0.0.1", 1), ServerLogin("app", None, "app"))
-    server.transport = FakeTransport()  # type: ignore[assignment]
-    server._login = None
-    pool = cluster.pool(cluster.config.instances[0], login.user, "app")
-    pool.in_use.add(server)
-    pool.release(server)
+    session, login = logged_in_session(app, "main", "app", "app")
+    server = idle_server(cluster, instance, login, "app")
+    pool = cluster.pool(instance, login.user, "app")
 
     queries = [m.query(f"SELECT abalance FROM pgbench_accounts WHERE aid = {i};") for i in range(1000)]
 
@@ -95,7 +59,7 @@ async def main(n: int, profile: bool, role: str = "writer") -> None:
     run(1000)
     assert session.server is None and pool.idle == [server] and not session._pending
     sent = sum(len(queries[i]) for i in range(1000)) if role == "split" else 1000 * len(QUERY)
-    assert server.transport.sent >= sent  # type: ignore[union-attr]
+    assert server.transport.written >= sent  # type: ignore[union-attr]
     profiler = cProfile.Profile() if profile else None
     started = time.perf_counter()
     if profiler:
