@@ -2,7 +2,10 @@
 
 Drives a real ClientSession and ServerConnection with fake transports through N simple-query
 transactions (Query → RowDescription, DataRow, CommandComplete, ReadyForQuery) and reports the
-Python cost per transaction. `--profile` prints a cProfile summary.
+Python cost per transaction. `--connect` instead runs N whole short connections as pgbench -C
+makes them (SSLRequest, startup, md5 password, one query, Terminate, close) and reports the Python
+cost per connection; the sockets, the event loop and the kernel are not in it.
+`--profile` prints a cProfile summary.
 """
 
 from __future__ import annotations
@@ -10,13 +13,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import pstats
 import time
+from collections.abc import Callable
 
-from bench.inprocess import idle_server, logged_in_session
+from bench.inprocess import FakeTransport, idle_server, logged_in_session, server_parameters_known
+from proxy import logs
 from proxy.config import parse_config
 from proxy.protocol.postgres import messages as m
+from proxy.protocol.postgres.auth import md5_password
 from proxy.server import ProxyApp
+from proxy.session import ClientSession
 
 CONFIG = """
 [[users]]
@@ -37,6 +45,62 @@ role = "writer"
 QUERY = m.query("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;")
 RESPONSE = (m.message(b"T", b"\x00\x01abalance\x00" + b"\x00" * 18) + m.message(b"D", b"\x00\x01\x00\x00\x00\x010")
             + m.message(b"C", b"SELECT 1\x00") + m.ready_for_query(b"I"))
+
+
+def _timed(n: int, profile: bool, what: str, run: Callable[[int], None]) -> None:
+    """Run `run(n)` once (under cProfile when asked) and print the µs per item."""
+    profiler = cProfile.Profile() if profile else None
+    started = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    run(n)
+    if profiler:
+        profiler.disable()
+    elapsed = time.perf_counter() - started
+    print(f"{n} {what}s: {elapsed / n * 1e6:.2f} µs of Python per {what}")
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+async def connections(n: int, profile: bool) -> None:
+    """N pgbench -C connections: SSLRequest, startup, md5 password, one query, Terminate, close."""
+    config = parse_config(CONFIG.replace('client_auth = "trust"', 'client_auth = "md5"'))
+    app = ProxyApp(config)
+    cluster = app.clusters["main"]
+    instance = cluster.config.instances[0]
+    endpoint = cluster.config.endpoints[0]
+    cluster.choose_target = lambda _endpoint, _route, _min_position: instance  # no probes here
+    login = app.users.get("app")
+    assert login is not None
+    server = idle_server(cluster, instance, login, "app")
+    server.gucs["application_name"] = "'pgbench'"   # as every pooled server has after pgbench's first client
+    pool = cluster.pool(instance, login.user, "app")
+    server_parameters_known(cluster, login, "app")
+    logs.setup_logging("text", "info")          # connection lines formatted and batched as in `dbproxy run`
+    assert logs._handler is not None
+    logs._handler.stream = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the benchmark
+    ssl_request = m.ssl_request()
+    startup = m.startup_message({"user": "app", "database": "app", "application_name": "pgbench"})
+    terminate = m.terminate()
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            session = ClientSession(app, cluster, endpoint)
+            transport = FakeTransport(record=True, peer=("127.0.0.1", 40000))
+            session.connection_made(transport)  # type: ignore[arg-type]
+            session.data_received(ssl_request)
+            session.data_received(startup)
+            salt = transport.data[-4:]
+            session.data_received(m.password_message(md5_password("app", "x", salt)))
+            session.data_received(QUERY)
+            server.data_received(RESPONSE)
+            session.data_received(terminate)
+            session.connection_lost(None)
+
+    run(1000)
+    assert pool.idle == [server] and not app.sessions
+    assert server.transport.written >= 1000 * len(QUERY)  # type: ignore[union-attr]
+    _timed(n, profile, "connection", run)
 
 
 async def main(n: int, profile: bool, role: str = "writer") -> None:
@@ -60,17 +124,7 @@ async def main(n: int, profile: bool, role: str = "writer") -> None:
     assert session.server is None and pool.idle == [server] and not session._pending
     sent = sum(len(queries[i]) for i in range(1000)) if role == "split" else 1000 * len(QUERY)
     assert server.transport.written >= sent  # type: ignore[union-attr]
-    profiler = cProfile.Profile() if profile else None
-    started = time.perf_counter()
-    if profiler:
-        profiler.enable()
-    run(n)
-    if profiler:
-        profiler.disable()
-    elapsed = time.perf_counter() - started
-    print(f"{n} transactions: {elapsed / n * 1e6:.2f} µs of Python per transaction")
-    if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    _timed(n, profile, "transaction", run)
 
 
 if __name__ == "__main__":
@@ -79,5 +133,7 @@ if __name__ == "__main__":
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--role", default="writer", choices=["writer", "reader", "split"],
                         help="endpoint role (split: each query text gets a new literal, as pgbench -M simple)")
+    parser.add_argument("--connect", action="store_true",
+                        help="whole short connections (pgbench -C) instead of transactions on one connection")
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.profile, args.role))
+    asyncio.run(connections(args.n, args.profile) if args.connect else main(args.n, args.profile, args.role))

@@ -14,14 +14,26 @@ from proxy.session import _READY, ClientSession
 from proxy.transport.pg_server import ServerConnection
 from proxy.users import Login
 
+# What PostgreSQL 15 reports in ParameterStatus messages at login.
+SERVER_PARAMETERS = {
+    "server_version": "15.19", "server_encoding": "UTF8", "client_encoding": "UTF8", "DateStyle": "ISO, MDY",
+    "TimeZone": "UTC", "integer_datetimes": "on", "standard_conforming_strings": "on", "application_name": "",
+    "IntervalStyle": "postgres", "is_superuser": "on", "session_authorization": "app",
+}
+
 
 class FakeTransport:
-    """Swallows what is written: counts the bytes, and keeps them in `data` when `record` is set."""
+    """Swallows what is written: counts the bytes, and keeps them in `data` when `record` is set.
 
-    def __init__(self, record: bool = False) -> None:
+    `peer` is what get_extra_info("peername") returns (a client socket's address).
+    """
+
+    def __init__(self, record: bool = False, peer: tuple[str, int] | None = None) -> None:
         self.written = 0
         self.data = b""
         self._record = record
+        self._peer = peer
+        self.closed = False
 
     def write(self, data: bytes) -> None:
         self.written += len(data)
@@ -29,13 +41,13 @@ class FakeTransport:
             self.data += data
 
     def is_closing(self) -> bool:
-        return False
+        return self.closed
 
-    def get_extra_info(self, name: str) -> None:
-        return None
+    def get_extra_info(self, name: str) -> tuple[str, int] | None:
+        return self._peer if name == "peername" else None
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
     def pause_reading(self) -> None:
         pass
@@ -56,6 +68,11 @@ def logged_in_session(app: ProxyApp, cluster_name: str, user: str, database: str
     session.database = database
     session.state = _READY
     return session, login
+
+
+def server_parameters_known(cluster: Cluster, login: Login, database: str) -> None:
+    """As after the first client of (user, database): logins are answered without a server."""
+    cluster.welcome[(login.user.server_user, database)] = dict(SERVER_PARAMETERS)
 
 
 def idle_server(cluster: Cluster, address: Address, login: Login, database: str,

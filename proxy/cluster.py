@@ -49,8 +49,8 @@ class Cluster:
         self.statement_names = StatementNames()
         self.classifier = Classifier(config.read_only_functions)
         self.welcome: dict[tuple[str, str], dict[str, str]] = {}
-        # Encoded login replies per (id of a welcome dict above, client settings): see session._welcome_bytes.
-        self.welcome_messages: dict[tuple[int, tuple[tuple[str, str], ...]], bytes] = {}
+        # Encoded login replies per (id of a welcome dict above, startup packet): see session._welcome_bytes.
+        self.welcome_messages: dict[tuple[int, bytes], bytes] = {}
         self.clients = 0
         self.removed = False   # dropped from the config by a reload; kept while clients remain
         self.borrowing = 0   # clients waiting in borrow() for resume, a target, a slot or a new connection

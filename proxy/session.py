@@ -50,7 +50,8 @@ from .protocol.postgres.statements import (
 from .routing.classify import Classification, Route
 from .routing.session_state import session_effects
 from .server_reset import reset_then_release
-from .session_gucs import GucState, startup_gucs
+from .session_gucs import GucState
+from .startup import StartupRequest, known_startup, remember_startup
 from .transport.pg_server import ServerConnection
 
 if TYPE_CHECKING:
@@ -64,6 +65,10 @@ connections_log = ConnectionLog()
 
 _U32 = struct.Struct("!I")
 _STARTUP, _AUTH, _LOGIN, _READY, _CLOSED = range(5)
+_SSL_REQUEST = m.ssl_request()
+_TERMINATE = m.terminate()
+_READY_IDLE = m.ready_for_query(b"I")
+_MAX_AUTH_MESSAGE = 16 * 1024
 # Bytes buffered from a client that has no server yet before we stop reading from it.
 _PAUSE_BUFFER = 4 * 1024 * 1024
 def _plain_select(sql: bytes) -> bool:
@@ -77,6 +82,7 @@ def _plain_select(sql: bytes) -> bool:
 _PLAIN_SELECT = _plain_select
 _NO_VERDICT = Classification(Route.PRIMARY, "none yet")
 _NO_COUNTS = [0, 0]
+_NO_NAMES: list[str] = []   # never changed: replaced, not appended to
 # read_your_writes: how long a client reads from the primary when its last write's position is unknown.
 _RYW_FALLBACK_SECONDS = 10.0
 _DEALLOCATE_RE = re.compile(rb'\s*deallocate\s+(?:prepare\s+)?(?:"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*))\s*;?\s*$',
@@ -114,7 +120,8 @@ class ClientSession(asyncio.Protocol):
         self.queries = 0
         self.connection_counts: list[int] = _NO_COUNTS   # its endpoint's [open, accepted] (ProxyApp)
         self._startup_buf = b""
-        self._auth_reader = MessageReader(max_length=16 * 1024)
+        self._auth_reader: MessageReader | None = None   # made when a password message comes in pieces
+        self.startup: StartupRequest | None = None
         self._auth: ClientAuthentication | None = None
         self._pending = bytearray()
         self._copy_skip = 0
@@ -142,8 +149,8 @@ class ClientSession(asyncio.Protocol):
         self._read_your_writes = endpoint.role == "split" and endpoint.read_your_writes
         self.min_position: int | None = None
         self._capturing = False
-        self._tx_set_names: set[str] = set()
-        self._capture_names: list[str] = []
+        self._tx_set_names: set[str] | None = None   # made by the first SET inside a transaction
+        self._capture_names: list[str] = _NO_NAMES
         self._capture_position = False
 
     # ---- asyncio.Protocol -----------------------------------------------------------------------
@@ -226,13 +233,23 @@ class ClientSession(asyncio.Protocol):
     # ---- startup and authentication -------------------------------------------------------------
 
     def _startup_data(self, data: bytes) -> None:
+        if not self._startup_buf:
+            # Fast paths for a whole packet in one read: libpq's SSLRequest (sslmode=prefer), and a
+            # StartupMessage seen before (every reconnect of the same client sends the same bytes).
+            if data == _SSL_REQUEST:
+                self.write(b"N")
+                return
+            request = known_startup(data)
+            if request is not None:
+                self._startup(request)
+                return
         buf = self._startup_buf + data
         while self.state == _STARTUP:
             event, used = parse_startup_packet(buf)
             if event is None:
                 self._startup_buf = buf
                 return
-            buf = buf[used:]
+            packet, buf = buf[:used], buf[used:]
             if isinstance(event, (SSLRequest, GSSENCRequest)):
                 self.write(b"N")  # no TLS / GSS encryption yet: the client continues in plain text
             elif isinstance(event, CancelRequest):
@@ -240,52 +257,59 @@ class ClientSession(asyncio.Protocol):
                 self.close("cancel request")
                 return
             elif isinstance(event, StartupMessage):
-                self._startup(event)
+                self._startup(remember_startup(bytes(packet), event.params))
         self._startup_buf = b""
         if buf:
             self.data_received(buf)
 
-    def _startup(self, event: StartupMessage) -> None:
-        params = event.params
-        user_name = params.get("user", "")
+    def _startup(self, request: StartupRequest) -> None:
+        user_name = request.user
         if not user_name:
             raise ProtocolViolation("no PostgreSQL user name specified in startup packet")
-        if params.get("replication", "false").lower() not in ("false", "0", "off", "no"):
+        if request.replication:
             raise ProxyError("replication connections are not supported by dbproxy", "08P01")
-        self.database = params.get("database") or user_name
+        self.database = request.database
         login = self.app.users.get(user_name)
         if login is None:
             self.app.metrics.auth_failed(self.cluster.name, self.endpoint.name)
             raise AuthenticationFailed(f'password authentication failed for user "{user_name}"')
         self.login = login
-        pool = self.cluster.config.pool
-        if self.cluster.clients >= pool.max_client_connections:
+        cluster = self.cluster
+        if cluster.clients >= cluster.config.pool.max_client_connections:
             raise TooManyConnections(
-                f"too many client connections for cluster {self.cluster.name!r} "
-                f"(max_client_connections = {pool.max_client_connections})")
-        self.cluster.clients += 1
+                f"too many client connections for cluster {cluster.name!r} "
+                f"(max_client_connections = {cluster.config.pool.max_client_connections})")
+        cluster.clients += 1
         self._counted = True
-        try:
-            self.gucs.client = startup_gucs(params)
-        except ValueError as exc:
-            raise ProtocolViolation(f"invalid startup options: {exc}") from exc
-        self.app_name = params.get("application_name", "")
+        if request.options_error:
+            raise ProtocolViolation(f"invalid startup options: {request.options_error}")
+        self.startup = request
+        self.gucs.client = dict(request.gucs)
+        self.app_name = request.application_name
         self.state = _AUTH
-        self._auth = ClientAuthentication(self.cluster.config.client_auth, user_name, login.user.password,
+        self._auth = ClientAuthentication(cluster.config.client_auth, user_name, login.user.password,
                                           login.verifier)
         self._auth_step_done(self._auth.start())
 
     def _auth_data(self, data: bytes) -> None:
-        self._auth_reader.feed(data)
+        reader = self._auth_reader
+        if reader is None:
+            # The common case: one whole password message in one read.
+            if (5 <= len(data) <= _MAX_AUTH_MESSAGE and data[0] == 0x70
+                    and _U32.unpack_from(data, 1)[0] + 1 == len(data)):
+                self._auth_message(data[5:])
+                return
+            reader = self._auth_reader = MessageReader(max_length=_MAX_AUTH_MESSAGE)
+        reader.feed(data)
         while self.state == _AUTH:
-            msg = self._auth_reader.next()
+            msg = reader.next()
             if msg is None:
                 return
             kind, body = msg
             if kind != 0x70:  # 'p'
                 raise ProtocolViolation(f"expected password response, got message type {chr(kind)!r}")
             self._auth_message(body)
-        rest = self._auth_reader.take_rest()
+        rest = reader.take_rest()
         if rest:
             self.data_received(rest)
 
@@ -306,9 +330,10 @@ class ClientSession(asyncio.Protocol):
 
     def _authenticated(self) -> None:
         self.state = _LOGIN
-        rest = self._auth_reader.take_rest()
-        if rest:
-            self._pending += rest
+        if self._auth_reader is not None:
+            rest = self._auth_reader.take_rest()
+            if rest:
+                self._pending += rest
         assert self.login is not None
         welcome = self.cluster.welcome.get((self.login.user.server_user, self.database))
         if welcome is not None:
@@ -334,8 +359,10 @@ class ClientSession(asyncio.Protocol):
             self._welcome(welcome)
 
     def _welcome_bytes(self, welcome: dict[str, str]) -> bytes:
-        """AuthenticationOk + ParameterStatus messages, cached per server parameters and client settings."""
-        key = (id(welcome), tuple(self.gucs.client.items()))
+        """AuthenticationOk + ParameterStatus messages, cached per server parameters and startup packet
+        (before ReadyForQuery a client's settings are those of its startup packet)."""
+        assert self.startup is not None
+        key = (id(welcome), self.startup.packet)
         cache = self.cluster.welcome_messages
         cached = cache.get(key)
         if cached is None:
@@ -350,8 +377,7 @@ class ClientSession(asyncio.Protocol):
         """Finish the login: AuthenticationOk, parameters, cancel key, ReadyForQuery."""
         assert self.login is not None
         self.pid, self.key = self.app.register_cancel_key(self)
-        self.write(self._welcome_bytes(welcome) + m.backend_key_data(self.pid, self.key)
-                   + m.ready_for_query(b"I"))
+        self.write(self._welcome_bytes(welcome) + m.backend_key_data(self.pid, self.key) + _READY_IDLE)
         self.state = _READY
         connections_log.info("client %s connected: user=%s database=%s endpoint=%s/%s", self.peer,
                              self.login.user.name, self.database, self.cluster.name, self.endpoint.name)
@@ -394,6 +420,9 @@ class ClientSession(asyncio.Protocol):
 
     def _take_idle_server(self, data: bytes) -> ServerConnection | None:
         """Fast path for a new transaction: attach an idle server now, or queue data and wait."""
+        if data == _TERMINATE:
+            self.close("client sent Terminate")   # the usual end of a short connection: nothing to do
+            return None
         if len(data) < 5 or data[0] == 0x58 or self._broken is not None or self._discard_until_sync:
             self._pending += data
             self._need_server()
@@ -636,6 +665,8 @@ class ClientSession(asyncio.Protocol):
             tracker = server.tracker
             if tracker.status != b"I" or tracker.slots or b";" in sql:
                 # Maybe inside a transaction that may roll back: re-read the real values after it.
+                if self._tx_set_names is None:
+                    self._tx_set_names = set()
                 self._tx_set_names.update(c.name.lower() for c in effects.sets if c.value is not None)
         if effects.pin_reason and self.pinned is None and not self.session_mode:
             self.pinned = effects.pin_reason
@@ -773,8 +804,8 @@ class ClientSession(asyncio.Protocol):
             # The insert position: with synchronous_commit = off the commit record may not be
             # written yet, and the write position (pg_current_wal_lsn) would be before it.
             columns.append("pg_current_wal_insert_lsn()::text")
-        self._capture_names = sorted(self._tx_set_names)
-        self._tx_set_names.clear()
+        self._capture_names = sorted(self._tx_set_names or ())
+        self._tx_set_names = None
         columns.extend(f"current_setting({m.quote_literal(name)}, true)" for name in self._capture_names)
         if not columns:
             return False

@@ -13,6 +13,8 @@ CANCEL_REQUEST_CODE = 80877102
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _HDR = struct.Struct("!cI")
+_BACKEND_KEY_DATA = struct.Struct("!cIiI")
+_AUTH_MD5_HEADER = b"R\x00\x00\x00\x0c\x00\x00\x00\x05"   # 'R', length 12, AUTH_MD5; the 4-byte salt follows
 
 # Authentication request codes (message 'R').
 AUTH_OK = 0
@@ -46,7 +48,9 @@ def auth_ok() -> bytes:
 
 
 def auth_md5(salt: bytes) -> bytes:
-    return auth_request(AUTH_MD5, salt)
+    if len(salt) != 4:
+        raise ValueError("an md5 salt is 4 bytes")
+    return _AUTH_MD5_HEADER + salt
 
 
 def auth_sasl(mechanisms: list[str]) -> bytes:
@@ -66,7 +70,7 @@ def parameter_status(name: str, value: str) -> bytes:
 
 
 def backend_key_data(pid: int, key: int) -> bytes:
-    return message(b"K", struct.pack("!iI", pid, key))
+    return _BACKEND_KEY_DATA.pack(b"K", 12, pid, key)
 
 
 def ready_for_query(status: bytes = b"I") -> bytes:
