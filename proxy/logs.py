@@ -16,6 +16,8 @@ CONNECTIONS_LOGGER = "dbproxy.connections"
 FLUSH_INTERVAL = 0.05
 # Lines kept before writing regardless of the interval.
 MAX_BUFFERED_LINES = 512
+# "000" ... "999": the milliseconds of a timestamp (a table lookup costs far less than a format spec).
+_MILLIS = tuple(f"{ms:03d}" for ms in range(1000))
 
 
 class LineFormatter(logging.Formatter):
@@ -47,7 +49,7 @@ class TextFormatter(LineFormatter):
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return f"{self._stamp},{int((created - second) * 1000):03d} {levelname} {name}: {message}"
+        return f"{self._stamp},{_MILLIS[int((created - second) * 1000)]} {levelname} {name}: {message}"
 
 
 class JsonFormatter(LineFormatter):
@@ -56,7 +58,7 @@ class JsonFormatter(LineFormatter):
     def line(self, created: float, levelname: str, name: str, message: str) -> str:
         second = int(created)
         return json.dumps({
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{int((created - second) * 1000):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{_MILLIS[int((created - second) * 1000)]}Z",
             "level": levelname.lower(),
             "logger": name,
             "msg": message,
@@ -82,7 +84,8 @@ class BatchingHandler(logging.Handler):
         self.stream = stream
         self.interval = interval
         self.max_lines = max_lines
-        self._lines: list[str] = []
+        # Formatted lines, and (created, message, args) of connection lines to format at flush.
+        self._lines: list[str | tuple[float, str, tuple[object, ...]]] = []
         self._timer: asyncio.TimerHandle | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -97,9 +100,11 @@ class BatchingHandler(logging.Handler):
         else:
             self._flush_soon()
 
-    def add_line(self, line: str) -> None:
-        """A formatted connection line (ConnectionLog's way in), batched like the records above."""
-        self._lines.append(line)
+    def add_entry(self, created: float, message: str, args: tuple[object, ...]) -> None:
+        """A connection line (ConnectionLog's way in), batched like the records above and formatted
+        when the batch is written: formatting many lines in a row costs less than one at a time
+        between other work."""
+        self._lines.append((created, message, args))
         if len(self._lines) >= self.max_lines:
             self.flush()
         else:
@@ -125,13 +130,22 @@ class BatchingHandler(logging.Handler):
     def flush(self) -> None:
         if not self._lines:
             return
-        text = "\n".join(self._lines) + "\n"
+        text = "\n".join([entry if isinstance(entry, str) else self._format_entry(*entry)
+                          for entry in self._lines]) + "\n"
         self._lines.clear()
         try:
             self.stream.write(text)
             self.stream.flush()
         except (OSError, ValueError):  # stderr closed or gone: nothing better to do with the lines
             pass
+
+    def _format_entry(self, created: float, message: str, args: tuple[object, ...]) -> str:
+        try:
+            text = message % args if args else message
+        except (TypeError, ValueError) as exc:   # a bad format argument must not take the batch down
+            text = f"{message!r} % {args!r}: {exc}"
+        formatter = self.formatter
+        return formatter.line(created, "INFO", CONNECTIONS_LOGGER, text) if isinstance(formatter, LineFormatter) else text
 
     def close(self) -> None:
         if self._timer is not None:
@@ -144,9 +158,10 @@ class BatchingHandler(logging.Handler):
 class ConnectionLog:
     """The "client ... connected / disconnected" lines: one of each per client connection.
 
-    With the handler of setup_logging() in place, a line goes straight to its batch (formatted by
-    the same formatter, no LogRecord, no handler chain: those cost more than the rest of a short
-    connection's login); otherwise, or when another handler was added, through `logging` as usual.
+    With the handler of setup_logging() in place, a line goes straight to its batch (no LogRecord,
+    no handler chain: those cost more than the rest of a short connection's login) and is formatted
+    when the batch is written, so `args` must be values that do not change (str, int); otherwise,
+    or when another handler was added, through `logging` as usual.
     """
 
     def __init__(self) -> None:
@@ -163,7 +178,7 @@ class ConnectionLog:
                 or len(root.handlers) != 1 or root.handlers[0] is not handler):
             logger.info(message, *args)
             return
-        handler.add_line(formatter.line(time.time(), "INFO", CONNECTIONS_LOGGER, message % args if args else message))
+        handler.add_entry(time.time(), message, args)
 
 
 _handler: BatchingHandler | None = None   # the one installed by setup_logging

@@ -96,19 +96,35 @@ _BIND_SLOT, _DESCRIBE_SLOT, _CLOSE_SLOT, _PARSE_SLOT = Slot(BIND), Slot(DESCRIBE
 class ClientSession(asyncio.Protocol):
     """A client connection on one endpoint of one cluster; see the module docstring."""
 
+    # Defaults of what most connections never change or read only at login and close: a short-lived
+    # connection does not pay for setting them (the per-transaction state is set in __init__).
+    peer = "?"
+    app_name = ""
+    pid = 0
+    key = 0
+    connection_counts: list[int] = _NO_COUNTS   # its endpoint's [open, accepted] (ProxyApp)
+    startup: StartupRequest | None = None
+    _startup_buf = b""
+    _auth_reader: MessageReader | None = None   # made when a password message comes in pieces
+    _auth: ClientAuthentication | None = None
+    _close_reason = ""
+    _counted = False
+    _sync_after_held = False
+    _primary_until = 0.0
+    _route_stem = b"\x00"   # split: the previous statement's text without trailing digits
+    _route_verdict: Classification = _NO_VERDICT
+    _capture_names: list[str] = _NO_NAMES
+    _capture_position = False
+
     def __init__(self, app: ProxyApp, cluster: Cluster, endpoint: EndpointConfig) -> None:
         self.app = app
         self.cluster = cluster
         self.endpoint = endpoint
         self.transport: asyncio.Transport | None = None
-        self.peer = "?"
         self.state = _STARTUP
         self.login: Login | None = None
         self.database = ""
-        self.app_name = ""
         self.connected_at = time.time()
-        self.pid = 0
-        self.key = 0
         self.server: ServerConnection | None = None
         self.server_pool: Pool[ServerConnection] | None = None
         self.gucs = GucState()
@@ -118,11 +134,6 @@ class ClientSession(asyncio.Protocol):
         self.rewrite = not self.session_mode and cluster.config.pool.prepared_statements
         self.transactions = 0
         self.queries = 0
-        self.connection_counts: list[int] = _NO_COUNTS   # its endpoint's [open, accepted] (ProxyApp)
-        self._startup_buf = b""
-        self._auth_reader: MessageReader | None = None   # made when a password message comes in pieces
-        self.startup: StartupRequest | None = None
-        self._auth: ClientAuthentication | None = None
         self._pending = bytearray()
         self._copy_skip = 0
         self.unsynced = False
@@ -130,8 +141,6 @@ class ClientSession(asyncio.Protocol):
         self._discard_until_sync = False
         self._broken: ProxyError | None = None
         self._paused_reading = False
-        self._close_reason = ""
-        self._counted = False
         self.opened = self.last_activity = time.monotonic()
         self._last_route = "primary"
         self._transaction_started = 0.0
@@ -140,18 +149,12 @@ class ClientSession(asyncio.Protocol):
         self._on_replica = False
         self._first_checked = False
         self._held = False
-        self._sync_after_held = False
-        self._primary_until = 0.0
-        self._route_stem = b"\x00"   # split: the previous statement's text without trailing digits
-        self._route_verdict: Classification = _NO_VERDICT
         # read_your_writes (split endpoints): the WAL position of this client's last write
         # transaction; replicas serve it only once they have replayed that far.
         self._read_your_writes = endpoint.role == "split" and endpoint.read_your_writes
         self.min_position: int | None = None
         self._capturing = False
         self._tx_set_names: set[str] | None = None   # made by the first SET inside a transaction
-        self._capture_names: list[str] = _NO_NAMES
-        self._capture_position = False
 
     # ---- asyncio.Protocol -----------------------------------------------------------------------
 

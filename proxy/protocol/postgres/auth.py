@@ -16,6 +16,11 @@ from dataclasses import dataclass
 
 from ...errors import AuthenticationFailed, ProtocolViolation, ServerConnectFailed
 
+try:   # CPython's own md5: for 36 bytes it is about twice as fast as OpenSSL's (no EVP context set-up)
+    from _md5 import md5 as _md5
+except ImportError:  # pragma: no cover - other Pythons
+    _md5 = hashlib.md5
+
 SCRAM_ITERATIONS = 4096
 
 
@@ -33,7 +38,7 @@ def _xor(a: bytes, b: bytes) -> bytes:
 
 def md5_password(user: str, password: str, salt: bytes) -> bytes:
     """The md5 response to AuthenticationMD5Password: 'md5' + md5(md5(password + user) + salt)."""
-    return b"md5" + hashlib.md5(_md5_secret(user, password) + salt).hexdigest().encode()
+    return b"md5" + _md5(_md5_secret(user, password) + salt).hexdigest().encode()
 
 
 @functools.lru_cache(maxsize=1024)
