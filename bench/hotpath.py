@@ -18,29 +18,19 @@ import pstats
 import time
 from collections.abc import Callable
 
-from bench.inprocess import FakeTransport, idle_server, logged_in_session, server_parameters_known
+from bench.inprocess import (
+    FakeTransport,
+    idle_server,
+    logged_in_session,
+    one_instance_config,
+    server_parameters_known,
+)
 from proxy import logs
 from proxy.config import parse_config
 from proxy.protocol.postgres import messages as m
 from proxy.protocol.postgres.auth import md5_password
 from proxy.server import ProxyApp
 from proxy.session import ClientSession
-
-CONFIG = """
-[[users]]
-name = "app"
-password = "x"
-[clusters.main]
-engine = "postgres"
-instances = ["127.0.0.1:1"]
-client_auth = "trust"
-[clusters.main.pool]
-max_server_connections = 4
-[[clusters.main.endpoints]]
-name = "writer"
-listen = "127.0.0.1:2"
-role = "writer"
-"""
 
 QUERY = m.query("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;")
 RESPONSE = (m.message(b"T", b"\x00\x01abalance\x00" + b"\x00" * 18) + m.message(b"D", b"\x00\x01\x00\x00\x00\x010")
@@ -64,7 +54,7 @@ def _timed(n: int, profile: bool, what: str, run: Callable[[int], None]) -> None
 
 async def connections(n: int, profile: bool) -> None:
     """N pgbench -C connections: SSLRequest, startup, md5 password, one query, Terminate, close."""
-    config = parse_config(CONFIG.replace('client_auth = "trust"', 'client_auth = "md5"'))
+    config = parse_config(one_instance_config(client_auth="md5"))
     app = ProxyApp(config)
     cluster = app.clusters["main"]
     instance = cluster.config.instances[0]
@@ -104,7 +94,7 @@ async def connections(n: int, profile: bool) -> None:
 
 
 async def main(n: int, profile: bool, role: str = "writer") -> None:
-    config = parse_config(CONFIG.replace('role = "writer"', f'role = "{role}"'))
+    config = parse_config(one_instance_config(role=role))
     app = ProxyApp(config)
     cluster = app.clusters["main"]
     instance = cluster.config.instances[0]

@@ -14,6 +14,26 @@ from proxy.session import _READY, ClientSession
 from proxy.transport.pg_server import ServerConnection
 from proxy.users import Login
 
+
+def one_instance_config(client_auth: str = "trust", role: str = "writer") -> str:
+    """A config with user "app" (password "x") and one cluster "main" of one instance and one endpoint."""
+    return f"""
+[[users]]
+name = "app"
+password = "x"
+[clusters.main]
+engine = "postgres"
+instances = ["127.0.0.1:1"]
+client_auth = "{client_auth}"
+[clusters.main.pool]
+max_server_connections = 4
+[[clusters.main.endpoints]]
+name = "{role}"
+listen = "127.0.0.1:2"
+role = "{role}"
+"""
+
+
 # What PostgreSQL 15 reports in ParameterStatus messages at login.
 SERVER_PARAMETERS = {
     "server_version": "15.19", "server_encoding": "UTF8", "client_encoding": "UTF8", "DateStyle": "ISO, MDY",

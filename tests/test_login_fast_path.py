@@ -5,27 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from bench.inprocess import FakeTransport, idle_server, server_parameters_known
+from bench.inprocess import FakeTransport, idle_server, one_instance_config, server_parameters_known
 from proxy.config import parse_config
 from proxy.protocol.postgres import messages as m
 from proxy.protocol.postgres.auth import md5_password
 from proxy.server import ProxyApp
 from proxy.session import ClientSession
 from proxy.startup import forget_startups, known_startup
-
-CONFIG = """
-[[users]]
-name = "app"
-password = "secret"
-[clusters.main]
-engine = "postgres"
-instances = ["127.0.0.1:1"]
-client_auth = "md5"
-[[clusters.main.endpoints]]
-name = "writer"
-listen = "127.0.0.1:2"
-role = "writer"
-"""
 
 QUERY = m.query("SELECT 1")
 RESPONSE = (m.message(b"T", b"\x00\x01x\x00" + b"\x00" * 18) + m.message(b"D", b"\x00\x01\x00\x00\x00\x011")
@@ -34,7 +20,7 @@ RESPONSE = (m.message(b"T", b"\x00\x01x\x00" + b"\x00" * 18) + m.message(b"D", b
 
 @pytest.fixture
 def app() -> ProxyApp:
-    app = ProxyApp(parse_config(CONFIG))
+    app = ProxyApp(parse_config(one_instance_config(client_auth="md5")))
     cluster = app.clusters["main"]
     instance = cluster.config.instances[0]
     cluster.choose_target = lambda _endpoint, _route, _min_position=None: instance  # no probes here
@@ -57,7 +43,7 @@ def take(transport: FakeTransport) -> bytes:
     return data
 
 
-def log_in(session: ClientSession, transport: FakeTransport, startup: bytes, password: str = "secret") -> bytes:
+def log_in(session: ClientSession, transport: FakeTransport, startup: bytes, password: str = "x") -> bytes:
     """SSLRequest, startup, md5 password each in one read, as libpq sends them; what came back."""
     session.data_received(m.ssl_request())
     assert take(transport) == b"N"
@@ -130,7 +116,7 @@ async def test_a_password_in_pieces_and_a_pipelined_query(app: ProxyApp) -> None
     session, transport = connect(app)
     session.data_received(m.startup_message({"user": "app", "database": "app"}))
     salt = take(transport)[9:]
-    password = m.password_message(md5_password("app", "secret", salt))
+    password = m.password_message(md5_password("app", "x", salt))
     session.data_received(password[:3])          # a message split over two reads
     assert take(transport) == b""
     session.data_received(password[3:] + QUERY)  # the rest, with the first query behind it
