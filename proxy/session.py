@@ -423,10 +423,10 @@ class ClientSession(asyncio.Protocol):
 
     def _take_idle_server(self, data: bytes) -> ServerConnection | None:
         """Fast path for a new transaction: attach an idle server now, or queue data and wait."""
-        if data == _TERMINATE:
-            self.close("client sent Terminate")   # the usual end of a short connection: nothing to do
-            return None
         if len(data) < 5 or data[0] == 0x58 or self._broken is not None or self._discard_until_sync:
+            if data == _TERMINATE:
+                self.close("client sent Terminate")   # the usual end of a short connection: nothing to do
+                return None
             self._pending += data
             self._need_server()
             return None
