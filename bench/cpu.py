@@ -95,6 +95,15 @@ def sample(roots: Iterable[int]) -> CpuSample:
     return CpuSample(tasks, irq, steal, ours, others)
 
 
+def process_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system, all its threads) one process has used so far; None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return _seconds(fields, 11, 13)
+
+
 def usage(before: CpuSample, after: CpuSample, seconds: float) -> CpuUsage:
     if seconds <= 0:
         return CpuUsage(0.0, 0.0, 0.0, 0.0, "")

@@ -67,6 +67,7 @@ class CellRun:
     argv: list[str] = field(default_factory=list)
     output_tail: str = ""
     cpu: CpuUsage | None = None  # how busy the machine was, and with what
+    pooler_cpu_s: float | None = None  # CPU seconds the pooler's own process used during the run
     # Endpoint runs: pg_stat_database.xact_commit of the benchmark database, delta per instance
     # ("node0", "node1", ...) across the run: where its transactions really ran.
     instance_xacts: dict[str, int] | None = None

@@ -40,6 +40,38 @@ def summarize(runs: list[CellRun], workload: str, target: str, note: str | None 
     )
 
 
+POOLERS = ("dbproxy", "pgbouncer")
+
+
+def pooler_cpu_us(runs: list[CellRun], workload: str, target: str) -> float | None:
+    """Median over the successful runs of the pooler's own CPU per transaction, in µs."""
+    per_txn = [r.pooler_cpu_s / r.transactions * 1e6 for r in runs
+               if r.workload == workload and r.target == target and r.ok
+               and r.pooler_cpu_s is not None and r.transactions]
+    return statistics.median(per_txn) if per_txn else None
+
+
+def pooler_cpu_note(runs: list[CellRun], workloads: Sequence[Workload]) -> tuple[str | None, dict[str, dict[str, float]]]:
+    """One line comparing the poolers' CPU per transaction by workload, and the numbers for the JSON.
+
+    The TPS ratio depends on everything else the 2 cores run; the pooler's own CPU per transaction
+    (from /proc, around each run) is the steadier measure of what the pooler costs.
+    """
+    numbers: dict[str, dict[str, float]] = {}
+    for workload in workloads:
+        row = {t: us for t in POOLERS if (us := pooler_cpu_us(runs, workload.key, t)) is not None}
+        if row:
+            numbers[workload.key] = row
+    if not numbers:
+        return None, numbers
+    label = {w.key: w.label for w in workloads}
+    names = {"dbproxy": "dbproxy", "pgbouncer": "PgBouncer"}
+    parts = [label[key] + " " + ", ".join(f"{names[t]} {us:.0f} µs" for t, us in row.items())
+             for key, row in numbers.items()]
+    return ("Pooler CPU per transaction (the pooler's own process, user + system, median of the rounds): "
+            + "; ".join(parts) + "."), numbers
+
+
 def ratio(a: Cell, b: Cell) -> float | None:
     if a.tps is None or b.tps is None or b.tps == 0 or a.failed or b.failed:
         return None

@@ -40,7 +40,7 @@ from typing import Any, NoReturn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import classify_cost
-from bench.cpu import sample, usage
+from bench.cpu import process_seconds, sample, usage
 from bench.pgbench import (
     ENDPOINTS_WORKLOAD,
     WORKLOADS,
@@ -68,6 +68,7 @@ from bench.report import (
     build_table,
     clients_each,
     direct_primary_target,
+    pooler_cpu_note,
     summarize,
 )
 from bench.services import (
@@ -337,9 +338,13 @@ class Bench:
         roots = self._our_pids()
         self._wait_idle(roots)
         before = sample(roots)
+        pooler_before = process_seconds(service.pid) if service is not None else None
         began = time.monotonic()
         cell = self._pgbench(workload, target, round_no, duration)
         cell.cpu = usage(before, sample(roots), time.monotonic() - began)
+        pooler_after = process_seconds(service.pid) if service is not None else None
+        if pooler_before is not None and pooler_after is not None:
+            cell.pooler_cpu_s = pooler_after - pooler_before
         self.stats_pending_since = time.monotonic()
         return cell
 
@@ -563,6 +568,9 @@ class Bench:
             )
         if any(w.key == "connect" for w in self.workloads):
             notes.append("-C: a new connection per transaction; pgbench's TPS includes reconnection time.")
+        cpu_note, pooler_cpu = pooler_cpu_note(self.runs, self.workloads)
+        if cpu_note is not None:
+            notes.append(cpu_note)
         if self.profile is not None:
             notes.append(
                 f"py-spy profile of dbproxy during -S simple: {self.profile['svg']} "
@@ -601,6 +609,7 @@ class Bench:
             "median_tps": {w: {t: c.tps for t, c in row.items()} for w, row in cells.items()},
             "cells": {w: {t: c.show() for t, c in row.items()} for w, row in cells.items()},
             "derived": derived,
+            "pooler_cpu_us_per_transaction": pooler_cpu,
             **{es.key: endpoints_derived.get(es.key) for es in ENDPOINT_SETS},
             "classification_cost_us": self.classify.to_json() if self.classify is not None else None,
             "table_markdown": markdown,
