@@ -71,12 +71,30 @@ _READY_IDLE = m.ready_for_query(b"I")
 _MAX_AUTH_MESSAGE = 16 * 1024
 # Bytes buffered from a client that has no server yet before we stop reading from it.
 _PAUSE_BUFFER = 4 * 1024 * 1024
-def _plain_select(sql: bytes) -> bool:
+def _plain_select_text(sql: bytes) -> bool:
     """A bytes-level shortcut before session_effects(): a lone SELECT with none of the words that
     could change session state (see routing.session_state.might_change_session)."""
     low = sql.lower().rstrip(b"; \t\r\n")   # one trailing ';' (as pgbench sends) is still one statement
     return (low[:7] == b"select " and b";" not in low and b"advisory" not in low
             and b"set_config" not in low and b"temp" not in low)
+
+
+# _plain_select_text() per statement stem (the text without trailing digits, ';' and spaces, as in
+# split routing): point lookups that differ only in a trailing number share one verdict. The digits
+# cannot add a word that changes session state, and a statement made of digits alone changes nothing.
+_PLAIN_STEMS: dict[bytes, bool] = {}
+_PLAIN_STEMS_KEPT = 4096
+
+
+def _plain_select(sql: bytes) -> bool:
+    stem = sql.rstrip(b"0123456789; \t\r\n")
+    verdict = _PLAIN_STEMS.get(stem)
+    if verdict is None:
+        verdict = _plain_select_text(sql)
+        if len(_PLAIN_STEMS) >= _PLAIN_STEMS_KEPT:
+            _PLAIN_STEMS.clear()
+        _PLAIN_STEMS[stem] = verdict
+    return verdict
 
 
 _PLAIN_SELECT = _plain_select

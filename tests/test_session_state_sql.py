@@ -289,3 +289,15 @@ def test_the_sessions_bytes_shortcut_never_hides_an_effect_on_any_text(tail: str
     sql = "SELECT " + tail
     if _plain_select(sql.encode()):
         assert session_effects(sql) == SessionEffects()
+
+
+def test_statements_that_differ_in_a_trailing_number_share_the_shortcuts_verdict() -> None:
+    from proxy.session import _PLAIN_STEMS, _plain_select
+
+    _PLAIN_STEMS.clear()
+    assert _plain_select(b"SELECT abalance FROM pgbench_accounts WHERE aid = 17;")
+    assert _plain_select(b"SELECT abalance FROM pgbench_accounts WHERE aid = 90210")
+    assert len(_PLAIN_STEMS) == 1                     # one verdict for both
+    assert not _plain_select(b"SELECT abalance FROM pgbench_accounts WHERE aid = 17; SET search_path = x")
+    assert not _plain_select(b"SELECT pg_advisory_lock(17)")
+    assert not _plain_select(b"SELECT * INTO TEMP t1 FROM x")
