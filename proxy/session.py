@@ -82,11 +82,15 @@ def _plain_select_text(sql: bytes) -> bool:
 # _plain_select_text() per statement stem (the text without trailing digits, ';' and spaces, as in
 # split routing): point lookups that differ only in a trailing number share one verdict. The digits
 # cannot add a word that changes session state, and a statement made of digits alone changes nothing.
+# Only short texts are remembered (at most 4096 x 512 bytes).
 _PLAIN_STEMS: dict[bytes, bool] = {}
 _PLAIN_STEMS_KEPT = 4096
+_PLAIN_STEM_MAX = 512
 
 
 def _plain_select(sql: bytes) -> bool:
+    if len(sql) > _PLAIN_STEM_MAX:
+        return _plain_select_text(sql)
     stem = sql.rstrip(b"0123456789; \t\r\n")
     verdict = _PLAIN_STEMS.get(stem)
     if verdict is None:

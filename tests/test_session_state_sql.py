@@ -301,3 +301,12 @@ def test_statements_that_differ_in_a_trailing_number_share_the_shortcuts_verdict
     assert not _plain_select(b"SELECT abalance FROM pgbench_accounts WHERE aid = 17; SET search_path = x")
     assert not _plain_select(b"SELECT pg_advisory_lock(17)")
     assert not _plain_select(b"SELECT * INTO TEMP t1 FROM x")
+
+
+def test_long_statements_are_checked_but_not_remembered() -> None:
+    from proxy.session import _PLAIN_STEMS, _plain_select
+
+    _PLAIN_STEMS.clear()
+    assert _plain_select(b"SELECT '" + b"x" * 1000 + b"'")
+    assert not _plain_select(b"SELECT '" + b"x" * 1000 + b"'; SET search_path = x")
+    assert not _PLAIN_STEMS
