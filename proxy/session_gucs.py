@@ -13,7 +13,6 @@ import re
 from collections.abc import Iterable
 from typing import Protocol
 
-from .memo import DictMemo
 from .protocol.postgres.messages import quote_literal
 from .routing.session_state import quote_name
 
@@ -45,12 +44,10 @@ def _sql_value(name: str, value: str) -> str:
 
 
 def startup_gucs(params: dict[str, str]) -> dict[str, str]:
-    """Settings requested in the startup packet, including `options=-c name=value` (a new dict)."""
-    return _startup_gucs(tuple(params.items()))
+    """Settings requested in the startup packet, including `options=-c name=value` (a new dict).
 
-
-def _gucs_of(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
-    params = dict(items)
+    Reconnecting clients do not pay for this again: proxy/startup.py keeps the result per packet.
+    """
     gucs: dict[str, str] = {}
     for key, value in params.items():
         name = key.lower()
@@ -77,10 +74,6 @@ def _gucs_of(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
                 raise ValueError(f"invalid option {setting!r}")
             gucs[name] = _sql_value(name, value)
     return gucs
-
-
-# The same startup parameters come again with every reconnect: their settings, made once.
-_startup_gucs = DictMemo(_gucs_of)
 
 
 def split_options(options: str) -> list[str]:

@@ -6,7 +6,6 @@ import struct
 from dataclasses import dataclass, field
 
 from ...errors import ProtocolViolation
-from ...memo import DictMemo
 from .messages import CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE
 
 # PostgreSQL itself refuses startup packets over 10,000 bytes (MAX_STARTUP_PACKET_LENGTH).
@@ -71,7 +70,7 @@ def parse_startup_packet(buf: bytes | bytearray) -> tuple[StartupEvent | None, i
         version = code & 0xFFFFFFFF
         raise ProtocolViolation(f"unsupported frontend protocol {version >> 16}.{version & 0xFFFF}: "
                                 "server supports 3.0")
-    return StartupMessage(code, _parse_params(bytes(buf[8:length]))), length
+    return StartupMessage(code, _decode_params(bytes(buf[8:length]))), length
 
 
 def _decode_params(data: bytes) -> dict[str, str]:
@@ -91,10 +90,6 @@ def _decode_params(data: bytes) -> dict[str, str]:
     except UnicodeDecodeError as exc:
         raise ProtocolViolation("invalid startup packet: parameters are not UTF-8") from exc
     return dict(zip(items[::2], items[1::2], strict=True))
-
-
-# Clients reconnect with the same startup packet again and again: parsed once per packet body.
-_parse_params = DictMemo(_decode_params)
 
 
 class MessageReader:
