@@ -66,7 +66,6 @@ connections_log = ConnectionLog()
 _U32 = struct.Struct("!I")
 _STARTUP, _AUTH, _LOGIN, _READY, _CLOSED = range(5)
 _SSL_REQUEST = m.ssl_request()
-_TERMINATE = m.terminate()
 _READY_IDLE = m.ready_for_query(b"I")
 _MAX_AUTH_MESSAGE = 16 * 1024
 # Bytes buffered from a client that has no server yet before we stop reading from it.
@@ -88,10 +87,16 @@ _PLAIN_STEMS_KEPT = 4096
 _PLAIN_STEM_MAX = 512
 
 
+def _statement_stem(sql: bytes) -> bytes:
+    """The statement without trailing digits, ';' and spaces: texts that differ only there (a numeric
+    literal at the end, as in point lookups) get the same routing and session-state verdicts."""
+    return sql.rstrip(b"0123456789; \t\r\n")
+
+
 def _plain_select(sql: bytes) -> bool:
     if len(sql) > _PLAIN_STEM_MAX:
         return _plain_select_text(sql)
-    stem = sql.rstrip(b"0123456789; \t\r\n")
+    stem = _statement_stem(sql)
     verdict = _PLAIN_STEMS.get(stem)
     if verdict is None:
         verdict = _plain_select_text(sql)
@@ -446,9 +451,6 @@ class ClientSession(asyncio.Protocol):
     def _take_idle_server(self, data: bytes) -> ServerConnection | None:
         """Fast path for a new transaction: attach an idle server now, or queue data and wait."""
         if len(data) < 5 or data[0] == 0x58 or self._broken is not None or self._discard_until_sync:
-            if data == _TERMINATE:
-                self.close("client sent Terminate")   # the usual end of a short connection: nothing to do
-                return None
             self._pending += data
             self._need_server()
             return None
@@ -513,7 +515,7 @@ class ClientSession(asyncio.Protocol):
         # Texts that differ from this client's previous one only in trailing digits (a numeric literal
         # at the end, as in point lookups) route the same way: the digits cannot turn the statement
         # into a write, a function call, a locking clause or a hint.
-        stem = sql.rstrip(b"0123456789; \t\r\n")
+        stem = _statement_stem(sql)
         if stem == self._route_stem:
             verdict = self._route_verdict
         else:
