@@ -37,9 +37,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cpu import sample, usage  # noqa: E402
-from proxy.routing.classify import Classifier  # noqa: E402
-from proxy.routing.session_state import EMPTY as NO_EFFECTS  # noqa: E402
-from proxy.routing.session_state import session_effects  # noqa: E402
+from proxy.engines.postgres.classify import PgClassifier as Classifier  # noqa: E402
+from proxy.engines.postgres.session_state import EMPTY as NO_EFFECTS  # noqa: E402
+from proxy.engines.postgres.session_state import session_effects  # noqa: E402
 
 PGBENCH_SELECT = "SELECT abalance FROM pgbench_accounts WHERE aid = {aid};"
 

@@ -26,11 +26,11 @@ from bench.inprocess import (
     server_parameters_known,
 )
 from proxy import logs
+from proxy.app import ProxyApp
 from proxy.config import parse_config
-from proxy.protocol.postgres import messages as m
-from proxy.protocol.postgres.auth import md5_password
-from proxy.server import ProxyApp
-from proxy.session import ClientSession
+from proxy.engines.postgres.session import PgClientSession as ClientSession
+from proxy.engines.postgres.wire import messages as m
+from proxy.engines.postgres.wire.auth import md5_password
 
 QUERY = m.query("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;")
 RESPONSE = (m.message(b"T", b"\x00\x01abalance\x00" + b"\x00" * 18) + m.message(b"D", b"\x00\x01\x00\x00\x00\x010")

@@ -6,13 +6,14 @@ ClientSession and ServerConnection message by message (tests/test_split_hold.py)
 
 from __future__ import annotations
 
-from proxy.cluster import Cluster
+from proxy.app import ProxyApp
 from proxy.config import Address
-from proxy.protocol.postgres.server_login import ServerLogin
-from proxy.server import ProxyApp
-from proxy.session import _READY, ClientSession
-from proxy.transport.pg_server import ServerConnection
-from proxy.users import Login
+from proxy.core.cluster import Cluster
+from proxy.core.users import Login
+from proxy.engines.postgres.server import ServerConnection
+from proxy.engines.postgres.server_login import ServerLogin
+from proxy.engines.postgres.session import _READY
+from proxy.engines.postgres.session import PgClientSession as ClientSession
 
 
 def one_instance_config(client_auth: str = "trust", role: str = "writer") -> str:
@@ -92,7 +93,7 @@ def logged_in_session(app: ProxyApp, cluster_name: str, user: str, database: str
 
 def server_parameters_known(cluster: Cluster, login: Login, database: str) -> None:
     """As after the first client of (user, database): logins are answered without a server."""
-    cluster.welcome[(login.user.server_user, database)] = dict(SERVER_PARAMETERS)
+    cluster.engine_state.welcome[(login.user.server_user, database)] = dict(SERVER_PARAMETERS)
 
 
 def idle_server(cluster: Cluster, address: Address, login: Login, database: str,

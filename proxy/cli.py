@@ -96,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
-    from proxy.server import run  # lazily: the server pulls in uvloop, protocols, ...
+    from proxy.app import run  # lazily: the server pulls in uvloop, protocols, ...
 
     return run(config)
 

@@ -37,7 +37,7 @@ import asyncpg
 from conftest import REPO_ROOT, ProxyProcess, listen_addresses  # tests/ is on sys.path (rootdir conftest)
 
 from deploy.pgcluster import HOST, PgCluster, free_ports, pg_binary
-from proxy.protocol.postgres.messages import parse_data_row
+from proxy.engines.postgres.wire.messages import parse_data_row
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,16 @@ import struct
 
 import pytest
 
-from proxy.errors import AuthenticationFailed, ProtocolViolation, ServerConnectFailed
-from proxy.protocol.postgres import messages as m
-from proxy.protocol.postgres.auth import (
+from proxy.engines.postgres.server_login import ServerLogin
+from proxy.engines.postgres.wire import messages as m
+from proxy.engines.postgres.wire.auth import (
     ScramClientExchange,
     ScramServerExchange,
     ScramVerifier,
     md5_password,
 )
-from proxy.protocol.postgres.framing import MessageReader, StartupMessage, parse_startup_packet
-from proxy.protocol.postgres.server_login import ServerLogin
+from proxy.engines.postgres.wire.framing import MessageReader, StartupMessage, parse_startup_packet
+from proxy.errors import AuthenticationFailed, ProtocolViolation, ServerConnectFailed
 
 # RFC 7677 section 3.
 RFC_PASSWORD = "pencil"

@@ -7,15 +7,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pglast import parser
 
-from proxy.routing.classify import (
+from proxy.engines.postgres.classify import (
     MAX_CACHED_SQL_LENGTH,
-    Classification,
-    Classifier,
     ReadOnlyFunctions,
-    Route,
     classify_sql,
     classify_tree,
 )
+from proxy.engines.postgres.classify import (
+    PgClassifier as Classifier,
+)
+from proxy.routing.classify import Classification, Route
 
 R = Route.REPLICA
 P = Route.PRIMARY
@@ -501,7 +502,7 @@ def test_classify_never_raises_on_sql_like_text(sql: str) -> None:
     ("SELECT $1", None),
 ])
 def test_literal_shape(sql: str, shape: str | None) -> None:
-    from proxy.routing.classify import literal_shape
+    from proxy.engines.postgres.classify import literal_shape
 
     assert literal_shape(sql) == shape
 

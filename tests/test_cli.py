@@ -183,7 +183,7 @@ def test_run_hands_the_config_to_the_server(good_file: Path, monkeypatch: pytest
         seen.append(config)
         return 0
 
-    monkeypatch.setitem(sys.modules, "proxy.server", types.SimpleNamespace(run=run))
+    monkeypatch.setitem(sys.modules, "proxy.app", types.SimpleNamespace(run=run))
     assert cli.main(["run", "--config", str(good_file)]) == 0
     assert seen == [load_config(str(good_file))]
 

@@ -6,10 +6,10 @@ import struct
 
 import pytest
 
+from proxy.engines.postgres.client_auth import ClientAuthentication
+from proxy.engines.postgres.wire import messages as m
+from proxy.engines.postgres.wire.auth import ScramClientExchange, ScramVerifier, md5_password
 from proxy.errors import AuthenticationFailed, ProtocolViolation
-from proxy.protocol.postgres import messages as m
-from proxy.protocol.postgres.auth import ScramClientExchange, ScramVerifier, md5_password
-from proxy.protocol.postgres.client_auth import ClientAuthentication
 
 SALT = b"\x01\x02\x03\x04"
 

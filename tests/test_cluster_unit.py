@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-import proxy.cluster as cluster_module
-from proxy.cluster import Cluster
+import proxy.core.cluster as cluster_module
 from proxy.config import User, parse_config
+from proxy.core.cluster import Cluster
 from proxy.topology.model import ProbeResult
 
 CONFIG = """
@@ -43,8 +43,8 @@ async def test_new_server_connections_use_the_reloaded_server_password(monkeypat
         opened.append((user, password))
         raise cluster_module.ServerConnectFailed("not a real server")
 
-    monkeypatch.setattr(cluster_module, "open_server_connection", fake_open)
     cluster = Cluster(config.clusters[0], current.get)
+    monkeypatch.setattr(cluster.engine, "connect", fake_open)
     pool = cluster.pool(config.clusters[0].instances[0], old, "app")
     with pytest.raises(cluster_module.ServerConnectFailed):
         await pool.borrow(1.0)

@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.errors import ProtocolViolation
-from proxy.protocol.postgres import messages as m
-from proxy.protocol.postgres.framing import (
+from proxy.engines.postgres.wire import messages as m
+from proxy.engines.postgres.wire.framing import (
     MAX_STARTUP_LENGTH,
     CancelRequest,
     GSSENCRequest,
@@ -19,6 +18,7 @@ from proxy.protocol.postgres.framing import (
     StartupMessage,
     parse_startup_packet,
 )
+from proxy.errors import ProtocolViolation
 
 # Hand-written from the protocol docs ("Message Formats"): int32 length, int32 code, body.
 SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"          # 1234 << 16 | 5679

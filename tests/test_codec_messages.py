@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.protocol.postgres import messages as m
-from proxy.protocol.postgres.framing import MessageReader
+from proxy.engines.postgres.wire import messages as m
+from proxy.engines.postgres.wire.framing import MessageReader
 
 
 def test_protocol_codes() -> None:

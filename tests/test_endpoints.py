@@ -18,7 +18,7 @@ from e2e_helpers import EndpointSpec, async_wait_until, proxy_server_ports, rout
 
 from deploy.pgcluster import HOST, PgCluster, free_ports
 from proxy.config import Address
-from proxy.topology.pg_probe import PgProbe
+from proxy.engines.postgres.probe import PgProbe
 
 INTERVAL = 0.1
 TIMEOUT = 0.5

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from proxy.config import Address, FailoverSettings, HealthSettings
+from proxy.engines.postgres.failover import format_conninfo, parse_conninfo, retarget_conninfo
 from proxy.metrics import Metrics
 from proxy.topology.coordinator import ActionFailed, FailoverCoordinator
 from proxy.topology.failover import (
@@ -25,7 +26,6 @@ from proxy.topology.failover import (
 from proxy.topology.health import build_snapshot, observe
 from proxy.topology.model import InstanceState, ProbeResult, TopologySnapshot
 from proxy.topology.monitor import TopologyMonitor
-from proxy.topology.pg_failover import format_conninfo, parse_conninfo, retarget_conninfo
 
 A, B, C = Address("10.0.0.1", 5432), Address("10.0.0.2", 5432), Address("10.0.0.3", 5432)
 PRIMARY = ProbeResult(ok=True, in_recovery=False, position=1000, timeline=1)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from bench.inprocess import FakeTransport, idle_server, one_instance_config, server_parameters_known
+from proxy.app import ProxyApp
 from proxy.config import parse_config
-from proxy.protocol.postgres import messages as m
-from proxy.protocol.postgres.auth import md5_password
-from proxy.server import ProxyApp
-from proxy.session import ClientSession
-from proxy.startup import forget_startups, known_startup
+from proxy.engines.postgres.session import PgClientSession as ClientSession
+from proxy.engines.postgres.startup import forget_startups, known_startup
+from proxy.engines.postgres.wire import messages as m
+from proxy.engines.postgres.wire.auth import md5_password
 
 QUERY = m.query("SELECT 1")
 RESPONSE = (m.message(b"T", b"\x00\x01x\x00" + b"\x00" * 18) + m.message(b"D", b"\x00\x01\x00\x00\x00\x011")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.protocol.postgres import messages as m
-from proxy.protocol.postgres.relay import (
+from proxy.engines.postgres.wire import messages as m
+from proxy.engines.postgres.wire.responses import (
     BIND,
     CLOSE,
     DESCRIBE,
@@ -162,7 +162,7 @@ def test_any_chunking_of_a_pipeline_forwards_every_byte(cuts: list[int]) -> None
 
 
 def test_capture_slot_keeps_rows_and_hides_the_response() -> None:
-    from proxy.protocol.postgres.relay import CAPTURE
+    from proxy.engines.postgres.wire.responses import CAPTURE
 
     t = ResponseTracker()
     t.push(Slot(QUERY, CAPTURE))

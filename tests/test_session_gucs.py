@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from proxy.routing.session_state import SetCommand
-from proxy.session_gucs import GucState, startup_gucs
+from proxy.engines.postgres.gucs import GucState, startup_gucs
+from proxy.engines.postgres.session_state import SetCommand
 
 
 @dataclass

@@ -43,7 +43,7 @@ from conftest import ProxyProcess
 from e2e_helpers import EndpointSpec, clean_env, routing_config, running_proxy, wait_until
 
 from deploy.pgcluster import HOST, PgCluster, pg_binary
-from proxy.protocol.postgres.messages import parse_data_row
+from proxy.engines.postgres.wire.messages import parse_data_row
 
 INTERVAL_MS = 100
 TABLE_DB = "split_table"

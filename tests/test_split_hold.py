@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from bench.inprocess import idle_server, logged_in_session
+from proxy.app import ProxyApp
 from proxy.config import parse_config
-from proxy.protocol.postgres import messages as m
-from proxy.server import ProxyApp
+from proxy.engines.postgres.wire import messages as m
 
 CONFIG = """
 [[users]]

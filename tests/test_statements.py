@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.errors import ProtocolViolation
-from proxy.protocol.postgres.framing import MessageReader
-from proxy.protocol.postgres.statements import (
+from proxy.engines.postgres.statements import (
     ParseMessage,
     StatementNames,
     bind_statement,
@@ -16,6 +14,8 @@ from proxy.protocol.postgres.statements import (
     rewrite_bind,
     target_name,
 )
+from proxy.engines.postgres.wire.framing import MessageReader
+from proxy.errors import ProtocolViolation
 
 # Parse: name "s1", query "SELECT $1, $2", two parameter types int4 (23) and unspecified (0).
 PARSE_BODY = b"s1\x00SELECT $1, $2\x00" + b"\x00\x02" + b"\x00\x00\x00\x17" + b"\x00\x00\x00\x00"

@@ -12,11 +12,11 @@ from dataclasses import replace
 import pytest
 
 from proxy.config import Address, EndpointConfig, HealthSettings
+from proxy.engines.postgres.probe import parse_data_row, parse_lsn, parse_probe_row
 from proxy.metrics import Metrics
 from proxy.topology.health import build_snapshot, changes, elect, observe
 from proxy.topology.model import InstanceState, ProbeResult, TopologySnapshot
 from proxy.topology.monitor import TopologyMonitor
-from proxy.topology.pg_probe import parse_data_row, parse_lsn, parse_probe_row
 from proxy.topology.select import RefusedConnections, choose, least_outstanding
 
 A, B, C, D = (Address("10.0.0.1", 5432), Address("10.0.0.2", 5432), Address("10.0.0.3", 5432),

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..config import Address
-from ..protocol.postgres import messages as m
+from ..errors import ShuttingDown
 from ..topology import ActionFailed, SwitchoverRefused
 from . import views
 from .resultset import Table
 
 if TYPE_CHECKING:
-    from ..cluster import Cluster
-    from ..server import ProxyApp
+    from ..app import ProxyApp
+    from ..core.cluster import Cluster
 
 log = logging.getLogger("dbproxy.admin")
 
@@ -146,7 +146,7 @@ def in_flight(app: ProxyApp, clusters: list[Cluster]) -> int:
     """Client transactions still running on a server in these clusters."""
     names = {c.name for c in clusters}
     return sum(1 for s in app.sessions
-               if s.cluster.name in names and s.server is not None and not s.server.tracker.idle)
+               if s.cluster.name in names and s.server is not None and not s.server.idle)
 
 
 async def _pause(app: ProxyApp, args: list[str]) -> Result:
@@ -201,8 +201,7 @@ async def _kill_client(app: ProxyApp, args: list[str]) -> Result:
     if session is None:
         raise AdminError("42704", f"no client with id {client_id} (see SHOW CLIENTS)")
     log.info("admin: KILL CLIENT %d (%s)", client_id, session.peer)
-    session.close("killed by admin", m.error_response(
-        "57P01", "terminating connection due to administrator command", "FATAL"))
+    session.close_with_error("killed by admin", ShuttingDown("terminating connection due to administrator command"))
     return Done("KILL", f"client {client_id} ({session.peer}) disconnected")
 
 

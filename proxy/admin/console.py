@@ -12,10 +12,9 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
-from ..errors import AuthenticationFailed, ProtocolViolation, ProxyError
-from ..protocol.postgres import messages as m
-from ..protocol.postgres.client_auth import ClientAuthentication
-from ..protocol.postgres.framing import (
+from ..engines.postgres.client_auth import ClientAuthentication
+from ..engines.postgres.wire import messages as m
+from ..engines.postgres.wire.framing import (
     CancelRequest,
     GSSENCRequest,
     MessageReader,
@@ -23,13 +22,14 @@ from ..protocol.postgres.framing import (
     StartupMessage,
     parse_startup_packet,
 )
+from ..errors import AuthenticationFailed, ProtocolViolation, ProxyError
 from . import commands
 from .resultset import EMPTY_QUERY_RESPONSE, command_complete, encode_table
 from .views import version_string
 
 if TYPE_CHECKING:
-    from ..server import ProxyApp
-    from ..users import Login
+    from ..app import ProxyApp
+    from ..core.users import Login
 
 log = logging.getLogger("dbproxy.admin")
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol.postgres import messages as m
+from ..engines.postgres.wire import messages as m
 
 # Column kinds and the PostgreSQL type each is announced as (oid, typlen): clients such as psql
 # right-align numbers, and drivers decode the text values into the matching Python types.

@@ -26,12 +26,12 @@ from ..topology.select import custom_membership
 from .resultset import Table
 
 if TYPE_CHECKING:
-    from ..cluster import Cluster
+    from ..app import ProxyApp
+    from ..core.cluster import Cluster
+    from ..core.session import ClientSessionCore as ClientSession
+    from ..engines.base import ServerLink as ServerConnection
     from ..pool.pool import Pool
-    from ..server import ProxyApp
-    from ..session import ClientSession
     from ..topology.monitor import TopologyEvent
-    from ..transport.pg_server import ServerConnection
 
 
 def version_string() -> str:
@@ -131,7 +131,7 @@ class PoolCounts:
 
 def pool_counts(pool: Pool[ServerConnection]) -> PoolCounts:
     borrowed = list(pool.in_use)
-    in_transaction = sum(1 for c in borrowed if c.tracker.status != b"I")
+    in_transaction = sum(1 for c in borrowed if c.in_transaction)
     pinned = sum(1 for c in borrowed if c.pinned_reason is not None)
     idle = sum(1 for c in pool.idle if not c.closed)
     return PoolCounts(idle + len(borrowed), idle, len(borrowed), in_transaction, pinned)
@@ -175,7 +175,7 @@ def servers(app: ProxyApp) -> Table:
                 client_id = owners.get(conn.id)
                 idle_s = round(now - conn.last_used, 3) if state == "idle" else None
                 rows.append((conn.id, cluster.name, str(conn.address), conn.user, conn.database, state,
-                             client_id, conn.tracker.status.decode(), conn.pinned_reason, conn.pid,
+                             client_id, conn.transaction_status, conn.pinned_reason, conn.pid,
                              round(now - conn.created_at, 3), idle_s, conn.generation))
     rows.sort(key=lambda r: r[0])
     return Table.of(SERVER_COLUMNS, rows)

@@ -20,7 +20,7 @@ from ..admin import views
 from .page import STATUS_PAGE
 
 if TYPE_CHECKING:
-    from ..server import ProxyApp
+    from ..app import ProxyApp
 
 log = logging.getLogger("dbproxy.http")
 

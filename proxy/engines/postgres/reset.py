@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from .pool.pool import Pool
-from .transport.pg_server import ServerConnection
+from ...pool.pool import Pool
+from .server import ServerConnection
 
 
 class _Reset:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from ...errors import ProtocolViolation
+from ....errors import ProtocolViolation
 from .messages import CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE
 
 # PostgreSQL itself refuses startup packets over 10,000 bytes (MAX_STARTUP_PACKET_LENGTH).

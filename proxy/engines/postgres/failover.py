@@ -26,11 +26,11 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ..config import Address, HealthSettings
-from ..errors import ProxyError
-from ..protocol.postgres import messages as m
-from .coordinator import ActionFailed
-from .pg_sql import PgSqlConnection, QueryFailed, format_lsn, parse_lsn
+from ...config import Address, HealthSettings
+from ...errors import ProxyError
+from ...topology.coordinator import ActionFailed
+from .sql import PgSqlConnection, QueryFailed, format_lsn, parse_lsn
+from .wire import messages as m
 
 T = TypeVar("T")
 

@@ -1,21 +1,38 @@
-"""One PostgreSQL client's life: login, then route → borrow → relay → release, with session state kept."""
+"""One PostgreSQL client: startup and authentication, then framed relay on the core's route → borrow → release."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import struct
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .config import EndpointConfig
-from .errors import AuthenticationFailed, ProtocolViolation, ProxyError, ServerUnavailable, TooManyConnections
-from .logs import ConnectionLog
-from .pool.pool import Pool
-from .protocol.postgres import messages as m
-from .protocol.postgres.client_auth import ClientAuthentication
-from .protocol.postgres.framing import (
+from ...config import EndpointConfig
+from ...core.session import (
+    AUTH,
+    CLOSED,
+    LOGIN,
+    READY,
+    RYW_FALLBACK_SECONDS,
+    STARTUP,
+    ClientSessionCore,
+    statement_stem,
+)
+from ...errors import AuthenticationFailed, ProtocolViolation, ProxyError, ServerUnavailable
+from ...logs import ConnectionLog
+from ...pool.pool import Pool
+from ...routing.classify import Route
+from .client_auth import ClientAuthentication
+from .gucs import GucState
+from .reset import reset_then_release
+from .rewrite import StatementRewriter
+from .server import ServerConnection
+from .session_state import session_effects
+from .startup import StartupRequest, known_startup, remember_startup
+from .statements import decode_parse
+from .wire import messages as m
+from .wire.framing import (
     MAX_CLIENT_MESSAGE,
     CancelRequest,
     GSSENCRequest,
@@ -24,52 +41,31 @@ from .protocol.postgres.framing import (
     StartupMessage,
     parse_startup_packet,
 )
-from .protocol.postgres.relay import (
+from .wire.responses import (
     BIND,
     CLOSE,
     DESCRIBE,
-    DROP,
     DROP_ALL,
     EXECUTE,
     PARSE,
     QUERY,
     SYNC,
-    SYNTH,
-    ResponseTracker,
     Slot,
 )
-from .protocol.postgres.statements import (
-    ClientStatement,
-    bind_statement,
-    close_statement,
-    decode_parse,
-    describe_statement,
-    rewrite_bind,
-    target_name,
-)
-from .routing.classify import Classification, Route
-from .routing.session_state import session_effects
-from .server_reset import reset_then_release
-from .session_gucs import GucState
-from .startup import StartupRequest, known_startup, remember_startup
-from .transport.pg_server import ServerConnection
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
-    from .server import ProxyApp
-    from .users import Login
+    from ...core.cluster import Cluster
+    from .engine import PgClusterState
 
 log = logging.getLogger("dbproxy.client")
 # "connected" / "disconnected" lines: written in batches (see logs.BatchingHandler).
 connections_log = ConnectionLog()
 
 _U32 = struct.Struct("!I")
-_STARTUP, _AUTH, _LOGIN, _READY, _CLOSED = range(5)
+_STARTUP, _AUTH, _LOGIN, _READY, _CLOSED = STARTUP, AUTH, LOGIN, READY, CLOSED
 _SSL_REQUEST = m.ssl_request()
 _READY_IDLE = m.ready_for_query(b"I")
 _MAX_AUTH_MESSAGE = 16 * 1024
-# Bytes buffered from a client that has no server yet before we stop reading from it.
-_PAUSE_BUFFER = 4 * 1024 * 1024
 def _plain_select_text(sql: bytes) -> bool:
     """A bytes-level shortcut before session_effects(): a lone SELECT with none of the words that
     could change session state (see routing.session_state.might_change_session)."""
@@ -87,16 +83,10 @@ _PLAIN_STEMS_KEPT = 4096
 _PLAIN_STEM_MAX = 512
 
 
-def _statement_stem(sql: bytes) -> bytes:
-    """The statement without trailing digits, ';' and spaces: texts that differ only there (a numeric
-    literal at the end, as in point lookups) get the same routing and session-state verdicts."""
-    return sql.rstrip(b"0123456789; \t\r\n")
-
-
 def _plain_select(sql: bytes) -> bool:
     if len(sql) > _PLAIN_STEM_MAX:
         return _plain_select_text(sql)
-    stem = _statement_stem(sql)
+    stem = statement_stem(sql)
     verdict = _PLAIN_STEMS.get(stem)
     if verdict is None:
         verdict = _plain_select_text(sql)
@@ -107,101 +97,42 @@ def _plain_select(sql: bytes) -> bool:
 
 
 _PLAIN_SELECT = _plain_select
-_NO_VERDICT = Classification(Route.PRIMARY, "none yet")
-_NO_COUNTS = [0, 0]
 _NO_NAMES: list[str] = []   # never changed: replaced, not appended to
-# read_your_writes: how long a client reads from the primary when its last write's position is unknown.
-_RYW_FALLBACK_SECONDS = 10.0
-_DEALLOCATE_RE = re.compile(rb'\s*deallocate\s+(?:prepare\s+)?(?:"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*))\s*;?\s*$',
-                            re.IGNORECASE)
 _STREAM_COPY_DATA = 0x64  # CopyData may stream through before it is complete
 # Slots are immutable once made: share one per kind for plain pass-through responses.
 _QUERY_SLOT, _SYNC_SLOT, _EXECUTE_SLOT = Slot(QUERY), Slot(SYNC), Slot(EXECUTE)
 _BIND_SLOT, _DESCRIBE_SLOT, _CLOSE_SLOT, _PARSE_SLOT = Slot(BIND), Slot(DESCRIBE), Slot(CLOSE), Slot(PARSE)
 
 
-class ClientSession(asyncio.Protocol):
-    """A client connection on one endpoint of one cluster; see the module docstring."""
+class PgClientSession(ClientSessionCore):
+    """A PostgreSQL client connection on one endpoint of one cluster; see the module docstring."""
 
-    # Defaults of what most connections never change or read only at login and close: a short-lived
-    # connection does not pay for setting them (the per-transaction state is set in __init__).
-    peer = "?"
-    app_name = ""
-    pid = 0
-    key = 0
-    connection_counts: list[int] = _NO_COUNTS   # its endpoint's [open, accepted] (ProxyApp)
+    # Defaults of what most connections never change or read only at login and close (see the core).
     startup: StartupRequest | None = None
     _startup_buf = b""
     _auth_reader: MessageReader | None = None   # made when a password message comes in pieces
     _auth: ClientAuthentication | None = None
-    _close_reason = ""
-    _counted = False
     _sync_after_held = False
-    _primary_until = 0.0
-    _route_stem = b"\x00"   # split: the previous statement's text without trailing digits
-    _route_verdict: Classification = _NO_VERDICT
     _capture_names: list[str] = _NO_NAMES
     _capture_position = False
+    server: ServerConnection | None
+    server_pool: Pool[ServerConnection] | None
+    cluster: Cluster[ServerConnection]
 
-    def __init__(self, app: ProxyApp, cluster: Cluster, endpoint: EndpointConfig) -> None:
-        self.app = app
-        self.cluster = cluster
-        self.endpoint = endpoint
-        self.transport: asyncio.Transport | None = None
-        self.state = _STARTUP
-        self.login: Login | None = None
-        self.database = ""
-        self.connected_at = time.time()
-        self.server: ServerConnection | None = None
-        self.server_pool: Pool[ServerConnection] | None = None
+    def __init__(self, app: Any, cluster: Cluster[ServerConnection], endpoint: EndpointConfig) -> None:
+        super().__init__(app, cluster, endpoint)
+        self.shared: PgClusterState = cluster.engine_state
         self.gucs = GucState()
-        self.statements: dict[bytes, ClientStatement] = {}
-        self.pinned: str | None = None
-        self.session_mode = cluster.config.pool.mode == "session"
-        self.rewrite = not self.session_mode and cluster.config.pool.prepared_statements
-        self.transactions = 0
-        self.queries = 0
-        self._pending = bytearray()
+        self.rewriter: StatementRewriter | None = (
+            StatementRewriter(self.shared.statement_names, cluster.config.pool.max_prepared_statements)
+            if not self.session_mode and cluster.config.pool.prepared_statements else None)
         self._copy_skip = 0
         self.unsynced = False
-        self._borrow_task: asyncio.Task[None] | None = None
         self._discard_until_sync = False
-        self._broken: ProxyError | None = None
-        self._paused_reading = False
-        self.opened = self.last_activity = time.monotonic()
-        self._last_route = "primary"
-        self._transaction_started = 0.0
-        # Split endpoints: while on a replica, each further statement is classified too; one that
-        # must go to the primary is held (with what follows) until the replica is released.
-        self._on_replica = False
-        self._first_checked = False
-        self._held = False
-        # read_your_writes (split endpoints): the WAL position of this client's last write
-        # transaction; replicas serve it only once they have replayed that far.
-        self._read_your_writes = endpoint.role == "split" and endpoint.read_your_writes
-        self.min_position: int | None = None
         self._capturing = False
         self._tx_set_names: set[str] | None = None   # made by the first SET inside a transaction
 
     # ---- asyncio.Protocol -----------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop transports are not asyncio.Transport subclasses
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        # uvloop already sets TCP_NODELAY on every TCP transport.
-        self.app.client_opened(self)
-
-    def check_login_deadline(self, now: float, limit: float) -> None:
-        """SPEC §9 slow-loris: a client still logging in `limit` seconds after connecting is let go.
-
-        Called about once a second for every client (ProxyApp's maintenance) instead of a timer per
-        connection: short-lived connections are the common case and each timer costs.
-        """
-        if self.state in (_STARTUP, _AUTH) and now - self.opened > limit:
-            log.info("client %s: login not completed within %gs", self.peer, limit)
-            self.close("login timeout", m.error_response("08P01", "login timeout", "FATAL")
-                       if self.state == _AUTH else b"")
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -216,49 +147,18 @@ class ClientSession(asyncio.Protocol):
         except ProxyError as exc:
             self.fail(exc)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.state == _CLOSED:
-            return
+    def _lost_before_login(self) -> None:
         if self.state == _STARTUP and self._startup_buf:   # SPEC §9: a half-sent startup gets a log line
             log.info("client %s: disconnected with an incomplete startup packet (%d bytes)",
                      self.peer, len(self._startup_buf))
-        self.state = _CLOSED
-        if not self._close_reason:
-            self._close_reason = "client disconnected" if exc is None else f"client connection lost: {exc}"
-        if self._borrow_task is not None:
-            self._borrow_task.cancel()
-        self._give_back_server(client_gone=True)
-        if self._counted:
-            self.cluster.clients -= 1
-        self.app.client_closed(self, self._close_reason)
 
-    def pause_writing(self) -> None:
-        if self.server is not None:
-            self.server.pause_reading()
+    # ---- errors -----------------------------------------------------------------------------------
 
-    def resume_writing(self) -> None:
-        if self.server is not None:
-            self.server.resume_reading()
+    def error_bytes(self, exc: ProxyError, fatal: bool = False) -> bytes:
+        return m.error_response(exc.sqlstate, exc.message, "FATAL" if fatal else "ERROR")
 
-    # ---- errors and closing ---------------------------------------------------------------------
-
-    def fail(self, exc: ProxyError) -> None:
-        """Send a fatal error and close (login problems, protocol violations)."""
-        level = logging.WARNING if isinstance(exc, ProtocolViolation) else logging.INFO
-        log.log(level, "client %s: %s", self.peer, exc.message)
-        self.close(exc.message, m.error_response(exc.sqlstate, exc.message, "FATAL"))
-
-    def close(self, reason: str, last_words: bytes = b"") -> None:
-        if not self._close_reason:
-            self._close_reason = reason
-        if self.transport is not None and not self.transport.is_closing():
-            if last_words:
-                self.transport.write(last_words)
-            self.transport.close()
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+    def _login_timeout_words(self) -> bytes:
+        return m.error_response("08P01", "login timeout", "FATAL") if self.state == _AUTH else b""
 
     # ---- startup and authentication -------------------------------------------------------------
 
@@ -299,18 +199,8 @@ class ClientSession(asyncio.Protocol):
         if request.replication:
             raise ProxyError("replication connections are not supported by dbproxy", "08P01")
         self.database = request.database
-        login = self.app.users.get(user_name)
-        if login is None:
-            self.app.metrics.auth_failed(self.cluster.name, self.endpoint.name)
-            raise AuthenticationFailed(f'password authentication failed for user "{user_name}"')
-        self.login = login
+        login = self.admit(user_name, f'password authentication failed for user "{user_name}"')
         cluster = self.cluster
-        if cluster.clients >= cluster.config.pool.max_client_connections:
-            raise TooManyConnections(
-                f"too many client connections for cluster {cluster.name!r} "
-                f"(max_client_connections = {cluster.config.pool.max_client_connections})")
-        cluster.clients += 1
-        self._counted = True
         if request.options_error:
             raise ProtocolViolation(f"invalid startup options: {request.options_error}")
         self.startup = request
@@ -348,7 +238,7 @@ class ClientSession(asyncio.Protocol):
         try:
             reply = self._auth.receive(body)
         except AuthenticationFailed:
-            self.app.metrics.auth_failed(self.cluster.name, self.endpoint.name)
+            self.auth_failed()
             raise
         self._auth_step_done(reply)
 
@@ -365,7 +255,7 @@ class ClientSession(asyncio.Protocol):
             if rest:
                 self._pending += rest
         assert self.login is not None
-        welcome = self.cluster.welcome.get((self.login.user.server_user, self.database))
+        welcome = self.shared.welcome.get((self.login.user.server_user, self.database))
         if welcome is not None:
             self._welcome(welcome)
         else:
@@ -383,7 +273,7 @@ class ClientSession(asyncio.Protocol):
             return
         self._borrow_task = None
         welcome = dict(conn.parameters)
-        self.cluster.welcome[(user.server_user, self.database)] = welcome
+        self.shared.welcome[(user.server_user, self.database)] = welcome
         pool.release(conn)
         if self.state == _LOGIN:
             self._welcome(welcome)
@@ -393,7 +283,7 @@ class ClientSession(asyncio.Protocol):
         (before ReadyForQuery a client's settings are those of its startup packet)."""
         assert self.startup is not None
         key = (id(welcome), self.startup.packet)
-        cache = self.cluster.welcome_messages
+        cache = self.shared.welcome_messages
         cached = cache.get(key)
         if cached is None:
             cached = m.auth_ok() + b"".join(
@@ -454,16 +344,11 @@ class ClientSession(asyncio.Protocol):
             self._pending += data
             self._need_server()
             return None
-        assert self.login is not None
-        route = self._last_route = self._route(data)
-        taken = self.cluster.take_idle(self.endpoint, route, self.login.user, self.database,
-                                       self._min_position(route))
-        if taken is None:
+        server: ServerConnection | None = self._take_idle_now(data)
+        if server is None:
             self._pending += data
             self._need_server()
-            return None
-        self._attach(*taken)
-        return taken[0]
+        return server
 
     def _has_complete_message(self) -> bool:
         buf = self._pending
@@ -472,60 +357,19 @@ class ClientSession(asyncio.Protocol):
         end = 1 + _U32.unpack_from(buf, 1)[0]
         return len(buf) >= end or (buf[0] == _STREAM_COPY_DATA and self.server is not None)
 
-    def _need_server(self) -> None:
-        """The client sent something while it has no server: get one (or fail the batch)."""
-        if self._borrow_task is not None or self.state != _READY or not self._pending:
-            return
-        if self._pending[0] == 0x58:  # 'X' Terminate before any work
-            self.close("client sent Terminate")
-            return
-        if self._broken is not None or self._discard_until_sync:
-            err = self._broken or ServerUnavailable("server connection lost")
-            self._broken = None
-            self._fail_batch(err, first_batch_only=True)
-            if not self._pending or self._discard_until_sync:
-                return
-        if len(self._pending) > _PAUSE_BUFFER and self.transport is not None:
-            self.transport.pause_reading()
-            self._paused_reading = True
-        login = self.login
-        assert login is not None
-        route = self._last_route = self._route(self._pending)
-        taken = self.cluster.take_idle(self.endpoint, route, login.user, self.database, self._min_position(route))
-        if taken is not None:
-            self._attach(*taken)
-            return
-        self._borrow_task = asyncio.get_running_loop().create_task(self._borrow(route))
+    def _starts_with_quit(self) -> bool:
+        return self._pending[0] == 0x58   # 'X' Terminate before any work
 
-    def _route(self, data: bytes | bytearray) -> str:
-        """Where the transaction starting with data goes: "primary" or "replica" (SPEC §3)."""
-        role = self.endpoint.role
-        if role == "writer":
-            return "primary"
-        if role != "split":
-            return "replica"
+    def _discarding(self) -> bool:
+        return self._discard_until_sync
+
+    def _first_statement(self, data: bytes | bytearray) -> bytes | None:
         if len(data) < 5:
-            return "primary"
+            return None
         end = 1 + _U32.unpack_from(data, 1)[0]
         if len(data) < end:
-            return "primary"
-        sql = self._statement_text(data[0], bytes(data[5:end]))
-        if sql is None:
-            return "primary"
-        # Texts that differ from this client's previous one only in trailing digits (a numeric literal
-        # at the end, as in point lookups) route the same way: the digits cannot turn the statement
-        # into a write, a function call, a locking clause or a hint.
-        stem = _statement_stem(sql)
-        if stem == self._route_stem:
-            verdict = self._route_verdict
-        else:
-            verdict = self.cluster.classifier.classify(sql.decode("utf-8", "replace"))
-            self._route_stem, self._route_verdict = stem, verdict
-        if verdict.route is not Route.REPLICA or verdict.ends_transaction:
-            return "primary"
-        if self._primary_until and time.monotonic() < self._primary_until:
-            return "primary"  # read_your_writes without a known position for the last write
-        return "replica"
+            return None
+        return self._statement_text(data[0], bytes(data[5:end]))
 
     def _statement_text(self, kind: int, body: bytes) -> bytes | None:
         """The SQL a Query, a Parse, or a Bind of a known named statement runs (else None)."""
@@ -533,52 +377,15 @@ class ClientSession(asyncio.Protocol):
             return body[:-1]
         if kind == 0x50:  # Parse
             return decode_parse(body).query
-        if kind == 0x42:  # Bind of a statement prepared earlier
-            start, stop = bind_statement(body)
-            statement = self.statements.get(body[start:stop]) if start != stop else None
-            return statement.query if statement is not None else None
+        if kind == 0x42 and self.rewriter is not None:  # Bind of a statement prepared earlier
+            return self.rewriter.query_of(body)
         return None
 
-    def _min_position(self, route: str) -> int | None:
-        return self.min_position if route == "replica" and self._read_your_writes else None
-
-    async def _borrow(self, route: str) -> None:
-        assert self.login is not None
-        started = time.monotonic()
-        try:
-            conn, pool = await self.cluster.borrow(self.endpoint, route, self.login.user, self.database,
-                                                   self._min_position(route))
-        except ProxyError as exc:
-            self._borrow_task = None
-            log.info("client %s: %s", self.peer, exc.message)
-            self._fail_batch(exc)
-            return
-        self._borrow_task = None
-        self.app.metrics.borrowed(self.cluster.name, time.monotonic() - started)
-        if self.state != _READY:
-            pool.release(conn)
-            return
-        self._attach(conn, pool)
-
-    def _attach(self, server: ServerConnection, pool: Pool[ServerConnection] | None) -> None:
-        self.server = server
-        self.server_pool = pool
-        server.owner = self
-        self.transactions += 1
-        self._on_replica = self._first_checked = self.endpoint.role == "split" and self._last_route == "replica"
-        self._transaction_started = time.monotonic()
-        self.app.metrics.transaction_started(self.cluster.name, self.endpoint.name, self._last_route)
+    def _attached(self, server: ServerConnection) -> None:
         replay = self.gucs.replay_sql(server.gucs)
         if replay:
             server.run_hidden(replay)
             server.gucs = dict(self.gucs.client)
-        if self._paused_reading and self.transport is not None:
-            self.transport.resume_reading()
-            self._paused_reading = False
-        if self._pending:
-            data = bytes(self._pending)
-            self._pending.clear()
-            self._client_data(data)
 
     def _forward(self, data: bytes, server: ServerConnection) -> None:
         """Forward complete client messages in data to server, rewriting where the pooler must."""
@@ -603,7 +410,9 @@ class ClientSession(asyncio.Protocol):
             if kind == 0x51:  # Query
                 self.queries += 1
                 sql = data[pos + 5:end - 1]
-                if self.statements and sql[:1] in b"Dd" and self._deallocate(sql, tracker):
+                rewriter = self.rewriter
+                if rewriter is not None and rewriter.statements and sql[:1] in b"Dd" and rewriter.deallocate(
+                        sql, tracker):
                     out.append(data[start:pos])   # answered by the proxy
                     start = end
                 else:
@@ -618,7 +427,8 @@ class ClientSession(asyncio.Protocol):
                 self.unsynced = True
             elif kind == 0x42:  # Bind
                 self.unsynced = True
-                replacement = self._bind(data[pos + 5:end], server)
+                replacement = (self.rewriter.bind(data[pos + 5:end], server.prepared, tracker)
+                               if self.rewriter is not None else None)
                 if replacement is not None:
                     out.append(data[start:pos])
                     out.append(replacement)
@@ -631,7 +441,8 @@ class ClientSession(asyncio.Protocol):
                 start = end
             elif kind == 0x44:  # Describe
                 self.unsynced = True
-                replacement = self._describe(data[pos + 5:end], server)
+                replacement = (self.rewriter.describe(data[pos + 5:end], server.prepared, tracker)
+                               if self.rewriter is not None else None)
                 if replacement is not None:
                     out.append(data[start:pos])
                     out.append(replacement)
@@ -639,7 +450,7 @@ class ClientSession(asyncio.Protocol):
                 tracker.push(_DESCRIBE_SLOT)
             elif kind == 0x43:  # Close
                 self.unsynced = True
-                if self._close_statement(data[pos + 5:end], server):
+                if self.rewriter is not None and self.rewriter.close(data[pos + 5:end], tracker):
                     out.append(data[start:pos])
                     start = end
                 else:
@@ -654,6 +465,7 @@ class ClientSession(asyncio.Protocol):
                 out.append(data[start:pos])
                 start = pos = end
                 self._flush_to_server(server, out)
+                self._flush_replies()
                 self.close("client sent Terminate")
                 return
             else:
@@ -661,6 +473,8 @@ class ClientSession(asyncio.Protocol):
             pos = end
         if pos < size:
             self._pending += data[pos:]
+        if self.rewriter is not None and self.rewriter.to_client:
+            self._flush_replies()
         if start == 0 and pos == size:
             server.write(data)
         else:
@@ -669,6 +483,13 @@ class ClientSession(asyncio.Protocol):
                 self._sync_after_held = False
                 out.append(m.sync())   # ends the batch that stays on the replica (see _must_leave_replica)
             self._flush_to_server(server, out)
+
+    def _flush_replies(self) -> None:
+        """Replies the rewriter synthesized whose turn had come (before any server reply)."""
+        if self.rewriter is not None:
+            replies = self.rewriter.take_replies()
+            if replies:
+                self.write(replies)
 
     @staticmethod
     def _flush_to_server(server: ServerConnection, out: list[bytes]) -> None:
@@ -685,7 +506,8 @@ class ClientSession(asyncio.Protocol):
         if effects.discard_all:
             self.gucs.clear(server)
         if effects.discard_all or effects.deallocate_all:
-            self.statements.clear()
+            if self.rewriter is not None:
+                self.rewriter.statements.clear()
             server.prepared.clear()
         if effects.sets:
             self.gucs.apply(effects.sets, server)
@@ -695,106 +517,16 @@ class ClientSession(asyncio.Protocol):
                 if self._tx_set_names is None:
                     self._tx_set_names = set()
                 self._tx_set_names.update(c.name.lower() for c in effects.sets if c.value is not None)
-        if effects.pin_reason and self.pinned is None and not self.session_mode:
-            self.pinned = effects.pin_reason
-            server.pinned_reason = effects.pin_reason
-            self.app.metrics.pinned(self.cluster.name, effects.pin_reason)
-            log.info("client %s pinned to server %s: %s", self.peer, server.address, effects.pin_reason)
-
-    def _deallocate(self, sql: bytes, tracker: ResponseTracker) -> bool:
-        """SQL `DEALLOCATE name` of a protocol-level statement (libpq < 17 does that): answer it here.
-
-        The statement lives on the server under the proxy's name, and stays cached there.
-        """
-        match = _DEALLOCATE_RE.match(sql)
-        if match is None:
-            return False
-        quoted, plain = match.group(1), match.group(2)
-        name = quoted.replace(b'""', b'"') if quoted else plain.lower()
-        if plain and name == b"all":
-            return False
-        if name not in self.statements:
-            return False
-        del self.statements[name]
-        reply = m.message(b"C", b"DEALLOCATE\x00") + m.ready_for_query(tracker.status)
-        self.write(tracker.push(Slot(SYNTH, payload=reply)))
-        return True
+        if effects.pin_reason:
+            self.pin(effects.pin_reason, server)
 
     def _parse(self, body: bytes, server: ServerConnection) -> bytes:
         parse = decode_parse(body)
         self._statement_effects(parse.query, server)
-        tracker = server.tracker
-        if not parse.name or not self.rewrite:
-            tracker.push(_PARSE_SLOT)
+        if self.rewriter is None:
+            server.tracker.push(_PARSE_SLOT)
             return m.message(b"P", body)
-        name = self.cluster.statement_names.name_for(parse)
-        message = parse.encode(name)
-        self.statements[parse.name] = ClientStatement(name, message, parse.query)
-        if name in server.prepared:
-            server.prepared.move_to_end(name)
-            self.write(tracker.push(Slot(SYNTH, payload=m.PARSE_COMPLETE)))
-            return b""
-        evicted = self._remember_prepared(server, name)
-        tracker.push(Slot(PARSE, payload=name))
-        return evicted + message
-
-    def _remember_prepared(self, server: ServerConnection, name: bytes) -> bytes:
-        """Record name as prepared on server; returns a Close for the least recently used if full."""
-        server.prepared[name] = None
-        limit = self.cluster.config.pool.max_prepared_statements
-        if len(server.prepared) <= limit:
-            return b""
-        oldest, _ = server.prepared.popitem(last=False)
-        server.tracker.push(Slot(CLOSE, DROP))
-        return close_statement(oldest)
-
-    def _ensure_prepared(self, name: bytes, server: ServerConnection) -> tuple[bytes, bytes] | None:
-        """(bytes to send first, server name) for a client statement, re-preparing it if needed."""
-        statement = self.statements.get(name)
-        if statement is None:
-            return None
-        server_name = statement.server_name
-        if server_name in server.prepared:
-            server.prepared.move_to_end(server_name)
-            return b"", server_name
-        evicted = self._remember_prepared(server, server_name)
-        server.tracker.push(Slot(PARSE, DROP, server_name))
-        return evicted + statement.parse, server_name
-
-    def _bind(self, body: bytes, server: ServerConnection) -> bytes | None:
-        if not self.rewrite:
-            return None
-        start, end = bind_statement(body)
-        if start == end:
-            return None
-        ensured = self._ensure_prepared(body[start:end], server)
-        if ensured is None:
-            return None
-        prefix, server_name = ensured
-        return prefix + rewrite_bind(body, start, end, server_name)
-
-    def _describe(self, body: bytes, server: ServerConnection) -> bytes | None:
-        if not self.rewrite:
-            return None
-        kind, name = target_name(body)
-        if kind != 0x53 or not name:
-            return None
-        ensured = self._ensure_prepared(name, server)
-        if ensured is None:
-            return None
-        prefix, server_name = ensured
-        return prefix + describe_statement(server_name)
-
-    def _close_statement(self, body: bytes, server: ServerConnection) -> bool:
-        """Answer Close of a named statement ourselves (True) — the server copy stays cached."""
-        if not self.rewrite:
-            return False
-        kind, name = target_name(body)
-        if kind != 0x53 or not name:
-            return False
-        self.statements.pop(name, None)
-        self.write(server.tracker.push(Slot(SYNTH, payload=m.CLOSE_COMPLETE)))
-        return True
+        return self.rewriter.parse(parse, body, server.prepared, server.tracker)
 
     # ---- relay: server → client ----------------------------------------------------------------
 
@@ -849,7 +581,7 @@ class ClientSession(asyncio.Protocol):
             values = []
         if self._capture_position:
             # Until the position is known, fail safe: this client reads from the primary for a while.
-            self._primary_until = time.monotonic() + _RYW_FALLBACK_SECONDS
+            self._primary_until = time.monotonic() + RYW_FALLBACK_SECONDS
         if not values:
             return
         if self._capture_position:
@@ -888,32 +620,10 @@ class ClientSession(asyncio.Protocol):
             self.unsynced = False
         return True
 
-    def _release(self) -> None:
-        server, pool = self.server, self.server_pool
-        assert server is not None
-        self._held = False
-        self._on_replica = False
-        self.app.metrics.transaction_finished(self.cluster.name, self.endpoint.name,
-                                              time.monotonic() - self._transaction_started)
-        self.server = None
-        self.server_pool = None
-        server.owner = None
-        if pool is not None:
-            pool.release(server)
-        else:
-            server.close()
-        if self._pending and self.state == _READY:
-            self._need_server()
-
     def server_lost(self, server: ServerConnection, reason: str) -> None:
         """The server connection died under this client: error for work in flight, keep the client."""
         tracker = server.tracker
-        self.server = None
-        pool, self.server_pool = self.server_pool, None
-        server.owner = None
-        if pool is not None:
-            pool.discard(server)
-        log.warning("client %s: server %s lost: %s", self.peer, server.address, reason)
+        self._detach_lost(server, reason)
         err = ServerUnavailable(f"server connection to {server.address} lost: {reason}")
         waiting = [s for s in tracker.slots if s.kind in (QUERY, SYNC)]
         if waiting:
@@ -935,14 +645,6 @@ class ClientSession(asyncio.Protocol):
             return
         if self._pending:
             self._need_server()
-
-    def server_pause_writing(self) -> None:
-        if self.transport is not None and not self._paused_reading:
-            self.transport.pause_reading()
-
-    def server_resume_writing(self) -> None:
-        if self.transport is not None and not self._paused_reading:
-            self.transport.resume_reading()
 
     def _fail_batch(self, err: ProxyError, first_batch_only: bool = False) -> None:
         """No server for the client's pending messages: answer them with err, as a server would.
@@ -988,22 +690,12 @@ class ClientSession(asyncio.Protocol):
 
     # ---- giving the server back ----------------------------------------------------------------
 
-    def _give_back_server(self, client_gone: bool) -> None:
-        server, pool = self.server, self.server_pool
-        if server is None:
-            return
-        self.server = None
-        self.server_pool = None
-        server.owner = None
-        if pool is None:
-            server.close()
-            return
-        tracker = server.tracker
-        if not tracker.quiet or self.unsynced or self._copy_skip:
-            pool.discard(server)  # work in flight: closing is the only clean way out
-            return
+    def _work_in_flight(self, server: ServerConnection) -> bool:
+        return not server.tracker.quiet or self.unsynced or bool(self._copy_skip)
+
+    def _return_server(self, server: ServerConnection, pool: Pool[ServerConnection]) -> None:
         cleanup: list[str] = []
-        if tracker.status != b"I":
+        if server.tracker.status != b"I":
             cleanup.append("ROLLBACK")
         if self.pinned is not None or self.session_mode:
             cleanup.append("DISCARD ALL")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 
-from ..config import Address
-from ..protocol.postgres import messages as m
-from ..protocol.postgres.framing import MessageReader
-from ..protocol.postgres.messages import format_lsn, parse_data_row, parse_lsn
-from ..protocol.postgres.server_login import ServerLogin
+from ...config import Address
+from .server_login import ServerLogin
+from .wire import messages as m
+from .wire.framing import MessageReader
+from .wire.messages import format_lsn, parse_data_row, parse_lsn
 
 _MAX_MESSAGE = 1 << 20
 

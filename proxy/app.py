@@ -13,15 +13,15 @@ from typing import Any
 
 from .admin import start_admin_console
 from .admin import views as admin_views
-from .cluster import Cluster
 from .config import ClusterConfig, Config, ConfigError, EndpointConfig, User, load_config
 from .config_diff import ConfigDiff, diff
+from .core.cluster import Cluster
+from .core.session import ClientSessionCore as ClientSession
+from .core.users import UserDirectory
+from .errors import ShuttingDown
 from .http import start_http_server
 from .logs import ConnectionLog, setup_logging
 from .metrics import Metrics
-from .protocol.postgres import messages as m
-from .session import ClientSession
-from .users import UserDirectory
 
 log = logging.getLogger("dbproxy")
 connections_log = ConnectionLog()
@@ -32,10 +32,10 @@ class ProxyApp:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.users = UserDirectory(config.users)
+        self.users = UserDirectory(config.users, engines={c.engine for c in config.clusters})
         self.metrics = Metrics()
         self.metrics.on_scrape(lambda: admin_views.live_metrics(self))
-        self.clusters: dict[str, Cluster] = {c.name: Cluster(c, self._configured_user) for c in config.clusters}
+        self.clusters: dict[str, Cluster[Any]] = {c.name: Cluster(c, self._configured_user) for c in config.clusters}
         self.sessions: set[ClientSession] = set()
         self._by_pid: dict[int, ClientSession] = {}
         self._next_pid = random.randint(1 << 20, 1 << 29)
@@ -79,11 +79,13 @@ class ProxyApp:
         # A reload may change the endpoint's settings: look them up again when the config changed.
         seen: list[Any] = [cluster.config, endpoint]
 
-        def session() -> ClientSession:
+        make = cluster.engine.client_session
+
+        def session() -> asyncio.Protocol:
             if seen[0] is not cluster.config:
                 seen[0] = cluster.config
                 seen[1] = next((e for e in cluster.config.endpoints if e.name == name), endpoint)
-            return ClientSession(self, cluster, seen[1])
+            return make(self, cluster, seen[1])
 
         server = await loop.create_server(session, endpoint.listen.host, endpoint.listen.port,
                                           reuse_address=True, backlog=2048)
@@ -118,8 +120,8 @@ class ProxyApp:
         for session in list(self.sessions):
             limit = session.cluster.config.pool.client_idle_timeout
             if limit > 0 and session.server is None and now - session.last_activity > limit:
-                session.close("client_idle_timeout", m.error_response(
-                    "57P01", f"closing connection idle for more than {limit:g}s", "FATAL"))
+                session.close_with_error("client_idle_timeout", ShuttingDown(
+                    f"closing connection idle for more than {limit:g}s"))
 
     def _close_stalled_logins(self) -> None:
         now = time.monotonic()
@@ -140,16 +142,15 @@ class ProxyApp:
             busy = 0
             for session in list(self.sessions):
                 if session.server is None:
-                    session.close("shutdown", m.error_response(
-                        "57P01", "terminating connection: dbproxy is shutting down", "FATAL"))
+                    session.close_with_error("shutdown", ShuttingDown("terminating connection: dbproxy is shutting down"))
                 else:
                     busy += 1
             if not busy or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.05)
         for session in list(self.sessions):
-            session.close("shutdown (timeout)", m.error_response(
-                "57P01", "terminating connection: dbproxy is shutting down", "FATAL"))
+            session.close_with_error("shutdown (timeout)",
+                                     ShuttingDown("terminating connection: dbproxy is shutting down"))
         for cluster in self.clusters.values():
             cluster.close()
         for task in self._tasks:
@@ -162,7 +163,7 @@ class ProxyApp:
         self.sessions.add(session)
         session.connection_counts = self.metrics.client_connected(session.cluster.name, session.endpoint.name)
         if self.draining:
-            session.close("shutdown", m.error_response("57P01", "dbproxy is shutting down", "FATAL"))
+            session.close_with_error("shutdown", ShuttingDown("dbproxy is shutting down"))
 
     def client_closed(self, session: ClientSession, reason: str) -> None:
         self.sessions.discard(session)
@@ -189,7 +190,7 @@ class ProxyApp:
         server = session.server
         if server is None:
             return
-        self._spawn(_send_cancel(server.address.host, server.address.port, server.pid, server.key))
+        self._spawn(session.cluster.engine.cancel(server))
 
     # ---- reload ---------------------------------------------------------------------------------
 
@@ -205,7 +206,7 @@ class ProxyApp:
                 log.error("reload rejected: %s", line)
             return list(exc.problems)
         changes = diff(self.config, new)
-        self.users = UserDirectory(new.users, self.users)
+        self.users = UserDirectory(new.users, self.users, {c.engine for c in new.clusters})
         self._close_listeners_of_removed_clusters(new)
         problems: list[str] = []
         for cluster_config in new.clusters:
@@ -279,16 +280,6 @@ def _describe(changes: ConfigDiff) -> str:
     if changes.server_changed:
         parts.append("[server] changed")
     return "; ".join(parts) or "no changes"
-
-
-async def _send_cancel(host: str, port: int, pid: int, key: int) -> None:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
-        writer.write(m.cancel_request(pid, key))
-        await writer.drain()
-        writer.close()
-    except (TimeoutError, OSError) as exc:
-        log.warning("could not forward cancel request to %s:%d: %s", host, port, exc)
 
 
 async def serve(config: Config) -> int:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from ..config import Address
-from ..errors import ProxyError
-from .model import ProbeResult
-from .pg_sql import PgSqlConnection, QueryFailed, Row, parse_data_row, parse_lsn
+from ...config import Address
+from ...errors import ProxyError
+from ...topology.model import ProbeResult
+from .sql import PgSqlConnection, QueryFailed, Row, parse_data_row, parse_lsn
 
 __all__ = ["PROBE_SQL", "PgProbe", "ProbeFailed", "parse_data_row", "parse_lsn", "parse_probe_row"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .session_gucs import startup_gucs
+from .gucs import startup_gucs
 
 # Distinct startup packets remembered; when full, the memo starts over.
 KNOWN_PACKETS = 256

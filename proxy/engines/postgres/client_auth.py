@@ -6,8 +6,8 @@ import os
 import struct
 
 from ...errors import AuthenticationFailed, ProtocolViolation
-from . import messages as m
-from .auth import ScramServerExchange, ScramVerifier, md5_password
+from .wire import messages as m
+from .wire.auth import ScramServerExchange, ScramVerifier, md5_password
 
 _salt_pool = b""
 _salt_used = 0

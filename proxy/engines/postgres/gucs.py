@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterable
 from typing import Protocol
 
-from .protocol.postgres.messages import quote_literal
-from .routing.session_state import quote_name
+from .session_state import quote_name
+from .wire.messages import quote_literal
 
 # Reported parameters a client cannot change with SET (or that change on their own).
 _NOT_SETTABLE = frozenset({

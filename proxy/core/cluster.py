@@ -7,28 +7,26 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
-from .config import Address, ClusterConfig, EndpointConfig, User
-from .errors import ServerConnectFailed, ServerUnavailable
-from .metrics import Metrics
-from .pool.pool import Pool
-from .protocol.postgres.statements import StatementNames
-from .routing.classify import Classifier
-from .topology import (
+from ..config import Address, ClusterConfig, EndpointConfig, User
+from ..engines import ServerLink, get_engine
+from ..errors import ServerConnectFailed, ServerUnavailable
+from ..metrics import Metrics
+from ..pool.pool import Pool
+from ..topology import (
     FailoverCoordinator,
     SwitchoverRefused,
     SwitchoverResult,
     TopologyMonitor,
     TopologySnapshot,
-    failover_actions,
-    probe_factory,
 )
-from .topology.select import RefusedConnections, choose
-from .transport.pg_server import ServerConnection, open_server_connection
+from ..topology.select import RefusedConnections, choose
 
 log = logging.getLogger("dbproxy.cluster")
 
-PoolKey = tuple[Address, str, str]   # (instance, server user, database)
+PoolKey = tuple[Address, str, str]
+C = TypeVar("C", bound=ServerLink)   # the engine's server connection class   # (instance, server user, database)
 
 # A connect failure with one of these says "this instance is unavailable", not "this login is wrong":
 # the borrow tries another target instead of failing the client.
@@ -37,26 +35,29 @@ _INSTANCE_UNAVAILABLE = frozenset({"08001", "08006", "57P01", "57P02", "57P03"})
 RETARGET_INTERVAL = 0.25
 
 
-class Cluster:
-    """Pools per (instance, user, database), endpoint targets, pause/resume, client accounting."""
+class Cluster(Generic[C]):
+    """Pools per (instance, user, database), endpoint targets, pause/resume, client accounting.
+
+    Engine-neutral: the engine adapter (config `engine`) opens server connections, classifies
+    statements, probes instances and carries out failover; its sessions keep what they share in
+    `engine_state`.
+    """
 
     def __init__(self, config: ClusterConfig,
                  current_user: Callable[[str], User | None] = lambda name: None) -> None:
         self.config = config
         self.current_user = current_user   # the configured user by name, as of the last reload
         self.name = config.name
-        self.pools: dict[PoolKey, Pool[ServerConnection]] = {}
-        self.statement_names = StatementNames()
-        self.classifier = Classifier(config.read_only_functions)
-        self.welcome: dict[tuple[str, str], dict[str, str]] = {}
-        # Encoded login replies per (id of a welcome dict above, startup packet): see session._welcome_bytes.
-        self.welcome_messages: dict[tuple[int, bytes], bytes] = {}
+        self.engine = get_engine(config.engine)
+        self.engine_state: Any = self.engine.cluster_state()
+        self.pools: dict[PoolKey, Pool[C]] = {}
+        self.classifier = self.engine.classifier(config.read_only_functions)
         self.clients = 0
         self.removed = False   # dropped from the config by a reload; kept while clients remain
         self.borrowing = 0   # clients waiting in borrow() for resume, a target, a slot or a new connection
         self._resumed = asyncio.Event()
         self._resumed.set()
-        self._pools_by_instance: dict[Address, list[Pool[ServerConnection]]] = {}
+        self._pools_by_instance: dict[Address, list[Pool[C]]] = {}
         self._rng = random.Random()
         self._refused = RefusedConnections(time.monotonic)
         # Set (and replaced) whenever the monitor publishes a snapshot: borrowers waiting for a
@@ -74,14 +75,14 @@ class Cluster:
     # ---- topology ---------------------------------------------------------------------------
 
     def _make_monitor(self, config: ClusterConfig) -> TopologyMonitor | None:
-        factory = probe_factory(config.engine)
+        factory = self.engine.probe_factory()
         if factory is None:
             return None
         return TopologyMonitor(config.name, config.instances, config.health, factory,
                                on_writer_change=self._writer_changed)
 
     def _make_failover(self, config: ClusterConfig) -> FailoverCoordinator | None:
-        actions = failover_actions(config.engine, config.health)
+        actions = self.engine.failover_actions(config.health)
         if self.monitor is None or actions is None:
             return None
         return FailoverCoordinator(self.monitor, config.failover, actions)
@@ -104,7 +105,7 @@ class Cluster:
             return
         self.monitor.set_health(self.config.health)
         if self.failover is not None:
-            actions = failover_actions(self.config.engine, self.config.health)
+            actions = self.engine.failover_actions(self.config.health)
             if actions is not None:
                 self.failover.actions = actions
             self.failover.settings = self.config.failover
@@ -164,7 +165,7 @@ class Cluster:
 
     # ---- pools ------------------------------------------------------------------------------
 
-    def pool(self, instance: Address, user: User, database: str) -> Pool[ServerConnection]:
+    def pool(self, instance: Address, user: User, database: str) -> Pool[C]:
         # Keyed by the proxy user, not the server user: a pool's connections were opened with its
         # creator's server credentials, which another proxy user must not ride on.
         key = (instance, user.name, database)
@@ -172,13 +173,13 @@ class Cluster:
         if pool is None or pool.closed:
             settings = self.config.pool
 
-            async def connect() -> ServerConnection:
+            async def connect() -> C:
                 # Reloaded settings and credentials (a rotated server_password) apply to new connections.
                 current = self.config.pool
                 login = self.current_user(user.name) or user
-                return await open_server_connection(
-                    instance, login.server_user, login.server_password, database,
-                    current.connect_timeout, current.init_query)
+                conn: C = await self.engine.connect(  # type: ignore[assignment]
+                    instance, login.server_user, login.server_password, database, current)
+                return conn
 
             pool = Pool(f"{self.name}/{instance}/{user.name}/{database}", connect,
                         settings.max_server_connections, settings.min_idle, settings.idle_timeout,
@@ -186,14 +187,14 @@ class Cluster:
             self._track_pool(key, pool)
         return pool
 
-    def _track_pool(self, key: PoolKey, pool: Pool[ServerConnection]) -> None:
+    def _track_pool(self, key: PoolKey, pool: Pool[C]) -> None:
         old = self.pools.get(key)
         if old is not None:
             self._forget_pool(key[0], old)
         self._pools_by_instance.setdefault(key[0], []).append(pool)
         self.pools[key] = pool
 
-    def _forget_pool(self, instance: Address, pool: Pool[ServerConnection]) -> None:
+    def _forget_pool(self, instance: Address, pool: Pool[C]) -> None:
         same_instance = self._pools_by_instance.get(instance, [])
         if pool in same_instance:
             same_instance.remove(pool)
@@ -201,7 +202,7 @@ class Cluster:
             self._pools_by_instance.pop(instance, None)
 
     def take_idle(self, endpoint: EndpointConfig, route: str, user: User, database: str,
-                  min_position: int | None = None) -> tuple[ServerConnection, Pool[ServerConnection]] | None:
+                  min_position: int | None = None) -> tuple[C, Pool[C]] | None:
         """A ready server connection without waiting, if one is idle right now (the fast path)."""
         if not self._resumed.is_set():
             return None
@@ -217,7 +218,7 @@ class Cluster:
         return conn, pool
 
     async def borrow(self, endpoint: EndpointConfig, route: str, user: User, database: str,
-                     min_position: int | None = None) -> tuple[ServerConnection, Pool[ServerConnection]]:
+                     min_position: int | None = None) -> tuple[C, Pool[C]]:
         """A server connection for the endpoint; waits (bounded) for a target, for resume, for a slot."""
         self.borrowing += 1
         try:
@@ -226,7 +227,7 @@ class Cluster:
             self.borrowing -= 1
 
     async def _borrow(self, endpoint: EndpointConfig, route: str, user: User, database: str,
-                      min_position: int | None) -> tuple[ServerConnection, Pool[ServerConnection]]:
+                      min_position: int | None) -> tuple[C, Pool[C]]:
         deadline = time.monotonic() + self.config.failover.borrow_timeout
         while True:
             target = await self._wait_for_target(endpoint, route, deadline, min_position)
@@ -309,7 +310,7 @@ class Cluster:
         count = 0
         for pool in self._pools_by_instance.get(instance, ()):
             count += pool.waiting() + pool.opening
-            count += sum(1 for conn in pool.in_use if conn.owner is None or not conn.tracker.idle)
+            count += sum(1 for conn in pool.in_use if conn.owner is None or not conn.idle)
         return count
 
     def close_pinned(self, instance: Address, reason: str) -> int:

@@ -14,7 +14,7 @@ import hmac
 import os
 from dataclasses import dataclass
 
-from ...errors import AuthenticationFailed, ProtocolViolation, ServerConnectFailed
+from ....errors import AuthenticationFailed, ProtocolViolation, ServerConnectFailed
 
 try:   # CPython's own md5: for 36 bytes it is about twice as fast as OpenSSL's (no EVP context set-up)
     from _md5 import md5 as _md5

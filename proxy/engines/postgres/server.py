@@ -1,4 +1,4 @@
-"""A connection from the proxy to a PostgreSQL server: login, then relay for whichever client owns it."""
+"""A connection from the proxy to a PostgreSQL server: login, then relay for whichever client owns it (an engines.ServerLink)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
-from ..config import Address
-from ..errors import ServerConnectFailed
-from ..protocol.postgres import messages as m
-from ..protocol.postgres.framing import MessageReader
-from ..protocol.postgres.relay import CAPTURE, DROP_ALL, QUERY, ResponseTracker, Slot
-from ..protocol.postgres.server_login import ServerLogin
+from ...config import Address
+from ...errors import ServerConnectFailed
+from .server_login import ServerLogin
+from .wire import messages as m
+from .wire.framing import MessageReader
+from .wire.responses import CAPTURE, DROP_ALL, QUERY, ResponseTracker, Slot
 
 log = logging.getLogger("dbproxy.server")
 _ids = itertools.count(1)
@@ -131,6 +131,19 @@ class ServerConnection(asyncio.Protocol):
     def closed(self) -> bool:
         """Closed, closing, or told by the server that it is ending (never to be pooled again)."""
         return self._closed or self.transport is None or self.transport.is_closing() or self.tracker.terminated
+
+    @property
+    def idle(self) -> bool:
+        """No response outstanding and outside a transaction (ReadyForQuery 'I')."""
+        return self.tracker.idle
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.tracker.status != b"I"
+
+    @property
+    def transaction_status(self) -> str:
+        return self.tracker.status.decode()
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None

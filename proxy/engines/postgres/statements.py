@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 
 from ...errors import ProtocolViolation
-from .messages import message
+from .wire.messages import message
 
 _HDR = struct.Struct("!cI")
 

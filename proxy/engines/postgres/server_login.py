@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 
 from ...errors import ServerConnectFailed
-from . import messages as m
-from .auth import ScramClientExchange, md5_password
+from .wire import messages as m
+from .wire.auth import ScramClientExchange, md5_password
 
 
 class ServerLogin:

@@ -1,0 +1,400 @@
+"""A client's life whatever its engine: login bookkeeping, route → borrow → attach → release, pins.
+
+`ClientSessionCore` is the asyncio protocol of one client connection. An engine subclasses it and
+brings what differs per wire protocol: reading the client's bytes (`data_received`), answering
+the login, finding the statement a batch starts with (`_first_statement`), forwarding to the
+server, encoding errors (`error_bytes`), failing a batch no server can run (`_fail_batch`),
+replaying session state on a fresh server (`_attached`) and cleaning a server up before it goes
+back to its pool (`_return_server`). Everything else — which server, waiting for one, giving it
+back, pinning, counters and metrics — is written here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..config import EndpointConfig
+from ..errors import (
+    AuthenticationFailed,
+    ProtocolViolation,
+    ProxyError,
+    ServerUnavailable,
+    TooManyConnections,
+)
+from ..routing.classify import Classification, Route
+
+if TYPE_CHECKING:
+    from ..pool.pool import Pool
+    from .cluster import Cluster
+    from .users import Login
+
+log = logging.getLogger("dbproxy.client")
+
+# Session states shared by every engine (an engine may refine STARTUP/AUTH internally).
+STARTUP, AUTH, LOGIN, READY, CLOSED = range(5)
+
+# Bytes buffered from a client that has no server yet before we stop reading from it.
+PAUSE_BUFFER = 4 * 1024 * 1024
+# read_your_writes: how long a client reads from the primary when its last write's position is unknown.
+RYW_FALLBACK_SECONDS = 10.0
+_NO_VERDICT = Classification(Route.PRIMARY, "none yet")
+_NO_COUNTS = [0, 0]
+
+
+def statement_stem(sql: bytes) -> bytes:
+    """The statement without trailing digits, ';' and spaces: texts that differ only there (a numeric
+    literal at the end, as in point lookups) get the same routing and session-state verdicts."""
+    return sql.rstrip(b"0123456789; \t\r\n")
+
+
+class ClientSessionCore(asyncio.Protocol):
+    """A client connection on one endpoint of one cluster; see the module docstring."""
+
+    # Defaults of what most connections never change or read only at login and close: a short-lived
+    # connection does not pay for setting them (the per-transaction state is set in __init__).
+    peer = "?"
+    app_name = ""
+    pid = 0            # the proxy's id for this client (PostgreSQL backend pid, MySQL connection id)
+    key = 0
+    connection_counts: list[int] = _NO_COUNTS   # its endpoint's [open, accepted] (ProxyApp)
+    _close_reason = ""
+    _counted = False
+    _primary_until = 0.0
+    _route_stem = b"\x00"   # split: the previous statement's text without trailing digits
+    _route_verdict: Classification = _NO_VERDICT
+
+    def __init__(self, app: Any, cluster: Cluster[Any], endpoint: EndpointConfig) -> None:
+        self.app = app
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport | None = None
+        self.state = STARTUP
+        self.login: Login | None = None
+        self.database = ""
+        self.connected_at = time.time()
+        self.server: Any = None
+        self.server_pool: Pool[Any] | None = None
+        self.pinned: str | None = None
+        self.session_mode = cluster.config.pool.mode == "session"
+        self.transactions = 0
+        self.queries = 0
+        self._pending = bytearray()
+        self._borrow_task: asyncio.Task[None] | None = None
+        self._broken: ProxyError | None = None
+        self._paused_reading = False
+        self.opened = self.last_activity = time.monotonic()
+        self._last_route = "primary"
+        self._transaction_started = 0.0
+        # Split endpoints: while on a replica, each further statement is classified too; one that
+        # must go to the primary is held (with what follows) until the replica is released.
+        self._on_replica = False
+        self._first_checked = False
+        self._held = False
+        # read_your_writes (split endpoints): the position of this client's last write transaction;
+        # replicas serve it only once they have replayed that far.
+        self._read_your_writes = endpoint.role == "split" and endpoint.read_your_writes
+        self.min_position: Any = None
+
+    # ---- what an engine provides ------------------------------------------------------------------
+
+    def error_bytes(self, exc: ProxyError, fatal: bool = False) -> bytes:
+        """exc as the engine's protocol error message."""
+        raise NotImplementedError
+
+    def _client_data(self, data: bytes) -> None:
+        """Bytes from a logged-in client (READY state)."""
+        raise NotImplementedError
+
+    def _first_statement(self, data: bytes | bytearray) -> bytes | None:
+        """The SQL text the batch in data starts with, if complete and known (split routing)."""
+        raise NotImplementedError
+
+    def _starts_with_quit(self) -> bool:
+        """The pending bytes begin with the client's goodbye (Terminate, COM_QUIT)."""
+        raise NotImplementedError
+
+    def _fail_batch(self, err: ProxyError, first_batch_only: bool = False) -> None:
+        """No server for the pending work: answer it with err, as a server would."""
+        raise NotImplementedError
+
+    def _discarding(self) -> bool:
+        """The engine is skipping the client's messages after an error (PostgreSQL: until Sync)."""
+        return False
+
+    def _attached(self, server: Any) -> None:
+        """A server was just attached: replay the client's session state on it."""
+
+    def _released(self, server: Any) -> None:
+        """The transaction ended and server goes back (engine bookkeeping before the pool has it)."""
+
+    def _return_server(self, server: Any, pool: Pool[Any]) -> None:
+        """Give a quiet server back for good (client gone): roll back / reset first if needed."""
+        pool.release(server)
+
+    def _work_in_flight(self, server: Any) -> bool:
+        """Responses still outstanding: closing the server is then the only clean way out."""
+        return not server.idle and not server.in_transaction
+
+    # ---- asyncio.Protocol -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop transports are not asyncio.Transport subclasses
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        # uvloop already sets TCP_NODELAY on every TCP transport.
+        self.app.client_opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state == CLOSED:
+            return
+        self._lost_before_login()
+        self.state = CLOSED
+        if not self._close_reason:
+            self._close_reason = "client disconnected" if exc is None else f"client connection lost: {exc}"
+        if self._borrow_task is not None:
+            self._borrow_task.cancel()
+        self._give_back_server()
+        if self._counted:
+            self.cluster.clients -= 1
+        self.app.client_closed(self, self._close_reason)
+
+    def _lost_before_login(self) -> None:
+        """Hook: log what a client that vanished mid-login had sent (SPEC §9)."""
+
+    def pause_writing(self) -> None:
+        if self.server is not None:
+            self.server.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.server is not None:
+            self.server.resume_reading()
+
+    def server_pause_writing(self) -> None:
+        if self.transport is not None and not self._paused_reading:
+            self.transport.pause_reading()
+
+    def server_resume_writing(self) -> None:
+        if self.transport is not None and not self._paused_reading:
+            self.transport.resume_reading()
+
+    # ---- errors and closing -----------------------------------------------------------------------
+
+    def check_login_deadline(self, now: float, limit: float) -> None:
+        """SPEC §9 slow-loris: a client still logging in `limit` seconds after connecting is let go.
+
+        Called about once a second for every client (ProxyApp's maintenance) instead of a timer per
+        connection: short-lived connections are the common case and each timer costs.
+        """
+        if self.state in (STARTUP, AUTH) and now - self.opened > limit:
+            log.info("client %s: login not completed within %gs", self.peer, limit)
+            self.close("login timeout", self._login_timeout_words())
+
+    def _login_timeout_words(self) -> bytes:
+        return self.error_bytes(ProtocolViolation("login timeout"), fatal=True) if self.state == AUTH else b""
+
+    def fail(self, exc: ProxyError) -> None:
+        """Send a fatal error and close (login problems, protocol violations)."""
+        level = logging.WARNING if isinstance(exc, ProtocolViolation) else logging.INFO
+        log.log(level, "client %s: %s", self.peer, exc.message)
+        self.close(exc.message, self.error_bytes(exc, fatal=True))
+
+    def close_with_error(self, reason: str, exc: ProxyError) -> None:
+        """Close with a last fatal error message (shutdown, idle timeout, admin KILL CLIENT)."""
+        self.close(reason, self.error_bytes(exc, fatal=True))
+
+    def close(self, reason: str, last_words: bytes = b"") -> None:
+        if not self._close_reason:
+            self._close_reason = reason
+        if self.transport is not None and not self.transport.is_closing():
+            if last_words:
+                self.transport.write(last_words)
+            self.transport.close()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    # ---- login bookkeeping ------------------------------------------------------------------------
+
+    def admit(self, user_name: str, refusal: str) -> Login:
+        """The configured user for a login attempt, counted against max_client_connections.
+
+        Raises AuthenticationFailed (message `refusal`) for an unknown user, TooManyConnections.
+        """
+        login = self.app.users.get(user_name)
+        if login is None:
+            self.app.metrics.auth_failed(self.cluster.name, self.endpoint.name)
+            raise AuthenticationFailed(refusal)
+        self.login = login
+        cluster = self.cluster
+        if cluster.clients >= cluster.config.pool.max_client_connections:
+            raise TooManyConnections(
+                f"too many client connections for cluster {cluster.name!r} "
+                f"(max_client_connections = {cluster.config.pool.max_client_connections})")
+        cluster.clients += 1
+        self._counted = True
+        return login
+
+    def auth_failed(self) -> None:
+        self.app.metrics.auth_failed(self.cluster.name, self.endpoint.name)
+
+    # ---- route, borrow, attach --------------------------------------------------------------------
+
+    def _route(self, data: bytes | bytearray) -> str:
+        """Where the transaction starting with data goes: "primary" or "replica" (SPEC §3)."""
+        role = self.endpoint.role
+        if role == "writer":
+            return "primary"
+        if role != "split":
+            return "replica"
+        sql = self._first_statement(data)
+        if sql is None:
+            return "primary"
+        # Texts that differ from this client's previous one only in trailing digits (a numeric literal
+        # at the end, as in point lookups) route the same way: the digits cannot turn the statement
+        # into a write, a function call, a locking clause or a hint.
+        stem = statement_stem(sql)
+        if stem == self._route_stem:
+            verdict = self._route_verdict
+        else:
+            verdict = self.cluster.classifier.classify(sql.decode("utf-8", "replace"))
+            self._route_stem, self._route_verdict = stem, verdict
+        if verdict.route is not Route.REPLICA or verdict.ends_transaction:
+            return "primary"
+        if self._primary_until and time.monotonic() < self._primary_until:
+            return "primary"  # read_your_writes without a known position for the last write
+        return "replica"
+
+    def _min_position(self, route: str) -> Any:
+        return self.min_position if route == "replica" and self._read_your_writes else None
+
+    def _take_idle_now(self, data: bytes | bytearray) -> Any:
+        """Fast path for a new transaction: attach an idle server now (returned), else None."""
+        assert self.login is not None
+        route = self._last_route = self._route(data)
+        taken = self.cluster.take_idle(self.endpoint, route, self.login.user, self.database,
+                                       self._min_position(route))
+        if taken is None:
+            return None
+        self._attach(*taken)
+        return taken[0]
+
+    def _need_server(self) -> None:
+        """The client sent something while it has no server: get one (or fail the batch)."""
+        if self._borrow_task is not None or self.state != READY or not self._pending:
+            return
+        if self._starts_with_quit():
+            self.close("client sent Terminate")
+            return
+        if self._broken is not None or self._discarding():
+            err = self._broken or ServerUnavailable("server connection lost")
+            self._broken = None
+            self._fail_batch(err, first_batch_only=True)
+            if not self._pending or self._discarding():
+                return
+        if len(self._pending) > PAUSE_BUFFER and self.transport is not None:
+            self.transport.pause_reading()
+            self._paused_reading = True
+        login = self.login
+        assert login is not None
+        route = self._last_route = self._route(self._pending)
+        taken = self.cluster.take_idle(self.endpoint, route, login.user, self.database, self._min_position(route))
+        if taken is not None:
+            self._attach(*taken)
+            return
+        self._borrow_task = asyncio.get_running_loop().create_task(self._borrow(route))
+
+    async def _borrow(self, route: str) -> None:
+        assert self.login is not None
+        started = time.monotonic()
+        try:
+            conn, pool = await self.cluster.borrow(self.endpoint, route, self.login.user, self.database,
+                                                   self._min_position(route))
+        except ProxyError as exc:
+            self._borrow_task = None
+            log.info("client %s: %s", self.peer, exc.message)
+            self._fail_batch(exc)
+            return
+        self._borrow_task = None
+        self.app.metrics.borrowed(self.cluster.name, time.monotonic() - started)
+        if self.state != READY:
+            pool.release(conn)
+            return
+        self._attach(conn, pool)
+
+    def _attach(self, server: Any, pool: Pool[Any] | None) -> None:
+        self.server = server
+        self.server_pool = pool
+        server.owner = self
+        self.transactions += 1
+        self._on_replica = self._first_checked = self.endpoint.role == "split" and self._last_route == "replica"
+        self._transaction_started = time.monotonic()
+        self.app.metrics.transaction_started(self.cluster.name, self.endpoint.name, self._last_route)
+        self._attached(server)
+        if self._paused_reading and self.transport is not None:
+            self.transport.resume_reading()
+            self._paused_reading = False
+        if self._pending:
+            data = bytes(self._pending)
+            self._pending.clear()
+            self._client_data(data)
+
+    # ---- release ----------------------------------------------------------------------------------
+
+    def _release(self) -> None:
+        """The transaction is over: the server goes back to its pool, pending work gets a new one."""
+        server, pool = self.server, self.server_pool
+        assert server is not None
+        self._held = False
+        self._on_replica = False
+        self.app.metrics.transaction_finished(self.cluster.name, self.endpoint.name,
+                                              time.monotonic() - self._transaction_started)
+        self._released(server)
+        self.server = None
+        self.server_pool = None
+        server.owner = None
+        if pool is not None:
+            pool.release(server)
+        else:
+            server.close()
+        if self._pending and self.state == READY:
+            self._need_server()
+
+    def _detach_lost(self, server: Any, reason: str) -> None:
+        """The server died under this client: forget it (the pool discards it)."""
+        self.server = None
+        pool, self.server_pool = self.server_pool, None
+        server.owner = None
+        if pool is not None:
+            pool.discard(server)
+        log.warning("client %s: server %s lost: %s", self.peer, server.address, reason)
+
+    def _give_back_server(self) -> None:
+        """The client is gone: its server goes back clean (rolled back / reset) or is closed."""
+        server, pool = self.server, self.server_pool
+        if server is None:
+            return
+        self.server = None
+        self.server_pool = None
+        server.owner = None
+        if pool is None:
+            server.close()
+            return
+        if self._work_in_flight(server):
+            pool.discard(server)  # work in flight: closing is the only clean way out
+            return
+        self._return_server(server, pool)
+
+    # ---- pins -------------------------------------------------------------------------------------
+
+    def pin(self, reason: str, server: Any) -> None:
+        """State that cannot move keeps this client on `server` until it disconnects (SPEC §4)."""
+        if self.pinned is not None or self.session_mode:
+            return
+        self.pinned = reason
+        server.pinned_reason = reason
+        self.app.metrics.pinned(self.cluster.name, reason)
+        log.info("client %s pinned to server %s: %s", self.peer, server.address, reason)

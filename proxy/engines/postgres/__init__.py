@@ -1,0 +1,1 @@
+"""The PostgreSQL engine: wire codec, logins, session state, server connections, probes and failover."""

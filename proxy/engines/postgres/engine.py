@@ -1,0 +1,85 @@
+"""The PostgreSQL `Engine` adapter: what the core asks of PostgreSQL, in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ...config import Address, HealthSettings, PoolSettings
+from .classify import PgClassifier
+from .server import ServerConnection, open_server_connection
+from .statements import StatementNames
+from .wire import messages as m
+from .wire.auth import ScramVerifier
+
+if TYPE_CHECKING:
+    from ...topology import FailoverActions, Probe, ProbeFactory
+
+log = logging.getLogger("dbproxy")
+
+
+@dataclass
+class PgClusterState:
+    """What the PostgreSQL sessions of one cluster share."""
+
+    statement_names: StatementNames = field(default_factory=StatementNames)
+    # Server parameters per (server user, database), learnt from the first server connection.
+    welcome: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    # Encoded login replies per (id of a welcome dict above, startup packet): see session._welcome_bytes.
+    welcome_messages: dict[tuple[int, bytes], bytes] = field(default_factory=dict)
+
+
+class PostgresEngine:
+    """See proxy.engines.base.Engine."""
+
+    name: ClassVar[str] = "postgres"
+    default_port: ClassVar[int] = 5432
+
+    def derive_secret(self, password: str) -> ScramVerifier:
+        return ScramVerifier.from_password(password)
+
+    def client_session(self, app: Any, cluster: Any, endpoint: Any) -> asyncio.Protocol:
+        from .session import PgClientSession
+
+        return PgClientSession(app, cluster, endpoint)
+
+    async def connect(self, address: Address, user: str, password: str | None, database: str,
+                      settings: PoolSettings) -> ServerConnection:
+        return await open_server_connection(address, user, password, database, settings.connect_timeout,
+                                            settings.init_query)
+
+    def classifier(self, read_only_functions: Sequence[str]) -> PgClassifier:
+        return PgClassifier(read_only_functions)
+
+    def probe_factory(self) -> ProbeFactory:
+        return _pg_probe
+
+    def failover_actions(self, health: HealthSettings) -> FailoverActions:
+        from .failover import PgFailoverActions
+
+        return PgFailoverActions.from_health(health)
+
+    def cluster_state(self) -> PgClusterState:
+        return PgClusterState()
+
+    async def cancel(self, server: ServerConnection) -> None:
+        host, port = server.address.host, server.address.port
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+            writer.write(m.cancel_request(server.pid, server.key))
+            await writer.drain()
+            writer.close()
+        except (TimeoutError, OSError) as exc:
+            log.warning("could not forward cancel request to %s:%d: %s", host, port, exc)
+
+
+def _pg_probe(address: Address, health: HealthSettings) -> Probe:
+    from .probe import PgProbe
+
+    return PgProbe(address, health.user or "postgres", health.password, health.database)
+
+
+ENGINE = PostgresEngine()

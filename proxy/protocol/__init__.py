@@ -1,1 +1,0 @@
-"""Sans-IO wire-protocol codecs: bytes in, events out; no sockets, no asyncio, no clock."""

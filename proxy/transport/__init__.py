@@ -1,1 +1,0 @@
-"""asyncio protocols that feed bytes between sockets and the sans-IO codecs."""
