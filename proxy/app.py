@@ -6,7 +6,6 @@ import asyncio
 import logging
 import random
 import signal
-import sys
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -92,6 +91,10 @@ class ProxyApp:
         self.listeners[(cluster.name, endpoint.name)] = server
         log.info("endpoint %s/%s (%s) listening on %s", cluster.name, endpoint.name, endpoint.role,
                  endpoint.listen)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a background task the app keeps track of (cancelled on drain)."""
+        self._spawn(coro)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
@@ -181,6 +184,10 @@ class ProxyApp:
         key = random.getrandbits(32)
         self._by_pid[pid] = session
         return pid, key
+
+    def client_by_id(self, pid: int) -> ClientSession | None:
+        """The client with this proxy connection id (PostgreSQL backend pid, MySQL connection id)."""
+        return self._by_pid.get(pid)
 
     def cancel(self, pid: int, key: int) -> None:
         session = self._by_pid.get(pid)
@@ -317,12 +324,6 @@ def _with_shutdown_timeout(config: Config, seconds: float) -> Config:
 
 def run(config: Config) -> int:
     """Run in the foreground until SIGTERM/SIGINT; returns the process exit code."""
-    unsupported = [c.name for c in config.clusters if c.engine != "postgres"]
-    if unsupported:
-        for name in unsupported:
-            print(f"config error: {config.path}: clusters.{name}.engine: the mysql engine is not "
-                  "implemented in this version yet (postgres only)", file=sys.stderr)
-        return 2
     setup_logging(config.server.log_format, config.server.log_level)
     import uvloop
 

@@ -148,7 +148,7 @@ POOL_COLUMNS = (
 def pools(app: ProxyApp) -> Table:
     rows = []
     for cluster in app.clusters.values():
-        for (instance, user, database), pool in sorted(cluster.pools.items(), key=lambda kv: kv[0]):
+        for (instance, user, database, _), pool in sorted(cluster.pools.items(), key=lambda kv: kv[0]):
             counts = pool_counts(pool)
             waited = pool.wait_seconds_total / pool.borrows * 1000 if pool.borrows else 0.0
             rows.append((cluster.name, str(instance), user, database, cluster.config.pool.mode, counts.open,
@@ -234,7 +234,7 @@ def instances(app: ProxyApp) -> Table:
     for cluster in app.clusters.values():
         snapshot = snapshot_of(cluster)
         open_by_instance: dict[Address, int] = {}
-        for (instance, _, _), pool in cluster.pools.items():
+        for (instance, _, _, _), pool in cluster.pools.items():
             open_by_instance[instance] = open_by_instance.get(instance, 0) + pool_counts(pool).open
         for state in instance_states(cluster):
             lag_ms = round(state.lag_seconds * 1000, 3) if state.lag_seconds is not None else None
@@ -414,7 +414,7 @@ def live_metrics(app: ProxyApp) -> Iterator[Metric]:
                                 labels=["cluster"])
     for cluster in app.clusters.values():
         totals: dict[Address, list[int]] = {}
-        for (instance, _, _), pool in cluster.pools.items():
+        for (instance, _, _, _), pool in cluster.pools.items():
             counts = pool_counts(pool)
             total = totals.setdefault(instance, [0, 0, 0, 0, 0])
             for i, value in enumerate((counts.open, counts.borrowed, counts.in_transaction, counts.pinned,

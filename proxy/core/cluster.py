@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 from ..config import Address, ClusterConfig, EndpointConfig, User
@@ -25,7 +25,7 @@ from ..topology.select import RefusedConnections, choose
 
 log = logging.getLogger("dbproxy.cluster")
 
-PoolKey = tuple[Address, str, str]
+PoolKey = tuple[Address, str, str, Hashable]   # (instance, proxy user, database, engine variant)
 C = TypeVar("C", bound=ServerLink)   # the engine's server connection class   # (instance, server user, database)
 
 # A connect failure with one of these says "this instance is unavailable", not "this login is wrong":
@@ -165,10 +165,11 @@ class Cluster(Generic[C]):
 
     # ---- pools ------------------------------------------------------------------------------
 
-    def pool(self, instance: Address, user: User, database: str) -> Pool[C]:
+    def pool(self, instance: Address, user: User, database: str, variant: Hashable = None) -> Pool[C]:
         # Keyed by the proxy user, not the server user: a pool's connections were opened with its
         # creator's server credentials, which another proxy user must not ride on.
-        key = (instance, user.name, database)
+        # `variant`: what the engine fixes at login and a client must match (MySQL: capabilities, charset).
+        key = (instance, user.name, database, variant)
         pool = self.pools.get(key)
         if pool is None or pool.closed:
             settings = self.config.pool
@@ -178,7 +179,7 @@ class Cluster(Generic[C]):
                 current = self.config.pool
                 login = self.current_user(user.name) or user
                 conn: C = await self.engine.connect(  # type: ignore[assignment]
-                    instance, login.server_user, login.server_password, database, current)
+                    instance, login.server_user, login.server_password, database, current, variant)
                 return conn
 
             pool = Pool(f"{self.name}/{instance}/{user.name}/{database}", connect,
@@ -202,14 +203,14 @@ class Cluster(Generic[C]):
             self._pools_by_instance.pop(instance, None)
 
     def take_idle(self, endpoint: EndpointConfig, route: str, user: User, database: str,
-                  min_position: int | None = None) -> tuple[C, Pool[C]] | None:
+                  min_position: int | None = None, variant: Hashable = None) -> tuple[C, Pool[C]] | None:
         """A ready server connection without waiting, if one is idle right now (the fast path)."""
         if not self._resumed.is_set():
             return None
         target = self.choose_target(endpoint, route, min_position)
         if target is None:
             return None
-        pool = self.pool(target, user, database)
+        pool = self.pool(target, user, database, variant)
         conn = pool._take_idle()
         if conn is None:
             return None
@@ -218,20 +219,20 @@ class Cluster(Generic[C]):
         return conn, pool
 
     async def borrow(self, endpoint: EndpointConfig, route: str, user: User, database: str,
-                     min_position: int | None = None) -> tuple[C, Pool[C]]:
+                     min_position: int | None = None, variant: Hashable = None) -> tuple[C, Pool[C]]:
         """A server connection for the endpoint; waits (bounded) for a target, for resume, for a slot."""
         self.borrowing += 1
         try:
-            return await self._borrow(endpoint, route, user, database, min_position)
+            return await self._borrow(endpoint, route, user, database, min_position, variant)
         finally:
             self.borrowing -= 1
 
     async def _borrow(self, endpoint: EndpointConfig, route: str, user: User, database: str,
-                      min_position: int | None) -> tuple[C, Pool[C]]:
+                      min_position: int | None, variant: Hashable) -> tuple[C, Pool[C]]:
         deadline = time.monotonic() + self.config.failover.borrow_timeout
         while True:
             target = await self._wait_for_target(endpoint, route, deadline, min_position)
-            pool = self.pool(target, user, database)
+            pool = self.pool(target, user, database, variant)
             try:
                 conn = await pool.borrow(max(0.001, deadline - time.monotonic()))
             except ServerConnectFailed as exc:

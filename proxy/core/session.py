@@ -65,6 +65,7 @@ class ClientSessionCore(asyncio.Protocol):
     _primary_until = 0.0
     _route_stem = b"\x00"   # split: the previous statement's text without trailing digits
     _route_verdict: Classification = _NO_VERDICT
+    pool_variant: Any = None   # the engine's login-time settings a server connection must match
 
     def __init__(self, app: Any, cluster: Cluster[Any], endpoint: EndpointConfig) -> None:
         self.app = app
@@ -276,7 +277,7 @@ class ClientSessionCore(asyncio.Protocol):
         assert self.login is not None
         route = self._last_route = self._route(data)
         taken = self.cluster.take_idle(self.endpoint, route, self.login.user, self.database,
-                                       self._min_position(route))
+                                       self._min_position(route), self.pool_variant)
         if taken is None:
             return None
         self._attach(*taken)
@@ -301,7 +302,8 @@ class ClientSessionCore(asyncio.Protocol):
         login = self.login
         assert login is not None
         route = self._last_route = self._route(self._pending)
-        taken = self.cluster.take_idle(self.endpoint, route, login.user, self.database, self._min_position(route))
+        taken = self.cluster.take_idle(self.endpoint, route, login.user, self.database, self._min_position(route),
+                                       self.pool_variant)
         if taken is not None:
             self._attach(*taken)
             return
@@ -312,7 +314,7 @@ class ClientSessionCore(asyncio.Protocol):
         started = time.monotonic()
         try:
             conn, pool = await self.cluster.borrow(self.endpoint, route, self.login.user, self.database,
-                                                   self._min_position(route))
+                                                   self._min_position(route), self.pool_variant)
         except ProxyError as exc:
             self._borrow_task = None
             log.info("client %s: %s", self.peer, exc.message)

@@ -61,7 +61,7 @@ class Engine(Protocol):
         """A new client connection's protocol object on one endpoint."""
 
     async def connect(self, address: Address, user: str, password: str | None, database: str,
-                      settings: PoolSettings) -> ServerLink:
+                      settings: PoolSettings, variant: Any = None) -> ServerLink:
         """Open and log in one server connection (raises errors.ServerConnectFailed)."""
 
     def classifier(self, read_only_functions: Sequence[str]) -> Classifier: ...

@@ -47,7 +47,7 @@ class PostgresEngine:
         return PgClientSession(app, cluster, endpoint)
 
     async def connect(self, address: Address, user: str, password: str | None, database: str,
-                      settings: PoolSettings) -> ServerConnection:
+                      settings: PoolSettings, variant: Any = None) -> ServerConnection:
         return await open_server_connection(address, user, password, database, settings.connect_timeout,
                                             settings.init_query)
 

@@ -1,0 +1,1 @@
+"""The MySQL / MariaDB engine: wire codec, authentication, session state and server connections."""

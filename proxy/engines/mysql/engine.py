@@ -1,0 +1,89 @@
+"""The MySQL / MariaDB `Engine` adapter: what the core asks of MySQL, in one place.
+
+Topology probes and failover actions come with part 2 (issue 11): until then the cluster routes
+statically (writer: the first instance; reader: the others, see core.cluster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ...config import Address, HealthSettings, PoolSettings
+from ...errors import ProxyError
+from .auth import MysqlVerifiers, derive_verifiers
+from .classify import MysqlClassifier
+from .server import MysqlServerConnection, Variant, open_server_connection, run_query
+from .wire.codes import UTF8MB4_GENERAL_CI, Capability
+
+if TYPE_CHECKING:
+    from ...topology import FailoverActions, ProbeFactory
+
+log = logging.getLogger("dbproxy")
+_DEFAULT_VARIANT = Variant(int(Capability.MULTI_RESULTS | Capability.PS_MULTI_RESULTS | Capability.TRANSACTIONS
+                               | Capability.LONG_PASSWORD), UTF8MB4_GENERAL_CI)
+
+
+@dataclass
+class MysqlClusterState:
+    """What the MySQL sessions of one cluster share."""
+
+    # (server user, database) pairs a server connection has accepted: later logins skip the check.
+    known_databases: set[tuple[str, str]] = field(default_factory=set)
+    # The version clients are greeted with: the servers' own once one was seen (clients choose their
+    # collation and SQL by it). MariaDB's "5.5.5-" prefix tells MySQL clients it is not a MySQL 5.5.
+    server_version: str = "5.5.5-10.11.0-MariaDB-dbproxy"
+
+
+class MysqlEngine:
+    """See proxy.engines.base.Engine."""
+
+    name: ClassVar[str] = "mysql"
+    default_port: ClassVar[int] = 3306
+
+    def derive_secret(self, password: str) -> MysqlVerifiers:
+        return derive_verifiers(password)
+
+    def client_session(self, app: Any, cluster: Any, endpoint: Any) -> asyncio.Protocol:
+        from .session import MysqlClientSession
+
+        return MysqlClientSession(app, cluster, endpoint)
+
+    async def connect(self, address: Address, user: str, password: str | None, database: str,
+                      settings: PoolSettings, variant: Any = None) -> MysqlServerConnection:
+        return await open_server_connection(address, user, password, database, variant or _DEFAULT_VARIANT,
+                                            settings.connect_timeout, settings.init_query,
+                                            settings.max_prepared_statements)
+
+    def classifier(self, read_only_functions: Sequence[str]) -> MysqlClassifier:
+        return MysqlClassifier(read_only_functions)
+
+    def probe_factory(self) -> ProbeFactory | None:
+        return None
+
+    def failover_actions(self, health: HealthSettings) -> FailoverActions | None:
+        return None
+
+    def cluster_state(self) -> MysqlClusterState:
+        return MysqlClusterState()
+
+    async def cancel(self, server: MysqlServerConnection) -> None:
+        """KILL QUERY <server thread> from a second connection of the same server user."""
+        try:
+            conn = await open_server_connection(server.address, server.user, server.password, "",
+                                                _DEFAULT_VARIANT, 5.0)
+        except ProxyError as exc:
+            log.warning("could not forward KILL QUERY to %s: %s", server.address, exc.message)
+            return
+        try:
+            await run_query(conn, f"KILL QUERY {int(server.pid)}", 5.0)
+        except ProxyError as exc:
+            log.warning("KILL QUERY %d on %s failed: %s", server.pid, server.address, exc.message)
+        finally:
+            conn.close()
+
+
+ENGINE = MysqlEngine()

@@ -1,0 +1,250 @@
+"""A connection from the proxy to a MySQL / MariaDB server: login, then relay for whichever client owns it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import Any, NamedTuple
+
+from ...config import Address
+from ...errors import ServerConnectFailed
+from .server_login import ServerLogin
+from .session_state import SetVariable
+from .statements import ServerStatements
+from .wire.codes import Capability, Command
+from .wire.messages import decode_err, encode_command
+from .wire.packets import PacketReader, encode_packets
+from .wire.responses import CAPTURE, DROP_ALL, ResponseTracker, Slot
+
+log = logging.getLogger("dbproxy.server")
+_ids = itertools.count(1)
+
+# What a server connection's login fixes for its whole life and a client must match to use it:
+# the response format (DEPRECATE_EOF, SESSION_TRACK), multi-statements and -results, FOUND_ROWS
+# (affected-rows semantics), IGNORE_SPACE (parsing), and the handshake character set.
+VARIANT_CAPABILITIES = (Capability.DEPRECATE_EOF | Capability.SESSION_TRACK | Capability.MULTI_STATEMENTS
+                        | Capability.MULTI_RESULTS | Capability.PS_MULTI_RESULTS | Capability.FOUND_ROWS
+                        | Capability.IGNORE_SPACE | Capability.LONG_FLAG | Capability.INTERACTIVE
+                        | Capability.TRANSACTIONS | Capability.LONG_PASSWORD)
+# Never asked of a server: LOCAL_FILES (LOAD DATA LOCAL INFILE is refused, SPEC §12), CONNECT_WITH_DB
+# is set per connection, compression and TLS are not supported towards servers yet.
+
+
+class Variant(NamedTuple):
+    """The login-time settings of a server connection (part of its pool's key)."""
+
+    capabilities: int
+    charset: int
+
+
+class MysqlServerConnection(asyncio.Protocol):
+    """One MySQL server connection, owned by at most one client session at a time."""
+
+    def __init__(self, address: Address, login: ServerLogin, variant: Variant, max_statements: int = 1000) -> None:
+        self.id = next(_ids)
+        self.address = address
+        self.user = login.user
+        self.database = login.database or ""
+        self.variant = variant
+        self.transport: asyncio.Transport | None = None
+        self.created_at = time.monotonic()
+        self.last_used = self.created_at
+        self.generation = 0
+        self.owner: Any = None
+        self.tracker = ResponseTracker(variant.capabilities)
+        self.pid = 0                                # the server's thread (connection) id
+        self.server_version = ""
+        self.pinned_reason: str | None = None
+        self.on_release: Any = None
+        # Session state applied on this connection beyond its login defaults (see session_vars.py).
+        self.schema = self.database
+        self.variables: dict[str, SetVariable] = {}
+        self.multi_statements: bool | None = None
+        self.statements = ServerStatements(max_statements)   # statement text -> this server's id
+        self.password: str | None = None   # set by open_server_connection: KILL QUERY logs in a second time
+        self._login: ServerLogin | None = login
+        self._reader = PacketReader(max_payload=1 << 24)
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._closed = False
+        self.close_reason = ""
+
+    # ---- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop transports are not asyncio.Transport subclasses
+
+    def data_received(self, data: bytes) -> None:
+        if self._login is not None:
+            self._login_data(data)
+            return
+        tracker = self.tracker
+        out = tracker.feed(data)
+        if tracker.infile_reply:
+            self.write(tracker.take_infile_reply())
+        owner = self.owner
+        if owner is not None:
+            owner.server_data(self, out)
+        elif self.on_release is not None:
+            self.on_release.check(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        reason = self.close_reason or (f"server closed the connection: {exc}" if exc else "server closed the connection")
+        if not self.ready.done():
+            self.ready.set_exception(ServerConnectFailed(f"{self.address}: {reason}"))
+        if self.owner is not None:
+            self.owner.server_lost(self, reason)
+        if self.on_release is not None:
+            self.on_release.lost(self)
+
+    def pause_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.server_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.server_resume_writing()
+
+    # ---- login ----------------------------------------------------------------------------------
+
+    def _login_data(self, data: bytes) -> None:
+        login = self._login
+        assert login is not None and self.transport is not None
+        self._reader.feed(data)
+        try:
+            while not login.done:
+                packet = self._reader.next()
+                if packet is None:
+                    return
+                for seq, payload in login.receive(*packet):
+                    self.transport.write(encode_packets(payload, seq)[0])
+        except Exception as exc:  # noqa: BLE001 - any login failure fails this connection only
+            self._login = None
+            if not self.ready.done():
+                self.ready.set_exception(exc if isinstance(exc, ServerConnectFailed)
+                                         else ServerConnectFailed(f"{self.address}: {exc}"))
+            self.close()
+            return
+        self.pid = login.connection_id
+        self.server_version = login.server_version
+        self.tracker.capabilities = login.capabilities
+        self.tracker.status = login.status
+        self._login = None
+        rest = self._reader.take_rest()
+        self.ready.set_result(None)
+        if rest:
+            self.data_received(rest)
+
+    # ---- use ------------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Closed, closing, or its response stream is broken (never to be pooled again)."""
+        return self._closed or self.transport is None or self.transport.is_closing() or self.tracker.terminated
+
+    @property
+    def idle(self) -> bool:
+        return self.tracker.idle
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.tracker.in_transaction
+
+    @property
+    def transaction_status(self) -> str:
+        return "T" if self.tracker.in_transaction else "I"
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def close(self, reason: str = "") -> None:
+        if reason and not self.close_reason:
+            self.close_reason = reason
+        if self.transport is not None and not self.transport.is_closing():
+            try:
+                self.transport.write(encode_packets(encode_command(Command.QUIT), 0)[0])
+            except Exception:  # noqa: BLE001
+                pass
+            self.transport.close()
+        self._closed = True
+
+    def run_hidden(self, command: int, body: bytes = b"") -> None:
+        """Send a command whose whole response is swallowed (state replay, ROLLBACK, reset)."""
+        self.tracker.push(Slot(command, DROP_ALL))
+        self.write(encode_packets(encode_command(command, body), 0)[0])
+
+    def run_capture(self, sql: str) -> None:
+        """A hidden query whose rows land in tracker.captured."""
+        self.tracker.captured.clear()
+        self.tracker.push(Slot(Command.QUERY, CAPTURE))
+        self.write(encode_packets(encode_command(Command.QUERY, sql.encode()), 0)[0])
+
+    def last_error_text(self) -> str:
+        payload = self.tracker.last_error
+        if not payload:
+            return ""
+        err = decode_err(payload)
+        return f"ERROR {err.errno} ({err.sqlstate}): {err.message}"
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def __repr__(self) -> str:
+        return f"<MysqlServerConnection {self.id} {self.address} thread={self.pid}>"
+
+
+async def open_server_connection(address: Address, user: str, password: str | None, database: str,
+                                 variant: Variant, timeout: float, init_query: str = "",
+                                 max_statements: int = 1000) -> MysqlServerConnection:
+    """Connect and log in; raises ServerConnectFailed (MysqlServerRefused with the server's errno)."""
+    loop = asyncio.get_running_loop()
+    login = ServerLogin(user, password, database or None, variant.capabilities, variant.charset,
+                        {"_client_name": "dbproxy", "program_name": "dbproxy"})
+    try:
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: MysqlServerConnection(address, login, variant, max_statements), address.host,
+                                   address.port),
+            timeout)
+        await asyncio.wait_for(asyncio.shield(conn.ready), timeout)
+    except TimeoutError as exc:
+        raise ServerConnectFailed(f"connecting to {address} timed out after {timeout:g}s") from exc
+    except OSError as exc:
+        raise ServerConnectFailed(f"could not connect to {address}: {exc.strerror or exc}") from exc
+    conn.password = password
+    if init_query:
+        await run_query(conn, init_query, timeout)
+    return conn
+
+
+async def run_query(conn: MysqlServerConnection, sql: str, timeout: float) -> bool:
+    """Run a statement on an unowned connection and wait for it (False and a warning if it failed)."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    class _Waiter:
+        def check(self, server: MysqlServerConnection) -> None:
+            if server.tracker.quiet and not done.done():
+                done.set_result(None)
+
+        def lost(self, server: MysqlServerConnection) -> None:
+            if not done.done():
+                done.set_exception(ServerConnectFailed(f"{server.address}: connection lost during {sql!r}"))
+
+    conn.on_release = _Waiter()
+    errors_before = conn.tracker.errors
+    conn.run_hidden(Command.QUERY, sql.encode())
+    try:
+        await asyncio.wait_for(done, timeout)
+    finally:
+        conn.on_release = None
+    if conn.tracker.errors != errors_before:
+        log.warning("%s: %r failed on the server: %s", conn.address, sql, conn.last_error_text())
+        return False
+    return True

@@ -1,0 +1,632 @@
+"""One MySQL / MariaDB client: the handshake and login, then commands relayed on the core's route → borrow → release.
+
+The proxy greets the client itself (its own connection id, scramble and auth plugin), checks the
+password against the verifiers derived at config load, and only then touches a server. Every
+client command is one packet (or a run of 16 MiB packets) with sequence id 0; the session reads
+the command byte, keeps the state that must follow the client from server to server (schema,
+SET variables, prepared statements: session_vars.py, statements.py), answers what needs no
+server (COM_PING, COM_QUIT, COM_STMT_CLOSE, COM_RESET_CONNECTION, KILL), and forwards the rest.
+Responses are followed by the server connection's ResponseTracker; the server goes back to
+its pool when the tracker is idle (no response outstanding, no SERVER_STATUS_IN_TRANS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ...config import EndpointConfig
+from ...core.session import AUTH, LOGIN, READY, STARTUP, ClientSessionCore
+from ...errors import ProtocolViolation, ProxyError, ServerUnavailable, UnknownDatabase
+from ...logs import ConnectionLog
+from ...pool.pool import Pool
+from ...routing.classify import Route
+from .client_login import ClientLogin
+from .errors import error_payload
+from .server import VARIANT_CAPABILITIES, MysqlServerConnection, Variant
+from .server_login import MysqlServerRefused
+from .session_state import EMPTY, MysqlSessionEffects, might_change_session, session_effects
+from .session_vars import TrackedState, replay, variable_key
+from .statements import ClientStatements, ServerStatements, execute_payload
+from .wire.codes import Capability, Command, ErrorCode, Status
+from .wire.messages import encode_err, encode_ok
+from .wire.packets import encode_packets
+from .wire.responses import DROP_ALL, PASS, SYNTH, Slot
+
+if TYPE_CHECKING:
+    from ...core.cluster import Cluster
+    from .engine import MysqlClusterState
+
+log = logging.getLogger("dbproxy.client")
+connections_log = ConnectionLog()
+
+_MAX = 0xFFFFFF
+# The largest command a client may send (the sum of its 16 MiB packets): larger is refused (1153).
+MAX_COMMAND = 64 * 1024 * 1024
+_OFFERED = (Capability.LONG_PASSWORD | Capability.FOUND_ROWS | Capability.LONG_FLAG | Capability.CONNECT_WITH_DB
+            | Capability.NO_SCHEMA | Capability.IGNORE_SPACE | Capability.PROTOCOL_41 | Capability.INTERACTIVE
+            | Capability.IGNORE_SIGPIPE | Capability.TRANSACTIONS | Capability.SECURE_CONNECTION
+            | Capability.MULTI_STATEMENTS | Capability.MULTI_RESULTS | Capability.PS_MULTI_RESULTS
+            | Capability.PLUGIN_AUTH | Capability.CONNECT_ATTRS | Capability.PLUGIN_AUTH_LENENC_CLIENT_DATA
+            | Capability.DEPRECATE_EOF)
+# Commands answered without a response; the rest get one (or a whole result).
+_NO_RESPONSE = frozenset((Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA, Command.QUIT))
+_STATEMENT_COMMANDS = frozenset((Command.STMT_EXECUTE, Command.STMT_SEND_LONG_DATA, Command.STMT_RESET,
+                                 Command.STMT_FETCH))
+_REFUSED_COMMANDS = frozenset((Command.BINLOG_DUMP, Command.BINLOG_DUMP_GTID, Command.REGISTER_SLAVE,
+                               Command.TABLE_DUMP, Command.CONNECT_OUT, Command.SHUTDOWN, Command.DAEMON,
+                               Command.CONNECT, Command.DELAYED_INSERT, Command.STMT_BULK_EXECUTE))
+_QUERY_SLOT = Slot(Command.QUERY)
+
+
+class MysqlClientSession(ClientSessionCore):
+    """A MySQL client connection on one endpoint of one cluster; see the module docstring."""
+
+    _login_machine: ClientLogin | None = None
+    _held_ok: tuple[int, bytes] | None = None   # the login's OK, sent once the database is known good
+    _long_data = False           # COM_STMT_SEND_LONG_DATA sent: keep the server until the execute
+    _awaiting_prepare = 0        # client statement id being re-prepared on the attached server
+    _schema_check: tuple[int, str] | None = None   # (tracker errors before, schema) of a USE in flight
+    server: MysqlServerConnection | None
+    server_pool: Pool[MysqlServerConnection] | None
+    cluster: Cluster[MysqlServerConnection]
+
+    def __init__(self, app: Any, cluster: Cluster[MysqlServerConnection], endpoint: EndpointConfig) -> None:
+        super().__init__(app, cluster, endpoint)
+        self.shared: MysqlClusterState = cluster.engine_state
+        self.capabilities = 0
+        self.charset = 45
+        self.state_vars = TrackedState()
+        self.prepared = ClientStatements()
+        self._buf = b""
+
+    # ---- asyncio.Protocol -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.pid, self.key = self.app.register_cancel_key(self)
+        host = self.peer.rsplit(":", 1)[0]
+        login = self._login_machine = ClientLogin(
+            self.cluster.config.client_auth, self.pid, self.shared.server_version, _OFFERED, self._verifiers, host)
+        self.write(encode_packets(login.greeting(), 0)[0])
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            if self.state == READY:
+                self._client_data(data)
+            elif self.state == STARTUP or self.state == AUTH:
+                self._login_data(data)
+            elif self.state == LOGIN:
+                self._pending += data
+        except ProxyError as exc:
+            self.fail(exc)
+
+    def _lost_before_login(self) -> None:
+        if self.state in (STARTUP, AUTH) and self._buf:
+            log.info("client %s: disconnected in the middle of its login (%d bytes)", self.peer, len(self._buf))
+
+    # ---- errors -----------------------------------------------------------------------------------
+
+    def error_bytes(self, exc: ProxyError, fatal: bool = False) -> bytes:
+        seq = 2 if self.state in (STARTUP, AUTH) else 1
+        return encode_packets(error_payload(exc), seq)[0]
+
+    def _login_timeout_words(self) -> bytes:
+        return encode_packets(encode_err(ErrorCode.HANDSHAKE, "Bad handshake: login timeout"), 2)[0]
+
+    # ---- login ------------------------------------------------------------------------------------
+
+    def _verifiers(self, name: str) -> Any:
+        login = self.app.users.get(name)
+        return login.secrets.get("mysql") if login is not None else None
+
+    def _login_data(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        if self.state == STARTUP and not self._buf and _speaks_postgres(buf):
+            raise ProtocolViolation("this endpoint speaks the MySQL protocol; the client sent a PostgreSQL startup")
+        machine = self._login_machine
+        assert machine is not None
+        pos = 0
+        while len(buf) - pos >= 4:
+            length = int.from_bytes(buf[pos:pos + 3], "little")
+            if length >= 64 * 1024:
+                raise ProtocolViolation(f"login packet of {length} bytes is too large")
+            end = pos + 4 + length
+            if end > len(buf):
+                break
+            seq, payload = buf[pos + 3], bytes(buf[pos + 4:end])
+            pos = end
+            self.state = AUTH
+            replies = machine.receive(seq, payload)
+            if machine.wants_tls:
+                self.close("TLS requested", encode_packets(encode_err(
+                    ErrorCode.SECURE_TRANSPORT_REQUIRED, "TLS is not enabled on this dbproxy endpoint"), seq + 1)[0])
+                return
+            if machine.failed:
+                self.auth_failed()
+                log.info("client %s: login failed: %s", self.peer, machine.failed_reason)
+                self.close(machine.failed_reason, b"".join(encode_packets(p, s)[0] for s, p in replies))
+                return
+            if machine.done:
+                self._buf = b""
+                self._logged_in(replies, buf[pos:])
+                return
+            self.write(b"".join(encode_packets(p, s)[0] for s, p in replies))
+        self._buf = bytes(buf[pos:])
+        if len(self._buf) > 64 * 1024 + 4:
+            raise ProtocolViolation("login packet too large")
+
+    def _logged_in(self, replies: list[tuple[int, bytes]], rest: bytes) -> None:
+        machine = self._login_machine
+        assert machine is not None
+        self.state = LOGIN
+        login = self.admit(machine.user, f"Access denied for user '{machine.user}'")
+        self.database = machine.database or ""
+        self.capabilities = machine.capabilities
+        self.charset = machine.charset
+        self.app_name = machine.attributes.get("program_name", "")
+        self.state_vars.schema = self.database
+        # Never LOCAL_FILES towards servers: the server then refuses LOAD DATA LOCAL itself.
+        self.pool_variant = Variant(self.capabilities & VARIANT_CAPABILITIES, self.charset)
+        if rest:
+            self._pending += rest
+        *before, ok = replies
+        if before:
+            self.write(b"".join(encode_packets(p, s)[0] for s, p in before))
+        self._held_ok = ok
+        key = (login.user.server_user, self.database)
+        if key in self.shared.known_databases:
+            self._welcome()
+        else:
+            self._borrow_task = asyncio.get_running_loop().create_task(self._first_login(key))
+
+    async def _first_login(self, key: tuple[str, str]) -> None:
+        """First client of a (user, database): a server connection proves the database exists."""
+        assert self.login is not None and self._held_ok is not None
+        try:
+            conn, pool = await self.cluster.borrow(self.endpoint, "primary", self.login.user, self.database,
+                                                   None, self.pool_variant)
+        except ProxyError as exc:
+            self._borrow_task = None
+            seq = self._held_ok[0]
+            if isinstance(exc, MysqlServerRefused) and exc.errno in (ErrorCode.BAD_DB, ErrorCode.DBACCESS_DENIED):
+                exc = UnknownDatabase(f"Unknown database '{self.database}'") if exc.errno == ErrorCode.BAD_DB \
+                    else exc
+            log.info("client %s: %s", self.peer, exc.message)
+            self.close(exc.message, encode_packets(error_payload(exc), seq)[0])
+            return
+        self._borrow_task = None
+        self.shared.known_databases.add(key)
+        self.shared.server_version = conn.server_version or self.shared.server_version
+        pool.release(conn)
+        if self.state == LOGIN:
+            self._welcome()
+
+    def _welcome(self) -> None:
+        assert self.login is not None and self._held_ok is not None
+        seq, ok = self._held_ok
+        self._held_ok = None
+        self._login_machine = None
+        self.write(encode_packets(ok, seq)[0])
+        self.state = READY
+        connections_log.info("client %s connected: user=%s database=%s endpoint=%s/%s", self.peer,
+                             self.login.user.name, self.database, self.cluster.name, self.endpoint.name)
+        if self._pending:
+            data = bytes(self._pending)
+            self._pending.clear()
+            self._client_data(data)
+
+    # ---- client → server --------------------------------------------------------------------------
+
+    def _client_data(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        if self._held or self._awaiting_prepare or self._borrow_task is not None:
+            self._pending += data
+            return
+        if self._pending:
+            self._pending += data
+            data = bytes(self._pending)
+            self._pending.clear()
+        server = self.server
+        if server is None:
+            data = self._answer_locally(data)
+            if not data:
+                return
+            if self._command_end(data, 0) > len(data):
+                self._pending += data
+                return
+            server = self._take_idle_now(data) if self._broken is None else None
+            if server is None:
+                self._pending += data
+                self._need_server()
+                return
+        self._forward(data, server)
+
+    def _command_end(self, data: bytes | bytearray, pos: int) -> int:
+        """Where the command starting at pos ends (past len(data) while incomplete)."""
+        size = len(data)
+        end = pos
+        total = 0
+        while True:
+            if size - end < 4:
+                return size + 1
+            length = data[end] | data[end + 1] << 8 | data[end + 2] << 16
+            end += 4 + length
+            total += length
+            if total > MAX_COMMAND:
+                raise _TooLarge()
+            if length < _MAX:
+                return end
+
+    def _answer_locally(self, data: bytes) -> bytes:
+        """With no server attached: answer the leading commands that need none; returns the rest."""
+        pos = 0
+        size = len(data)
+        out: list[bytes] = []
+        while size - pos >= 5:
+            end = self._command_end(data, pos)
+            if end > size:
+                break
+            command = data[pos + 4]
+            if command == Command.PING:
+                out.append(encode_packets(encode_ok(self.capabilities, status=self._status()), 1)[0])
+            elif command == Command.QUIT:
+                self.write(b"".join(out))
+                self.close("client sent COM_QUIT")
+                return b""
+            elif command == Command.STMT_CLOSE:
+                self._close_statement(data[pos + 4:end])
+            elif command == Command.RESET_CONNECTION and self.pinned is None and not self.session_mode:
+                self._reset_state()
+                out.append(encode_packets(encode_ok(self.capabilities, status=self._status()), 1)[0])
+            elif command == Command.STMT_RESET and not self._long_data:
+                out.append(encode_packets(encode_ok(self.capabilities, status=self._status()), 1)[0])
+            else:
+                break
+            pos = end
+        if out:
+            self.write(b"".join(out))
+        return data[pos:] if pos else data
+
+    def _status(self) -> int:
+        change = self.state_vars.variables.get("autocommit")
+        value = (change.value or "1").strip("'\"").lower() if change is not None else "1"
+        return 0 if value in ("0", "off", "false") else Status.AUTOCOMMIT
+
+    def _forward(self, data: bytes, server: MysqlServerConnection) -> None:
+        """Forward the complete commands in data to server, rewriting where the pooler must."""
+        tracker = server.tracker
+        size = len(data)
+        pos = start = 0
+        out: list[bytes] = []
+        while size - pos >= 5:
+            end = self._command_end(data, pos)
+            if end > size:
+                break
+            command = data[pos + 4]
+            if command == Command.QUERY:
+                self.queries += 1
+                sql = data[pos + 5:end]
+                if self._on_replica and self._must_leave_replica(sql, server):
+                    break
+                effects = session_effects(sql.decode("utf-8", "replace")) if might_change_session(sql) else EMPTY
+                if effects is not EMPTY:
+                    reply = self._apply_effects(effects, server)
+                    if reply is not None:   # answered by the proxy (KILL)
+                        out.append(data[start:pos])
+                        start = end
+                        due = tracker.push(Slot(Command.QUERY, SYNTH, reply))
+                        if due:
+                            self.write(due)
+                        pos = end
+                        continue
+                tracker.push(_QUERY_SLOT)
+            elif command in _STATEMENT_COMMANDS:
+                replacement = self._statement_command(data[pos + 4:end], server)
+                if replacement is None:   # waiting for a re-prepare: the rest stays pending
+                    out.append(data[start:pos])
+                    start = pos
+                    self._pending += data[pos:]
+                    pos = start = size
+                    break
+                out.append(data[start:pos])
+                out.append(replacement)
+                start = end
+            elif command == Command.STMT_PREPARE:
+                client_id = self.prepared.new_id(data[pos + 5:end])
+                tracker.push(Slot(Command.STMT_PREPARE, PASS, stmt_id=client_id))
+            elif command == Command.STMT_CLOSE:
+                self._close_statement(data[pos + 4:end])
+                out.append(data[start:pos])
+                start = end
+            elif command == Command.QUIT:
+                out.append(data[start:pos])
+                self._flush(server, out)
+                self.close("client sent COM_QUIT")
+                return
+            elif command == Command.INIT_DB:
+                self._schema_check = (tracker.errors, data[pos + 5:end].decode("utf-8", "replace"))
+                tracker.push(Slot(command))
+            elif command == Command.RESET_CONNECTION:
+                self._reset_state()
+                server.variables.clear()
+                server.statements = ServerStatements(self.cluster.config.pool.max_prepared_statements)
+                server.schema = self.database
+                self._unpin(server)
+                tracker.push(Slot(command))
+            elif command == Command.SET_OPTION:
+                self.state_vars.multi_statements = data[pos + 5:pos + 7] == b"\x00\x00"
+                server.multi_statements = self.state_vars.multi_statements
+                tracker.push(Slot(command))
+            elif command == Command.CHANGE_USER or command in _REFUSED_COMMANDS:
+                out.append(data[start:pos])
+                start = end
+                name = Command(command).name if command in Command._value2member_map_ else str(command)
+                due = tracker.push(Slot(command, SYNTH, encode_packets(encode_err(
+                    ErrorCode.UNKNOWN_COM, f"COM_{name} is not supported through dbproxy"), 1)[0]))
+                if due:
+                    self.write(due)
+            else:
+                tracker.push(Slot(command))
+            pos = end
+        if pos < size:
+            self._pending += data[pos:]
+        if start == 0 and pos == size:
+            server.write(data)
+        else:
+            out.append(data[start:pos])
+            self._flush(server, out)
+
+    @staticmethod
+    def _flush(server: MysqlServerConnection, out: list[bytes]) -> None:
+        payload = b"".join(out)
+        if payload:
+            server.write(payload)
+
+    # ---- prepared statements ----------------------------------------------------------------------
+
+    def _close_statement(self, payload: bytes) -> None:
+        if len(payload) >= 5:
+            self.prepared.close(int.from_bytes(payload[1:5], "little"))
+
+    def _statement_command(self, payload: bytes, server: MysqlServerConnection) -> bytes | None:
+        """A COM_STMT_EXECUTE/SEND_LONG_DATA/RESET/FETCH under the server's id (None: re-preparing first)."""
+        if len(payload) < 5:
+            raise ProtocolViolation("truncated statement command")
+        command = payload[0]
+        client_id = int.from_bytes(payload[1:5], "little")
+        statement = self.prepared.by_id.get(client_id)
+        tracker = server.tracker
+        if statement is None:   # the server's own "unknown prepared statement handler" is right
+            if command not in _NO_RESPONSE:
+                tracker.push(Slot(command))
+            return encode_packets(payload, 0)[0]
+        server_id = server.statements.get(statement.sql)
+        if server_id is None:
+            self._awaiting_prepare = client_id
+            tracker.push(Slot(Command.STMT_PREPARE, DROP_ALL, stmt_id=client_id))
+            server.write(encode_packets(bytes((Command.STMT_PREPARE,)) + statement.sql, 0)[0])
+            return None
+        if command == Command.STMT_EXECUTE:
+            if len(payload) > 5 and payload[5] & 0x0F:
+                self.pin("server-side cursor", server)
+            body = execute_payload(payload, server_id, statement, server.statements)
+            self._long_data = False
+        else:
+            body = payload[:1] + server_id.to_bytes(4, "little") + payload[5:]
+            if command == Command.STMT_SEND_LONG_DATA:
+                self._long_data = True
+            elif command == Command.STMT_RESET:
+                self._long_data = False
+        if command not in _NO_RESPONSE:
+            tracker.push(Slot(command))
+        self.queries += command == Command.STMT_EXECUTE
+        return encode_packets(body, 0)[0]
+
+    def _take_prepared(self, server: MysqlServerConnection) -> None:
+        """Statements the server just prepared: record their server ids (and close replaced ones)."""
+        tracker = server.tracker
+        for done in tracker.prepared:
+            sql = self.prepared.prepared(done.client_id, done.num_params, done.num_columns)
+            if sql is None:
+                statement = self.prepared.by_id.get(done.client_id)
+                sql = statement.sql if statement is not None else None
+            if sql is None:
+                continue
+            for stale in server.statements.add(sql, done.statement_id):
+                server.write(encode_packets(Command.STMT_CLOSE.to_bytes(1, "little") + stale.to_bytes(4, "little"),
+                                            0)[0])
+            if done.client_id == self._awaiting_prepare:
+                self._awaiting_prepare = 0
+        tracker.prepared.clear()
+        for client_id in tracker.failed_prepares:
+            self.prepared.failed(client_id)
+            if client_id == self._awaiting_prepare:
+                # The statement no longer prepares (a table dropped...): let the client's command fail.
+                self._awaiting_prepare = 0
+                self.prepared.close(client_id)
+        tracker.failed_prepares.clear()
+
+    # ---- session state ----------------------------------------------------------------------------
+
+    def _apply_effects(self, effects: MysqlSessionEffects, server: MysqlServerConnection) -> bytes | None:
+        """Track what a statement does to the session; returns the reply when the proxy answers it."""
+        kill = effects.kill
+        if kill is not None and kill.target is not None and kill.kind in ("connection", "query"):
+            return self._kill(kill.kind, kill.target)
+        for change in effects.sets:
+            self.state_vars.set(change)
+            server.variables[variable_key(change.name)] = change
+        if effects.schema is not None:
+            self._schema_check = (server.tracker.errors, effects.schema)
+        if effects.pin_reason:
+            self.pin(effects.pin_reason, server)
+        return None
+
+    def _kill(self, what: str, target_id: int) -> bytes:
+        """KILL [QUERY|CONNECTION] n with the proxy's connection id n (SPEC §12)."""
+        target = self.app.client_by_id(target_id)
+        assert self.login is not None
+        if (target is None or not isinstance(target, MysqlClientSession) or target.login is None
+                or target.login.user.name != self.login.user.name):
+            return encode_packets(encode_err(ErrorCode.NO_SUCH_THREAD, f"Unknown thread id: {target_id}"), 1)[0]
+        log.info("client %s: KILL %s %d", self.peer, what, target_id)
+        if what == "query":
+            if target.server is not None:
+                self.app.spawn(self.cluster.engine.cancel(target.server))
+        else:
+            target.close_with_error("killed", ShutDownByKill("Connection was killed"))
+        return encode_packets(encode_ok(self.capabilities, status=self._status()), 1)[0]
+
+    def _reset_state(self) -> None:
+        self.state_vars.reset(self.database)
+        self.prepared.clear()
+        self._long_data = False
+
+    def _unpin(self, server: MysqlServerConnection) -> None:
+        if self.pinned is not None:
+            log.info("client %s unpinned: COM_RESET_CONNECTION", self.peer)
+            self.pinned = None
+            server.pinned_reason = None
+
+    def _attached(self, server: MysqlServerConnection) -> None:
+        commands = replay(self.state_vars, server.schema, server.variables, server.multi_statements, self.charset)
+        if not commands:
+            return
+        for command, body in commands:
+            server.run_hidden(command, body)
+        server.schema = self.state_vars.schema or server.schema
+        server.variables = dict(self.state_vars.variables)
+        server.multi_statements = self.state_vars.multi_statements
+
+    def _must_leave_replica(self, sql: bytes, server: MysqlServerConnection) -> bool:
+        """A statement for the primary while this split client is on a replica: hold it (SPEC §3.3)."""
+        if self._first_checked:
+            self._first_checked = False
+            return False
+        if self.pinned is not None or self.session_mode or server.tracker.in_transaction:
+            return False
+        verdict = self.cluster.classifier.classify(sql.decode("utf-8", "replace"))
+        if verdict.route is Route.REPLICA:
+            return False
+        self._held = True
+        return True
+
+    def _first_statement(self, data: bytes | bytearray) -> bytes | None:
+        if len(data) < 5:
+            return None
+        end = 4 + (data[0] | data[1] << 8 | data[2] << 16)
+        if end > len(data):
+            return None
+        command = data[4]
+        if command == Command.QUERY:
+            return bytes(data[5:end])
+        if command == Command.STMT_EXECUTE and end >= 9:
+            statement = self.prepared.by_id.get(int.from_bytes(data[5:9], "little"))
+            return statement.sql if statement is not None else None
+        return None
+
+    def _starts_with_quit(self) -> bool:
+        return len(self._pending) >= 5 and self._pending[4] == Command.QUIT
+
+    # ---- server → client --------------------------------------------------------------------------
+
+    def server_data(self, server: MysqlServerConnection, data: bytes) -> None:
+        if data:
+            self.write(data)
+        tracker = server.tracker
+        if tracker.prepared or tracker.failed_prepares:
+            self._take_prepared(server)
+            if not self._awaiting_prepare and self._pending:
+                pending = bytes(self._pending)
+                self._pending.clear()
+                self._forward(pending, server)
+        if self._schema_check is not None and not tracker.slots:
+            errors, schema = self._schema_check
+            self._schema_check = None
+            if tracker.errors == errors:
+                self.state_vars.schema = server.schema = schema
+        if tracker.terminated:
+            return   # the connection is done: server_lost follows
+        if (tracker.idle and not self._long_data and not self._awaiting_prepare and self.pinned is None
+                and not self.session_mode):
+            self._release()
+        elif self._held and not tracker.slots and not tracker.in_transaction:
+            self._release()
+
+    def server_lost(self, server: MysqlServerConnection, reason: str) -> None:
+        """The server connection died under this client: error for work in flight, keep the client."""
+        tracker = server.tracker
+        waiting = [s for s in tracker.slots if s.action == PASS]
+        in_transaction = tracker.in_transaction
+        self._detach_lost(server, reason)
+        self._long_data = False
+        self._awaiting_prepare = 0
+        err = ServerUnavailable(f"Lost connection to server {server.address} during query: {reason}")
+        if waiting:
+            self.write(encode_packets(error_payload(err), 1)[0])
+        elif in_transaction:
+            self._broken = ServerUnavailable(
+                f"the transaction was aborted because the server connection to {server.address} was lost")
+        if self.pinned is not None or self.session_mode:
+            self.close(f"pinned server connection lost: {reason}", b"")
+            return
+        if self._pending:
+            self._need_server()
+
+    def _fail_batch(self, err: ProxyError, first_batch_only: bool = False) -> None:
+        """No server for the pending commands: answer each with err, as a server would."""
+        data = bytes(self._pending)
+        self._pending.clear()
+        out: list[bytes] = []
+        pos = 0
+        while len(data) - pos >= 5:
+            end = self._command_end(data, pos)
+            if end > len(data):
+                break
+            command = data[pos + 4]
+            pos = end
+            if command == Command.QUIT:
+                self.write(b"".join(out))
+                self.close("client sent COM_QUIT")
+                return
+            if command not in _NO_RESPONSE:
+                out.append(encode_packets(error_payload(err), 1)[0])
+                if first_batch_only:
+                    break
+        self._pending += data[pos:]
+        self.write(b"".join(out))
+
+    # ---- giving the server back -------------------------------------------------------------------
+
+    def _work_in_flight(self, server: MysqlServerConnection) -> bool:
+        return not server.tracker.quiet or self._awaiting_prepare != 0
+
+    def _return_server(self, server: MysqlServerConnection, pool: Pool[MysqlServerConnection]) -> None:
+        if not (server.tracker.in_transaction or self.pinned is not None or self.session_mode or self._long_data):
+            pool.release(server)
+            return
+        from .reset import reset_then_release
+
+        reset_then_release(server, pool)
+
+
+def _speaks_postgres(data: bytes) -> bool:
+    """A PostgreSQL SSLRequest, GSSENCRequest or v3 StartupMessage (libpq, psql) at a MySQL endpoint."""
+    return len(data) >= 8 and data[:3] == b"\x00\x00\x00" and (
+        data[4:8] in (b"\x04\xd2\x16\x2f", b"\x04\xd2\x16\x30") or data[4:8] == b"\x00\x03\x00\x00")
+
+
+class ShutDownByKill(ProxyError):
+    """KILL CONNECTION of this client by another of its user's connections."""
+
+    sqlstate = "70100"
+    errno = ErrorCode.CONNECTION_KILLED
+
+
+class _TooLarge(ProtocolViolation):
+    def __init__(self) -> None:
+        super().__init__(f"Got a packet bigger than 'max_allowed_packet' bytes ({MAX_COMMAND})")
+        self.errno = ErrorCode.NET_PACKET_TOO_LARGE

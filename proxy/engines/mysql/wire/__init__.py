@@ -1,0 +1,1 @@
+"""Sans-IO MySQL client/server protocol: packets, handshake, OK/ERR/EOF, result sets, commands."""
