@@ -14,12 +14,17 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 install: $(VENV)/.stamp-system $(VENV)/.stamp-chromium $(VENV)/.stamp-pip
 
 # PostgreSQL 15 server + client (psql; pgbench ships with the server package on Debian 12),
+# MariaDB server + client (the MySQL-engine tests start their own mariadbd instances),
 # and ensurepip for `python3 -m venv`. Checked once; delete the stamp to check again.
 $(VENV)/.stamp-system:
 	@mkdir -p $(VENV)
 	@if [ ! -x $(PG_BIN)/postgres ] || [ ! -x $(PG_BIN)/pgbench ] || [ ! -x $(PG_BIN)/psql ]; then \
 		echo "make: installing PostgreSQL 15"; \
 		apt-get update -q && $(APT_INSTALL) postgresql-15 postgresql-client-15; \
+	fi
+	@if ! command -v mariadbd >/dev/null || ! command -v mariadb-install-db >/dev/null || ! command -v mariadb >/dev/null; then \
+		echo "make: installing MariaDB server and client"; \
+		apt-get update -q && $(APT_INSTALL) mariadb-server mariadb-client; \
 	fi
 	@if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then \
 		echo "make: installing python3-venv"; \

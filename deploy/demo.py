@@ -1,8 +1,8 @@
-"""`make demo`: a local PostgreSQL primary + 2 replicas with dbproxy running in front of them.
+"""`make demo`: a local PostgreSQL primary + 2 replicas and a MariaDB primary + replica, dbproxy in front of both.
 
 python -m deploy.demo [start]   start (or reuse) everything in ./.demo and print how to connect
 python -m deploy.demo status    what is running
-python -m deploy.demo stop      stop dbproxy and the PostgreSQL servers (data is kept)
+python -m deploy.demo stop      stop dbproxy and the database servers (data is kept)
 python -m deploy.demo destroy   stop, then delete ./.demo
 """
 
@@ -18,17 +18,21 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from deploy.mysqlcluster import MysqlCluster, MysqlClusterError
 from deploy.pgcluster import HOST, PgCluster, PgClusterError, accepts_tcp, pid_alive
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = REPO_ROOT / ".demo"
 PG_DIR = DEMO_DIR / "pg"
+MYSQL_DIR = DEMO_DIR / "mysql"
 CONFIG_PATH = DEMO_DIR / "dbproxy.toml"
 LOG_PATH = DEMO_DIR / "dbproxy.log"
 PID_PATH = DEMO_DIR / "dbproxy.pid"
 
 PG_PORTS = [55432, 55433, 55434]
 ENDPOINTS = [("writer", 6432, "writer"), ("reader", 6433, "reader"), ("app", 6434, "split")]
+MYSQL_PORTS = [53306, 53307]
+MYSQL_ENDPOINTS = [("writer", 6306, "writer"), ("reader", 6307, "reader")]
 ADMIN_PORT = 6400
 HTTP_PORT = 9930
 START_TIMEOUT = 15.0
@@ -42,9 +46,15 @@ def render_config() -> str:
         f'\n[[clusters.main.endpoints]]\nname   = "{name}"\nlisten = "{HOST}:{port}"\nrole   = "{role}"\n'
         for name, port, role in ENDPOINTS
     )
+    mysql_instances = ", ".join(f'"{HOST}:{port}"' for port in MYSQL_PORTS)
+    mysql_endpoints = "".join(
+        f'\n[[clusters.shop.endpoints]]\nname   = "{name}"\nlisten = "{HOST}:{port}"\nrole   = "{role}"\n'
+        for name, port, role in MYSQL_ENDPOINTS
+    )
     return f"""\
 # Written by `python -m deploy.demo` (make demo); rewritten on every start.
-# Servers: {", ".join(f"{HOST}:{port}" for port in PG_PORTS)} (primary first), see .demo/pg.
+# Servers: PostgreSQL {", ".join(f"{HOST}:{port}" for port in PG_PORTS)} (primary first), see .demo/pg;
+#          MariaDB {", ".join(f"{HOST}:{port}" for port in MYSQL_PORTS)} (primary first), see .demo/mysql.
 
 [server]
 admin_listen = "{HOST}:{ADMIN_PORT}"
@@ -55,6 +65,11 @@ log_level    = "info"
 [[users]]
 name     = "app"
 password = "app-secret"     # the demo servers let role `app` in with trust: no server password needed
+
+[[users]]
+name     = "shop"
+password = "app-pass"       # logs in to the MariaDB servers as `app` with the same password
+server_user = "app"
 
 [[users]]
 name     = "admin"
@@ -90,11 +105,23 @@ max_client_connections = 10000
 client_idle_timeout    = "0s"
 init_query             = ""
 prepared_statements    = true
-{endpoints}"""
+{endpoints}
+# A MariaDB cluster: writer -> the first instance, reader -> the others (topology and failover for
+# MySQL clusters come in a later version; until then routing is by position in `instances`).
+[clusters.shop]
+engine      = "mysql"
+instances   = [{mysql_instances}]
+client_auth = "mysql_native_password"
+
+[clusters.shop.pool]
+mode                   = "transaction"
+max_server_connections = 20
+{mysql_endpoints}"""
 
 
 def proxy_addrs() -> list[tuple[str, int]]:
-    return [(HOST, port) for _, port, _ in ENDPOINTS] + [(HOST, ADMIN_PORT), (HOST, HTTP_PORT)]
+    return ([(HOST, port) for _, port, _ in ENDPOINTS + MYSQL_ENDPOINTS]
+            + [(HOST, ADMIN_PORT), (HOST, HTTP_PORT)])
 
 
 def dbproxy_command() -> list[str]:
@@ -123,6 +150,9 @@ def start() -> int:
     DEMO_DIR.chmod(0o755)  # the postgres OS user must reach .demo/pg
     print(f"PostgreSQL: primary + 2 replicas on ports {PG_PORTS} in {PG_DIR} ...", flush=True)
     PgCluster(PG_DIR, PG_PORTS).start()
+    print(f"MariaDB: primary + 1 replica on ports {MYSQL_PORTS} in {MYSQL_DIR} ...", flush=True)
+    (MysqlCluster.load(MYSQL_DIR) if (MYSQL_DIR / "cluster.json").exists()
+     else MysqlCluster(MYSQL_DIR, MYSQL_PORTS)).start()
 
     pid = running_proxy_pid()
     if pid is not None:
@@ -183,9 +213,13 @@ dbproxy is running (pid {pid}, log {LOG_PATH.relative_to(REPO_ROOT)}, config {CO
   pgbench through the writer    PGPASSWORD=app-secret pgbench -h {HOST} -p 6432 -U app -i app
                                 PGPASSWORD=app-secret pgbench -h {HOST} -p 6432 -U app -c 50 -T 10 app
 
+  MariaDB writer (primary)      mariadb -h {HOST} -P 6306 -u shop -papp-pass app
+  MariaDB reader (replica)      mariadb -h {HOST} -P 6307 -u shop -papp-pass app
+
   servers                       python -m deploy.pgcluster status --dir .demo/pg
   crash the primary             python -m deploy.pgcluster kill --dir .demo/pg --index 0
   promote a replica             python -m deploy.pgcluster promote --dir .demo/pg --index 1
+  MariaDB servers               python -m deploy.mysqlcluster status --dir .demo/mysql
 
 stop with `make demo-stop` (python -m deploy.demo stop); delete everything with `python -m deploy.demo destroy`
 """
@@ -211,6 +245,9 @@ def stop() -> int:
     if (PG_DIR / "cluster.json").exists():
         PgCluster.load(PG_DIR).stop()
         print("PostgreSQL servers stopped (data kept in .demo/pg)")
+    if (MYSQL_DIR / "cluster.json").exists():
+        MysqlCluster.load(MYSQL_DIR).stop()
+        print("MariaDB servers stopped (data kept in .demo/mysql)")
     return 0
 
 
@@ -221,6 +258,10 @@ def status() -> int:
         subprocess.run(
             [sys.executable, "-m", "deploy.pgcluster", "status", "--dir", str(PG_DIR)], check=False
         )
+    if (MYSQL_DIR / "cluster.json").exists():
+        subprocess.run(
+            [sys.executable, "-m", "deploy.mysqlcluster", "status", "--dir", str(MYSQL_DIR)], check=False
+        )
     return 0
 
 
@@ -228,6 +269,8 @@ def destroy() -> int:
     stop_proxy()
     if (PG_DIR / "cluster.json").exists():
         PgCluster.load(PG_DIR).destroy()
+    if (MYSQL_DIR / "cluster.json").exists():
+        MysqlCluster.load(MYSQL_DIR).destroy()
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     print("removed .demo")
     return 0
@@ -240,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"start": start, "stop": stop, "status": status, "destroy": destroy}
     try:
         return commands[args.command]()
-    except PgClusterError as exc:
+    except (PgClusterError, MysqlClusterError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
 

@@ -159,9 +159,18 @@ class Cluster(Generic[C]):
 
     def _first_instance(self, endpoint: EndpointConfig, route: str,
                         min_position: int | None = None) -> Address | None:
-        if endpoint.role == "custom" and endpoint.instances:
-            return endpoint.instances[0]
-        return self.config.instances[0] if self.config.instances else None
+        """Static routing for engines without a probe adapter: the primary is the first instance,
+        replica work goes to the least busy of the others (the first one when there are no others)."""
+        instances = endpoint.instances if endpoint.role == "custom" and endpoint.instances else self.config.instances
+        if not instances:
+            return None
+        if route == "primary" and endpoint.role != "custom":
+            return instances[0]
+        candidates = instances[1:] if endpoint.role != "custom" and len(instances) > 1 else instances
+        if len(candidates) == 1:
+            return candidates[0]
+        least = min(self.outstanding(a) for a in candidates)
+        return self._rng.choice([a for a in candidates if self.outstanding(a) == least])
 
     # ---- pools ------------------------------------------------------------------------------
 
