@@ -185,6 +185,7 @@ class ClusterConfig:
     pool: PoolSettings
     endpoints: tuple[EndpointConfig, ...]
     read_only_functions: tuple[str, ...] = ()
+    allow_local_infile: bool = False   # mysql: let LOAD DATA LOCAL INFILE through (SPEC §12)
 
 
 @dataclass(frozen=True)
@@ -458,6 +459,7 @@ _CLUSTER_KEYS = (
     "pool",
     "endpoints",
     "read_only_functions",
+    "allow_local_infile",
 )
 _TLS_KEYS = ("mode", "cert", "key", "ca")
 _HEALTH_KEYS = (
@@ -618,6 +620,7 @@ def _build_cluster(name: str, t: _Table, context: _Context) -> ClusterConfig:
         pool=_build_pool(t.table("pool", _field_names(PoolSettings))),
         endpoints=_build_endpoints(t, instances),
         read_only_functions=tuple(f.strip().lower() for f in t.text_list("read_only_functions")),
+        allow_local_infile=t.boolean("allow_local_infile", False),
     )
 
 

@@ -92,7 +92,9 @@ def test_greeting_truncated_anywhere() -> None:
 
 # ----------------------------------------------------------------------------- HandshakeResponse41
 
-_names = st.text(st.characters(blacklist_characters="\x00"), max_size=40)
+# Names come off the wire as UTF-8, so never hold lone surrogates.
+_chars = st.characters(blacklist_categories=("Cs",))
+_names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
 _caps = st.sets(st.sampled_from([C.CONNECT_WITH_DB, C.PLUGIN_AUTH, C.CONNECT_ATTRS, C.SECURE_CONNECTION,
                                  C.PLUGIN_AUTH_LENENC_CLIENT_DATA, C.LONG_PASSWORD, C.SESSION_TRACK,
                                  C.MULTI_STATEMENTS, C.ZSTD_COMPRESSION, C.DEPRECATE_EOF]))
@@ -117,7 +119,7 @@ def responses(draw: st.DrawFn) -> HandshakeResponse41:
         auth_response=auth_response,
         database=draw(_names) if caps & C.CONNECT_WITH_DB else None,
         auth_plugin=draw(_names) if caps & C.PLUGIN_AUTH else "",
-        attributes=draw(st.dictionaries(st.text(max_size=300), st.text(max_size=300), max_size=5))
+        attributes=draw(st.dictionaries(st.text(_chars, max_size=300), st.text(_chars, max_size=300), max_size=5))
         if caps & C.CONNECT_ATTRS else {},
         zstd_level=draw(st.integers(0, 22)) if caps & C.ZSTD_COMPRESSION else 0,
     )
@@ -263,7 +265,7 @@ def test_change_user_layout() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(user=_names, token=st.binary(max_size=255), db=_names, charset=st.integers(0, 65535),
-       plugin=_names, attrs=st.dictionaries(st.text(max_size=20), st.text(max_size=20), max_size=3),
+       plugin=_names, attrs=st.dictionaries(st.text(_chars, max_size=20), st.text(_chars, max_size=20), max_size=3),
        caps=_caps)
 def test_change_user_round_trip(user: str, token: bytes, db: str, charset: int, plugin: str,
                                 attrs: dict[str, str], caps: set[int]) -> None:

@@ -54,6 +54,8 @@ class MysqlServerConnection(asyncio.Protocol):
         self.generation = 0
         self.owner: Any = None
         self.tracker = ResponseTracker(variant.capabilities)
+        # LOAD DATA LOCAL requests reach the client only when allow_local_infile put LOCAL_FILES in the variant.
+        self.tracker.allow_local_infile = bool(variant.capabilities & Capability.LOCAL_FILES)
         self.pid = 0                                # the server's thread (connection) id
         self.server_version = ""
         self.pinned_reason: str | None = None

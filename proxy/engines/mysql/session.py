@@ -67,6 +67,8 @@ class MysqlClientSession(ClientSessionCore):
     _login_machine: ClientLogin | None = None
     _held_ok: tuple[int, bytes] | None = None   # the login's OK, sent once the database is known good
     _long_data = False           # COM_STMT_SEND_LONG_DATA sent: keep the server until the execute
+    _infile_skip = 0             # LOAD DATA LOCAL: 0 not in a file, else 1 + bytes of a file packet still to relay
+    _infile_buf = b""            # a partial file-packet header
     _awaiting_prepare = 0        # client statement id being re-prepared on the attached server
     _schema_check: tuple[int, str] | None = None   # (tracker errors before, schema) of a USE in flight
     server: MysqlServerConnection | None
@@ -88,8 +90,9 @@ class MysqlClientSession(ClientSessionCore):
         super().connection_made(transport)
         self.pid, self.key = self.app.register_cancel_key(self)
         host = self.peer.rsplit(":", 1)[0]
+        offered = _OFFERED | (Capability.LOCAL_FILES if self.cluster.config.allow_local_infile else 0)
         login = self._login_machine = ClientLogin(
-            self.cluster.config.client_auth, self.pid, self.shared.server_version, _OFFERED, self._verifiers, host)
+            self.cluster.config.client_auth, self.pid, self.shared.server_version, offered, self._verifiers, host)
         self.write(encode_packets(login.greeting(), 0)[0])
 
     def data_received(self, data: bytes) -> None:
@@ -168,8 +171,10 @@ class MysqlClientSession(ClientSessionCore):
         self.charset = machine.charset
         self.app_name = machine.attributes.get("program_name", "")
         self.state_vars.schema = self.database
-        # Never LOCAL_FILES towards servers: the server then refuses LOAD DATA LOCAL itself.
-        self.pool_variant = Variant(self.capabilities & VARIANT_CAPABILITIES, self.charset)
+        # LOCAL_FILES towards servers only with allow_local_infile: otherwise the server refuses
+        # LOAD DATA LOCAL itself (ERROR 1148).
+        wanted = VARIANT_CAPABILITIES | (Capability.LOCAL_FILES if self.cluster.config.allow_local_infile else 0)
+        self.pool_variant = Variant(self.capabilities & wanted, self.charset)
         if rest:
             self._pending += rest
         *before, ok = replies
@@ -222,6 +227,10 @@ class MysqlClientSession(ClientSessionCore):
 
     def _client_data(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
+        if self._infile_skip or (self.server is not None and self.server.tracker.infile is not None):
+            data = self._relay_infile(data)
+            if not data:
+                return
         if self._held or self._awaiting_prepare or self._borrow_task is not None:
             self._pending += data
             return
@@ -243,6 +252,41 @@ class MysqlClientSession(ClientSessionCore):
                 self._need_server()
                 return
         self._forward(data, server)
+
+    def _relay_infile(self, data: bytes) -> bytes:
+        """LOAD DATA LOCAL INFILE: the client's file packets go to the server as they are, up to the
+        empty packet that ends the file; returns what follows it."""
+        server = self.server
+        assert server is not None
+        if self._infile_buf:
+            data = self._infile_buf + data
+            self._infile_buf = b""
+        pos = 0
+        size = len(data)
+        if self._infile_skip > 1:   # the rest of a file packet
+            n = min(self._infile_skip - 1, size)
+            self._infile_skip -= n
+            pos = n
+        self._infile_skip = max(self._infile_skip, 1)
+        while True:
+            if self._infile_skip > 1:
+                server.write(data)
+                return b""
+            if size - pos < 4:
+                server.write(data[:pos])
+                self._infile_buf = data[pos:]
+                return b""
+            length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+            end = pos + 4 + length
+            if length == 0:
+                server.write(data[:end])
+                self._infile_skip = 0
+                return data[end:]
+            if end > size:
+                server.write(data)
+                self._infile_skip = end - size + 1
+                return b""
+            pos = end
 
     def _command_end(self, data: bytes | bytearray, pos: int) -> int:
         """Where the command starting at pos ends (past len(data) while incomplete)."""
@@ -283,6 +327,8 @@ class MysqlClientSession(ClientSessionCore):
                 out.append(encode_packets(encode_ok(self.capabilities, status=self._status()), 1)[0])
             elif command == Command.STMT_RESET and not self._long_data:
                 out.append(encode_packets(encode_ok(self.capabilities, status=self._status()), 1)[0])
+            elif command == Command.PROCESS_KILL and end - pos >= 9:
+                out.append(self._kill("connection", int.from_bytes(data[pos + 5:pos + 9], "little")))
             else:
                 break
             pos = end
@@ -360,6 +406,13 @@ class MysqlClientSession(ClientSessionCore):
                 self.state_vars.multi_statements = data[pos + 5:pos + 7] == b"\x00\x00"
                 server.multi_statements = self.state_vars.multi_statements
                 tracker.push(Slot(command))
+            elif command == Command.PROCESS_KILL and end - pos >= 9:   # COM_PROCESS_KILL: a KILL CONNECTION
+                out.append(data[start:pos])
+                start = end
+                due = tracker.push(Slot(command, SYNTH, self._kill(
+                    "connection", int.from_bytes(data[pos + 5:pos + 9], "little"))))
+                if due:
+                    self.write(due)
             elif command == Command.CHANGE_USER or command in _REFUSED_COMMANDS:
                 out.append(data[start:pos])
                 start = end
