@@ -22,7 +22,7 @@ from . import views
 from .resultset import Table
 
 if TYPE_CHECKING:
-    from ..app import ProxyApp
+    from ..core.app_view import AppView as ProxyApp
     from ..core.cluster import Cluster
 
 log = logging.getLogger("dbproxy.admin")

@@ -28,7 +28,7 @@ from .resultset import EMPTY_QUERY_RESPONSE, command_complete, encode_table
 from .views import version_string
 
 if TYPE_CHECKING:
-    from ..app import ProxyApp
+    from ..core.app_view import AppView as ProxyApp
     from ..core.users import Login
 
 log = logging.getLogger("dbproxy.admin")

@@ -26,7 +26,7 @@ from ..topology.select import custom_membership
 from .resultset import Table
 
 if TYPE_CHECKING:
-    from ..app import ProxyApp
+    from ..core.app_view import AppView as ProxyApp
     from ..core.cluster import Cluster
     from ..core.session import ClientSessionCore as ClientSession
     from ..engines.base import ServerLink as ServerConnection

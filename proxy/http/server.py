@@ -20,7 +20,7 @@ from ..admin import views
 from .page import STATUS_PAGE
 
 if TYPE_CHECKING:
-    from ..app import ProxyApp
+    from ..core.app_view import AppView as ProxyApp
 
 log = logging.getLogger("dbproxy.http")
 

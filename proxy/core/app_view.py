@@ -1,0 +1,29 @@
+"""What the admin console and the HTTP service may see of the running process (no import of app.py).
+
+`ProxyApp` satisfies this protocol; admin/ and http/ are written against it, so the process
+module imports them and nothing imports back up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from ..config import Config
+from ..metrics import Metrics
+from .cluster import Cluster
+from .session import ClientSessionCore
+from .users import UserDirectory
+
+
+class AppView(Protocol):
+    config: Config
+    users: UserDirectory
+    metrics: Metrics
+    clusters: dict[str, Cluster[Any]]
+    sessions: set[ClientSessionCore]
+    started_at: float
+    stopping: asyncio.Event
+    draining: bool
+
+    async def reload(self) -> list[str]: ...
