@@ -234,4 +234,3 @@ class SetOption(IntEnum):
 
 
 NOT_FIXED_DEC = 0x1F     # decimals of a string column definition
-EOF_MAX_PAYLOAD = 9      # an EOF packet's payload is shorter; a 0xFE packet this long is something else

@@ -22,12 +22,18 @@ The shapes followed (capabilities: PROTOCOL_41 always; DEPRECATE_EOF and SESSION
     COM_STMT_CLOSE, _SEND_LONG_DATA, COM_QUIT    nothing
     everything else               OK | EOF | ERR
 
+A LOCAL INFILE request is forwarded, with its file name in `infile` while the client sends the
+file; when `allow_local_infile` is False (or the command is hidden) the client gets an ERR in
+its place and `infile_reply` holds the empty packet the caller must send the server, whose
+answer is then dropped.
+
 A packet that fits none of this, or any packet while no command is outstanding, marks the
 tracker `terminated` and is dropped with everything after it. Unsolicited is what a server
-ending the connection sends (an ERR after KILL or at shutdown): in transaction pooling it
-belongs to no client, and the client attached when it arrives learns of the loss when the
-connection closes. A MySQL ERR carries no status flags, so `status` keeps the last OK/EOF's
-(after a deadlock the server has rolled back while IN_TRANS still shows: the next OK corrects it).
+ending the connection sends (an ERR at shutdown; MariaDB closes an idle connection it kills
+without a word): in transaction pooling it belongs to no client, and the client attached when
+it arrives learns of the loss when the connection closes. A MySQL ERR carries no status flags,
+so `status` keeps the last OK/EOF's (after a deadlock the server has rolled back while IN_TRANS
+still shows: the next OK corrects it).
 """
 
 from __future__ import annotations
@@ -122,8 +128,8 @@ class ResponseTracker:
     __slots__ = ("slots", "capabilities", "status", "warnings", "affected_rows", "last_insert_id", "changes",
                  "prepared", "failed_prepares", "captured", "errors", "last_error", "infile", "infile_reply",
                  "allow_local_infile", "auth_request", "terminated", "violation", "seq",
-                 "_deprecate_eof", "_session_track", "_buf", "_skip", "_skip_drop", "_cont", "_cont_action", "_action", "_state",
-                 "_phase", "_left", "_columns", "_completed")
+                 "_deprecate_eof", "_session_track", "_buf", "_skip", "_skip_drop", "_cont", "_cont_action",
+                 "_action", "_state", "_phase", "_left", "_columns", "_completed")
 
     def __init__(self, capabilities: int, status: int = Status.AUTOCOMMIT) -> None:
         self.slots: deque[Slot] = deque()
