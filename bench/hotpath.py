@@ -5,7 +5,8 @@ transactions (Query → RowDescription, DataRow, CommandComplete, ReadyForQuery)
 Python cost per transaction. `--connect` instead runs N whole short connections as pgbench -C
 makes them (SSLRequest, startup, md5 password, one query, Terminate, close) and reports the Python
 cost per connection; the sockets, the event loop and the kernel are not in it.
-`--profile` prints a cProfile summary.
+`--engine mysql` runs the same transactions through a MySQL client session and server connection
+(COM_QUERY of a sysbench point select → a one-row text result set). `--profile` prints a cProfile summary.
 """
 
 from __future__ import annotations
@@ -117,13 +118,78 @@ async def main(n: int, profile: bool, role: str = "writer") -> None:
     _timed(n, profile, "transaction", run)
 
 
+MYSQL_CONFIG = """
+[[users]]
+name = "app"
+password = "x"
+[clusters.main]
+engine = "mysql"
+instances = ["127.0.0.1:1"]
+[clusters.main.pool]
+max_server_connections = 4
+[[clusters.main.endpoints]]
+name = "writer"
+listen = "127.0.0.1:2"
+role = "writer"
+"""
+
+
+async def mysql_transactions(n: int, profile: bool) -> None:
+    """N autocommit point selects through a MySQL session (the libmariadb client's capabilities)."""
+    from proxy.config import Address
+    from proxy.core.session import READY
+    from proxy.engines.mysql.server import VARIANT_CAPABILITIES, MysqlServerConnection, Variant
+    from proxy.engines.mysql.server_login import ServerLogin as MysqlServerLogin
+    from proxy.engines.mysql.session import MysqlClientSession
+    from proxy.engines.mysql.wire.codes import Capability, Command
+    from proxy.engines.mysql.wire.messages import Column, encode_result_set
+    from proxy.engines.mysql.wire.packets import encode_packet
+
+    app = ProxyApp(parse_config(MYSQL_CONFIG))
+    cluster = app.clusters["main"]
+    instance = cluster.config.instances[0]
+    login = app.users.get("app")
+    assert login is not None
+    caps = int(Capability.PROTOCOL_41 | Capability.SECURE_CONNECTION | Capability.PLUGIN_AUTH
+               | Capability.MULTI_RESULTS | Capability.PS_MULTI_RESULTS | Capability.TRANSACTIONS
+               | Capability.LONG_PASSWORD | Capability.FOUND_ROWS)
+    session = MysqlClientSession(app, cluster, cluster.config.endpoints[0])
+    session.connection_made(FakeTransport(peer=("127.0.0.1", 40000)))  # type: ignore[arg-type]
+    session.login, session.database, session.state, session.capabilities = login, "app", READY, caps
+    session.state_vars.schema = "app"
+    session.pool_variant = variant = Variant(caps & VARIANT_CAPABILITIES, 45)
+    server = MysqlServerConnection(Address(instance.host, instance.port), MysqlServerLogin("app", None, "app"),
+                                   variant)
+    server.transport = FakeTransport()  # type: ignore[assignment]
+    server._login = None
+    pool = cluster.pool(instance, login.user, "app", variant)
+    pool.in_use.add(server)
+    pool.release(server)
+    query = encode_packet(bytes((Command.QUERY,)) + b"SELECT c FROM sbtest1 WHERE id=5021", 0)
+    response = encode_result_set([Column("c")], [[b"83868641912-28773972837-60736120486-75162659906"]], caps)
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            session.data_received(query)
+            server.data_received(response)
+
+    run(1000)
+    assert session.server is None and pool.idle == [server] and not session._pending
+    assert server.transport.written == 1000 * len(query)  # type: ignore[union-attr]
+    _timed(n, profile, "transaction", run)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=200_000)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--role", default="writer", choices=["writer", "reader", "split"],
                         help="endpoint role (split: each query text gets a new literal, as pgbench -M simple)")
+    parser.add_argument("--engine", default="postgres", choices=["postgres", "mysql"])
     parser.add_argument("--connect", action="store_true",
                         help="whole short connections (pgbench -C) instead of transactions on one connection")
     args = parser.parse_args()
-    asyncio.run(connections(args.n, args.profile) if args.connect else main(args.n, args.profile, args.role))
+    if args.engine == "mysql":
+        asyncio.run(mysql_transactions(args.n, args.profile))
+    else:
+        asyncio.run(connections(args.n, args.profile) if args.connect else main(args.n, args.profile, args.role))
