@@ -8,6 +8,12 @@ pg_cluster      (session)  deploy.pgcluster.PgCluster; instance 0 primary, 1 and
                            Set DBPROXY_KEEP_PG=1 to keep its directory after the run.
 pg_cluster_factory         ``make(n_instances=3, settings=None) -> PgCluster`` for tests that
                            break the topology (failover...); destroyed at test end.
+mysql_cluster   (session)  deploy.mysqlcluster.MysqlCluster: MariaDB, instance 0 primary, 1 and 2
+                           read_only GTID replicas; root over TCP without password, app/app-pass
+                           (mysql_native_password); database ``app``.
+                           Set DBPROXY_KEEP_MYSQL=1 to keep its directory after the run.
+mysql_cluster_factory      ``make(n_instances=3, settings=None, semi_sync=False) -> MysqlCluster``
+                           for tests that break the topology; destroyed at test end.
 proxy_factory              ``start(config_text, *, wait=True, env=None) -> ProxyProcess``:
                            runs ``python -m proxy run --config FILE``; stopped at test end.
 free_ports                 ``free_ports(n=1) -> list[int]``, never the same port twice.
@@ -33,6 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from deploy.mysqlcluster import MysqlCluster  # noqa: E402
 from deploy.pgcluster import PgCluster, accepts_tcp, free_ports  # noqa: E402
 
 PROXY_START_TIMEOUT = 15.0
@@ -84,6 +91,52 @@ def pg_cluster_factory() -> Iterator[Callable[..., PgCluster]]:
     yield make
     for cluster in made:
         _dispose(cluster)
+
+
+# ---------------------------------------------------------------------------- MariaDB
+
+
+def _new_mysql_cluster(
+    n_instances: int, settings: dict[str, str] | None = None, semi_sync: bool = False
+) -> MysqlCluster:
+    # mkdtemp makes a 0700 root-owned directory; MysqlCluster chowns it to the mysql user.
+    base = tempfile.mkdtemp(prefix="dbproxy-my-")
+    return MysqlCluster(base, free_ports(n_instances), settings=settings, semi_sync=semi_sync)
+
+
+def _dispose_mysql(cluster: MysqlCluster) -> None:
+    if os.environ.get("DBPROXY_KEEP_MYSQL"):
+        cluster.stop()
+        print(f"\nDBPROXY_KEEP_MYSQL: MariaDB cluster kept in {cluster.base_dir}", file=sys.stderr)
+    else:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def mysql_cluster() -> Iterator[MysqlCluster]:
+    cluster = _new_mysql_cluster(3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        _dispose_mysql(cluster)
+
+
+@pytest.fixture
+def mysql_cluster_factory() -> Iterator[Callable[..., MysqlCluster]]:
+    made: list[MysqlCluster] = []
+
+    def make(
+        n_instances: int = 3, settings: dict[str, str] | None = None, semi_sync: bool = False
+    ) -> MysqlCluster:
+        cluster = _new_mysql_cluster(n_instances, settings, semi_sync)
+        made.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in made:
+        _dispose_mysql(cluster)
 
 
 # ---------------------------------------------------------------------------- dbproxy
