@@ -1,9 +1,9 @@
 """MySQL / MariaDB statement classification for split endpoints: may this SQL text run on a replica? (SPEC §3.3, §12)
 
-`MysqlClassifier.classify(sql)` lexes the text (engines/mysql/lexer.py: executable comments
-`/*! */` / `/*M! */` are read as code, ordinary comments dropped) and applies the SPEC §3.3 rules
-to each statement's tokens.  Verdicts are cached by exact text and by literal shape.  The rule is
-"when in doubt, primary": a misrouted write is a bug, a misrouted read only a missed optimization.
+`MysqlClassifier.classify(sql)` lexes the text (lexer.py: executable comments are code, ordinary
+comments dropped) and applies the SPEC §3.3 rules to each statement's tokens; verdicts are cached
+by exact text and by literal shape.  "When in doubt, primary": a misrouted write is a bug, a
+misrouted read only a missed optimization.
 
 - REPLICA: SELECT (also `(SELECT ...)`, UNION / EXCEPT / INTERSECT), `WITH ... SELECT`, MySQL 8
   `TABLE t`, `VALUES ROW(1)` / MariaDB `VALUES (1)`, SHOW, HELP, DESCRIBE / DESC / EXPLAIN of a
@@ -23,13 +23,17 @@ to each statement's tokens.  Verdicts are cached by exact text and by literal sh
   MASTER STATUS / BINARY LOGS / BINLOG EVENTS / REPLICAS (the primary's own state), and text
   the lexer cannot close (an unterminated string, identifier or comment: reason "unparsable").
 - A multi-statement text goes to a replica only if every statement may.
+- The session's sql_mode and the server's version change how a text reads: a backslash is not
+  an escape under NO_BACKSLASH_ESCAPES or in ANSI_QUOTES identifiers, and a server failing a
+  version gate (`/*!80000 */`, MySQL for `/*M! */`) skips the comment up to its first `*/`.  Such
+  texts are classified in every reading (lexer.alternative_readings) and go to a replica only if
+  all of them may; `"f"(...)` counts as a call (it is one under ANSI_QUOTES).
 - A comment hint `/* dbproxy:route=primary|replica */` (or `-- ` / `#` comment) anywhere in the
   text overrides the route (reason "hint"); "primary" wins if hints disagree.  Hints inside an
   executable comment are code, not hints.
 
-`MysqlClassification.volatile` (SPEC §11: a cached result must not depend on when or where it ran)
-is set when a statement calls NOW(), RAND(), UUID(), CONNECTION_ID(), USER(), ... or reads a
-system variable (`@@hostname`).
+`MysqlClassification.volatile` (SPEC §11): the text calls NOW(), RAND(), UUID(), CONNECTION_ID(),
+USER(), ... or reads a system variable (`@@hostname`): never cache its result.
 
 Known blind spots (a write there fails on the replica with the server's read-only error):
 functions called indirectly (views, triggers, generated columns), a stored function that shadows
@@ -43,11 +47,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from ...routing.classify import Classification, Route
-from .lexer import Script, Statement, Token, TokenKind, lex
+from ...routing.classify import combine as combine_verdicts
+from .lexer import Script, Statement, Token, TokenKind, alternative_readings, lex, literal_shape
 
 MAX_CACHED_SQL_LENGTH = 8192
 
 WORD, IDENT, OPERATOR = TokenKind.WORD, TokenKind.IDENT, TokenKind.OPERATOR
+USER_VAR, SYSTEM_VAR, ERROR, STRING = TokenKind.USER_VAR, TokenKind.SYSTEM_VAR, TokenKind.ERROR, TokenKind.STRING
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +73,6 @@ BEGIN_READ_ONLY = MysqlClassification(R, "begin read only", begins_read_only=Tru
 COMMIT = MysqlClassification(R, "commit", ends_transaction=True, neutral=True)
 ROLLBACK = MysqlClassification(R, "rollback", ends_transaction=True, neutral=True)
 SAVEPOINT = MysqlClassification(R, "savepoint", neutral=True)
-HINT_PRIMARY, HINT_REPLICA = "primary", "replica"
 
 # ---- functions -------------------------------------------------------------------------------------
 
@@ -76,66 +81,61 @@ HINT_PRIMARY, HINT_REPLICA = "primary", "replica"
 # parenthesis (`CAST(x AS CHAR(10))`, `IN (`, `OVER (`) count as read-only "calls" too.
 _READ_ONLY_BUILTINS = frozenset(
     """
-    abs acos adddate addtime aes_decrypt aes_encrypt any_value ascii asin atan atan2 avg benchmark
-    bin bin_to_uuid bit_and bit_count bit_length bit_or bit_xor cast ceil ceiling char char_length
-    character_length charset chr coalesce coercibility collation column_add column_check
-    column_create column_delete column_exists column_get column_json column_list compress concat
-    concat_ws connection_id conv convert convert_tz cos cot count crc32 cume_dist curdate
-    current_date current_role current_time current_timestamp current_user curtime database date
-    date_add date_format date_sub datediff day dayname dayofmonth dayofweek dayofyear decode
-    decode_oracle default degrees dense_rank des_decrypt des_encrypt elt encode encrypt exp
-    export_set extract extractvalue field find_in_set first_value floor format format_bytes
-    format_pico_time  from_base64 from_days from_unixtime get_format greatest
-    group_concat grouping gtid_subset gtid_subtract hex hour icu_version if ifnull inet6_aton
-    inet6_ntoa inet_aton inet_ntoa insert instr interval is_ipv4 is_ipv4_compat is_ipv4_mapped
-    is_ipv6 is_uuid isnull json_array json_array_append json_array_insert json_array_intersect
-    json_arrayagg json_compact json_contains json_contains_path json_depth json_detailed
-    json_equals json_exists json_extract json_insert json_keys json_length json_loose json_merge
-    json_merge_patch json_merge_preserve json_normalize json_object json_object_filter_keys
-    json_object_to_array json_objectagg json_overlaps json_pretty json_query json_quote
-    json_remove json_replace json_schema_valid json_schema_validation_report json_search json_set
-    json_storage_free json_storage_size json_table json_type json_unquote json_valid json_value
-    kdf lag last_day last_value lcase lead least left length lengthb ln localtime localtimestamp
-    locate log log10 log2 lower lpad ltrim make_set makedate maketime max md5 median microsecond
-    mid min minute mod month monthname name_const natural_sort_key now nth_value ntile nullif nvl
-    nvl2 oct octet_length old_password ord password percent_rank percentile_cont percentile_disc
-    period_add period_diff pi position pow power ps_current_thread_id ps_thread_id quarter quote
-    radians rand random_bytes rank regexp_instr regexp_like regexp_replace regexp_substr
-    repeat replace reverse right roles_graphml round row_number rpad rtrim
+    abs acos adddate addtime aes_decrypt aes_encrypt any_value ascii asin atan atan2 avg benchmark bin
+    bin_to_uuid bit_and bit_count bit_length bit_or bit_xor cast ceil ceiling char char_length
+    character_length charset chr coalesce coercibility collation column_add column_check column_create
+    column_delete column_exists column_get column_json column_list compress concat concat_ws connection_id
+    conv convert convert_tz cos cot count crc32 cume_dist curdate current_date current_role current_time
+    current_timestamp current_user curtime database date date_add date_format date_sub datediff day dayname
+    dayofmonth dayofweek dayofyear decode decode_oracle default degrees dense_rank des_decrypt des_encrypt
+    elt encode encrypt exp export_set extract extractvalue field find_in_set first_value floor format
+    format_bytes format_pico_time from_base64 from_days from_unixtime get_format greatest group_concat
+    grouping gtid_subset gtid_subtract hex hour icu_version if ifnull inet6_aton inet6_ntoa inet_aton
+    inet_ntoa insert instr interval is_ipv4 is_ipv4_compat is_ipv4_mapped is_ipv6 is_uuid isnull json_array
+    json_array_append json_array_insert json_array_intersect json_arrayagg json_compact json_contains
+    json_contains_path json_depth json_detailed json_equals json_exists json_extract json_insert json_keys
+    json_length json_loose json_merge json_merge_patch json_merge_preserve json_normalize json_object
+    json_object_filter_keys json_object_to_array json_objectagg json_overlaps json_pretty json_query
+    json_quote json_remove json_replace json_schema_valid json_schema_validation_report json_search json_set
+    json_storage_free json_storage_size json_table json_type json_unquote json_valid json_value kdf lag
+    last_day last_value lcase lead least left length lengthb ln localtime localtimestamp locate log log10
+    log2 lower lpad ltrim make_set makedate maketime max md5 median microsecond mid min minute mod month
+    monthname name_const natural_sort_key now nth_value ntile nullif nvl nvl2 oct octet_length old_password
+    ord password percent_rank percentile_cont percentile_disc period_add period_diff pi position pow power
+    ps_current_thread_id ps_thread_id quarter quote radians rand random_bytes rank regexp_instr regexp_like
+    regexp_replace regexp_substr repeat replace reverse right roles_graphml round row_number rpad rtrim
     schema sec_to_time second session_user sformat sha sha1 sha2 sign sin soundex space sqrt
-    statement_digest statement_digest_text std stddev stddev_pop stddev_samp str_to_date strcmp
-    subdate substr substring substring_index subtime sum sys_guid sysdate system_user tan time
-    time_format time_to_sec timediff timestamp timestampadd timestampdiff to_base64 to_char
-    to_days to_seconds trim truncate ucase uncompress uncompressed_length unhex unix_timestamp
-    updatexml upper user utc_date utc_time utc_timestamp uuid uuid_short uuid_to_bin
-    validate_password_strength values var_pop var_samp variance version week weekday weekofyear
-    weight_string year yearweek add_months months_between
-    bigint binary bit blob dec decimal double float int integer json mediumint nchar numeric
-    nvarchar real signed smallint tinyint unsigned varbinary varchar datetime point linestring
-    polygon multipoint multilinestring multipolygon geometrycollection
-    against all and any as between by case columns cross distinct distinctrow div else escape
-    exists for force from group having ignore in index inner intersect except is join key
-    lateral like limit match nested not of offset on or order outer over partition path range
-    regexp returning rlike row rows select separator some straight_join table then union use
-    using when where window with xor
+    statement_digest statement_digest_text std stddev stddev_pop stddev_samp str_to_date strcmp subdate
+    substr substring substring_index subtime sum sys_guid sysdate system_user tan time time_format
+    time_to_sec timediff timestamp timestampadd timestampdiff to_base64 to_char to_days to_seconds trim
+    truncate ucase uncompress uncompressed_length unhex unix_timestamp updatexml upper user utc_date
+    utc_time utc_timestamp uuid uuid_short uuid_to_bin validate_password_strength values var_pop var_samp
+    variance version week weekday weekofyear weight_string year yearweek add_months months_between bigint
+    binary bit blob dec decimal double float int integer json mediumint nchar numeric nvarchar real signed
+    smallint tinyint unsigned varbinary varchar datetime point linestring polygon multipoint multilinestring
+    multipolygon geometrycollection against all and any as between by case columns cross distinct
+    distinctrow div else escape exists for force from group having ignore in index inner intersect except is
+    join key lateral like limit match nested not of offset on or order outer over partition path range
+    regexp returning rlike row rows select separator some straight_join table then union use using when
+    where window with xor
     """.split()
 )
 # Never read-only, whatever `read_only_functions` says: locks, sequences, waits, per-connection
 # results (LAST_INSERT_ID, FOUND_ROWS, ROW_COUNT) and the server's own files.
 _SIDE_EFFECTS = frozenset(
     """
-    get_lock release_lock release_all_locks is_free_lock is_used_lock sleep last_insert_id
-    nextval lastval setval found_rows row_count master_pos_wait source_pos_wait master_gtid_wait
-    wait_for_executed_gtid_set wait_until_sql_thread_after_gtids load_file
+    get_lock release_lock release_all_locks is_free_lock is_used_lock sleep last_insert_id nextval lastval
+    setval found_rows row_count master_pos_wait source_pos_wait master_gtid_wait wait_for_executed_gtid_set
+    wait_until_sql_thread_after_gtids load_file
     """.split()
 )
 # Read-only, but their result changes from call to call or between connections (SPEC §11).
 _VOLATILE = frozenset(
     """
-    now sysdate curdate curtime current_date current_time current_timestamp localtime
-    localtimestamp utc_date utc_time utc_timestamp unix_timestamp rand uuid uuid_short sys_guid
-    random_bytes connection_id current_user current_role user session_user system_user database
-    schema benchmark ps_current_thread_id ps_thread_id
+    now sysdate curdate curtime current_date current_time current_timestamp localtime localtimestamp
+    utc_date utc_time utc_timestamp unix_timestamp rand uuid uuid_short sys_guid random_bytes connection_id
+    current_user current_role user session_user system_user database schema benchmark ps_current_thread_id
+    ps_thread_id
     """.split()
 )
 # Upper-case forms of the volatile built-ins that are also written without parentheses.
@@ -185,21 +185,6 @@ def _is_op(token: Token | None, text: str) -> bool:
 
 def _is_word(token: Token | None, value: str) -> bool:
     return token is not None and token.kind is WORD and token.value == value
-
-
-def _closing(tokens: Sequence[Token], index: int) -> int:
-    """The index of the `)` matching the `(` at tokens[index], or len(tokens)."""
-    depth = 0
-    for position in range(index, len(tokens)):
-        token = tokens[position]
-        if token.kind is OPERATOR:
-            if token.text == "(":
-                depth += 1
-            elif token.text == ")":
-                depth -= 1
-                if depth == 0:
-                    return position
-    return len(tokens)
 
 
 def _paren_matches(tokens: Sequence[Token]) -> list[int]:
@@ -282,10 +267,12 @@ def read_blocker(tokens: Sequence[Token], functions: MysqlFunctions) -> tuple[st
     for index in range(count):
         token = tokens[index]
         kind = token.kind
-        if kind is WORD or kind is IDENT:
+        if kind is WORD or kind is IDENT or (kind is STRING and token.text[:1] == '"'):
             following = tokens[index + 1] if index + 1 < count else None
             if following is not None and following.kind is OPERATOR and following.text == "(":
-                if _column_list_owner(tokens, index, matches):
+                if kind is STRING:   # "f"(...) is a call under ANSI_QUOTES (else a syntax error)
+                    kind = IDENT
+                elif _column_list_owner(tokens, index, matches):
                     continue
                 name = token.value.lower() if kind is WORD else token.value
                 parts: tuple[str, ...] = (name,)
@@ -304,11 +291,11 @@ def read_blocker(tokens: Sequence[Token], functions: MysqlFunctions) -> tuple[st
                         return reason, volatile
                 elif token.value in _VOLATILE_WORDS:
                     volatile = True
-        elif kind is TokenKind.USER_VAR:
+        elif kind is USER_VAR:
             return "user variable", volatile
-        elif kind is TokenKind.SYSTEM_VAR:
+        elif kind is SYSTEM_VAR:
             volatile = True
-        elif kind is TokenKind.ERROR:
+        elif kind is ERROR:
             return "unparsable", volatile
     return None, volatile
 
@@ -326,13 +313,14 @@ def _with_main(tokens: Sequence[Token]) -> int:
     """Index of the statement keyword after `WITH [RECURSIVE] name [(cols)] AS (...), ...`."""
     index = 2 if _is_word(tokens[1] if len(tokens) > 1 else None, "RECURSIVE") else 1
     count = len(tokens)
+    matches = _paren_matches(tokens)
     while index < count and tokens[index].kind in (WORD, IDENT):
         index += 1
         if index < count and _is_op(tokens[index], "("):
-            index = _closing(tokens, index) + 1
+            index = matches[index] + 1
         if not (index + 1 < count and _is_word(tokens[index], "AS") and _is_op(tokens[index + 1], "(")):
             return count
-        index = _closing(tokens, index + 1) + 1
+        index = matches[index + 1] + 1
         if index < count and _is_op(tokens[index], ","):
             index += 1
         else:
@@ -496,28 +484,22 @@ _DDL = frozenset({"CREATE", "ALTER", "DROP", "TRUNCATE", "RENAME", "GRANT", "REV
 _FIXED = {
     **{word: MysqlClassification(P, "dml") for word in _DML},
     **{word: MysqlClassification(P, "ddl") for word in _DDL},
-    "LOAD": MysqlClassification(P, "load data"),
-    "CALL": MysqlClassification(P, "call"),
-    "DO": MysqlClassification(P, "do"),
-    "USE": MysqlClassification(P, "use"),
-    "LOCK": MysqlClassification(P, "lock tables"),
-    "UNLOCK": MysqlClassification(P, "unlock tables"),
-    "HANDLER": MysqlClassification(P, "handler"),
-    "PREPARE": MysqlClassification(P, "prepare"),
-    "EXECUTE": MysqlClassification(P, "execute"),
-    "DEALLOCATE": MysqlClassification(P, "deallocate"),
+    **{word: MysqlClassification(P, reason) for word, reason in (
+        ("LOAD", "load data"), ("CALL", "call"), ("DO", "do"), ("USE", "use"), ("LOCK", "lock tables"),
+        ("UNLOCK", "unlock tables"), ("HANDLER", "handler"), ("PREPARE", "prepare"), ("EXECUTE", "execute"),
+        ("DEALLOCATE", "deallocate"),
+    )},
     "HELP": MysqlClassification(R, "help"),
 }
+# Other statements known by their first word (reason: the word); anything else: reason "other".
+_OTHER_STATEMENTS = frozenset(
+    "FLUSH KILL OPTIMIZE REPAIR CHECK CHECKSUM RESET PURGE CHANGE STOP INSTALL UNINSTALL BINLOG CACHE "
+    "SHUTDOWN RESTART CLONE IMPORT SIGNAL RESIGNAL GET BACKUP".split()
+)
 _HANDLERS = {
-    "SELECT": _query,
-    "WITH": _query,
-    "TABLE": _query,
-    "VALUES": _query,
+    **{word: _query for word in ("SELECT", "WITH", "TABLE", "VALUES")},
+    **{word: _explain for word in ("EXPLAIN", "DESCRIBE", "DESC", "ANALYZE")},
     "SHOW": _show,
-    "EXPLAIN": _explain,
-    "DESCRIBE": _explain,
-    "DESC": _explain,
-    "ANALYZE": _explain,
     "SET": _set,
     **{word: _transaction for word in ("BEGIN", "START", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "XA")},
 }
@@ -541,28 +523,18 @@ def classify_statement(statement: Statement, functions: MysqlFunctions) -> Mysql
     fixed = _FIXED.get(first.value)
     if fixed is not None:
         return fixed
-    return MysqlClassification(P, first.value.lower())
+    return MysqlClassification(P, first.value.lower() if first.value in _OTHER_STATEMENTS else "other")
 
 
 def combine(results: list[MysqlClassification]) -> MysqlClassification:
     """The verdict for a multi-statement text: REPLICA only if every statement may go there."""
     if len(results) == 1:
         return results[0]
-    primary = next((r for r in results if r.route is P), None)
-    if primary is not None:
-        route, reason = P, primary.reason
-    else:
-        route = R
-        reason = next((r.reason for r in results if not r.neutral), results[0].reason)
-    begins = [r for r in results if r.begins_transaction]
+    shared: list[Classification] = [*results]
+    merged = combine_verdicts(shared)   # the engine-neutral rule, plus `volatile`
     return MysqlClassification(
-        route,
-        reason,
-        begins_read_only=any(r.begins_read_only for r in results) and all(r.begins_read_only for r in begins),
-        begins_transaction=bool(begins),
-        ends_transaction=any(r.ends_transaction for r in results),
-        neutral=all(r.neutral for r in results),
-        volatile=any(r.volatile for r in results),
+        merged.route, merged.reason, merged.begins_read_only, merged.begins_transaction,
+        merged.ends_transaction, merged.neutral, volatile=any(r.volatile for r in results),
     )
 
 
@@ -575,43 +547,34 @@ def route_hint(script: Script) -> str | None:
     for comment in script.comments:
         if "dbproxy" in comment.lower():
             found.update(match.group(1).lower() for match in _HINT.finditer(comment))
-    if HINT_PRIMARY in found:
-        return HINT_PRIMARY
-    return HINT_REPLICA if found else None
+    if "primary" in found:
+        return "primary"
+    return "replica" if found else None
+
+
+def _classify_script(script: Script, functions: MysqlFunctions) -> MysqlClassification:
+    if not script.statements:
+        return EMPTY
+    return combine([classify_statement(statement, functions) for statement in script.statements])
 
 
 def classify_sql(sql: str, functions: MysqlFunctions) -> MysqlClassification:
-    """Classify `sql` without the classifier's caches: the statements' verdict, then any hint on top."""
+    """Classify `sql` without caches: its statements' verdict in every reading a server may have
+    (lexer.alternative_readings: primary if any says so), then any hint on top."""
     script = lex(sql)
-    if not script.statements:
-        result = EMPTY
-    else:
-        result = combine([classify_statement(statement, functions) for statement in script.statements])
+    result = _classify_script(script, functions)
+    if result.route is R:
+        for other in alternative_readings(sql, script):
+            verdict = _classify_script(other, functions)
+            if verdict.route is P:
+                result = verdict
+                break
+            if verdict.volatile and not result.volatile:
+                result = replace(result, volatile=True)
     hint = route_hint(script) if script.comments else None
     if hint is None:
         return result
     return replace(result, route=Route(hint), reason="hint", neutral=False)
-
-
-# Literals never change a route, so texts that differ only in them share one verdict (sysbench's
-# point selects).  Only texts without comments (hints live there) or backslashes (escapes) take
-# this path; quoted identifiers are matched as a whole and kept, strings become `?`, and a number
-# counts only when it stands alone (not `t1`, `1st`, `x.5`, `@v1`).
-_LITERAL = re.compile(
-    r"(`(?:[^`]|``)*+`)|'(?:[^']|'')*+'|\"(?:[^\"]|\"\")*+\""
-    r"|(?<![\w$.@])\d++(?:\.\d++)?(?:[eE][-+]?\d++)?(?![\w$.])"
-)
-
-
-def _shape_piece(match: re.Match[str]) -> str:
-    return match.group(1) or "?"
-
-
-def literal_shape(sql: str) -> str | None:
-    """sql with every literal replaced by '?', or None when that would not be safe."""
-    if "/*" in sql or "--" in sql or "#" in sql or "\\" in sql:
-        return None
-    return _LITERAL.sub(_shape_piece, sql)
 
 
 class MysqlClassifier:
@@ -655,7 +618,7 @@ class MysqlClassifier:
 
     def _remember(self, cache: dict[str, MysqlClassification], key: str, verdict: MysqlClassification) -> None:
         if len(cache) >= self.cache_size:
-            cache.clear()
+            cache.clear()   # bounded: cheaper than LRU bookkeeping on the hot path
         cache[key] = verdict
 
     @property

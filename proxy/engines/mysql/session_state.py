@@ -27,7 +27,9 @@ reports, for every statement of a COM_QUERY text in order (lexer.py splits multi
   TABLES FOR EXPORT", "SET with
   a non-literal value" (`SET sql_mode = CONCAT(@@sql_mode, ',X')`, `SET x = ?`), "SET ROLE", "SET
   RESOURCE GROUP", "unrecognized SET", "HANDLER", "XA" (XA START / BEGIN), "compound statement"
-  (MariaDB's top-level BEGIN NOT ATOMIC / IF / CASE / LOOP / WHILE / REPEAT blocks).
+  (MariaDB's top-level BEGIN NOT ATOMIC / IF / CASE / LOOP / WHILE / REPEAT blocks), and
+  `AMBIGUOUS` (a text whose effects differ between the readings sql_mode or the server version
+  may give it: backslashes under NO_BACKSLASH_ESCAPES / ANSI_QUOTES, version-gated comments).
 - `uses_last_insert_id`: the text calls LAST_INSERT_ID(); not a pin by itself (the session may
   answer it from the client's last OK packet); pin with `LAST_INSERT_ID_PIN` if it cannot.
 - `local_infile`: LOAD DATA / LOAD XML LOCAL INFILE (refused unless allowed, SPEC §12).
@@ -46,15 +48,17 @@ caches analysed texts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from .lexer import Statement, Token, TokenKind, lex, render
+from .lexer import Script, Statement, Token, TokenKind, alternative_readings, lex, render
 
 MAX_CACHED_SQL_LENGTH = 8192
 CACHE_SIZE = 4096
 LAST_INSERT_ID_PIN = "LAST_INSERT_ID()"
 NON_LITERAL = "SET with a non-literal value"
+AMBIGUOUS = "text read differently by sql_mode or server version"
 
 WORD, OPERATOR = TokenKind.WORD, TokenKind.OPERATOR
 NAMES, CHARACTER_SET = "names", "character set"
@@ -134,29 +138,23 @@ def quote_name(name: str) -> str:
 
 # ---- the cheap pre-filter -------------------------------------------------------------------------
 
-# Statement-leading words after which only the words below can cause an effect.
+# Statement-leading words after which only the words in _ANYWHERE can cause an effect.
 _PLAIN_STARTS = frozenset(
     b"select insert update delete replace with show explain describe desc commit rollback "
     b"savepoint release values table start call do alter drop truncate rename analyze optimize "
     b"repair check checksum help grant revoke create load begin".split()
 )
-_ANYWHERE = (b"@", b"get_lock", b"found_rows", b"last_insert_id")
+_ANYWHERE = re.compile(rb"@|get_lock|found_rows|last_insert_id")   # found_rows: SQL_CALC_ too
 # A plain-looking start that still needs a look when one of these words is in the text.
 _UNLESS = {b"create": b"temporary", b"load": b"local", b"begin": b"atomic", b"drop": b"prepare"}
-_SPACE = b" \t\n\r\f\v"
-_LETTERS = frozenset(b"abcdefghijklmnopqrstuvwxyz_")
+_LEADING_WORD = re.compile(rb"[ \t\n\r\f\v]*+([a-z_]*+)")
 
 
 def _plain_start(lowered: bytes, position: int) -> bool:
-    length = len(lowered)
-    while position < length and lowered[position] in _SPACE:
-        position += 1
-    if position == length:
-        return True   # an empty statement
-    end = position
-    while end < length and lowered[end] in _LETTERS:
-        end += 1
-    word = lowered[position:end]
+    match = _LEADING_WORD.match(lowered, position)
+    word = match.group(1) if match is not None else b""
+    if not word:
+        return match is not None and match.end() == len(lowered)   # an empty statement
     if word not in _PLAIN_STARTS:
         return False
     unless = _UNLESS.get(word)
@@ -166,10 +164,7 @@ def _plain_start(lowered: bytes, position: int) -> bool:
 def might_change_session(sql: bytes) -> bool:
     """Cheap and conservative: False only if `sql` certainly has no session effects."""
     lowered = sql.lower()
-    for word in _ANYWHERE:
-        if word in lowered:
-            return True
-    if not _plain_start(lowered, 0):
+    if _ANYWHERE.search(lowered) is not None or not _plain_start(lowered, 0):
         return True
     position = lowered.find(b";") + 1
     while position:   # every `;` may start a statement (even one inside a string: conservative)
@@ -255,6 +250,7 @@ def _split_commas(tokens: Sequence[Token], start: int) -> list[list[Token]]:
 
 
 _SCOPES = {"GLOBAL": "global", "PERSIST": "global", "PERSIST_ONLY": "global", "SESSION": "session", "LOCAL": "session"}
+_PREFIX_SCOPES = {scope.lower(): value for scope, value in _SCOPES.items()}   # @@global.x, @@persist.x
 _LEVEL_WORDS = {
     ("READ", "UNCOMMITTED"): "'READ-UNCOMMITTED'",
     ("READ", "COMMITTED"): "'READ-COMMITTED'",
@@ -315,8 +311,8 @@ def _assignment(piece: list[Token], scope: str, effects: _Effects) -> str:
     if head.kind is TokenKind.SYSTEM_VAR:
         name = head.value
         prefix, _, rest = name.partition(".")
-        if rest and prefix in ("global", "session", "local"):
-            this_scope = "global" if prefix == "global" else "session"
+        if rest and prefix in _PREFIX_SCOPES:
+            this_scope = _PREFIX_SCOPES[prefix]
             name = rest
         index += 1
     elif head.kind in (WORD, TokenKind.IDENT):
@@ -419,10 +415,12 @@ def _leading(tokens: Sequence[Token], effects: _Effects) -> bool:
             effects.pin("LOCK TABLES")
     elif first == "BACKUP" and second is not None and second.value in ("LOCK", "STAGE"):
         effects.pin("BACKUP LOCK")
-    elif first == "FLUSH" and "READ" in words and "LOCK" in words:
-        effects.pin("FLUSH TABLES WITH READ LOCK")
-    elif first == "FLUSH" and "EXPORT" in words:
-        effects.pin("FLUSH TABLES FOR EXPORT")
+    elif first == "FLUSH":   # the table list may be long: look at every word
+        every = {token.value for token in tokens if token.kind is WORD}
+        if "READ" in every and "LOCK" in every:
+            effects.pin("FLUSH TABLES WITH READ LOCK")
+        elif "EXPORT" in every:
+            effects.pin("FLUSH TABLES FOR EXPORT")
     elif first in ("CREATE", "ALTER"):
         kinds = [word for word in words if word in _DEFINITIONS or word == "TABLE"]
         if kinds and kinds[0] != "TABLE":
@@ -454,7 +452,9 @@ def _scan(tokens: Sequence[Token], effects: _Effects) -> None:
         kind = token.kind
         if kind is TokenKind.USER_VAR:
             effects.pin("user variable")
-        elif kind is WORD or (kind is TokenKind.IDENT and token.value.isascii()):
+        elif kind is WORD or (
+            (kind is TokenKind.IDENT or (kind is TokenKind.STRING and token.text[:1] == '"')) and token.value.isascii()
+        ):   # "GET_LOCK"(...) is a call under ANSI_QUOTES
             value = token.value.upper()
             if value == "SQL_CALC_FOUND_ROWS":
                 effects.pin("SQL_CALC_FOUND_ROWS")
@@ -470,13 +470,27 @@ def _statement(tokens: Sequence[Token], effects: _Effects) -> None:
         _scan(tokens, effects)
 
 
-def analyze(sql: str) -> MysqlSessionEffects:
-    """Lex `sql` and collect its session effects (no pre-filter, no cache)."""
+def _script_effects(script: Script) -> MysqlSessionEffects:
     effects = _Effects()
-    for statement in lex(sql).statements:
+    for statement in script.statements:
         if not statement.error:
             _statement(statement.tokens, effects)
     return effects.result()
+
+
+def analyze(sql: str) -> MysqlSessionEffects:
+    """Lex `sql` and collect its session effects (no pre-filter, no cache).
+
+    A text that sql_mode or the server version can make read differently (lexer.
+    alternative_readings) and whose effects differ between readings pins the client: the proxy
+    cannot know which one the server ran.
+    """
+    script = lex(sql)
+    effects = _script_effects(script)
+    for other in alternative_readings(sql, script):
+        if _script_effects(other) != effects:
+            return effects if effects.pin_reason else replace(effects, pin_reason=AMBIGUOUS)
+    return effects
 
 
 def statement_effects(statement: Statement) -> MysqlSessionEffects:
