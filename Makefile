@@ -64,11 +64,16 @@ demo-stop:
 	$(BIN)/python -m deploy.demo stop
 
 # Debian's pgbouncer package may start a service on 6432 (the demo's writer port): keep it off.
-# Extra options: make bench BENCH_ARGS="--quick --only dbproxy --profile" (see bench/run.py --help).
+# Extra options: make bench BENCH_ARGS="--quick --only dbproxy --profile" (see bench/run.py --help);
+# BENCH_ARGS=--mysql adds the MySQL sysbench section (bench/sysbench.py).
 bench: install
 	@if [ ! -x /usr/sbin/pgbouncer ]; then \
 		echo "make: installing pgbouncer"; \
 		apt-get update -q && $(APT_INSTALL) pgbouncer; \
 		systemctl disable --now pgbouncer >/dev/null 2>&1 || true; \
+	fi
+	@if ! command -v sysbench >/dev/null; then \
+		echo "make: installing sysbench"; \
+		apt-get update -q && $(APT_INSTALL) sysbench; \
 	fi
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -16,6 +16,11 @@ Two tables of pgbench runs, interleaved in the same rounds (target order rotated
   has a control in the same rounds: the same load with no proxy, on the primary and spread over the
   replicas (one pgbench per replica, started together); their ratio, the spread factor, is what
   spreading costs on this machine, and reader/writer ÷ spread factor is the routing alone.
+
+With `--mysql`, the MySQL benchmark (bench/sysbench.py: sysbench oltp_point_select direct vs dbproxy,
+oltp_read_write through dbproxy, on its own MariaDB) runs afterwards with the same --duration,
+--quick, --clients (sysbench --threads), --wait-idle, --profile and --keep, and --rounds if given
+(else its own default, 3); its results go to bench/results/sysbench-*.json / .md.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from typing import Any, NoReturn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import classify_cost
+from bench import sysbench as mysql_bench
 from bench.cpu import process_seconds, sample, usage
 from bench.pgbench import (
     ENDPOINTS_WORKLOAD,
@@ -98,7 +104,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, help="seconds per pgbench run (default 10, 3 with --quick)")
     parser.add_argument("--quick", action="store_true", help="3 s runs and a shorter warm-up")
     parser.add_argument(
-        "--rounds", type=int, default=1, help="runs per cell, target order rotated; median kept"
+        "--rounds",
+        type=int,
+        default=None,
+        help="runs per cell, target order rotated; median kept (default 1)",
     )
     parser.add_argument("--clients", type=int, default=16, help="pgbench -c (and -j) (default 16)")
     parser.add_argument("--pool-size", type=int, default=20, help="server connections per pool, both poolers")
@@ -137,7 +146,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="before each run, wait up to SECONDS for other processes to leave the CPUs alone (default 0)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
+    parser.add_argument(
+        "--mysql",
+        action="store_true",
+        help="afterwards, the MySQL benchmark too (bench/sysbench.py, its own MariaDB; sysbench must be "
+        "installed); results in bench/results/sysbench-*",
+    )
     args = parser.parse_args(argv)
+    args.rounds_given = args.rounds is not None
+    if args.rounds is None:
+        args.rounds = 1
     asked_endpoints = args.endpoints is True or (args.workload is not None and "endpoints" in args.workload)
     workloads = list(args.workload) if args.workload is not None else list(WORKLOAD_KEYS)
     if args.endpoints is True and "endpoints" not in workloads:
@@ -781,6 +799,41 @@ def _git_version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    code = run_postgres(args)
+    if args.mysql and code != 130:
+        code = max(code, run_mysql(args))
+    return code
+
+
+def run_mysql(args: argparse.Namespace) -> int:
+    """bench/sysbench.py with this run's settings; its JSON and Markdown into bench/results/."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # run_postgres's cleanup left them ignored
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    json_path = RESULTS_DIR / f"sysbench-{stamp}.json"
+    argv = ["--json", str(json_path), "--duration", str(args.duration), "--threads", str(args.clients),
+            "--wait-idle", str(args.wait_idle), "--profile-dir", str(RESULTS_DIR)]  # fmt: skip
+    if args.rounds_given:
+        argv += ["--rounds", str(args.rounds)]
+    argv += [
+        flag
+        for flag, on in (("--quick", args.quick), ("--profile", args.profile), ("--keep", args.keep))
+        if on
+    ]
+    log(f"MySQL benchmark: bench/sysbench.py {' '.join(argv)}")
+    code = mysql_bench.main(argv)
+    if json_path.exists():
+        markdown = json.loads(json_path.read_text()).get("table_markdown", "")
+        (RESULTS_DIR / f"sysbench-{stamp}.md").write_text(markdown)
+        (RESULTS_DIR / "sysbench-latest.md").write_text(markdown)
+        shutil.copyfile(json_path, RESULTS_DIR / "sysbench-latest.json")
+        log(f"MySQL results: {json_path} (and sysbench-latest.json / .md)")
+    return code
+
+
+def run_postgres(args: argparse.Namespace) -> int:
+    """The PostgreSQL benchmark (the module docstring); 0, 1 (a failure or error) or 130 (interrupted)."""
     signal.signal(signal.SIGTERM, _on_sigterm)
     bench = Bench(args)
     try:
