@@ -17,7 +17,7 @@ from ...errors import ProxyError
 from .auth import MysqlVerifiers, derive_verifiers
 from .classify import MysqlClassifier
 from .server import MysqlServerConnection, Variant, open_server_connection, run_query
-from .wire.codes import UTF8MB4_GENERAL_CI, Capability
+from .wire.codes import UTF8MB4_GENERAL_CI, Capability, ErrorCode
 
 if TYPE_CHECKING:
     from ...topology import FailoverActions, ProbeFactory
@@ -79,7 +79,8 @@ class MysqlEngine:
             log.warning("could not forward KILL QUERY to %s: %s", server.address, exc.message)
             return
         try:
-            await run_query(conn, f"KILL QUERY {int(server.pid)}", 5.0)
+            # ER_NO_SUCH_THREAD: the statement ended (and the connection with it) meanwhile.
+            await run_query(conn, f"KILL QUERY {int(server.pid)}", 5.0, expected=(ErrorCode.NO_SUCH_THREAD,))
         except ProxyError as exc:
             log.warning("KILL QUERY %d on %s failed: %s", server.pid, server.address, exc.message)
         finally:

@@ -35,6 +35,14 @@ _BY_SQLSTATE = {
 }
 
 
+class ServerRefusal(ProxyError):
+    """A server's own refusal handed to the client as the server worded it (errno, SQLSTATE, message)."""
+
+    def __init__(self, errno: int, sqlstate: str, message: str) -> None:
+        super().__init__(message, sqlstate)
+        self.errno = errno
+
+
 def errno_of(exc: ProxyError) -> tuple[int, str]:
     """(errno, SQLSTATE) for a proxy error; a server's own refusal keeps its number."""
     errno = getattr(exc, "errno", None)

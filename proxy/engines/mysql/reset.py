@@ -41,11 +41,12 @@ def reset_then_release(server: MysqlServerConnection, pool: Pool[MysqlServerConn
                        timeout: float = 10.0) -> None:
     """Roll back, drop temporary tables, locks, user variables and statements; then pool the connection.
 
-    COM_RESET_CONNECTION keeps the current schema; session variables go back to the global values.
+    COM_RESET_CONNECTION keeps the current schema and the COM_SET_OPTION multi-statements switch;
+    session variables go back to the global values.
     """
     server.variables.clear()
     server.statements.clear()
-    server.multi_statements = None
+    server.insert_id = 0
     server.pinned_reason = None
     reset = _Reset(pool)
     reset.errors = server.tracker.errors

@@ -22,9 +22,11 @@ log = logging.getLogger("dbproxy.server")
 _ids = itertools.count(1)
 
 # What a server connection's login fixes for its whole life and a client must match to use it:
-# the response format (DEPRECATE_EOF, SESSION_TRACK), multi-statements and -results, FOUND_ROWS
-# (affected-rows semantics), IGNORE_SPACE (parsing), and the handshake character set.
-VARIANT_CAPABILITIES = (Capability.DEPRECATE_EOF | Capability.SESSION_TRACK | Capability.MULTI_STATEMENTS
+# the response format (DEPRECATE_EOF, SESSION_TRACK), multi-results, FOUND_ROWS (affected-rows
+# semantics), IGNORE_SPACE (parsing), and the handshake character set. Not MULTI_STATEMENTS:
+# server connections log in without it and COM_SET_OPTION switches it per client (session_vars.py),
+# so that clients that differ only there (PyMySQL and aiomysql) share one pool.
+VARIANT_CAPABILITIES = (Capability.DEPRECATE_EOF | Capability.SESSION_TRACK
                         | Capability.MULTI_RESULTS | Capability.PS_MULTI_RESULTS | Capability.FOUND_ROWS
                         | Capability.IGNORE_SPACE | Capability.LONG_FLAG | Capability.INTERACTIVE
                         | Capability.TRANSACTIONS | Capability.LONG_PASSWORD)
@@ -63,7 +65,8 @@ class MysqlServerConnection(asyncio.Protocol):
         # Session state applied on this connection beyond its login defaults (see session_vars.py).
         self.schema = self.database
         self.variables: dict[str, SetVariable] = {}
-        self.multi_statements: bool | None = None
+        self.multi_statements = False   # COM_SET_OPTION; logins never ask for CLIENT_MULTI_STATEMENTS
+        self.insert_id = 0   # its session's LAST_INSERT_ID(), as far as the OK packets told
         self.statements = ServerStatements(max_statements)   # statement text -> this server's id
         self.password: str | None = None   # set by open_server_connection: KILL QUERY logs in a second time
         self._login: ServerLogin | None = login
@@ -226,8 +229,9 @@ async def open_server_connection(address: Address, user: str, password: str | No
     return conn
 
 
-async def run_query(conn: MysqlServerConnection, sql: str, timeout: float) -> bool:
-    """Run a statement on an unowned connection and wait for it (False and a warning if it failed)."""
+async def run_query(conn: MysqlServerConnection, sql: str, timeout: float, expected: tuple[int, ...] = ()) -> bool:
+    """Run a statement on an unowned connection and wait for it (False and a warning if it failed;
+    only an info line for the errnos in `expected`)."""
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     class _Waiter:
@@ -247,6 +251,8 @@ async def run_query(conn: MysqlServerConnection, sql: str, timeout: float) -> bo
     finally:
         conn.on_release = None
     if conn.tracker.errors != errors_before:
-        log.warning("%s: %r failed on the server: %s", conn.address, sql, conn.last_error_text())
+        errno = decode_err(conn.tracker.last_error).errno if conn.tracker.last_error else 0
+        log.log(logging.INFO if errno in expected else logging.WARNING, "%s: %r failed on the server: %s",
+                conn.address, sql, conn.last_error_text())
         return False
     return True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +25,17 @@ from ...logs import ConnectionLog
 from ...pool.pool import Pool
 from ...routing.classify import Route
 from .client_login import ClientLogin
-from .errors import error_payload
+from .errors import ServerRefusal, error_payload
 from .server import VARIANT_CAPABILITIES, MysqlServerConnection, Variant
 from .server_login import MysqlServerRefused
-from .session_state import EMPTY, MysqlSessionEffects, might_change_session, session_effects
+from .session_state import (
+    EMPTY,
+    LAST_INSERT_ID_PIN,
+    MysqlSessionEffects,
+    SetVariable,
+    might_change_session,
+    session_effects,
+)
 from .session_vars import TrackedState, replay, variable_key
 from .statements import ClientStatements, ServerStatements, execute_payload
 from .wire.codes import Capability, Command, ErrorCode, Status
@@ -59,6 +67,11 @@ _REFUSED_COMMANDS = frozenset((Command.BINLOG_DUMP, Command.BINLOG_DUMP_GTID, Co
                                Command.TABLE_DUMP, Command.CONNECT_OUT, Command.SHUTDOWN, Command.DAEMON,
                                Command.CONNECT, Command.DELAYED_INSERT, Command.STMT_BULK_EXECUTE))
 _QUERY_SLOT = Slot(Command.QUERY)
+_SETS_INSERT_ID = re.compile(rb"last_insert_id\s*\(\s*[^\s)]")   # LAST_INSERT_ID(expr)
+_K = frozenset(b"kK")   # a COM_QUERY starting with one of these may be a KILL the proxy answers itself
+# A client refused for an oversized command: its bytes are read and dropped this long, then it is closed.
+_DRAINING = 100
+DRAIN_SECONDS = 1.0
 
 
 class MysqlClientSession(ClientSessionCore):
@@ -71,6 +84,16 @@ class MysqlClientSession(ClientSessionCore):
     _infile_buf = b""            # a partial file-packet header
     _awaiting_prepare = 0        # client statement id being re-prepared on the attached server
     _schema_check: tuple[int, str] | None = None   # (tracker errors before, schema) of a USE in flight
+    _sets_check: tuple[int, list[SetVariable]] | None = None   # (tracker errors before, SETs) in flight
+    # With an incomplete command in _pending: the length _pending must reach before it can be
+    # complete (so a large command is not copied and scanned again for every chunk; 0: unknown).
+    _need = 0
+    # Back-pressure (asyncio flow control): the attached server's write buffer is full, so the client is
+    # not read meanwhile (_server_paused); the client's is, so that server is not read (_reading_paused).
+    _server_paused = False
+    _reading_paused: MysqlServerConnection | None = None
+    _insert_id = 0        # the client's LAST_INSERT_ID(): the id of its last insert (from the OK packets)
+    _reprepare = b""      # the COM_STMT_PREPARE _statement_command wants sent before the command it holds
     server: MysqlServerConnection | None
     server_pool: Pool[MysqlServerConnection] | None
     cluster: Cluster[MysqlServerConnection]
@@ -104,7 +127,33 @@ class MysqlClientSession(ClientSessionCore):
             elif self.state == LOGIN:
                 self._pending += data
         except ProxyError as exc:
+            self._client_error(exc)
+
+    def _client_error(self, exc: ProxyError) -> None:
+        """A client's command the proxy cannot take (wherever it was read: data_received, or the
+        pending bytes handed on when a server is attached or a statement re-prepared)."""
+        if isinstance(exc, _TooLarge):
+            self._refuse_too_large(exc)
+        else:
             self.fail(exc)
+
+    def _attach(self, server: MysqlServerConnection, pool: Pool[MysqlServerConnection] | None) -> None:
+        try:
+            super()._attach(server, pool)
+        except ProxyError as exc:
+            self._client_error(exc)
+
+    def _refuse_too_large(self, exc: _TooLarge) -> None:
+        """ER_NET_PACKET_TOO_LARGE, then close; what the client is still sending is read and dropped
+        meanwhile, so that it reads the error instead of a connection reset."""
+        log.warning("client %s: %s", self.peer, exc.message)
+        self._close_reason = exc.message
+        self._pending.clear()
+        self._need = 0
+        self._give_back_server()
+        self.write(encode_packets(error_payload(exc), exc.seq)[0])
+        self.state = _DRAINING   # data_received drops everything from now on
+        asyncio.get_running_loop().call_later(DRAIN_SECONDS, self.close, exc.message)
 
     def _lost_before_login(self) -> None:
         if self.state in (STARTUP, AUTH) and self._buf:
@@ -165,7 +214,14 @@ class MysqlClientSession(ClientSessionCore):
         machine = self._login_machine
         assert machine is not None
         self.state = LOGIN
-        login = self.admit(machine.user, f"Access denied for user '{machine.user}'")
+        try:
+            login = self.admit(machine.user, f"Access denied for user '{machine.user}'")
+        except ProxyError as exc:   # too many clients: the ERR takes the OK's place (and sequence id)
+            *before, (seq, _) = replies
+            log.info("client %s: %s", self.peer, exc.message)
+            self.close(exc.message, b"".join(encode_packets(p, s)[0] for s, p in before)
+                       + encode_packets(error_payload(exc), seq)[0])
+            return
         self.database = machine.database or ""
         self.capabilities = machine.capabilities
         self.charset = machine.charset
@@ -174,7 +230,11 @@ class MysqlClientSession(ClientSessionCore):
         # LOCAL_FILES towards servers only with allow_local_infile: otherwise the server refuses
         # LOAD DATA LOCAL itself (ERROR 1148).
         wanted = VARIANT_CAPABILITIES | (Capability.LOCAL_FILES if self.cluster.config.allow_local_infile else 0)
-        self.pool_variant = Variant(self.capabilities & wanted, self.charset)
+        capabilities = self.capabilities & wanted
+        if self.capabilities & Capability.MULTI_STATEMENTS:
+            capabilities |= Capability.MULTI_RESULTS   # as a server implies it for multi-statement clients
+        self.pool_variant = Variant(capabilities, self.charset)
+        self.state_vars.multi_statements = bool(self.capabilities & Capability.MULTI_STATEMENTS)
         if rest:
             self._pending += rest
         *before, ok = replies
@@ -197,8 +257,10 @@ class MysqlClientSession(ClientSessionCore):
             self._borrow_task = None
             seq = self._held_ok[0]
             if isinstance(exc, MysqlServerRefused) and exc.errno in (ErrorCode.BAD_DB, ErrorCode.DBACCESS_DENIED):
+                # What the server would have told the client itself (1044 when the user may not see
+                # whether the database exists).
                 exc = UnknownDatabase(f"Unknown database '{self.database}'") if exc.errno == ErrorCode.BAD_DB \
-                    else exc
+                    else ServerRefusal(exc.errno, exc.sqlstate, exc.server_message)
             log.info("client %s: %s", self.peer, exc.message)
             self.close(exc.message, encode_packets(error_payload(exc), seq)[0])
             return
@@ -221,7 +283,10 @@ class MysqlClientSession(ClientSessionCore):
         if self._pending:
             data = bytes(self._pending)
             self._pending.clear()
-            self._client_data(data)
+            try:
+                self._client_data(data)
+            except ProxyError as exc:
+                self._client_error(exc)
 
     # ---- client → server --------------------------------------------------------------------------
 
@@ -236,15 +301,18 @@ class MysqlClientSession(ClientSessionCore):
             return
         if self._pending:
             self._pending += data
+            if len(self._pending) < self._need:
+                return   # still incomplete
             data = bytes(self._pending)
             self._pending.clear()
+            self._need = 0
         server = self.server
         if server is None:
             data = self._answer_locally(data)
             if not data:
                 return
             if self._command_end(data, 0) > len(data):
-                self._pending += data
+                self._keep_incomplete(data, 0)
                 return
             server = self._take_idle_now(data) if self._broken is None else None
             if server is None:
@@ -297,12 +365,26 @@ class MysqlClientSession(ClientSessionCore):
             if size - end < 4:
                 return size + 1
             length = data[end] | data[end + 1] << 8 | data[end + 2] << 16
-            end += 4 + length
             total += length
             if total > MAX_COMMAND:
-                raise _TooLarge()
+                raise _TooLarge(data[end + 3] + 1)
+            end += 4 + length
             if length < _MAX:
                 return end
+
+    def _keep_incomplete(self, data: bytes, pos: int) -> None:
+        """Keep the incomplete command at data[pos:] in _pending, and how long it is at least."""
+        self._pending += data[pos:] if pos else data
+        size = len(data)
+        end = pos
+        while size - end >= 4:
+            length = data[end] | data[end + 1] << 8 | data[end + 2] << 16
+            end += 4 + length
+            if length < _MAX or end > size:
+                break
+        else:
+            end += 4
+        self._need = end - pos
 
     def _answer_locally(self, data: bytes) -> bytes:
         """With no server attached: answer the leading commands that need none; returns the rest."""
@@ -329,6 +411,12 @@ class MysqlClientSession(ClientSessionCore):
                 out.append(encode_packets(encode_ok(self.capabilities, status=self._status()), 1)[0])
             elif command == Command.PROCESS_KILL and end - pos >= 9:
                 out.append(self._kill("connection", int.from_bytes(data[pos + 5:pos + 9], "little")))
+            elif command == Command.QUERY and end - pos > 9 and data[pos + 5] in _K:
+                # KILL needs no server connection: it must work while the pool is exhausted too.
+                reply = self._local_kill(data[pos + 5:end])
+                if reply is None:
+                    break
+                out.append(reply)
             else:
                 break
             pos = end
@@ -354,12 +442,12 @@ class MysqlClientSession(ClientSessionCore):
             command = data[pos + 4]
             if command == Command.QUERY:
                 self.queries += 1
-                sql = data[pos + 5:end]
+                sql = data[pos + 5:end] if end - pos < _MAX + 4 else _payload(data, pos, end)[1:]
                 if self._on_replica and self._must_leave_replica(sql, server):
                     break
                 effects = session_effects(sql.decode("utf-8", "replace")) if might_change_session(sql) else EMPTY
                 if effects is not EMPTY:
-                    reply = self._apply_effects(effects, server)
+                    reply = self._apply_effects(effects, server, sql)
                     if reply is not None:   # answered by the proxy (KILL)
                         out.append(data[start:pos])
                         start = end
@@ -368,12 +456,20 @@ class MysqlClientSession(ClientSessionCore):
                             self.write(due)
                         pos = end
                         continue
+                    if effects.uses_last_insert_id:
+                        before = self._sync_insert_id(server)
+                        if before:
+                            out.append(data[start:pos])
+                            out.append(before)
+                            start = pos
                 tracker.push(_QUERY_SLOT)
             elif command in _STATEMENT_COMMANDS:
-                replacement = self._statement_command(data[pos + 4:end], server)
+                replacement = self._statement_command(
+                    data[pos + 4:end] if end - pos < _MAX + 4 else _payload(data, pos, end), server)
                 if replacement is None:   # waiting for a re-prepare: the rest stays pending
                     out.append(data[start:pos])
-                    start = pos
+                    out.append(self._reprepare)   # after what came before it, as its slot is
+                    self._reprepare = b""
                     self._pending += data[pos:]
                     pos = start = size
                     break
@@ -381,7 +477,8 @@ class MysqlClientSession(ClientSessionCore):
                 out.append(replacement)
                 start = end
             elif command == Command.STMT_PREPARE:
-                client_id = self.prepared.new_id(data[pos + 5:end])
+                client_id = self.prepared.new_id(
+                    data[pos + 5:end] if end - pos < _MAX + 4 else _payload(data, pos, end)[1:])
                 tracker.push(Slot(Command.STMT_PREPARE, PASS, stmt_id=client_id))
             elif command == Command.STMT_CLOSE:
                 self._close_statement(data[pos + 4:end])
@@ -398,8 +495,8 @@ class MysqlClientSession(ClientSessionCore):
             elif command == Command.RESET_CONNECTION:
                 self._reset_state()
                 server.variables.clear()
+                server.insert_id = 0
                 server.statements = ServerStatements(self.cluster.config.pool.max_prepared_statements)
-                server.schema = self.database
                 self._unpin(server)
                 tracker.push(Slot(command))
             elif command == Command.SET_OPTION:
@@ -425,8 +522,8 @@ class MysqlClientSession(ClientSessionCore):
                 tracker.push(Slot(command))
             pos = end
         if pos < size:
-            self._pending += data[pos:]
-        if start == 0 and pos == size:
+            self._keep_incomplete(data, pos)
+        if start == 0 and pos == size and not out:
             server.write(data)
         else:
             out.append(data[start:pos])
@@ -460,11 +557,14 @@ class MysqlClientSession(ClientSessionCore):
         if server_id is None:
             self._awaiting_prepare = client_id
             tracker.push(Slot(Command.STMT_PREPARE, DROP_ALL, stmt_id=client_id))
-            server.write(encode_packets(bytes((Command.STMT_PREPARE,)) + statement.sql, 0)[0])
+            self._reprepare = encode_packets(bytes((Command.STMT_PREPARE,)) + statement.sql, 0)[0]
             return None
+        before = b""
         if command == Command.STMT_EXECUTE:
             if len(payload) > 5 and payload[5] & 0x0F:
                 self.pin("server-side cursor", server)
+            if statement.uses_last_insert_id:
+                before = self._sync_insert_id(server)
             body = execute_payload(payload, server_id, statement, server.statements)
             self._long_data = False
         else:
@@ -476,7 +576,7 @@ class MysqlClientSession(ClientSessionCore):
         if command not in _NO_RESPONSE:
             tracker.push(Slot(command))
         self.queries += command == Command.STMT_EXECUTE
-        return encode_packets(body, 0)[0]
+        return before + encode_packets(body, 0)[0]
 
     def _take_prepared(self, server: MysqlServerConnection) -> None:
         """Statements the server just prepared: record their server ids (and close replaced ones)."""
@@ -488,6 +588,9 @@ class MysqlClientSession(ClientSessionCore):
                 sql = statement.sql if statement is not None else None
             if sql is None:
                 continue
+            statement = self.prepared.by_id.get(done.client_id)
+            if statement is not None and might_change_session(sql):
+                statement.uses_last_insert_id = session_effects(sql.decode("utf-8", "replace")).uses_last_insert_id
             for stale in server.statements.add(sql, done.statement_id):
                 server.write(encode_packets(Command.STMT_CLOSE.to_bytes(1, "little") + stale.to_bytes(4, "little"),
                                             0)[0])
@@ -504,19 +607,47 @@ class MysqlClientSession(ClientSessionCore):
 
     # ---- session state ----------------------------------------------------------------------------
 
-    def _apply_effects(self, effects: MysqlSessionEffects, server: MysqlServerConnection) -> bytes | None:
+    def _sync_insert_id(self, server: MysqlServerConnection) -> bytes:
+        """A statement reads LAST_INSERT_ID(): the hidden `SELECT LAST_INSERT_ID(n)` that first gives this
+        server connection the client's own value (the id of its last insert, SPEC §12), if it lacks it."""
+        if self.pinned is not None or self.session_mode or server.insert_id == self._insert_id:
+            return b""
+        server.insert_id = self._insert_id
+        server.tracker.push(Slot(Command.QUERY, DROP_ALL))
+        return encode_packets(b"\x03SELECT LAST_INSERT_ID(%d)" % self._insert_id, 0)[0]
+
+    def _apply_effects(self, effects: MysqlSessionEffects, server: MysqlServerConnection,
+                       sql: bytes = b"") -> bytes | None:
         """Track what a statement does to the session; returns the reply when the proxy answers it."""
         kill = effects.kill
         if kill is not None and kill.target is not None and kill.kind in ("connection", "query"):
             return self._kill(kill.kind, kill.target)
-        for change in effects.sets:
-            self.state_vars.set(change)
-            server.variables[variable_key(change.name)] = change
+        if effects.sets:
+            # The server has them as soon as it runs the text (as far as the proxy can tell: a later reset
+            # of a variable it never took is harmless); the client only once the text succeeded.
+            for change in effects.sets:
+                server.variables[variable_key(change.name)] = change
+            if self._sets_check is None:
+                self._sets_check = (server.tracker.errors, list(effects.sets))
+            else:
+                self._sets_check[1].extend(effects.sets)
         if effects.schema is not None:
             self._schema_check = (server.tracker.errors, effects.schema)
         if effects.pin_reason:
             self.pin(effects.pin_reason, server)
+        elif effects.uses_last_insert_id and _SETS_INSERT_ID.search(sql.lower()):
+            self.pin(LAST_INSERT_ID_PIN, server)   # LAST_INSERT_ID(expr) sets it where no OK packet tells
         return None
+
+    def _local_kill(self, sql: bytes) -> bytes | None:
+        """The reply to a COM_QUERY `KILL [QUERY | CONNECTION] n` (None: not one)."""
+        if sql[:4].lower() != b"kill":
+            return None
+        kill = session_effects(sql.decode("utf-8", "replace")).kill
+        if kill is None or kill.target is None or kill.kind not in ("connection", "query"):
+            return None
+        self.queries += 1
+        return self._kill(kill.kind, kill.target)
 
     def _kill(self, what: str, target_id: int) -> bytes:
         """KILL [QUERY|CONNECTION] n with the proxy's connection id n (SPEC §12)."""
@@ -534,7 +665,10 @@ class MysqlClientSession(ClientSessionCore):
         return encode_packets(encode_ok(self.capabilities, status=self._status()), 1)[0]
 
     def _reset_state(self) -> None:
-        self.state_vars.reset(self.database)
+        """COM_RESET_CONNECTION: as a server does, keeps the current schema (and the multi-statements switch)."""
+        self.state_vars.reset(self.state_vars.schema)
+        self._insert_id = 0
+        self._sets_check = None
         self.prepared.clear()
         self._long_data = False
 
@@ -545,7 +679,10 @@ class MysqlClientSession(ClientSessionCore):
             server.pinned_reason = None
 
     def _attached(self, server: MysqlServerConnection) -> None:
-        commands = replay(self.state_vars, server.schema, server.variables, server.multi_statements, self.charset)
+        self._need = 0   # the core hands _pending over whole
+        server.tracker.last_insert_id = 0   # an id of the previous owner is not this client's
+        commands = replay(self.state_vars, server.schema, server.variables, server.multi_statements, self.charset,
+                          server.server_version)
         if not commands:
             return
         for command, body in commands:
@@ -590,17 +727,35 @@ class MysqlClientSession(ClientSessionCore):
         if data:
             self.write(data)
         tracker = server.tracker
+        if tracker.last_insert_id:   # an OK with an insert id: the client's LAST_INSERT_ID() now
+            self._insert_id = server.insert_id = tracker.last_insert_id
+            tracker.last_insert_id = 0
         if tracker.prepared or tracker.failed_prepares:
             self._take_prepared(server)
             if not self._awaiting_prepare and self._pending:
                 pending = bytes(self._pending)
                 self._pending.clear()
-                self._forward(pending, server)
+                self._need = 0
+                try:
+                    self._forward(pending, server)
+                except ProxyError as exc:
+                    self._client_error(exc)
+                    return
         if self._schema_check is not None and not tracker.slots:
             errors, schema = self._schema_check
             self._schema_check = None
             if tracker.errors == errors:
                 self.state_vars.schema = server.schema = schema
+                if not self.database:
+                    # Logged in without a database: from now on its pool is that of the schema (a
+                    # server connection cannot go back to none, see _released).
+                    self.database = schema
+        if self._sets_check is not None and not tracker.slots:
+            errors, changes = self._sets_check
+            self._sets_check = None
+            if tracker.errors == errors:
+                for change in changes:
+                    self.state_vars.set(change)
         if tracker.terminated:
             return   # the connection is done: server_lost follows
         if (tracker.idle and not self._long_data and not self._awaiting_prepare and self.pinned is None
@@ -609,12 +764,44 @@ class MysqlClientSession(ClientSessionCore):
         elif self._held and not tracker.slots and not tracker.in_transaction:
             self._release()
 
+    def pause_writing(self) -> None:
+        self._reading_paused = self.server
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self._reading_paused = None
+        super().resume_writing()
+
+    def _unpause(self, server: MysqlServerConnection) -> None:
+        """The server is detached: undo what back-pressure paused on this client's behalf."""
+        if self._reading_paused is server:   # the client was slow: the proxy stopped reading the server
+            self._reading_paused = None
+            server.resume_reading()
+        if self._server_paused:   # the server was slow: the proxy stopped reading the client
+            self.server_resume_writing()
+
+    def server_pause_writing(self) -> None:
+        self._server_paused = True
+        super().server_pause_writing()
+
+    def server_resume_writing(self) -> None:
+        self._server_paused = False
+        super().server_resume_writing()
+
+    def _released(self, server: MysqlServerConnection) -> None:
+        self._unpause(server)
+        if server.schema and not server.database:
+            # A USE on a connection opened without a database: no command takes it back to none.
+            server.close("USE on a connection without a database")
+
     def server_lost(self, server: MysqlServerConnection, reason: str) -> None:
         """The server connection died under this client: error for work in flight, keep the client."""
         tracker = server.tracker
         waiting = [s for s in tracker.slots if s.action == PASS]
         in_transaction = tracker.in_transaction
         self._detach_lost(server, reason)
+        self._sets_check = self._schema_check = None
+        self._unpause(server)
         self._long_data = False
         self._awaiting_prepare = 0
         err = ServerUnavailable(f"Lost connection to server {server.address} during query: {reason}")
@@ -633,6 +820,7 @@ class MysqlClientSession(ClientSessionCore):
         """No server for the pending commands: answer each with err, as a server would."""
         data = bytes(self._pending)
         self._pending.clear()
+        self._need = 0
         out: list[bytes] = []
         pos = 0
         while len(data) - pos >= 5:
@@ -654,16 +842,41 @@ class MysqlClientSession(ClientSessionCore):
 
     # ---- giving the server back -------------------------------------------------------------------
 
+    def _give_back_server(self) -> None:
+        server = self.server
+        if server is not None and self.server_pool is not None and self._work_in_flight(server) and not server.closed:
+            # The core closes it; a server does not notice that before the statement ends, so it
+            # would run on (holding its locks) for no one: interrupt it.
+            log.info("client %s gone with a statement in flight on %s: KILL QUERY %d", self.peer, server.address,
+                     server.pid)
+            self.app.spawn(self.cluster.engine.cancel(server))
+        if server is not None:
+            self._unpause(server)
+        super()._give_back_server()
+
     def _work_in_flight(self, server: MysqlServerConnection) -> bool:
         return not server.tracker.quiet or self._awaiting_prepare != 0
 
     def _return_server(self, server: MysqlServerConnection, pool: Pool[MysqlServerConnection]) -> None:
+        if server.schema and not server.database:
+            pool.discard(server)   # see _released
+            return
         if not (server.tracker.in_transaction or self.pinned is not None or self.session_mode or self._long_data):
             pool.release(server)
             return
         from .reset import reset_then_release
 
         reset_then_release(server, pool)
+
+
+def _payload(data: bytes, pos: int, end: int) -> bytes:
+    """The payload of the command at data[pos:end] that spans several 16 MiB packets, joined."""
+    parts = []
+    while pos < end:
+        length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+        parts.append(data[pos + 4:pos + 4 + length])
+        pos += 4 + length
+    return b"".join(parts)
 
 
 def _speaks_postgres(data: bytes) -> bool:
@@ -680,6 +893,9 @@ class ShutDownByKill(ProxyError):
 
 
 class _TooLarge(ProtocolViolation):
-    def __init__(self) -> None:
+    """A command over MAX_COMMAND; `seq` is the sequence id the client expects the answer with."""
+
+    def __init__(self, seq: int) -> None:
         super().__init__(f"Got a packet bigger than 'max_allowed_packet' bytes ({MAX_COMMAND})")
         self.errno = ErrorCode.NET_PACKET_TOO_LARGE
+        self.seq = seq & 0xFF

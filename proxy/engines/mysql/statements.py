@@ -7,8 +7,9 @@ prepared (text, parameter count, the parameter types it last sent); `ServerState
 per-server-connection map text -> server id, least recently used first, bounded.
 
 COM_STMT_EXECUTE names its parameter types only when the new-params-bound flag is set; a server
-that never saw them for this statement would misread the values, so `execute_payload` adds the
-types the client sent earlier when this server has not had them yet.
+that never saw them for this statement, or last had another client's types for the same text, would
+misread the values, so `execute_payload` adds the types the client sent earlier when the server's
+differ.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class ClientStatement:
     num_params: int
     num_columns: int
     types: bytes = b""        # 2 bytes per parameter, as the client last bound them
+    uses_last_insert_id: bool = False   # its text calls LAST_INSERT_ID() (session.py gives the server the client's)
 
 
 @dataclass
@@ -71,7 +73,9 @@ class ServerStatements:
 
     def __init__(self, limit: int) -> None:
         self.ids: OrderedDict[bytes, int] = OrderedDict()
-        self.typed: set[int] = set()   # server ids that were sent parameter types
+        # server id -> the parameter types the server last had for it (shared by every client that
+        # runs the same text on this connection: each client's own types must be the ones in force)
+        self.typed: dict[int, bytes] = {}
         self.limit = limit
 
     def get(self, sql: bytes) -> int | None:
@@ -91,7 +95,7 @@ class ServerStatements:
             _, evicted = self.ids.popitem(last=False)
             stale.append(evicted)
         for server_id in stale:
-            self.typed.discard(server_id)
+            self.typed.pop(server_id, None)
         return stale
 
     def clear(self) -> None:
@@ -118,9 +122,9 @@ def execute_payload(payload: bytes, server_id: int, statement: ClientStatement, 
         if len(types) != 2 * n:
             raise ProtocolViolation("truncated COM_STMT_EXECUTE parameter types")
         statement.types = types
-        server.typed.add(server_id)
+        server.typed[server_id] = types
         return head + payload[_EXECUTE_HEAD:]
-    if server_id in server.typed or not statement.types:
+    if not statement.types or server.typed.get(server_id) == statement.types:
         return head + payload[_EXECUTE_HEAD:]
-    server.typed.add(server_id)
+    server.typed[server_id] = statement.types
     return head + payload[_EXECUTE_HEAD:bitmap_end] + b"\x01" + statement.types + payload[bitmap_end + 1:]
