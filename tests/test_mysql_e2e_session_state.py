@@ -336,6 +336,28 @@ def test_reset_connection_resets_the_clients_state(proxy: MysqlProxy) -> None:
         conn.close()
 
 
+def test_change_user_is_authenticated_by_the_proxy_and_starts_over(proxy: MysqlProxy) -> None:
+    conn = mysql.connector.connect(host=HOST, port=proxy.port, user=APP_USER, password=APP_PASSWORD,
+                                   database=APP_DB, autocommit=True, use_pure=True)
+    try:
+        cur = conn.cursor()
+        cur.execute("SET time_zone = '+07:00'")
+        cur.execute("SET @pinned = 1")   # pinned: the server connection goes back (reset) first
+        assert client_row(proxy, conn.connection_id)["pinned"] == "user variable"
+        conn.cmd_change_user(username=APP_USER, password=APP_PASSWORD, database=OTHER_DB)
+        cur = conn.cursor()
+        cur.execute("SELECT @@time_zone, DATABASE(), @pinned, (SELECT db FROM where_am_i)")
+        assert cur.fetchall() == [("SYSTEM", OTHER_DB, None, OTHER_DB)]
+        assert client_row(proxy, conn.connection_id)["pinned"] == "user variable"   # the SELECT @pinned
+        with pytest.raises(mysql.connector.Error) as excinfo:
+            conn.cmd_change_user(username=APP_USER, password="wrong", database=APP_DB)
+        assert excinfo.value.errno == 1045
+    finally:
+        conn.close()
+    with connect(proxy) as other:   # the proxy and its pool carry on
+        assert scalar(other, "SELECT 1") == 1
+
+
 # ---- pins -------------------------------------------------------------------------------------------
 
 

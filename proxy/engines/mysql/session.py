@@ -24,6 +24,7 @@ from ...errors import ProtocolViolation, ProxyError, ServerUnavailable, UnknownD
 from ...logs import ConnectionLog
 from ...pool.pool import Pool
 from ...routing.classify import Route
+from . import change_user
 from .client_login import ClientLogin
 from .errors import ServerRefusal, error_payload
 from .server import VARIANT_CAPABILITIES, MysqlServerConnection, Variant
@@ -79,6 +80,9 @@ class MysqlClientSession(ClientSessionCore):
 
     _login_machine: ClientLogin | None = None
     _held_ok: tuple[int, bytes] | None = None   # the login's OK, sent once the database is known good
+    changing_user = False        # COM_CHANGE_USER: the proxy is authenticating the new user
+    change_buf = b""             # a partial packet of that exchange
+    _change_after = False        # COM_CHANGE_USER waits for the attached server to go quiet
     _long_data = False           # COM_STMT_SEND_LONG_DATA sent: keep the server until the execute
     _infile_skip = 0             # LOAD DATA LOCAL: 0 not in a file, else 1 + bytes of a file packet still to relay
     _infile_buf = b""            # a partial file-packet header
@@ -241,11 +245,31 @@ class MysqlClientSession(ClientSessionCore):
         if before:
             self.write(b"".join(encode_packets(p, s)[0] for s, p in before))
         self._held_ok = ok
+        self.check_database(login)
+
+    def check_database(self, login: Any) -> None:
+        """Send the held OK once the (user, database) is known to exist (one server login the first time)."""
         key = (login.user.server_user, self.database)
         if key in self.shared.known_databases:
             self._welcome()
         else:
             self._borrow_task = asyncio.get_running_loop().create_task(self._first_login(key))
+
+    def login_machine(self) -> ClientLogin:
+        assert self._login_machine is not None
+        return self._login_machine
+
+    def start_over(self, database: str, charset: int) -> None:
+        """COM_CHANGE_USER succeeded: a new user and database, nothing kept from before."""
+        self.database = database
+        self.charset = charset
+        self.state_vars.reset(database)
+        self.state_vars.multi_statements = bool(self.capabilities & Capability.MULTI_STATEMENTS)
+        self.prepared.clear()
+        self.pinned = None
+        self._insert_id = 0
+        self._long_data = False
+        self.pool_variant = Variant(self.pool_variant.capabilities, charset)
 
     async def _first_login(self, key: tuple[str, str]) -> None:
         """First client of a (user, database): a server connection proves the database exists."""
@@ -275,7 +299,6 @@ class MysqlClientSession(ClientSessionCore):
         assert self.login is not None and self._held_ok is not None
         seq, ok = self._held_ok
         self._held_ok = None
-        self._login_machine = None
         self.write(encode_packets(ok, seq)[0])
         self.state = READY
         connections_log.info("client %s connected: user=%s database=%s endpoint=%s/%s", self.peer,
@@ -292,6 +315,10 @@ class MysqlClientSession(ClientSessionCore):
 
     def _client_data(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
+        if self.changing_user:
+            data = change_user.receive(self, data)
+            if not data:
+                return
         if self._infile_skip or (self.server is not None and self.server.tracker.infile is not None):
             data = self._relay_infile(data)
             if not data:
@@ -411,6 +438,12 @@ class MysqlClientSession(ClientSessionCore):
                 out.append(encode_packets(encode_ok(self.capabilities, status=self._status()), 1)[0])
             elif command == Command.PROCESS_KILL and end - pos >= 9:
                 out.append(self._kill("connection", int.from_bytes(data[pos + 5:pos + 9], "little")))
+            elif command == Command.CHANGE_USER:
+                if out:
+                    self.write(b"".join(out))
+                self._pending += data[end:]
+                change_user.start(self, data[pos + 4:end])
+                return b""
             elif command == Command.QUERY and end - pos > 9 and data[pos + 5] in _K:
                 # KILL needs no server connection: it must work while the pool is exhausted too.
                 reply = self._local_kill(data[pos + 5:end])
@@ -510,7 +543,12 @@ class MysqlClientSession(ClientSessionCore):
                     "connection", int.from_bytes(data[pos + 5:pos + 9], "little"))))
                 if due:
                     self.write(due)
-            elif command == Command.CHANGE_USER or command in _REFUSED_COMMANDS:
+            elif command == Command.CHANGE_USER:   # after the server goes back (see server_data)
+                self._change_after = True
+                self._pending += data[pos:]
+                pos = start = size
+                break
+            elif command in _REFUSED_COMMANDS:
                 out.append(data[start:pos])
                 start = end
                 name = Command(command).name if command in Command._value2member_map_ else str(command)
@@ -528,6 +566,8 @@ class MysqlClientSession(ClientSessionCore):
         else:
             out.append(data[start:pos])
             self._flush(server, out)
+        if self._change_after and tracker.quiet:
+            self._change_user_now()
 
     @staticmethod
     def _flush(server: MysqlServerConnection, out: list[bytes]) -> None:
@@ -723,10 +763,21 @@ class MysqlClientSession(ClientSessionCore):
 
     # ---- server → client --------------------------------------------------------------------------
 
+    def _change_user_now(self) -> None:
+        """The attached server is quiet: give it back (reset), then authenticate the COM_CHANGE_USER."""
+        self._change_after = False
+        self._give_back_server()
+        pending = bytes(self._pending)
+        self._pending.clear()
+        self._client_data(pending)
+
     def server_data(self, server: MysqlServerConnection, data: bytes) -> None:
         if data:
             self.write(data)
         tracker = server.tracker
+        if self._change_after and tracker.quiet:
+            self._change_user_now()
+            return
         if tracker.last_insert_id:   # an OK with an insert id: the client's LAST_INSERT_ID() now
             self._insert_id = server.insert_id = tracker.last_insert_id
             tracker.last_insert_id = 0
