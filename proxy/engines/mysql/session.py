@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ...config import EndpointConfig
-from ...core.session import AUTH, LOGIN, READY, STARTUP, ClientSessionCore
+from ...core.session import AUTH, LOGIN, READY, STARTUP, ClientSessionCore, statement_stem
 from ...errors import ProtocolViolation, ProxyError, ServerUnavailable, UnknownDatabase
 from ...logs import ConnectionLog
 from ...pool.pool import Pool
@@ -73,6 +73,26 @@ _K = frozenset(b"kK")   # a COM_QUERY starting with one of these may be a KILL t
 # A client refused for an oversized command: its bytes are read and dropped this long, then it is closed.
 _DRAINING = 100
 DRAIN_SECONDS = 1.0
+
+
+# might_change_session() per statement stem (the text without trailing digits, as in split routing):
+# point lookups that differ only in a trailing number share one verdict (digits add no session effect).
+_PLAIN_STEMS: dict[bytes, bool] = {}
+_PLAIN_STEMS_KEPT = 4096
+_PLAIN_STEM_MAX = 512
+
+
+def _might_change(sql: bytes) -> bool:
+    if len(sql) > _PLAIN_STEM_MAX:
+        return might_change_session(sql)
+    stem = statement_stem(sql)
+    verdict = _PLAIN_STEMS.get(stem)
+    if verdict is None:
+        verdict = might_change_session(sql)
+        if len(_PLAIN_STEMS) >= _PLAIN_STEMS_KEPT:
+            _PLAIN_STEMS.clear()
+        _PLAIN_STEMS[stem] = verdict
+    return verdict
 
 
 class MysqlClientSession(ClientSessionCore):
@@ -415,6 +435,8 @@ class MysqlClientSession(ClientSessionCore):
 
     def _answer_locally(self, data: bytes) -> bytes:
         """With no server attached: answer the leading commands that need none; returns the rest."""
+        if len(data) > 5 and data[4] == Command.QUERY and data[5] not in _K:
+            return data   # the common case: a query that is not KILL
         pos = 0
         size = len(data)
         out: list[bytes] = []
@@ -478,7 +500,7 @@ class MysqlClientSession(ClientSessionCore):
                 sql = data[pos + 5:end] if end - pos < _MAX + 4 else _payload(data, pos, end)[1:]
                 if self._on_replica and self._must_leave_replica(sql, server):
                     break
-                effects = session_effects(sql.decode("utf-8", "replace")) if might_change_session(sql) else EMPTY
+                effects = session_effects(sql.decode("utf-8", "replace")) if _might_change(sql) else EMPTY
                 if effects is not EMPTY:
                     reply = self._apply_effects(effects, server, sql)
                     if reply is not None:   # answered by the proxy (KILL)
@@ -721,6 +743,10 @@ class MysqlClientSession(ClientSessionCore):
     def _attached(self, server: MysqlServerConnection) -> None:
         self._need = 0   # the core hands _pending over whole
         server.tracker.last_insert_id = 0   # an id of the previous owner is not this client's
+        state = self.state_vars
+        if (not state.variables and not server.variables and state.multi_statements == server.multi_statements
+                and (not state.schema or state.schema == server.schema)):
+            return   # the common case: nothing to replay
         commands = replay(self.state_vars, server.schema, server.variables, server.multi_statements, self.charset,
                           server.server_version)
         if not commands:
