@@ -66,6 +66,8 @@ class ClientSessionCore(asyncio.Protocol):
     _route_stem = b"\x00"   # split: the previous statement's text without trailing digits
     _route_verdict: Classification = _NO_VERDICT
     pool_variant: Any = None   # the engine's login-time settings a server connection must match
+    _server_paused = False
+    _reading_paused: Any = None
 
     def __init__(self, app: Any, cluster: Cluster[Any], endpoint: EndpointConfig) -> None:
         self.app = app
@@ -165,21 +167,37 @@ class ClientSessionCore(asyncio.Protocol):
     def _lost_before_login(self) -> None:
         """Hook: log what a client that vanished mid-login had sent (SPEC §9)."""
 
+    # Back-pressure (asyncio flow control): the client's write buffer is full, so its server is not
+    # read meanwhile (_reading_paused); the server's is, so the client is not read (_server_paused).
+    # Whatever is paused on this client's behalf is resumed when the server is detached (_unpause).
+
     def pause_writing(self) -> None:
         if self.server is not None:
+            self._reading_paused = self.server
             self.server.pause_reading()
 
     def resume_writing(self) -> None:
+        self._reading_paused = None
         if self.server is not None:
             self.server.resume_reading()
 
     def server_pause_writing(self) -> None:
+        self._server_paused = True
         if self.transport is not None and not self._paused_reading:
             self.transport.pause_reading()
 
     def server_resume_writing(self) -> None:
+        self._server_paused = False
         if self.transport is not None and not self._paused_reading:
             self.transport.resume_reading()
+
+    def _unpause(self, server: Any) -> None:
+        """The server is detached: undo what back-pressure paused on this client's behalf."""
+        if self._reading_paused is server:   # the client was slow: the proxy stopped reading the server
+            self._reading_paused = None
+            server.resume_reading()
+        if self._server_paused:   # the server was slow: the proxy stopped reading the client
+            self.server_resume_writing()
 
     # ---- errors and closing -----------------------------------------------------------------------
 
@@ -355,6 +373,8 @@ class ClientSessionCore(asyncio.Protocol):
         self.app.metrics.transaction_finished(self.cluster.name, self.endpoint.name,
                                               time.monotonic() - self._transaction_started)
         self._released(server)
+        if self._reading_paused is not None or self._server_paused:
+            self._unpause(server)
         self.server = None
         self.server_pool = None
         server.owner = None
@@ -367,6 +387,7 @@ class ClientSessionCore(asyncio.Protocol):
 
     def _detach_lost(self, server: Any, reason: str) -> None:
         """The server died under this client: forget it (the pool discards it)."""
+        self._unpause(server)
         self.server = None
         pool, self.server_pool = self.server_pool, None
         server.owner = None
@@ -379,6 +400,7 @@ class ClientSessionCore(asyncio.Protocol):
         server, pool = self.server, self.server_pool
         if server is None:
             return
+        self._unpause(server)
         self.server = None
         self.server_pool = None
         server.owner = None

@@ -112,10 +112,6 @@ class MysqlClientSession(ClientSessionCore):
     # With an incomplete command in _pending: the length _pending must reach before it can be
     # complete (so a large command is not copied and scanned again for every chunk; 0: unknown).
     _need = 0
-    # Back-pressure (asyncio flow control): the attached server's write buffer is full, so the client is
-    # not read meanwhile (_server_paused); the client's is, so that server is not read (_reading_paused).
-    _server_paused = False
-    _reading_paused: MysqlServerConnection | None = None
     _insert_id = 0        # the client's LAST_INSERT_ID(): the id of its last insert (from the OK packets)
     _reprepare = b""      # the COM_STMT_PREPARE _statement_command wants sent before the command it holds
     server: MysqlServerConnection | None
@@ -841,32 +837,7 @@ class MysqlClientSession(ClientSessionCore):
         elif self._held and not tracker.slots and not tracker.in_transaction:
             self._release()
 
-    def pause_writing(self) -> None:
-        self._reading_paused = self.server
-        super().pause_writing()
-
-    def resume_writing(self) -> None:
-        self._reading_paused = None
-        super().resume_writing()
-
-    def _unpause(self, server: MysqlServerConnection) -> None:
-        """The server is detached: undo what back-pressure paused on this client's behalf."""
-        if self._reading_paused is server:   # the client was slow: the proxy stopped reading the server
-            self._reading_paused = None
-            server.resume_reading()
-        if self._server_paused:   # the server was slow: the proxy stopped reading the client
-            self.server_resume_writing()
-
-    def server_pause_writing(self) -> None:
-        self._server_paused = True
-        super().server_pause_writing()
-
-    def server_resume_writing(self) -> None:
-        self._server_paused = False
-        super().server_resume_writing()
-
     def _released(self, server: MysqlServerConnection) -> None:
-        self._unpause(server)
         if server.schema and not server.database:
             # A USE on a connection opened without a database: no command takes it back to none.
             server.close("USE on a connection without a database")
@@ -878,7 +849,6 @@ class MysqlClientSession(ClientSessionCore):
         in_transaction = tracker.in_transaction
         self._detach_lost(server, reason)
         self._sets_check = self._schema_check = None
-        self._unpause(server)
         self._long_data = False
         self._awaiting_prepare = 0
         err = ServerUnavailable(f"Lost connection to server {server.address} during query: {reason}")
@@ -927,8 +897,6 @@ class MysqlClientSession(ClientSessionCore):
             log.info("client %s gone with a statement in flight on %s: KILL QUERY %d", self.peer, server.address,
                      server.pid)
             self.app.spawn(self.cluster.engine.cancel(server))
-        if server is not None:
-            self._unpause(server)
         super()._give_back_server()
 
     def _work_in_flight(self, server: MysqlServerConnection) -> bool:
