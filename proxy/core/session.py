@@ -130,9 +130,6 @@ class ClientSessionCore(asyncio.Protocol):
     def _attached(self, server: Any) -> None:
         """A server was just attached: replay the client's session state on it."""
 
-    def _released(self, server: Any) -> None:
-        """The transaction ended and server goes back (engine bookkeeping before the pool has it)."""
-
     def _return_server(self, server: Any, pool: Pool[Any]) -> None:
         """Give a quiet server back for good (client gone): roll back / reset first if needed."""
         pool.release(server)
@@ -365,14 +362,15 @@ class ClientSessionCore(asyncio.Protocol):
     # ---- release ----------------------------------------------------------------------------------
 
     def _release(self) -> None:
-        """The transaction is over: the server goes back to its pool, pending work gets a new one."""
+        """The transaction is over: the server goes back to its pool, pending work gets a new one.
+
+        (An engine with bookkeeping to do first overrides this and calls it.)"""
         server, pool = self.server, self.server_pool
         assert server is not None
         self._held = False
         self._on_replica = False
         self.app.metrics.transaction_finished(self.cluster.name, self.endpoint.name,
                                               time.monotonic() - self._transaction_started)
-        self._released(server)
         if self._reading_paused is not None or self._server_paused:
             self._unpause(server)
         self.server = None

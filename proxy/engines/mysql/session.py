@@ -821,7 +821,7 @@ class MysqlClientSession(ClientSessionCore):
                 self.state_vars.schema = server.schema = schema
                 if not self.database:
                     # Logged in without a database: from now on its pool is that of the schema (a
-                    # server connection cannot go back to none, see _released).
+                    # server connection cannot go back to none, see _release).
                     self.database = schema
         if self._sets_check is not None and not tracker.slots:
             errors, changes = self._sets_check
@@ -837,10 +837,13 @@ class MysqlClientSession(ClientSessionCore):
         elif self._held and not tracker.slots and not tracker.in_transaction:
             self._release()
 
-    def _released(self, server: MysqlServerConnection) -> None:
+    def _release(self) -> None:
+        server = self.server
+        assert server is not None
         if server.schema and not server.database:
             # A USE on a connection opened without a database: no command takes it back to none.
             server.close("USE on a connection without a database")
+        super()._release()
 
     def server_lost(self, server: MysqlServerConnection, reason: str) -> None:
         """The server connection died under this client: error for work in flight, keep the client."""
@@ -904,7 +907,7 @@ class MysqlClientSession(ClientSessionCore):
 
     def _return_server(self, server: MysqlServerConnection, pool: Pool[MysqlServerConnection]) -> None:
         if server.schema and not server.database:
-            pool.discard(server)   # see _released
+            pool.discard(server)   # see _release
             return
         if not (server.tracker.in_transaction or self.pinned is not None or self.session_mode or self._long_data):
             pool.release(server)

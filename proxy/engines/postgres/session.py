@@ -123,9 +123,10 @@ class PgClientSession(ClientSessionCore):
         super().__init__(app, cluster, endpoint)
         self.shared: PgClusterState = cluster.engine_state
         self.gucs = GucState()
-        self.rewriter: StatementRewriter | None = (
-            StatementRewriter(self.shared.statement_names, cluster.config.pool.max_prepared_statements)
-            if not self.session_mode and cluster.config.pool.prepared_statements else None)
+        # Made by the first Parse when transaction pooling rewrites prepared statements (most short
+        # connections never prepare one); until then no client statement is known.
+        self.rewriter: StatementRewriter | None = None
+        self._rewrites = not self.session_mode and cluster.config.pool.prepared_statements
         self._copy_skip = 0
         self.unsynced = False
         self._discard_until_sync = False
@@ -312,9 +313,12 @@ class PgClientSession(ClientSessionCore):
         self.last_activity = time.monotonic()
         server = self.server
         if server is None:
-            if not self._pending and self._borrow_task is None:
-                server = self._take_idle_server(data)
+            if (not self._pending and self._borrow_task is None and len(data) >= 5 and data[0] != 0x58
+                    and self._broken is None and not self._discard_until_sync):
+                server = self._take_idle_now(data)   # the fast path: an idle server attached now
                 if server is None:
+                    self._pending += data
+                    self._need_server()
                     return
             else:
                 self._pending += data
@@ -337,18 +341,6 @@ class PgClientSession(ClientSessionCore):
             data = bytes(self._pending)
             self._pending.clear()
         self._forward(data, server)
-
-    def _take_idle_server(self, data: bytes) -> ServerConnection | None:
-        """Fast path for a new transaction: attach an idle server now, or queue data and wait."""
-        if len(data) < 5 or data[0] == 0x58 or self._broken is not None or self._discard_until_sync:
-            self._pending += data
-            self._need_server()
-            return None
-        server: ServerConnection | None = self._take_idle_now(data)
-        if server is None:
-            self._pending += data
-            self._need_server()
-        return server
 
     def _has_complete_message(self) -> bool:
         buf = self._pending
@@ -523,10 +515,14 @@ class PgClientSession(ClientSessionCore):
     def _parse(self, body: bytes, server: ServerConnection) -> bytes:
         parse = decode_parse(body)
         self._statement_effects(parse.query, server)
-        if self.rewriter is None:
-            server.tracker.push(_PARSE_SLOT)
-            return m.message(b"P", body)
-        return self.rewriter.parse(parse, body, server.prepared, server.tracker)
+        rewriter = self.rewriter
+        if rewriter is None:
+            if not self._rewrites:
+                server.tracker.push(_PARSE_SLOT)
+                return m.message(b"P", body)
+            rewriter = self.rewriter = StatementRewriter(self.shared.statement_names,
+                                                         self.cluster.config.pool.max_prepared_statements)
+        return rewriter.parse(parse, body, server.prepared, server.tracker)
 
     # ---- relay: server → client ----------------------------------------------------------------
 
