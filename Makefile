@@ -14,7 +14,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 install: $(VENV)/.stamp-system $(VENV)/.stamp-chromium $(VENV)/.stamp-pip
 
 # PostgreSQL 15 server + client (psql; pgbench ships with the server package on Debian 12),
-# MariaDB server + client (the MySQL-engine tests start their own mariadbd instances),
+# MariaDB server + client (the MySQL-engine tests start their own mariadbd instances), sysbench,
 # and ensurepip for `python3 -m venv`. Checked once; delete the stamp to check again.
 $(VENV)/.stamp-system:
 	@mkdir -p $(VENV)
@@ -25,6 +25,10 @@ $(VENV)/.stamp-system:
 	@if ! command -v mariadbd >/dev/null || ! command -v mariadb-install-db >/dev/null || ! command -v mariadb >/dev/null; then \
 		echo "make: installing MariaDB server and client"; \
 		apt-get update -q && $(APT_INSTALL) mariadb-server mariadb-client; \
+	fi
+	@if ! command -v sysbench >/dev/null; then \
+		echo "make: installing sysbench"; \
+		apt-get update -q && $(APT_INSTALL) sysbench; \
 	fi
 	@if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then \
 		echo "make: installing python3-venv"; \
