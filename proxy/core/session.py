@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..config import EndpointConfig
@@ -50,6 +51,28 @@ def statement_stem(sql: bytes) -> bytes:
     return sql.rstrip(b"0123456789; \t\r\n")
 
 
+def by_statement_stem(check: Callable[[bytes], bool], verdicts: dict[bytes, bool], kept: int = 4096,
+                      max_length: int = 512) -> Callable[[bytes], bool]:
+    """`check` remembered per statement stem (see statement_stem): point lookups that differ only in
+    a trailing number share one verdict. For bytes-level session-state pre-filters, which trailing
+    digits cannot change (a statement made of digits alone changes nothing). Only texts up to
+    max_length are remembered in `verdicts`, at most `kept` of them (then the memo starts over)."""
+
+    def remembered(sql: bytes) -> bool:
+        if len(sql) > max_length:
+            return check(sql)
+        stem = statement_stem(sql)
+        verdict = verdicts.get(stem)
+        if verdict is None:
+            verdict = check(sql)
+            if len(verdicts) >= kept:
+                verdicts.clear()
+            verdicts[stem] = verdict
+        return verdict
+
+    return remembered
+
+
 class ClientSessionCore(asyncio.Protocol):
     """A client connection on one endpoint of one cluster; see the module docstring."""
 
@@ -69,37 +92,40 @@ class ClientSessionCore(asyncio.Protocol):
     _server_paused = False
     _reading_paused: Any = None
 
+    # Per-connection state that starts the same for every client: class defaults, assigned on the
+    # instance when it changes (a short-lived connection does not pay for setting them all).
+    transport: asyncio.Transport | None = None
+    state = STARTUP
+    login: Login | None = None
+    database = ""
+    server: Any = None
+    server_pool: Pool[Any] | None = None
+    pinned: str | None = None
+    transactions = 0
+    queries = 0
+    _borrow_task: asyncio.Task[None] | None = None
+    _broken: ProxyError | None = None
+    _paused_reading = False
+    _last_route = "primary"
+    _transaction_started = 0.0
+    # Split endpoints: while on a replica, each further statement is classified too; one that
+    # must go to the primary is held (with what follows) until the replica is released.
+    _on_replica = False
+    _first_checked = False
+    _held = False
+    # read_your_writes (split endpoints): the position of this client's last write transaction;
+    # replicas serve it only once they have replayed that far.
+    min_position: Any = None
+
     def __init__(self, app: Any, cluster: Cluster[Any], endpoint: EndpointConfig) -> None:
         self.app = app
         self.cluster = cluster
         self.endpoint = endpoint
-        self.transport: asyncio.Transport | None = None
-        self.state = STARTUP
-        self.login: Login | None = None
-        self.database = ""
         self.connected_at = time.time()
-        self.server: Any = None
-        self.server_pool: Pool[Any] | None = None
-        self.pinned: str | None = None
         self.session_mode = cluster.config.pool.mode == "session"
-        self.transactions = 0
-        self.queries = 0
         self._pending = bytearray()
-        self._borrow_task: asyncio.Task[None] | None = None
-        self._broken: ProxyError | None = None
-        self._paused_reading = False
         self.opened = self.last_activity = time.monotonic()
-        self._last_route = "primary"
-        self._transaction_started = 0.0
-        # Split endpoints: while on a replica, each further statement is classified too; one that
-        # must go to the primary is held (with what follows) until the replica is released.
-        self._on_replica = False
-        self._first_checked = False
-        self._held = False
-        # read_your_writes (split endpoints): the position of this client's last write transaction;
-        # replicas serve it only once they have replayed that far.
         self._read_your_writes = endpoint.role == "split" and endpoint.read_your_writes
-        self.min_position: Any = None
 
     # ---- what an engine provides ------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ...config import EndpointConfig
-from ...core.session import AUTH, LOGIN, READY, STARTUP, ClientSessionCore, statement_stem
+from ...core.session import AUTH, LOGIN, READY, STARTUP, ClientSessionCore, by_statement_stem
 from ...errors import ProtocolViolation, ProxyError, ServerUnavailable, UnknownDatabase
 from ...logs import ConnectionLog
 from ...pool.pool import Pool
@@ -75,24 +75,9 @@ _DRAINING = 100
 DRAIN_SECONDS = 1.0
 
 
-# might_change_session() per statement stem (the text without trailing digits, as in split routing):
-# point lookups that differ only in a trailing number share one verdict (digits add no session effect).
+# Remembered per statement stem: point lookups that differ only in a trailing number share one verdict.
 _PLAIN_STEMS: dict[bytes, bool] = {}
-_PLAIN_STEMS_KEPT = 4096
-_PLAIN_STEM_MAX = 512
-
-
-def _might_change(sql: bytes) -> bool:
-    if len(sql) > _PLAIN_STEM_MAX:
-        return might_change_session(sql)
-    stem = statement_stem(sql)
-    verdict = _PLAIN_STEMS.get(stem)
-    if verdict is None:
-        verdict = might_change_session(sql)
-        if len(_PLAIN_STEMS) >= _PLAIN_STEMS_KEPT:
-            _PLAIN_STEMS.clear()
-        _PLAIN_STEMS[stem] = verdict
-    return verdict
+_might_change = by_statement_stem(might_change_session, _PLAIN_STEMS)
 
 
 class MysqlClientSession(ClientSessionCore):

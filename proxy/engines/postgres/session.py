@@ -17,7 +17,7 @@ from ...core.session import (
     RYW_FALLBACK_SECONDS,
     STARTUP,
     ClientSessionCore,
-    statement_stem,
+    by_statement_stem,
 )
 from ...errors import AuthenticationFailed, ProtocolViolation, ProxyError, ServerUnavailable
 from ...logs import ConnectionLog
@@ -74,28 +74,9 @@ def _plain_select_text(sql: bytes) -> bool:
             and b"set_config" not in low and b"temp" not in low)
 
 
-# _plain_select_text() per statement stem (the text without trailing digits, ';' and spaces, as in
-# split routing): point lookups that differ only in a trailing number share one verdict. The digits
-# cannot add a word that changes session state, and a statement made of digits alone changes nothing.
-# Only short texts are remembered (at most 4096 x 512 bytes).
+# Remembered per statement stem: point lookups that differ only in a trailing number share one verdict.
 _PLAIN_STEMS: dict[bytes, bool] = {}
-_PLAIN_STEMS_KEPT = 4096
-_PLAIN_STEM_MAX = 512
-
-
-def _plain_select(sql: bytes) -> bool:
-    if len(sql) > _PLAIN_STEM_MAX:
-        return _plain_select_text(sql)
-    stem = statement_stem(sql)
-    verdict = _PLAIN_STEMS.get(stem)
-    if verdict is None:
-        verdict = _plain_select_text(sql)
-        if len(_PLAIN_STEMS) >= _PLAIN_STEMS_KEPT:
-            _PLAIN_STEMS.clear()
-        _PLAIN_STEMS[stem] = verdict
-    return verdict
-
-
+_plain_select = by_statement_stem(_plain_select_text, _PLAIN_STEMS)
 _PLAIN_SELECT = _plain_select
 _NO_NAMES: list[str] = []   # never changed: replaced, not appended to
 _STREAM_COPY_DATA = 0x64  # CopyData may stream through before it is complete
@@ -118,20 +99,20 @@ class PgClientSession(ClientSessionCore):
     server: ServerConnection | None
     server_pool: Pool[ServerConnection] | None
     cluster: Cluster[ServerConnection]
+    # Made by the first Parse when transaction pooling rewrites prepared statements (most short
+    # connections never prepare one); until then no client statement is known.
+    rewriter: StatementRewriter | None = None
+    _copy_skip = 0
+    unsynced = False
+    _discard_until_sync = False
+    _capturing = False
+    _tx_set_names: set[str] | None = None   # made by the first SET inside a transaction
 
     def __init__(self, app: Any, cluster: Cluster[ServerConnection], endpoint: EndpointConfig) -> None:
         super().__init__(app, cluster, endpoint)
         self.shared: PgClusterState = cluster.engine_state
         self.gucs = GucState()
-        # Made by the first Parse when transaction pooling rewrites prepared statements (most short
-        # connections never prepare one); until then no client statement is known.
-        self.rewriter: StatementRewriter | None = None
         self._rewrites = not self.session_mode and cluster.config.pool.prepared_statements
-        self._copy_skip = 0
-        self.unsynced = False
-        self._discard_until_sync = False
-        self._capturing = False
-        self._tx_set_names: set[str] | None = None   # made by the first SET inside a transaction
 
     # ---- asyncio.Protocol -----------------------------------------------------------------------
 
