@@ -167,6 +167,8 @@ def _check_ok_insert(t: ResponseTracker) -> None:
 
 
 case("query OK", P41, [Slot(Q)], packets(ok(AC, 3, 77)), check=_check_ok_insert)
+case("an insert id survives a later OK without one (as LAST_INSERT_ID() does)", P41, [Slot(Q), Slot(Q)],
+     packets(ok(AC, 1, 42)) + packets(ok(AC, 0, 0)), check=idle_with(last_insert_id=42, affected_rows=0))
 
 
 def _check_err(t: ResponseTracker) -> None:

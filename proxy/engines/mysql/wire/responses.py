@@ -137,7 +137,7 @@ class ResponseTracker:
         self.status = int(status)                # of the last OK / EOF
         self.warnings = 0                        # of the last OK / EOF
         self.affected_rows = 0                   # of the last OK answering a PASS slot
-        self.last_insert_id = 0                  # of the last OK answering a PASS slot
+        self.last_insert_id = 0                  # the last nonzero one of the OKs answering PASS slots
         self.changes: list[StateChange] = []     # session-state records of every OK, for the session to drain
         self.prepared: list[Prepared] = []       # successful COM_STMT_PREPAREs, for the session to drain
         self.failed_prepares: list[int] = []     # stmt_ids of the slots whose COM_STMT_PREPARE got an ERR
@@ -411,7 +411,9 @@ class ResponseTracker:
             self.changes.extend(ok.changes)
         self.status, self.warnings = status, warnings
         if self._action == PASS and data[p] == OK_HEADER:
-            self.affected_rows, self.last_insert_id = affected, insert_id
+            self.affected_rows = affected
+            if insert_id:   # as LAST_INSERT_ID(): a statement that generates no id leaves it alone
+                self.last_insert_id = insert_id
 
     def _terminator(self, data: bytes, p: int, end: int) -> None:
         """EOF (5 bytes), or OK-as-EOF with DEPRECATE_EOF (7 or more), or OK."""
