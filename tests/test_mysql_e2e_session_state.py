@@ -41,6 +41,8 @@ from mysql_e2e_helpers import (
 from deploy.mysqlcluster import APP_DB, APP_PASSWORD, APP_USER, HOST, MysqlCluster
 
 POOL_SIZE = 2
+# Proxy users that log in to the servers as themselves: boss may KILL others' threads there, peon not.
+OTHER_USERS = (("boss", "boss-pass"), ("peon", "peon-pass"))
 OTHER_DB = "e2e_other"
 Conn = pymysql.connections.Connection  # type: ignore[type-arg]
 
@@ -60,8 +62,12 @@ def proxy(mysql_cluster: MysqlCluster, tmp_path_factory: pytest.TempPathFactory)
                     "DROP TABLE IF EXISTS app.e2e_pin", "CREATE TABLE app.e2e_pin (id INT PRIMARY KEY)",
                     "INSERT INTO app.e2e_pin VALUES (1), (2), (3)"):
             rows(conn, sql)
+        for name, password in OTHER_USERS:
+            rows(conn, f"CREATE USER IF NOT EXISTS '{name}'@'%' IDENTIFIED BY '{password}'")
+            rows(conn, f"GRANT ALL ON app.* TO '{name}'@'%'")
+        rows(conn, "GRANT CONNECTION ADMIN, PROCESS ON *.* TO 'boss'@'%'")
     with mysql_module_proxy(mysql_cluster, tmp_path_factory.mktemp("my-state"), pool_size=POOL_SIZE,
-                            borrow_timeout="8s") as proxy:
+                            borrow_timeout="8s", extra_users=OTHER_USERS) as proxy:
         yield proxy
         proxy.assert_alive_and_clean()
 
@@ -588,6 +594,46 @@ def test_kill_query_and_kill_connection_by_proxy_id(proxy: MysqlProxy, mysql_clu
         assert scalar(killer, "SELECT 'killer fine'") == "killer fine"
     finally:
         for conn in (victim, killer, holder):
+            try:
+                conn.close()
+            except pymysql.err.Error:
+                pass
+
+
+def test_processlist_shows_proxy_ids_and_kill_of_another_user_is_the_servers_call(proxy: MysqlProxy) -> None:
+    app = connect(proxy)
+    boss = connect(proxy, user="boss", password="boss-pass")
+    peon = connect(proxy, user="peon", password="peon-pass")
+    try:
+        # Its own SHOW PROCESSLIST row carries the id of its handshake (not the server thread's).
+        own = [r for r in rows(app, "SHOW PROCESSLIST") if r[7] == "SHOW PROCESSLIST"]
+        assert [r[0] for r in own] == [app.thread_id()]
+        full = [r for r in rows(app, "show full processlist") if r[7] == "show full processlist"]
+        assert [r[0] for r in full] == [app.thread_id()]
+        app_id = app.thread_id()
+        # An idle client of another user has no server thread the server could judge the KILL by.
+        with pytest.raises(pymysql.err.OperationalError) as excinfo:
+            rows(boss, f"KILL {app_id}")
+        assert excinfo.value.args[0] == 1095
+        app.begin()
+        thread = server_thread(app)   # now it holds a server connection
+        listed = {r[0]: r[1] for r in rows(boss, "SHOW PROCESSLIST")}
+        assert listed.get(app_id) == APP_USER and thread not in listed
+        # The server decides: without CONNECTION ADMIN it is refused, and the client lives on.
+        with pytest.raises(pymysql.err.OperationalError) as excinfo:
+            rows(peon, f"KILL QUERY {app_id}")
+        assert excinfo.value.args[0] == 1095
+        assert scalar(app, "SELECT 'alive'") == "alive"
+        rows(boss, f"KILL {app_id}")
+        with pytest.raises(pymysql.err.MySQLError):
+            scalar(app, "SELECT 1")
+        # KILL CONNECTION: the client is gone too, not only its server thread.
+        wait_until(lambda: app_id not in {r["id"] for r in _clients(proxy)}, timeout=5,
+                   what="the killed client gone from SHOW CLIENTS")
+        assert scalar(boss, "SELECT 'boss fine'") == "boss fine"
+        assert scalar(peon, "SELECT 'peon fine'") == "peon fine"
+    finally:
+        for conn in (app, boss, peon):
             try:
                 conn.close()
             except pymysql.err.Error:

@@ -27,6 +27,7 @@ from proxy.engines.mysql.wire.responses import (
     CAPTURE,
     DROP_ALL,
     PASS,
+    RENAME,
     SYNTH,
     Prepared,
     ResponseTracker,
@@ -88,9 +89,11 @@ def snapshot(t: ResponseTracker) -> tuple[object, ...]:
             t.auth_request, t.terminated, t.violation, t.seq, t.idle, t.quiet, len(t.slots))
 
 
-def make(caps: int, slots: Sequence[Slot], allow_local_infile: bool = True) -> tuple[ResponseTracker, bytes]:
+def make(caps: int, slots: Sequence[Slot], allow_local_infile: bool = True,
+         rename: dict[int, int] | None = None) -> tuple[ResponseTracker, bytes]:
     t = ResponseTracker(caps)
     t.allow_local_infile = allow_local_infile
+    t.rename = dict(rename or {})
     early = b"".join(t.push(Slot(s.command, s.action, s.payload, s.stmt_id)) for s in slots)
     return t, early
 
@@ -108,21 +111,22 @@ class Case:
     expected: bytes | None = None            # None: the stream itself
     check: Callable[[ResponseTracker], None] = field(default=lambda t: None)
     allow_local_infile: bool = True
+    rename: dict[int, int] = field(default_factory=dict)
 
 
 def run_everywhere(case: Case) -> ResponseTracker:
     """Feed the case whole, in all 2-chunk splits and byte by byte; all must agree."""
     stream = case.stream
     expected = stream if case.expected is None else case.expected
-    t, early = make(case.caps, case.slots, case.allow_local_infile)
+    t, early = make(case.caps, case.slots, case.allow_local_infile, case.rename)
     assert early + t.feed(stream) == expected, case.name
     case.check(t)
     reference = snapshot(t)
     for cut in range(1, len(stream)):
-        t2, early = make(case.caps, case.slots, case.allow_local_infile)
+        t2, early = make(case.caps, case.slots, case.allow_local_infile, case.rename)
         assert early + feed_chunks(t2, [stream[:cut], stream[cut:]]) == expected, (case.name, cut)
         assert snapshot(t2) == reference, (case.name, cut)
-    t3, early = make(case.caps, case.slots, case.allow_local_infile)
+    t3, early = make(case.caps, case.slots, case.allow_local_infile, case.rename)
     assert early + feed_chunks(t3, [stream[i:i + 1] for i in range(len(stream))]) == expected
     assert snapshot(t3) == reference
     return t
@@ -154,8 +158,9 @@ CASES: list[Case] = []
 
 
 def case(name: str, caps: int, slots: list[Slot], stream: bytes, expected: bytes | None = None,
-         check: Callable[[ResponseTracker], None] = idle_after, allow_local_infile: bool = True) -> None:
-    CASES.append(Case(name, caps, slots, stream, expected, check, allow_local_infile))
+         check: Callable[[ResponseTracker], None] = idle_after, allow_local_infile: bool = True,
+         rename: dict[int, int] | None = None) -> None:
+    CASES.append(Case(name, caps, slots, stream, expected, check, allow_local_infile, dict(rename or {})))
 
 
 Q = Command.QUERY
@@ -410,6 +415,20 @@ for caps in (P41, DEP):
     probe = packets(*text_result(caps, ["@@tx_isolation", "@@sql_mode"], [("READ-COMMITTED", "STRICT"), (None, "x")]))
     case(f"CAPTURE keeps rows {caps:#x}", caps, [Slot(Q, CAPTURE), Slot(Command.PING)], probe + packets(ok()),
          expected=packets(ok()), check=_check_captured)
+
+# SHOW PROCESSLIST: thread ids of connections serving proxy clients become those clients' ids.
+THREADS = {12: 1048577, 7: 99}
+for caps in (P41, DEP):
+    names = ["Id", "User", "Info"]
+    listed = [(12, "app", "SHOW PROCESSLIST"), (13, "root", None), (7, "x" * 300, "a\x00b")]
+    shown = [(1048577, "app", "SHOW PROCESSLIST"), (13, "root", None), (99, "x" * 300, "a\x00b")]
+    case(f"RENAME rewrites the first column of rows {caps:#x}", caps, [Slot(Q, RENAME), Slot(Command.PING)],
+         packets(*text_result(caps, names, listed)) + packets(ok()),
+         expected=packets(*text_result(caps, names, shown)) + packets(ok()), check=idle_after, rename=THREADS)
+    case(f"RENAME leaves other results alone {caps:#x}", caps, [Slot(Q, RENAME)],
+         packets(*text_result(caps, ["Id"], [(None,), ("abc",), (14,)])), check=idle_after, rename=THREADS)
+    case(f"RENAME of an error or OK {caps:#x}", caps, [Slot(Q, RENAME), Slot(Q, RENAME)],
+         packets(err()) + packets(ok()), check=has(errors=1), rename=THREADS)
 
 SYNTH_OK = packets(ok(AC, 5))
 for caps in (P41, DEP):

@@ -24,7 +24,7 @@ from ...errors import ProtocolViolation, ProxyError, ServerUnavailable, UnknownD
 from ...logs import ConnectionLog
 from ...pool.pool import Pool
 from ...routing.classify import Route
-from . import change_user
+from . import change_user, kill
 from .client_login import ClientLogin
 from .errors import ServerRefusal, error_payload
 from .server import VARIANT_CAPABILITIES, MysqlServerConnection, Variant
@@ -42,7 +42,7 @@ from .statements import ClientStatements, ServerStatements, execute_payload
 from .wire.codes import Capability, Command, ErrorCode, Status
 from .wire.messages import encode_err, encode_ok
 from .wire.packets import encode_packets
-from .wire.responses import DROP_ALL, PASS, SYNTH, Slot
+from .wire.responses import DROP_ALL, PASS, RENAME, SYNTH, Slot
 
 if TYPE_CHECKING:
     from ...core.cluster import Cluster
@@ -68,7 +68,9 @@ _REFUSED_COMMANDS = frozenset((Command.BINLOG_DUMP, Command.BINLOG_DUMP_GTID, Co
                                Command.TABLE_DUMP, Command.CONNECT_OUT, Command.SHUTDOWN, Command.DAEMON,
                                Command.CONNECT, Command.DELAYED_INSERT, Command.STMT_BULK_EXECUTE))
 _QUERY_SLOT = Slot(Command.QUERY)
+_PROCESSLIST_SLOT = Slot(Command.QUERY, RENAME)
 _SETS_INSERT_ID = re.compile(rb"last_insert_id\s*\(\s*[^\s)]")   # LAST_INSERT_ID(expr)
+_S = frozenset(b"sS")   # a COM_QUERY starting with one of these may be a SHOW PROCESSLIST
 _K = frozenset(b"kK")   # a COM_QUERY starting with one of these may be a KILL the proxy answers itself
 # A client refused for an oversized command: its bytes are read and dropped this long, then it is closed.
 _DRAINING = 100
@@ -99,6 +101,7 @@ class MysqlClientSession(ClientSessionCore):
     _need = 0
     _insert_id = 0        # the client's LAST_INSERT_ID(): the id of its last insert (from the OK packets)
     _reprepare = b""      # the COM_STMT_PREPARE _statement_command wants sent before the command it holds
+    killed_thread = 0     # the server thread another user's KILL CONNECTION was sent for (kill.py)
     server: MysqlServerConnection | None
     server_pool: Pool[MysqlServerConnection] | None
     cluster: Cluster[MysqlServerConnection]
@@ -440,7 +443,10 @@ class MysqlClientSession(ClientSessionCore):
             elif command == Command.STMT_RESET and not self._long_data:
                 out.append(encode_packets(encode_ok(self.capabilities, status=self._status()), 1)[0])
             elif command == Command.PROCESS_KILL and end - pos >= 9:
-                out.append(self._kill("connection", int.from_bytes(data[pos + 5:pos + 9], "little")))
+                answer = kill.kill(self, "connection", int.from_bytes(data[pos + 5:pos + 9], "little"))
+                if not answer:
+                    break   # the server must judge it
+                out.append(answer)
             elif command == Command.CHANGE_USER:
                 if out:
                     self.write(b"".join(out))
@@ -449,7 +455,7 @@ class MysqlClientSession(ClientSessionCore):
                 return b""
             elif command == Command.QUERY and end - pos > 9 and data[pos + 5] in _K:
                 # KILL needs no server connection: it must work while the pool is exhausted too.
-                reply = self._local_kill(data[pos + 5:end])
+                reply = kill.local_kill(self, data[pos + 5:end])
                 if reply is None:
                     break
                 out.append(reply)
@@ -484,12 +490,10 @@ class MysqlClientSession(ClientSessionCore):
                 effects = session_effects(sql.decode("utf-8", "replace")) if _might_change(sql) else EMPTY
                 if effects is not EMPTY:
                     reply = self._apply_effects(effects, server, sql)
-                    if reply is not None:   # answered by the proxy (KILL)
+                    if reply is not None:   # a KILL: answered by the proxy, or rewritten for the server
                         out.append(data[start:pos])
                         start = end
-                        due = tracker.push(Slot(Command.QUERY, SYNTH, reply))
-                        if due:
-                            self.write(due)
+                        self._push_kill(reply, out)
                         pos = end
                         continue
                     if effects.uses_last_insert_id:
@@ -498,7 +502,11 @@ class MysqlClientSession(ClientSessionCore):
                             out.append(data[start:pos])
                             out.append(before)
                             start = pos
-                tracker.push(_QUERY_SLOT)
+                if sql and sql[0] in _S and kill.PROCESSLIST.match(sql):
+                    tracker.rename = kill.thread_names(self, server.address)
+                    tracker.push(_PROCESSLIST_SLOT)
+                else:
+                    tracker.push(_QUERY_SLOT)
             elif command in _STATEMENT_COMMANDS:
                 replacement = self._statement_command(
                     data[pos + 4:end] if end - pos < _MAX + 4 else _payload(data, pos, end), server)
@@ -542,10 +550,8 @@ class MysqlClientSession(ClientSessionCore):
             elif command == Command.PROCESS_KILL and end - pos >= 9:   # COM_PROCESS_KILL: a KILL CONNECTION
                 out.append(data[start:pos])
                 start = end
-                due = tracker.push(Slot(command, SYNTH, self._kill(
-                    "connection", int.from_bytes(data[pos + 5:pos + 9], "little"))))
-                if due:
-                    self.write(due)
+                self._push_kill(kill.kill(self, "connection", int.from_bytes(data[pos + 5:pos + 9], "little"), server),
+                                out)
             elif command == Command.CHANGE_USER:   # after the server goes back (see server_data)
                 self._change_after = True
                 self._pending += data[pos:]
@@ -571,6 +577,17 @@ class MysqlClientSession(ClientSessionCore):
             self._flush(server, out)
         if self._change_after and tracker.quiet:
             self._change_user_now()
+
+    def _push_kill(self, reply: bytes, out: list[bytes]) -> None:
+        """A KILL's outcome (kill.kill) in its turn: the proxy's reply, or the server's KILL to send."""
+        assert self.server is not None
+        if kill.is_forward(reply):
+            out.append(reply)
+            self.server.tracker.push(_QUERY_SLOT)
+            return
+        due = self.server.tracker.push(Slot(Command.QUERY, SYNTH, reply))
+        if due:
+            self.write(due)
 
     @staticmethod
     def _flush(server: MysqlServerConnection, out: list[bytes]) -> None:
@@ -662,9 +679,9 @@ class MysqlClientSession(ClientSessionCore):
     def _apply_effects(self, effects: MysqlSessionEffects, server: MysqlServerConnection,
                        sql: bytes = b"") -> bytes | None:
         """Track what a statement does to the session; returns the reply when the proxy answers it."""
-        kill = effects.kill
-        if kill is not None and kill.target is not None and kill.kind in ("connection", "query"):
-            return self._kill(kill.kind, kill.target)
+        target = effects.kill
+        if target is not None and target.target is not None and target.kind in ("connection", "query"):
+            return kill.kill(self, target.kind, target.target, server)
         if effects.sets:
             # The server has them as soon as it runs the text (as far as the proxy can tell: a later reset
             # of a variable it never took is harmless); the client only once the text succeeded.
@@ -682,31 +699,6 @@ class MysqlClientSession(ClientSessionCore):
             self.pin(LAST_INSERT_ID_PIN, server)   # LAST_INSERT_ID(expr) sets it where no OK packet tells
         return None
 
-    def _local_kill(self, sql: bytes) -> bytes | None:
-        """The reply to a COM_QUERY `KILL [QUERY | CONNECTION] n` (None: not one)."""
-        if sql[:4].lower() != b"kill":
-            return None
-        kill = session_effects(sql.decode("utf-8", "replace")).kill
-        if kill is None or kill.target is None or kill.kind not in ("connection", "query"):
-            return None
-        self.queries += 1
-        return self._kill(kill.kind, kill.target)
-
-    def _kill(self, what: str, target_id: int) -> bytes:
-        """KILL [QUERY|CONNECTION] n with the proxy's connection id n (SPEC §12)."""
-        target = self.app.client_by_id(target_id)
-        assert self.login is not None
-        if (target is None or not isinstance(target, MysqlClientSession) or target.login is None
-                or target.login.user.name != self.login.user.name):
-            return encode_packets(encode_err(ErrorCode.NO_SUCH_THREAD, f"Unknown thread id: {target_id}"), 1)[0]
-        log.info("client %s: KILL %s %d", self.peer, what, target_id)
-        if what == "query":
-            if target.server is not None:
-                self.app.spawn(self.cluster.engine.cancel(target.server))
-        else:
-            target.close_with_error("killed", ShutDownByKill("Connection was killed"))
-        return encode_packets(encode_ok(self.capabilities, status=self._status()), 1)[0]
-
     def _reset_state(self) -> None:
         """COM_RESET_CONNECTION: as a server does, keeps the current schema (and the multi-statements switch)."""
         self.state_vars.reset(self.state_vars.schema)
@@ -723,6 +715,7 @@ class MysqlClientSession(ClientSessionCore):
 
     def _attached(self, server: MysqlServerConnection) -> None:
         self._need = 0   # the core hands _pending over whole
+        self.killed_thread = 0
         server.tracker.last_insert_id = 0   # an id of the previous owner is not this client's
         state = self.state_vars
         if (not state.variables and not server.variables and state.multi_statements == server.multi_statements
@@ -836,6 +829,9 @@ class MysqlClientSession(ClientSessionCore):
         waiting = [s for s in tracker.slots if s.action == PASS]
         in_transaction = tracker.in_transaction
         self._detach_lost(server, reason)
+        if self.killed_thread and self.killed_thread == server.pid:
+            self.close_with_error("killed", kill.ShutDownByKill("Connection was killed"))
+            return
         self._sets_check = self._schema_check = None
         self._long_data = False
         self._awaiting_prepare = 0
@@ -916,13 +912,6 @@ def _speaks_postgres(data: bytes) -> bool:
     """A PostgreSQL SSLRequest, GSSENCRequest or v3 StartupMessage (libpq, psql) at a MySQL endpoint."""
     return len(data) >= 8 and data[:3] == b"\x00\x00\x00" and (
         data[4:8] in (b"\x04\xd2\x16\x2f", b"\x04\xd2\x16\x30") or data[4:8] == b"\x00\x03\x00\x00")
-
-
-class ShutDownByKill(ProxyError):
-    """KILL CONNECTION of this client by another of its user's connections."""
-
-    sqlstate = "70100"
-    errno = ErrorCode.CONNECTION_KILLED
 
 
 class _TooLarge(ProtocolViolation):

@@ -63,6 +63,7 @@ PASS = 0       # forward to the client
 DROP_ALL = 1   # swallow all of it, errors included (commands the proxy injects: SET replay, reset)
 CAPTURE = 2    # like DROP_ALL, but keep the text-row payloads in `captured` (the proxy's own SELECTs)
 SYNTH = 3      # no server response: emit the slot's payload (whole packets) when its turn comes
+RENAME = 4     # forward, with the first column of each text row (a thread id) renamed by `rename`
 
 # Where a response is.
 _START = 0       # a result: OK | ERR | LOCAL INFILE | column count
@@ -127,7 +128,7 @@ class ResponseTracker:
 
     __slots__ = ("slots", "capabilities", "status", "warnings", "affected_rows", "last_insert_id", "changes",
                  "prepared", "failed_prepares", "captured", "errors", "last_error", "infile", "infile_reply",
-                 "allow_local_infile", "auth_request", "terminated", "violation", "seq",
+                 "allow_local_infile", "auth_request", "terminated", "violation", "seq", "rename",
                  "_deprecate_eof", "_session_track", "_buf", "_skip", "_skip_drop", "_cont", "_cont_action",
                  "_action", "_state", "_phase", "_left", "_columns", "_completed")
 
@@ -151,6 +152,7 @@ class ResponseTracker:
         self.terminated = False                  # unsolicited or malformed server bytes: the connection is done
         self.violation = ""                      # why, when it was not an unsolicited ERR
         self.seq = 0                             # sequence id after the last packet seen
+        self.rename: dict[int, int] = {}         # RENAME slots: first-column value → the value the client sees
         self._deprecate_eof = bool(capabilities & Capability.DEPRECATE_EOF)
         self._session_track = bool(capabilities & Capability.SESSION_TRACK)
         self._buf = b""           # an incomplete header or small packet
@@ -263,7 +265,7 @@ class ResponseTracker:
                     else:
                         word = header
                         slot = slots[0]
-                        if self._action != PASS:
+                        if self._action != PASS and self._action != RENAME:
                             out.append(data[start:pos])
                             start = end
                         try:
@@ -300,6 +302,15 @@ class ResponseTracker:
                     start = pos = size
                 else:
                     pos = end
+            elif action == RENAME:
+                if end > size:
+                    break   # a row is held whole (SHOW PROCESSLIST rows are small)
+                renamed = None if cont or length == _MAX else rename_first_column(data[pos + 4:end], self.rename)
+                if renamed is not None:
+                    out.append(data[start:pos])
+                    out.append(encode_packet(renamed, data[pos + 3]))
+                    start = end
+                pos = end
             elif action == CAPTURE:
                 if end > size:
                     break   # the proxy's own probes return small rows
@@ -501,3 +512,18 @@ class ResponseTracker:
         """The bytes to send the server for refused LOCAL INFILE requests (see `infile_reply`)."""
         reply, self.infile_reply = self.infile_reply, b""
         return reply
+
+
+def rename_first_column(row: bytes, names: dict[int, int]) -> bytes | None:
+    """A text row whose first column is a number found in names, with that number replaced (else None)."""
+    if not row or row[0] >= 0xFB:
+        return None   # NULL, or a length no thread id needs
+    end = 1 + row[0]
+    digits = row[1:end]
+    if not digits.isdigit() or end > len(row):
+        return None
+    name = names.get(int(digits))
+    if name is None:
+        return None
+    text = b"%d" % name
+    return bytes((len(text),)) + text + row[end:]
