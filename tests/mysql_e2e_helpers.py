@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -220,7 +221,12 @@ def proxy_threads(cluster: MysqlCluster, index: int = 0, user: str = APP_USER) -
 
 
 def trx_count(cluster: MysqlCluster, index: int = 0, user: str = APP_USER) -> int:
-    """Open InnoDB transactions of ``user``'s server connections on the primary."""
+    """Open InnoDB transactions of ``user``'s server connections on the primary.
+
+    INNODB_TRX is a cache that InnoDB refreshes only when it was not read in the last 0.1 s: polled
+    faster, it shows a rolled-back transaction forever. Hence the pause before reading.
+    """
+    time.sleep(0.15)
     with direct(cluster, index) as conn:
         return int(scalar(conn, "SELECT COUNT(*) FROM information_schema.INNODB_TRX t JOIN "
                                 "information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE p.USER = %s",
