@@ -464,10 +464,6 @@ async def test_sqlalchemy_orm_over_aiomysql(proxy: MysqlProxy) -> None:
         await engine.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="core.Cluster keys pools by (instance, user, database, engine variant) and "
-                   "max_server_connections limits each pool: clients of another MySQL variant (the mariadb CLI: "
-                   "charset utf8mb3, PS_MULTI_RESULTS) open connections beyond the limit (SPEC §2: per instance "
-                   "and (user, database))")
 def test_mixed_drivers_share_max_server_connections(proxy: MysqlProxy, mysql_cluster: MysqlCluster) -> None:
     holders = [connect(proxy, autocommit=False) for _ in range(POOL_SIZE)]
     try:

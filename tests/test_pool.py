@@ -9,7 +9,7 @@ import pytest
 
 from proxy.errors import BorrowTimeout, ServerConnectFailed
 from proxy.pool.policy import idle_to_close, is_retired
-from proxy.pool.pool import Pool
+from proxy.pool.pool import Pool, SharedLimit
 
 SHORT = 0.05   # real seconds, for the asyncio waits only; aging uses the fake clock
 LONG = 5.0     # a borrow timeout no test should reach
@@ -428,3 +428,62 @@ async def test_close_fails_waiters_and_refuses_borrows() -> None:
         await pool.borrow(LONG)
     pool.release(held)
     assert held.closed and pool.size == 0
+
+
+# ---- pools sharing one limit (MySQL login variants of one instance, user and database) -----------
+
+def make_siblings(max_size: int = 2) -> tuple[Pool[FakeConn], Pool[FakeConn], Factory, Factory]:
+    clock = FakeClock()
+    shared = SharedLimit(max_size)
+    fa, fb = Factory(clock), Factory(clock)
+    a: Pool[FakeConn] = Pool("a", fa, max_size, clock=clock, shared=shared)  # type: ignore[arg-type]
+    b: Pool[FakeConn] = Pool("b", fb, max_size, clock=clock, shared=shared)  # type: ignore[arg-type]
+    return a, b, fa, fb
+
+
+async def test_siblings_together_stay_within_the_shared_limit() -> None:
+    a, b, fa, fb = make_siblings(2)
+    held = [await a.borrow(LONG), await a.borrow(LONG)]
+    waiter = asyncio.ensure_future(b.borrow(LONG))
+    await waiting_for(b, 1)
+    assert len(fb.opened) == 0 and a.size + b.size == 2
+    # A connection of `a` coming back while only `b` has a waiter: closed, and `b` opens its own.
+    a.release(held[0])
+    conn = await asyncio.wait_for(waiter, 1)
+    assert held[0].closed and conn is fb.opened[0] and a.size + b.size == 2
+    # With nobody waiting in `b`, `a` keeps what comes back.
+    a.release(held[1])
+    assert a.idle == [held[1]] and not held[1].closed
+    b.release(conn)
+    assert a.size + b.size == 2
+
+
+async def test_a_sibling_at_the_limit_closes_an_idle_connection_of_another() -> None:
+    a, b, fa, fb = make_siblings(2)
+    first, second = await a.borrow(LONG), await a.borrow(LONG)
+    a.release(first)
+    a.release(second)
+    assert a.size == 2
+    conn = await asyncio.wait_for(b.borrow(LONG), 1)
+    assert conn is fb.opened[0] and first.closed and a.size == 1 and b.size == 1
+    with pytest.raises(BorrowTimeout):
+        await _second_borrow_times_out(a, b)
+
+
+async def _second_borrow_times_out(a: Pool[FakeConn], b: Pool[FakeConn]) -> None:
+    """`a` holds its last connection in use: `b` (already holding one) cannot grow past the limit."""
+    held = await a.borrow(LONG)
+    try:
+        await b.borrow(SHORT)
+    finally:
+        a.release(held)
+
+
+async def test_resize_changes_the_shared_limit() -> None:
+    a, b, fa, fb = make_siblings(1)
+    held = await a.borrow(LONG)
+    a.resize(2)
+    conn = await asyncio.wait_for(b.borrow(LONG), 1)
+    assert a.size + b.size == 2 and not held.closed
+    a.release(held)
+    b.release(conn)

@@ -13,7 +13,7 @@ from ..config import Address, ClusterConfig, EndpointConfig, User
 from ..engines import ServerLink, get_engine
 from ..errors import ServerConnectFailed, ServerUnavailable
 from ..metrics import Metrics
-from ..pool.pool import Pool
+from ..pool.pool import Pool, SharedLimit
 from ..topology import (
     FailoverCoordinator,
     SwitchoverRefused,
@@ -51,6 +51,7 @@ class Cluster(Generic[C]):
         self.engine = get_engine(config.engine)
         self.engine_state: Any = self.engine.cluster_state()
         self.pools: dict[PoolKey, Pool[C]] = {}
+        self._limits: dict[tuple[Address, str, str], SharedLimit] = {}   # per (instance, user, database)
         self.classifier = self.engine.classifier(config.read_only_functions)
         self.clients = 0
         self.removed = False   # dropped from the config by a reload; kept while clients remain
@@ -191,9 +192,13 @@ class Cluster(Generic[C]):
                     instance, login.server_user, login.server_password, database, current, variant)
                 return conn
 
+            # The variants of one (instance, user, database) share max_server_connections (SPEC §2).
+            shared = self._limits.get(key[:3])
+            if shared is None:
+                shared = self._limits[key[:3]] = SharedLimit(settings.max_server_connections)
             pool = Pool(f"{self.name}/{instance}/{user.name}/{database}", connect,
                         settings.max_server_connections, settings.min_idle, settings.idle_timeout,
-                        settings.max_lifetime)
+                        settings.max_lifetime, shared=shared)
             self._track_pool(key, pool)
         return pool
 

@@ -3,6 +3,12 @@
 Engine-neutral: a pool only knows how to open a connection (an async factory) and the small
 `PooledConnection` interface. Idle connections are reused LIFO (warm caches, lets extra ones
 age out); waiters are served FIFO and give up after the borrow timeout.
+
+Pools whose connections cannot serve each other's clients but count against one limit (MySQL's
+login variants of one instance, user and database) share a `SharedLimit`: together they hold at
+most its `max_size`. A pool that needs room while the limit is reached closes an idle connection
+of a sibling; a connection coming back while only a sibling has waiters is closed, so the sibling
+can open one of its own.
 """
 
 from __future__ import annotations
@@ -34,13 +40,51 @@ class PooledConnection(Protocol):
 C = TypeVar("C", bound=PooledConnection)
 
 
+class SharedLimit:
+    """One max_size for several pools (see the module docstring)."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.pools: list[Pool[Any]] = []
+
+    @property
+    def size(self) -> int:
+        return sum(pool.size for pool in self.pools)
+
+    def make_room(self, asking: Pool[Any]) -> bool:
+        """Below the limit, or made so by closing a sibling's oldest idle connection."""
+        if self.size < self.max_size:
+            return True
+        for pool in self.pools:
+            if pool is not asking and pool.idle:
+                pool.idle.pop(0).close()
+                return True
+        return False
+
+    def wake(self, freed_by: Pool[Any]) -> bool:
+        """Room was freed: let a sibling with waiters open a connection; False if none waits."""
+        for pool in self.pools:
+            if pool is not freed_by and not pool.closed and pool.waiting():
+                pool._capacity_freed()
+                return True
+        return False
+
+    def sibling_waits(self, pool: Pool[Any]) -> bool:
+        if len(self.pools) < 2:
+            return False
+        return any(other is not pool and not other.closed and other.waiting() for other in self.pools)
+
+
 class Pool(Generic[C]):
     """Connections to one server for one (user, database); see the module docstring."""
 
     def __init__(self, name: str, connect: Callable[[], Awaitable[C]], max_size: int,
                  min_idle: int = 0, idle_timeout: float = 300.0, max_lifetime: float = 3600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, shared: SharedLimit | None = None) -> None:
         self.name = name
+        self.shared = shared
+        if shared is not None:
+            shared.pools.append(self)
         self._connect = connect
         self.max_size = max_size
         self.min_idle = min_idle
@@ -66,6 +110,17 @@ class Pool(Generic[C]):
     def waiting(self) -> int:
         return sum(1 for w in self.waiters if not w.done())
 
+    def _has_room(self) -> bool:
+        """Room to open one more connection (closing a sibling's idle one if the shared limit is reached)."""
+        if self.size >= self.max_size:
+            return False
+        return self.shared is None or self.shared.make_room(self)
+
+    def _over_limit(self) -> bool:
+        shared = self.shared
+        return self.size >= self.max_size or (shared is not None and len(shared.pools) > 1
+                                              and shared.size >= shared.max_size)
+
     # ---- borrow / release -------------------------------------------------------------------
 
     async def borrow(self, timeout: float) -> C:
@@ -77,7 +132,7 @@ class Pool(Generic[C]):
         if conn is not None:
             self.in_use.add(conn)
             return conn
-        if self.size < self.max_size and not self.waiting():
+        if not self.waiting() and self._has_room():
             conn = await self._open()
             self.in_use.add(conn)
             return conn
@@ -146,7 +201,7 @@ class Pool(Generic[C]):
         now = self.clock()
         conn.last_used = now
         if (conn.closed or self.closed or is_retired(conn, now, self.generation, self.max_lifetime)
-                or self.size >= self.max_size):   # over a limit lowered by resize()
+                or self._over_limit()):   # over a limit lowered by resize()
             if not conn.closed:
                 conn.close()
             self._capacity_freed()
@@ -157,6 +212,10 @@ class Pool(Generic[C]):
                 self.in_use.add(conn)
                 fut.set_result(conn)
                 return
+        if self.shared is not None and self.shared.sibling_waits(self):
+            conn.close()   # a sibling's client waits and cannot use it: make room for one of its own
+            self.shared.wake(self)
+            return
         self.idle.append(conn)
 
     def discard(self, conn: C) -> None:
@@ -171,10 +230,18 @@ class Pool(Generic[C]):
         self._capacity_freed()
 
     def _capacity_freed(self) -> None:
-        if self.closed or self.size >= self.max_size:
+        if self.closed:
+            shared = self.shared
+            if shared is not None:
+                if not self.size and self in shared.pools:
+                    shared.pools.remove(self)
+                shared.wake(self)
             return
         if self.waiting():
-            self._open_soon(self._open_for_waiter)
+            if self._has_room():
+                self._open_soon(self._open_for_waiter)
+        elif self.shared is not None:
+            self.shared.wake(self)
 
     def _open_soon(self, opener: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Start opening a connection in the background, counted against max_size right away."""
@@ -200,11 +267,15 @@ class Pool(Generic[C]):
         """Change the limit (reload). More room serves queued borrowers at once; with less, idle
         connections over the limit close now and borrowed ones as they come back."""
         self.max_size = max_size
+        if self.shared is not None:
+            self.shared.max_size = max_size
         while self.idle and self.size > max_size:
             self.idle.pop(0).close()
         if self.closed:
             return
         for _ in range(min(self.waiting(), max_size - self.size)):
+            if not self._has_room():
+                break
             self._open_soon(self._open_for_waiter)
 
     def expire(self) -> None:
@@ -222,7 +293,10 @@ class Pool(Generic[C]):
             self.idle.remove(conn)
             conn.close()
         self.idle = [c for c in self.idle if not c.closed]
-        missing = min(self.min_idle - len(self.idle) - self.opening, self.max_size - self.size)
+        room = self.max_size - self.size
+        if self.shared is not None:
+            room = min(room, self.shared.max_size - self.shared.size)
+        missing = min(self.min_idle - len(self.idle) - self.opening, room)
         for _ in range(max(0, missing)):
             self._open_soon(self._open_idle)
 
@@ -238,6 +312,8 @@ class Pool(Generic[C]):
     def close(self) -> None:
         """Close every idle connection now and every borrowed one as it comes back."""
         self.closed = True
+        if self.shared is not None and self in self.shared.pools and not self.in_use and not self.opening:
+            self.shared.pools.remove(self)
         self.expire()
         while self.waiters:
             fut = self.waiters.popleft()
