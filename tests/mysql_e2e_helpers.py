@@ -58,6 +58,9 @@ def mysql_proxy_config(
     log_level: str = "info",
     pool_extra: dict[str, str | int | bool] | None = None,
     extra_users: Sequence[tuple[str, str]] = (),
+    health: dict[str, str | int | bool] | None = None,
+    failover: dict[str, str | int | bool] | None = None,
+    endpoints_extra: str = "",
 ) -> str:
     """TOML for dbproxy in front of ``cluster`` (see the module docstring); ``extra_users`` are more
     (name, password) proxy users that log in to the servers as themselves."""
@@ -71,6 +74,10 @@ def mysql_proxy_config(
         pool["max_client_connections"] = max_client_connections
     pool.update(pool_extra or {})
     pool_lines = [f"{key} = {_value(value)}" for key, value in pool.items()]
+    # Probes log in as root (no password over TCP in the test clusters): SLAVE MONITOR, and not one of
+    # the app user's connections that tests count.
+    health_settings: dict[str, str | int | bool] = {"user": "root", "interval": "200ms", "timeout": "1s"}
+    health_settings.update(health or {})
     endpoints = [f'[[clusters.{CLUSTER}.endpoints]]\nname = "writer"\nlisten = "{HOST}:{port}"\nrole = "writer"\n']
     if reader_port is not None:
         endpoints.append(f'[[clusters.{CLUSTER}.endpoints]]\nname = "reader"\nlisten = "{HOST}:{reader_port}"\n'
@@ -82,9 +89,11 @@ def mysql_proxy_config(
         *(f"[[users]]\nname = {_q(name)}\npassword = {_q(password)}\n" for name, password in extra_users),
         f"[clusters.{CLUSTER}]", 'engine = "mysql"', f"instances = [{instances}]",
         'client_auth = "mysql_native_password"', "",
-        f"[clusters.{CLUSTER}.failover]", f"borrow_timeout = {_q(borrow_timeout)}", "",
+        f"[clusters.{CLUSTER}.health]", *(f"{key} = {_value(value)}" for key, value in health_settings.items()), "",
+        f"[clusters.{CLUSTER}.failover]", f"borrow_timeout = {_q(borrow_timeout)}",
+        *(f"{key} = {_value(value)}" for key, value in (failover or {}).items()), "",
         f"[clusters.{CLUSTER}.pool]", *pool_lines, "",
-        *endpoints,
+        *endpoints, endpoints_extra,
     ])
 
 

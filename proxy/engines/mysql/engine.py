@@ -1,7 +1,7 @@
 """The MySQL / MariaDB `Engine` adapter: what the core asks of MySQL, in one place.
 
-Topology probes and failover actions come with part 2 (issue 11): until then the cluster routes
-statically (writer: the first instance; reader: the others, see core.cluster).
+Topology probes (probe.py) and failover actions (failover.py) plug into the engine-neutral
+topology package, as PostgreSQL's do.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .server import MysqlServerConnection, Variant, open_server_connection, run_
 from .wire.codes import UTF8MB4_GENERAL_CI, Capability, ErrorCode
 
 if TYPE_CHECKING:
-    from ...topology import FailoverActions, ProbeFactory
+    from ...topology import FailoverActions, Probe, ProbeFactory
 
 log = logging.getLogger("dbproxy")
 _DEFAULT_VARIANT = Variant(int(Capability.MULTI_RESULTS | Capability.PS_MULTI_RESULTS | Capability.TRANSACTIONS
@@ -62,10 +62,12 @@ class MysqlEngine:
         return MysqlClassifier(read_only_functions)
 
     def probe_factory(self) -> ProbeFactory | None:
-        return None
+        return _mysql_probe
 
     def failover_actions(self, health: HealthSettings) -> FailoverActions | None:
-        return None
+        from .failover import MysqlFailoverActions
+
+        return MysqlFailoverActions.from_health(health)
 
     def cluster_state(self) -> MysqlClusterState:
         return MysqlClusterState()
@@ -85,6 +87,12 @@ class MysqlEngine:
             log.warning("KILL QUERY %d on %s failed: %s", server.pid, server.address, exc.message)
         finally:
             conn.close()
+
+
+def _mysql_probe(address: Address, health: HealthSettings) -> Probe:
+    from .probe import MysqlProbe
+
+    return MysqlProbe(address, health.user or "root", health.password)
 
 
 ENGINE = MysqlEngine()

@@ -184,6 +184,7 @@ class MysqlServerConnection(asyncio.Protocol):
     def run_capture(self, sql: str) -> None:
         """A hidden query whose rows land in tracker.captured."""
         self.tracker.captured.clear()
+        self.tracker.captured_columns.clear()
         self.tracker.push(Slot(Command.QUERY, CAPTURE))
         self.write(encode_packets(encode_command(Command.QUERY, sql.encode()), 0)[0])
 
@@ -232,6 +233,21 @@ async def open_server_connection(address: Address, user: str, password: str | No
 async def run_query(conn: MysqlServerConnection, sql: str, timeout: float, expected: tuple[int, ...] = ()) -> bool:
     """Run a statement on an unowned connection and wait for it (False and a warning if it failed;
     only an info line for the errnos in `expected`)."""
+    errors_before = conn.tracker.errors
+    conn.run_hidden(Command.QUERY, sql.encode())
+    await wait_quiet(conn, sql, timeout)
+    if conn.tracker.errors != errors_before:
+        errno = decode_err(conn.tracker.last_error).errno if conn.tracker.last_error else 0
+        log.log(logging.INFO if errno in expected else logging.WARNING, "%s: %r failed on the server: %s",
+                conn.address, sql, conn.last_error_text())
+        return False
+    return True
+
+
+async def wait_quiet(conn: MysqlServerConnection, what: str, timeout: float) -> None:
+    """Wait until an unowned connection has answered everything sent (ServerConnectFailed if it is lost)."""
+    if conn.tracker.quiet:
+        return
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     class _Waiter:
@@ -241,18 +257,10 @@ async def run_query(conn: MysqlServerConnection, sql: str, timeout: float, expec
 
         def lost(self, server: MysqlServerConnection) -> None:
             if not done.done():
-                done.set_exception(ServerConnectFailed(f"{server.address}: connection lost during {sql!r}"))
+                done.set_exception(ServerConnectFailed(f"{server.address}: connection lost during {what!r}"))
 
     conn.on_release = _Waiter()
-    errors_before = conn.tracker.errors
-    conn.run_hidden(Command.QUERY, sql.encode())
     try:
         await asyncio.wait_for(done, timeout)
     finally:
         conn.on_release = None
-    if conn.tracker.errors != errors_before:
-        errno = decode_err(conn.tracker.last_error).errno if conn.tracker.last_error else 0
-        log.log(logging.INFO if errno in expected else logging.WARNING, "%s: %r failed on the server: %s",
-                conn.address, sql, conn.last_error_text())
-        return False
-    return True

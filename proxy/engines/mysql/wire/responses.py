@@ -127,7 +127,7 @@ class ResponseTracker:
     """Follows one server connection's response stream; see the module docstring."""
 
     __slots__ = ("slots", "capabilities", "status", "warnings", "affected_rows", "last_insert_id", "changes",
-                 "prepared", "failed_prepares", "captured", "errors", "last_error", "infile", "infile_reply",
+                 "prepared", "failed_prepares", "captured", "captured_columns", "errors", "last_error", "infile", "infile_reply",
                  "allow_local_infile", "auth_request", "terminated", "violation", "seq", "rename",
                  "_deprecate_eof", "_session_track", "_buf", "_skip", "_skip_drop", "_cont", "_cont_action",
                  "_action", "_state", "_phase", "_left", "_columns", "_completed")
@@ -143,6 +143,7 @@ class ResponseTracker:
         self.prepared: list[Prepared] = []       # successful COM_STMT_PREPAREs, for the session to drain
         self.failed_prepares: list[int] = []     # stmt_ids of the slots whose COM_STMT_PREPARE got an ERR
         self.captured: list[bytes] = []          # text-row payloads of CAPTURE slots
+        self.captured_columns: list[bytes] = []  # column-definition payloads of CAPTURE slots
         self.errors = 0                          # ERR packets seen
         self.last_error = b""                    # payload of the last ERR (messages.decode_err)
         self.infile: bytes | None = None         # file name of a LOCAL INFILE request the client is answering
@@ -199,6 +200,7 @@ class ResponseTracker:
         self.prepared.clear()
         self.failed_prepares.clear()
         self.captured.clear()
+        self.captured_columns.clear()
 
     def push(self, slot: Slot) -> bytes:
         """Record the response expected to a command sent (or answered) now.
@@ -370,6 +372,8 @@ class ResponseTracker:
                 else:
                     self._state, self._phase, self._left = _DEFS, _RESULT, count
         elif state == _DEFS:
+            if self._action == CAPTURE:
+                self.captured_columns.append(data[p:end])
             self._left -= 1
             if not self._left:
                 self._definitions_done()

@@ -1,0 +1,188 @@
+"""MySQL / MariaDB failover actions: promote a replica, re-point replicas, stop and allow writes (SPEC §5, §12).
+
+Every action opens a fresh connection (no database) with the probe credentials of
+`[clusters.<name>.health]` and closes it afterwards. That user needs, on every instance:
+`SUPER` or (MariaDB 10.5+) `READ_ONLY ADMIN` + `REPLICATION SLAVE ADMIN` + `SLAVE MONITOR` +
+`CONNECTION ADMIN` (to end the transactions a switchover cuts off), and `BINLOG MONITOR`.
+
+- promote:     stop the IO thread, let the SQL thread apply what was received (MASTER_GTID_WAIT on
+               Gtid_IO_Pos, bounded), `STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0`.
+               A semi-sync replica (rpl_semi_sync_slave_enabled) becomes a semi-sync primary.
+- follow:      `STOP SLAVE; CHANGE MASTER TO MASTER_HOST = …, MASTER_PORT = …, MASTER_USE_GTID =
+               slave_pos; START SLAVE` — the replication user and password configured on the replica
+               stay as they are.
+- stop_writes: `SET GLOBAL read_only = 1`, then end the client threads still inside a transaction (the
+               switchover drained dbproxy's own first); returns the position written so far.
+- MySQL 8 spells it `STOP REPLICA`, `CHANGE REPLICATION SOURCE TO … SOURCE_AUTO_POSITION = 1`; those are
+  used when the server says it is MySQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from ...config import Address, HealthSettings
+from ...errors import ProxyError
+from ...topology.coordinator import ActionFailed
+from . import sql
+from .probe import MARIADB_SQL, MYSQL8_SQL, gtid_position
+from .server import MysqlServerConnection
+from .sql import QueryFailed
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 2.0
+STATEMENT_TIMEOUT = 5.0
+POLL_SECONDS = 0.02
+
+
+class MysqlFailoverActions:
+    """The MySQL adapter of coordinator.FailoverActions; see the module docstring."""
+
+    def __init__(self, user: str, password: str | None) -> None:
+        self.user = user
+        self.password = password
+
+    @classmethod
+    def from_health(cls, health: HealthSettings) -> MysqlFailoverActions:
+        return cls(health.user or "root", health.password)
+
+    def describe_position(self, position: int | None) -> str:
+        return "unknown" if position is None else f"GTID sequence {position}"
+
+    async def promote(self, address: Address, wait_seconds: int) -> bool:
+        """Make a replica the primary; True once it is writable."""
+
+        async def run(conn: MysqlServerConnection) -> bool:
+            mysql = _is_mysql(conn)
+            status = await _replica_status(conn, mysql)
+            if status is not None:
+                await sql.execute(conn, "STOP REPLICA IO_THREAD" if mysql else "STOP SLAVE IO_THREAD",
+                                  STATEMENT_TIMEOUT)
+                received = (await _replica_status(conn, mysql) or {}).get("Gtid_IO_Pos")
+                if received and not mysql:
+                    # Apply what was received from the dead primary before taking writes.
+                    await sql.query(conn, f"SELECT MASTER_GTID_WAIT({sql.literal(received)}, {int(wait_seconds)})",
+                                    wait_seconds + STATEMENT_TIMEOUT)
+                for statement in (("STOP REPLICA", "RESET REPLICA ALL") if mysql else ("STOP SLAVE", "RESET SLAVE ALL")):
+                    await sql.execute(conn, statement, STATEMENT_TIMEOUT)
+            if not mysql:
+                await _semi_sync_primary(conn)
+            await sql.execute(conn, "SET GLOBAL read_only = 0", STATEMENT_TIMEOUT)
+            rows = await sql.query(conn, "SELECT @@read_only AS ro", STATEMENT_TIMEOUT)
+            return bool(rows) and rows[0].get("ro") in ("0", "OFF")
+
+        return await self._with_connection(address, run, wait_seconds + 4 * STATEMENT_TIMEOUT)
+
+    async def follow(self, replica: Address, primary: Address) -> str:
+        """Re-point a replica at `primary` (by GTID); returns a warning, or "" when all is well."""
+
+        async def run(conn: MysqlServerConnection) -> str:
+            mysql = _is_mysql(conn)
+            host, port = sql.literal(primary.host), int(primary.port)
+            if mysql:
+                statements = ["STOP REPLICA", f"CHANGE REPLICATION SOURCE TO SOURCE_HOST = {host}, SOURCE_PORT = {port}, "
+                              "SOURCE_AUTO_POSITION = 1", "START REPLICA"]
+            else:
+                statements = ["STOP SLAVE", f"CHANGE MASTER TO MASTER_HOST = {host}, MASTER_PORT = {port}, "
+                              "MASTER_USE_GTID = slave_pos", "START SLAVE"]
+            for statement in statements:
+                await sql.execute(conn, statement, STATEMENT_TIMEOUT)
+            status = await _replica_status(conn, mysql) or {}
+            user = status.get("Master_User") or status.get("Source_User")
+            if not user:
+                return f"{replica} has no replication user configured: replication will not connect"
+            return ""
+
+        return await self._with_connection(replica, run, 4 * STATEMENT_TIMEOUT)
+
+    async def stop_writes(self, primary: Address) -> int:
+        """Make the primary read-only, end transactions still open on it; the position it wrote."""
+
+        async def run(conn: MysqlServerConnection) -> int:
+            await sql.execute(conn, "SET GLOBAL read_only = 1", STATEMENT_TIMEOUT)
+            threads = await sql.query(
+                conn, "SELECT t.trx_mysql_thread_id AS id FROM information_schema.INNODB_TRX t "
+                      "WHERE t.trx_mysql_thread_id <> CONNECTION_ID() AND t.trx_mysql_thread_id <> 0",
+                STATEMENT_TIMEOUT)
+            for thread in threads:
+                try:
+                    await sql.execute(conn, f"KILL {int(thread['id'] or 0)}", STATEMENT_TIMEOUT)
+                except QueryFailed:
+                    pass   # ended meanwhile
+            return await _written(conn)
+
+        return await self._with_connection(primary, run, 3 * STATEMENT_TIMEOUT)
+
+    async def allow_writes(self, primary: Address) -> None:
+        async def run(conn: MysqlServerConnection) -> None:
+            await sql.execute(conn, "SET GLOBAL read_only = 0", STATEMENT_TIMEOUT)
+
+        await self._with_connection(primary, run, STATEMENT_TIMEOUT)
+
+    async def wait_replayed(self, replica: Address, position: int, timeout: float) -> bool:
+        """Poll a replica until it has applied `position`; False if it has not after `timeout` seconds."""
+
+        async def run(conn: MysqlServerConnection) -> bool:
+            deadline = time.monotonic() + timeout
+            query = MYSQL8_SQL if _is_mysql(conn) else MARIADB_SQL
+            while True:
+                rows = await sql.query(conn, query, STATEMENT_TIMEOUT)
+                replayed = gtid_position(rows[0].get("replayed")) if rows else None
+                if replayed is not None and replayed >= position:
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(POLL_SECONDS)
+
+        return await self._with_connection(replica, run, timeout + STATEMENT_TIMEOUT)
+
+    async def _with_connection(self, address: Address, action: Callable[[MysqlServerConnection], Awaitable[T]],
+                               timeout: float) -> T:
+        """Run `action` over a fresh connection; every failure becomes ActionFailed."""
+        try:
+            conn = await sql.connect(address, self.user, self.password, CONNECT_TIMEOUT)
+        except ProxyError as exc:
+            raise ActionFailed(f"{address}: {exc.message}", harmless=True) from None
+        try:
+            return await asyncio.wait_for(action(conn), timeout)
+        except QueryFailed as exc:
+            raise ActionFailed(f"{address}: {exc.message}") from None
+        except (TimeoutError, ProxyError, OSError) as exc:
+            raise ActionFailed(f"{address}: {_describe(exc)}") from None
+        finally:
+            conn.close()
+
+
+async def _replica_status(conn: MysqlServerConnection, mysql: bool) -> dict[str, str | None] | None:
+    rows = await sql.query(conn, "SHOW REPLICA STATUS" if mysql else "SHOW SLAVE STATUS", STATEMENT_TIMEOUT)
+    return rows[0] if rows else None
+
+
+async def _semi_sync_primary(conn: MysqlServerConnection) -> None:
+    """A semi-sync replica becoming primary waits for its replicas' acks from now on (MariaDB)."""
+    rows = await sql.query(conn, "SELECT @@rpl_semi_sync_slave_enabled AS replica", STATEMENT_TIMEOUT)
+    if rows and rows[0].get("replica") in ("1", "ON"):
+        await sql.execute(conn, "SET GLOBAL rpl_semi_sync_slave_enabled = OFF", STATEMENT_TIMEOUT)
+        await sql.execute(conn, "SET GLOBAL rpl_semi_sync_master_enabled = ON", STATEMENT_TIMEOUT)
+
+
+async def _written(conn: MysqlServerConnection) -> int:
+    rows = await sql.query(conn, MYSQL8_SQL if _is_mysql(conn) else MARIADB_SQL, STATEMENT_TIMEOUT)
+    position = gtid_position(rows[0].get("written")) if rows else None
+    return position or 0
+
+
+def _is_mysql(conn: MysqlServerConnection) -> bool:
+    return "mariadb" not in conn.server_version.lower()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ProxyError):
+        return exc.message
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
