@@ -56,6 +56,10 @@ STATE_FILE = "cluster.json"
 APP_DB = "app"
 APP_USER, APP_PASSWORD = "app", "app-pass"
 REPL_USER, REPL_PASSWORD = "repl", "repl-pw"
+# What dbproxy's probes and failover actions log in as (docs: the privileges they need).
+MONITOR_USER, MONITOR_PASSWORD = "dbproxy_monitor", "monitor-pw"
+MONITOR_GRANTS = ("READ_ONLY ADMIN, REPLICATION SLAVE ADMIN, REPLICATION MASTER ADMIN, SLAVE MONITOR, BINLOG MONITOR, CONNECTION ADMIN, "
+                  "PROCESS, RELOAD")
 ERR_READ_ONLY = 1290  # ER_OPTION_PREVENTS_STATEMENT: "running with the --read-only option"
 
 DEFAULT_SETTINGS: dict[str, str] = {
@@ -539,14 +543,18 @@ class MysqlCluster:
             self._change_master(i, master)
 
     def _create_app(self, primary: int, timeout: float) -> None:
-        """Database and user ``app`` on the primary, after replication is set up so that they replicate."""
+        """Database and user ``app`` (and dbproxy's ``dbproxy_monitor``) on the primary, after replication is
+        set up so that they replicate."""
         if self.semi_sync:
             self._wait_semi_sync_clients(primary, timeout=min(timeout, 15))
         user = f"{_literal(APP_USER)}@'%'"
+        monitor = f"{_literal(MONITOR_USER)}@'%'"
         self.query(  # binlogged: reaches the replicas by replication
             primary,
             f"CREATE DATABASE IF NOT EXISTS `{APP_DB}`; CREATE USER IF NOT EXISTS {user} IDENTIFIED VIA "
             f"mysql_native_password USING PASSWORD({_literal(APP_PASSWORD)}); GRANT ALL ON `{APP_DB}`.* TO {user}; "
+            f"CREATE USER IF NOT EXISTS {monitor} IDENTIFIED VIA mysql_native_password USING "
+            f"PASSWORD({_literal(MONITOR_PASSWORD)}); GRANT {MONITOR_GRANTS} ON *.* TO {monitor}; "
             f"REVOKE READ_ONLY ADMIN ON *.* FROM 'root'@{_literal(HOST)}",  # so replicas refuse root's writes too
             admin=True,
         )

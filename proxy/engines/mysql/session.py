@@ -19,7 +19,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ...config import EndpointConfig
-from ...core.session import AUTH, LOGIN, READY, STARTUP, ClientSessionCore, by_statement_stem
+from ...core.session import (
+    AUTH,
+    LOGIN,
+    READY,
+    RYW_FALLBACK_SECONDS,
+    STARTUP,
+    ClientSessionCore,
+    by_statement_stem,
+)
 from ...errors import ProtocolViolation, ProxyError, ServerUnavailable, UnknownDatabase
 from ...logs import ConnectionLog
 from ...pool.pool import Pool
@@ -27,6 +35,7 @@ from ...routing.classify import Route
 from . import change_user, kill
 from .client_login import ClientLogin
 from .errors import ServerRefusal, error_payload
+from .probe import gtid_position
 from .server import VARIANT_CAPABILITIES, MysqlServerConnection, Variant
 from .server_login import MysqlServerRefused
 from .session_state import (
@@ -40,7 +49,7 @@ from .session_state import (
 from .session_vars import TrackedState, replay, variable_key
 from .statements import ClientStatements, ServerStatements, execute_payload
 from .wire.codes import Capability, Command, ErrorCode, Status
-from .wire.messages import encode_err, encode_ok
+from .wire.messages import decode_text_row, encode_err, encode_ok
 from .wire.packets import encode_packets
 from .wire.responses import DROP_ALL, PASS, RENAME, SYNTH, Slot
 
@@ -102,6 +111,8 @@ class MysqlClientSession(ClientSessionCore):
     _insert_id = 0        # the client's LAST_INSERT_ID(): the id of its last insert (from the OK packets)
     _reprepare = b""      # the COM_STMT_PREPARE _statement_command wants sent before the command it holds
     killed_thread = 0     # the server thread another user's KILL CONNECTION was sent for (kill.py)
+    _gtid_asked = False   # read_your_writes: the hidden SELECT @@last_gtid is in flight
+    _gtid_again = False   # ... and client commands were sent after it (ask once more when they end)
     server: MysqlServerConnection | None
     server_pool: Pool[MysqlServerConnection] | None
     cluster: Cluster[MysqlServerConnection]
@@ -474,6 +485,8 @@ class MysqlClientSession(ClientSessionCore):
     def _forward(self, data: bytes, server: MysqlServerConnection) -> None:
         """Forward the complete commands in data to server, rewriting where the pooler must."""
         tracker = server.tracker
+        if self._gtid_asked:
+            self._gtid_again = True
         size = len(data)
         pos = start = 0
         out: list[bytes] = []
@@ -811,9 +824,36 @@ class MysqlClientSession(ClientSessionCore):
             return   # the connection is done: server_lost follows
         if (tracker.idle and not self._long_data and not self._awaiting_prepare and self.pinned is None
                 and not self.session_mode):
+            if self._read_your_writes and self._commit_position(server):
+                return   # asking the primary for the GTID of the client's commit first
             self._release()
         elif self._held and not tracker.slots and not tracker.in_transaction:
             self._release()
+
+    def _commit_position(self, server: MysqlServerConnection) -> bool:
+        """read_your_writes (split endpoints): after a transaction on the primary, the GTID of the
+        client's last commit (@@last_gtid) becomes its min_position; True while that is being asked."""
+        if self._gtid_asked:
+            self._gtid_asked = False
+            rows = server.tracker.captured
+            try:
+                values = decode_text_row(rows[0]) if rows else []
+                position = gtid_position(values[0].decode("ascii")) if values and values[0] is not None else None
+            except (ValueError, ProtocolViolation, UnicodeDecodeError):
+                position = None
+            server.tracker.captured.clear()
+            if position is not None:
+                self.min_position = max(self.min_position or 0, position)
+                self._primary_until = 0.0
+            if not self._gtid_again:
+                return False
+        if self._last_route != "primary":
+            return False
+        # Until the position is known, fail safe: this client reads from the primary for a while.
+        self._primary_until = time.monotonic() + RYW_FALLBACK_SECONDS
+        self._gtid_asked, self._gtid_again = True, False
+        server.run_capture("SELECT @@last_gtid")
+        return True
 
     def _release(self) -> None:
         server = self.server
@@ -835,6 +875,7 @@ class MysqlClientSession(ClientSessionCore):
         self._sets_check = self._schema_check = None
         self._long_data = False
         self._awaiting_prepare = 0
+        self._gtid_asked = False
         err = ServerUnavailable(f"Lost connection to server {server.address} during query: {reason}")
         if waiting:
             self.write(encode_packets(error_payload(err), 1)[0])

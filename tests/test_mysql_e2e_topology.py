@@ -1,0 +1,244 @@
+"""MySQL clusters through the shared topology: probes, reader spread, lag exclusion, split, read_your_writes,
+switchover and promote-mode failover, against a MariaDB primary + 2 GTID replicas (semi-sync) of this module.
+
+The cluster is this module's own: the tests stop, delay, kill and promote its instances, in order.
+The proxy has two clusters over the same instances: "my" (max_replica_lag 2s, promote mode; writer,
+reader and split endpoints) and "ryw" (no lag limit, so delayed replicas stay in use; a split endpoint
+with read_your_writes and one without, the control).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql
+import pytest
+from conftest import _dispose_mysql, _new_mysql_cluster
+from e2e_helpers import wait_until
+from mysql_e2e_helpers import MysqlProxy, admin_rows, connect, direct, mysql_module_proxy, rows, scalar
+
+from deploy.mysqlcluster import HOST, MONITOR_PASSWORD, MONITOR_USER, MysqlCluster
+from deploy.pgcluster import free_ports
+
+Conn = pymysql.connections.Connection  # type: ignore[type-arg]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[MysqlCluster]:
+    made = _new_mysql_cluster(3, semi_sync=True)
+    try:
+        made.start()
+        yield made
+    finally:
+        _dispose_mysql(made)
+
+
+@pytest.fixture(scope="module")
+def ports() -> dict[str, int]:
+    names = ("split", "ryw", "plain")
+    return dict(zip(names, free_ports(len(names)), strict=True))
+
+
+@pytest.fixture(scope="module")
+def proxy(cluster: MysqlCluster, ports: dict[str, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[MysqlProxy]:
+    with direct(cluster) as conn:
+        for sql in ("CREATE TABLE IF NOT EXISTS app.topo (id INT PRIMARY KEY, v TEXT)",
+                    "GRANT ALL ON app.* TO 'app'@'%'"):
+            rows(conn, sql)
+    cluster.wait_replicated()
+    instances = ", ".join(f'"{a}"' for a in cluster.addresses)
+    second = f"""
+[[clusters.my.endpoints]]
+name = "split"
+listen = "{HOST}:{ports['split']}"
+role = "split"
+
+[clusters.ryw]
+engine = "mysql"
+instances = [{instances}]
+client_auth = "mysql_native_password"
+
+[clusters.ryw.health]
+user = "{MONITOR_USER}"
+password = "{MONITOR_PASSWORD}"
+interval = "200ms"
+max_replica_lag = "0s"
+
+[clusters.ryw.pool]
+mode = "transaction"
+max_server_connections = 5
+
+[[clusters.ryw.endpoints]]
+name = "split-ryw"
+listen = "{HOST}:{ports['ryw']}"
+role = "split"
+read_your_writes = true
+
+[[clusters.ryw.endpoints]]
+name = "split-plain"
+listen = "{HOST}:{ports['plain']}"
+role = "split"
+read_your_writes = false
+"""
+    with mysql_module_proxy(cluster, tmp_path_factory.mktemp("my-topo"), reader=True, pool_size=5,
+                            health={"max_replica_lag": "2s", "failure_threshold": 3, "user": MONITOR_USER,
+                                    "password": MONITOR_PASSWORD},
+                            failover={"mode": "promote", "promote_after": "1s"},
+                            borrow_timeout="15s", endpoints_extra=second) as running:
+        yield running
+        running.assert_alive_and_clean()
+
+
+def instances(proxy: MysqlProxy, name: str = "my") -> dict[int, dict[str, Any]]:
+    """SHOW INSTANCES of one cluster, by port."""
+    return {int(r["instance"].rsplit(":", 1)[1]): r for r in admin_rows(proxy, "SHOW INSTANCES") if r["cluster"] == name}
+
+
+def port_of(conn: Conn) -> int:
+    return int(scalar(conn, "SELECT @@port"))
+
+
+def test_probes_show_the_primary_and_both_replicas(proxy: MysqlProxy, cluster: MysqlCluster) -> None:
+    shown = wait_until(lambda: (lambda s: s if all(r["state"] == "up" for r in s.values()) else None)(instances(proxy)),
+                       timeout=10, what="all instances up")
+    assert shown[cluster.ports[0]]["role"] == "primary"
+    assert [shown[p]["role"] for p in cluster.ports[1:]] == ["replica", "replica"]
+    assert all(shown[p]["position"] is not None for p in cluster.ports)
+    with connect(proxy) as conn:
+        assert port_of(conn) == cluster.ports[0]   # the writer endpoint
+
+
+def test_reader_spreads_over_both_replicas(proxy: MysqlProxy, cluster: MysqlCluster) -> None:
+    assert proxy.reader_port is not None
+    seen: Counter[int] = Counter()
+    with connect(proxy.reader_port) as conn:
+        for _ in range(200):
+            seen[port_of(conn)] += 1
+    assert set(seen) == set(cluster.ports[1:]), seen
+    assert all(80 <= seen[p] <= 120 for p in cluster.ports[1:]), seen   # within 60/40
+
+
+def test_split_lands_reads_on_replicas_and_writes_on_the_primary(proxy: MysqlProxy, ports: dict[str, int],
+                                                                 cluster: MysqlCluster) -> None:
+    primary, replicas = cluster.ports[0], set(cluster.ports[1:])
+    with connect(ports["split"]) as conn:
+        assert port_of(conn) in replicas
+        assert scalar(conn, "SELECT @@port FOR UPDATE") == primary
+        assert scalar(conn, "SELECT GET_LOCK('topo', 0) + @@port - 1") == primary
+        rows(conn, "SELECT RELEASE_LOCK('topo')")
+        rows(conn, "REPLACE INTO topo VALUES (1, 'split')")
+        conn.begin()
+        assert port_of(conn) == primary   # an explicit transaction: the primary
+        conn.commit()
+        assert scalar(conn, "/* dbproxy:route=primary */ SELECT @@port") == primary
+
+
+def test_a_stopped_replica_leaves_and_comes_back(proxy: MysqlProxy, cluster: MysqlCluster) -> None:
+    assert proxy.reader_port is not None
+    stopped = cluster.ports[2]
+    cluster.stop_instance(2)
+    try:
+        wait_until(lambda: instances(proxy)[stopped]["state"] == "down", timeout=10, what="the stopped replica down")
+        with connect(proxy.reader_port) as conn:
+            assert {port_of(conn) for _ in range(30)} == {cluster.ports[1]}
+    finally:
+        cluster.start_instance(2)
+    wait_until(lambda: instances(proxy)[stopped]["state"] == "up", timeout=15, what="the replica back up")
+    with connect(proxy.reader_port) as conn:
+        wait_until(lambda: stopped in {port_of(conn) for _ in range(20)}, timeout=5, what="reads on it again")
+
+
+def test_a_delayed_replica_is_excluded_while_over_max_replica_lag(proxy: MysqlProxy, cluster: MysqlCluster) -> None:
+    assert proxy.reader_port is not None
+    delayed = cluster.ports[1]
+    cluster.set_delay(1, 30)
+    try:
+        with connect(proxy) as writer:
+            deadline = time.monotonic() + 15
+            while instances(proxy)[delayed]["state"] != "lagging":
+                assert time.monotonic() < deadline, instances(proxy)[delayed]
+                rows(writer, "REPLACE INTO topo VALUES (2, NOW(6))")   # events for the delayed replica to hold
+                time.sleep(0.3)
+        with connect(proxy.reader_port) as conn:
+            assert {port_of(conn) for _ in range(30)} == {cluster.ports[2]}
+    finally:
+        cluster.set_delay(1, 0)
+    wait_until(lambda: instances(proxy)[delayed]["state"] == "up", timeout=20, what="the replica caught up")
+
+
+def test_read_your_writes_by_gtid_never_misses_its_own_write(proxy: MysqlProxy, ports: dict[str, int],
+                                                             cluster: MysqlCluster) -> None:
+    wait_until(lambda: all(r["state"] == "up" for r in instances(proxy, "ryw").values()), timeout=10,
+               what="cluster ryw up")
+    cluster.set_delay(1, 3)
+    cluster.set_delay(2, 3)
+    missed = {"ryw": 0, "plain": 0}
+    try:
+        with connect(ports["ryw"]) as ryw, connect(ports["plain"]) as plain:
+            for i in range(20):
+                for name, conn in (("ryw", ryw), ("plain", plain)):
+                    key = 1000 + i * 2 + (name == "plain")
+                    rows(conn, "INSERT INTO topo VALUES (%s, %s)", (key, name))
+                    if scalar(conn, "SELECT COUNT(*) FROM topo WHERE id = %s", (key,)) != 1:
+                        missed[name] += 1
+            # Reads with nothing new written still go to replicas once they have replayed the writes.
+            cluster.set_delay(1, 0)
+            cluster.set_delay(2, 0)
+            replicas = set(cluster.ports[1:])
+            wait_until(lambda: port_of(ryw) in replicas, timeout=15, what="ryw reads back on a replica")
+    finally:
+        cluster.set_delay(1, 0)
+        cluster.set_delay(2, 0)
+    assert missed["ryw"] == 0, missed
+    assert missed["plain"] >= 15, missed   # the control endpoint reads from the delayed replicas
+
+
+def test_switchover_under_load_fails_no_transaction(proxy: MysqlProxy, cluster: MysqlCluster) -> None:
+    cluster.wait_replicated()
+    target = cluster.address(1)
+    failures: list[str] = []
+    done = threading.Event()
+    counts = Counter[str]()
+
+    def load(kind: str) -> None:
+        conn = connect(proxy) if kind == "write" else connect(proxy.reader_port or 0)
+        with conn:
+            n = 0
+            while not done.is_set():
+                n += 1
+                try:
+                    if kind == "write":
+                        conn.begin()
+                        rows(conn, "REPLACE INTO topo VALUES (3, %s)", (str(n),))
+                        conn.commit()
+                    else:
+                        scalar(conn, "SELECT COUNT(*) FROM topo")
+                    counts[kind] += 1
+                except pymysql.err.MySQLError as exc:
+                    failures.append(f"{kind}: {exc}")
+                time.sleep(0.005)
+
+    workers = [threading.Thread(target=load, args=(k,)) for k in ("write", "write", "read")]
+    for w in workers:
+        w.start()
+    try:
+        time.sleep(0.5)
+        result = admin_rows(proxy, f"FAILOVER my TO '{target}'")
+        time.sleep(0.5)
+    finally:
+        done.set()
+        for w in workers:
+            w.join(10)
+    assert failures == [], failures[:5]
+    assert counts["write"] > 20 and counts["read"] > 20, counts
+    assert result and str(result[0]["new_writer"]) == target, result
+    shown = instances(proxy)
+    assert shown[cluster.ports[1]]["role"] == "primary" and shown[cluster.ports[1]]["state"] == "up"
+    with connect(proxy) as conn:
+        assert port_of(conn) == cluster.ports[1]
+    status = cluster.slave_status(2)
+    assert status.get("Master_Port") == str(cluster.ports[1]), status   # re-pointed by GTID
