@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from deploy.mysqlcluster import MysqlCluster, MysqlClusterError
+from deploy.mysqlcluster import MONITOR_PASSWORD, MONITOR_USER, MysqlCluster, MysqlClusterError
 from deploy.pgcluster import HOST, PgCluster, PgClusterError, accepts_tcp, pid_alive
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -106,12 +106,15 @@ client_idle_timeout    = "0s"
 init_query             = ""
 prepared_statements    = true
 {endpoints}
-# A MariaDB cluster: writer -> the first instance, reader -> the others (topology and failover for
-# MySQL clusters come in a later version; until then routing is by position in `instances`).
+# A MariaDB cluster: roles from the probes (read_only, replication), failover like PostgreSQL's.
 [clusters.shop]
 engine      = "mysql"
 instances   = [{mysql_instances}]
 client_auth = "mysql_native_password"
+
+[clusters.shop.health]
+user     = "{MONITOR_USER}"
+password = "{MONITOR_PASSWORD}"
 
 [clusters.shop.pool]
 mode                   = "transaction"

@@ -245,7 +245,8 @@ def test_switchover_under_load_fails_no_transaction(proxy: MysqlProxy, cluster: 
 
 
 def test_promote_mode_replaces_a_killed_primary_and_fences_it_when_it_returns(proxy: MysqlProxy,
-                                                                            cluster: MysqlCluster) -> None:
+                                                                            cluster: MysqlCluster,
+                                                                            ports: dict[str, int]) -> None:
     shown = instances(proxy)
     old = next(i for i, p in enumerate(cluster.ports) if shown[p]["role"] == "primary")
     others = [i for i in range(len(cluster.ports)) if i != old]
@@ -301,6 +302,12 @@ def test_promote_mode_replaces_a_killed_primary_and_fences_it_when_it_returns(pr
     assert set(acked) <= present, f"{len(set(acked) - present)} acknowledged writes lost"   # semi-sync
     assert scalar(idle, "SELECT 'idle client kept'") == "idle client kept"
     idle.close()
+    # Cluster "ryw" is in follow mode over the same instances: it follows the promotion made elsewhere.
+    wait_until(lambda: instances(proxy, "ryw")[cluster.ports[survivor]]["role"] == "primary", timeout=5,
+               what="the follow-mode cluster on the new primary")
+    with connect(ports["ryw"]) as conn:
+        rows(conn, "INSERT INTO acked VALUES (0)")
+        assert scalar(conn, "/* dbproxy:route=primary */ SELECT @@port") == cluster.ports[survivor]
     # The old primary comes back writable: it is fenced, writes stay on the new one.
     cluster.start_instance(old, replicate=False)
     cluster.query(old, "SET GLOBAL read_only = OFF", admin=True)
