@@ -116,11 +116,6 @@ class Pool(Generic[C]):
             return False
         return self.shared is None or self.shared.make_room(self)
 
-    def _over_limit(self) -> bool:
-        shared = self.shared
-        return self.size >= self.max_size or (shared is not None and len(shared.pools) > 1
-                                              and shared.size >= shared.max_size)
-
     # ---- borrow / release -------------------------------------------------------------------
 
     async def borrow(self, timeout: float) -> C:
@@ -200,8 +195,11 @@ class Pool(Generic[C]):
         self.in_use.discard(conn)
         now = self.clock()
         conn.last_used = now
+        shared = self.shared
+        siblings = shared is not None and len(shared.pools) > 1
         if (conn.closed or self.closed or is_retired(conn, now, self.generation, self.max_lifetime)
-                or self._over_limit()):   # over a limit lowered by resize()
+                or self.size >= self.max_size   # over a limit lowered by resize()
+                or (siblings and shared.size >= shared.max_size)):  # type: ignore[union-attr]
             if not conn.closed:
                 conn.close()
             self._capacity_freed()
@@ -212,9 +210,9 @@ class Pool(Generic[C]):
                 self.in_use.add(conn)
                 fut.set_result(conn)
                 return
-        if self.shared is not None and self.shared.sibling_waits(self):
+        if siblings and shared.sibling_waits(self):  # type: ignore[union-attr]
             conn.close()   # a sibling's client waits and cannot use it: make room for one of its own
-            self.shared.wake(self)
+            shared.wake(self)  # type: ignore[union-attr]
             return
         self.idle.append(conn)
 
