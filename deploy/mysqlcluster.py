@@ -163,6 +163,7 @@ class MysqlCluster:
         primary = max(primaries, key=self.masters.count)
         if not self.query(primary, f"SHOW DATABASES LIKE {_literal(APP_DB)}"):
             self._create_app(primary, timeout)
+        self._ensure_monitor_user(primary)
         self.wait_replicated(timeout=timeout)
 
     def stop(self, timeout: float = 60) -> None:
@@ -543,19 +544,26 @@ class MysqlCluster:
             self._change_master(i, master)
 
     def _create_app(self, primary: int, timeout: float) -> None:
-        """Database and user ``app`` (and dbproxy's ``dbproxy_monitor``) on the primary, after replication is
-        set up so that they replicate."""
+        """Database and user ``app`` on the primary, after replication is set up so that they replicate."""
         if self.semi_sync:
             self._wait_semi_sync_clients(primary, timeout=min(timeout, 15))
         user = f"{_literal(APP_USER)}@'%'"
-        monitor = f"{_literal(MONITOR_USER)}@'%'"
         self.query(  # binlogged: reaches the replicas by replication
             primary,
             f"CREATE DATABASE IF NOT EXISTS `{APP_DB}`; CREATE USER IF NOT EXISTS {user} IDENTIFIED VIA "
             f"mysql_native_password USING PASSWORD({_literal(APP_PASSWORD)}); GRANT ALL ON `{APP_DB}`.* TO {user}; "
-            f"CREATE USER IF NOT EXISTS {monitor} IDENTIFIED VIA mysql_native_password USING "
-            f"PASSWORD({_literal(MONITOR_PASSWORD)}); GRANT {MONITOR_GRANTS} ON *.* TO {monitor}; "
+
             f"REVOKE READ_ONLY ADMIN ON *.* FROM 'root'@{_literal(HOST)}",  # so replicas refuse root's writes too
+            admin=True,
+        )
+
+    def _ensure_monitor_user(self, primary: int) -> None:
+        """dbproxy's probe and failover user, on every start (clusters made before it existed get it too)."""
+        monitor = f"{_literal(MONITOR_USER)}@'%'"
+        self.query(  # binlogged: reaches the replicas by replication
+            primary,
+            f"CREATE USER IF NOT EXISTS {monitor} IDENTIFIED VIA mysql_native_password USING "
+            f"PASSWORD({_literal(MONITOR_PASSWORD)}); GRANT {MONITOR_GRANTS} ON *.* TO {monitor}",
             admin=True,
         )
 
