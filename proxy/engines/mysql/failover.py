@@ -57,7 +57,7 @@ class MysqlFailoverActions:
         """Make a replica the primary; True once it is writable."""
 
         async def run(conn: MysqlServerConnection) -> bool:
-            mysql = _is_mysql(conn)
+            mysql = sql.is_mysql(conn)
             status = await _replica_status(conn, mysql)
             if status is not None:
                 await sql.execute(conn, "STOP REPLICA IO_THREAD" if mysql else "STOP SLAVE IO_THREAD",
@@ -81,7 +81,7 @@ class MysqlFailoverActions:
         """Re-point a replica at `primary` (by GTID); returns a warning, or "" when all is well."""
 
         async def run(conn: MysqlServerConnection) -> str:
-            mysql = _is_mysql(conn)
+            mysql = sql.is_mysql(conn)
             host, port = sql.literal(primary.host), int(primary.port)
             if mysql:
                 statements = ["STOP REPLICA", f"CHANGE REPLICATION SOURCE TO SOURCE_HOST = {host}, SOURCE_PORT = {port}, "
@@ -128,7 +128,7 @@ class MysqlFailoverActions:
 
         async def run(conn: MysqlServerConnection) -> bool:
             deadline = time.monotonic() + timeout
-            query = MYSQL8_SQL if _is_mysql(conn) else MARIADB_SQL
+            query = MYSQL8_SQL if sql.is_mysql(conn) else MARIADB_SQL
             while True:
                 rows = await sql.query(conn, query, STATEMENT_TIMEOUT)
                 replayed = gtid_position(rows[0].get("replayed")) if rows else None
@@ -171,13 +171,9 @@ async def _semi_sync_primary(conn: MysqlServerConnection) -> None:
 
 
 async def _written(conn: MysqlServerConnection) -> int:
-    rows = await sql.query(conn, MYSQL8_SQL if _is_mysql(conn) else MARIADB_SQL, STATEMENT_TIMEOUT)
+    rows = await sql.query(conn, MYSQL8_SQL if sql.is_mysql(conn) else MARIADB_SQL, STATEMENT_TIMEOUT)
     position = gtid_position(rows[0].get("written")) if rows else None
     return position or 0
-
-
-def _is_mysql(conn: MysqlServerConnection) -> bool:
-    return "mariadb" not in conn.server_version.lower()
 
 
 def _describe(exc: BaseException) -> str:

@@ -37,7 +37,6 @@ MARIADB_SQL = "SELECT @@read_only AS ro, @@gtid_binlog_pos AS written, @@gtid_sl
 MYSQL8_SQL = "SELECT @@read_only AS ro, @@gtid_executed AS written, @@gtid_executed AS replayed"
 SLAVE_STATUS_SQL = "SHOW SLAVE STATUS"
 REPLICA_STATUS_SQL = "SHOW REPLICA STATUS"
-_UNKNOWN_VARIABLE = 1193
 _PARSE_ERROR = 1064
 _ACCESS_DENIED = 1227   # the probe user may not read replication status (needs SLAVE MONITOR / REPLICATION CLIENT)
 STOPPED_LAG = 1e9   # the lag reported for a replica that applies nothing
@@ -53,7 +52,6 @@ class MysqlProbe:
         self.user = user
         self.password = password
         self._conn: MysqlServerConnection | None = None
-        self._position_sql = MARIADB_SQL
         self._status_sql = SLAVE_STATUS_SQL
         self._status_allowed = True
 
@@ -93,13 +91,7 @@ class MysqlProbe:
         return parse_probe(positions, status)
 
     async def _first_row(self, conn: MysqlServerConnection, timeout: float) -> Row:
-        try:
-            rows = await sql.query(conn, self._position_sql, timeout)
-        except QueryFailed as exc:
-            if exc.errno != _UNKNOWN_VARIABLE or self._position_sql == MYSQL8_SQL:
-                raise
-            self._position_sql = MYSQL8_SQL   # MySQL: no gtid_binlog_pos
-            rows = await sql.query(conn, self._position_sql, timeout)
+        rows = await sql.query(conn, MYSQL8_SQL if sql.is_mysql(conn) else MARIADB_SQL, timeout)
         if len(rows) != 1:
             raise ValueError(f"probe query returned {len(rows)} rows")
         return rows[0]

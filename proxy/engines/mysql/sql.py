@@ -49,6 +49,11 @@ async def execute(conn: MysqlServerConnection, sql: str, timeout: float) -> None
     await query(conn, sql, timeout)
 
 
+def is_mysql(conn: MysqlServerConnection) -> bool:
+    """MySQL rather than MariaDB (from the server's handshake version)."""
+    return "mariadb" not in conn.server_version.lower()
+
+
 def literal(value: str) -> str:
     """A MySQL string literal (backslashes and quotes escaped)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
