@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ...config import Address
 from ...errors import ProxyError
@@ -43,14 +43,17 @@ class ShutDownByKill(ProxyError):
     errno = ErrorCode.CONNECTION_KILLED
 
 
-def kill(session: MysqlClientSession, what: str, target_id: int,
-         server: MysqlServerConnection | None = None) -> bytes:
-    """`KILL what target_id` from session; returns the reply packets, or the COM_QUERY packet to send
-    to `server` instead (a bytes object starting with a sequence-0 header: see `is_forward`).
+class Outcome(NamedTuple):
+    """What becomes of a KILL: the proxy's reply to the client, or a command for the attached server."""
 
-    With server None (no server connection attached), a kill the server must judge returns b"":
-    the caller borrows one and asks again.
-    """
+    reply: bytes = b""     # whole packets for the client
+    forward: bytes = b""   # a COM_QUERY packet to send the server instead (whose answer the client gets)
+
+
+def kill(session: MysqlClientSession, what: str, target_id: int,
+         server: MysqlServerConnection | None = None) -> Outcome | None:
+    """`KILL what target_id` from session. With server None (no server connection attached), a kill
+    the server must judge returns None: the caller borrows one and asks again."""
     target = session.app.client_by_id(target_id)
     assert session.login is not None
     from .session import MysqlClientSession
@@ -64,7 +67,7 @@ def kill(session: MysqlClientSession, what: str, target_id: int,
                           f"You are not owner of thread {target_id} (through dbproxy another user's "
                           "connection can be killed only while it runs a statement)")
         if server is None:
-            return b""
+            return None
         if server.address != thread.address:
             return _error(ErrorCode.KILL_DENIED,
                           f"You are not owner of thread {target_id} (it runs on another instance)")
@@ -75,19 +78,14 @@ def kill(session: MysqlClientSession, what: str, target_id: int,
         else:
             verb = b"KILL CONNECTION"
             target.killed_thread = thread.pid   # if that thread dies now, the client goes with it
-        return encode_packets(b"\x03%s %d" % (verb, thread.pid), 0)[0]
+        return Outcome(forward=encode_packets(b"\x03%s %d" % (verb, thread.pid), 0)[0])
     log.info("client %s: KILL %s %d", session.peer, what, target_id)
     if what == "query":
         if target.server is not None:
             session.app.spawn(session.cluster.engine.cancel(target.server))
     else:
         target.close_with_error("killed", ShutDownByKill("Connection was killed"))
-    return encode_packets(encode_ok(session.capabilities, status=session._status()), 1)[0]
-
-
-def is_forward(reply: bytes) -> bool:
-    """A `kill()` result that is a command for the server (sequence id 0), not a reply (sequence id 1)."""
-    return reply[3] == 0
+    return Outcome(encode_packets(encode_ok(session.capabilities, status=session._status()), 1)[0])
 
 
 def local_kill(session: MysqlClientSession, sql: bytes) -> bytes | None:
@@ -100,11 +98,11 @@ def local_kill(session: MysqlClientSession, sql: bytes) -> bytes | None:
     target = session_effects(sql.decode("utf-8", "replace")).kill
     if target is None or target.target is None or target.kind not in _KINDS:
         return None
-    reply = kill(session, target.kind, target.target)
-    if not reply:
+    outcome = kill(session, target.kind, target.target)
+    if outcome is None:
         return None
     session.queries += 1
-    return reply
+    return outcome.reply
 
 
 def thread_names(session: MysqlClientSession, address: Address) -> dict[int, int]:
@@ -117,5 +115,5 @@ def thread_names(session: MysqlClientSession, address: Address) -> dict[int, int
     return names
 
 
-def _error(errno: int, message: str) -> bytes:
-    return encode_packets(encode_err(errno, message), 1)[0]
+def _error(errno: int, message: str) -> Outcome:
+    return Outcome(encode_packets(encode_err(errno, message), 1)[0])

@@ -454,10 +454,10 @@ class MysqlClientSession(ClientSessionCore):
             elif command == Command.STMT_RESET and not self._long_data:
                 out.append(encode_packets(encode_ok(self.capabilities, status=self._status()), 1)[0])
             elif command == Command.PROCESS_KILL and end - pos >= 9:
-                answer = kill.kill(self, "connection", int.from_bytes(data[pos + 5:pos + 9], "little"))
-                if not answer:
+                outcome = kill.kill(self, "connection", int.from_bytes(data[pos + 5:pos + 9], "little"))
+                if outcome is None:
                     break   # the server must judge it
-                out.append(answer)
+                out.append(outcome.reply)
             elif command == Command.CHANGE_USER:
                 if out:
                     self.write(b"".join(out))
@@ -502,11 +502,11 @@ class MysqlClientSession(ClientSessionCore):
                     break
                 effects = session_effects(sql.decode("utf-8", "replace")) if _might_change(sql) else EMPTY
                 if effects is not EMPTY:
-                    reply = self._apply_effects(effects, server, sql)
-                    if reply is not None:   # a KILL: answered by the proxy, or rewritten for the server
+                    outcome = self._apply_effects(effects, server, sql)
+                    if outcome is not None:   # a KILL: answered by the proxy, or rewritten for the server
                         out.append(data[start:pos])
                         start = end
-                        self._push_kill(reply, out)
+                        self._push_kill(outcome, out)
                         pos = end
                         continue
                     if effects.uses_last_insert_id:
@@ -591,14 +591,14 @@ class MysqlClientSession(ClientSessionCore):
         if self._change_after and tracker.quiet:
             self._change_user_now()
 
-    def _push_kill(self, reply: bytes, out: list[bytes]) -> None:
+    def _push_kill(self, outcome: kill.Outcome | None, out: list[bytes]) -> None:
         """A KILL's outcome (kill.kill) in its turn: the proxy's reply, or the server's KILL to send."""
-        assert self.server is not None
-        if kill.is_forward(reply):
-            out.append(reply)
+        assert self.server is not None and outcome is not None   # with a server attached there is one
+        if outcome.forward:
+            out.append(outcome.forward)
             self.server.tracker.push(_QUERY_SLOT)
             return
-        due = self.server.tracker.push(Slot(Command.QUERY, SYNTH, reply))
+        due = self.server.tracker.push(Slot(Command.QUERY, SYNTH, outcome.reply))
         if due:
             self.write(due)
 
@@ -690,8 +690,8 @@ class MysqlClientSession(ClientSessionCore):
         return encode_packets(b"\x03SELECT LAST_INSERT_ID(%d)" % self._insert_id, 0)[0]
 
     def _apply_effects(self, effects: MysqlSessionEffects, server: MysqlServerConnection,
-                       sql: bytes = b"") -> bytes | None:
-        """Track what a statement does to the session; returns the reply when the proxy answers it."""
+                       sql: bytes = b"") -> kill.Outcome | None:
+        """Track what a statement does to the session; returns a KILL's outcome (the proxy answers it)."""
         target = effects.kill
         if target is not None and target.target is not None and target.kind in ("connection", "query"):
             return kill.kill(self, target.kind, target.target, server)
