@@ -61,17 +61,14 @@ class SharedLimit:
                 return True
         return False
 
-    def wake(self, freed_by: Pool[Any]) -> bool:
-        """Room was freed: let a sibling with waiters open a connection; False if none waits."""
+    def wake(self, freed_by: Pool[Any]) -> None:
+        """Room was freed: let the first sibling with waiters open a connection."""
         for pool in self.pools:
             if pool is not freed_by and not pool.closed and pool.waiting():
                 pool._capacity_freed()
-                return True
-        return False
+                return
 
     def sibling_waits(self, pool: Pool[Any]) -> bool:
-        if len(self.pools) < 2:
-            return False
         return any(other is not pool and not other.closed and other.waiting() for other in self.pools)
 
 
@@ -196,10 +193,11 @@ class Pool(Generic[C]):
         now = self.clock()
         conn.last_used = now
         shared = self.shared
-        siblings = shared is not None and len(shared.pools) > 1
+        if shared is not None and len(shared.pools) < 2:
+            shared = None   # no sibling: this pool's own max_size says it all
         if (conn.closed or self.closed or is_retired(conn, now, self.generation, self.max_lifetime)
                 or self.size >= self.max_size   # over a limit lowered by resize()
-                or (siblings and shared.size >= shared.max_size)):  # type: ignore[union-attr]
+                or (shared is not None and shared.size >= shared.max_size)):
             if not conn.closed:
                 conn.close()
             self._capacity_freed()
@@ -210,9 +208,9 @@ class Pool(Generic[C]):
                 self.in_use.add(conn)
                 fut.set_result(conn)
                 return
-        if siblings and shared.sibling_waits(self):  # type: ignore[union-attr]
+        if shared is not None and shared.sibling_waits(self):
             conn.close()   # a sibling's client waits and cannot use it: make room for one of its own
-            shared.wake(self)  # type: ignore[union-attr]
+            shared.wake(self)
             return
         self.idle.append(conn)
 
