@@ -60,41 +60,55 @@ def mysql_proxy_config(
     extra_users: Sequence[tuple[str, str]] = (),
     health: dict[str, str | int | bool] | None = None,
     failover: dict[str, str | int | bool] | None = None,
+    more_endpoints: Sequence[tuple[str, int, str, dict[str, str | int | bool]]] = (),
     endpoints_extra: str = "",
 ) -> str:
     """TOML for dbproxy in front of ``cluster`` (see the module docstring); ``extra_users`` are more
-    (name, password) proxy users that log in to the servers as themselves."""
+    (name, password) proxy users that log in to the servers as themselves, ``more_endpoints`` more
+    endpoints of the cluster (see `mysql_cluster_toml`), ``endpoints_extra`` TOML appended (more clusters)."""
     server = ["[server]", f"log_level = {_q(log_level)}", 'shutdown_timeout = "2s"',
               f"client_login_timeout = {_q(client_login_timeout)}"]
     if admin_port is not None:
         server.append(f'admin_listen = "{HOST}:{admin_port}"')
-    instances = ", ".join(_q(address) for address in cluster.addresses)
     pool: dict[str, str | int | bool] = {"mode": mode, "max_server_connections": pool_size}
     if max_client_connections is not None:
         pool["max_client_connections"] = max_client_connections
     pool.update(pool_extra or {})
-    pool_lines = [f"{key} = {_value(value)}" for key, value in pool.items()]
-    # Probes log in as root (no password over TCP in the test clusters): SLAVE MONITOR, and not one of
-    # the app user's connections that tests count.
-    health_settings: dict[str, str | int | bool] = {"user": "root", "interval": "200ms", "timeout": "1s"}
-    health_settings.update(health or {})
-    endpoints = [f'[[clusters.{CLUSTER}.endpoints]]\nname = "writer"\nlisten = "{HOST}:{port}"\nrole = "writer"\n']
+    endpoints: list[tuple[str, int, str, dict[str, str | int | bool]]] = [("writer", port, "writer", {})]
     if reader_port is not None:
-        endpoints.append(f'[[clusters.{CLUSTER}.endpoints]]\nname = "reader"\nlisten = "{HOST}:{reader_port}"\n'
-                         'role = "reader"\n')
+        endpoints.append(("reader", reader_port, "reader", {}))
+    endpoints += more_endpoints
     return "\n".join([
         *server, "",
         "[[users]]", f"name = {_q(APP_USER)}", f"password = {_q(APP_PASSWORD)}", "",
         "[[users]]", f"name = {_q(ADMIN_USER)}", f"password = {_q(ADMIN_PASSWORD)}", "admin = true", "",
         *(f"[[users]]\nname = {_q(name)}\npassword = {_q(password)}\n" for name, password in extra_users),
-        f"[clusters.{CLUSTER}]", 'engine = "mysql"', f"instances = [{instances}]",
-        'client_auth = "mysql_native_password"', "",
-        f"[clusters.{CLUSTER}.health]", *(f"{key} = {_value(value)}" for key, value in health_settings.items()), "",
-        f"[clusters.{CLUSTER}.failover]", f"borrow_timeout = {_q(borrow_timeout)}",
-        *(f"{key} = {_value(value)}" for key, value in (failover or {}).items()), "",
-        f"[clusters.{CLUSTER}.pool]", *pool_lines, "",
-        *endpoints, endpoints_extra,
+        mysql_cluster_toml(CLUSTER, cluster, pool, endpoints, health=health,
+                           failover={"borrow_timeout": borrow_timeout, **(failover or {})}),
+        endpoints_extra,
     ])
+
+
+Settings = dict[str, str | int | bool]
+
+
+def mysql_cluster_toml(name: str, cluster: MysqlCluster, pool: Settings,
+                       endpoints: Sequence[tuple[str, int, str, Settings]], *, health: Settings | None = None,
+                       failover: Settings | None = None) -> str:
+    """One `[clusters.<name>]` section over ``cluster``'s instances: its health (probes as root, every
+    200ms, unless told otherwise), failover and pool settings, and endpoints (name, port, role, extra keys)."""
+    instances = ", ".join(_q(address) for address in cluster.addresses)
+    # Probes log in as root (no password over TCP in the test clusters): SLAVE MONITOR, and not one of
+    # the app user's connections that tests count.
+    health_settings: Settings = {"user": "root", "interval": "200ms", "timeout": "1s", **(health or {})}
+    lines = [f"[clusters.{name}]", 'engine = "mysql"', f"instances = [{instances}]",
+             'client_auth = "mysql_native_password"', ""]
+    for table, settings in (("health", health_settings), ("failover", failover or {}), ("pool", pool)):
+        lines += [f"[clusters.{name}.{table}]", *(f"{key} = {_value(value)}" for key, value in settings.items()), ""]
+    for endpoint, port, role, extra in endpoints:
+        lines += [f"[[clusters.{name}.endpoints]]", f"name = {_q(endpoint)}", f'listen = "{HOST}:{port}"',
+                  f"role = {_q(role)}", *(f"{key} = {_value(value)}" for key, value in extra.items()), ""]
+    return "\n".join(lines)
 
 
 def _value(value: str | int | bool) -> str:
@@ -242,6 +256,6 @@ def trx_count(cluster: MysqlCluster, index: int = 0, user: str = APP_USER) -> in
                           (user,)))
 
 
-__all__ = ["assert_no_traceback", "MysqlProxy", "mysql_proxy_config", "mysql_module_proxy", "connect", "direct",
+__all__ = ["assert_no_traceback", "MysqlProxy", "mysql_proxy_config", "mysql_cluster_toml", "mysql_module_proxy", "connect", "direct",
            "scalar", "rows", "server_thread", "mariadb_cli", "mariadb_cli_argv", "admin_rows", "client_row", "proxy_threads",
            "trx_count"]

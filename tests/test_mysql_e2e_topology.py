@@ -19,9 +19,18 @@ import pymysql
 import pytest
 from conftest import _dispose_mysql, _new_mysql_cluster
 from e2e_helpers import wait_until
-from mysql_e2e_helpers import MysqlProxy, admin_rows, connect, direct, mysql_module_proxy, rows, scalar
+from mysql_e2e_helpers import (
+    MysqlProxy,
+    admin_rows,
+    connect,
+    direct,
+    mysql_cluster_toml,
+    mysql_module_proxy,
+    rows,
+    scalar,
+)
 
-from deploy.mysqlcluster import HOST, MONITOR_PASSWORD, MONITOR_USER, MysqlCluster
+from deploy.mysqlcluster import MONITOR_PASSWORD, MONITOR_USER, MysqlCluster
 from deploy.pgcluster import free_ports
 
 Conn = pymysql.connections.Connection  # type: ignore[type-arg]
@@ -50,45 +59,17 @@ def proxy(cluster: MysqlCluster, ports: dict[str, int], tmp_path_factory: pytest
                     "GRANT ALL ON app.* TO 'app'@'%'"):
             rows(conn, sql)
     cluster.wait_replicated()
-    instances = ", ".join(f'"{a}"' for a in cluster.addresses)
-    second = f"""
-[[clusters.my.endpoints]]
-name = "split"
-listen = "{HOST}:{ports['split']}"
-role = "split"
-
-[clusters.ryw]
-engine = "mysql"
-instances = [{instances}]
-client_auth = "mysql_native_password"
-
-[clusters.ryw.health]
-user = "{MONITOR_USER}"
-password = "{MONITOR_PASSWORD}"
-interval = "200ms"
-max_replica_lag = "0s"
-
-[clusters.ryw.pool]
-mode = "transaction"
-max_server_connections = 5
-
-[[clusters.ryw.endpoints]]
-name = "split-ryw"
-listen = "{HOST}:{ports['ryw']}"
-role = "split"
-read_your_writes = true
-
-[[clusters.ryw.endpoints]]
-name = "split-plain"
-listen = "{HOST}:{ports['plain']}"
-role = "split"
-read_your_writes = false
-"""
+    ryw = mysql_cluster_toml(
+        "ryw", cluster, {"mode": "transaction", "max_server_connections": 5},
+        [("split-ryw", ports["ryw"], "split", {"read_your_writes": True}),
+         ("split-plain", ports["plain"], "split", {"read_your_writes": False})],
+        health={"user": MONITOR_USER, "password": MONITOR_PASSWORD, "max_replica_lag": "0s"})
     with mysql_module_proxy(cluster, tmp_path_factory.mktemp("my-topo"), reader=True, pool_size=5,
                             health={"max_replica_lag": "2s", "failure_threshold": 3, "user": MONITOR_USER,
                                     "password": MONITOR_PASSWORD},
                             failover={"mode": "promote", "promote_after": "1s"},
-                            borrow_timeout="15s", endpoints_extra=second) as running:
+                            borrow_timeout="15s", more_endpoints=[("split", ports["split"], "split", {})],
+                            endpoints_extra=ryw) as running:
         yield running
         running.assert_alive_and_clean()
 
