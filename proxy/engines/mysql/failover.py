@@ -150,6 +150,8 @@ class MysqlFailoverActions:
         try:
             return await asyncio.wait_for(action(conn), timeout)
         except QueryFailed as exc:
+            # Not `harmless` (as a PostgreSQL action's single ERROR is): an action here is several
+            # statements, and those before the failing one took effect.
             raise ActionFailed(f"{address}: {exc.message}") from None
         except (TimeoutError, ProxyError, OSError) as exc:
             raise ActionFailed(f"{address}: {_describe(exc)}") from None
