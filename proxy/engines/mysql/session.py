@@ -79,7 +79,7 @@ _REFUSED_COMMANDS = frozenset((Command.BINLOG_DUMP, Command.BINLOG_DUMP_GTID, Co
 _QUERY_SLOT = Slot(Command.QUERY)
 _PROCESSLIST_SLOT = Slot(Command.QUERY, RENAME)
 _SETS_INSERT_ID = re.compile(rb"last_insert_id\s*\(\s*[^\s)]")   # LAST_INSERT_ID(expr)
-_S = frozenset(b"sS")   # a COM_QUERY starting with one of these may be a SHOW PROCESSLIST
+_S, _H = frozenset(b"sS"), frozenset(b"hH")   # a COM_QUERY starting "sh" may be a SHOW PROCESSLIST
 _K = frozenset(b"kK")   # a COM_QUERY starting with one of these may be a KILL the proxy answers itself
 # A client refused for an oversized command: its bytes are read and dropped this long, then it is closed.
 _DRAINING = 100
@@ -515,7 +515,7 @@ class MysqlClientSession(ClientSessionCore):
                             out.append(data[start:pos])
                             out.append(before)
                             start = pos
-                if sql and sql[0] in _S and kill.PROCESSLIST.match(sql):
+                if len(sql) > 1 and sql[1] in _H and sql[0] in _S and kill.PROCESSLIST.match(sql):
                     tracker.rename = kill.thread_names(self, server.address)
                     tracker.push(_PROCESSLIST_SLOT)
                 else:
