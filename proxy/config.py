@@ -135,9 +135,13 @@ class HealthSettings:
 
 @dataclass(frozen=True)
 class FailoverSettings:
+    """replication_user/password (MySQL): what a rejoined old primary replicates with (see failover.md)."""
+
     mode: str = "follow"
     promote_after: float = 3.0
     borrow_timeout: float = 30.0
+    replication_user: str | None = None
+    replication_password: str | None = None
 
 
 @dataclass(frozen=True)
@@ -473,6 +477,8 @@ _HEALTH_KEYS = (
     "password_file",
     "database",
 )
+_FAILOVER_KEYS = ("mode", "promote_after", "borrow_timeout", "replication_user", "replication_password",
+                  "replication_password_env", "replication_password_file")
 _ENDPOINT_KEYS = ("name", "listen", "role", "instances", "exclude", "kind", "read_your_writes")
 
 
@@ -616,7 +622,7 @@ def _build_cluster(name: str, t: _Table, context: _Context) -> ClusterConfig:
         tls=_build_tls(t.table("tls", _TLS_KEYS), CLIENT_TLS_MODES, context, client_side=True),
         server_tls=_build_tls(t.table("server_tls", _TLS_KEYS), SERVER_TLS_MODES, context, client_side=False),
         health=_build_health(t.table("health", _HEALTH_KEYS), context),
-        failover=_build_failover(t.table("failover", _field_names(FailoverSettings))),
+        failover=_build_failover(t.table("failover", _FAILOVER_KEYS), context),
         pool=_build_pool(t.table("pool", _field_names(PoolSettings))),
         endpoints=_build_endpoints(t, instances),
         read_only_functions=tuple(f.strip().lower() for f in t.text_list("read_only_functions")),
@@ -672,11 +678,13 @@ def _with_probe_logins(clusters: tuple[ClusterConfig, ...], users: tuple[User, .
     )
 
 
-def _build_failover(t: _Table) -> FailoverSettings:
+def _build_failover(t: _Table, context: _Context) -> FailoverSettings:
     return FailoverSettings(
         mode=t.choice("mode", FAILOVER_MODES, "follow"),
         promote_after=t.duration("promote_after", 3.0),
         borrow_timeout=t.duration("borrow_timeout", 30.0),
+        replication_user=t.optional_text("replication_user", required="replication_user" in t.data),
+        replication_password=_secret(t, "replication_password", context)[0],
     )
 
 

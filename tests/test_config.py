@@ -871,6 +871,18 @@ def test_to_display_masks_every_secret() -> None:
     ]
 
 
+def test_replication_credentials_are_read_from_env_and_masked() -> None:
+    text = BASE + '\n[clusters.main.failover]\nreplication_user = "repl"\nreplication_password_env = "REPL_PW"\n'
+    config = parse(text, env={"REPL_PW": "repl-secret"})
+    failover = config.clusters[0].failover
+    assert (failover.replication_user, failover.replication_password) == ("repl", "repl-secret")
+    display = to_display(config)
+    assert "repl-secret" not in json.dumps(display)
+    assert display["clusters"]["main"]["failover"]["replication_password"] == "********"
+    assert any("REPL_MISSING is not set" in p for p in problems(
+        BASE + '\n[clusters.main.failover]\nreplication_password_env = "REPL_MISSING"\n'))
+
+
 def test_to_display_shape() -> None:
     display = to_display(load_config(str(EXAMPLE)))
     assert display["server"]["admin_listen"] == "127.0.0.1:6400"

@@ -307,6 +307,11 @@ class FakeActions:
         self.calls.append(f"follow {replica} {primary}")
         return ""
 
+    async def rejoin(self, old_primary: Address, primary: Address) -> str:
+        self.calls.append(f"rejoin {old_primary} {primary}")
+        self._maybe_fail("rejoin")
+        return f"{old_primary} rejoined"
+
     async def stop_writes(self, primary: Address) -> int:
         self.calls.append(f"stop_writes {primary}")
         self._maybe_fail("stop_writes")
@@ -413,15 +418,26 @@ async def test_switchover_order_and_result() -> None:
     monitor, actions, coordinator, clock = coordinated(mode="follow")
     traffic = FakeTraffic(actions.calls, running=3)
     result = await coordinator.switchover(B, traffic)
+    # The old primary is rejoined once traffic runs again (the engine says what became of it).
     assert actions.calls == ["pause", f"stop_writes {A}", f"wait_replayed {B} 1234", f"promote {B}",
-                             f"follow {C} {B}", f"close_pinned {A}", "resume"]
+                             f"follow {C} {B}", f"close_pinned {A}", "resume", f"rejoin {A} {B}"]
     assert (result.old_writer, result.new_writer, result.repointed, result.old_writer_state) == (A, B, (C,), "fenced")
+    assert result.note == f"{A} rejoined"
     assert monitor.snapshot.writer == B
     # Paused by the operator before: still paused after.
     actions.calls.clear()
     traffic = FakeTraffic(actions.calls, paused=True)
     await coordinator.switchover(C, traffic)
     assert actions.calls[0] == "pause" and "resume" not in actions.calls and traffic.paused
+
+
+async def test_a_failed_rejoin_does_not_undo_the_switchover() -> None:
+    monitor, actions, coordinator, clock = coordinated(mode="follow")
+    actions.fail["rejoin"] = ActionFailed("access denied")
+    result = await coordinator.switchover(B, FakeTraffic(actions.calls))
+    assert monitor.snapshot.writer == B and result.new_writer == B
+    assert "rejoining it as a replica failed (access denied)" in result.note
+    assert any("could not make" in e.text and "access denied" in e.text for e in monitor.events)
 
 
 async def test_switchover_cancelled_when_the_target_does_not_catch_up_or_transactions_keep_running() -> None:

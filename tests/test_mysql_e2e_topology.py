@@ -30,7 +30,7 @@ from mysql_e2e_helpers import (
     scalar,
 )
 
-from deploy.mysqlcluster import MONITOR_PASSWORD, MONITOR_USER, MysqlCluster
+from deploy.mysqlcluster import MONITOR_PASSWORD, MONITOR_USER, REPL_PASSWORD, REPL_USER, MysqlCluster
 from deploy.pgcluster import free_ports
 
 Conn = pymysql.connections.Connection  # type: ignore[type-arg]
@@ -67,7 +67,8 @@ def proxy(cluster: MysqlCluster, ports: dict[str, int], tmp_path_factory: pytest
     with mysql_module_proxy(cluster, tmp_path_factory.mktemp("my-topo"), reader=True, pool_size=5,
                             health={"max_replica_lag": "2s", "failure_threshold": 3, "user": MONITOR_USER,
                                     "password": MONITOR_PASSWORD},
-                            failover={"mode": "promote", "promote_after": "1s"},
+                            failover={"mode": "promote", "promote_after": "1s", "replication_user": REPL_USER,
+                                      "replication_password": REPL_PASSWORD},
                             borrow_timeout="15s", more_endpoints=[("split", ports["split"], "split", {})],
                             endpoints_extra=ryw) as running:
         yield running
@@ -223,6 +224,13 @@ def test_switchover_under_load_fails_no_transaction(proxy: MysqlProxy, cluster: 
         assert port_of(conn) == cluster.ports[1]
     status = cluster.slave_status(2)
     assert status.get("Master_Port") == str(cluster.ports[1]), status   # re-pointed by GTID
+    # The old primary rejoined as a replica of the new one (failover.replication_user/password).
+    rejoined = cluster.slave_status(0)
+    assert rejoined.get("Master_Port") == str(cluster.ports[1]) and rejoined.get("Slave_SQL_Running") == "Yes", rejoined
+    wait_until(lambda: (lambda r: r["role"] == "replica" and r["state"] == "up")(instances(proxy)[cluster.ports[0]]),
+               timeout=10, what="the old primary an up replica")
+    wait_until(lambda: rejoined.get("Slave_IO_Running") == "Yes" or
+               cluster.slave_status(0).get("Slave_IO_Running") == "Yes", timeout=10, what="its IO thread connected")
 
 
 def test_promote_mode_replaces_a_killed_primary_and_fences_it_when_it_returns(proxy: MysqlProxy,
@@ -231,12 +239,11 @@ def test_promote_mode_replaces_a_killed_primary_and_fences_it_when_it_returns(pr
     shown = instances(proxy)
     old = next(i for i, p in enumerate(cluster.ports) if shown[p]["role"] == "primary")
     others = [i for i in range(len(cluster.ports)) if i != old]
-    # The operator rebuilt the switchover's old primary as a replica (the proxy cannot: it does not
-    # know the replication password), so both others replicate from the writer now.
-    cluster.masters[old] = None   # the launcher's view: dbproxy promoted it
+    # dbproxy promoted it and rejoined the switchover's old primary: both others replicate from it.
+    cluster.masters[old] = None   # the launcher's view
     for i in others:
-        if cluster.slave_status(i).get("Master_Port") != str(cluster.ports[old]):
-            cluster.repoint(i, old)
+        cluster.masters[i] = old
+        assert cluster.slave_status(i).get("Master_Port") == str(cluster.ports[old])
     with direct(cluster, old) as conn:
         rows(conn, "CREATE TABLE IF NOT EXISTS app.acked (id INT PRIMARY KEY)")
     cluster.wait_replicated()

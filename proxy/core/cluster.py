@@ -83,7 +83,7 @@ class Cluster(Generic[C]):
                                on_writer_change=self._writer_changed)
 
     def _make_failover(self, config: ClusterConfig) -> FailoverCoordinator | None:
-        actions = self.engine.failover_actions(config.health)
+        actions = self.engine.failover_actions(config.health, config.failover)
         if self.monitor is None or actions is None:
             return None
         return FailoverCoordinator(self.monitor, config.failover, actions)
@@ -106,7 +106,7 @@ class Cluster(Generic[C]):
             return
         self.monitor.set_health(self.config.health)
         if self.failover is not None:
-            actions = self.engine.failover_actions(self.config.health)
+            actions = self.engine.failover_actions(self.config.health, self.config.failover)
             if actions is not None:
                 self.failover.actions = actions
             self.failover.settings = self.config.failover

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from ..config import Address, HealthSettings, PoolSettings
+from ..config import Address, FailoverSettings, HealthSettings, PoolSettings
 from ..routing.classify import Classifier
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class Engine(Protocol):
     def probe_factory(self) -> ProbeFactory | None:
         """Topology probes, or None while the engine has no probe adapter (routing stays static)."""
 
-    def failover_actions(self, health: HealthSettings) -> FailoverActions | None: ...
+    def failover_actions(self, health: HealthSettings, failover: FailoverSettings) -> FailoverActions | None: ...
 
     def cluster_state(self) -> object:
         """Per-cluster caches the engine's sessions share (login replies, statement names)."""

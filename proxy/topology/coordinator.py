@@ -54,6 +54,10 @@ class FailoverActions(Protocol):
 
     async def follow(self, replica: Address, primary: Address) -> str: ...
 
+    async def rejoin(self, old_primary: Address, primary: Address) -> str:
+        """After a switchover: make the old (read-only) primary a replica of the new one where the engine
+        can; returns the note for the log and the result (what became of it, what the operator must do)."""
+
     async def stop_writes(self, primary: Address) -> int: ...
 
     async def allow_writes(self, primary: Address) -> None: ...
@@ -263,9 +267,10 @@ class FailoverCoordinator:
 
         Pause new transactions, wait (bounded) for those running on the writer, stop writes on
         it, wait until the target has replayed its last WAL position, promote the target,
-        re-point the other replicas, wait until the monitor has moved the writer, resume.
-        The old primary stays up, read-only and fenced: PostgreSQL cannot demote online, so the
-        operator rebuilds it as a replica (pg_rewind). Raises SwitchoverRefused or ActionFailed.
+        re-point the other replicas, wait until the monitor has moved the writer, resume. Then the
+        engine rejoins the old primary as a replica where it can (MySQL); otherwise it stays up,
+        read-only and fenced (PostgreSQL cannot demote online: the operator rebuilds it with
+        pg_rewind). Raises SwitchoverRefused or ActionFailed.
         """
         if self.busy.locked():
             raise SwitchoverRefused(f"cluster {self.cluster}: a promotion or switchover is already in progress")
@@ -282,10 +287,9 @@ class FailoverCoordinator:
                 if not paused_before:
                     traffic.resume()
             ended = self._clock()
+            note = await self._rejoin(old, new)   # traffic already runs on the new writer
         state = self.monitor.snapshot.get(old)
         old_state = state.state if state is not None else "removed"
-        note = (f"{old} is read-only and fenced: rebuild it as a replica of {new} (pg_rewind or a new base "
-                f"backup), then reset default_transaction_read_only on it")
         self._note(f"switchover: done at {self._iso()}: writer {old} -> {new}, paused "
                    f"{(ended - began) * 1000:.0f} ms; {note}")
         return SwitchoverResult(self.cluster, old, new, round((ended - began) * 1000, 1),
@@ -329,6 +333,14 @@ class FailoverCoordinator:
         if cut:
             self._note(f"switchover: closed {cut} pinned/session server connection(s) to {old}", logging.WARNING)
         return drained, caught_up, repointed
+
+    async def _rejoin(self, old: Address, new: Address) -> str:
+        """What became of the switchover's old primary (the engine's rejoin, or why not)."""
+        try:
+            return await self.actions.rejoin(old, new)
+        except ActionFailed as exc:
+            self._note(f"switchover: could not make {old} a replica of {new}: {exc.message}", logging.ERROR)
+            return f"{old} is read-only and fenced: rejoining it as a replica failed ({exc.message})"
 
     async def _allow_writes_again(self, old: Address) -> None:
         try:

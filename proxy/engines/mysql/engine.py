@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ...config import Address, HealthSettings, PoolSettings
+from ...config import Address, FailoverSettings, HealthSettings, PoolSettings
 from ...errors import ProxyError
 from .auth import MysqlVerifiers, derive_verifiers
 from .classify import MysqlClassifier
@@ -64,10 +64,10 @@ class MysqlEngine:
     def probe_factory(self) -> ProbeFactory | None:
         return _mysql_probe
 
-    def failover_actions(self, health: HealthSettings) -> FailoverActions | None:
+    def failover_actions(self, health: HealthSettings, failover: FailoverSettings) -> FailoverActions | None:
         from .failover import MysqlFailoverActions
 
-        return MysqlFailoverActions.from_health(health)
+        return MysqlFailoverActions.from_settings(health, failover)
 
     def cluster_state(self) -> MysqlClusterState:
         return MysqlClusterState()

@@ -11,6 +11,9 @@ Every action opens a fresh connection (no database) with the probe credentials o
 - follow:      `STOP SLAVE; CHANGE MASTER TO MASTER_HOST = …, MASTER_PORT = …, MASTER_USE_GTID =
                slave_pos; START SLAVE` — the replication user and password configured on the replica
                stay as they are.
+- rejoin:      after a switchover, the old primary replicates from the new one (`CHANGE MASTER TO …,
+               MASTER_USER/PASSWORD = failover.replication_user/password, MASTER_USE_GTID = current_pos`);
+               without those settings it is left read-only and fenced for the operator.
 - stop_writes: `SET GLOBAL read_only = 1`, then end the client threads still inside a transaction (the
                switchover drained dbproxy's own first); returns the position written so far.
 - MySQL 8 spells it `STOP REPLICA`, `CHANGE REPLICATION SOURCE TO … SOURCE_AUTO_POSITION = 1`; those are
@@ -24,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ...config import Address, HealthSettings
+from ...config import Address, FailoverSettings, HealthSettings
 from ...errors import ProxyError
 from ...topology.coordinator import ActionFailed
 from . import sql
@@ -42,13 +45,16 @@ POLL_SECONDS = 0.02
 class MysqlFailoverActions:
     """The MySQL adapter of coordinator.FailoverActions; see the module docstring."""
 
-    def __init__(self, user: str, password: str | None) -> None:
+    def __init__(self, user: str, password: str | None, replication_user: str | None = None,
+                 replication_password: str | None = None) -> None:
         self.user = user
         self.password = password
+        self.replication_user = replication_user
+        self.replication_password = replication_password
 
     @classmethod
-    def from_health(cls, health: HealthSettings) -> MysqlFailoverActions:
-        return cls(health.user or "root", health.password)
+    def from_settings(cls, health: HealthSettings, failover: FailoverSettings) -> MysqlFailoverActions:
+        return cls(health.user or "root", health.password, failover.replication_user, failover.replication_password)
 
     def describe_position(self, position: int | None) -> str:
         return "unknown" if position is None else f"GTID sequence {position}"
@@ -98,6 +104,32 @@ class MysqlFailoverActions:
             return ""
 
         return await self._with_connection(replica, run, 4 * STATEMENT_TIMEOUT)
+
+    async def rejoin(self, old_primary: Address, primary: Address) -> str:
+        """A switchover's old primary (read-only now) replicates from the new one, from its own GTID
+        position (MASTER_USE_GTID = current_pos: its binlog and any replica position), as a semi-sync
+        replica if it was a semi-sync primary. Needs failover.replication_user/password."""
+        if not self.replication_user:
+            return (f"{old_primary} is read-only and not replicating: make it a replica of {primary} (CHANGE MASTER "
+                    "TO ... MASTER_USE_GTID = current_pos; START SLAVE), or set failover.replication_user and "
+                    "replication_password to let dbproxy do it")
+        user, password = sql.literal(self.replication_user), sql.literal(self.replication_password or "")
+
+        async def run(conn: MysqlServerConnection) -> str:
+            if sql.is_mysql(conn):
+                return f"{old_primary} is MySQL: rejoin it as a replica of {primary} by hand"
+            host, port = sql.literal(primary.host), int(primary.port)
+            await sql.execute(conn, "STOP SLAVE", STATEMENT_TIMEOUT)
+            await sql.execute(conn, f"CHANGE MASTER TO MASTER_HOST = {host}, MASTER_PORT = {port}, MASTER_USER = {user}, "
+                                    f"MASTER_PASSWORD = {password}, MASTER_USE_GTID = current_pos", STATEMENT_TIMEOUT)
+            rows = await sql.query(conn, "SELECT @@rpl_semi_sync_master_enabled AS primary_side", STATEMENT_TIMEOUT)
+            if rows and rows[0].get("primary_side") in ("1", "ON"):
+                await sql.execute(conn, "SET GLOBAL rpl_semi_sync_master_enabled = OFF", STATEMENT_TIMEOUT)
+                await sql.execute(conn, "SET GLOBAL rpl_semi_sync_slave_enabled = ON", STATEMENT_TIMEOUT)
+            await sql.execute(conn, "START SLAVE", STATEMENT_TIMEOUT)
+            return f"{old_primary} now replicates from {primary}"
+
+        return await self._with_connection(old_primary, run, 6 * STATEMENT_TIMEOUT)
 
     async def stop_writes(self, primary: Address) -> int:
         """Make the primary read-only, end transactions still open on it; the position it wrote."""

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ...config import Address, HealthSettings, PoolSettings
+from ...config import Address, FailoverSettings, HealthSettings, PoolSettings
 from .classify import PgClassifier
 from .server import ServerConnection, open_server_connection
 from .statements import StatementNames
@@ -57,7 +57,7 @@ class PostgresEngine:
     def probe_factory(self) -> ProbeFactory:
         return _pg_probe
 
-    def failover_actions(self, health: HealthSettings) -> FailoverActions:
+    def failover_actions(self, health: HealthSettings, failover: FailoverSettings) -> FailoverActions:
         from .failover import PgFailoverActions
 
         return PgFailoverActions.from_health(health)

@@ -117,6 +117,11 @@ class PgFailoverActions:
 
         return await self._with_connection(primary, run, STATEMENT_TIMEOUT)
 
+    async def rejoin(self, old_primary: Address, primary: Address) -> str:
+        """PostgreSQL cannot turn a primary into a replica online (pg_rewind needs it stopped)."""
+        return (f"{old_primary} is read-only and fenced: rebuild it as a replica of {primary} (pg_rewind or a "
+                f"new base backup), then reset default_transaction_read_only on it")
+
     async def allow_writes(self, primary: Address) -> None:
         """Undo stop_writes (a switchover that could not finish)."""
 
