@@ -52,6 +52,7 @@ def mysql_proxy_config(
     *,
     admin_port: int | None = None,
     reader_port: int | None = None,
+    http_port: int | None = None,
     client_login_timeout: str = "15s",
     borrow_timeout: str = "10s",
     max_client_connections: int | None = None,
@@ -70,6 +71,8 @@ def mysql_proxy_config(
               f"client_login_timeout = {_q(client_login_timeout)}"]
     if admin_port is not None:
         server.append(f'admin_listen = "{HOST}:{admin_port}"')
+    if http_port is not None:
+        server.append(f'http_listen = "{HOST}:{http_port}"')
     pool: dict[str, str | int | bool] = {"mode": mode, "max_server_connections": pool_size}
     if max_client_connections is not None:
         pool["max_client_connections"] = max_client_connections
@@ -124,6 +127,7 @@ class MysqlProxy:
     running: RunningProxy
     admin_port: int
     reader_port: int | None = None
+    http_port: int | None = None
 
     @property
     def port(self) -> int:
@@ -147,11 +151,11 @@ class MysqlProxy:
 def mysql_module_proxy(cluster: MysqlCluster, directory: Path, *, reader: bool = False,
                        **config: Any) -> Iterator[MysqlProxy]:
     """A dbproxy for a whole test module: `mysql_proxy_config` on free ports, stopped after."""
-    port, admin_port, reader_port = free_ports(3)
+    port, admin_port, reader_port, http_port = free_ports(4)
     text = mysql_proxy_config(cluster, port, admin_port=admin_port, reader_port=reader_port if reader else None,
-                              **config)
+                              http_port=http_port, **config)
     with running_proxy(text, directory, port) as running:
-        yield MysqlProxy(running, admin_port, reader_port if reader else None)
+        yield MysqlProxy(running, admin_port, reader_port if reader else None, http_port)
 
 
 # ------------------------------------------------------------------------------ clients

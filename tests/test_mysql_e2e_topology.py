@@ -29,6 +29,7 @@ from mysql_e2e_helpers import (
     rows,
     scalar,
 )
+from ops_helpers import http_get, scrape
 
 from deploy.mysqlcluster import MONITOR_PASSWORD, MONITOR_USER, REPL_PASSWORD, REPL_USER, MysqlCluster
 from deploy.pgcluster import free_ports
@@ -92,6 +93,24 @@ def test_probes_show_the_primary_and_both_replicas(proxy: MysqlProxy, cluster: M
     assert all(shown[p]["position"] is not None for p in cluster.ports)
     with connect(proxy) as conn:
         assert port_of(conn) == cluster.ports[0]   # the writer endpoint
+
+
+def test_status_and_metrics_show_the_mysql_cluster_as_a_postgresql_one(proxy: MysqlProxy,
+                                                                       cluster: MysqlCluster) -> None:
+    """/status (what the status page renders) and the instance gauges, as tests/test_http.py checks them."""
+    assert proxy.http_port is not None
+    status = http_get(proxy.http_port, "/status").json()
+    mine = next(c for c in status["clusters"] if c["name"] == "my")
+    primary, *replicas = cluster.addresses
+    assert mine["engine"] == "mysql" and mine["topology"] is True and mine["writer"] == primary
+    roles = {i["instance"]: (i["role"], i["state"], i["writer"]) for i in mine["instances"]}
+    assert roles == {primary: ("primary", "up", True), **{r: ("replica", "up", False) for r in replicas}}
+    assert {e["endpoint"] for e in mine["endpoints"]} == {"writer", "reader", "split"}
+    metrics = scrape(proxy.http_port)
+    for address, is_primary in ((primary, 1), *((r, 0) for r in replicas)):
+        key = f'{{cluster="my",instance="{address}"}}'
+        assert metrics[f"dbproxy_instance_up{key}"] == 1
+        assert metrics[f"dbproxy_instance_is_primary{key}"] == is_primary
 
 
 def test_reader_spreads_over_both_replicas(proxy: MysqlProxy, cluster: MysqlCluster) -> None:
