@@ -1,15 +1,22 @@
 """Failover drill (issue 4): kill -9 the primary under a steady write load and report the timeline.
 
-Run from the repository root: `.venv/bin/python bench/failover.py [--runs 3] [--clients 8]`.
+Run from the repository root: `.venv/bin/python bench/failover.py [--engine mysql] [--runs 3] [--clients 8]`.
 
-Each run starts, in a temporary directory on free ports, a PostgreSQL primary + 2 replicas with
-synchronous_commit = remote_apply and synchronous_standby_names = 'ANY 1 (*)' (an acknowledged
-insert has been applied on a replica), and dbproxy in promote mode (health interval 200ms,
-failure_threshold 3, promote_after 1s). `--clients` asyncpg clients insert unique keys through
-the writer endpoint back to back, and `--idle-clients` more sit idle on it. The drill kills the
-primary (SIGKILL of the postmaster and all its processes), waits until every writing client has
-written again, and reports in milliseconds relative to the kill (the moment every process of the
-primary is gone): the last write acknowledged
+Each run starts, in a temporary directory on free ports, a fresh cluster of three and dbproxy in
+promote mode (health interval 200ms, failure_threshold 3, promote_after 1s):
+
+- `--engine postgres` (the default): a PostgreSQL primary + 2 replicas with synchronous_commit =
+  remote_apply and synchronous_standby_names = 'ANY 1 (*)' (an acknowledged insert has been
+  applied on a replica); asyncpg clients; the health user is postgres.
+- `--engine mysql`: a MariaDB primary + 2 GTID replicas with semi-synchronous replication
+  (deploy/mysqlcluster.py; an acknowledged insert has been received by a replica); PyMySQL
+  clients as app/app-pass; the health user is deploy.mysqlcluster's MONITOR_USER.
+
+`--clients` clients insert unique keys through the writer endpoint back to back, and
+`--idle-clients` more sit idle on it. The drill kills the primary (SIGKILL of the postmaster and
+all its processes, or of mariadbd), waits until every writing client has written again, and
+reports in milliseconds relative to the kill (the moment every process of the primary is gone):
+the last write acknowledged
 before it, the proxy's detection, promotion and writer change (from /status), the first write
 acknowledged after it, the errors clients saw, the client connections that were closed, whether
 every idle client still works, and whether every acknowledged insert is on the new primary.
@@ -20,31 +27,157 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 # `python bench/failover.py` puts bench/, not the repository root, on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncpg  # noqa: E402
+import pymysql  # noqa: E402
 
 from bench.procs import BenchError, Service  # noqa: E402
+from deploy import mysqlcluster  # noqa: E402
+from deploy.mysqlcluster import MysqlCluster, MysqlClusterError  # noqa: E402
 from deploy.pgcluster import APP_DB, HOST, PgCluster, PgClusterError, free_ports  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TABLE = "drill"
 SYNCHRONOUS = {"synchronous_standby_names": "ANY 1 (*)", "synchronous_commit": "remote_apply"}
 GOAL_MS = 2000.0
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------- the clients
+
+
+class ClientError(Exception):
+    """A statement failed: `text` for the log, `code` (SQLSTATE, MySQL errno) for the tables, if any."""
+
+    def __init__(self, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.text, self.code = text, code
+
+
+class Client(Protocol):
+    """One client connection of the drill, whatever the engine's driver (`conn`: the driver's own)."""
+
+    conn: Any
+
+    async def insert(self, client: int, seq: int) -> None: ...     # raises ClientError
+    async def select_one(self) -> bool: ...                         # False when it fails
+    def is_closed(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class PgClient:
+    """An asyncpg connection."""
+
+    SQL = f"INSERT INTO {TABLE} (client, seq) VALUES ($1, $2)"
+    ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    async def connect(cls, dsn: str) -> PgClient:
+        return cls(await asyncpg.connect(dsn))
+
+    async def insert(self, client: int, seq: int) -> None:
+        try:
+            await self.conn.execute(self.SQL, client, seq, timeout=30)
+        except asyncpg.PostgresError as exc:
+            raise ClientError(f"{exc.sqlstate}: {exc}", exc.sqlstate) from exc
+        except self.ERRORS as exc:
+            raise ClientError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def select_one(self) -> bool:
+        try:
+            return not self.conn.is_closed() and await self.conn.fetchval("SELECT 1", timeout=10) == 1
+        except self.ERRORS:
+            return False
+
+    def is_closed(self) -> bool:
+        return self.conn.is_closed()
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+class MysqlClient:
+    """A PyMySQL connection (autocommit) to a mysql://user:password@host:port/db DSN, driven from its
+    own thread so that the drill's event loop never blocks."""
+
+    SQL = f"INSERT INTO {TABLE} (client, seq) VALUES (%s, %s)"
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="drill-mysql")
+        self.conn: pymysql.connections.Connection[Any] | None = None
+
+    @classmethod
+    async def connect(cls, dsn: str) -> MysqlClient:
+        url = urlsplit(dsn)
+        client = cls()
+        try:
+            client.conn = await client._run(
+                pymysql.connect, host=url.hostname, port=url.port, user=url.username, password=url.password or "",
+                database=url.path.lstrip("/") or None, autocommit=True, connect_timeout=5, read_timeout=30,
+                write_timeout=30)
+        except BaseException:
+            client._thread.shutdown(wait=False)
+            raise
+        return client
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, functools.partial(fn, *args, **kwargs))
+
+    def _scalar(self, sql: str, args: tuple[int, ...] | None = None) -> Any:
+        assert self.conn is not None
+        with self.conn.cursor() as cur:
+            cur.execute(sql, args)
+            row = cur.fetchone()
+        return None if row is None else row[0]
+
+    async def insert(self, client: int, seq: int) -> None:
+        try:
+            await self._run(self._scalar, self.SQL, (client, seq))
+        except pymysql.err.MySQLError as exc:
+            errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) and exc.args[0] else None
+            code = str(errno) if errno is not None else type(exc).__name__
+            raise ClientError(f"{code}: {exc}", code) from exc
+        except OSError as exc:
+            raise ClientError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def select_one(self) -> bool:
+        try:
+            return not self.is_closed() and await self._run(self._scalar, "SELECT 1") == 1
+        except (pymysql.err.MySQLError, OSError):
+            return False
+
+    def is_closed(self) -> bool:
+        return self.conn is None or not self.conn.open
+
+    async def close(self) -> None:
+        conn = self.conn
+        if conn is not None and conn.open:
+            try:
+                await self._run(conn.close)
+            except (pymysql.err.MySQLError, OSError):
+                pass
+        self._thread.shutdown(wait=True)
 
 
 # ---------------------------------------------------------------------------- the load
@@ -64,7 +197,8 @@ class Write:
 
 @dataclass
 class WriteLoad:
-    """`clients` connections inserting (client, seq) rows into TABLE back to back through `dsn`.
+    """`clients` connections to `dsn` (opened by `connect`: asyncpg unless told otherwise) inserting
+    (client, seq) rows into TABLE back to back.
 
     A connection that gets closed under a client is counted in `disconnected` and replaced, so the
     load goes on; the proxy is meant never to close one.
@@ -72,15 +206,15 @@ class WriteLoad:
 
     dsn: str
     clients: int
-    table: str = TABLE
+    connect: Callable[[str], Awaitable[Client]] = PgClient.connect
     writes: list[Write] = field(default_factory=list)
     disconnected: Counter[int] = field(default_factory=Counter)
-    conns: list[asyncpg.Connection] = field(default_factory=list)
+    sessions: list[Client] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
-        self.conns = [await asyncpg.connect(self.dsn) for _ in range(self.clients)]
+        self.sessions = [await self.connect(self.dsn) for _ in range(self.clients)]
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._client(i)) for i in range(self.clients)]
 
@@ -89,27 +223,30 @@ class WriteLoad:
         await asyncio.gather(*self._tasks)
 
     async def close(self) -> None:
-        for conn in self.conns:
+        for conn in self.sessions:
             await conn.close()
 
     async def _client(self, i: int) -> None:
-        sql = f"INSERT INTO {self.table} (client, seq) VALUES ($1, $2)"
         seq = 0
         while not self._stop.is_set():
             seq += 1
             started = time.monotonic()
             write = Write(i, seq, started, started)
             try:
-                await self.conns[i].execute(sql, i, seq, timeout=30)
-            except asyncpg.PostgresError as exc:
-                write.error, write.sqlstate = f"{exc.sqlstate}: {exc}", exc.sqlstate
-            except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError) as exc:
-                write.error = f"{type(exc).__name__}: {exc}"
+                await self.sessions[i].insert(i, seq)
+            except ClientError as exc:
+                write.error, write.sqlstate = exc.text, exc.code
             write.ended = time.monotonic()
             self.writes.append(write)
-            if self.conns[i].is_closed():
+            if self.sessions[i].is_closed():
                 self.disconnected[i] += 1
-                self.conns[i] = await asyncpg.connect(self.dsn)
+                await self.sessions[i].close()
+                self.sessions[i] = await self.connect(self.dsn)
+
+    @property
+    def conns(self) -> list[Any]:
+        """The driver's connections of the writing clients (asyncpg.Connection for PostgreSQL)."""
+        return [session.conn for session in self.sessions]
 
     def acknowledged(self) -> set[tuple[int, int]]:
         return {(w.client, w.seq) for w in self.writes if w.error is None}
@@ -133,6 +270,102 @@ class WriteLoad:
 # ---------------------------------------------------------------------------- set-up
 
 
+class Backend(Protocol):
+    """What differs between the engines: the cluster, the proxy's settings for it, the clients."""
+
+    replication: str       # how an acknowledged insert is protected (for the report)
+    users_toml: str        # the [[users]] entry of the app user
+    engine_toml: str       # engine and client_auth of the cluster
+    health_toml: str       # the health user
+
+    @property
+    def addresses(self) -> list[str]: ...
+    def start(self) -> None: ...                           # the cluster up, synchronous, TABLE created
+    def kill(self, i: int) -> None: ...                    # returns once every process of instance i is gone
+    def dsn(self, port: int) -> str: ...                   # of the writer endpoint on `port`, as the app user
+    async def connect(self, dsn: str) -> Client: ...
+    def present(self, i: int) -> set[tuple[int, int]]: ... # the (client, seq) rows on instance i
+    def destroy(self) -> None: ...
+
+
+class PgBackend:
+    replication = "synchronous_commit = remote_apply, synchronous_standby_names = 'ANY 1 (*)'"
+    users_toml = 'name = "app"\nserver_user = "app"'
+    engine_toml = 'engine = "postgres"\ninstances = [{instances}]\nclient_auth = "trust"'
+    health_toml = 'user = "postgres"          # promotion and re-pointing need a superuser (docs/failover.md)'
+
+    def __init__(self, workdir: Path, ports: list[int]) -> None:
+        self.pg = PgCluster(workdir / "pg", ports)
+
+    @property
+    def addresses(self) -> list[str]:
+        return self.pg.instance_addrs()
+
+    def start(self) -> None:
+        self.pg.start()
+        make_synchronous(self.pg)
+        self.pg.sql(0, f"CREATE TABLE {TABLE} (client int, seq int, at timestamptz DEFAULT clock_timestamp(), "
+                       f"PRIMARY KEY (client, seq)); GRANT ALL ON {TABLE} TO PUBLIC", db=APP_DB)
+
+    def kill(self, i: int) -> None:
+        self.pg.kill_instance(i)
+
+    def dsn(self, port: int) -> str:
+        return f"postgresql://app@{HOST}:{port}/{APP_DB}"
+
+    async def connect(self, dsn: str) -> Client:
+        return await PgClient.connect(dsn)
+
+    def present(self, i: int) -> set[tuple[int, int]]:
+        return {(int(c), int(s)) for c, s in
+                (line.split("|") for line in self.pg.sql(i, f"SELECT client, seq FROM {TABLE}", db=APP_DB).split())}
+
+    def destroy(self) -> None:
+        self.pg.destroy()
+
+
+class MysqlBackend:
+    replication = ("MariaDB semi-synchronous replication to 2 GTID replicas (rpl_semi_sync_master_wait_point = "
+                   "AFTER_COMMIT, rpl_semi_sync_master_timeout = 10s: the server defaults)")
+    users_toml = f'name = "{mysqlcluster.APP_USER}"\npassword = "{mysqlcluster.APP_PASSWORD}"'
+    engine_toml = 'engine = "mysql"\ninstances = [{instances}]\nclient_auth = "mysql_native_password"'
+    health_toml = (f'user = "{mysqlcluster.MONITOR_USER}"     # promotion and re-pointing need its grants\n'
+                   f'password = "{mysqlcluster.MONITOR_PASSWORD}"')
+
+    def __init__(self, workdir: Path, ports: list[int]) -> None:
+        self.my = MysqlCluster(workdir / "my", ports, semi_sync=True)
+
+    @property
+    def addresses(self) -> list[str]:
+        return self.my.addresses
+
+    def start(self) -> None:
+        self.my.start()
+        self.my.query(0, f"CREATE TABLE {TABLE} (client INT NOT NULL, seq INT NOT NULL, "
+                         "at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), PRIMARY KEY (client, seq))",
+                      db=mysqlcluster.APP_DB)
+        self.my.wait_replicated()
+
+    def kill(self, i: int) -> None:
+        self.my.kill_instance(i)
+
+    def dsn(self, port: int) -> str:
+        return f"mysql://{mysqlcluster.APP_USER}:{mysqlcluster.APP_PASSWORD}@{HOST}:{port}/{mysqlcluster.APP_DB}"
+
+    async def connect(self, dsn: str) -> Client:
+        return await MysqlClient.connect(dsn)
+
+    def present(self, i: int) -> set[tuple[int, int]]:
+        rows = self.my.query(i, f"SELECT client, seq FROM {TABLE}", db=mysqlcluster.APP_DB)
+        return {(int(c or 0), int(s or 0)) for c, s in rows}
+
+    def destroy(self) -> None:
+        self.my.destroy()
+
+
+ENGINES: dict[str, type[PgBackend] | type[MysqlBackend]] = {"postgres": PgBackend, "mysql": MysqlBackend}
+
+
 def make_synchronous(pg: PgCluster) -> None:
     """Turn on synchronous replication on every instance (the promoted one keeps it)."""
     for i in range(len(pg.ports)):
@@ -141,8 +374,8 @@ def make_synchronous(pg: PgCluster) -> None:
         pg.sql(i, "SELECT pg_reload_conf()")
 
 
-def dbproxy_config(pg: PgCluster, writer_port: int, http_port: int) -> str:
-    instances = ", ".join(f'"{a}"' for a in pg.instance_addrs())
+def dbproxy_config(backend: Backend, writer_port: int, http_port: int) -> str:
+    instances = ", ".join(f'"{a}"' for a in backend.addresses)
     return f"""\
 # Written by bench/failover.py for one drill run.
 [server]
@@ -151,19 +384,16 @@ log_level = "info"
 shutdown_timeout = "2s"
 
 [[users]]
-name = "app"
-server_user = "app"
+{backend.users_toml}
 
 [clusters.main]
-engine = "postgres"
-instances = [{instances}]
-client_auth = "trust"
+{backend.engine_toml.format(instances=instances)}
 
 [clusters.main.health]
 interval = "200ms"
 timeout = "1s"
 failure_threshold = 3
-user = "postgres"          # promotion and re-pointing need a superuser (docs/failover.md)
+{backend.health_toml}
 
 [clusters.main.failover]
 mode = "promote"
@@ -230,16 +460,17 @@ class DrillResult:
     events: list[tuple[float, str]]
 
 
-async def drive(pg: PgCluster, primary: int, dsn: str, http_port: int, clients: int, idle_clients: int,
+async def drive(backend: Backend, primary: int, writer_port: int, clients: int, idle_clients: int,
                 warmup: float) -> tuple[WriteLoad, float, float, float, float, int]:
     """Load, kill, wait for the writes to resume; (load, kill mono, kill wall, kill took, resumed, idle ok)."""
-    idle = [await asyncpg.connect(dsn) for _ in range(idle_clients)]
-    load = WriteLoad(dsn, clients)
+    dsn = backend.dsn(writer_port)
+    idle = [await backend.connect(dsn) for _ in range(idle_clients)]
+    load = WriteLoad(dsn, clients, connect=backend.connect)
     await load.start()
     try:
         await asyncio.sleep(warmup)
         began = time.monotonic()
-        await asyncio.to_thread(pg.kill_instance, primary)
+        await asyncio.to_thread(backend.kill, primary)
         kill_mono, kill_wall = time.monotonic(), time.time()   # every process of the primary is gone
         kill_took = kill_mono - began
         resumed = await load.wait_resumed(kill_mono, timeout=30)
@@ -248,41 +479,32 @@ async def drive(pg: PgCluster, primary: int, dsn: str, http_port: int, clients: 
         await load.stop()
     idle_ok = 0
     for conn in idle:
-        try:
-            if not conn.is_closed() and await conn.fetchval("SELECT 1", timeout=10) == 1:
-                idle_ok += 1
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
-            pass
+        if await conn.select_one():
+            idle_ok += 1
         await conn.close()
     await load.close()
     return load, kill_mono, kill_wall, kill_took, resumed, idle_ok
 
 
-def run_once(run: int, workdir: Path, clients: int, idle_clients: int, warmup: float) -> DrillResult:
-    pg_ports, (writer_port, http_port) = free_ports(3), free_ports(2)
-    pg = PgCluster(workdir / "pg", pg_ports)
+def run_once(run: int, workdir: Path, engine: str, clients: int, idle_clients: int, warmup: float) -> DrillResult:
+    cluster_ports, (writer_port, http_port) = free_ports(3), free_ports(2)
+    backend = ENGINES[engine](workdir, cluster_ports)
     service: Service | None = None
     try:
-        pg.start()
-        make_synchronous(pg)
-        pg.sql(0, f"CREATE TABLE {TABLE} (client int, seq int, at timestamptz DEFAULT clock_timestamp(), "
-                  f"PRIMARY KEY (client, seq)); GRANT ALL ON {TABLE} TO PUBLIC", db=APP_DB)
+        backend.start()
         config = workdir / "dbproxy.toml"
-        config.write_text(dbproxy_config(pg, writer_port, http_port))
+        config.write_text(dbproxy_config(backend, writer_port, http_port))
         service = Service("dbproxy", [sys.executable, "-m", "proxy", "run", "--config", str(config)],
                           workdir / "dbproxy.log", cwd=REPO_ROOT, env={"PYTHONUNBUFFERED": "1"})
         service.start()
         service.wait_ready(HOST, http_port)
-        old_primary = pg.instance_addrs()[0]
+        old_primary = backend.addresses[0]
         wait_writer(http_port, old_primary, service)
-        dsn = f"postgresql://app@{HOST}:{writer_port}/{APP_DB}"
         load, kill_mono, kill_wall, kill_took, resumed, idle_ok = asyncio.run(
-            drive(pg, 0, dsn, http_port, clients, idle_clients, warmup))
+            drive(backend, 0, writer_port, clients, idle_clients, warmup))
         cluster = status(http_port)["clusters"][0]
         new_primary = cluster["writer"]
-        new_index = pg.instance_addrs().index(new_primary)
-        present = {tuple(map(int, line.split("|")))
-                   for line in pg.sql(new_index, f"SELECT client, seq FROM {TABLE}", db=APP_DB).split()}
+        present = backend.present(backend.addresses.index(new_primary))
         acknowledged = load.acknowledged()
         events = [(round((iso_to_wall(e["at"]) - kill_wall) * 1000, 1), e["text"]) for e in cluster["role_changes"]]
         events = [(at, text) for at, text in events if at > -1000]
@@ -315,8 +537,8 @@ def run_once(run: int, workdir: Path, clients: int, idle_clients: int, warmup: f
         if service is not None:
             service.stop()
         try:
-            pg.destroy()
-        except PgClusterError as exc:
+            backend.destroy()
+        except (PgClusterError, MysqlClusterError) as exc:
             print(f"failover drill: could not destroy the cluster: {exc}", file=sys.stderr)
 
 
@@ -356,6 +578,8 @@ def summary_table(results: list[DrillResult], clients: int) -> Iterator[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/failover.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", choices=sorted(ENGINES), default="postgres",
+                        help="postgres (default): PostgreSQL, synchronous replication; mysql: MariaDB, semi-sync")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", type=int, default=8, help="clients inserting back to back (default 8)")
     parser.add_argument("--idle-clients", type=int, default=8, help="clients connected but idle (default 8)")
@@ -374,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
             workdir = base / f"run{run}"
             workdir.mkdir()
             print(f"run {run}/{args.runs} ...", file=sys.stderr, flush=True)
-            results.append(run_once(run, workdir, args.clients, args.idle_clients, args.warmup))
+            results.append(run_once(run, workdir, args.engine, args.clients, args.idle_clients, args.warmup))
     except BenchError as exc:
         print(f"failover drill: {exc}", file=sys.stderr)
         return 1
@@ -383,10 +607,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work directory kept: {base}", file=sys.stderr)
         else:
             shutil.rmtree(base, ignore_errors=True)
-    print("## Failover drill: kill -9 of the primary under write load (promote mode)\n")
+    engine = "" if args.engine == "postgres" else f" ({args.engine})"
+    print(f"## Failover drill{engine}: kill -9 of the primary under write load (promote mode)\n")
     print(f"{args.clients} clients inserting through the writer endpoint, {args.idle_clients} idle; "
-          "interval 200ms, failure_threshold 3, promote_after 1s; synchronous_commit = remote_apply, "
-          "synchronous_standby_names = 'ANY 1 (*)'. Times in ms relative to the kill.\n")
+          f"interval 200ms, failure_threshold 3, promote_after 1s; {ENGINES[args.engine].replication}. "
+          "Times in ms relative to the kill.\n")
     print("\n".join(summary_table(results, args.clients)))
     print()
     for r in results:
