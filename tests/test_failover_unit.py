@@ -327,6 +327,9 @@ class FakeActions:
     def describe_position(self, position: int | None) -> str:
         return str(position)
 
+    def rebuild_advice(self, old_primary: Address, primary: Address) -> str:
+        return f"old primary {old_primary} must be rebuilt as a replica of {primary}"
+
 
 @dataclass
 class FakeTraffic:

@@ -66,6 +66,9 @@ class FailoverActions(Protocol):
 
     def describe_position(self, position: int | None) -> str: ...
 
+    def rebuild_advice(self, old_primary: Address, primary: Address) -> str:
+        """What the operator must do with a primary that crashed and was replaced (said in the log)."""
+
 
 class Traffic(Protocol):
     """The cluster's side of a switchover: hold new transactions, count and cut connections."""
@@ -188,8 +191,8 @@ class FailoverCoordinator:
                        f"{self.monitor.snapshot.writer}, replicas re-pointed: "
                        f"{', '.join(map(str, repointed)) or 'none'}")
             if incident.lost_writer is not None:
-                self._note(f"failover: old primary {incident.lost_writer} must be rebuilt as a replica of "
-                           f"{target} (pg_rewind or a new base backup); if it comes back as a primary it is fenced")
+                self._note(f"failover: {self.actions.rebuild_advice(incident.lost_writer, target)}; if it comes "
+                           "back as a primary it is fenced")
 
     async def _promote_and_repoint(self, target: Address, exclude: set[Address]) -> tuple[bool, tuple[Address, ...]]:
         """Promote `target` and re-point the other replicas at it; (promoted, re-pointed replicas).

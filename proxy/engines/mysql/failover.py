@@ -105,6 +105,11 @@ class MysqlFailoverActions:
 
         return await self._with_connection(replica, run, 4 * STATEMENT_TIMEOUT)
 
+    def rebuild_advice(self, old_primary: Address, primary: Address) -> str:
+        return (f"old primary {old_primary} must be rebuilt as a replica of {primary}: it may hold transactions no "
+                f"replica received (compare its @@gtid_binlog_pos with {primary}'s); re-clone it, or if it holds "
+                "nothing extra: CHANGE MASTER TO ... MASTER_USE_GTID = current_pos; START SLAVE")
+
     async def rejoin(self, old_primary: Address, primary: Address) -> str:
         """A switchover's old primary (read-only now) replicates from the new one, from its own GTID
         position (MASTER_USE_GTID = current_pos: its binlog and any replica position), as a semi-sync

@@ -117,6 +117,9 @@ class PgFailoverActions:
 
         return await self._with_connection(primary, run, STATEMENT_TIMEOUT)
 
+    def rebuild_advice(self, old_primary: Address, primary: Address) -> str:
+        return f"old primary {old_primary} must be rebuilt as a replica of {primary} (pg_rewind or a new base backup)"
+
     async def rejoin(self, old_primary: Address, primary: Address) -> str:
         """PostgreSQL cannot turn a primary into a replica online (pg_rewind needs it stopped)."""
         return (f"{old_primary} is read-only and fenced: rebuild it as a replica of {primary} (pg_rewind or a "
