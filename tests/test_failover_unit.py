@@ -232,6 +232,14 @@ def test_best_replica_prefers_position_then_configuration_order() -> None:
     assert best_replica([replace(states[1], position=None)]) is None
 
 
+def test_best_replica_is_the_one_that_received_most() -> None:
+    """Promotion applies what was received first: 940 applied of 990 received beats 950 of 950."""
+    states = [InstanceState(B, "up", "replica", position=950, received=950),
+              InstanceState(C, "up", "replica", position=940, received=990)]
+    assert best_replica(states) == C
+    assert best_replica([replace(states[1], received=None)] + states[:1]) == B   # unknown: the replay position
+
+
 # --------------------------------------------------------------------------- switchover targets
 
 

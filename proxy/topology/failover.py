@@ -12,8 +12,11 @@ promote mode it asks for at most one promotion per incident, and only when all o
   in whatever state or role, blocks promotion. When no writer was seen since start, every
   instance not known to be a replica must be gone that way, and at least one must exist.
 - a candidate exists: a replica whose latest probe succeeded and whose replay position is known.
-  The highest replay position wins (ties: configuration order), so with synchronous replication
-  (`synchronous_commit = remote_apply`) the promoted replica holds every acknowledged commit.
+  The replica that has received the most wins (its received position, else its replay position;
+  ties: configuration order): promotion applies what a replica received before it takes writes
+  (pg_promote; MySQL's promote waits for the relay log), so with synchronous replication
+  (PostgreSQL `synchronous_commit = on`, MariaDB semi-sync) the promoted replica holds every
+  acknowledged commit.
 
 A promotion attempt that surely changed nothing (no connection, or an ERROR answer) may be retried
 after another `promote_after`; any other outcome (success, timeout, lost connection) ends the
@@ -125,14 +128,19 @@ def gone(state: InstanceState) -> bool:
 
 
 def best_replica(instances: Sequence[InstanceState], exclude: Collection[Address] = ()) -> Address | None:
-    """The replica to promote: latest probe ok, replay position known, the highest position wins."""
+    """The replica to promote: latest probe ok, replay position known, the most received wins."""
     candidates = [s for s in instances
                   if s.role == "replica" and s.state in ("up", "lagging") and s.failures == 0
                   and s.position is not None and s.address not in exclude]
     if not candidates:
         return None
-    best = max(s.position or 0 for s in candidates)
-    return next(s.address for s in candidates if s.position == best)
+    best = max(_holds(s) for s in candidates)
+    return next(s.address for s in candidates if _holds(s) == best)
+
+
+def _holds(state: InstanceState) -> int:
+    """How far a replica will be once it has applied what it received."""
+    return max(state.position or 0, state.received or 0)
 
 
 # --------------------------------------------------------------------------- planned switchover

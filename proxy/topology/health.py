@@ -41,7 +41,8 @@ def observe(prev: InstanceState, probe: ProbeResult, now: float, *,
     lagging = role == "replica" and max_replica_lag > 0 and lag is not None and lag > max_replica_lag
     state: State = "lagging" if lagging else "up"
     return replace(
-        prev, state=state, role=role, failures=0, position=probe.position, lag_seconds=lag,
+        prev, state=state, role=role, failures=0, position=probe.position, received=probe.receive_position,
+        lag_seconds=lag,
         timeline=probe.timeline if probe.timeline is not None else prev.timeline,
         since=_since(prev, state, now), last_check=now, last_ok=now, behind_since=behind_since, error="")
 

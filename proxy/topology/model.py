@@ -49,6 +49,7 @@ class InstanceState:
     role: Role = "unknown"
     failures: int = 0
     position: int | None = None
+    received: int | None = None      # replicas: how far they have received (applied before they take writes)
     lag_seconds: float | None = None
     lag_bytes: int | None = None
     timeline: int | None = None

@@ -13,6 +13,8 @@ failure it is dropped and the next probe reconnects. Two statements per probe:
   integer: the sum over GTID domains of the last sequence number (MySQL 8: of the transaction
   counts per source uuid). With one domain, the MariaDB default, that is the sequence number itself,
   so "replica position >= the position of a client's commit" means the replica has applied it.
+- Received: Gtid_IO_Pos, what the IO thread has received (promotion applies it first, so failover
+  prefers the replica that received the most).
 - Lag: Seconds_Behind_Master; a replica whose SQL thread is not running is reported as far behind
   (it applies nothing), so it leaves reader routing once that has lasted max_replica_lag.
 - No timeline: MariaDB has none. An old primary that comes back writable is fenced because the
@@ -114,12 +116,15 @@ def parse_probe(positions: Row, status: list[Row] | None) -> ProbeResult:
     replica = read_only or sql_running
     position = gtid_position(positions.get("replayed") if replica else positions.get("written"))
     lag: float | None = None
+    received = None
     if replica:
+        io_position = None if channel is None else gtid_position(channel.get("Gtid_IO_Pos") or None)
+        received = max(position or 0, io_position or 0) if position is not None or io_position else None
         lag = STOPPED_LAG
         behind = None if channel is None else _column(channel, "Seconds_Behind_Master", "Seconds_Behind_Source")
         if sql_running and behind is not None:
             lag = float(behind)
-    return ProbeResult(ok=True, in_recovery=replica, position=position, lag_seconds=lag)
+    return ProbeResult(ok=True, in_recovery=replica, position=position, receive_position=received, lag_seconds=lag)
 
 
 def _running(row: Row, *names: str) -> bool:
