@@ -138,6 +138,51 @@ def test_split_lands_reads_on_replicas_and_writes_on_the_primary(proxy: MysqlPro
         assert scalar(conn, "/* dbproxy:route=primary */ SELECT @@port") == primary
 
 
+# Where each statement lands through the split endpoint (SPEC §3.3, §12): R a replica, P the primary.
+LANDING = [
+    ("SELECT @@port", "R"),
+    ("  select @@port ;", "R"),
+    ("SELECT @@port FROM DUAL WHERE 1 = 1", "R"),
+    ("WITH t AS (SELECT 1 AS x) SELECT @@port FROM t", "R"),
+    ("SELECT @@port UNION SELECT @@port", "R"),
+    ("SELECT (SELECT @@port)", "R"),
+    ("SELECT @@port, COUNT(*) FROM topo", "R"),
+    ("/* dbproxy:route=replica */ SELECT @@port FOR UPDATE", "R"),
+    ("SELECT @@port FOR UPDATE", "P"),
+    ("SELECT @@port LOCK IN SHARE MODE", "P"),
+    ("SELECT @@port FROM topo FOR UPDATE SKIP LOCKED", "P"),
+    ("SELECT GET_LOCK('landing', 0) * 0 + @@port", "P"),
+    ("SELECT COALESCE(RELEASE_LOCK('landing'), 0) * 0 + @@port", "P"),
+    ("SELECT SLEEP(0) + @@port", "P"),
+    ("SELECT LAST_INSERT_ID() * 0 + @@port", "P"),
+    ("SELECT @@port /*!99999 FOR UPDATE */", "P"),   # an executable comment is read as code
+    ("SELECT @@port /*M!100000 FOR UPDATE */", "P"),
+    ("/* dbproxy:route=primary */ SELECT @@port", "P"),
+]
+
+
+@pytest.mark.parametrize(("sql", "where"), LANDING, ids=[sql for sql, _ in LANDING])
+def test_split_landing_table(proxy: MysqlProxy, ports: dict[str, int], cluster: MysqlCluster,
+                             sql: str, where: str) -> None:
+    with connect(ports["split"]) as conn:
+        landed = int(rows(conn, sql)[0][-1])
+    assert (landed == cluster.ports[0]) == (where == "P"), (sql, landed)
+
+
+def test_show_and_read_only_transactions_on_a_replica_others_on_the_primary(proxy: MysqlProxy,
+                                                                           ports: dict[str, int],
+                                                                           cluster: MysqlCluster) -> None:
+    with connect(ports["split"]) as conn:
+        assert int(rows(conn, "SHOW VARIABLES LIKE 'port'")[0][1]) in cluster.ports[1:]
+        rows(conn, "START TRANSACTION READ ONLY")
+        inside = port_of(conn)
+        rows(conn, "COMMIT")
+        rows(conn, "START TRANSACTION")
+        plain = port_of(conn)
+        rows(conn, "COMMIT")
+    assert inside in cluster.ports[1:] and plain == cluster.ports[0]
+
+
 def test_a_stopped_replica_leaves_and_comes_back(proxy: MysqlProxy, cluster: MysqlCluster) -> None:
     assert proxy.reader_port is not None
     stopped = cluster.ports[2]
