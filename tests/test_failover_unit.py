@@ -298,6 +298,7 @@ class FakeActions:
     calls: list[str] = field(default_factory=list)
     fail: dict[str, ActionFailed] = field(default_factory=dict)
     replayed: bool = True
+    missing: list[str] = field(default_factory=list)
 
     def _maybe_fail(self, name: str) -> None:
         if name in self.fail:
@@ -334,6 +335,11 @@ class FakeActions:
 
     def describe_position(self, position: int | None) -> str:
         return str(position)
+
+    async def missing_privileges(self, address: Address) -> list[str]:
+        self.calls.append(f"missing_privileges {address}")
+        self._maybe_fail("missing_privileges")
+        return list(self.missing)
 
     def rebuild_advice(self, old_primary: Address, primary: Address) -> str:
         return f"old primary {old_primary} must be rebuilt as a replica of {primary}"
@@ -468,3 +474,23 @@ async def test_switchover_cancelled_when_the_target_does_not_catch_up_or_transac
     with pytest.raises(ActionFailed):
         await coordinator.switchover(None, FakeTraffic(actions.calls))
     assert actions.calls[-2:] == [f"allow_writes {A}", "resume"]
+
+
+async def test_promote_mode_reports_a_health_user_that_cannot_promote(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "dbproxy")
+    monitor, actions, coordinator, clock = coordinated()
+    actions.missing = ["EXECUTE on pg_promote(boolean, integer)"]
+    problem = await coordinator.check_privileges()
+    assert actions.calls == [f"missing_privileges {A}"]   # asked on the writer
+    assert "cannot promote or re-point" in problem and "pg_promote" in problem
+    assert coordinator.privilege_problem == problem
+    assert any(r.levelno == logging.ERROR and "pg_promote" in r.getMessage() for r in caplog.records)
+    actions.missing = []
+    assert await coordinator.check_privileges() == "" and coordinator.privilege_problem == ""
+    assert any("sufficient now" in e.text for e in monitor.events)
+    # An instance that cannot be asked is a problem too; follow mode never asks.
+    actions.fail["missing_privileges"] = ActionFailed("connection refused", harmless=True)
+    assert "could not check" in await coordinator.check_privileges()
+    follow_monitor, follow_actions, follow, _ = coordinated(mode="follow")
+    assert await follow.check_privileges() == "" and follow_actions.calls == []
+

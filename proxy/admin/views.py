@@ -362,6 +362,7 @@ def status(app: ProxyApp) -> dict[str, Any]:
             "topology": snapshot_of(cluster) is not None,
             "writer": str(writer) if writer is not None else None,
             "paused": cluster.paused,
+            "failover_problem": cluster.failover.privilege_problem if cluster.failover is not None else "",
             "clients": clients_by_cluster.get(cluster.name, 0),
             "waiting": clients_waiting(cluster),
             "instances": views.get("instances", []),
@@ -383,6 +384,12 @@ def status(app: ProxyApp) -> dict[str, Any]:
 def clients_waiting(cluster: Cluster) -> int:
     """Clients waiting for a server connection: for resume, for a writer, for a pool slot or a new connection."""
     return cluster.borrowing
+
+
+def failover_problems(app: ProxyApp) -> list[str]:
+    """Promote-mode clusters whose health user cannot promote (ready all the same: the writer works)."""
+    return [f"cluster {cluster.name}: {cluster.failover.privilege_problem}" for cluster in app.clusters.values()
+            if cluster.failover is not None and cluster.failover.privilege_problem]
 
 
 def not_ready_reasons(app: ProxyApp) -> list[str]:
@@ -412,6 +419,9 @@ def live_metrics(app: ProxyApp) -> Iterator[Metric]:
                                  "Server connections that failed to open", labels=labels)
     waiting = GaugeMetricFamily("dbproxy_client_waiting", "Clients waiting for a server connection",
                                 labels=["cluster"])
+    can_promote = GaugeMetricFamily("dbproxy_failover_privileges_ok",
+                                    "Promote mode: the health user may promote and re-point (1) or not (0)",
+                                    labels=["cluster"])
     for cluster in app.clusters.values():
         totals: dict[Address, list[int]] = {}
         for (instance, _, _, _), pool in cluster.pools.items():
@@ -430,6 +440,9 @@ def live_metrics(app: ProxyApp) -> Iterator[Metric]:
             families["pinned"].add_metric(values, pinned)
             failed.add_metric(values, failures)
         waiting.add_metric([cluster.name], clients_waiting(cluster))
+        if cluster.failover is not None and cluster.config.failover.mode == "promote":
+            can_promote.add_metric([cluster.name], 0 if cluster.failover.privilege_problem else 1)
     yield from families.values()
     yield failed
     yield waiting
+    yield can_promote

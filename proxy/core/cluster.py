@@ -99,6 +99,8 @@ class Cluster(Generic[C]):
             self.monitor.metrics = metrics
             self.monitor.start()
             await self.monitor.wait_probed(self.config.health.timeout + 0.5)
+        if self.failover is not None:
+            self.failover.check_privileges_soon()
 
     def apply_instances(self) -> None:
         """After a reload replaced self.config: probe new instances, stop routing to and drain removed ones."""
@@ -110,6 +112,7 @@ class Cluster(Generic[C]):
             if actions is not None:
                 self.failover.actions = actions
             self.failover.settings = self.config.failover
+            self.failover.check_privileges_soon()
         for address in self.config.instances:
             self.monitor.add_instance(address)
         for address in self.monitor.snapshot.addresses:

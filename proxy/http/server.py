@@ -101,9 +101,10 @@ def _healthz(app: ProxyApp) -> Response:
 
 def _readyz(app: ProxyApp) -> Response:
     reasons = views.not_ready_reasons(app)
+    warnings = "".join(f"warning: {problem}\n" for problem in views.failover_problems(app))
     if reasons:
-        return Response(503, ("not ready: " + "; ".join(reasons) + "\n").encode())
-    return Response(200, b"ready\n")
+        return Response(503, ("not ready: " + "; ".join(reasons) + "\n" + warnings).encode())
+    return Response(200, ("ready\n" + warnings).encode())
 
 
 def _status(app: ProxyApp) -> Response:

@@ -66,6 +66,9 @@ class FailoverActions(Protocol):
 
     def describe_position(self, position: int | None) -> str: ...
 
+    async def missing_privileges(self, address: Address) -> list[str]:
+        """What the health user lacks on `address` to promote, re-point and switch over (empty: all there)."""
+
     def rebuild_advice(self, old_primary: Address, primary: Address) -> str:
         """What the operator must do with a primary that crashed and was replaced (said in the log)."""
 
@@ -113,6 +116,8 @@ class FailoverCoordinator:
         self._clock = clock
         self._wall_clock = wall_clock
         self._blocked = ""
+        # Promote mode whose health user cannot promote: said loudly (log, /status, /readyz, a metric).
+        self.privilege_problem = ""
         self._tasks: set[asyncio.Task[Any]] = set()
         monitor.snapshot_listeners.append(self.observe)
 
@@ -123,6 +128,37 @@ class FailoverCoordinator:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+
+    # ---- can it act at all? ---------------------------------------------------------------------
+
+    async def check_privileges(self) -> str:
+        """Promote mode: ask an instance (the writer, else the first reachable) whether the health user
+        may promote and re-point; sets and returns `privilege_problem` ("" when fine or not promote mode)."""
+        problem = ""
+        snapshot = self.monitor.snapshot
+        target = snapshot.writer or next((s.address for s in snapshot.instances if s.reachable), None)
+        if self.settings.mode == "promote" and target is not None:
+            try:
+                missing = await self.actions.missing_privileges(target)
+            except ActionFailed as exc:
+                missing, problem = [], f"could not check the health user's privileges on {target}: {exc.message}"
+            if missing:
+                problem = (f"promote mode, but the health user cannot promote or re-point on {target}: "
+                           f"missing {', '.join(missing)} (docs/failover.md)")
+        if problem and problem != self.privilege_problem:
+            self._note(f"failover: {problem}", logging.ERROR)
+        elif self.privilege_problem and not problem:
+            self._note("failover: the health user's privileges are sufficient now")
+        self.privilege_problem = problem
+        return problem
+
+    def check_privileges_soon(self) -> None:
+        """`check_privileges` in the background (at start and after every reload)."""
+
+        async def check() -> None:
+            await self.check_privileges()
+
+        self._spawn(check())
 
     # ---- automatic failover ---------------------------------------------------------------------
 

@@ -40,6 +40,11 @@ T = TypeVar("T")
 CONNECT_TIMEOUT = 2.0
 STATEMENT_TIMEOUT = 5.0
 POLL_SECONDS = 0.02
+# What promote, re-point and switchover need (MariaDB 10.11 names), and what SUPER still includes there.
+REQUIRED_PRIVILEGES = ("READ_ONLY ADMIN", "REPLICATION SLAVE ADMIN", "SLAVE MONITOR", "CONNECTION ADMIN")
+SUPER_COVERS = frozenset(("REPLICATION SLAVE ADMIN", "SLAVE MONITOR", "CONNECTION ADMIN"))
+# CURRENT_USER() ('user@host') as information_schema writes a grantee ('\'user\'@\'host\'').
+_GRANTEE = "CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"
 
 
 class MysqlFailoverActions:
@@ -104,6 +109,21 @@ class MysqlFailoverActions:
             return ""
 
         return await self._with_connection(replica, run, 4 * STATEMENT_TIMEOUT)
+
+    async def missing_privileges(self, address: Address) -> list[str]:
+        """The global privileges of the module docstring the health user lacks (MariaDB; MySQL 8's
+        dynamic privileges are not checked)."""
+
+        async def run(conn: MysqlServerConnection) -> list[str]:
+            if sql.is_mysql(conn):
+                return []
+            rows = await sql.query(conn, "SELECT PRIVILEGE_TYPE AS p FROM information_schema.USER_PRIVILEGES "
+                                         f"WHERE GRANTEE = {_GRANTEE}", STATEMENT_TIMEOUT)
+            held = {row["p"] for row in rows}
+            return [name for name in REQUIRED_PRIVILEGES
+                    if name not in held and not ("SUPER" in held and name in SUPER_COVERS)]
+
+        return await self._with_connection(address, run, STATEMENT_TIMEOUT)
 
     def rebuild_advice(self, old_primary: Address, primary: Address) -> str:
         return (f"old primary {old_primary} must be rebuilt as a replica of {primary}: it may hold transactions no "

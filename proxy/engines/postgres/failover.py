@@ -117,6 +117,36 @@ class PgFailoverActions:
 
         return await self._with_connection(primary, run, STATEMENT_TIMEOUT)
 
+    async def missing_privileges(self, address: Address) -> list[str]:
+        """The grants of the module docstring the health user lacks (nothing for a superuser)."""
+
+        async def run(conn: PgSqlConnection) -> list[str]:
+            rows = await conn.query(
+                "SELECT rolsuper, has_function_privilege('pg_promote(boolean, integer)', 'EXECUTE'), "
+                "has_function_privilege('pg_reload_conf()', 'EXECUTE'), "
+                "pg_has_role(current_user, 'pg_read_all_settings', 'MEMBER'), "
+                "pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') "
+                "FROM pg_roles WHERE rolname = current_user")
+            if not rows or rows[0][0] == "t":
+                return []
+            _, promote, reload, read_settings, signal = rows[0]
+            missing = [name for name, held in (
+                ("EXECUTE on pg_promote(boolean, integer)", promote),
+                ("EXECUTE on pg_reload_conf()", reload),
+                ("pg_read_all_settings", read_settings),
+                ("pg_signal_backend", signal)) if held != "t"]
+            for parameter in ("primary_conninfo", "default_transaction_read_only"):
+                try:
+                    allowed = await conn.query_value(
+                        f"SELECT has_parameter_privilege({sql_literal(parameter)}, 'ALTER SYSTEM')")
+                except QueryFailed:   # before PostgreSQL 15 only a superuser may ALTER SYSTEM
+                    allowed = "f"
+                if allowed != "t":
+                    missing.append(f"ALTER SYSTEM on {parameter}")
+            return missing
+
+        return await self._with_connection(address, run, STATEMENT_TIMEOUT)
+
     def rebuild_advice(self, old_primary: Address, primary: Address) -> str:
         return f"old primary {old_primary} must be rebuilt as a replica of {primary} (pg_rewind or a new base backup)"
 
