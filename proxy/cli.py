@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", metavar="FILE", help="TOML configuration file")
     check.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    check.add_argument("--connect", action="store_true",
+                       help="also ask the servers: may each promote-mode health user promote and re-point?")
     check.set_defaults(command=_check_config)
 
     demo = commands.add_parser(
@@ -105,6 +107,14 @@ def _check_config(args: argparse.Namespace) -> int:
     config = _load(args.file)
     if config is None:
         return EXIT_CONFIG
+    if args.connect:
+        from proxy.config_check import server_problems
+
+        problems = server_problems(config)
+        for line in problems:
+            print(line, file=sys.stderr)
+        if problems:
+            return EXIT_CONFIG
     display = to_display(config)
     if args.json:
         print(json.dumps(display, indent=2))

@@ -6,10 +6,13 @@ over the same instances, one probing as a user without the failover privileges, 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 from e2e_helpers import RunningProxy, running_proxy, wait_until
 from ops_helpers import http_get, scrape
 
@@ -28,11 +31,10 @@ def cluster(name: str, engine: str, instances: list[str], auth: str, port: int, 
             f'[[clusters.{name}.endpoints]]\nname = "writer"\nlisten = "{HOST}:{port}"\nrole = "writer"\n')
 
 
-@pytest.fixture
-def proxy(pg_cluster: PgCluster, mysql_cluster: MysqlCluster, tmp_path: Path) -> Iterator[tuple[RunningProxy, int]]:
-    ports = free_ports(5)
+def config_text(pg_cluster: PgCluster, mysql_cluster: MysqlCluster, ports: list[int]) -> str:
+    """Clusters pg_weak, pg_ok, my_weak, my_ok on ports[0:4]; HTTP on ports[4]."""
     http = ports[4]
-    text = "\n".join([
+    return "\n".join([
         f'[server]\nlog_level = "info"\nshutdown_timeout = "2s"\nhttp_listen = "{HOST}:{http}"\n',
         '[[users]]\nname = "app"\npassword = "app-secret"\nserver_user = "app"\n',
         cluster("pg_weak", "postgres", pg_cluster.instance_addrs(), "md5", ports[0], "app", None),
@@ -42,8 +44,13 @@ def proxy(pg_cluster: PgCluster, mysql_cluster: MysqlCluster, tmp_path: Path) ->
         cluster("my_ok", "mysql", mysql_cluster.addresses, "mysql_native_password", ports[3], MONITOR_USER,
                 MONITOR_PASSWORD),
     ])
-    with running_proxy(text, tmp_path, ports[0]) as running:
-        yield running, http
+
+
+@pytest.fixture
+def proxy(pg_cluster: PgCluster, mysql_cluster: MysqlCluster, tmp_path: Path) -> Iterator[tuple[RunningProxy, int]]:
+    ports = free_ports(5)
+    with running_proxy(config_text(pg_cluster, mysql_cluster, ports), tmp_path, ports[0]) as running:
+        yield running, ports[4]
 
 
 def test_a_health_user_that_cannot_promote_is_reported(proxy: tuple[RunningProxy, int]) -> None:
@@ -64,3 +71,18 @@ def test_a_health_user_that_cannot_promote_is_reported(proxy: tuple[RunningProxy
         "pg_weak": 0, "pg_ok": 1, "my_weak": 0, "my_ok": 1}
     log = running.log_text()
     assert "ERROR" in log and "cannot promote or re-point" in log
+
+
+def test_check_config_connect_reports_them_as_config_errors(pg_cluster: PgCluster, mysql_cluster: MysqlCluster,
+                                                           tmp_path: Path) -> None:
+    path = tmp_path / "dbproxy.toml"
+    path.write_text(config_text(pg_cluster, mysql_cluster, free_ports(5)))
+    offline = subprocess.run([sys.executable, "-m", "proxy", "check-config", str(path)], capture_output=True,
+                             text=True, timeout=60, cwd=REPO_ROOT)
+    assert offline.returncode == 0, offline.stderr   # without --connect nothing is asked of the servers
+    result = subprocess.run([sys.executable, "-m", "proxy", "check-config", "--connect", str(path)],
+                            capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(": ")[2] for line in lines] == ["clusters.pg_weak.health.user", "clusters.my_weak.health.user"]
+    assert "pg_promote" in lines[0] and "READ_ONLY ADMIN" in lines[1]
