@@ -169,6 +169,29 @@ async def test_show_pools_and_servers(proxy: RunningProxy, ports: OpsPorts, pg_c
     assert float(server["age_s"]) >= 0 and server["user"] == "app" and server["database"] == "app"
 
 
+async def test_reconnect_retires_pooled_connections(proxy: RunningProxy, ports: OpsPorts) -> None:
+    idle, busy = await connect(ports), await connect(ports)
+    try:
+        await busy.execute("BEGIN")
+        old_busy = await busy.fetchval("SELECT pg_backend_pid()")
+        old_idle = await idle.fetchval("SELECT pg_backend_pid()")   # back in the pool after this
+        assert old_idle != old_busy
+        assert str(old_idle) in {s["backend_pid"] for s in admin(ports.admin, "SHOW SERVERS")}
+        with pytest.raises(AdminError, match="no cluster named"):
+            admin(ports.admin, "RECONNECT nope")
+        admin(ports.admin, "RECONNECT main app")
+        servers = {s["backend_pid"] for s in admin(ports.admin, "SHOW SERVERS")}
+        assert str(old_idle) not in servers and str(old_busy) in servers   # the borrowed one stays while in use
+        assert await busy.fetchval("SELECT pg_backend_pid()") == old_busy
+        await busy.execute("COMMIT")
+        wait_until(lambda: str(old_busy) not in {s["backend_pid"] for s in admin(ports.admin, "SHOW SERVERS")},
+                   timeout=5, what="the borrowed connection closed once given back")
+        assert await idle.fetchval("SELECT 1") == 1 and await busy.fetchval("SELECT 1") == 1
+    finally:
+        await idle.close()
+        await busy.close()
+
+
 async def test_show_clients(proxy: RunningProxy, ports: OpsPorts, pg_cluster: PgCluster) -> None:
     busy = await connect(ports, server_settings={"application_name": "busy-client"})
     idle = await connect(ports, ports.reader, server_settings={"application_name": "idle-client"})

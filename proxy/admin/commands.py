@@ -173,6 +173,24 @@ async def _resume(app: ProxyApp, args: list[str]) -> Result:
     return Done("RESUME", f"resumed {names}")
 
 
+async def _reconnect(app: ProxyApp, args: list[str]) -> Result:
+    """Retire pooled server connections (as PgBouncer's RECONNECT): idle ones close now, borrowed ones
+    when their client gives them back; new connections are opened as needed."""
+    clusters = _clusters(app, args[:1])
+    database = args[1] if len(args) > 1 else None
+    idle = pools = 0
+    for cluster in clusters:
+        for (_, _, pool_database, _), pool in cluster.pools.items():
+            if database is None or pool_database == database:
+                idle += len(pool.idle)
+                pools += 1
+                pool.expire()
+    scope = ", ".join(c.name for c in clusters) + (f" database {database}" if database else "")
+    log.info("admin: RECONNECT %s: %d pool(s), %d idle connection(s) closed", scope, pools, idle)
+    return Done("RECONNECT", f"{scope}: {pools} pool(s) retired, {idle} idle server connection(s) closed; "
+                             "borrowed ones close when their clients are done")
+
+
 # ---- RELOAD / SHUTDOWN / KILL -----------------------------------------------------------------------
 
 async def _reload(app: ProxyApp, args: list[str]) -> Result:
@@ -257,6 +275,9 @@ COMMANDS: tuple[Command, ...] = (
             _pause, max_args=1),
     Command("RESUME", "RESUME [cluster]", "let paused transactions go", _resume, max_args=1),
     Command("RELOAD", "RELOAD", "re-read the configuration file (as SIGHUP)", _reload),
+    Command("RECONNECT", "RECONNECT [cluster [database]]",
+            "retire pooled server connections: idle ones now, borrowed ones when given back", _reconnect,
+            max_args=2),
     Command("FAILOVER", "FAILOVER cluster [TO 'host:port']", "planned switchover to a replica",
             _failover, min_args=1, max_args=3),
     Command("KILL CLIENT", "KILL CLIENT id", "disconnect one client", _kill_client, min_args=1, max_args=1),
