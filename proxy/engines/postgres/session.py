@@ -22,13 +22,13 @@ from ...core.session import (
 from ...errors import AuthenticationFailed, ProtocolViolation, ProxyError, ServerUnavailable
 from ...logs import ConnectionLog
 from ...pool.pool import Pool
-from ...routing.classify import Route
 from .client_auth import ClientAuthentication
 from .gucs import GucState
 from .reset import reset_then_release
 from .rewrite import StatementRewriter
 from .server import ServerConnection
 from .session_state import session_effects
+from .split_hold import SplitHold, statement_text
 from .startup import StartupRequest, known_startup, remember_startup
 from .statements import decode_parse
 from .wire import messages as m
@@ -45,7 +45,6 @@ from .wire.responses import (
     BIND,
     CLOSE,
     DESCRIBE,
-    DROP_ALL,
     EXECUTE,
     PARSE,
     QUERY,
@@ -93,7 +92,7 @@ class PgClientSession(ClientSessionCore):
     _startup_buf = b""
     _auth_reader: MessageReader | None = None   # made when a password message comes in pieces
     _auth: ClientAuthentication | None = None
-    _sync_after_held = False
+    _split_hold: SplitHold | None = None   # made by the first statement checked on a replica (split)
     _capture_names: list[str] = _NO_NAMES
     _capture_position = False
     server: ServerConnection | None
@@ -342,17 +341,7 @@ class PgClientSession(ClientSessionCore):
         end = 1 + _U32.unpack_from(data, 1)[0]
         if len(data) < end:
             return None
-        return self._statement_text(data[0], bytes(data[5:end]))
-
-    def _statement_text(self, kind: int, body: bytes) -> bytes | None:
-        """The SQL a Query, a Parse, or a Bind of a known named statement runs (else None)."""
-        if kind == 0x51:  # Query
-            return body[:-1]
-        if kind == 0x50:  # Parse
-            return decode_parse(body).query
-        if kind == 0x42 and self.rewriter is not None:  # Bind of a statement prepared earlier
-            return self.rewriter.query_of(body)
-        return None
+        return statement_text(data[0], bytes(data[5:end]), self.rewriter)
 
     def _attached(self, server: ServerConnection) -> None:
         replay = self.gucs.replay_sql(server.gucs)
@@ -366,6 +355,7 @@ class PgClientSession(ClientSessionCore):
         size = len(data)
         pos = start = 0
         out: list[bytes] = []
+        hidden_sync = b""
         while size - pos >= 5:
             kind = data[pos]
             length = _U32.unpack_from(data, pos + 1)[0]
@@ -377,9 +367,11 @@ class PgClientSession(ClientSessionCore):
                     self._copy_skip = end - size
                     pos = size
                 break
-            if self._on_replica and kind in (0x51, 0x50, 0x42) and self._must_leave_replica(
-                    kind, data[pos + 5:end], server):
-                break
+            if self._on_replica and kind in (0x51, 0x50, 0x42):
+                held = self._must_leave_replica(kind, data[pos + 5:end], server)
+                if held is not None:
+                    hidden_sync = held
+                    break
             if kind == 0x51:  # Query
                 self.queries += 1
                 sql = data[pos + 5:end - 1]
@@ -452,9 +444,8 @@ class PgClientSession(ClientSessionCore):
             server.write(data)
         else:
             out.append(data[start:pos])
-            if self._sync_after_held:
-                self._sync_after_held = False
-                out.append(m.sync())   # ends the batch that stays on the replica (see _must_leave_replica)
+            if hidden_sync:
+                out.append(hidden_sync)   # ends the batch that stays on the replica (see split_hold)
             self._flush_to_server(server, out)
 
     def _flush_replies(self) -> None:
@@ -573,29 +564,22 @@ class PgClientSession(ClientSessionCore):
             if value is not None:
                 self.gucs.reported([(name.encode(), value.encode())], server)
 
-    def _must_leave_replica(self, kind: int, body: bytes, server: ServerConnection) -> bool:
-        """A statement for the primary arrived while this split client is on a replica.
-
-        Outside a transaction block, hold it (and everything after it) until the replica is
-        released, ending an open extended-protocol batch with a hidden Sync; it is then routed
-        anew. Inside a block (BEGIN READ ONLY ...) it stays: the replica's read-only error is right.
-        """
+    def _must_leave_replica(self, kind: int, body: bytes, server: ServerConnection) -> bytes | None:
+        """This split client is on a replica: None if the message may run there, else it is held
+        with what follows until the replica is released (see split_hold); then the bytes _forward
+        sends after the messages before it (a hidden Sync, or b"")."""
         if self._first_checked:
             self._first_checked = False  # the statement _route() just classified
-            return False
-        sql = self._statement_text(kind, body)
-        if sql is None or self.pinned is not None or self.session_mode:
-            return False
-        verdict = self.cluster.classifier.classify(sql.decode("utf-8", "replace"))
-        if verdict.route is Route.REPLICA or server.tracker.status != b"I":
-            return False
-        self._held = True
-        if self.unsynced:
-            # Written by _forward after the messages before this one, in order.
-            server.tracker.push(Slot(SYNC, DROP_ALL))
-            self._sync_after_held = True
+            return None
+        split = self._split_hold
+        if split is None:
+            split = self._split_hold = SplitHold(self.cluster.classifier)
+        sent = split.hold(kind, body, server.tracker, self.rewriter, self.unsynced,
+                          self.pinned is not None or self.session_mode)
+        if sent is not None:
+            self._held = True
             self.unsynced = False
-        return True
+        return sent
 
     def server_lost(self, server: ServerConnection, reason: str) -> None:
         """The server connection died under this client: error for work in flight, keep the client."""
