@@ -413,6 +413,12 @@ def test_pre_filter_is_conservative_on_sql_like_text(pieces: list[str], glue: st
         assert might_change_session(sql.encode()), sql
 
 
+def test_pre_filter_sees_begin_not_with_or_without_atomic() -> None:
+    """Found by the property above: the analyzer takes `BEGIN NOT` for a compound statement, ATOMIC or not."""
+    for sql in ("BEGIN NOT", "begin not atomic select 1; end", "BEGIN\nNOT ATOMIC"):
+        assert analyze(sql) != EMPTY and might_change_session(sql.encode()), sql
+
+
 def _per_call_us(function: object, sql: object, number: int) -> float:
     assert callable(function)
     return min(timeit.repeat(lambda: function(sql), number=number, repeat=3)) / number * 1e6

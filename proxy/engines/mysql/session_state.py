@@ -146,7 +146,7 @@ _PLAIN_STARTS = frozenset(
 )
 _ANYWHERE = re.compile(rb"@|get_lock|found_rows|last_insert_id")   # found_rows: SQL_CALC_ too
 # A plain-looking start that still needs a look when one of these words is in the text.
-_UNLESS = {b"create": b"temporary", b"load": b"local", b"begin": b"atomic", b"drop": b"prepare"}
+_UNLESS = {b"create": b"temporary", b"load": b"local", b"begin": b"not", b"drop": b"prepare"}   # BEGIN NOT [ATOMIC]
 _LEADING_WORD = re.compile(rb"[ \t\n\r\f\v]*+([a-z_]*+)")
 
 
