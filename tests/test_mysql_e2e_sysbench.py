@@ -41,13 +41,20 @@ def sysbench(port: int, *args: str, timeout: float = 120, workload: str = "oltp_
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def test_oltp_read_write_16_threads_on_a_pool_of_8(proxy: MysqlProxy, mysql_cluster: MysqlCluster,
-                                                    tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tables(proxy: MysqlProxy, mysql_cluster: MysqlCluster) -> None:
+    """sysbench's tables, made through the writer endpoint and replicated (each test may run alone)."""
     with direct(mysql_cluster) as conn:
         for table in range(1, TABLES + 1):
             rows(conn, f"DROP TABLE IF EXISTS {APP_DB}.sbtest{table}")
     prepared = sysbench(proxy.port, "prepare")
     assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+    mysql_cluster.wait_replicated()
+
+
+@pytest.mark.usefixtures("tables")
+def test_oltp_read_write_16_threads_on_a_pool_of_8(proxy: MysqlProxy, mysql_cluster: MysqlCluster,
+                                                    tmp_path: Path) -> None:
     check_clean_run(sysbench(proxy.port, "--threads=16", "--time=6", "--report-interval=0", "--verbosity=5", "run"),
                     proxy, mysql_cluster)
 
@@ -75,6 +82,7 @@ def selects(cluster: MysqlCluster) -> list[int]:
     return counts
 
 
+@pytest.mark.usefixtures("tables")
 def test_oltp_read_only_through_split_lands_on_the_replicas(proxy: MysqlProxy, mysql_cluster: MysqlCluster,
                                                           split_port: int) -> None:
     """Without --skip-trx sysbench wraps each read in BEGIN ... COMMIT, which SPEC §3.3 sends to the primary
@@ -94,6 +102,7 @@ def test_oltp_read_only_through_split_lands_on_the_replicas(proxy: MysqlProxy, m
     print(f"\noltp_read_only through split: SELECTs per instance (primary first): {delta}")
 
 
+@pytest.mark.usefixtures("tables")
 def test_oltp_read_write_through_split_has_no_errors(proxy: MysqlProxy, mysql_cluster: MysqlCluster,
                                                      split_port: int) -> None:
     check_clean_run(sysbench(split_port, "--threads=16", "--time=6", "--report-interval=0", "--verbosity=5", "run"),
