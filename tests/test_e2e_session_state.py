@@ -113,3 +113,27 @@ async def test_rolled_back_set_is_not_replayed(
     assert await a.fetchval("SHOW work_mem") == "4MB"
     assert await b.fetchval("SHOW work_mem") == "4MB"
     assert await a.fetchval("SHOW work_mem") == "4MB"   # B ran in between: A's state was re-applied
+
+
+async def test_drop_database_while_the_pool_holds_idle_connections_to_it(proxy: RunningProxy,
+                                                                        pg_cluster: PgCluster) -> None:
+    """The pool's idle server connections to a database are closed before DROP DATABASE reaches the server
+    (which refuses while other sessions use it); the same for a rename."""
+    for name in ("e2e_scratch", "e2e_scratch2"):
+        pg_cluster.sql(0, f"DROP DATABASE IF EXISTS {name}")
+    pg_cluster.sql(0, "CREATE DATABASE e2e_scratch OWNER app")
+    pg_cluster.sql(0, "ALTER ROLE app CREATEDB")   # a rename needs it besides ownership
+    user = await asyncpg.connect(proxy.dsn(database="e2e_scratch"))
+    assert await user.fetchval("SELECT current_database()") == "e2e_scratch"
+    await user.close()   # its server connection stays in the pool, idle, connected to e2e_scratch
+    admin = await asyncpg.connect(proxy.dsn())
+    try:
+        await admin.execute("ALTER DATABASE e2e_scratch RENAME TO e2e_scratch2")
+        user = await asyncpg.connect(proxy.dsn(database="e2e_scratch2"))
+        await user.fetchval("SELECT 1")
+        await user.close()
+        await admin.execute("DROP DATABASE e2e_scratch2")
+    finally:
+        await admin.close()
+        pg_cluster.sql(0, "ALTER ROLE app NOCREATEDB")
+    assert pg_cluster.sql(0, "SELECT count(*) FROM pg_database WHERE datname LIKE 'e2e_scratch%'") == "0"

@@ -149,6 +149,11 @@ CASES: list[tuple[str, SessionEffects]] = [
     ("SELECT abalance FROM pgbench_accounts WHERE aid = 1", EMPTY),
     ("BEGIN", EMPTY),
     ("", EMPTY),
+    ("DROP DATABASE scratch", SessionEffects(database_gone="scratch")),
+    ('drop database if exists "Odd Name" with (force)', SessionEffects(database_gone="Odd Name")),
+    ("ALTER DATABASE scratch RENAME TO scratch2", SessionEffects(database_gone="scratch")),
+    ("ALTER DATABASE scratch SET work_mem = '1MB'", EMPTY),
+    ("DROP TABLE t", EMPTY),
 ]
 
 

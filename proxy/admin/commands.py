@@ -180,11 +180,8 @@ async def _reconnect(app: ProxyApp, args: list[str]) -> Result:
     database = args[1] if len(args) > 1 else None
     idle = pools = 0
     for cluster in clusters:
-        for (_, _, pool_database, _), pool in cluster.pools.items():
-            if database is None or pool_database == database:
-                idle += len(pool.idle)
-                pools += 1
-                pool.expire()
+        retired, closed = cluster.retire_pools(database)
+        pools, idle = pools + retired, idle + closed
     scope = ", ".join(c.name for c in clusters) + (f" database {database}" if database else "")
     log.info("admin: RECONNECT %s: %d pool(s), %d idle connection(s) closed", scope, pools, idle)
     return Done("RECONNECT", f"{scope}: {pools} pool(s) retired, {idle} idle server connection(s) closed; "

@@ -205,6 +205,15 @@ class Cluster(Generic[C]):
             self._track_pool(key, pool)
         return pool
 
+    def retire_pools(self, database: str | None = None) -> tuple[int, int]:
+        """Retire the pools (of one database, or all) on every instance: idle connections close now,
+        borrowed ones when given back. Returns (pools, idle connections closed)."""
+        pools = [pool for (_, _, name, _), pool in self.pools.items() if database is None or name == database]
+        idle = sum(len(pool.idle) for pool in pools)
+        for pool in pools:
+            pool.expire()
+        return len(pools), idle
+
     def _track_pool(self, key: PoolKey, pool: Pool[C]) -> None:
         old = self.pools.get(key)
         if old is not None:

@@ -483,6 +483,11 @@ class PgClientSession(ClientSessionCore):
                 self._tx_set_names.update(c.name.lower() for c in effects.sets if c.value is not None)
         if effects.pin_reason:
             self.pin(effects.pin_reason, server)
+        if effects.database_gone is not None:
+            # The server refuses while other sessions use it: the pool's idle ones are such sessions.
+            pools, idle = self.cluster.retire_pools(effects.database_gone)
+            log.info("client %s: %s drops or renames database %s: %d idle server connection(s) in %d pool(s) "
+                     "closed first", self.peer, self.cluster.name, effects.database_gone, idle, pools)
 
     def _parse(self, body: bytes, server: ServerConnection) -> bytes:
         parse = decode_parse(body)

@@ -74,6 +74,7 @@ class SessionEffects:
     pin_reason: str | None = None
     discard_all: bool = False
     deallocate_all: bool = False
+    database_gone: str | None = None   # DROP DATABASE x / ALTER DATABASE x RENAME: x (its pools must let go)
 
 
 EMPTY = SessionEffects()
@@ -83,7 +84,8 @@ EMPTY = SessionEffects()
 # A statement start that might change session state: after whitespace and non-nested comments,
 # one of the keywords, or a nested comment ("/* /* */ */"), which is left for the parser so that
 # nesting can never hide a statement.
-_STATEFUL_KEYWORDS = ("set", "reset", "listen", "declare", "prepare", "load", "discard", "do", "deallocate")
+_STATEFUL_KEYWORDS = ("set", "reset", "listen", "declare", "prepare", "load", "discard", "do", "deallocate",
+                      "drop", "alter")   # the last two for DROP / RENAME of a database (rare DDL)
 _STATEFUL_START = re.compile(
     r"(?:\s|/\*(?:[^*/]|\*(?!/)|/(?!\*))*\*/|--[^\n\r]*)*"
     r"(?:/\*|(?:" + "|".join(_STATEFUL_KEYWORDS) + r")\b)"
@@ -213,15 +215,18 @@ class _Effects:
         self.pin_reason: str | None = None
         self.discard_all = False
         self.deallocate_all = False
+        self.database_gone: str | None = None
 
     def pin(self, reason: str) -> None:
         if self.pin_reason is None:
             self.pin_reason = reason
 
     def result(self) -> SessionEffects:
-        if not self.sets and self.pin_reason is None and not self.discard_all and not self.deallocate_all:
+        if (not self.sets and self.pin_reason is None and not self.discard_all and not self.deallocate_all
+                and self.database_gone is None):
             return EMPTY
-        return SessionEffects(tuple(self.sets), self.pin_reason, self.discard_all, self.deallocate_all)
+        return SessionEffects(tuple(self.sets), self.pin_reason, self.discard_all, self.deallocate_all,
+                              self.database_gone)
 
 
 _SESSION_CHARACTERISTICS = {
@@ -377,6 +382,10 @@ def _statement(node: Node, effects: _Effects) -> None:
             effects.sets.clear()
         elif kind == "DeallocateStmt" and body.get("isall"):
             effects.deallocate_all = True
+        elif kind == "DropdbStmt" and body.get("dbname"):
+            effects.database_gone = str(body["dbname"])
+        elif kind == "RenameStmt" and body.get("renameType") == "OBJECT_DATABASE" and body.get("subname"):
+            effects.database_gone = str(body["subname"])
         _walk(node, effects)
 
 
