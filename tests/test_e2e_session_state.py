@@ -137,3 +137,22 @@ async def test_drop_database_while_the_pool_holds_idle_connections_to_it(proxy: 
         await admin.close()
         pg_cluster.sql(0, "ALTER ROLE app NOCREATEDB")
     assert pg_cluster.sql(0, "SELECT count(*) FROM pg_database WHERE datname LIKE 'e2e_scratch%'") == "0"
+
+
+SPELLINGS = ["utf8", "UTF-8", "unicode", "latin1", "ISO-8859-1", "iso_8859_15", "win1252", "Windows-1251",
+             "sql_ascii", "euc_jp", "koi8", "shift_jis_2004", "big5"]
+
+
+def test_startup_client_encoding_is_reported_as_the_server_spells_it(proxy: RunningProxy,
+                                                                    pg_cluster: PgCluster) -> None:
+    """ParameterStatus at login carries the canonical name (psycopg/asyncpg compare it), like the server's."""
+    from proxy.engines.postgres.gucs import canonical_value
+
+    for spelling in SPELLINGS:
+        server = pg_cluster.sql(0, f"SET client_encoding TO '{spelling}'; SHOW client_encoding").splitlines()[-1]
+        assert canonical_value("client_encoding", spelling) == server, spelling
+    with psycopg.connect(proxy.conninfo(client_encoding="utf8")) as conn:
+        assert conn.info.parameter_status("client_encoding") == "UTF8"
+    with psycopg.connect(proxy.conninfo(client_encoding="latin1")) as conn:
+        assert conn.info.parameter_status("client_encoding") == "LATIN1"
+        assert conn.execute("SHOW client_encoding").fetchone() == ("LATIN1",)

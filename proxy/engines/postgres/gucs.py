@@ -113,7 +113,7 @@ class GucState:
         for name, sql_value in self.client.items():
             key = by_lower.get(name)
             if key is not None:
-                params[key] = _unquote(sql_value)
+                params[key] = canonical_value(name, _unquote(sql_value))
         return params
 
     def replay_sql(self, server_gucs: dict[str, str]) -> str:
@@ -155,6 +155,36 @@ class GucState:
     def clear(self, server: HasGucs) -> None:
         self.client.clear()
         server.gucs.clear()
+
+
+# PostgreSQL's encoding names (encnames.c): the server reports client_encoding by these, whatever
+# spelling the client used ('utf8', 'UTF-8', 'unicode' → 'UTF8'). Keys: lower case, letters and digits only.
+_ENCODINGS = {name.lower().replace("_", ""): name for name in (
+    "SQL_ASCII EUC_JP EUC_CN EUC_KR EUC_TW EUC_JIS_2004 UTF8 MULE_INTERNAL LATIN1 LATIN2 LATIN3 LATIN4 LATIN5 "
+    "LATIN6 LATIN7 LATIN8 LATIN9 LATIN10 WIN1256 WIN1258 WIN866 WIN874 KOI8R WIN1251 WIN1252 ISO_8859_5 "
+    "ISO_8859_6 ISO_8859_7 ISO_8859_8 WIN1250 WIN1253 WIN1254 WIN1255 WIN1257 KOI8U SJIS BIG5 GBK UHC GB18030 "
+    "JOHAB SHIFT_JIS_2004").split()}
+_ENCODINGS.update({
+    "unicode": "UTF8", "iso88591": "LATIN1", "iso88592": "LATIN2", "iso88593": "LATIN3", "iso88594": "LATIN4",
+    "iso88599": "LATIN5", "iso885910": "LATIN6", "iso885913": "LATIN7", "iso885914": "LATIN8",
+    "iso885915": "LATIN9", "iso885916": "LATIN10", "alt": "WIN866", "win": "WIN1251", "koi8": "KOI8R",
+    "mskanji": "SJIS", "shiftjis": "SJIS", "tcvn": "WIN1258", "tcvn5712": "WIN1258", "vscii": "WIN1258",
+    "abc": "WIN1258", "windows1250": "WIN1250", "windows1251": "WIN1251", "windows1252": "WIN1252",
+    "windows1253": "WIN1253", "windows1254": "WIN1254", "windows1255": "WIN1255", "windows1256": "WIN1256",
+    "windows1257": "WIN1257", "windows1258": "WIN1258", "windows866": "WIN866", "windows874": "WIN874",
+    "win932": "SJIS", "windows932": "SJIS", "win936": "GBK", "windows936": "GBK", "win949": "UHC",
+    "windows949": "UHC", "win950": "BIG5", "windows950": "BIG5", "eucjis2004": "EUC_JIS_2004",
+    "shiftjis2004": "SHIFT_JIS_2004", "iso88595": "ISO_8859_5", "iso88596": "ISO_8859_6",
+    "iso88597": "ISO_8859_7", "iso88598": "ISO_8859_8",
+})
+
+
+def canonical_value(name: str, value: str) -> str:
+    """A startup setting as the server would report it in ParameterStatus (client_encoding by
+    PostgreSQL's encoding name; other settings as given)."""
+    if name == "client_encoding":
+        return _ENCODINGS.get("".join(ch for ch in value.lower() if ch.isalnum()), value)
+    return value
 
 
 def _unquote(sql_value: str) -> str:
