@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING
 
 from ...core.session import LOGIN
 from ...errors import ProxyError
+from . import login_flow
 from .errors import error_payload
+from .server import Variant
+from .wire.codes import Capability
 from .wire.packets import encode_packets
 
 if TYPE_CHECKING:
@@ -68,10 +71,23 @@ def finish(session: MysqlClientSession, replies: list[tuple[int, bytes]]) -> Non
         session.close(exc.message, b"".join(encode_packets(p, s)[0] for s, p in before)
                       + encode_packets(error_payload(exc), seq)[0])
         return
-    session.start_over(machine.database or "", machine.charset)
+    start_over(session, machine.database or "", machine.charset)
     *before, ok = replies
     if before:
         session.write(b"".join(encode_packets(p, s)[0] for s, p in before))
     session._held_ok = ok
     session.state = LOGIN
-    session.check_database(login)
+    login_flow.check_database(session, login)
+
+
+def start_over(session: MysqlClientSession, database: str, charset: int) -> None:
+    """COM_CHANGE_USER succeeded: a new user and database, nothing kept from before."""
+    session.database = database
+    session.charset = charset
+    session.state_vars.reset(database)
+    session.state_vars.multi_statements = bool(session.capabilities & Capability.MULTI_STATEMENTS)
+    session.prepared.clear()
+    session.pinned = None
+    session._insert_id = 0
+    session._long_data = False
+    session.pool_variant = Variant(session.pool_variant.capabilities, charset)

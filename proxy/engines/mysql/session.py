@@ -1,13 +1,16 @@
-"""One MySQL / MariaDB client: the handshake and login, then commands relayed on the core's route → borrow → release.
+"""One MySQL / MariaDB client: commands relayed on route → borrow → release, and the state that follows them.
 
-The proxy greets the client itself (its own connection id, scramble and auth plugin), checks the
-password against the verifiers derived at config load, and only then touches a server. Every
-client command is one packet (or a run of 16 MiB packets) with sequence id 0; the session reads
-the command byte, keeps the state that must follow the client from server to server (schema,
-SET variables, prepared statements: session_vars.py, statements.py), answers what needs no
-server (COM_PING, COM_QUIT, COM_STMT_CLOSE, COM_RESET_CONNECTION, KILL), and forwards the rest.
-Responses are followed by the server connection's ResponseTracker; the server goes back to
+Every client command is one packet (or a run of 16 MiB packets, command_framing.py) with
+sequence id 0; the session reads the command byte, keeps the state that must follow the client
+from server to server (schema, SET variables: session_vars.py; LAST_INSERT_ID(); prepared
+statements: prepared_flow.py over statements.py), answers what needs no server (COM_PING,
+COM_QUIT, COM_STMT_CLOSE, COM_RESET_CONNECTION, KILL: local_replies.py, kill.py), and forwards the
+rest. Responses are followed by the server connection's ResponseTracker; the server goes back to
 its pool when the tracker is idle (no response outstanding, no SERVER_STATUS_IN_TRANS).
+
+Kept here is the hot path — data_received → _client_data → _forward, and server_data — with what
+it calls on every command. The login (greeting, password, admission, the held OK) is in
+login_flow.py, COM_CHANGE_USER in change_user.py.
 """
 
 from __future__ import annotations
@@ -28,16 +31,17 @@ from ...core.session import (
     ClientSessionCore,
     by_statement_stem,
 )
-from ...errors import ProtocolViolation, ProxyError, ServerUnavailable, UnknownDatabase
-from ...logs import ConnectionLog
+from ...errors import ProtocolViolation, ProxyError, ServerUnavailable
 from ...pool.pool import Pool
 from ...routing.classify import Route
-from . import change_user, kill
+from . import change_user, kill, login_flow
 from .client_login import ClientLogin
-from .errors import ServerRefusal, error_payload
+from .command_framing import CommandTooLarge, command_end, incomplete_length, joined_payload
+from .errors import error_payload
+from .local_replies import answer_locally, fail_batch
+from .prepared_flow import close_statement, statement_command, sync_insert_id, take_prepared
 from .probe import gtid_position
-from .server import VARIANT_CAPABILITIES, MysqlServerConnection, Variant
-from .server_login import MysqlServerRefused
+from .server import MysqlServerConnection
 from .session_state import (
     EMPTY,
     LAST_INSERT_ID_PIN,
@@ -47,30 +51,19 @@ from .session_state import (
     session_effects,
 )
 from .session_vars import TrackedState, replay, variable_key
-from .statements import ClientStatements, ServerStatements, execute_payload
-from .wire.codes import Capability, Command, ErrorCode, Status
-from .wire.messages import decode_text_row, encode_err, encode_ok
+from .statements import ClientStatements, ServerStatements
+from .wire.codes import MAX_PACKET_PAYLOAD, Command, ErrorCode, Status
+from .wire.messages import decode_text_row, encode_err
 from .wire.packets import encode_packets
-from .wire.responses import DROP_ALL, PASS, RENAME, SYNTH, Slot
+from .wire.responses import PASS, RENAME, SYNTH, Slot
 
 if TYPE_CHECKING:
     from ...core.cluster import Cluster
     from .engine import MysqlClusterState
 
 log = logging.getLogger("dbproxy.client")
-connections_log = ConnectionLog()
 
-_MAX = 0xFFFFFF
-# The largest command a client may send (the sum of its 16 MiB packets): larger is refused (1153).
-MAX_COMMAND = 64 * 1024 * 1024
-_OFFERED = (Capability.LONG_PASSWORD | Capability.FOUND_ROWS | Capability.LONG_FLAG | Capability.CONNECT_WITH_DB
-            | Capability.NO_SCHEMA | Capability.IGNORE_SPACE | Capability.PROTOCOL_41 | Capability.INTERACTIVE
-            | Capability.IGNORE_SIGPIPE | Capability.TRANSACTIONS | Capability.SECURE_CONNECTION
-            | Capability.MULTI_STATEMENTS | Capability.MULTI_RESULTS | Capability.PS_MULTI_RESULTS
-            | Capability.PLUGIN_AUTH | Capability.CONNECT_ATTRS | Capability.PLUGIN_AUTH_LENENC_CLIENT_DATA
-            | Capability.DEPRECATE_EOF)
-# Commands answered without a response; the rest get one (or a whole result).
-_NO_RESPONSE = frozenset((Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA, Command.QUIT))
+_MAX = MAX_PACKET_PAYLOAD
 _STATEMENT_COMMANDS = frozenset((Command.STMT_EXECUTE, Command.STMT_SEND_LONG_DATA, Command.STMT_RESET,
                                  Command.STMT_FETCH))
 _REFUSED_COMMANDS = frozenset((Command.BINLOG_DUMP, Command.BINLOG_DUMP_GTID, Command.REGISTER_SLAVE,
@@ -80,10 +73,6 @@ _QUERY_SLOT = Slot(Command.QUERY)
 _PROCESSLIST_SLOT = Slot(Command.QUERY, RENAME)
 _SETS_INSERT_ID = re.compile(rb"last_insert_id\s*\(\s*[^\s)]")   # LAST_INSERT_ID(expr)
 _S, _H = frozenset(b"sS"), frozenset(b"hH")   # a COM_QUERY starting "sh" may be a SHOW PROCESSLIST
-_K = frozenset(b"kK")   # a COM_QUERY starting with one of these may be a KILL the proxy answers itself
-# A client refused for an oversized command: its bytes are read and dropped this long, then it is closed.
-_DRAINING = 100
-DRAIN_SECONDS = 1.0
 
 
 # Remembered per statement stem: point lookups that differ only in a trailing number share one verdict.
@@ -109,7 +98,7 @@ class MysqlClientSession(ClientSessionCore):
     # complete (so a large command is not copied and scanned again for every chunk; 0: unknown).
     _need = 0
     _insert_id = 0        # the client's LAST_INSERT_ID(): the id of its last insert (from the OK packets)
-    _reprepare = b""      # the COM_STMT_PREPARE _statement_command wants sent before the command it holds
+    _reprepare = b""      # the COM_STMT_PREPARE prepared_flow.statement_command wants sent before the command it holds
     killed_thread = 0     # the server thread another user's KILL CONNECTION was sent for (kill.py)
     _gtid_asked = False   # read_your_writes: the hidden SELECT @@last_gtid is in flight
     _gtid_again = False   # ... and client commands were sent after it (ask once more when they end)
@@ -130,19 +119,14 @@ class MysqlClientSession(ClientSessionCore):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.pid, self.key = self.app.register_cancel_key(self)
-        host = self.peer.rsplit(":", 1)[0]
-        offered = _OFFERED | (Capability.LOCAL_FILES if self.cluster.config.allow_local_infile else 0)
-        login = self._login_machine = ClientLogin(
-            self.cluster.config.client_auth, self.pid, self.shared.server_version, offered, self._verifiers, host)
-        self.write(encode_packets(login.greeting(), 0)[0])
+        login_flow.greet(self)
 
     def data_received(self, data: bytes) -> None:
         try:
             if self.state == READY:
                 self._client_data(data)
             elif self.state == STARTUP or self.state == AUTH:
-                self._login_data(data)
+                login_flow.receive(self, data)
             elif self.state == LOGIN:
                 self._pending += data
         except ProxyError as exc:
@@ -151,8 +135,8 @@ class MysqlClientSession(ClientSessionCore):
     def _client_error(self, exc: ProxyError) -> None:
         """A client's command the proxy cannot take (wherever it was read: data_received, or the
         pending bytes handed on when a server is attached or a statement re-prepared)."""
-        if isinstance(exc, _TooLarge):
-            self._refuse_too_large(exc)
+        if isinstance(exc, CommandTooLarge):
+            login_flow.refuse_too_large(self, exc)
         else:
             self.fail(exc)
 
@@ -161,18 +145,6 @@ class MysqlClientSession(ClientSessionCore):
             super()._attach(server, pool)
         except ProxyError as exc:
             self._client_error(exc)
-
-    def _refuse_too_large(self, exc: _TooLarge) -> None:
-        """ER_NET_PACKET_TOO_LARGE, then close; what the client is still sending is read and dropped
-        meanwhile, so that it reads the error instead of a connection reset."""
-        log.warning("client %s: %s", self.peer, exc.message)
-        self._close_reason = exc.message
-        self._pending.clear()
-        self._need = 0
-        self._give_back_server()
-        self.write(encode_packets(error_payload(exc), exc.seq)[0])
-        self.state = _DRAINING   # data_received drops everything from now on
-        asyncio.get_running_loop().call_later(DRAIN_SECONDS, self.close, exc.message)
 
     def _lost_before_login(self) -> None:
         if self.state in (STARTUP, AUTH) and self._buf:
@@ -187,144 +159,11 @@ class MysqlClientSession(ClientSessionCore):
     def _login_timeout_words(self) -> bytes:
         return encode_packets(encode_err(ErrorCode.HANDSHAKE, "Bad handshake: login timeout"), 2)[0]
 
-    # ---- login ------------------------------------------------------------------------------------
-
-    def _verifiers(self, name: str) -> Any:
-        login = self.app.users.get(name)
-        return login.secrets.get("mysql") if login is not None else None
-
-    def _login_data(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
-        if self.state == STARTUP and not self._buf and _speaks_postgres(buf):
-            raise ProtocolViolation("this endpoint speaks the MySQL protocol; the client sent a PostgreSQL startup")
-        machine = self._login_machine
-        assert machine is not None
-        pos = 0
-        while len(buf) - pos >= 4:
-            length = int.from_bytes(buf[pos:pos + 3], "little")
-            if length >= 64 * 1024:
-                raise ProtocolViolation(f"login packet of {length} bytes is too large")
-            end = pos + 4 + length
-            if end > len(buf):
-                break
-            seq, payload = buf[pos + 3], bytes(buf[pos + 4:end])
-            pos = end
-            self.state = AUTH
-            replies = machine.receive(seq, payload)
-            if machine.wants_tls:
-                self.close("TLS requested", encode_packets(encode_err(
-                    ErrorCode.SECURE_TRANSPORT_REQUIRED, "TLS is not enabled on this dbproxy endpoint"), seq + 1)[0])
-                return
-            if machine.failed:
-                self.auth_failed()
-                log.info("client %s: login failed: %s", self.peer, machine.failed_reason)
-                self.close(machine.failed_reason, b"".join(encode_packets(p, s)[0] for s, p in replies))
-                return
-            if machine.done:
-                self._buf = b""
-                self._logged_in(replies, buf[pos:])
-                return
-            self.write(b"".join(encode_packets(p, s)[0] for s, p in replies))
-        self._buf = bytes(buf[pos:])
-        if len(self._buf) > 64 * 1024 + 4:
-            raise ProtocolViolation("login packet too large")
-
-    def _logged_in(self, replies: list[tuple[int, bytes]], rest: bytes) -> None:
-        machine = self._login_machine
-        assert machine is not None
-        self.state = LOGIN
-        try:
-            login = self.admit(machine.user, f"Access denied for user '{machine.user}'")
-        except ProxyError as exc:   # too many clients: the ERR takes the OK's place (and sequence id)
-            *before, (seq, _) = replies
-            log.info("client %s: %s", self.peer, exc.message)
-            self.close(exc.message, b"".join(encode_packets(p, s)[0] for s, p in before)
-                       + encode_packets(error_payload(exc), seq)[0])
-            return
-        self.database = machine.database or ""
-        self.capabilities = machine.capabilities
-        self.charset = machine.charset
-        self.app_name = machine.attributes.get("program_name", "")
-        self.state_vars.schema = self.database
-        # LOCAL_FILES towards servers only with allow_local_infile: otherwise the server refuses
-        # LOAD DATA LOCAL itself (ERROR 1148).
-        wanted = VARIANT_CAPABILITIES | (Capability.LOCAL_FILES if self.cluster.config.allow_local_infile else 0)
-        capabilities = self.capabilities & wanted
-        if self.capabilities & Capability.MULTI_STATEMENTS:
-            capabilities |= Capability.MULTI_RESULTS   # as a server implies it for multi-statement clients
-        self.pool_variant = Variant(capabilities, self.charset)
-        self.state_vars.multi_statements = bool(self.capabilities & Capability.MULTI_STATEMENTS)
-        if rest:
-            self._pending += rest
-        *before, ok = replies
-        if before:
-            self.write(b"".join(encode_packets(p, s)[0] for s, p in before))
-        self._held_ok = ok
-        self.check_database(login)
-
-    def check_database(self, login: Any) -> None:
-        """Send the held OK once the (user, database) is known to exist (one server login the first time)."""
-        key = (login.user.server_user, self.database)
-        if key in self.shared.known_databases:
-            self._welcome()
-        else:
-            self._borrow_task = asyncio.get_running_loop().create_task(self._first_login(key))
+    # ---- login (login_flow.py) ----------------------------------------------------------------------
 
     def login_machine(self) -> ClientLogin:
         assert self._login_machine is not None
         return self._login_machine
-
-    def start_over(self, database: str, charset: int) -> None:
-        """COM_CHANGE_USER succeeded: a new user and database, nothing kept from before."""
-        self.database = database
-        self.charset = charset
-        self.state_vars.reset(database)
-        self.state_vars.multi_statements = bool(self.capabilities & Capability.MULTI_STATEMENTS)
-        self.prepared.clear()
-        self.pinned = None
-        self._insert_id = 0
-        self._long_data = False
-        self.pool_variant = Variant(self.pool_variant.capabilities, charset)
-
-    async def _first_login(self, key: tuple[str, str]) -> None:
-        """First client of a (user, database): a server connection proves the database exists."""
-        assert self.login is not None and self._held_ok is not None
-        try:
-            conn, pool = await self.cluster.borrow(self.endpoint, "primary", self.login.user, self.database,
-                                                   None, self.pool_variant)
-        except ProxyError as exc:
-            self._borrow_task = None
-            seq = self._held_ok[0]
-            if isinstance(exc, MysqlServerRefused) and exc.errno in (ErrorCode.BAD_DB, ErrorCode.DBACCESS_DENIED):
-                # What the server would have told the client itself (1044 when the user may not see
-                # whether the database exists).
-                exc = UnknownDatabase(f"Unknown database '{self.database}'") if exc.errno == ErrorCode.BAD_DB \
-                    else ServerRefusal(exc.errno, exc.sqlstate, exc.server_message)
-            log.info("client %s: %s", self.peer, exc.message)
-            self.close(exc.message, encode_packets(error_payload(exc), seq)[0])
-            return
-        self._borrow_task = None
-        self.shared.known_databases.add(key)
-        self.shared.server_version = conn.server_version or self.shared.server_version
-        pool.release(conn)
-        if self.state == LOGIN:
-            self._welcome()
-
-    def _welcome(self) -> None:
-        assert self.login is not None and self._held_ok is not None
-        seq, ok = self._held_ok
-        self._held_ok = None
-        self.write(encode_packets(ok, seq)[0])
-        self.state = READY
-        connections_log.info("client %s connected: user=%s database=%s endpoint=%s/%s", self.peer,
-                             self.login.user.name, self.database, self.cluster.name, self.endpoint.name)
-        if self._pending:
-            data = bytes(self._pending)
-            self._pending.clear()
-            try:
-                self._client_data(data)
-            except ProxyError as exc:
-                self._client_error(exc)
 
     # ---- client → server --------------------------------------------------------------------------
 
@@ -350,10 +189,10 @@ class MysqlClientSession(ClientSessionCore):
             self._need = 0
         server = self.server
         if server is None:
-            data = self._answer_locally(data)
+            data = answer_locally(self, data)
             if not data:
                 return
-            if self._command_end(data, 0) > len(data):
+            if command_end(data, 0) > len(data):
                 self._keep_incomplete(data, 0)
                 return
             server = self._take_idle_now(data) if self._broken is None else None
@@ -398,84 +237,10 @@ class MysqlClientSession(ClientSessionCore):
                 return b""
             pos = end
 
-    def _command_end(self, data: bytes | bytearray, pos: int) -> int:
-        """Where the command starting at pos ends (past len(data) while incomplete)."""
-        size = len(data)
-        end = pos
-        total = 0
-        while True:
-            if size - end < 4:
-                return size + 1
-            length = data[end] | data[end + 1] << 8 | data[end + 2] << 16
-            total += length
-            if total > MAX_COMMAND:
-                raise _TooLarge(data[end + 3] + 1)
-            end += 4 + length
-            if length < _MAX:
-                return end
-
     def _keep_incomplete(self, data: bytes, pos: int) -> None:
         """Keep the incomplete command at data[pos:] in _pending, and how long it is at least."""
         self._pending += data[pos:] if pos else data
-        size = len(data)
-        end = pos
-        while size - end >= 4:
-            length = data[end] | data[end + 1] << 8 | data[end + 2] << 16
-            end += 4 + length
-            if length < _MAX or end > size:
-                break
-        else:
-            end += 4
-        self._need = end - pos
-
-    def _answer_locally(self, data: bytes) -> bytes:
-        """With no server attached: answer the leading commands that need none; returns the rest."""
-        if len(data) > 5 and data[4] == Command.QUERY and data[5] not in _K:
-            return data   # the common case: a query that is not KILL
-        pos = 0
-        size = len(data)
-        out: list[bytes] = []
-        while size - pos >= 5:
-            end = self._command_end(data, pos)
-            if end > size:
-                break
-            command = data[pos + 4]
-            if command == Command.PING:
-                out.append(encode_packets(encode_ok(self.capabilities, status=self._status()), 1)[0])
-            elif command == Command.QUIT:
-                self.write(b"".join(out))
-                self.close("client sent COM_QUIT")
-                return b""
-            elif command == Command.STMT_CLOSE:
-                self._close_statement(data[pos + 4:end])
-            elif command == Command.RESET_CONNECTION and self.pinned is None and not self.session_mode:
-                self._reset_state()
-                out.append(encode_packets(encode_ok(self.capabilities, status=self._status()), 1)[0])
-            elif command == Command.STMT_RESET and not self._long_data:
-                out.append(encode_packets(encode_ok(self.capabilities, status=self._status()), 1)[0])
-            elif command == Command.PROCESS_KILL and end - pos >= 9:
-                outcome = kill.kill(self, "connection", int.from_bytes(data[pos + 5:pos + 9], "little"))
-                if outcome is None:
-                    break   # the server must judge it
-                out.append(outcome.reply)
-            elif command == Command.CHANGE_USER:
-                if out:
-                    self.write(b"".join(out))
-                self._pending += data[end:]
-                change_user.start(self, data[pos + 4:end])
-                return b""
-            elif command == Command.QUERY and end - pos > 9 and data[pos + 5] in _K:
-                # KILL needs no server connection: it must work while the pool is exhausted too.
-                reply = kill.local_kill(self, data[pos + 5:end])
-                if reply is None:
-                    break
-                out.append(reply)
-            else:
-                break
-            pos = end
-        if out:
-            self.write(b"".join(out))
-        return data[pos:] if pos else data
+        self._need = incomplete_length(data, pos)
 
     def _status(self) -> int:
         change = self.state_vars.variables.get("autocommit")
@@ -491,13 +256,13 @@ class MysqlClientSession(ClientSessionCore):
         pos = start = 0
         out: list[bytes] = []
         while size - pos >= 5:
-            end = self._command_end(data, pos)
+            end = command_end(data, pos)
             if end > size:
                 break
             command = data[pos + 4]
             if command == Command.QUERY:
                 self.queries += 1
-                sql = data[pos + 5:end] if end - pos < _MAX + 4 else _payload(data, pos, end)[1:]
+                sql = data[pos + 5:end] if end - pos < _MAX + 4 else joined_payload(data, pos, end)[1:]
                 if self._on_replica and self._must_leave_replica(sql, server):
                     break
                 effects = session_effects(sql.decode("utf-8", "replace")) if _might_change(sql) else EMPTY
@@ -510,7 +275,7 @@ class MysqlClientSession(ClientSessionCore):
                         pos = end
                         continue
                     if effects.uses_last_insert_id:
-                        before = self._sync_insert_id(server)
+                        before = sync_insert_id(self, server)
                         if before:
                             out.append(data[start:pos])
                             out.append(before)
@@ -521,8 +286,8 @@ class MysqlClientSession(ClientSessionCore):
                 else:
                     tracker.push(_QUERY_SLOT)
             elif command in _STATEMENT_COMMANDS:
-                replacement = self._statement_command(
-                    data[pos + 4:end] if end - pos < _MAX + 4 else _payload(data, pos, end), server)
+                replacement = statement_command(
+                    self, data[pos + 4:end] if end - pos < _MAX + 4 else joined_payload(data, pos, end), server)
                 if replacement is None:   # waiting for a re-prepare: the rest stays pending
                     out.append(data[start:pos])
                     out.append(self._reprepare)   # after what came before it, as its slot is
@@ -535,10 +300,10 @@ class MysqlClientSession(ClientSessionCore):
                 start = end
             elif command == Command.STMT_PREPARE:
                 client_id = self.prepared.new_id(
-                    data[pos + 5:end] if end - pos < _MAX + 4 else _payload(data, pos, end)[1:])
+                    data[pos + 5:end] if end - pos < _MAX + 4 else joined_payload(data, pos, end)[1:])
                 tracker.push(Slot(Command.STMT_PREPARE, PASS, stmt_id=client_id))
             elif command == Command.STMT_CLOSE:
-                self._close_statement(data[pos + 4:end])
+                close_statement(self.prepared, data[pos + 4:end])
                 out.append(data[start:pos])
                 start = end
             elif command == Command.QUIT:
@@ -608,86 +373,7 @@ class MysqlClientSession(ClientSessionCore):
         if payload:
             server.write(payload)
 
-    # ---- prepared statements ----------------------------------------------------------------------
-
-    def _close_statement(self, payload: bytes) -> None:
-        if len(payload) >= 5:
-            self.prepared.close(int.from_bytes(payload[1:5], "little"))
-
-    def _statement_command(self, payload: bytes, server: MysqlServerConnection) -> bytes | None:
-        """A COM_STMT_EXECUTE/SEND_LONG_DATA/RESET/FETCH under the server's id (None: re-preparing first)."""
-        if len(payload) < 5:
-            raise ProtocolViolation("truncated statement command")
-        command = payload[0]
-        client_id = int.from_bytes(payload[1:5], "little")
-        statement = self.prepared.by_id.get(client_id)
-        tracker = server.tracker
-        if statement is None:   # the server's own "unknown prepared statement handler" is right
-            if command not in _NO_RESPONSE:
-                tracker.push(Slot(command))
-            return encode_packets(payload, 0)[0]
-        server_id = server.statements.get(statement.sql)
-        if server_id is None:
-            self._awaiting_prepare = client_id
-            tracker.push(Slot(Command.STMT_PREPARE, DROP_ALL, stmt_id=client_id))
-            self._reprepare = encode_packets(bytes((Command.STMT_PREPARE,)) + statement.sql, 0)[0]
-            return None
-        before = b""
-        if command == Command.STMT_EXECUTE:
-            if len(payload) > 5 and payload[5] & 0x0F:
-                self.pin("server-side cursor", server)
-            if statement.uses_last_insert_id:
-                before = self._sync_insert_id(server)
-            body = execute_payload(payload, server_id, statement, server.statements)
-            self._long_data = False
-        else:
-            body = payload[:1] + server_id.to_bytes(4, "little") + payload[5:]
-            if command == Command.STMT_SEND_LONG_DATA:
-                self._long_data = True
-            elif command == Command.STMT_RESET:
-                self._long_data = False
-        if command not in _NO_RESPONSE:
-            tracker.push(Slot(command))
-        self.queries += command == Command.STMT_EXECUTE
-        return before + encode_packets(body, 0)[0]
-
-    def _take_prepared(self, server: MysqlServerConnection) -> None:
-        """Statements the server just prepared: record their server ids (and close replaced ones)."""
-        tracker = server.tracker
-        for done in tracker.prepared:
-            sql = self.prepared.prepared(done.client_id, done.num_params, done.num_columns)
-            if sql is None:
-                statement = self.prepared.by_id.get(done.client_id)
-                sql = statement.sql if statement is not None else None
-            if sql is None:
-                continue
-            statement = self.prepared.by_id.get(done.client_id)
-            if statement is not None and might_change_session(sql):
-                statement.uses_last_insert_id = session_effects(sql.decode("utf-8", "replace")).uses_last_insert_id
-            for stale in server.statements.add(sql, done.statement_id):
-                server.write(encode_packets(Command.STMT_CLOSE.to_bytes(1, "little") + stale.to_bytes(4, "little"),
-                                            0)[0])
-            if done.client_id == self._awaiting_prepare:
-                self._awaiting_prepare = 0
-        tracker.prepared.clear()
-        for client_id in tracker.failed_prepares:
-            self.prepared.failed(client_id)
-            if client_id == self._awaiting_prepare:
-                # The statement no longer prepares (a table dropped...): let the client's command fail.
-                self._awaiting_prepare = 0
-                self.prepared.close(client_id)
-        tracker.failed_prepares.clear()
-
     # ---- session state ----------------------------------------------------------------------------
-
-    def _sync_insert_id(self, server: MysqlServerConnection) -> bytes:
-        """A statement reads LAST_INSERT_ID(): the hidden `SELECT LAST_INSERT_ID(n)` that first gives this
-        server connection the client's own value (the id of its last insert, SPEC §12), if it lacks it."""
-        if self.pinned is not None or self.session_mode or server.insert_id == self._insert_id:
-            return b""
-        server.insert_id = self._insert_id
-        server.tracker.push(Slot(Command.QUERY, DROP_ALL))
-        return encode_packets(b"\x03SELECT LAST_INSERT_ID(%d)" % self._insert_id, 0)[0]
 
     def _apply_effects(self, effects: MysqlSessionEffects, server: MysqlServerConnection,
                        sql: bytes = b"") -> kill.Outcome | None:
@@ -795,7 +481,7 @@ class MysqlClientSession(ClientSessionCore):
             self._insert_id = server.insert_id = tracker.last_insert_id
             tracker.last_insert_id = 0
         if tracker.prepared or tracker.failed_prepares:
-            self._take_prepared(server)
+            take_prepared(self, server)
             if not self._awaiting_prepare and self._pending:
                 pending = bytes(self._pending)
                 self._pending.clear()
@@ -889,28 +575,8 @@ class MysqlClientSession(ClientSessionCore):
             self._need_server()
 
     def _fail_batch(self, err: ProxyError, first_batch_only: bool = False) -> None:
-        """No server for the pending commands: answer each with err, as a server would."""
-        data = bytes(self._pending)
-        self._pending.clear()
-        self._need = 0
-        out: list[bytes] = []
-        pos = 0
-        while len(data) - pos >= 5:
-            end = self._command_end(data, pos)
-            if end > len(data):
-                break
-            command = data[pos + 4]
-            pos = end
-            if command == Command.QUIT:
-                self.write(b"".join(out))
-                self.close("client sent COM_QUIT")
-                return
-            if command not in _NO_RESPONSE:
-                out.append(encode_packets(error_payload(err), 1)[0])
-                if first_batch_only:
-                    break
-        self._pending += data[pos:]
-        self.write(b"".join(out))
+        """No server for the pending commands: answer each with err (local_replies.fail_batch)."""
+        fail_batch(self, err, first_batch_only)
 
     # ---- giving the server back -------------------------------------------------------------------
 
@@ -938,27 +604,3 @@ class MysqlClientSession(ClientSessionCore):
 
         reset_then_release(server, pool)
 
-
-def _payload(data: bytes, pos: int, end: int) -> bytes:
-    """The payload of the command at data[pos:end] that spans several 16 MiB packets, joined."""
-    parts = []
-    while pos < end:
-        length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
-        parts.append(data[pos + 4:pos + 4 + length])
-        pos += 4 + length
-    return b"".join(parts)
-
-
-def _speaks_postgres(data: bytes) -> bool:
-    """A PostgreSQL SSLRequest, GSSENCRequest or v3 StartupMessage (libpq, psql) at a MySQL endpoint."""
-    return len(data) >= 8 and data[:3] == b"\x00\x00\x00" and (
-        data[4:8] in (b"\x04\xd2\x16\x2f", b"\x04\xd2\x16\x30") or data[4:8] == b"\x00\x03\x00\x00")
-
-
-class _TooLarge(ProtocolViolation):
-    """A command over MAX_COMMAND; `seq` is the sequence id the client expects the answer with."""
-
-    def __init__(self, seq: int) -> None:
-        super().__init__(f"Got a packet bigger than 'max_allowed_packet' bytes ({MAX_COMMAND})")
-        self.errno = ErrorCode.NET_PACKET_TOO_LARGE
-        self.seq = seq & 0xFF

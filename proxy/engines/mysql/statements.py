@@ -32,7 +32,7 @@ class ClientStatement:
     num_params: int
     num_columns: int
     types: bytes = b""        # 2 bytes per parameter, as the client last bound them
-    uses_last_insert_id: bool = False   # its text calls LAST_INSERT_ID() (session.py gives the server the client's)
+    uses_last_insert_id: bool = False   # its text calls LAST_INSERT_ID() (prepared_flow.py gives the server the client's)
 
 
 @dataclass
