@@ -144,6 +144,19 @@ def test_listen_receives_notifications_through_the_proxy(proxy: RunningProxy) ->
         assert payloads == ["hello", "again"]
 
 
+def test_a_clients_own_notify_carries_the_pid_it_was_given(proxy: RunningProxy) -> None:
+    """psycopg and asyncpg compare notify.pid with the connection's backend pid (BackendKeyData)."""
+    with _connect(proxy) as listener, _connect(proxy) as notifier:
+        listener.execute("LISTEN e2e_own")
+        listener.execute("NOTIFY e2e_own, 'mine'")
+        notifier.execute("NOTIFY e2e_own, 'theirs'")
+        listener.execute("SELECT 1")
+        notes = {n.payload: n.pid for n in listener.notifies(timeout=5, stop_after=2)}
+        assert notes["mine"] == listener.pgconn.backend_pid
+        # Another client's NOTIFY carries the real server pid of its sender's backend, not a proxy pid.
+        assert notes["theirs"] not in (listener.pgconn.backend_pid, notifier.pgconn.backend_pid)
+
+
 def test_with_hold_cursor_pins(proxy: RunningProxy) -> None:
     with _connect(proxy) as pinned, _connect(proxy) as other:
         pinned.execute("DECLARE e2e_cur CURSOR WITH HOLD FOR SELECT g FROM generate_series(1, 10) g")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import struct
 import time
 from collections import OrderedDict
 from typing import Protocol
@@ -30,6 +31,9 @@ class ServerOwner(Protocol):
     def server_pause_writing(self) -> None: ...
 
     def server_resume_writing(self) -> None: ...
+
+
+_PID = struct.Struct("!I")
 
 
 class ServerConnection(asyncio.Protocol):
@@ -119,6 +123,7 @@ class ServerConnection(asyncio.Protocol):
             return
         self.parameters = dict(login.parameters)
         self.pid, self.key = login.backend_pid, login.backend_key
+        self.tracker.own_pid = _PID.pack(self.pid & 0xFFFFFFFF)
         self._login = None
         rest = self._login_reader.take_rest()
         self.ready.set_result(None)

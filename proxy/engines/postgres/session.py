@@ -89,6 +89,7 @@ class PgClientSession(ClientSessionCore):
 
     # Defaults of what most connections never change or read only at login and close (see the core).
     startup: StartupRequest | None = None
+    _pid_bytes = b""          # the pid it was given, as NotificationResponse carries it (set at welcome)
     _startup_buf = b""
     _auth_reader: MessageReader | None = None   # made when a password message comes in pieces
     _auth: ClientAuthentication | None = None
@@ -278,6 +279,7 @@ class PgClientSession(ClientSessionCore):
         """Finish the login: AuthenticationOk, parameters, cancel key, ReadyForQuery."""
         assert self.login is not None
         self.pid, self.key = self.app.register_cancel_key(self)
+        self._pid_bytes = _U32.pack(self.pid)
         self.write(self._welcome_bytes(welcome) + m.backend_key_data(self.pid, self.key) + _READY_IDLE)
         self.state = _READY
         connections_log.info("client %s connected: user=%s database=%s endpoint=%s/%s", self.peer,
@@ -344,6 +346,7 @@ class PgClientSession(ClientSessionCore):
         return statement_text(data[0], bytes(data[5:end]), self.rewriter)
 
     def _attached(self, server: ServerConnection) -> None:
+        server.tracker.client_pid = self._pid_bytes   # its own NOTIFYs carry the pid it was given
         replay = self.gucs.replay_sql(server.gucs)
         if replay:
             server.run_hidden(replay)

@@ -57,7 +57,7 @@ class ResponseTracker:
     """Follows one server connection's response stream; see the module docstring."""
 
     __slots__ = ("slots", "status", "parameters", "failed_statements", "errors", "captured", "terminated",
-                 "_buf", "_skip", "_skip_drop", "_aborted")
+                 "own_pid", "client_pid", "_buf", "_skip", "_skip_drop", "_aborted")
 
     def __init__(self) -> None:
         self.slots: deque[Slot] = deque()
@@ -66,6 +66,10 @@ class ResponseTracker:
         self.failed_statements: list[bytes] = []          # server statement names whose Parse failed
         self.errors = 0                          # ErrorResponses seen (for metrics/logging)
         self.captured: list[bytes] = []          # DataRow bodies of CAPTURE slots
+        # NotificationResponse from this backend (own_pid, 4 bytes) carry client_pid instead: the pid
+        # the attached client was given in its BackendKeyData (b"": not rewritten).
+        self.own_pid = b""
+        self.client_pid = b""
         self.terminated = False                  # the server sent an unsolicited ErrorResponse (FATAL)
         self._buf = b""
         self._skip = 0            # bytes of a partially forwarded message still to stream
@@ -186,6 +190,10 @@ class ResponseTracker:
                 out.append(data[start:])
                 self._skip, self._skip_drop = end - size, False
                 return b"".join(out)
+            elif kind == _A and self.client_pid and data[pos + 5:pos + 9] == self.own_pid:
+                out.append(data[start:pos + 5])   # a NOTIFY of the client's own backend
+                out.append(self.client_pid)
+                start = pos + 9
             pos = end
         if pos < size:
             self._buf = data[pos:]
