@@ -94,3 +94,20 @@ def test_max_client_connections(proxies: dict[str, RunningProxy]) -> None:
             c.close()
     with psycopg.connect(proxy.conninfo(), autocommit=True) as again:   # a slot is free again
         assert _one(again, "SELECT 1") == 1
+
+
+def test_a_terminated_backend_reaches_its_session_client_with_the_servers_own_fatal(
+        proxies: dict[str, RunningProxy], pg_cluster: PgCluster) -> None:
+    """pg_terminate_backend of a session-mode client's backend: the client gets FATAL 57P01 (AdminShutdown,
+    as directly) and its connection is closed; the next client works."""
+    proxy = proxies["session"]
+    with psycopg.connect(proxy.conninfo(), autocommit=True) as victim:
+        pid = _one(victim, "SELECT pg_backend_pid()")
+        assert pg_cluster.sql(0, f"SELECT pg_terminate_backend({pid})") == "t"
+        with pytest.raises(psycopg.errors.AdminShutdown):
+            for _ in range(50):   # the FATAL arrives asynchronously: the next statement reads it
+                victim.execute("SELECT 1")
+                time.sleep(0.05)
+        assert victim.closed or victim.broken
+    with psycopg.connect(proxy.conninfo(), autocommit=True) as after:
+        assert _one(after, "SELECT 1") == 1

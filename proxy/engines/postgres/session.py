@@ -593,6 +593,11 @@ class PgClientSession(ClientSessionCore):
         """The server connection died under this client: error for work in flight, keep the client."""
         tracker = server.tracker
         self._detach_lost(server, reason)
+        if (self.pinned is not None or self.session_mode) and (tracker.farewell or tracker.farewell_forwarded):
+            # Its backend is gone with its session state: the client hears the server's own last words
+            # (FATAL 57P01 terminating connection due to administrator command...), as directly, and goes.
+            self.close(f"pinned server connection lost: {reason}", tracker.farewell)
+            return
         err = ServerUnavailable(f"server connection to {server.address} lost: {reason}")
         waiting = [s for s in tracker.slots if s.kind in (QUERY, SYNC)]
         if waiting:
@@ -609,8 +614,7 @@ class PgClientSession(ClientSessionCore):
         self._copy_skip = 0
         self._capturing = False
         if self.pinned is not None or self.session_mode:
-            self.close(f"pinned server connection lost: {reason}",
-                       m.error_response("08006", err.message, "FATAL"))
+            self.close(f"pinned server connection lost: {reason}", m.error_response("08006", err.message, "FATAL"))
             return
         if self._pending:
             self._need_server()

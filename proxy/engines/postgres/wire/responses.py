@@ -57,7 +57,7 @@ class ResponseTracker:
     """Follows one server connection's response stream; see the module docstring."""
 
     __slots__ = ("slots", "status", "parameters", "failed_statements", "errors", "captured", "terminated",
-                 "own_pid", "client_pid", "_buf", "_skip", "_skip_drop", "_aborted")
+                 "own_pid", "client_pid", "farewell", "farewell_forwarded", "_buf", "_skip", "_skip_drop", "_aborted")
 
     def __init__(self) -> None:
         self.slots: deque[Slot] = deque()
@@ -70,6 +70,8 @@ class ResponseTracker:
         # the attached client was given in its BackendKeyData (b"": not rewritten).
         self.own_pid = b""
         self.client_pid = b""
+        self.farewell = b""   # the server's own unsolicited ErrorResponse (FATAL 57P01...) as it ends the connection
+        self.farewell_forwarded = False   # a FATAL went to the client as the answer to its statement
         self.terminated = False                  # the server sent an unsolicited ErrorResponse (FATAL)
         self._buf = b""
         self._skip = 0            # bytes of a partially forwarded message still to stream
@@ -149,6 +151,7 @@ class ResponseTracker:
                     if kind == _E:   # unsolicited: the server is ending the connection (module docstring)
                         out.append(data[start:pos])
                         start = end
+                        self.farewell = data[pos:end]
                         self.errors += 1
                         self.terminated = True
                     pos = end
@@ -163,6 +166,8 @@ class ResponseTracker:
                         slots.popleft()
                 elif kind == _E:
                     self.errors += 1
+                    if not drop and _is_fatal(data, pos, end):
+                        self.farewell_forwarded = True
                     if slot.kind != QUERY and slot.kind != SYNC:
                         self._abort_until_sync()
                 else:
@@ -227,3 +232,10 @@ def _parameter(data: bytes, start: int, end: int) -> tuple[bytes, bytes]:
     name_end = data.index(b"\x00", start, end)
     value_end = data.index(b"\x00", name_end + 1, end)
     return data[start:name_end], data[name_end + 1:value_end]
+
+
+def _is_fatal(data: bytes, pos: int, end: int) -> bool:
+    """An ErrorResponse at data[pos:end] of severity FATAL or PANIC (the server ends the connection)."""
+    body = data[pos + 5:end]
+    return (body.startswith((b"SFATAL\x00", b"SPANIC\x00")) or b"\x00VFATAL\x00" in body
+            or b"\x00VPANIC\x00" in body)
