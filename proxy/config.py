@@ -621,7 +621,7 @@ def _build_cluster(name: str, t: _Table, context: _Context) -> ClusterConfig:
         ),
         tls=_build_tls(t.table("tls", _TLS_KEYS), CLIENT_TLS_MODES, context, client_side=True),
         server_tls=_build_tls(t.table("server_tls", _TLS_KEYS), SERVER_TLS_MODES, context, client_side=False),
-        health=_build_health(t.table("health", _HEALTH_KEYS), context),
+        health=_build_health(t.table("health", _HEALTH_KEYS), context, "" if engine == "mysql" else "postgres"),
         failover=_build_failover(t.table("failover", _FAILOVER_KEYS), context),
         pool=_build_pool(t.table("pool", _field_names(PoolSettings))),
         endpoints=_build_endpoints(t, instances),
@@ -653,7 +653,8 @@ def _readable_path(t: _Table, name: str, context: _Context) -> str | None:
     return str(path)
 
 
-def _build_health(t: _Table, context: _Context) -> HealthSettings:
+def _build_health(t: _Table, context: _Context, database: str) -> HealthSettings:
+    """`database`: the probes' default database (PostgreSQL "postgres"; MySQL probes use none)."""
     return HealthSettings(
         interval=t.duration("interval", 0.5, positive=True),
         timeout=t.duration("timeout", 1.0, positive=True),
@@ -661,7 +662,7 @@ def _build_health(t: _Table, context: _Context) -> HealthSettings:
         max_replica_lag=t.duration("max_replica_lag", 10.0),
         user=t.optional_text("user", required="user" in t.data),
         password=_secret(t, "password", context)[0],
-        database=t.text("database", "postgres", required="database" in t.data),
+        database=t.text("database", database, required="database" in t.data),
     )
 
 
