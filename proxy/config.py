@@ -748,7 +748,7 @@ def _build_endpoint(t: _Table, cluster_instances: tuple[Address, ...]) -> Endpoi
                 t.problem(key, f'only valid for role = "custom" (this endpoint has role = "{role}")')
     read_your_writes = False
     if role == "split":
-        read_your_writes = t.boolean("read_your_writes", False)
+        read_your_writes = t.boolean("read_your_writes", True)   # SPEC §3.4: on unless turned off
     elif role and "read_your_writes" in t.data:
         t.problem("read_your_writes", f'only valid for role = "split" (this endpoint has role = "{role}")')
     return EndpointConfig(

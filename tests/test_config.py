@@ -211,7 +211,7 @@ def test_example_config_parses_to_the_documented_values() -> None:
     assert main.endpoints == (
         EndpointConfig("writer", Address("127.0.0.1", 6432), "writer"),
         EndpointConfig("reader", Address("127.0.0.1", 6433), "reader"),
-        EndpointConfig("app", Address("127.0.0.1", 6434), "split", read_your_writes=False),
+        EndpointConfig("app", Address("127.0.0.1", 6434), "split", read_your_writes=True),
         EndpointConfig(
             "analytics",
             Address("127.0.0.1", 6435),
@@ -280,6 +280,10 @@ borrow_timeout = "5s"
 def test_every_setting_is_read() -> None:
     server = '[server]\nlog_format = "json"\nlog_level = "debug"\nshutdown_timeout = "1m"\n'
     split = endpoint(name='"rw"', listen='"127.0.0.1:7000"', role='"split"', read_your_writes="true")
+    assert parse(BASE + endpoint(name='"d"', listen='"127.0.0.1:7001"', role='"split"')).clusters[0].endpoints[
+        -1].read_your_writes, "read_your_writes is on by default on split endpoints (SPEC §3.4)"
+    assert not parse(BASE + endpoint(name='"d"', listen='"127.0.0.1:7001"', role='"split"',
+                                     read_your_writes="false")).clusters[0].endpoints[-1].read_your_writes
     custom = endpoint(
         name='"all"', listen='"127.0.0.1:7001"', role='"custom"', exclude='["10.0.0.1:5432"]', kind='"any"'
     )

@@ -40,7 +40,7 @@ import asyncpg
 import psycopg
 import pytest
 from conftest import ProxyProcess
-from e2e_helpers import EndpointSpec, clean_env, routing_config, running_proxy, wait_until
+from e2e_helpers import EndpointSpec, clean_env, psql, routing_config, running_proxy, wait_until
 
 from deploy.pgcluster import HOST, PgCluster, pg_binary
 from proxy.engines.postgres.wire.messages import parse_data_row
@@ -342,7 +342,7 @@ def table_db(pg_cluster: PgCluster) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def split_port(pg_cluster: PgCluster, table_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A proxy (module-wide) with one split endpoint, read_your_writes off; its port."""
-    split = split_endpoint("app")
+    split = split_endpoint("app", read_your_writes=False)
     text = config_text(pg_cluster, [split], read_only_functions=[READ_ONLY_FUNCTION])
     with running_proxy(text, tmp_path_factory.mktemp("split-table"), split.port) as proxy:
         wait_instances_up(proxy.process, pg_cluster)
@@ -874,6 +874,35 @@ async def test_read_your_writes_never_misses_a_write_on_delayed_replicas(
     assert not later.missed, f"read_your_writes: rows missed by their own writer: {later.missed}"
     assert after_delay == Counter(replica=10)
     assert found == "1"
+
+
+def psql_rounds(port: int, rounds: range) -> list[int]:
+    """psql -c CREATE TABLE / INSERT / SELECT, three separate connections per round: the rounds whose
+    SELECT did not see the row (or the table)."""
+    missed = []
+    for i in rounds:
+        for sql in (f"CREATE TABLE ryw_psql_{i} (x int)", f"INSERT INTO ryw_psql_{i} VALUES (1)"):
+            done = psql(port, "app", None, sql)
+            assert done.returncode == 0, done.stderr
+        seen = psql(port, "app", None, f"SELECT count(*) FROM ryw_psql_{i}")
+        if seen.returncode != 0 or seen.stdout.strip() != "1":
+            missed.append(i)
+    return missed
+
+
+@pytest.mark.slow
+def test_read_your_writes_holds_across_a_users_connections(
+        pg_cluster_factory: Callable[..., PgCluster], proxy_factory: Callable[..., ProxyProcess]) -> None:
+    """The demo's three `psql -c` in a row are three clients: read_your_writes follows the proxy user's
+    latest write, not only the connection's (SPEC §3.4: no client reads its own committed write as missing)."""
+    pg = delayed_cluster(pg_cluster_factory, synchronous_commit="on")
+    pg.sql(0, "GRANT CREATE ON SCHEMA public TO app", db="app")
+    ryw, control = ryw_endpoints(proxy_factory, pg)
+    missed = psql_rounds(ryw.port, range(20))
+    unguarded = psql_rounds(control.port, range(100, 105))
+    print(f"\nread_your_writes across psql connections: missed {missed} of 20; without it: {len(unguarded)} of 5")
+    assert unguarded, "the endpoint without read_your_writes never missed: the apply delay shows nothing"
+    assert missed == [], missed
 
 
 @pytest.mark.slow

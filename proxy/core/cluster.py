@@ -52,6 +52,8 @@ class Cluster(Generic[C]):
         self.engine_state: Any = self.engine.cluster_state()
         self.pools: dict[PoolKey, Pool[C]] = {}
         self._limits: dict[tuple[Address, str, str], SharedLimit] = {}   # per (instance, user, database)
+        # read_your_writes: the latest write position of each proxy user's clients (split endpoints).
+        self.write_positions: dict[str, int] = {}
         self.classifier = self.engine.classifier(config.read_only_functions)
         self.clients = 0
         self.removed = False   # dropped from the config by a reload; kept while clients remain
@@ -204,6 +206,11 @@ class Cluster(Generic[C]):
                         settings.max_lifetime, shared=shared)
             self._track_pool(key, pool)
         return pool
+
+    def note_write(self, user: str, position: int) -> None:
+        """A client of `user` wrote up to `position`: that user's later reads need a replica this far."""
+        if position > self.write_positions.get(user, -1):
+            self.write_positions[user] = position
 
     def retire_pools(self, database: str | None = None) -> tuple[int, int]:
         """Retire the pools (of one database, or all) on every instance: idle connections close now,

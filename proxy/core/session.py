@@ -114,7 +114,8 @@ class ClientSessionCore(asyncio.Protocol):
     _first_checked = False
     _held = False
     # read_your_writes (split endpoints): the position of this client's last write transaction;
-    # replicas serve it only once they have replayed that far.
+    # replicas serve it only once they have replayed that far (and that far as its user's latest
+    # write from any connection: psql -c ... three times in a row are three clients).
     min_position: Any = None
 
     def __init__(self, app: Any, cluster: Cluster[Any], endpoint: EndpointConfig) -> None:
@@ -311,7 +312,19 @@ class ClientSessionCore(asyncio.Protocol):
         return "replica"
 
     def _min_position(self, route: str) -> Any:
-        return self.min_position if route == "replica" and self._read_your_writes else None
+        if route != "replica" or not self._read_your_writes:
+            return None
+        assert self.login is not None
+        users = self.cluster.write_positions.get(self.login.user.name)
+        own = self.min_position
+        return own if users is None or (own is not None and own >= users) else users
+
+    def _wrote_at(self, position: int) -> None:
+        """read_your_writes: this client's transaction on the primary committed at `position`."""
+        self.min_position = max(self.min_position or 0, position)
+        self._primary_until = 0.0
+        assert self.login is not None
+        self.cluster.note_write(self.login.user.name, position)
 
     def _take_idle_now(self, data: bytes | bytearray) -> Any:
         """Fast path for a new transaction: attach an idle server now (returned), else None."""

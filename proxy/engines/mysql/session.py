@@ -529,8 +529,7 @@ class MysqlClientSession(ClientSessionCore):
                 position = None
             server.tracker.captured.clear()
             if position is not None:
-                self.min_position = max(self.min_position or 0, position)
-                self._primary_until = 0.0
+                self._wrote_at(position)
             if not self._gtid_again:
                 return False
         if self._last_route != "primary":

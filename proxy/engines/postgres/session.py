@@ -566,8 +566,7 @@ class PgClientSession(ClientSessionCore):
             except ValueError:
                 position = None
             if position is not None:
-                self.min_position = max(self.min_position or 0, position)
-                self._primary_until = 0.0
+                self._wrote_at(position)
         for name, value in zip(self._capture_names, values, strict=False):
             if value is not None:
                 self.gucs.reported([(name.encode(), value.encode())], server)
