@@ -3,7 +3,7 @@ switchover and promote-mode failover, against a MariaDB primary + 2 GTID replica
 
 The cluster is this module's own: the tests stop, delay, kill and promote its instances, in order.
 The proxy has two clusters over the same instances: "my" (max_replica_lag 2s, promote mode; writer,
-reader and split endpoints) and "ryw" (no lag limit, so delayed replicas stay in use; a split endpoint
+reader and split endpoints, the split one without read_your_writes so that it shows pure routing) and "ryw" (no lag limit, so delayed replicas stay in use; a split endpoint
 with read_your_writes and one without, the control).
 """
 
@@ -70,7 +70,8 @@ def proxy(cluster: MysqlCluster, ports: dict[str, int], tmp_path_factory: pytest
                                     "password": MONITOR_PASSWORD},
                             failover={"mode": "promote", "promote_after": "1s", "replication_user": REPL_USER,
                                       "replication_password": REPL_PASSWORD},
-                            borrow_timeout="15s", more_endpoints=[("split", ports["split"], "split", {})],
+                            borrow_timeout="15s",
+                            more_endpoints=[("split", ports["split"], "split", {"read_your_writes": False})],
                             endpoints_extra=ryw) as running:
         yield running
         running.assert_alive_and_clean()
