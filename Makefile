@@ -9,7 +9,7 @@ VENV        := .venv
 BIN         := $(VENV)/bin
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 
-.PHONY: install lint test demo demo-stop bench
+.PHONY: install lint test demo demo-stop bench conformance
 
 install: $(VENV)/.stamp-system $(VENV)/.stamp-chromium $(VENV)/.stamp-pip
 
@@ -63,6 +63,11 @@ test: lint
 # PostgreSQL primary + 2 replicas (ports 55432-55434) and dbproxy in the background, all in .demo/
 demo: install
 	$(BIN)/python -m deploy.demo
+
+# The client libraries' own test suites directly and through dbproxy (bench/conformance.py); needs
+# PEER_MIRRORS (../shared/peer/README.md). CONFORMANCE_ARGS="--suites asyncpg,pymysql,psycopg --modes session".
+conformance: install
+	$(BIN)/python -m bench.conformance $(CONFORMANCE_ARGS)
 
 demo-stop:
 	$(BIN)/python -m deploy.demo stop
