@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -48,14 +49,14 @@ async def _pgbench(proxy: RunningProxy, pg_cluster: PgCluster, *args: str,
     return out, peak
 
 
-def _check_run(out: str, peak: int) -> int:
+def _check_run(out: str, peak: int, pool: int = POOL_SIZE) -> int:
     processed = re.search(r"number of transactions actually processed: (\d+)", out)
     failed = re.search(r"number of failed transactions: (\d+)", out)
     assert processed and failed, out
     assert int(failed[1]) == 0, out
     assert int(processed[1]) > 0, out
     assert "error" not in out.lower(), out
-    assert peak <= POOL_SIZE, f"proxy used {peak} server connections (pool size {POOL_SIZE})"
+    assert peak <= pool, f"proxy used {peak} server connections (pool size {pool})"
     return int(processed[1])
 
 
@@ -71,15 +72,24 @@ async def initialized(proxy: RunningProxy, pg_cluster: PgCluster) -> None:
 
 @pytest.mark.parametrize("mode", ["simple", "extended", "prepared"])
 async def test_pgbench_modes(proxy: RunningProxy, pg_cluster: PgCluster, initialized: None, mode: str) -> None:
-    # pgbench 15 runs -M prepared by preparing each statement with a blocking PQprepare per client.
-    # With fewer threads (-j) than clients, one thread serves several clients: it blocks in
-    # PQprepare for client X, which waits for a server connection, while client Y of the same
-    # thread holds that server connection mid-transaction and can't progress because its thread is
-    # blocked. Every transaction pooler with fewer server connections than clients deadlocks the
-    # same way (PgBouncer too), so -j equals -c here.
-    jobs = CLIENTS if mode == "prepared" else 4
-    out, peak = await _pgbench(proxy, pg_cluster, "-n", "-M", mode, "-c", str(CLIENTS), "-j", str(jobs), "-T", "3")
+    out, peak = await _pgbench(proxy, pg_cluster, "-n", "-M", mode, "-c", str(CLIENTS), "-j", "4", "-T", "3")
     _check_run(out, peak)
+
+
+@pytest.mark.parametrize(("pool", "clients", "jobs"), [(5, 12, 2), (8, 32, 4)])
+async def test_pgbench_prepared_with_fewer_threads_than_clients(
+        pg_cluster: PgCluster, initialized: None, tmp_path: Path, pool: int, clients: int,
+        jobs: int) -> None:
+    """pgbench 15 -M prepared prepares each statement with a blocking PQprepare per client, so one thread
+    serving several clients blocks in PQprepare for client X while client Y of the same thread holds a
+    server connection mid-transaction. A pooler that needs a server connection for that Parse deadlocks
+    (and times out with "no server connection available"); dbproxy answers the Parse of a statement some
+    server connection already accepted by itself and prepares it where it is next bound."""
+    with module_proxy(pg_cluster, tmp_path, pool_size=pool, client_auth="md5", log_level="warning") as proxy:
+        out, peak = await _pgbench(proxy, pg_cluster, "-n", "-M", "prepared", "-c", str(clients), "-j", str(jobs),
+                                   "-T", "4")
+        _check_run(out, peak, pool)
+        proxy.assert_alive_and_clean()
 
 
 async def test_pgbench_select_only_prepared(proxy: RunningProxy, pg_cluster: PgCluster, initialized: None) -> None:

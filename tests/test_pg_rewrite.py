@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from proxy.engines.postgres.rewrite import StatementRewriter
 from proxy.engines.postgres.statements import StatementNames, decode_parse
 from proxy.engines.postgres.wire import messages as m
-from proxy.engines.postgres.wire.responses import DESCRIBE, ResponseTracker, Slot
+from proxy.engines.postgres.wire.responses import (
+    BIND,
+    DESCRIBED,
+    INVALIDATED,
+    PARSE,
+    PARSED,
+    ResponseTracker,
+    Slot,
+)
 
 PARSE_BODY = b"s1\x00SELECT $1\x00\x00\x01\x00\x00\x00\x17"
 BIND_BODY = b"\x00s1\x00\x00\x00\x00\x01\x00\x00\x00\x011\x00\x00"
@@ -54,8 +65,7 @@ def test_describe_and_close_of_a_named_statement() -> None:
     rewriter, prepared, tracker = fresh()
     rewriter.parse(decode_parse(PARSE_BODY), PARSE_BODY, prepared, ResponseTracker())
     assert rewriter.describe(b"Ss1\x00", prepared, tracker) == m.message(b"D", b"Sdbproxy_1\x00")
-    assert rewriter.describe(b"Pportal\x00", prepared, tracker) is None
-    tracker.push(Slot(DESCRIBE))   # the session records the Describe it forwards
+    assert rewriter.describe(b"Pportal\x00", prepared, tracker) is None   # the session forwards it as is
     assert rewriter.close(b"Ss1\x00", tracker) is True
     # Close is answered in order: after the Describe's reply, which the server has not sent yet.
     assert rewriter.take_replies() == b""
@@ -81,3 +91,132 @@ def test_sql_deallocate_of_a_protocol_statement_is_answered_here() -> None:
     assert rewriter.deallocate(b"DEALLOCATE s1", tracker) is False      # gone: the server answers
     assert rewriter.deallocate(b"DEALLOCATE ALL", tracker) is False
     assert rewriter.deallocate(b'deallocate prepare "S1"', tracker) is False
+
+
+SCOPE = ("app", "appdb")
+PARSE_MSG = m.message(b"P", PARSE_BODY)
+DESCRIBE_MSG = m.message(b"D", b"Ss1\x00")
+# What a server says to Describe of "SELECT $1" (int4): ParameterDescription, RowDescription.
+DESCRIPTION = (m.message(b"t", b"\x00\x01\x00\x00\x00\x17")
+               + m.message(b"T", b"\x00\x01?column?\x00" + bytes(6) + b"\x00\x00\x00\x17\x00\x04\xff\xff\xff\xff\x00\x00"))
+
+
+def alone(confirmed: bool = True, described: bool = False) -> StatementRewriter:
+    names = StatementNames()
+    rewriter = StatementRewriter(names, 100, SCOPE)
+    name = names.name_for(decode_parse(PARSE_BODY))
+    if confirmed:
+        names.confirm(name, SCOPE)
+    if described:
+        names.describe(name, SCOPE, DESCRIPTION)
+    return rewriter
+
+
+def always(_: bytes) -> bool:
+    return True
+
+
+def test_parse_and_sync_of_a_statement_a_server_accepted_are_answered_without_a_server() -> None:
+    rewriter = alone()
+    assert rewriter.answer_alone(PARSE_MSG + m.sync(), always, True) == (
+        m.PARSE_COMPLETE + m.ready_for_query(b"I"), False)
+    assert rewriter.statements[b"s1"].server_name == b"dbproxy_1"
+    # Bound later on a server connection that lacks it: prepared there first (its ParseComplete dropped).
+    tracker: ResponseTracker = ResponseTracker()
+    prepared: OrderedDict[bytes, None] = OrderedDict()
+    sent = rewriter.bind(BIND_BODY, prepared, tracker)
+    assert sent == SERVER_PARSE + m.message(b"B", b"\x00dbproxy_1\x00" + BIND_BODY[4:])
+    assert tracker.feed(m.PARSE_COMPLETE + m.BIND_COMPLETE) == m.BIND_COMPLETE
+
+
+def test_a_batch_the_proxy_cannot_answer_changes_nothing() -> None:
+    unconfirmed = alone(confirmed=False)
+    assert unconfirmed.answer_alone(PARSE_MSG + m.sync(), always, True) is None
+    assert unconfirmed.statements == {}
+    rewriter = alone()
+    other_scope = StatementRewriter(rewriter.names, 100, ("app", "otherdb"))
+    assert other_scope.answer_alone(PARSE_MSG + m.sync(), always, True) is None
+    assert rewriter.answer_alone(PARSE_MSG + m.sync(), lambda q: False, True) is None   # changes session state
+    unnamed = m.message(b"P", b"\x00SELECT $1\x00\x00\x00")
+    assert rewriter.answer_alone(unnamed + m.sync(), always, True) is None
+    assert rewriter.answer_alone(PARSE_MSG + m.message(b"B", BIND_BODY) + m.sync(), always, True) is None
+    assert rewriter.answer_alone(PARSE_MSG + m.sync()[:3], always, True) is None          # incomplete
+    assert rewriter.answer_alone(PARSE_MSG + DESCRIBE_MSG + m.sync(), always, True) is None   # never described
+    assert rewriter.statements == {}
+
+
+def test_describe_is_answered_from_what_a_server_said_before() -> None:
+    rewriter = alone(described=True)
+    replies = rewriter.answer_alone(PARSE_MSG + DESCRIBE_MSG + m.sync(), always, True)
+    assert replies == (m.PARSE_COMPLETE + DESCRIPTION + m.ready_for_query(b"I"), False)
+    # A client with its own search_path may see other tables under the same names: a server answers.
+    assert alone(described=True).answer_alone(PARSE_MSG + DESCRIBE_MSG + m.sync(), always, False) is None
+    rewriter.names.forget_descriptions()   # DDL went through the proxy
+    assert rewriter.answer_alone(DESCRIBE_MSG + m.sync(), always, True) is None
+
+
+def test_an_open_batch_and_close_without_a_server() -> None:
+    rewriter = alone()
+    assert rewriter.answer_alone(PARSE_MSG + m.flush(), always, True) == (m.PARSE_COMPLETE, True)
+    close = m.message(b"C", b"Ss1\x00")
+    assert rewriter.answer_alone(close + m.sync(), always, True) == (m.CLOSE_COMPLETE + m.ready_for_query(b"I"), False)
+    assert rewriter.statements == {}
+
+
+def test_the_tracker_reports_what_servers_said_about_named_statements() -> None:
+    tracker = ResponseTracker()
+    tracker.push(Slot(PARSE, payload=b"dbproxy_1"))
+    describe = rewriter_slot = StatementRewriter(StatementNames(), 100)
+    rewriter_slot.parse(decode_parse(PARSE_BODY), PARSE_BODY, OrderedDict(), ResponseTracker())
+    statement = describe.statements[b"s1"]
+    tracker.push(statement.describe_slot)
+    # The ParameterDescription arrives in two pieces: it is still forwarded whole.
+    reply = m.PARSE_COMPLETE + DESCRIPTION
+    assert tracker.feed(reply[:8]) + tracker.feed(reply[8:]) == reply
+    assert tracker.news == [(PARSED, b"dbproxy_1", b""), (DESCRIBED, b"dbproxy_1", DESCRIPTION)]
+
+
+def test_a_bind_failing_with_a_changed_result_type_is_reported_and_the_name_retired() -> None:
+    names = StatementNames()
+    rewriter = StatementRewriter(names, 100, SCOPE)
+    prepared: OrderedDict[bytes, None] = OrderedDict()
+    rewriter.parse(decode_parse(PARSE_BODY), PARSE_BODY, prepared, ResponseTracker())
+    tracker = ResponseTracker()
+    rewriter.bind(BIND_BODY, prepared, tracker)
+    stale = m.error_response("0A000", "cached plan must not change result type")
+    assert tracker.feed(stale) == stale
+    assert tracker.news == [(INVALIDATED, b"dbproxy_1", b"")]
+    names.confirm(b"dbproxy_1", SCOPE)
+    names.retire(b"dbproxy_1")
+    assert (b"dbproxy_1", SCOPE) not in names.confirmed
+    names.confirm(b"dbproxy_1", SCOPE)   # a late success of the old name does not bring it back
+    assert not names.confirmed
+    # The client's next Bind (no new Parse): moved to a fresh name, prepared first on this connection.
+    sent = rewriter.bind(BIND_BODY, prepared, ResponseTracker())
+    assert sent == (m.message(b"P", b"dbproxy_2\x00SELECT $1\x00\x00\x01\x00\x00\x00\x17")
+                    + m.message(b"B", b"\x00dbproxy_2\x00" + BIND_BODY[4:]))
+    assert rewriter.statements[b"s1"].bind_slot.payload == b"dbproxy_2"
+    assert rewriter.statements[b"s1"].bind_slot.kind == BIND
+
+
+_MESSAGES = {
+    "parse": PARSE_MSG, "parse_other": m.message(b"P", b"s2\x00SELECT 2\x00\x00\x00"),
+    "describe": DESCRIBE_MSG, "close": m.message(b"C", b"Ss1\x00"), "sync": m.sync(), "flush": m.flush(),
+    "bind": m.message(b"B", BIND_BODY), "query": m.message(b"Q", b"SELECT 1\x00"),
+}
+
+
+@given(st.lists(st.sampled_from(sorted(_MESSAGES)), min_size=1, max_size=8), st.booleans())
+def test_answer_alone_is_all_or_nothing(kinds: list[str], described: bool) -> None:
+    rewriter = alone(described=described)
+    data = b"".join(_MESSAGES[k] for k in kinds)
+    answered = rewriter.answer_alone(data, always, True)
+    if answered is None:
+        assert rewriter.statements == {}
+        return
+    replies, open_batch = answered
+    assert not {"bind", "query", "parse_other"} & set(kinds)
+    assert replies.count(m.ready_for_query(b"I")) == kinds.count("sync")
+    assert open_batch == (kinds[-1] != "sync")
+    assert (b"s1" in rewriter.statements) == ("parse" in kinds and kinds[::-1].index("parse") < (
+        kinds[::-1].index("close") if "close" in kinds else len(kinds)))

@@ -14,19 +14,31 @@ which the session writes and empties after each batch.
   ParseComplete dropped) when this server connection lacks it.
 - Close of a named statement, SQL `DEALLOCATE name`: answered here; the server copy stays cached.
 - A full cache evicts the least recently used statement with a Close whose reply is dropped.
+- Without a server (`answer_alone`): a batch of only Parse / Describe / Close of statements and
+  Sync / Flush, whose Parses some server connection of the same (user, database) already accepted
+  (`StatementNames.confirmed`) and whose Describes the proxy has seen answered, is answered by the
+  proxy; the statements are prepared where they are next bound. This is what keeps a client that
+  prepares synchronously while others hold every server connection (pgbench -M prepared, -j < -c)
+  from waiting for one, and saves a round trip per prepare.
+- A statement whose plan the server invalidated (`StatementNames.retired`) moves to a fresh
+  server-side name on the client's next Bind, so the next try works.
 """
 
 from __future__ import annotations
 
 import re
+import struct
 from collections import OrderedDict
+from collections.abc import Callable
 
 from .statements import (
     ClientStatement,
     ParseMessage,
+    Scope,
     StatementNames,
     bind_statement,
     close_statement,
+    decode_parse,
     describe_statement,
     rewrite_bind,
     target_name,
@@ -38,17 +50,20 @@ _DEALLOCATE_RE = re.compile(rb'\s*deallocate\s+(?:prepare\s+)?(?:"((?:[^"]|"")+)
                             re.IGNORECASE)
 _PARSE_SLOT = Slot(PARSE)
 _STATEMENT = 0x53   # 'S' in Describe / Close
+_U32 = struct.Struct("!I")
+_READY_IDLE = m.ready_for_query(b"I")
 
 
 class StatementRewriter:
     """One client's named statements and their server-side names; see the module docstring."""
 
-    __slots__ = ("statements", "names", "limit", "to_client")
+    __slots__ = ("statements", "names", "limit", "scope", "to_client")
 
-    def __init__(self, names: StatementNames, limit: int) -> None:
+    def __init__(self, names: StatementNames, limit: int, scope: Scope = ("", "")) -> None:
         self.statements: dict[bytes, ClientStatement] = {}   # client name -> statement
         self.names = names
         self.limit = limit            # max_prepared_statements per server connection
+        self.scope = scope            # (server user, database) of this client's server connections
         self.to_client: list[bytes] = []
 
     def take_replies(self) -> bytes:
@@ -79,36 +94,89 @@ class StatementRewriter:
             tracker.push(_PARSE_SLOT)
             return m.message(b"P", body)
         name = self.names.name_for(parse)
-        message = parse.encode(name)
-        self.statements[parse.name] = ClientStatement(name, message, parse.query)
+        statement = self.statements[parse.name] = ClientStatement.of(parse, name)
         if name in prepared:
             prepared.move_to_end(name)
             self._synthesize(tracker, m.PARSE_COMPLETE)
             return b""
         evicted = self._remember(name, prepared, tracker)
         tracker.push(Slot(PARSE, payload=name))
-        return evicted + message
+        return evicted + statement.parse
 
     def bind(self, body: bytes, prepared: OrderedDict[bytes, None], tracker: ResponseTracker) -> bytes | None:
-        """The Bind to send instead (None: forward the client's own)."""
+        """The Bind to send instead, its reply's slot pushed (None: forward the client's own)."""
         start, end = bind_statement(body)
         if start == end:
             return None
-        ensured = self._ensure(body[start:end], prepared, tracker)
-        if ensured is None:
+        statement = self._current(body[start:end])
+        if statement is None:
             return None
-        prefix, server_name = ensured
-        return prefix + rewrite_bind(body, start, end, server_name)
+        prefix = self._ensure(statement, prepared, tracker)
+        tracker.push(statement.bind_slot)
+        return prefix + rewrite_bind(body, start, end, statement.server_name)
 
     def describe(self, body: bytes, prepared: OrderedDict[bytes, None], tracker: ResponseTracker) -> bytes | None:
+        """The Describe to send instead, its reply's slot pushed (None: forward the client's own)."""
         kind, name = target_name(body)
         if kind != _STATEMENT or not name:
             return None
-        ensured = self._ensure(name, prepared, tracker)
-        if ensured is None:
+        statement = self._current(name)
+        if statement is None:
             return None
-        prefix, server_name = ensured
-        return prefix + describe_statement(server_name)
+        prefix = self._ensure(statement, prepared, tracker)
+        tracker.push(statement.describe_slot)
+        return prefix + describe_statement(statement.server_name)
+
+    def answer_alone(self, data: bytes, effect_free: Callable[[bytes], bool],
+                     may_describe: bool) -> tuple[bytes, bool] | None:
+        """The replies to a client batch answered without a server (module docstring), and whether
+        messages follow its last Sync (the batch stays open); None if it needs a server (nothing changed).
+
+        `effect_free(query)`: the statement changes no session state. `may_describe`: the client's
+        settings do not change what a statement's description is (no search_path of its own)."""
+        names, scope = self.names, self.scope
+        statements = dict(self.statements)
+        replies: list[bytes] = []
+        size, pos, kind = len(data), 0, 0
+        while pos < size:
+            if size - pos < 5:
+                return None
+            kind = data[pos]
+            end = pos + 1 + _U32.unpack_from(data, pos + 1)[0]
+            if end > size or end - pos < 5:
+                return None
+            body = data[pos + 5:end]
+            pos = end
+            if kind == 0x50:   # Parse
+                parse = decode_parse(body)
+                if not parse.name:
+                    return None
+                name = names.name_for(parse)
+                if (name, scope) not in names.confirmed or not effect_free(parse.query):
+                    return None
+                statements[parse.name] = ClientStatement.of(parse, name)
+                replies.append(m.PARSE_COMPLETE)
+            elif kind == 0x44:   # Describe
+                target, client_name = target_name(body)
+                statement = statements.get(client_name)
+                if target != _STATEMENT or statement is None or not may_describe:
+                    return None
+                reply = names.descriptions.get((statement.server_name, scope))
+                if reply is None:
+                    return None
+                replies.append(reply)
+            elif kind == 0x43:   # Close
+                target, client_name = target_name(body)
+                if target != _STATEMENT:
+                    return None
+                statements.pop(client_name, None)
+                replies.append(m.CLOSE_COMPLETE)
+            elif kind == 0x53:   # Sync
+                replies.append(_READY_IDLE)
+            elif kind != 0x48:   # anything but Flush needs a server
+                return None
+        self.statements = statements
+        return b"".join(replies), kind != 0x53
 
     def close(self, body: bytes, tracker: ResponseTracker) -> bool:
         """Answer Close of a named statement here (True); the server copy stays cached."""
@@ -143,16 +211,21 @@ class StatementRewriter:
         tracker.push(Slot(CLOSE, DROP))
         return close_statement(oldest)
 
-    def _ensure(self, name: bytes, prepared: OrderedDict[bytes, None],
-                tracker: ResponseTracker) -> tuple[bytes, bytes] | None:
-        """(bytes to send first, server name) for a client statement, re-preparing it if needed."""
+    def _current(self, name: bytes) -> ClientStatement | None:
+        """The client's statement `name`, moved to a fresh server name if its old one retired."""
         statement = self.statements.get(name)
-        if statement is None:
-            return None
+        if statement is not None and self.names.retired and statement.server_name in self.names.retired:
+            source = statement.source
+            statement = self.statements[name] = ClientStatement.of(source, self.names.name_for(source))
+        return statement
+
+    def _ensure(self, statement: ClientStatement, prepared: OrderedDict[bytes, None],
+                tracker: ResponseTracker) -> bytes:
+        """The bytes to send before using a client statement: b"", or its Parse where the server lacks it."""
         server_name = statement.server_name
         if server_name in prepared:
             prepared.move_to_end(server_name)
-            return b"", server_name
+            return b""
         evicted = self._remember(server_name, prepared, tracker)
         tracker.push(Slot(PARSE, DROP, server_name))
-        return evicted + statement.parse, server_name
+        return evicted + statement.parse

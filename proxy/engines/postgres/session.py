@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import struct
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from .gucs import GucState
 from .reset import reset_then_release
 from .rewrite import StatementRewriter
 from .server import ServerConnection
-from .session_state import session_effects
+from .session_state import EMPTY, session_effects
 from .split_hold import SplitHold, statement_text
 from .startup import StartupRequest, known_startup, remember_startup
 from .statements import decode_parse
@@ -45,10 +46,13 @@ from .wire.responses import (
     BIND,
     CLOSE,
     DESCRIBE,
+    DESCRIBED,
     EXECUTE,
     PARSE,
+    PARSED,
     QUERY,
     SYNC,
+    ResponseTracker,
     Slot,
 )
 
@@ -77,6 +81,12 @@ def _plain_select_text(sql: bytes) -> bool:
 _PLAIN_STEMS: dict[bytes, bool] = {}
 _plain_select = by_statement_stem(_plain_select_text, _PLAIN_STEMS)
 _PLAIN_SELECT = _plain_select
+# Statements after which a statement's description (columns, types) may differ.
+_DDL = re.compile(rb"(?:^|;)\s*(?:alter|drop|create)\s", re.IGNORECASE)
+
+
+def _effect_free(query: bytes) -> bool:
+    return _PLAIN_SELECT(query) or session_effects(query.decode("utf-8", "replace")) is EMPTY
 _NO_NAMES: list[str] = []   # never changed: replaced, not appended to
 _STREAM_COPY_DATA = 0x64  # CopyData may stream through before it is complete
 # Slots are immutable once made: share one per kind for plain pass-through responses.
@@ -297,6 +307,8 @@ class PgClientSession(ClientSessionCore):
         if server is None:
             if (not self._pending and self._borrow_task is None and len(data) >= 5 and data[0] != 0x58
                     and self._broken is None and not self._discard_until_sync):
+                if (data[0] == 0x50 and data[5:6] != b"\x00" or data[0] == 0x44) and self._rewrites and self._answer_alone(data):
+                    return
                 server = self._take_idle_now(data)   # the fast path: an idle server attached now
                 if server is None:
                     self._pending += data
@@ -397,11 +409,12 @@ class PgClientSession(ClientSessionCore):
                 self.unsynced = True
                 replacement = (self.rewriter.bind(data[pos + 5:end], server.prepared, tracker)
                                if self.rewriter is not None else None)
-                if replacement is not None:
+                if replacement is not None:   # its slot is pushed
                     out.append(data[start:pos])
                     out.append(replacement)
                     start = end
-                tracker.push(_BIND_SLOT)
+                else:
+                    tracker.push(_BIND_SLOT)
             elif kind == 0x50:  # Parse
                 self.unsynced = True
                 out.append(data[start:pos])
@@ -411,11 +424,12 @@ class PgClientSession(ClientSessionCore):
                 self.unsynced = True
                 replacement = (self.rewriter.describe(data[pos + 5:end], server.prepared, tracker)
                                if self.rewriter is not None else None)
-                if replacement is not None:
+                if replacement is not None:   # its slot is pushed
                     out.append(data[start:pos])
                     out.append(replacement)
                     start = end
-                tracker.push(_DESCRIBE_SLOT)
+                else:
+                    tracker.push(_DESCRIBE_SLOT)
             elif kind == 0x43:  # Close
                 self.unsynced = True
                 if self.rewriter is not None and self.rewriter.close(data[pos + 5:end], tracker):
@@ -469,6 +483,9 @@ class PgClientSession(ClientSessionCore):
     def _statement_effects(self, sql: bytes, server: ServerConnection) -> None:
         if _PLAIN_SELECT(sql):
             return
+        names = self.shared.statement_names
+        if names.descriptions and _DDL.search(sql):
+            names.forget_descriptions()   # a described statement's columns or types may change
         effects = session_effects(sql.decode("utf-8", "replace"))
         if effects.discard_all:
             self.gucs.clear(server)
@@ -500,9 +517,41 @@ class PgClientSession(ClientSessionCore):
             if not self._rewrites:
                 server.tracker.push(_PARSE_SLOT)
                 return m.message(b"P", body)
-            rewriter = self.rewriter = StatementRewriter(self.shared.statement_names,
-                                                         self.cluster.config.pool.max_prepared_statements)
+            rewriter = self._new_rewriter()
         return rewriter.parse(parse, body, server.prepared, server.tracker)
+
+    def _new_rewriter(self) -> StatementRewriter:
+        assert self.login is not None
+        self.rewriter = StatementRewriter(self.shared.statement_names, self.cluster.config.pool.max_prepared_statements,
+                                          (self.login.user.server_user, self.database))
+        return self.rewriter
+
+    def _answer_alone(self, data: bytes) -> bool:
+        """Transaction pooling without a server: answer a batch of Parse/Describe/Close/Sync of known
+        statements here (see rewrite.StatementRewriter.answer_alone); False if it needs a server."""
+        rewriter = self.rewriter or self._new_rewriter()
+        answered = rewriter.answer_alone(data, _effect_free, "search_path" not in self.gucs.client)
+        if answered is None:
+            return False
+        replies, self.unsynced = answered
+        self.write(replies)
+        return True
+
+    def _statement_news(self, tracker: ResponseTracker) -> None:
+        """What the server said about named statements: remembered proxy-wide (see statements.StatementNames)."""
+        names = self.shared.statement_names
+        assert self.login is not None
+        scope = (self.login.user.server_user, self.database)
+        for event, name, data in tracker.news:
+            if event == PARSED:
+                names.confirm(name, scope)
+            elif event == DESCRIBED:
+                names.describe(name, scope, data)
+            else:
+                names.retire(name)
+                log.info("client %s: the server invalidated the plan of prepared statement %s (its result type "
+                         "changed): it is prepared anew under another name", self.peer, name.decode())
+        tracker.news.clear()
 
     # ---- relay: server → client ----------------------------------------------------------------
 
@@ -513,6 +562,8 @@ class PgClientSession(ClientSessionCore):
         if tracker.parameters:
             self.gucs.reported(tracker.parameters, server)
             tracker.parameters.clear()
+        if tracker.news:
+            self._statement_news(tracker)
         if tracker.failed_statements:
             for name in tracker.failed_statements:
                 server.prepared.pop(name, None)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ...errors import ProtocolViolation
 from .wire.messages import message
+from .wire.responses import BIND, DESCRIBE, Slot
 
 _HDR = struct.Struct("!cI")
 
@@ -65,20 +66,67 @@ def close_statement(name: bytes) -> bytes:
     return message(b"C", b"S" + name + b"\x00")
 
 
+Scope = tuple[str, str]   # (server user, database): where a statement was prepared successfully
+_MAX_KNOWN = 20_000       # confirmed statements and descriptions kept (then forgotten, and learnt again)
+
+
 class StatementNames:
-    """Proxy-wide server-side names: one per distinct (query text, parameter types)."""
+    """Proxy-wide server-side names: one per distinct (query text, parameter types), and what is known of them.
+
+    - `confirmed`: (name, scope) pairs whose Parse succeeded on some server connection: a client's
+      Parse of one is answered without a server (see rewrite.StatementRewriter.answer_alone);
+    - `descriptions`: the server's reply to Describe of a statement (ParameterDescription and
+      RowDescription or NoData), forgotten on any DDL the proxy forwards (`forget_descriptions`);
+    - `retired`: names whose cached plan the server invalidated ("cached plan must not change result
+      type"): the query gets a new name, and clients still using the old one move to it on their next Bind.
+    """
 
     def __init__(self, prefix: bytes = b"dbproxy_") -> None:
         self._names: dict[tuple[bytes, bytes], bytes] = {}
+        self._keys: dict[bytes, tuple[bytes, bytes]] = {}
         self._prefix = prefix
+        self._made = 0
+        self.confirmed: set[tuple[bytes, Scope]] = set()
+        self.descriptions: dict[tuple[bytes, Scope], bytes] = {}
+        self.retired: set[bytes] = set()
 
     def name_for(self, parse: ParseMessage) -> bytes:
         key = (parse.query, parse.tail)
         name = self._names.get(key)
         if name is None:
-            name = self._prefix + str(len(self._names) + 1).encode()
+            self._made += 1
+            name = self._prefix + str(self._made).encode()
             self._names[key] = name
+            self._keys[name] = key
         return name
+
+    def confirm(self, name: bytes, scope: Scope) -> None:
+        if name in self.retired:
+            return
+        if len(self.confirmed) >= _MAX_KNOWN:
+            self.confirmed.clear()
+        self.confirmed.add((name, scope))
+
+    def describe(self, name: bytes, scope: Scope, reply: bytes) -> None:
+        if name in self.retired:
+            return
+        if len(self.descriptions) >= _MAX_KNOWN:
+            self.descriptions.clear()
+        self.descriptions[(name, scope)] = reply
+
+    def forget_descriptions(self) -> None:
+        """A table, type or view may have changed: descriptions are learnt again from the servers."""
+        self.descriptions.clear()
+
+    def retire(self, name: bytes) -> None:
+        """The server invalidated name's plan: its query gets a fresh name from now on."""
+        key = self._keys.pop(name, None)
+        if key is None:
+            return
+        del self._names[key]
+        self.retired.add(name)
+        self.confirmed = {known for known in self.confirmed if known[0] != name}
+        self.descriptions = {known: reply for known, reply in self.descriptions.items() if known[0] != name}
 
     def __len__(self) -> int:
         return len(self._names)
@@ -91,3 +139,11 @@ class ClientStatement:
     server_name: bytes
     parse: bytes   # a complete Parse message under server_name
     query: bytes   # the statement text (for routing on split endpoints)
+    source: ParseMessage   # the client's Parse (to move to a new name when server_name retires)
+    bind_slot: Slot        # the expected replies of a Bind / Describe of it (shared by its uses)
+    describe_slot: Slot
+
+    @classmethod
+    def of(cls, parse: ParseMessage, server_name: bytes) -> ClientStatement:
+        return cls(server_name, parse.encode(server_name), parse.query, parse,
+                   Slot(BIND, payload=server_name), Slot(DESCRIBE, payload=server_name))

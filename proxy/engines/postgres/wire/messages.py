@@ -133,6 +133,10 @@ def sync() -> bytes:
     return message(b"S")
 
 
+def flush() -> bytes:
+    return message(b"H")
+
+
 # ---- parsers -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -33,12 +33,17 @@ DROP = 1       # drop success messages, forward an ErrorResponse (injected Parse
 DROP_ALL = 2   # drop everything, including ReadyForQuery and errors (injected SET/ROLLBACK)
 CAPTURE = 3    # like DROP_ALL, but keep DataRow bodies in `captured` (injected probes of state)
 
+# What `news` reports about named server statements (slots with a statement name as payload).
+PARSED = 0        # its Parse succeeded
+DESCRIBED = 1     # the reply to Describe of it (ParameterDescription + RowDescription / NoData), as data
+INVALIDATED = 2   # a Bind of it failed: "cached plan must not change result type" (0A000)
+
 _ENDS: dict[int, bytes] = {
     PARSE: b"1", BIND: b"2", CLOSE: b"3", DESCRIBE: b"Tn", EXECUTE: b"CIs",
 }
 
 _U32 = struct.Struct("!I")
-_Z, _S, _E, _N, _A = 0x5A, 0x53, 0x45, 0x4E, 0x41
+_Z, _S, _E, _N, _A, _T = 0x5A, 0x53, 0x45, 0x4E, 0x41, 0x74
 
 
 class Slot:
@@ -49,7 +54,7 @@ class Slot:
     def __init__(self, kind: int, action: int = PASS, payload: bytes = b"") -> None:
         self.kind = kind
         self.action = action
-        self.payload = payload   # SYNTH: bytes to emit; PARSE: server statement name
+        self.payload = payload   # SYNTH: bytes to emit; PARSE, BIND, DESCRIBE: server statement name (or b"")
         self.ends = _ENDS.get(kind, b"")
 
 
@@ -57,7 +62,8 @@ class ResponseTracker:
     """Follows one server connection's response stream; see the module docstring."""
 
     __slots__ = ("slots", "status", "parameters", "failed_statements", "errors", "captured", "terminated",
-                 "own_pid", "client_pid", "farewell", "farewell_forwarded", "_buf", "_skip", "_skip_drop", "_aborted")
+                 "own_pid", "client_pid", "farewell", "farewell_forwarded", "news", "_described", "_buf", "_skip",
+                 "_skip_drop", "_aborted")
 
     def __init__(self) -> None:
         self.slots: deque[Slot] = deque()
@@ -66,6 +72,8 @@ class ResponseTracker:
         self.failed_statements: list[bytes] = []          # server statement names whose Parse failed
         self.errors = 0                          # ErrorResponses seen (for metrics/logging)
         self.captured: list[bytes] = []          # DataRow bodies of CAPTURE slots
+        self.news: list[tuple[int, bytes, bytes]] = []   # (PARSED | DESCRIBED | INVALIDATED, name, data)
+        self._described = b""   # a ParameterDescription, until the RowDescription / NoData after it
         # NotificationResponse from this backend (own_pid, 4 bytes) carry client_pid instead: the pid
         # the attached client was given in its BackendKeyData (b"": not rewritten).
         self.own_pid = b""
@@ -95,6 +103,8 @@ class ResponseTracker:
         self._aborted = False
         self.parameters.clear()
         self.failed_statements.clear()
+        self.news.clear()
+        self._described = b""
 
     def push(self, slot: Slot) -> bytes:
         """Record the expected response of a message sent (or answered) now.
@@ -166,12 +176,17 @@ class ResponseTracker:
                         slots.popleft()
                 elif kind == _E:
                     self.errors += 1
+                    self._described = b""
+                    if slot.payload and slot.kind == BIND and _is_stale_plan(data, pos, end):
+                        self.news.append((INVALIDATED, slot.payload, b""))
                     if not drop and _is_fatal(data, pos, end):
                         self.farewell_forwarded = True
                     if slot.kind != QUERY and slot.kind != SYNC:
                         self._abort_until_sync()
                 else:
                     slots.popleft()
+                    if slot.payload:
+                        self._learn(slot, data[pos:end])
                 pos = end
                 if slots and slots[0].kind == SYNTH:
                     out.append(data[start:pos])
@@ -191,6 +206,10 @@ class ResponseTracker:
                     return b"".join(out)
                 out.append(data[start:pos])
                 start = end
+            elif kind == _T and slot is not None and slot.payload and slot.kind == DESCRIBE:
+                if end > size:
+                    break   # a ParameterDescription is small: wait for all of it
+                self._described = data[pos:end]
             elif end > size:
                 out.append(data[start:])
                 self._skip, self._skip_drop = end - size, False
@@ -206,6 +225,14 @@ class ResponseTracker:
             return data
         out.append(data[start:pos])
         return b"".join(out)
+
+    def _learn(self, slot: Slot, message: bytes) -> None:
+        """A named statement's Parse or Describe succeeded (see `news`)."""
+        if slot.kind == PARSE:
+            self.news.append((PARSED, slot.payload, b""))
+        elif slot.kind == DESCRIBE:
+            self.news.append((DESCRIBED, slot.payload, self._described + message))
+            self._described = b""
 
     def _abort_until_sync(self) -> None:
         """ErrorResponse in the extended protocol: the server discards everything until Sync."""
@@ -239,3 +266,9 @@ def _is_fatal(data: bytes, pos: int, end: int) -> bool:
     body = data[pos + 5:end]
     return (body.startswith((b"SFATAL\x00", b"SPANIC\x00")) or b"\x00VFATAL\x00" in body
             or b"\x00VPANIC\x00" in body)
+
+
+def _is_stale_plan(data: bytes, pos: int, end: int) -> bool:
+    """An ErrorResponse at data[pos:end] saying a prepared statement's result type changed (0A000)."""
+    body = data[pos + 5:end]
+    return b"\x00C0A000\x00" in body and b"cached plan must not change result type" in body
