@@ -34,7 +34,8 @@ class ProxyApp:
         self.users = UserDirectory(config.users, engines={c.engine for c in config.clusters})
         self.metrics = Metrics()
         self.metrics.on_scrape(lambda: admin_views.live_metrics(self))
-        self.clusters: dict[str, Cluster[Any]] = {c.name: Cluster(c, self._configured_user) for c in config.clusters}
+        self.clusters: dict[str, Cluster[Any]] = {c.name: Cluster(c, self._configured_user, self._configured_users)
+                                                     for c in config.clusters}
         self.sessions: set[ClientSession] = set()
         self._by_pid: dict[int, ClientSession] = {}
         self._next_pid = random.randint(1 << 20, 1 << 29)
@@ -48,6 +49,9 @@ class ProxyApp:
     def _configured_user(self, name: str) -> User | None:
         login = self.users.get(name)
         return login.user if login is not None else None
+
+    def _configured_users(self) -> list[User]:
+        return self.users.users()
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -220,7 +224,8 @@ class ProxyApp:
             cluster = self.clusters.get(cluster_config.name)
             old = cluster.config if cluster is not None else None
             if cluster is None:
-                cluster = self.clusters[cluster_config.name] = Cluster(cluster_config, self._configured_user)
+                cluster = self.clusters[cluster_config.name] = Cluster(cluster_config, self._configured_user,
+                                                                        self._configured_users)
                 await cluster.start(self.metrics)
             else:
                 cluster.config = cluster_config

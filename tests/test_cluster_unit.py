@@ -71,3 +71,29 @@ async def test_a_borrower_waiting_for_a_writer_wakes_when_one_is_published(monke
     assert cluster.monitor.snapshot.writer == address
     assert await asyncio.wait_for(waiting, 5) == address
     cluster.close()
+
+
+async def test_configured_pools_follow_the_topology() -> None:
+    """SHOW POOLS' pools before any client: non-admin users x their default database, on the
+    instances endpoints may use; kept while empty, dropped once no endpoint uses the instance."""
+    text = CONFIG.replace('instances = ["127.0.0.1:1"]', 'instances = ["127.0.0.1:1", "127.0.0.1:3"]')
+    text += '\n[[users]]\nname = "ops"\npassword = "x"\nadmin = true\n'
+    config = parse_config(text)
+    users = {u.name: u for u in config.users}
+    cluster = Cluster(config.clusters[0], users.get, lambda: users.values())
+    assert cluster.monitor is not None
+    first, second = config.clusters[0].instances
+    cluster.maintain()
+    assert cluster.pools == {}   # no writer known yet: the writer endpoint uses no instance
+    cluster.monitor.record(first, ProbeResult(ok=True, in_recovery=False, position=1000, timeline=1))
+    cluster.monitor.record(second, ProbeResult(ok=True, in_recovery=True, position=1000, timeline=1))
+    cluster.maintain()
+    assert set(cluster.pools) == {(first, "app", "app", None)}   # writer only; not the admin user
+    assert cluster.pools[(first, "app", "app", None)].size == 0
+    cluster.maintain()
+    assert set(cluster.pools) == {(first, "app", "app", None)}
+    cluster.monitor.record(first, ProbeResult(ok=True, in_recovery=True, position=1000, timeline=1))
+    cluster.monitor.record(second, ProbeResult(ok=True, in_recovery=False, position=1000, timeline=2))
+    cluster.maintain()
+    assert set(cluster.pools) == {(second, "app", "app", None)}
+    cluster.close()

@@ -285,6 +285,26 @@ async def test_maintain_opens_min_idle_but_never_past_max_size() -> None:
     assert len(factory.opened) == 3
 
 
+async def test_min_idle_that_cannot_be_opened_is_retried_with_a_backoff() -> None:
+    """A database that does not exist (a configured pool) or a down instance: 1 s, 2 s, 4 s ... apart
+    (at most MIN_IDLE_RETRY_MAX), not on every maintenance tick; one success resets it."""
+    pool, factory, clock = make_pool(max_size=5, min_idle=2)
+    factory.fail = ServerConnectFailed("database does not exist")
+    pool.maintain()
+    await settle()
+    assert pool.connect_failures == 2 and pool.size == 0   # both min_idle opens of the round failed
+    for wait, tries in ((0.5, 2), (0.6, 4), (1.5, 4), (0.6, 6), (3.9, 6), (0.2, 8)):
+        clock.advance(wait)
+        pool.maintain()
+        await settle()
+        assert pool.connect_failures == tries, (wait, tries)
+    factory.fail = None
+    clock.advance(8.1)
+    pool.maintain()
+    await settle()
+    assert len(pool.idle) == 2 and pool._idle_failures == 0
+
+
 async def test_maintain_counts_opens_in_flight() -> None:
     pool, factory, _ = make_pool(max_size=5, min_idle=2)
     factory.gate = asyncio.Event()

@@ -22,7 +22,6 @@ from .. import __version__
 from ..config import Address, EndpointConfig
 from ..config_display import to_display
 from ..topology.model import InstanceState, TopologySnapshot
-from ..topology.select import custom_membership
 from .resultset import Table
 
 if TYPE_CHECKING:
@@ -97,23 +96,7 @@ def instance_states(cluster: Cluster) -> list[InstanceState]:
 
 def endpoint_targets(cluster: Cluster, endpoint: EndpointConfig) -> list[Address]:
     """Where the endpoint may send work right now (mirrors topology.select.choose, as a list)."""
-    snapshot = snapshot_of(cluster)
-    if snapshot is None:   # static routing: one fixed instance
-        target = cluster.choose_target(endpoint, "primary", None)
-        return [target] if target is not None else []
-    writer = [snapshot.writer] if snapshot.writer is not None else []
-    if endpoint.role == "custom":
-        member = custom_membership(endpoint)
-        found = [a for a in snapshot.usable_replicas if member(a)]
-        if endpoint.kind == "any":
-            found += [a for a in writer if member(a)]
-        return found
-    if endpoint.role == "writer":
-        return writer
-    replicas = list(snapshot.usable_replicas)
-    if endpoint.role == "split":
-        return writer + replicas
-    return replicas or writer
+    return cluster.endpoint_targets(endpoint)
 
 
 # ---- pools and servers ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Generic, TypeVar
 
 from ..config import Address, ClusterConfig, EndpointConfig, User
@@ -21,7 +21,7 @@ from ..topology import (
     TopologyMonitor,
     TopologySnapshot,
 )
-from ..topology.select import RefusedConnections, choose
+from ..topology.select import RefusedConnections, choose, targets
 
 log = logging.getLogger("dbproxy.cluster")
 
@@ -44,13 +44,17 @@ class Cluster(Generic[C]):
     """
 
     def __init__(self, config: ClusterConfig,
-                 current_user: Callable[[str], User | None] = lambda name: None) -> None:
+                 current_user: Callable[[str], User | None] = lambda name: None,
+                 configured_users: Callable[[], Iterable[User]] = tuple) -> None:
         self.config = config
         self.current_user = current_user   # the configured user by name, as of the last reload
+        self.configured_users = configured_users   # every configured user, as of the last reload
         self.name = config.name
         self.engine = get_engine(config.engine)
         self.engine_state: Any = self.engine.cluster_state()
         self.pools: dict[PoolKey, Pool[C]] = {}
+        # The pools of configured users, kept while empty (see open_configured_pools).
+        self._configured: frozenset[PoolKey] = frozenset()
         self._limits: dict[tuple[Address, str, str], SharedLimit] = {}   # per (instance, user, database)
         # read_your_writes: the latest write position of each proxy user's clients (split endpoints).
         self.write_positions: dict[str, int] = {}
@@ -101,6 +105,7 @@ class Cluster(Generic[C]):
             self.monitor.metrics = metrics
             self.monitor.start()
             await self.monitor.wait_probed(self.config.health.timeout + 0.5)
+        self.open_configured_pools()
         if self.failover is not None:
             self.failover.check_privileges_soon()
 
@@ -178,7 +183,40 @@ class Cluster(Generic[C]):
         least = min(self.outstanding(a) for a in candidates)
         return self._rng.choice([a for a in candidates if self.outstanding(a) == least])
 
+    def endpoint_targets(self, endpoint: EndpointConfig) -> list[Address]:
+        """Every instance the endpoint may send work to right now, by any route."""
+        snapshot = self.topology
+        if snapshot is not None:
+            return targets(snapshot, endpoint)
+        target = self.choose_target(endpoint, "primary", None)   # static routing: one fixed instance
+        return [target] if target is not None else []
+
     # ---- pools ------------------------------------------------------------------------------
+
+    def configured_pool_keys(self) -> frozenset[PoolKey]:
+        """The pools operators expect before any client came (PgBouncer lists its configured ones):
+        every non-admin configured user with the engine's default database (PostgreSQL: the user's
+        name), on every instance some endpoint may send work to now. None for engines whose pool
+        key depends on the client's login (MySQL)."""
+        instances = dict.fromkeys(a for e in self.config.endpoints for a in self.endpoint_targets(e))
+        keys: list[PoolKey] = []
+        for user in self.configured_users():
+            pool = None if user.admin else self.engine.default_pool(user.name)
+            if pool is not None:
+                keys += [(instance, user.name, *pool) for instance in instances]
+        return frozenset(keys)
+
+    def open_configured_pools(self) -> None:
+        """Make the configured pools that are missing (empty: min_idle, if set, fills them in
+        maintain); after the first probe and on every maintenance tick, so they follow the topology
+        and reloads. Pools of configured users outside it go away once empty, as any other."""
+        self._configured = self.configured_pool_keys()
+        for key in self._configured:
+            existing = self.pools.get(key)
+            user = self.current_user(key[1])
+            if (existing is None or existing.closed) and user is not None:
+                self.pool(key[0], user, key[2], key[3])
+
 
     def pool(self, instance: Address, user: User, database: str, variant: Hashable = None) -> Pool[C]:
         # Keyed by the proxy user, not the server user: a pool's connections were opened with its
@@ -314,13 +352,14 @@ class Cluster(Generic[C]):
         return not self._resumed.is_set()
 
     def maintain(self) -> None:
+        self.open_configured_pools()
         for key, pool in list(self.pools.items()):
             if pool.closed:
                 if pool.size == 0:   # a drained pool of a removed instance
                     del self.pools[key]
                     self._forget_pool(key[0], pool)
                 continue
-            if pool.size == 0 and pool.min_idle == 0 and not pool.waiters:
+            if pool.size == 0 and pool.min_idle == 0 and not pool.waiters and key not in self._configured:
                 # Unused (or a database name that does not exist): made again on demand.
                 del self.pools[key]
                 self._forget_pool(key[0], pool)

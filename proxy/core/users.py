@@ -44,5 +44,9 @@ class UserDirectory:
     def get(self, name: str) -> Login | None:
         return self._logins.get(name)
 
+    def users(self) -> list[User]:
+        """Every configured user, in configuration order."""
+        return [login.user for login in self._logins.values()]
+
     def __len__(self) -> int:
         return len(self._logins)

@@ -71,6 +71,10 @@ class Engine(Protocol):
 
     def failover_actions(self, health: HealthSettings, failover: FailoverSettings) -> FailoverActions | None: ...
 
+    def default_pool(self, user: str) -> tuple[str, Any] | None:
+        """The (database, variant) of the pool a configured user gets before any client came (SHOW
+        POOLS lists it after the first probe), or None when the engine cannot know it ahead."""
+
     def cluster_state(self) -> object:
         """Per-cluster caches the engine's sessions share (login replies, statement names)."""
 

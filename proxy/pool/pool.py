@@ -25,6 +25,8 @@ from .policy import idle_to_close, is_retired
 
 log = logging.getLogger("dbproxy.pool")
 
+MIN_IDLE_RETRY_MAX = 30.0   # seconds between tries to open min_idle connections that keep failing
+
 
 class PooledConnection(Protocol):
     created_at: float
@@ -99,6 +101,10 @@ class Pool(Generic[C]):
         self.timeouts = 0
         self.connect_failures = 0
         self.wait_seconds_total = 0.0
+        # min_idle connections that cannot be opened (a database that does not exist, an instance
+        # that is down) are retried with a backoff, not on every maintenance tick.
+        self._idle_failures = 0
+        self._idle_retry_at = 0.0
 
     @property
     def size(self) -> int:
@@ -293,6 +299,8 @@ class Pool(Generic[C]):
         if self.shared is not None:
             room = min(room, self.shared.max_size - self.shared.size)
         missing = min(self.min_idle - len(self.idle) - self.opening, room)
+        if missing > 0 and now < self._idle_retry_at:
+            return
         for _ in range(max(0, missing)):
             self._open_soon(self._open_idle)
 
@@ -300,8 +308,15 @@ class Pool(Generic[C]):
         try:
             conn = await self._open(reserved=True)
         except ProxyError as exc:
-            log.warning("pool %s: could not open min_idle connection: %s", self.name, exc)
+            now = self.clock()
+            if now >= self._idle_retry_at:   # the first failure of this round (several may open at once)
+                self._idle_failures += 1
+                delay = min(MIN_IDLE_RETRY_MAX, 2.0 ** (self._idle_failures - 1))
+                self._idle_retry_at = now + delay
+                log.warning("pool %s: could not open min_idle connection (next try in %gs): %s",
+                            self.name, delay, exc)
             return
+        self._idle_failures = 0
         self.in_use.add(conn)
         self.release(conn)
 

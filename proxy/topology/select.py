@@ -49,6 +49,23 @@ def choose(snapshot: TopologySnapshot, endpoint: EndpointConfig, route: str, out
     return _writer(snapshot, avoid)
 
 
+def targets(snapshot: TopologySnapshot, endpoint: EndpointConfig) -> list[Address]:
+    """Every instance `choose` may pick for `endpoint` right now, by any route (writer first)."""
+    writer = [snapshot.writer] if snapshot.writer is not None else []
+    if endpoint.role == "custom":
+        member = custom_membership(endpoint)
+        found = [a for a in snapshot.usable_replicas if member(a)]
+        if endpoint.kind == "any":
+            found += [a for a in writer if member(a)]
+        return found
+    if endpoint.role == "writer":
+        return writer
+    replicas = list(snapshot.usable_replicas)
+    if endpoint.role == "split":
+        return writer + replicas
+    return replicas or writer
+
+
 def _replayed(snapshot: TopologySnapshot, address: Address, position: int) -> bool:
     state = snapshot.get(address)
     return state is not None and state.position is not None and state.position >= position

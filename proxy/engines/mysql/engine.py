@@ -69,6 +69,11 @@ class MysqlEngine:
 
         return MysqlFailoverActions.from_settings(health, failover)
 
+    def default_pool(self, user: str) -> tuple[str, Any] | None:
+        # Not knowable ahead: a MySQL pool is keyed by the client's login variant (capabilities,
+        # character set), and a client naming no database gets none, not one named like its user.
+        return None
+
     def cluster_state(self) -> MysqlClusterState:
         return MysqlClusterState()
 

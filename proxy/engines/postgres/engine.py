@@ -62,6 +62,11 @@ class PostgresEngine:
 
         return PgFailoverActions.from_health(health)
 
+    def default_pool(self, user: str) -> tuple[str, Any] | None:
+        # A client naming no database gets the one named like its user (libpq and the server
+        # default so, and so does startup.py); PostgreSQL pools have no login variant.
+        return user, None
+
     def cluster_state(self) -> PgClusterState:
         return PgClusterState()
 
