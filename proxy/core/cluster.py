@@ -58,6 +58,9 @@ class Cluster(Generic[C]):
         self._limits: dict[tuple[Address, str, str], SharedLimit] = {}   # per (instance, user, database)
         # read_your_writes: the latest write position of each proxy user's clients (split endpoints).
         self.write_positions: dict[str, int] = {}
+        # ...and the users whose latest write position could not be read (a client left while the
+        # proxy was reading it): their reads go to the primary until this time.monotonic().
+        self.write_unknown_until: dict[str, float] = {}
         self.classifier = self.engine.classifier(config.read_only_functions)
         self.clients = 0
         self.removed = False   # dropped from the config by a reload; kept while clients remain
@@ -249,6 +252,11 @@ class Cluster(Generic[C]):
         """A client of `user` wrote up to `position`: that user's later reads need a replica this far."""
         if position > self.write_positions.get(user, -1):
             self.write_positions[user] = position
+
+    def note_unknown_write(self, user: str, seconds: float) -> None:
+        """A client of `user` may have written at a position nobody read: that user's reads go to
+        the primary for `seconds` (the fail-safe a single client already applies to itself)."""
+        self.write_unknown_until[user] = time.monotonic() + seconds
 
     def retire_pools(self, database: str | None = None) -> tuple[int, int]:
         """Retire the pools (of one database, or all) on every instance: idle connections close now,

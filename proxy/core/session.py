@@ -309,6 +309,10 @@ class ClientSessionCore(asyncio.Protocol):
             return "primary"
         if self._primary_until and time.monotonic() < self._primary_until:
             return "primary"  # read_your_writes without a known position for the last write
+        if self._read_your_writes and self.cluster.write_unknown_until and self.login is not None:
+            until = self.cluster.write_unknown_until.get(self.login.user.name)
+            if until is not None and time.monotonic() < until:
+                return "primary"  # another client of this user left before its write position was read
         return "replica"
 
     def _min_position(self, route: str) -> Any:
@@ -445,6 +449,11 @@ class ClientSessionCore(asyncio.Protocol):
             server.close()
             return
         if self._work_in_flight(server):
+            if self._read_your_writes and self._last_route == "primary" and self.login is not None:
+                # Perhaps the proxy's own read of the write's position (read_your_writes) that the
+                # client did not wait for (psql -c exits on ReadyForQuery): this user's next reads,
+                # from any connection, must not trust replicas for a while.
+                self.cluster.note_unknown_write(self.login.user.name, RYW_FALLBACK_SECONDS)
             pool.discard(server)  # work in flight: closing is the only clean way out
             return
         self._return_server(server, pool)
