@@ -74,7 +74,8 @@ demo-stop:
 
 # Debian's pgbouncer package may start a service on 6432 (the demo's writer port): keep it off.
 # Extra options: make bench BENCH_ARGS="--quick --only dbproxy --profile" (see bench/run.py --help);
-# BENCH_ARGS=--mysql adds the MySQL sysbench section (bench/sysbench.py).
+# BENCH_ARGS=--mysql adds the MySQL sysbench section (bench/sysbench.py), BENCH_ARGS=--ryw the
+# read_your_writes cost on a split endpoint (bench/ryw.py; alone: .venv/bin/python -m bench.ryw).
 bench: install
 	@if [ ! -x /usr/sbin/pgbouncer ]; then \
 		echo "make: installing pgbouncer"; \

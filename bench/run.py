@@ -17,6 +17,9 @@ Two tables of pgbench runs, interleaved in the same rounds (target order rotated
   replicas (one pgbench per replica, started together); their ratio, the spread factor, is what
   spreading costs on this machine, and reader/writer ÷ spread factor is the routing alone.
 
+With `--ryw`, bench/ryw.py (what read_your_writes costs write transactions on a split endpoint)
+runs afterwards with the same --duration, --quick, --keep and --rounds if given.
+
 With `--mysql`, the MySQL benchmark (bench/sysbench.py: sysbench oltp_point_select direct vs dbproxy,
 oltp_read_write through dbproxy, on its own MariaDB) runs afterwards with the same --duration,
 --quick, --clients (sysbench --threads), --wait-idle, --profile and --keep, and --rounds if given
@@ -151,6 +154,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="afterwards, the MySQL benchmark too (bench/sysbench.py, its own MariaDB; sysbench must be "
         "installed); results in bench/results/sysbench-*",
+    )
+    parser.add_argument(
+        "--ryw",
+        action="store_true",
+        help="afterwards, the read_your_writes cost on a split endpoint (bench/ryw.py, its own primary + "
+        "replica) with the same --duration, --quick, --keep and --rounds if given; results in "
+        "bench/results/ryw-*",
     )
     args = parser.parse_args(argv)
     args.rounds_given = args.rounds is not None
@@ -802,7 +812,21 @@ def main(argv: list[str] | None = None) -> int:
     code = run_postgres(args)
     if args.mysql and code != 130:
         code = max(code, run_mysql(args))
+    if args.ryw and code != 130:
+        code = max(code, run_ryw(args))
     return code
+
+
+def run_ryw(args: argparse.Namespace) -> int:
+    """bench/ryw.py with this run's duration (its own client count: a few writers, not --clients)."""
+    from bench import ryw
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # run_postgres's cleanup left them ignored
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    argv = ["--duration", str(args.duration), *(["--rounds", str(args.rounds)] if args.rounds_given else [])]
+    argv += [flag for flag, on in (("--quick", args.quick), ("--keep", args.keep)) if on]
+    log(f"read_your_writes cost: bench/ryw.py {' '.join(argv)}")
+    return ryw.main(argv)
 
 
 def run_mysql(args: argparse.Namespace) -> int:

@@ -26,3 +26,17 @@ def test_the_median_of_the_successful_runs_per_transaction() -> None:
 
 def test_no_note_without_pooler_measurements() -> None:
     assert pooler_cpu_note([run("direct", "simple", None, 100)], WORKLOADS) == (None, {})
+
+
+def test_ryw_summary_medians_ratios_and_added_latency() -> None:
+    from bench.ryw import summarize
+
+    def run(target: str, round_no: int, tps: float, latency: float) -> CellRun:
+        return CellRun(target, "update", round_no, tps=tps, output_tail=f"latency average = {latency} ms\ntps = {tps}")
+
+    runs = [run("on", 0, 900, 1.2), run("off", 0, 1000, 1.0), run("off", 1, 1100, 0.9), run("on", 1, 880, 1.1),
+            run("on", 2, 950, 1.0), run("off", 2, 1000, 0.8)]
+    s = summarize("update", runs)
+    assert s.tps == {"on": 900, "off": 1000} and s.rounds == 3
+    assert s.tps_ratio == 0.9 and s.paired_ratio == 0.9
+    assert s.latency_ms == {"on": 1.1, "off": 0.9} and round(s.added_latency_us) == 200
