@@ -79,9 +79,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(command=_demo)
 
+    gen_cert = commands.add_parser(
+        "gen-cert",
+        help="write a private CA and server and client certificates into DIR, for trying TLS out",
+        description="Write ca.pem, server.pem / server-key.pem (localhost, 127.0.0.1, ::1, this host and any "
+        "--name) and client.pem / client-key.pem (CN = --user) signed by a new CA (ca-key.pem). Not for production.",
+    )
+    gen_cert.add_argument("dir", metavar="DIR", help="directory to write into (made if missing)")
+    gen_cert.add_argument("--name", action="append", default=[], help="another host name or address for the server")
+    gen_cert.add_argument("--user", default="app", help="the client certificate's common name")
+    gen_cert.add_argument("--days", type=int, default=365, help="validity in days")
+    gen_cert.set_defaults(command=_gen_cert)
+
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(command=_version)
     return parser
+
+
+def _gen_cert(args: argparse.Namespace) -> int:
+    from proxy.tls.certs import generate
+
+    out = generate(args.dir, args.name, args.user, args.days)
+    print(f"wrote {out}/ca.pem, server.pem, server-key.pem, client.pem, client-key.pem (and ca-key.pem)")
+    print(f'config:  tls = {{ mode = "require", cert = "{out}/server.pem", key = "{out}/server-key.pem" }}')
+    print(f"connect: psql \"host=localhost port=6432 sslmode=verify-full sslrootcert={out}/ca.pem ...\"")
+    return 0
 
 
 def _load(path: str) -> Config | None:

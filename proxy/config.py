@@ -42,7 +42,8 @@ FAILOVER_MODES = ("follow", "promote")
 ENDPOINT_ROLES = ("writer", "reader", "split", "custom")
 ENDPOINT_KINDS = ("reader", "any")
 CLIENT_TLS_MODES = ("disable", "prefer", "require")
-SERVER_TLS_MODES = ("disable", "prefer", "require", "verify-full")
+SERVER_TLS_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
+TLS_VERSIONS = ("1.2", "1.3")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MASK = "********"
@@ -84,12 +85,15 @@ class Address:
 
 @dataclass(frozen=True)
 class TlsSettings:
-    """TLS towards clients (modes disable|prefer|require) or servers (also verify-full); paths are absolute."""
+    """TLS towards clients (modes disable|prefer|require) or servers (also verify-ca, verify-full); paths are
+    absolute. client_cert = "verify" (client side, needs ca): clients must present a certificate signed by ca."""
 
     mode: str = "disable"
     cert: str | None = None
     key: str | None = None
     ca: str | None = None
+    client_cert: str = "none"
+    min_version: str = "1.2"
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,7 @@ class EndpointConfig:
     exclude: tuple[Address, ...] = ()
     kind: str = "reader"
     read_your_writes: bool = False
+    tls: TlsSettings | None = None   # overrides the cluster's tls for this endpoint
 
 
 @dataclass(frozen=True)
@@ -465,7 +470,7 @@ _CLUSTER_KEYS = (
     "read_only_functions",
     "allow_local_infile",
 )
-_TLS_KEYS = ("mode", "cert", "key", "ca")
+_TLS_KEYS = ("mode", "cert", "key", "ca", "client_cert", "min_version")
 _HEALTH_KEYS = (
     "interval",
     "timeout",
@@ -479,7 +484,7 @@ _HEALTH_KEYS = (
 )
 _FAILOVER_KEYS = ("mode", "promote_after", "borrow_timeout", "replication_user", "replication_password",
                   "replication_password_env", "replication_password_file")
-_ENDPOINT_KEYS = ("name", "listen", "role", "instances", "exclude", "kind", "read_your_writes")
+_ENDPOINT_KEYS = ("name", "listen", "role", "instances", "exclude", "kind", "read_your_writes", "tls")
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
@@ -624,20 +629,39 @@ def _build_cluster(name: str, t: _Table, context: _Context) -> ClusterConfig:
         health=_build_health(t.table("health", _HEALTH_KEYS), context, "" if engine == "mysql" else "postgres"),
         failover=_build_failover(t.table("failover", _FAILOVER_KEYS), context),
         pool=_build_pool(t.table("pool", _field_names(PoolSettings))),
-        endpoints=_build_endpoints(t, instances),
+        endpoints=_build_endpoints(t, instances, context),
         read_only_functions=tuple(f.strip().lower() for f in t.text_list("read_only_functions")),
         allow_local_infile=t.boolean("allow_local_infile", False),
     )
 
 
 def _build_tls(t: _Table, modes: tuple[str, ...], context: _Context, *, client_side: bool) -> TlsSettings:
+    problems_before = len(context.problems.lines)
     mode = t.choice("mode", modes, "disable")
     cert, key, ca = (_readable_path(t, name, context) for name in ("cert", "key", "ca"))
     if client_side and mode != "disable" and not (t.data.get("cert") and t.data.get("key")):
         t.problem(None, f'mode "{mode}" needs cert and key (the proxy\'s certificate and private key)')
     elif ("cert" in t.data) != ("key" in t.data):
         t.problem(None, "cert and key must be given together")
-    return TlsSettings(mode=mode, cert=cert, key=key, ca=ca)
+    client_cert = "none"
+    if client_side:
+        client_cert = t.choice("client_cert", ("none", "verify"), "none")
+        if client_cert == "verify" and not ca:
+            t.problem("client_cert", 'client_cert = "verify" needs ca (the CA that signs client certificates)')
+    elif "client_cert" in t.data:
+        t.problem("client_cert", "only valid for tls (towards clients); server_tls uses cert and key")
+    if mode.startswith("verify") and not ca:
+        t.problem("ca", f'mode "{mode}" needs ca (the CA that signs the servers\' certificates)')
+    min_version = t.choice("min_version", TLS_VERSIONS, "1.2")
+    settings = TlsSettings(mode=mode, cert=cert, key=key, ca=ca, client_cert=client_cert, min_version=min_version)
+    complete = (cert and key) if client_side else (ca or not mode.startswith("verify"))
+    if mode != "disable" and complete and len(context.problems.lines) == problems_before:
+        from .tls.contexts import check  # (imports this module)
+
+        problem = check(settings, client_side)
+        if problem:
+            t.problem(None, problem)
+    return settings
 
 
 def _readable_path(t: _Table, name: str, context: _Context) -> str | None:
@@ -711,7 +735,7 @@ def _build_pool(t: _Table) -> PoolSettings:
     return pool
 
 
-def _build_endpoints(cluster: _Table, instances: tuple[Address, ...]) -> tuple[EndpointConfig, ...]:
+def _build_endpoints(cluster: _Table, instances: tuple[Address, ...], context: _Context) -> tuple[EndpointConfig, ...]:
     header = f"[[{cluster.path('endpoints')}]]"
     tables = cluster.table_list("endpoints", _ENDPOINT_KEYS, header=header)
     if not tables:
@@ -720,7 +744,7 @@ def _build_endpoints(cluster: _Table, instances: tuple[Address, ...]) -> tuple[E
         return ()
     endpoints: list[EndpointConfig] = []
     for t in tables:
-        endpoint = _build_endpoint(t, instances)
+        endpoint = _build_endpoint(t, instances, context)
         if endpoint.name and any(e.name == endpoint.name for e in endpoints):
             t.problem("name", f'duplicate endpoint name "{endpoint.name}" in this cluster')
         endpoints.append(endpoint)
@@ -730,7 +754,7 @@ def _build_endpoints(cluster: _Table, instances: tuple[Address, ...]) -> tuple[E
 _NO_ADDRESS = Address("", 0)  # placeholder for a missing/invalid listen address; never in a returned Config
 
 
-def _build_endpoint(t: _Table, cluster_instances: tuple[Address, ...]) -> EndpointConfig:
+def _build_endpoint(t: _Table, cluster_instances: tuple[Address, ...], context: _Context) -> EndpointConfig:
     name = t.text("name", "", required=True)
     if name and not _NAME_RE.fullmatch(name):
         t.problem("name", "endpoint names may only contain letters, digits, '_' and '-'")
@@ -759,6 +783,8 @@ def _build_endpoint(t: _Table, cluster_instances: tuple[Address, ...]) -> Endpoi
         exclude=exclude or (),
         kind=kind,
         read_your_writes=read_your_writes,
+        tls=(_build_tls(t.table("tls", _TLS_KEYS), CLIENT_TLS_MODES, context, client_side=True)
+             if "tls" in t.data else None),
     )
 
 

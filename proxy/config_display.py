@@ -53,8 +53,8 @@ def _cluster_display(cluster: ClusterConfig) -> dict[str, Any]:
         "instances": [str(a) for a in cluster.instances],
         "client_auth": cluster.client_auth,
         "read_only_functions": list(cluster.read_only_functions),
-        "tls": _settings_display(cluster.tls),
-        "server_tls": _settings_display(cluster.server_tls),
+        "tls": _tls_display(cluster.tls, client_side=True),
+        "server_tls": _tls_display(cluster.server_tls, client_side=False),
         "health": _settings_display(cluster.health),
         "failover": _settings_display(cluster.failover),
         "pool": _settings_display(cluster.pool),
@@ -97,6 +97,20 @@ def _endpoint_display(endpoint: EndpointConfig) -> dict[str, Any]:
         shown["kind"] = endpoint.kind
     if endpoint.role == "split":
         shown["read_your_writes"] = endpoint.read_your_writes
+    if endpoint.tls is not None:
+        shown["tls"] = _tls_display(endpoint.tls, client_side=True)
+    return shown
+
+
+def _tls_display(settings: TlsSettings, client_side: bool) -> dict[str, Any]:
+    """Only what is set: the mode alone while TLS is off."""
+    shown = _settings_display(settings)
+    if settings.mode == "disable":
+        return {"mode": "disable"}
+    if not client_side or settings.client_cert == "none":
+        shown.pop("client_cert", None)
+    if settings.min_version == "1.2":
+        shown.pop("min_version", None)
     return shown
 
 

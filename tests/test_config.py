@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from proxy.config import (
 from proxy.config_diff import ClusterDiff, diff
 from proxy.config_display import to_display
 from proxy.durations import format_duration, format_size
+from proxy.tls.certs import generate
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "dbproxy.example.toml"
 
@@ -456,11 +458,11 @@ RULES: list[tuple[str, str, str]] = [
     ),
     (
         "bad server tls mode",
-        edit('engine = "postgres"', 'engine = "postgres"\nserver_tls = { mode = "verify-ca" }'),
+        edit('engine = "postgres"', 'engine = "postgres"\nserver_tls = { mode = "verify-none" }'),
         _e(
             "clusters.main.server_tls.mode",
-            'invalid value "verify-ca": expected one of disable | prefer | require | verify-full'
-            ' (did you mean "verify-full"?)',
+            'invalid value "verify-none": expected one of disable | prefer | require | verify-ca | verify-full'
+            ' (did you mean "verify-ca"?)',
         ),
     ),
     (
@@ -831,8 +833,9 @@ def test_empty_password_file(tmp_path: Path) -> None:
 
 
 def test_tls_files_are_resolved_and_must_be_readable(tmp_path: Path) -> None:
-    (tmp_path / "proxy.crt").write_text("cert")
-    (tmp_path / "proxy.key").write_text("key")
+    certs = generate(tmp_path / "certs")
+    shutil.copy(certs / "server.pem", tmp_path / "proxy.crt")
+    shutil.copy(certs / "server-key.pem", tmp_path / "proxy.key")
     tls = '\ntls = { mode = "require", cert = "proxy.crt", key = "proxy.key" }\nserver_tls = { mode = "verify-full", ca = "ca.pem" }'
     path = tmp_path / "dbproxy.toml"
     path.write_text(edit('engine = "postgres"', 'engine = "postgres"' + tls))
@@ -841,7 +844,10 @@ def test_tls_files_are_resolved_and_must_be_readable(tmp_path: Path) -> None:
     assert info.value.problems == [
         f"config error: {path}: clusters.main.server_tls.ca: cannot read {tmp_path / 'ca.pem'}: No such file or directory"
     ]
-    (tmp_path / "ca.pem").write_text("ca")
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    with pytest.raises(ConfigError, match="clusters.main.server_tls: cannot load the certificate, key or CA"):
+        load_config(str(path))
+    shutil.copy(certs / "ca.pem", tmp_path / "ca.pem")
     cluster = load_config(str(path)).clusters[0]
     assert cluster.tls == TlsSettings("require", str(tmp_path / "proxy.crt"), str(tmp_path / "proxy.key"))
     assert cluster.server_tls == TlsSettings("verify-full", ca=str(tmp_path / "ca.pem"))
@@ -996,3 +1002,18 @@ def test_diff_server_settings_and_restart() -> None:
     assert diff(old, moved).requires_restart == ("server.admin_listen", "server.http_listen")
     engine = parse(edit('engine = "postgres"', 'engine = "mysql"'))
     assert diff(parse(BASE), engine).requires_restart == ("clusters.main.engine",)
+
+
+def test_tls_client_certificates_endpoint_override_and_versions(tmp_path: Path) -> None:
+    certs = generate(tmp_path)
+    tls = f'tls = {{ mode = "prefer", cert = "{certs}/server.pem", key = "{certs}/server-key.pem"'
+    assert problems(edit('engine = "postgres"', f'engine = "postgres"\n{tls}, client_cert = "verify" }}')) == [
+        _e("clusters.main.tls.client_cert", 'client_cert = "verify" needs ca (the CA that signs client certificates)')]
+    assert problems(edit('engine = "postgres"', 'engine = "postgres"\nserver_tls = { mode = "verify-full" }')) == [
+        _e("clusters.main.server_tls.ca", 'mode "verify-full" needs ca (the CA that signs the servers\' certificates)')]
+    text = edit('role = "writer"', f'role = "writer"\n{tls}, min_version = "1.3", ca = "{certs}/ca.pem", '
+                                   'client_cert = "verify" }')
+    endpoint = parse(text).clusters[0].endpoints[0]
+    assert endpoint.tls == TlsSettings("prefer", f"{certs}/server.pem", f"{certs}/server-key.pem",
+                                       f"{certs}/ca.pem", "verify", "1.3")
+    assert parse(BASE).clusters[0].endpoints[0].tls is None   # the cluster's tls applies

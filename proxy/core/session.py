@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..config import EndpointConfig
+from ..config import EndpointConfig, TlsSettings
 from ..errors import (
     AuthenticationFailed,
     ProtocolViolation,
@@ -26,6 +27,8 @@ from ..errors import (
     TooManyConnections,
 )
 from ..routing.classify import Classification, Route
+from ..tls import contexts as tls_contexts
+from ..tls.layer import TlsConnection
 
 if TYPE_CHECKING:
     from ..pool.pool import Pool
@@ -89,6 +92,7 @@ class ClientSessionCore(asyncio.Protocol):
     _route_stem = b"\x00"   # split: the previous statement's text without trailing digits
     _route_verdict: Classification = _NO_VERDICT
     pool_variant: Any = None   # the engine's login-time settings a server connection must match
+    tls_version: str | None = None   # "TLSv1.3" once the client's TLS handshake is done
     _server_paused = False
     _reading_paused: Any = None
 
@@ -186,10 +190,44 @@ class ClientSessionCore(asyncio.Protocol):
         self._give_back_server()
         if self._counted:
             self.cluster.clients -= 1
+        if self.tls_version is not None:
+            self.app.metrics.client_connections_tls.labels(self.cluster.name, self.endpoint.name).dec()
         self.app.client_closed(self, self._close_reason)
 
     def _lost_before_login(self) -> None:
         """Hook: log what a client that vanished mid-login had sent (SPEC §9)."""
+
+    # ---- TLS (SPEC §10) ---------------------------------------------------------------------------
+
+    @property
+    def tls_settings(self) -> TlsSettings:
+        return self.endpoint.tls or self.cluster.config.tls
+
+    def tls_context(self, alpn: Sequence[str] = ()) -> ssl.SSLContext | None:
+        """The context for this client's TLS handshake; None when TLS is off here (or cannot work)."""
+        try:
+            return tls_contexts.for_clients(self.tls_settings, alpn)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            log.error("client %s: TLS is enabled on %s/%s but its certificate cannot be loaded: %s", self.peer,
+                      self.cluster.name, self.endpoint.name, exc)
+            return None
+
+    def start_tls(self, context: ssl.SSLContext, already_read: bytes = b"") -> None:
+        """The client's next bytes are a TLS handshake (already_read: the first of them)."""
+        TlsConnection(self.transport, self, context, self._tls_done, already_read)
+
+    def _tls_done(self, tls: TlsConnection | None, error: str | None) -> bool:
+        if tls is None:
+            log.info("client %s: TLS handshake failed: %s", self.peer, error)
+            self._close_reason = f"TLS handshake failed: {error}"
+            return False
+        self.tls_version = tls.version
+        self.app.metrics.client_connections_tls.labels(self.cluster.name, self.endpoint.name).inc()
+        return self._tls_established(tls)
+
+    def _tls_established(self, tls: TlsConnection) -> bool:
+        """Hook: the handshake is done (False: the engine closed the connection)."""
+        return True
 
     # Back-pressure (asyncio flow control): the client's write buffer is full, so its server is not
     # read meanwhile (_reading_paused); the server's is, so the client is not read (_server_paused).

@@ -55,6 +55,8 @@ def greet(session: MysqlClientSession) -> None:
     session.pid, session.key = session.app.register_cancel_key(session)
     host = session.peer.rsplit(":", 1)[0]
     offered = _OFFERED | (Capability.LOCAL_FILES if session.cluster.config.allow_local_infile else 0)
+    if session.tls_context() is not None:
+        offered |= Capability.SSL
     app = session.app
 
     def verifiers(name: str) -> Any:
@@ -62,7 +64,8 @@ def greet(session: MysqlClientSession) -> None:
         return login.secrets.get("mysql") if login is not None else None
 
     login = session._login_machine = ClientLogin(
-        session.cluster.config.client_auth, session.pid, session.shared.server_version, offered, verifiers, host)
+        session.cluster.config.client_auth, session.pid, session.shared.server_version, offered, verifiers, host,
+        require_tls=session.tls_settings.mode == "require")
     session.write(encode_packets(login.greeting(), 0)[0])
 
 
@@ -86,8 +89,13 @@ def receive(session: MysqlClientSession, data: bytes) -> None:
         session.state = AUTH
         replies = machine.receive(seq, payload)
         if machine.wants_tls:
-            session.close("TLS requested", encode_packets(encode_err(
-                ErrorCode.SECURE_TRANSPORT_REQUIRED, "TLS is not enabled on this dbproxy endpoint"), seq + 1)[0])
+            context = session.tls_context()
+            if context is None:   # offered at greeting, but the certificate went bad since
+                session.close("TLS requested", encode_packets(encode_err(
+                    ErrorCode.SECURE_TRANSPORT_REQUIRED, "TLS is not available on this dbproxy endpoint"), seq + 1)[0])
+                return
+            session._buf = b""
+            session.start_tls(context, bytes(buf[pos:]))   # the ClientHello may follow in the same read
             return
         if machine.failed:
             session.auth_failed()

@@ -132,6 +132,11 @@ class MysqlClientSession(ClientSessionCore):
         except ProxyError as exc:
             self._client_error(exc)
 
+    def _tls_established(self, tls: Any) -> bool:
+        if self._login_machine is not None:
+            self._login_machine.tls_established()   # the full handshake response follows, inside TLS
+        return True
+
     def _client_error(self, exc: ProxyError) -> None:
         """A client's command the proxy cannot take (wherever it was read: data_received, or the
         pending bytes handed on when a server is attached or a statement re-prepared)."""

@@ -23,6 +23,7 @@ from ...core.session import (
 from ...errors import AuthenticationFailed, ProtocolViolation, ProxyError, ServerUnavailable
 from ...logs import ConnectionLog
 from ...pool.pool import Pool
+from ...tls.layer import TlsConnection
 from .client_auth import ClientAuthentication
 from .gucs import GucState
 from .reset import reset_then_release
@@ -67,6 +68,8 @@ connections_log = ConnectionLog()
 _U32 = struct.Struct("!I")
 _STARTUP, _AUTH, _LOGIN, _READY, _CLOSED = STARTUP, AUTH, LOGIN, READY, CLOSED
 _SSL_REQUEST = m.ssl_request()
+_TLS_HANDSHAKE = 0x16   # the first byte of a TLS record carrying a ClientHello
+_ALPN = ("postgresql",)
 _READY_IDLE = m.ready_for_query(b"I")
 _MAX_AUTH_MESSAGE = 16 * 1024
 def _plain_select_text(sql: bytes) -> bool:
@@ -104,6 +107,7 @@ class PgClientSession(ClientSessionCore):
     _auth_reader: MessageReader | None = None   # made when a password message comes in pieces
     _auth: ClientAuthentication | None = None
     _split_hold: SplitHold | None = None   # made by the first statement checked on a replica (split)
+    _direct = False   # the connection began with a TLS ClientHello (PostgreSQL 17 direct TLS)
     _capture_names: list[str] = _NO_NAMES
     _capture_position = False
     server: ServerConnection | None
@@ -159,7 +163,10 @@ class PgClientSession(ClientSessionCore):
             # Fast paths for a whole packet in one read: libpq's SSLRequest (sslmode=prefer), and a
             # StartupMessage seen before (every reconnect of the same client sends the same bytes).
             if data == _SSL_REQUEST:
-                self.write(b"N")
+                self._ssl_request(b"")
+                return
+            if data[0] == _TLS_HANDSHAKE and self.tls_version is None:
+                self._direct_tls(data)
                 return
             request = known_startup(data)
             if request is not None:
@@ -172,8 +179,12 @@ class PgClientSession(ClientSessionCore):
                 self._startup_buf = buf
                 return
             packet, buf = buf[:used], buf[used:]
-            if isinstance(event, (SSLRequest, GSSENCRequest)):
-                self.write(b"N")  # no TLS / GSS encryption yet: the client continues in plain text
+            if isinstance(event, SSLRequest):
+                self._startup_buf = b""
+                if self._ssl_request(bytes(buf)):
+                    return   # what followed is the TLS handshake's
+            elif isinstance(event, GSSENCRequest):
+                self.write(b"N")  # no GSS encryption: the client continues in plain text
             elif isinstance(event, CancelRequest):
                 self.app.cancel(event.pid, event.key)
                 self.close("cancel request")
@@ -184,8 +195,42 @@ class PgClientSession(ClientSessionCore):
         if buf:
             self.data_received(buf)
 
+    def _ssl_request(self, rest: bytes) -> bool:
+        """SSLRequest: 'S' and TLS from here on (True), or 'N' when TLS is off on this endpoint."""
+        if self.tls_version is not None:
+            raise ProtocolViolation("SSLRequest received inside TLS")
+        context = self.tls_context(_ALPN)
+        if context is None:
+            self.write(b"N")
+            return False
+        self.write(b"S")
+        self.start_tls(context, rest)
+        return True
+
+    def _direct_tls(self, data: bytes) -> None:
+        """PostgreSQL 17 direct TLS (sslnegotiation=direct): a ClientHello instead of a startup packet."""
+        context = self.tls_context(_ALPN)
+        if context is None:
+            log.info("client %s: direct TLS connection, but TLS is off on %s/%s", self.peer, self.cluster.name,
+                     self.endpoint.name)
+            self.close("direct TLS without TLS enabled")
+            return
+        self._direct = True
+        self.start_tls(context, data)
+
+    def _tls_established(self, tls: TlsConnection) -> bool:
+        if self._direct and tls.alpn != "postgresql":
+            # As PostgreSQL 17: direct TLS must negotiate ALPN "postgresql" (no cross-protocol confusion).
+            log.info("client %s: direct TLS connection without ALPN \"postgresql\": closed", self.peer)
+            self.close("direct TLS without ALPN")
+            return False
+        return True
+
     def _startup(self, request: StartupRequest) -> None:
         user_name = request.user
+        if self.tls_version is None and self.tls_settings.mode == "require":
+            raise ProxyError(f"this dbproxy endpoint accepts only TLS connections; reconnect with sslmode=require "
+                             f"(user \"{user_name}\", database \"{request.database}\", TLS off)", "28000")
         if not user_name:
             raise ProtocolViolation("no PostgreSQL user name specified in startup packet")
         if request.replication:
