@@ -126,6 +126,7 @@ class HealthSettings:
 
     user/password/database: the probe connections' login. parse_config fills in the first [[users]]
     entry's server_user/server_password when user is not given (None only in a bare HealthSettings()).
+    tls: the cluster's server_tls (filled in by parse_config): probes and failover actions use it too.
     """
 
     interval: float = 0.5
@@ -135,6 +136,7 @@ class HealthSettings:
     user: str | None = None
     password: str | None = None
     database: str = "postgres"
+    tls: TlsSettings = TlsSettings()
 
 
 @dataclass(frozen=True)
@@ -614,6 +616,7 @@ def _build_cluster(name: str, t: _Table, context: _Context) -> ClusterConfig:
     if instances == () and not t.data["instances"]:
         t.problem("instances", "at least one instance is required")
     instances = instances or ()
+    server_tls = _build_tls(t.table("server_tls", _TLS_KEYS), SERVER_TLS_MODES, context, client_side=False)
     return ClusterConfig(
         name=name,
         engine=engine,
@@ -625,8 +628,9 @@ def _build_cluster(name: str, t: _Table, context: _Context) -> ClusterConfig:
             note=f' for engine = "{engine}"' if engine else "",
         ),
         tls=_build_tls(t.table("tls", _TLS_KEYS), CLIENT_TLS_MODES, context, client_side=True),
-        server_tls=_build_tls(t.table("server_tls", _TLS_KEYS), SERVER_TLS_MODES, context, client_side=False),
-        health=_build_health(t.table("health", _HEALTH_KEYS), context, "" if engine == "mysql" else "postgres"),
+        server_tls=server_tls,
+        health=replace(_build_health(t.table("health", _HEALTH_KEYS), context, "" if engine == "mysql" else "postgres"),
+                       tls=server_tls),
         failover=_build_failover(t.table("failover", _FAILOVER_KEYS), context),
         pool=_build_pool(t.table("pool", _field_names(PoolSettings))),
         endpoints=_build_endpoints(t, instances, context),

@@ -55,7 +55,7 @@ def _cluster_display(cluster: ClusterConfig) -> dict[str, Any]:
         "read_only_functions": list(cluster.read_only_functions),
         "tls": _tls_display(cluster.tls, client_side=True),
         "server_tls": _tls_display(cluster.server_tls, client_side=False),
-        "health": _settings_display(cluster.health),
+        "health": {k: v for k, v in _settings_display(cluster.health).items() if k != "tls"},   # = server_tls
         "failover": _settings_display(cluster.failover),
         "pool": _settings_display(cluster.pool),
         "endpoints": [_endpoint_display(e) for e in cluster.endpoints],

@@ -207,6 +207,7 @@ def test_example_config_parses_to_the_documented_values() -> None:
         user="app",
         password="app-secret",
         database="postgres",
+        tls=TlsSettings("prefer"),   # probes and failover actions use server_tls
     )
     assert main.failover == FailoverSettings(mode="follow", promote_after=3.0, borrow_timeout=30.0)
     assert main.pool == PoolSettings()  # the example spells out every default

@@ -235,7 +235,8 @@ class Cluster(Generic[C]):
                 current = self.config.pool
                 login = self.current_user(user.name) or user
                 conn: C = await self.engine.connect(  # type: ignore[assignment]
-                    instance, login.server_user, login.server_password, database, current, variant)
+                    instance, login.server_user, login.server_password, database, current, variant,
+                    self.config.server_tls)
                 return conn
 
             # The variants of one (instance, user, database) share max_server_connections (SPEC §2).

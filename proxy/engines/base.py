@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from ..config import Address, FailoverSettings, HealthSettings, PoolSettings
+from ..config import Address, FailoverSettings, HealthSettings, PoolSettings, TlsSettings
 from ..routing.classify import Classifier
 
 if TYPE_CHECKING:
@@ -61,8 +61,9 @@ class Engine(Protocol):
         """A new client connection's protocol object on one endpoint."""
 
     async def connect(self, address: Address, user: str, password: str | None, database: str,
-                      settings: PoolSettings, variant: Any = None) -> ServerLink:
-        """Open and log in one server connection (raises errors.ServerConnectFailed)."""
+                      settings: PoolSettings, variant: Any = None, tls: TlsSettings | None = None) -> ServerLink:
+        """Open and log in one server connection, TLS as the cluster's server_tls says (raises
+        errors.ServerConnectFailed)."""
 
     def classifier(self, read_only_functions: Sequence[str]) -> Classifier: ...
 

@@ -161,7 +161,8 @@ class TopologyMonitor:
     def set_health(self, health: HealthSettings) -> None:
         """Apply reloaded health settings; new probe credentials reconnect every probe."""
         old, self.health = self.health, health
-        if (old.user, old.password, old.database) == (health.user, health.password, health.database):
+        if (old.user, old.password, old.database, old.tls) == (health.user, health.password, health.database,
+                                                                health.tls):
             return
         for address, watch in self._watches.items():
             watch.probe.close()

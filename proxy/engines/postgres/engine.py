@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ...config import Address, FailoverSettings, HealthSettings, PoolSettings
+from ...config import Address, FailoverSettings, HealthSettings, PoolSettings, TlsSettings
 from .classify import PgClassifier
 from .server import ServerConnection, open_server_connection
 from .statements import StatementNames
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ...topology import FailoverActions, Probe, ProbeFactory
 
 log = logging.getLogger("dbproxy")
+_NO_TLS = TlsSettings()
 
 
 @dataclass
@@ -47,9 +48,9 @@ class PostgresEngine:
         return PgClientSession(app, cluster, endpoint)
 
     async def connect(self, address: Address, user: str, password: str | None, database: str,
-                      settings: PoolSettings, variant: Any = None) -> ServerConnection:
+                      settings: PoolSettings, variant: Any = None, tls: TlsSettings | None = None) -> ServerConnection:
         return await open_server_connection(address, user, password, database, settings.connect_timeout,
-                                            settings.init_query)
+                                            settings.init_query, tls or _NO_TLS)
 
     def classifier(self, read_only_functions: Sequence[str]) -> PgClassifier:
         return PgClassifier(read_only_functions)
@@ -84,7 +85,7 @@ class PostgresEngine:
 def _pg_probe(address: Address, health: HealthSettings) -> Probe:
     from .probe import PgProbe
 
-    return PgProbe(address, health.user or "postgres", health.password, health.database)
+    return PgProbe(address, health.user or "postgres", health.password, health.database, health.tls)
 
 
 ENGINE = PostgresEngine()

@@ -26,7 +26,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ...config import Address, HealthSettings
+from ...config import Address, HealthSettings, TlsSettings
 from ...errors import ProxyError
 from ...topology.coordinator import ActionFailed
 from .sql import PgSqlConnection, QueryFailed, format_lsn, parse_lsn
@@ -42,14 +42,15 @@ STATEMENT_TIMEOUT = 5.0
 class PgFailoverActions:
     """The PostgreSQL adapter of coordinator.FailoverActions; see the module docstring."""
 
-    def __init__(self, user: str, password: str | None, database: str) -> None:
+    def __init__(self, user: str, password: str | None, database: str, tls: TlsSettings | None = None) -> None:
         self.user = user
         self.password = password
         self.database = database
+        self.tls = tls or TlsSettings()
 
     @classmethod
     def from_health(cls, health: HealthSettings) -> PgFailoverActions:
-        return cls(health.user or "postgres", health.password, health.database)
+        return cls(health.user or "postgres", health.password, health.database, health.tls)
 
     # ---- the actions ----------------------------------------------------------------------------
 
@@ -184,7 +185,7 @@ class PgFailoverActions:
     async def _with_connection(self, address: Address, action: Callable[[PgSqlConnection], Awaitable[T]],
                                timeout: float) -> T:
         """Run `action` over a fresh connection; every failure becomes ActionFailed."""
-        conn = PgSqlConnection(address, self.user, self.password, self.database, APPLICATION_NAME)
+        conn = PgSqlConnection(address, self.user, self.password, self.database, APPLICATION_NAME, self.tls)
         try:
             try:
                 await asyncio.wait_for(conn.connect(), CONNECT_TIMEOUT)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from ...config import Address
+from ...config import Address, TlsSettings
 from ...errors import ProxyError
 from ...topology.model import ProbeResult
 from .sql import PgSqlConnection, QueryFailed, Row, parse_data_row, parse_lsn
@@ -32,6 +32,9 @@ SELECT r,
 FROM s"""
 
 
+_NO_TLS = TlsSettings()
+
+
 class ProbeFailed(Exception):
     """The probe query failed on a connection that is still usable."""
 
@@ -39,12 +42,13 @@ class ProbeFailed(Exception):
 class PgProbe:
     """Probes one PostgreSQL instance; see the module docstring."""
 
-    def __init__(self, address: Address, user: str, password: str | None, database: str) -> None:
+    def __init__(self, address: Address, user: str, password: str | None, database: str,
+                 tls: TlsSettings = _NO_TLS) -> None:
         self.address = address
         self.user = user
         self.password = password
         self.database = database
-        self._conn = PgSqlConnection(address, user, password, database, "dbproxy-probe")
+        self._conn = PgSqlConnection(address, user, password, database, "dbproxy-probe", tls)
 
     async def probe(self, timeout: float) -> ProbeResult:
         """One probe, bounded by `timeout` seconds in all (connecting included); never raises."""

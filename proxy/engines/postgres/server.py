@@ -10,15 +10,17 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
-from ...config import Address
+from ...config import Address, TlsSettings
 from ...errors import ServerConnectFailed
 from .server_login import ServerLogin
+from .server_tls import open_transport
 from .wire import messages as m
 from .wire.framing import MessageReader
 from .wire.responses import CAPTURE, DROP_ALL, QUERY, ResponseTracker, Slot
 
 log = logging.getLogger("dbproxy.server")
 _ids = itertools.count(1)
+_NO_TLS = TlsSettings()
 
 
 class ServerOwner(Protocol):
@@ -197,14 +199,13 @@ class ServerCleanup(Protocol):
 
 
 async def open_server_connection(address: Address, user: str, password: str | None, database: str,
-                                 timeout: float, init_query: str = "") -> ServerConnection:
-    """Connect and log in; raises ServerConnectFailed (with the server's SQLSTATE when it refused)."""
-    loop = asyncio.get_running_loop()
+                                 timeout: float, init_query: str = "",
+                                 tls: TlsSettings = _NO_TLS) -> ServerConnection:
+    """Connect (TLS as server_tls says) and log in; raises ServerConnectFailed (with the server's SQLSTATE
+    when it refused)."""
     login = ServerLogin(user, password, database)
     try:
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: ServerConnection(address, login), address.host, address.port),
-            timeout)
+        conn = await asyncio.wait_for(open_transport(address, lambda: ServerConnection(address, login), tls), timeout)
         await asyncio.wait_for(asyncio.shield(conn.ready), timeout)
     except TimeoutError as exc:
         raise ServerConnectFailed(f"connecting to {address} timed out after {timeout:g}s") from exc

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ...config import Address
+from ...config import Address, TlsSettings
 from .server_login import ServerLogin
+from .server_tls import open_stream
 from .wire import messages as m
 from .wire.framing import MessageReader
 from .wire.messages import format_lsn, parse_data_row, parse_lsn
@@ -28,6 +29,9 @@ class QueryFailed(Exception):
         self.message = fields.message
 
 
+_NO_TLS = TlsSettings()
+
+
 class PgSqlConnection:
     """One connection to one instance, logged in as `user`; see the module docstring.
 
@@ -36,8 +40,9 @@ class PgSqlConnection:
     """
 
     def __init__(self, address: Address, user: str, password: str | None, database: str,
-                 application_name: str) -> None:
+                 application_name: str, tls: TlsSettings = _NO_TLS) -> None:
         self.address = address
+        self.tls = tls
         self.user = user
         self.password = password
         self.database = database
@@ -52,7 +57,7 @@ class PgSqlConnection:
 
     async def connect(self) -> None:
         self._messages = MessageReader(max_length=_MAX_MESSAGE)
-        self._reader, self._writer = await asyncio.open_connection(self.address.host, self.address.port)
+        self._reader, self._writer = await open_stream(self.address, self.tls)
         login = ServerLogin(self.user, self.password, self.database, {"application_name": self.application_name})
         self._writer.write(login.startup())
         while not login.done:
