@@ -903,9 +903,17 @@ def test_read_your_writes_holds_across_a_users_connections(
     pg.sql(0, "GRANT CREATE ON SCHEMA public TO app", db="app")
     default, control = split_endpoint("app"), split_endpoint("control", read_your_writes=False)
     start_proxy(proxy_factory, pg, [default, control], max_lag="60s")
+    sessions = "SELECT sessions FROM pg_stat_database WHERE datname = 'app'"
+    opened_before = int(pg.sql(0, sessions))
     began = time.monotonic()
     missed = psql_rounds(default.port, range(PSQL_ROUNDS))
     took = time.monotonic() - began
+    time.sleep(1.0)   # the statistics of ended backends reach pg_stat_database
+    opened = int(pg.sql(0, sessions)) - opened_before
+    # psql leaves as soon as its write's ReadyForQuery arrives, while the proxy still reads the write's
+    # position on that server connection: it finishes that read and pools the connection (not one new
+    # server connection per write, which closing it would cost).
+    assert opened < PSQL_ROUNDS, f"{opened} server sessions opened for {2 * PSQL_ROUNDS} psql writes"
     unguarded = psql_rounds(control.port, range(100, 105))
     print(f"\nread_your_writes (default config) across psql connections: missed {missed} of {PSQL_ROUNDS} "
           f"({took:.1f}s); without it: {len(unguarded)} of 5")

@@ -165,6 +165,11 @@ class ClientSessionCore(asyncio.Protocol):
         """Give a quiet server back for good (client gone): roll back / reset first if needed."""
         pool.release(server)
 
+    def _finish_own_work(self, server: Any, pool: Pool[Any]) -> bool:
+        """The client left while only the proxy's own follow-up ran on its server (read_your_writes'
+        position): True if the engine lets it finish and then pools the server itself."""
+        return False
+
     def _work_in_flight(self, server: Any) -> bool:
         """Responses still outstanding: closing the server is then the only clean way out."""
         return not server.idle and not server.in_transaction
@@ -487,6 +492,8 @@ class ClientSessionCore(asyncio.Protocol):
             server.close()
             return
         if self._work_in_flight(server):
+            if self._finish_own_work(server, pool):
+                return
             if self._read_your_writes and self._last_route == "primary" and self.login is not None:
                 # Perhaps the proxy's own read of the write's position (read_your_writes) that the
                 # client did not wait for (psql -c exits on ReadyForQuery): this user's next reads,

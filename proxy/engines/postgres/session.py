@@ -26,7 +26,7 @@ from ...pool.pool import Pool
 from ...tls.layer import TlsConnection
 from .client_auth import ClientAuthentication
 from .gucs import GucState
-from .reset import reset_then_release
+from .reset import finish_capture_then_release, reset_then_release
 from .rewrite import StatementRewriter
 from .server import ServerConnection
 from .session_state import EMPTY, session_effects
@@ -86,6 +86,15 @@ _plain_select = by_statement_stem(_plain_select_text, _PLAIN_STEMS)
 _PLAIN_SELECT = _plain_select
 # Statements after which a statement's description (columns, types) may differ.
 _DDL = re.compile(rb"(?:^|;)\s*(?:alter|drop|create)\s", re.IGNORECASE)
+
+
+def _captured_position(rows: list[bytes]) -> int | None:
+    """The WAL position a read_your_writes capture read (its first column), if it did."""
+    try:
+        values = m.parse_data_row(rows[0]) if rows else []
+        return m.parse_lsn(values[0]) if values and values[0] is not None else None
+    except (ValueError, struct.error):
+        return None
 
 
 def _effect_free(query: bytes) -> bool:
@@ -760,6 +769,25 @@ class PgClientSession(ClientSessionCore):
 
     def _work_in_flight(self, server: ServerConnection) -> bool:
         return not server.tracker.quiet or self.unsynced or bool(self._copy_skip)
+
+    def _finish_own_work(self, server: ServerConnection, pool: Pool[ServerConnection]) -> bool:
+        if not self._capturing or self.unsynced or self._copy_skip or len(server.tracker.slots) != 1:
+            return False
+        self._capturing = False
+        assert self.login is not None
+        cluster, user, want_position = self.cluster, self.login.user.name, self._capture_position
+
+        def captured(rows: list[bytes]) -> None:
+            # psql -c and other one-statement clients leave on ReadyForQuery: their write still counts.
+            if want_position:
+                position = _captured_position(rows)
+                if position is None:
+                    cluster.note_unknown_write(user, RYW_FALLBACK_SECONDS)
+                else:
+                    cluster.note_write(user, position)
+
+        finish_capture_then_release(server, pool, captured)
+        return True
 
     def _return_server(self, server: ServerConnection, pool: Pool[ServerConnection]) -> None:
         cleanup: list[str] = []
