@@ -45,6 +45,7 @@ from .wire.framing import (
 )
 from .wire.responses import (
     BIND,
+    CAPTURE,
     CLOSE,
     DESCRIBE,
     DESCRIBED,
@@ -104,6 +105,10 @@ _STREAM_COPY_DATA = 0x64  # CopyData may stream through before it is complete
 # Slots are immutable once made: share one per kind for plain pass-through responses.
 _QUERY_SLOT, _SYNC_SLOT, _EXECUTE_SLOT = Slot(QUERY), Slot(SYNC), Slot(EXECUTE)
 _BIND_SLOT, _DESCRIBE_SLOT, _CLOSE_SLOT, _PARSE_SLOT = Slot(BIND), Slot(DESCRIBE), Slot(CLOSE), Slot(PARSE)
+_CAPTURE_SLOT = Slot(QUERY, CAPTURE)
+# read_your_writes: the insert position (with synchronous_commit = off the commit record may not be written
+# yet, and the write position, pg_current_wal_lsn, would be before it).
+_POSITION_QUERY = m.query("SELECT pg_current_wal_insert_lsn()::text")
 
 
 class PgClientSession(ClientSessionCore):
@@ -424,7 +429,7 @@ class PgClientSession(ClientSessionCore):
         size = len(data)
         pos = start = 0
         out: list[bytes] = []
-        hidden_sync = b""
+        hidden_sync = capture = b""
         while size - pos >= 5:
             kind = data[pos]
             length = _U32.unpack_from(data, pos + 1)[0]
@@ -451,7 +456,10 @@ class PgClientSession(ClientSessionCore):
                     start = end
                 else:
                     self._statement_effects(sql, server)
+                    ahead = self._read_your_writes and pos == 0 and end == size and self._ends_transaction(sql, tracker)
                     tracker.push(_QUERY_SLOT)
+                    if ahead:
+                        capture = self._capture_ahead(tracker)
             elif kind == 0x53:  # Sync
                 tracker.push(_SYNC_SLOT)
                 self.unsynced = False
@@ -512,12 +520,37 @@ class PgClientSession(ClientSessionCore):
         if self.rewriter is not None and self.rewriter.to_client:
             self._flush_replies()
         if start == 0 and pos == size:
-            server.write(data)
+            server.write(data + capture if capture else data)
         else:
             out.append(data[start:pos])
             if hidden_sync:
                 out.append(hidden_sync)   # ends the batch that stays on the replica (see split_hold)
+            out.append(capture)
             self._flush_to_server(server, out)
+
+    def _ends_transaction(self, sql: bytes, tracker: ResponseTracker) -> bool:
+        """read_your_writes: this lone simple Query on the primary ends a transaction — an autocommit
+        statement, or COMMIT / END — so the write position can be read right behind it (`_capture_ahead`)."""
+        if (self._last_route != "primary" or self._capturing or self._tx_set_names or tracker.slots
+                or self.pinned is not None or self.session_mode):
+            return False
+        text = sql.rstrip(b"; \t\r\n")
+        if b";" in text:
+            return False   # several statements (or a ';' in a literal): the position is read after them
+        first = text.lstrip()[:6].lower()
+        if tracker.status == b"I":
+            return not first.startswith((b"begin", b"start"))
+        return tracker.status == b"T" and (first.startswith(b"commit") or first.startswith(b"end"))
+
+    def _capture_ahead(self, tracker: ResponseTracker) -> bytes:
+        """Read the write position in the same round trip as the statement that commits (piggybacked):
+        the server connection is free as soon as the client's reply is, one round trip sooner."""
+        self._capture_names = []
+        self._capture_position = True
+        self._capturing = True
+        tracker.captured.clear()
+        tracker.push(_CAPTURE_SLOT)
+        return _POSITION_QUERY
 
     def _flush_replies(self) -> None:
         """Replies the rewriter synthesized whose turn had come (before any server reply)."""
