@@ -97,3 +97,16 @@ async def test_configured_pools_follow_the_topology() -> None:
     cluster.maintain()
     assert set(cluster.pools) == {(second, "app", "app", None)}
     cluster.close()
+
+
+@pytest.mark.parametrize("engine", ["postgres", "mysql"])
+def test_every_engine_takes_the_arguments_the_cluster_connects_with(engine: str) -> None:
+    """Cluster.pool's connect() passes the cluster's server_tls to Engine.connect (a missing parameter
+    would break every pool of that engine at run time)."""
+    import inspect
+
+    from proxy.config import Address, PoolSettings, TlsSettings
+    from proxy.engines import get_engine
+
+    connect = get_engine(engine).connect
+    inspect.signature(connect).bind(Address("127.0.0.1", 1), "user", None, "db", PoolSettings(), None, TlsSettings())

@@ -53,7 +53,8 @@ class MysqlEngine:
         return MysqlClientSession(app, cluster, endpoint)
 
     async def connect(self, address: Address, user: str, password: str | None, database: str,
-                      settings: PoolSettings, variant: Any = None) -> MysqlServerConnection:
+                      settings: PoolSettings, variant: Any = None, tls: Any = None) -> MysqlServerConnection:
+        # tls (server_tls): not supported for MySQL servers yet; connections are plain text.
         return await open_server_connection(address, user, password, database, variant or _DEFAULT_VARIANT,
                                             settings.connect_timeout, settings.init_query,
                                             settings.max_prepared_statements)
