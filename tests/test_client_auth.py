@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+import scramp
 
 from proxy.engines.postgres.client_auth import ClientAuthentication
 from proxy.engines.postgres.wire import messages as m
@@ -79,3 +80,42 @@ def test_a_password_message_after_success_is_a_protocol_violation() -> None:
     auth.start()
     with pytest.raises(ProtocolViolation):
         auth.receive(b"x\x00")
+
+
+BINDING = bytes(range(32))   # a stand-in for the hash of the proxy's certificate
+
+
+def _plus_login(client_binding: bytes, mechanism: str = "SCRAM-SHA-256-PLUS") -> ClientAuthentication:
+    """SCRAM over TLS with scramp as the client (another implementation than the proxy's own)."""
+    auth = ClientAuthentication("scram-sha-256", "app", None, ScramVerifier.from_password("secret"),
+                                channel_binding=BINDING)
+    assert auth.start() == m.auth_sasl(["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"])
+    binding = ("tls-server-end-point", client_binding) if mechanism.endswith("PLUS") else None
+    client = scramp.ScramClient([mechanism], "app", "secret", channel_binding=binding)
+    first = client.get_client_first().encode()
+    challenge = auth.receive(m.cstr(mechanism) + struct.pack("!i", len(first)) + first)
+    client.set_server_first(_sasl_payload(challenge).decode())
+    final = auth.receive(client.get_client_final().encode())
+    client.set_server_final(_sasl_payload(final).decode())
+    return auth
+
+
+def test_scram_sha_256_plus_binds_the_tls_channel() -> None:
+    assert _plus_login(BINDING).done
+    # Another channel's binding data (a man in the middle terminating TLS) is refused.
+    with pytest.raises(AuthenticationFailed):
+        _plus_login(bytes(32))
+    # Plain SCRAM-SHA-256 over TLS stays allowed (libpq's channel_binding=prefer falls back to it).
+    assert _plus_login(BINDING, "SCRAM-SHA-256").done
+
+
+def test_scram_channel_binding_downgrade_and_misuse_are_refused() -> None:
+    verifier = ScramVerifier.from_password("secret")
+    downgrade = ClientAuthentication("scram-sha-256", "app", None, verifier, channel_binding=BINDING)
+    downgrade.start()
+    with pytest.raises(AuthenticationFailed):   # 'y': "I could bind, I think you cannot" while the proxy can
+        downgrade.receive(m.cstr("SCRAM-SHA-256") + struct.pack("!i", 14) + b"y,,n=,r=abcdef")
+    plain = ClientAuthentication("scram-sha-256", "app", None, verifier)   # no TLS: PLUS is not offered
+    plain.start()
+    with pytest.raises(AuthenticationFailed):
+        plain.receive(m.cstr("SCRAM-SHA-256") + struct.pack("!i", 35) + b"p=tls-server-end-point,,n=,r=abcdef")

@@ -251,3 +251,12 @@ def test_mysql_client_certificates(my_proxy: tuple[RunningProxy, dict[str, int]]
     conn.close()
     with pytest.raises(pymysql.err.OperationalError):
         _pymysql(ports["mtls"], ssl={"ca": str(certs / "ca.pem"), "check_hostname": False})
+
+
+def test_scram_channel_binding_over_tls(pg_proxy: tuple[RunningProxy, dict[str, int]]) -> None:
+    """libpq's channel_binding=require: SCRAM-SHA-256-PLUS with tls-server-end-point."""
+    proxy, ports = pg_proxy
+    with psycopg.connect(_conninfo(proxy, ports["tls"], sslmode="require", channel_binding="require")) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with pytest.raises(psycopg.OperationalError, match="channel binding"):   # plain text: nothing to bind
+        psycopg.connect(_conninfo(proxy, proxy.port, sslmode="disable", channel_binding="require"))

@@ -72,6 +72,34 @@ def for_servers(settings: TlsSettings) -> ssl.SSLContext | None:
     return context
 
 
+_end_points: dict[tuple[object, ...], bytes] = {}
+
+
+def server_end_point(settings: TlsSettings) -> bytes | None:
+    """SCRAM channel binding data of type tls-server-end-point (RFC 5929): the hash of the proxy's own
+    certificate (SHA-256 unless its signature uses a stronger hash). None if it cannot be read."""
+    if settings.cert is None:
+        return None
+    key = (settings.cert, _stamp(settings.cert))
+    found = _end_points.get(key)
+    if found is None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+
+        try:
+            with open(settings.cert, "rb") as f:
+                cert = x509.load_pem_x509_certificate(f.read())
+        except (OSError, ValueError):
+            return None
+        algorithm = cert.signature_hash_algorithm
+        if algorithm is None or isinstance(algorithm, hashes.MD5 | hashes.SHA1):
+            algorithm = hashes.SHA256()
+        digest = hashes.Hash(algorithm)
+        digest.update(cert.public_bytes(serialization.Encoding.DER))
+        found = _end_points[key] = digest.finalize()
+    return found
+
+
 def _remember(key: tuple[object, ...], context: ssl.SSLContext) -> None:
     if len(_cache) > 64:   # old certificate generations
         _cache.clear()

@@ -30,8 +30,10 @@ class ClientAuthentication:
     """
 
     def __init__(self, method: str, user: str, password: str | None, verifier: ScramVerifier | None,
-                 salt: bytes | None = None) -> None:
+                 salt: bytes | None = None, channel_binding: bytes | None = None) -> None:
+        """`channel_binding`: the TLS connection's tls-server-end-point data (SCRAM-SHA-256-PLUS is then offered)."""
         self.method = method
+        self._channel_binding = channel_binding
         self.user = user
         self._password = password
         self._verifier = verifier
@@ -56,7 +58,9 @@ class ClientAuthentication:
             return m.auth_md5(self._salt)
         if self._verifier is None:
             raise self._refuse()
-        self._scram = ScramServerExchange(self._verifier)
+        self._scram = ScramServerExchange(self._verifier, channel_binding=self._channel_binding)
+        if self._channel_binding is not None:
+            return m.auth_sasl(["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"])
         return m.auth_sasl(["SCRAM-SHA-256"])
 
     def receive(self, body: bytes) -> bytes:
@@ -72,7 +76,10 @@ class ClientAuthentication:
             if not self._scram_started:
                 self._scram_started = True
                 mechanism, pos = m.read_cstr(body, 0)
-                if mechanism != b"SCRAM-SHA-256":
+                if mechanism == b"SCRAM-SHA-256-PLUS" and self._channel_binding is not None:
+                    self._scram = ScramServerExchange(self._scram.verifier, channel_binding=self._channel_binding,
+                                                      plus=True)
+                elif mechanism != b"SCRAM-SHA-256":
                     raise AuthenticationFailed(
                         f"unsupported SASL mechanism {mechanism.decode(errors='replace')}")
                 (length,) = struct.unpack_from("!i", body, pos)

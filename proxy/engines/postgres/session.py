@@ -23,6 +23,7 @@ from ...core.session import (
 from ...errors import AuthenticationFailed, ProtocolViolation, ProxyError, ServerUnavailable
 from ...logs import ConnectionLog
 from ...pool.pool import Pool
+from ...tls import contexts as tls_contexts
 from ...tls.layer import TlsConnection
 from .client_auth import ClientAuthentication
 from .gucs import GucState
@@ -258,8 +259,9 @@ class PgClientSession(ClientSessionCore):
         self.gucs.client = dict(request.gucs)
         self.app_name = request.application_name
         self.state = _AUTH
+        binding = tls_contexts.server_end_point(self.tls_settings) if self.tls_version is not None else None
         self._auth = ClientAuthentication(cluster.config.client_auth, user_name, login.user.password,
-                                          login.verifier)
+                                          login.verifier, channel_binding=binding)
         self._auth_step_done(self._auth.start())
 
     def _auth_data(self, data: bytes) -> None:

@@ -73,14 +73,22 @@ def _attributes(text: str) -> dict[str, str]:
 
 
 class ScramServerExchange:
-    """The proxy's side of a client's SCRAM-SHA-256 login (RFC 5802/7677, no channel binding)."""
+    """The proxy's side of a client's SCRAM-SHA-256 login (RFC 5802/7677), with channel binding
+    (SCRAM-SHA-256-PLUS, tls-server-end-point, RFC 5929) when `channel_binding` holds the TLS
+    connection's binding data.
 
-    def __init__(self, verifier: ScramVerifier, nonce: bytes | None = None) -> None:
+    `plus`: the client chose SCRAM-SHA-256-PLUS (then its GS2 header must bind the channel)."""
+
+    def __init__(self, verifier: ScramVerifier, nonce: bytes | None = None, channel_binding: bytes | None = None,
+                 plus: bool = False) -> None:
         self.verifier = verifier
         self._server_nonce = base64.b64encode(nonce or os.urandom(18)).decode()
         self._client_first_bare = ""
         self._server_first = ""
         self._nonce = ""
+        self._channel_binding = channel_binding
+        self._plus = plus
+        self._expected_c = ""
 
     def server_first(self, client_first: bytes) -> bytes:
         """Consume client-first-message, return server-first-message."""
@@ -88,13 +96,23 @@ class ScramServerExchange:
             text = client_first.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ProtocolViolation("malformed SCRAM message") from exc
-        if text.startswith("p="):
-            raise AuthenticationFailed("SCRAM channel binding is not supported by this proxy")
-        if not (text.startswith("n,") or text.startswith("y,")):
-            raise ProtocolViolation("malformed SCRAM message: bad GS2 header")
         parts = text.split(",", 2)
-        if len(parts) != 3:
-            raise ProtocolViolation("malformed SCRAM message")
+        if len(parts) != 3 or not (parts[0] in ("n", "y") or parts[0].startswith("p=")):
+            raise ProtocolViolation("malformed SCRAM message: bad GS2 header")
+        flag = parts[0]
+        if flag.startswith("p="):
+            if flag != "p=tls-server-end-point" or self._channel_binding is None or not self._plus:
+                raise AuthenticationFailed(f"SCRAM channel binding {flag[2:]!r} is not offered here")
+            binding = self._channel_binding
+        elif self._plus:
+            raise AuthenticationFailed("SCRAM-SHA-256-PLUS without channel binding")
+        elif flag == "y" and self._channel_binding is not None:
+            # The client could bind the channel and believes the server cannot, while it can: a downgrade.
+            raise AuthenticationFailed("SCRAM channel binding downgrade refused")
+        else:
+            binding = b""
+        gs2_header = f"{parts[0]},{parts[1]},"
+        self._expected_c = base64.b64encode(gs2_header.encode() + binding).decode()
         self._client_first_bare = parts[2]
         client_nonce = _attributes(self._client_first_bare).get("r")
         if not client_nonce:
@@ -110,6 +128,8 @@ class ScramServerExchange:
         attrs = _attributes(text)
         if attrs.get("r") != self._nonce or "p" not in attrs:
             raise AuthenticationFailed("SCRAM nonce or proof missing")
+        if not hmac.compare_digest(attrs.get("c", ""), self._expected_c):
+            raise AuthenticationFailed("SCRAM channel binding does not match")
         without_proof = text[: text.rindex(",p=")]
         auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode()
         try:
