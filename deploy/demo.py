@@ -28,6 +28,7 @@ MYSQL_DIR = DEMO_DIR / "mysql"
 CONFIG_PATH = DEMO_DIR / "dbproxy.toml"
 LOG_PATH = DEMO_DIR / "dbproxy.log"
 PID_PATH = DEMO_DIR / "dbproxy.pid"
+CERT_DIR = DEMO_DIR / "certs"   # `dbproxy gen-cert`: a private CA and the proxy's certificate
 
 PG_PORTS = [55432, 55433, 55434]
 ENDPOINTS = [("writer", 6432, "writer"), ("reader", 6433, "reader"), ("app", 6434, "split")]
@@ -79,8 +80,8 @@ admin    = true
 [clusters.main]
 engine      = "postgres"
 instances   = [{instances}]
-client_auth = "md5"
-tls         = {{ mode = "disable" }}
+client_auth = "scram-sha-256"
+tls         = {{ mode = "prefer", cert = "{CERT_DIR}/server.pem", key = "{CERT_DIR}/server-key.pem" }}
 server_tls  = {{ mode = "disable" }}
 
 [clusters.main.health]
@@ -111,6 +112,7 @@ prepared_statements    = true
 engine      = "mysql"
 instances   = [{mysql_instances}]
 client_auth = "mysql_native_password"
+tls         = {{ mode = "prefer", cert = "{CERT_DIR}/server.pem", key = "{CERT_DIR}/server-key.pem" }}
 
 [clusters.shop.health]
 user     = "{MONITOR_USER}"
@@ -167,6 +169,11 @@ def start() -> int:
         print(f"demo: {', '.join(busy)} already in use by something else; free them first", file=sys.stderr)
         return 1
 
+    if not (CERT_DIR / "server.pem").exists():
+        from proxy.tls.certs import generate
+
+        generate(CERT_DIR)
+        print(f"TLS: a private CA and the proxy's certificate in {CERT_DIR.relative_to(REPO_ROOT)}", flush=True)
     CONFIG_PATH.write_text(render_config())
     argv = [*dbproxy_command(), "run", "--config", str(CONFIG_PATH)]
     print(f"dbproxy: {' '.join(argv)}", flush=True)
@@ -204,6 +211,7 @@ def start() -> int:
 
 def print_usage(pid: int) -> None:
     psql = f"PGPASSWORD=app-secret psql -h {HOST}"
+    ca = CERT_DIR.relative_to(REPO_ROOT) / "ca.pem"
     print(
         f"""
 dbproxy is running (pid {pid}, log {LOG_PATH.relative_to(REPO_ROOT)}, config {CONFIG_PATH.relative_to(REPO_ROOT)})
@@ -211,6 +219,7 @@ dbproxy is running (pid {pid}, log {LOG_PATH.relative_to(REPO_ROOT)}, config {CO
   writer  (primary)             {psql} -p 6432 -U app app
   reader  (replicas)            {psql} -p 6433 -U app app
   split   (reads to replicas)   {psql} -p 6434 -U app app
+  writer over verified TLS      PGPASSWORD=app-secret psql "host=localhost port=6432 user=app dbname=app sslmode=verify-full sslrootcert={ca}"
   admin console                 PGPASSWORD=admin-secret psql -h {HOST} -p {ADMIN_PORT} -U admin dbproxy
   metrics / status              curl http://{HOST}:{HTTP_PORT}/metrics   open http://{HOST}:{HTTP_PORT}/
   pgbench through the writer    PGPASSWORD=app-secret pgbench -h {HOST} -p 6432 -U app -i app
@@ -218,6 +227,7 @@ dbproxy is running (pid {pid}, log {LOG_PATH.relative_to(REPO_ROOT)}, config {CO
 
   MariaDB writer (primary)      mariadb -h {HOST} -P 6306 -u shop -papp-pass app
   MariaDB reader (replica)      mariadb -h {HOST} -P 6307 -u shop -papp-pass app
+  MariaDB writer over TLS       mariadb -h localhost --protocol=TCP -P 6306 -u shop -papp-pass --ssl-ca={ca} --ssl-verify-server-cert app
 
   servers                       python -m deploy.pgcluster status --dir .demo/pg
   crash the primary             python -m deploy.pgcluster kill --dir .demo/pg --index 0
