@@ -12,12 +12,15 @@ from typing import Any
 
 from .admin import start_admin_console
 from .admin import views as admin_views
-from .config import ClusterConfig, Config, ConfigError, EndpointConfig, User, load_config
+from .audit import AuditLog
+from .config import ClusterConfig, Config, ConfigError, EndpointConfig, ServerSettings, User, load_config
 from .config_diff import ConfigDiff, diff
+from .core.admission import ConnectionCounts, ConnectRateLimiter, LogThrottle, allowlist_for, client_host
 from .core.cluster import Cluster
+from .core.session import LOGIN, READY
 from .core.session import ClientSessionCore as ClientSession
 from .core.users import UserDirectory
-from .errors import ShuttingDown
+from .errors import ShuttingDown, TooManyConnections
 from .http import start_http_server
 from .logs import ConnectionLog, setup_logging
 from .metrics import Metrics
@@ -45,6 +48,14 @@ class ProxyApp:
         self.draining = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.extra_services: list[asyncio.AbstractServer] = []
+        # SPEC §10: the per-address connect rate (None: no limit), the per-user / per-database
+        # counts, the throttle of refusal log lines, the audit log (None: off; opened by start()).
+        self.connect_rate = _connect_rate(config.server)
+        self.counts = ConnectionCounts()
+        self.limits_on = _has_limits(config)   # False: logins are not counted (ClientSessionCore.claim_limits)
+        self.refusal_log = LogThrottle()
+        settings = config.server
+        self.audit = AuditLog(settings.audit_log, settings.audit_statements) if settings.audit_log else None
 
     def _configured_user(self, name: str) -> User | None:
         login = self.users.get(name)
@@ -56,6 +67,8 @@ class ProxyApp:
     # ---- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.audit is not None:
+            self.audit.open()
         for cluster in self.clusters.values():
             await cluster.start(self.metrics)
             for endpoint in cluster.config.endpoints:
@@ -163,6 +176,92 @@ class ProxyApp:
         for task in self._tasks:
             task.cancel()
         await asyncio.sleep(0)
+        if self.audit is not None:   # after the disconnect lines of the clients closed above
+            self.audit.close()
+
+    # ---- admission (SPEC §10) -------------------------------------------------------------------
+
+    def screen(self, session: ClientSession, peername: object) -> bool:
+        """A new client connection, before any byte: False if the endpoint's allowlist refuses it.
+
+        Over client_connect_rate from its address it is let in with a refusal to give at its login
+        (TooManyConnections: a protocol error the client can read, not a reset).
+        """
+        host = client_host(peername)
+        allow = allowlist_for(session.endpoint.allow)
+        if allow is not None and not allow.allows(host):
+            self.refused_connection(session.cluster.name, session.endpoint.name, host, "allowlist")
+            return False
+        rate = self.connect_rate
+        if rate is not None and not rate.allow(host, time.monotonic()):
+            self.refused_connection(session.cluster.name, session.endpoint.name, host, "rate")
+            session.refusal = TooManyConnections(
+                f"too many connections from {host}: more than {self.config.server.client_connect_rate} "
+                "per second (client_connect_rate)")
+        return True
+
+    def screen_service(self, service: str, peername: object) -> bool:
+        """The admin console's or the HTTP service's allowlist ([server] admin_allow / http_allow)."""
+        settings = self.config.server
+        allow = allowlist_for(settings.admin_allow if service == "admin" else settings.http_allow)
+        if allow is None:
+            return True
+        host = client_host(peername)
+        if allow.allows(host):
+            return True
+        self.refused_connection("", service, host, "allowlist")
+        return False
+
+    def refused(self, session: ClientSession, reason: str) -> None:
+        """A login refused by a connection limit (the engine logs and answers it): counted."""
+        self.metrics.refused(session.cluster.name, session.endpoint.name, reason)
+
+    def refused_connection(self, cluster: str, endpoint: str, host: str, reason: str) -> None:
+        """A connection refused by an allowlist or the connect rate: counted, logged and audited, throttled
+        (a flood of refusals writes a line per address and reason every few seconds, saying how many)."""
+        self.metrics.refused(cluster, endpoint, reason)
+        dropped = self.refusal_log.admit(f"{reason} {cluster}/{endpoint} {host}", time.monotonic())
+        if dropped is None:
+            return
+        where = f"{cluster}/{endpoint}" if cluster else endpoint
+        more = f" ({dropped} more since the last line)" if dropped else ""
+        if reason == "allowlist":
+            log.warning("refused connection from %s to %s: address not in its allowlist%s", host, where, more)
+        else:
+            log.info("refused connection from %s to %s: over client_connect_rate%s", host, where, more)
+        if self.audit is not None:
+            self.audit.refused(host, cluster, endpoint, reason, dropped)
+
+    def _apply_server_settings(self, new: ServerSettings) -> None:
+        """Reload: the connect rate and the audit log follow [server] (allowlists are read per connection)."""
+        old = self.config.server
+        if (old.client_connect_rate, old.client_connect_burst) != (new.client_connect_rate, new.client_connect_burst):
+            self.connect_rate = _connect_rate(new)
+        if new.audit_log is None:
+            if self.audit is not None:
+                self.audit.close()
+                self.audit = None
+            return
+        try:
+            if self.audit is None:
+                audit = AuditLog(new.audit_log, new.audit_statements)
+                audit.open()
+                self.audit = audit
+            else:
+                self.audit.reopen(new.audit_log, new.audit_statements)
+        except OSError as exc:
+            log.error("reload: cannot open audit_log %s: %s (the audit log stays as it was)", new.audit_log,
+                      exc.strerror or exc)
+
+    def _apply_limits(self, new: Config) -> None:
+        """Reload: the first user or database limit makes the clients logged in meanwhile count."""
+        limits_on = _has_limits(new)
+        if limits_on and not self.limits_on:
+            for session in self.sessions:
+                if session.login is not None and session._claimed is None and session.state in (LOGIN, READY):
+                    self.counts.claim(session.login.user.name, 0, session.cluster.name, session.database, 0)
+                    session._claimed = (session.login.user.name, session.database)
+        self.limits_on = limits_on
 
     # ---- sessions -------------------------------------------------------------------------------
 
@@ -217,6 +316,8 @@ class ProxyApp:
                 log.error("reload rejected: %s", line)
             return list(exc.problems)
         changes = diff(self.config, new)
+        self._apply_server_settings(new.server)
+        self._apply_limits(new)
         self.users = UserDirectory(new.users, self.users, {c.engine for c in new.clusters})
         self._close_listeners_of_removed_clusters(new)
         problems: list[str] = []
@@ -277,6 +378,15 @@ class ProxyApp:
         if server is not None:
             server.close()
             log.info("endpoint %s/%s closed by reload; its connected clients stay", cluster_name, endpoint_name)
+
+
+def _has_limits(config: Config) -> bool:
+    return any(u.max_client_connections for u in config.users) or any(c.databases for c in config.clusters)
+
+
+def _connect_rate(settings: ServerSettings) -> ConnectRateLimiter | None:
+    rate = settings.client_connect_rate
+    return ConnectRateLimiter(rate, settings.client_connect_burst or rate) if rate else None
 
 
 def _describe(changes: ConfigDiff) -> str:

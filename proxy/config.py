@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from proxy.core.admission import parse_network
 from proxy.durations import parse_duration, parse_size
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "ClusterConfig",
     "Config",
     "ConfigError",
+    "DatabaseSettings",
     "EndpointConfig",
     "FailoverSettings",
     "HealthSettings",
@@ -46,6 +48,7 @@ SERVER_TLS_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
 TLS_VERSIONS = ("1.2", "1.3")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+AUDIT_STATEMENTS = ("none", "ddl", "writes", "all")
 MASK = "********"
 
 # Cluster and endpoint names appear in TOML keys, metric labels and admin commands: keep them plain.
@@ -107,6 +110,15 @@ class ServerSettings:
     log_level: str
     shutdown_timeout: float = 30.0
     client_login_timeout: float = 15.0
+    # SPEC §10 (README "Security"): allowlists of the admin console and the HTTP service (CIDRs,
+    # empty = everyone), the audit log ("stderr" or an absolute path; None = off) and the
+    # per-client-address connect rate (new connections per second, 0 = no limit; burst 0 = rate).
+    admin_allow: tuple[str, ...] = ()
+    http_allow: tuple[str, ...] = ()
+    audit_log: str | None = None
+    audit_statements: str = "none"
+    client_connect_rate: int = 0
+    client_connect_burst: int = 0
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,7 @@ class User:
     server_user: str
     server_password: str | None
     admin: bool = False
+    max_client_connections: int = 0   # logged-in client connections of this user, whole proxy (0 = no limit)
 
 
 @dataclass(frozen=True)
@@ -179,6 +192,15 @@ class EndpointConfig:
     kind: str = "reader"
     read_your_writes: bool = False
     tls: TlsSettings | None = None   # overrides the cluster's tls for this endpoint
+    allow: tuple[str, ...] = ()   # client networks (normalized CIDRs); empty = every address
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """[clusters.<name>.databases.<database>]: limits for clients of one database name (0 = no limit)."""
+
+    name: str
+    max_client_connections: int = 0
 
 
 @dataclass(frozen=True)
@@ -197,6 +219,14 @@ class ClusterConfig:
     endpoints: tuple[EndpointConfig, ...]
     read_only_functions: tuple[str, ...] = ()
     allow_local_infile: bool = False   # mysql: let LOAD DATA LOCAL INFILE through (SPEC §12)
+    databases: tuple[DatabaseSettings, ...] = ()
+
+    def database_limit(self, database: str) -> int:
+        """max_client_connections of clients of `database` (0 = no limit)."""
+        for settings in self.databases:
+            if settings.name == database:
+                return settings.max_client_connections
+        return 0
 
 
 @dataclass(frozen=True)
@@ -422,6 +452,23 @@ class _Table:
             self.problems.add(key, str(exc))
             return None
 
+    def network_list(self, name: str) -> tuple[str, ...]:
+        """An allowlist: CIDR strings, normalized; each bad entry is a problem with its index."""
+        items: list[Any] | None = self._get(name, lambda v: isinstance(v, list), 'an array of CIDR strings')
+        networks: list[str] = []
+        for index, item in enumerate(items or ()):
+            key = f"{self.path(name)}[{index}]"
+            if not isinstance(item, str):
+                self.problems.add(key, f'expected a CIDR string such as "10.0.0.0/8", got {_toml_type(item)}')
+                continue
+            try:
+                networks.append(parse_network(item))
+            except ValueError as exc:
+                self.problems.add(key, str(exc))
+        if items == []:
+            self.problem(name, "must not be empty (leave it out to accept every address)")
+        return tuple(networks)
+
     def text_list(self, name: str) -> tuple[str, ...]:
         items: list[Any] | None = self._get(
             name, lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v), "an array of strings"
@@ -447,7 +494,8 @@ class _Table:
 
 
 _SERVER_KEYS = ("admin_listen", "http_listen", "log_format", "log_level", "shutdown_timeout",
-                "client_login_timeout")
+                "client_login_timeout", "admin_allow", "http_allow", "audit_log", "audit_statements",
+                "client_connect_rate", "client_connect_burst")
 _USER_KEYS = (
     "name",
     "password",
@@ -458,6 +506,7 @@ _USER_KEYS = (
     "server_password_env",
     "server_password_file",
     "admin",
+    "max_client_connections",
 )
 _CLUSTER_KEYS = (
     "engine",
@@ -471,6 +520,7 @@ _CLUSTER_KEYS = (
     "endpoints",
     "read_only_functions",
     "allow_local_infile",
+    "databases",
 )
 _TLS_KEYS = ("mode", "cert", "key", "ca", "client_cert", "min_version")
 _HEALTH_KEYS = (
@@ -486,7 +536,7 @@ _HEALTH_KEYS = (
 )
 _FAILOVER_KEYS = ("mode", "promote_after", "borrow_timeout", "replication_user", "replication_password",
                   "replication_password_env", "replication_password_file")
-_ENDPOINT_KEYS = ("name", "listen", "role", "instances", "exclude", "kind", "read_your_writes", "tls")
+_ENDPOINT_KEYS = ("name", "listen", "role", "instances", "exclude", "kind", "read_your_writes", "tls", "allow")
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
@@ -495,7 +545,7 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 def _build_config(data: Mapping[str, Any], path: str, context: _Context) -> Config:
     root = _Table(data, "", context.problems, ("server", "users", "clusters"))
-    server = _build_server(root.table("server", _SERVER_KEYS))
+    server = _build_server(root.table("server", _SERVER_KEYS), context)
     users, passwordless = _build_users(root, context)
     clusters = _with_probe_logins(_build_clusters(root, context), users)
     _check_listen_conflicts(server, clusters, context.problems)
@@ -503,7 +553,10 @@ def _build_config(data: Mapping[str, Any], path: str, context: _Context) -> Conf
     return Config(path=path, server=server, users=users, clusters=clusters)
 
 
-def _build_server(t: _Table) -> ServerSettings:
+def _build_server(t: _Table, context: _Context) -> ServerSettings:
+    audit_log = t.optional_text("audit_log", required="audit_log" in t.data)
+    if audit_log is not None and audit_log != "stderr":
+        audit_log = str(context.resolve(audit_log))
     return ServerSettings(
         admin_listen=t.address("admin_listen"),
         http_listen=t.address("http_listen"),
@@ -511,6 +564,12 @@ def _build_server(t: _Table) -> ServerSettings:
         log_level=t.choice("log_level", LOG_LEVELS, "info"),
         shutdown_timeout=t.duration("shutdown_timeout", 30.0),
         client_login_timeout=t.duration("client_login_timeout", 15.0, positive=True),
+        admin_allow=t.network_list("admin_allow"),
+        http_allow=t.network_list("http_allow"),
+        audit_log=audit_log,
+        audit_statements=t.choice("audit_statements", AUDIT_STATEMENTS, "none"),
+        client_connect_rate=t.integer("client_connect_rate", 0),
+        client_connect_burst=t.integer("client_connect_burst", 0),
     )
 
 
@@ -540,6 +599,7 @@ def _build_users(root: _Table, context: _Context) -> tuple[tuple[User, ...], lis
                 server_user=t.text("server_user", name),
                 server_password=server_password,
                 admin=t.boolean("admin", False),
+                max_client_connections=t.integer("max_client_connections", 0),
             )
         )
     return tuple(users), passwordless
@@ -636,7 +696,28 @@ def _build_cluster(name: str, t: _Table, context: _Context) -> ClusterConfig:
         endpoints=_build_endpoints(t, instances, context),
         read_only_functions=tuple(f.strip().lower() for f in t.text_list("read_only_functions")),
         allow_local_infile=t.boolean("allow_local_infile", False),
+        databases=_build_databases(t),
     )
+
+
+def _build_databases(cluster: _Table) -> tuple[DatabaseSettings, ...]:
+    """[clusters.<name>.databases.<database>] tables: limits by database name."""
+    value = cluster.data.get("databases")
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        cluster.problem("databases", f"expected a table of databases ([{cluster.path('databases')}.<name>]), "
+                                     f"got {_toml_type(value)}")
+        return ()
+    databases = []
+    for name, body in value.items():
+        key = f"{cluster.path('databases')}.{name}"
+        if not isinstance(body, dict):
+            cluster.problems.add(key, f"expected a table, got {_toml_type(body)}")
+            continue
+        t = _Table(body, key, cluster.problems, ("max_client_connections",))
+        databases.append(DatabaseSettings(name, t.integer("max_client_connections", 0)))
+    return tuple(databases)
 
 
 def _build_tls(t: _Table, modes: tuple[str, ...], context: _Context, *, client_side: bool) -> TlsSettings:
@@ -789,6 +870,7 @@ def _build_endpoint(t: _Table, cluster_instances: tuple[Address, ...], context: 
         read_your_writes=read_your_writes,
         tls=(_build_tls(t.table("tls", _TLS_KEYS), CLIENT_TLS_MODES, context, client_side=True)
              if "tls" in t.data else None),
+        allow=t.network_list("allow"),
     )
 
 

@@ -24,6 +24,7 @@ class ClusterDiff:
     failover_changed: bool = False
     pool_changed: bool = False
     read_only_functions_changed: bool = False
+    databases_changed: bool = False
 
     @property
     def changed(self) -> bool:
@@ -101,4 +102,5 @@ def _diff_cluster(old: ClusterConfig, new: ClusterConfig) -> ClusterDiff:
         failover_changed=old.failover != new.failover,
         pool_changed=old.pool != new.pool,
         read_only_functions_changed=set(old.read_only_functions) != set(new.read_only_functions),
+        databases_changed=old.databases != new.databases,
     )

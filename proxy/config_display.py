@@ -29,6 +29,12 @@ def to_display(config: Config) -> dict[str, Any]:
                 "log_level": config.server.log_level,
                 "shutdown_timeout": format_duration(config.server.shutdown_timeout),
                 "client_login_timeout": format_duration(config.server.client_login_timeout),
+                "admin_allow": list(config.server.admin_allow) or None,
+                "http_allow": list(config.server.http_allow) or None,
+                "audit_log": config.server.audit_log,
+                "audit_statements": config.server.audit_statements,
+                "client_connect_rate": config.server.client_connect_rate,
+                "client_connect_burst": config.server.client_connect_burst,
             }
         ),
         "users": [
@@ -39,6 +45,7 @@ def to_display(config: Config) -> dict[str, Any]:
                     "server_user": user.server_user,
                     "server_password": _mask(user.server_password),
                     "admin": user.admin,
+                    "max_client_connections": user.max_client_connections or None,
                 }
             )
             for user in config.users
@@ -59,6 +66,8 @@ def _cluster_display(cluster: ClusterConfig) -> dict[str, Any]:
         "failover": _settings_display(cluster.failover),
         "pool": _settings_display(cluster.pool),
         "endpoints": [_endpoint_display(e) for e in cluster.endpoints],
+        **({"databases": {d.name: {"max_client_connections": d.max_client_connections} for d in cluster.databases}}
+           if cluster.databases else {}),
     }
 
 
@@ -97,6 +106,8 @@ def _endpoint_display(endpoint: EndpointConfig) -> dict[str, Any]:
         shown["kind"] = endpoint.kind
     if endpoint.role == "split":
         shown["read_your_writes"] = endpoint.read_your_writes
+    if endpoint.allow:
+        shown["allow"] = list(endpoint.allow)
     if endpoint.tls is not None:
         shown["tls"] = _tls_display(endpoint.tls, client_side=True)
     return shown

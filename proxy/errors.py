@@ -37,6 +37,10 @@ class TooManyConnections(ProxyError):
     severity = "FATAL"
 
 
+class TooManyUserConnections(TooManyConnections):
+    """A user's max_client_connections reached (MySQL: ER_TOO_MANY_USER_CONNECTIONS)."""
+
+
 class UnknownDatabase(ProxyError):
     """The client asked for a database the proxy does not serve."""
 

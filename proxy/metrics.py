@@ -22,6 +22,11 @@ class Metrics:
         self.client_setup_failed_auth = Counter(
             "dbproxy_client_connections_setup_failed_auth", "Client logins refused for authentication",
             ["cluster", "endpoint"], registry=r)
+        self.client_refused = Counter(
+            "dbproxy_client_connections_refused",
+            "Client connections refused before or at login (allowlist, rate, user_limit, database_limit, "
+            "max_client_connections); endpoint admin / http for those listeners",
+            ["cluster", "endpoint", "reason"], registry=r)
         self.client_connections_tls = Gauge(
             "dbproxy_client_connections_tls", "Client connections using TLS", ["cluster", "endpoint"], registry=r)
         # Pool gauges (dbproxy_database_connections*, dbproxy_client_waiting) and server connection
@@ -65,6 +70,9 @@ class Metrics:
 
     def auth_failed(self, cluster: str, endpoint: str) -> None:
         self.client_setup_failed_auth.labels(cluster, endpoint).inc()
+
+    def refused(self, cluster: str, endpoint: str, reason: str) -> None:
+        self.client_refused.labels(cluster, endpoint, reason).inc()
 
     def borrowed(self, cluster: str, seconds: float) -> None:
         self.borrow_seconds.labels(cluster).observe(seconds)

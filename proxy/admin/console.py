@@ -23,6 +23,7 @@ from ..engines.postgres.wire.framing import (
     parse_startup_packet,
 )
 from ..errors import AuthenticationFailed, ProtocolViolation, ProxyError
+from ..streams import start_screened_server
 from . import commands
 from .resultset import EMPTY_QUERY_RESPONSE, command_complete, encode_table
 from .views import version_string
@@ -57,9 +58,12 @@ class AdminConnection:
 
     async def serve(self) -> None:
         reason = "admin client disconnected"
+        logged_in = False
         try:
             await asyncio.wait_for(self._login(), LOGIN_TIMEOUT)
+            logged_in = True
             log.info("admin client %s connected: user=%s", self.peer, self.user)
+            self._audit_login("success")
             await self._commands()
         except TimeoutError:
             reason = "login timed out"
@@ -72,7 +76,13 @@ class AdminConnection:
             reason = "admin client connection lost"
         finally:
             log.info("admin client %s disconnected: %s", self.peer, reason)
+            if not logged_in and self.user:
+                self._audit_login("failure", reason)
             await self._close()
+
+    def _audit_login(self, outcome: str, reason: str = "") -> None:
+        if self.app.audit is not None:
+            self.app.audit.admin_login(self.peer, self.user, outcome, reason)
 
     # ---- I/O ----------------------------------------------------------------------------------
 
@@ -212,15 +222,22 @@ class AdminConnection:
         if not statements:
             self._send(EMPTY_QUERY_RESPONSE)
         for statement in statements:
+            audit = self.app.audit
             try:
                 result = await commands.execute(self.app, statement)
             except commands.AdminError as exc:
+                if audit is not None:
+                    audit.admin_command(self.peer, self.user, statement, "error", exc.message)
                 self._send(m.error_response(exc.sqlstate, exc.message, hint=exc.hint))
                 break
             except Exception as exc:  # noqa: BLE001 - a failing command must not end the console
                 log.exception("admin command %r failed", statement)
+                if audit is not None:
+                    audit.admin_command(self.peer, self.user, statement, "error", f"internal error: {exc}")
                 self._send(m.error_response("XX000", f"internal error: {exc}"))
                 break
+            if audit is not None:
+                audit.admin_command(self.peer, self.user, statement, "ok")
             if isinstance(result, commands.Done):
                 if result.notice:
                     self._send(m.notice_response(result.notice))
@@ -240,4 +257,4 @@ async def start_admin_console(app: ProxyApp, host: str, port: int) -> asyncio.Se
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await AdminConnection(app, reader, writer).serve()
 
-    return await asyncio.start_server(accept, host, port, reuse_address=True)
+    return await start_screened_server(accept, host, port, lambda peer: app.screen_service("admin", peer))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from ..audit import AuditLog
 from ..config import Config
 from ..metrics import Metrics
 from .cluster import Cluster
@@ -26,4 +27,8 @@ class AppView(Protocol):
     stopping: asyncio.Event
     draining: bool
 
+    audit: AuditLog | None
+
     async def reload(self) -> list[str]: ...
+
+    def screen_service(self, service: str, peername: object) -> bool: ...

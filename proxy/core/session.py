@@ -25,6 +25,7 @@ from ..errors import (
     ProxyError,
     ServerUnavailable,
     TooManyConnections,
+    TooManyUserConnections,
 )
 from ..routing.classify import Classification, Route
 from ..tls import contexts as tls_contexts
@@ -95,6 +96,15 @@ class ClientSessionCore(asyncio.Protocol):
     tls_version: str | None = None   # "TLSv1.3" once the client's TLS handshake is done
     _server_paused = False
     _reading_paused: Any = None
+    # Admission and audit (SPEC §10): the refusal a rate-limited connection gets at its login, the
+    # user it names (as soon as it does), its slot in the per-user / per-database counts, whether it
+    # was welcomed, and the audit log's statement hook (None unless audit_statements is on: the
+    # only per-statement cost is the check of this attribute).
+    refusal: ProxyError | None = None
+    user_name = ""
+    _claimed: tuple[str, str] | None = None
+    _welcomed = False
+    statement_audit: Callable[[ClientSessionCore, bytes], None] | None = None
 
     # Per-connection state that starts the same for every client: class defaults, assigned on the
     # instance when it changes (a short-lived connection does not pay for setting them all).
@@ -180,8 +190,16 @@ class ClientSessionCore(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop transports are not asyncio.Transport subclasses
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        app = self.app
+        if (self.endpoint.allow or app.connect_rate is not None) and not app.screen(self, peer):
+            self.state = CLOSED   # refused before any byte is read or written; never a session
+            transport.close()
+            return
         # uvloop already sets TCP_NODELAY on every TCP transport.
-        self.app.client_opened(self)
+        app.client_opened(self)
+        audit = app.audit
+        if audit is not None and audit.kinds:
+            self.statement_audit = audit.statement
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state == CLOSED:
@@ -197,6 +215,14 @@ class ClientSessionCore(asyncio.Protocol):
             self.cluster.clients -= 1
         if self.tls_version is not None:
             self.app.metrics.client_connections_tls.labels(self.cluster.name, self.endpoint.name).dec()
+        if self._claimed is not None:
+            self.app.counts.release(self._claimed[0], self.cluster.name, self._claimed[1])
+        audit = self.app.audit
+        if audit is not None:
+            if self._welcomed:
+                audit.disconnect(self, self._close_reason, time.time())
+            elif self.user_name:
+                audit.login(self, "failure", self._close_reason)
         self.app.client_closed(self, self._close_reason)
 
     def _lost_before_login(self) -> None:
@@ -283,8 +309,9 @@ class ClientSessionCore(asyncio.Protocol):
 
     def fail(self, exc: ProxyError) -> None:
         """Send a fatal error and close (login problems, protocol violations)."""
-        level = logging.WARNING if isinstance(exc, ProtocolViolation) else logging.INFO
-        log.log(level, "client %s: %s", self.peer, exc.message)
+        if exc is not self.refusal:   # a rate-limited connection: logged (throttled) by ProxyApp.screen
+            level = logging.WARNING if isinstance(exc, ProtocolViolation) else logging.INFO
+            log.log(level, "client %s: %s", self.peer, exc.message)
         self.close(exc.message, self.error_bytes(exc, fatal=True))
 
     def close_with_error(self, reason: str, exc: ProxyError) -> None:
@@ -308,8 +335,12 @@ class ClientSessionCore(asyncio.Protocol):
     def admit(self, user_name: str, refusal: str) -> Login:
         """The configured user for a login attempt, counted against max_client_connections.
 
-        Raises AuthenticationFailed (message `refusal`) for an unknown user, TooManyConnections.
+        Raises AuthenticationFailed (message `refusal`) for an unknown user, TooManyConnections (also
+        a rate-limited connection's refusal, see ProxyApp.screen).
         """
+        self.user_name = user_name
+        if self.refusal is not None:
+            raise self.refusal
         login = self.app.users.get(user_name)
         if login is None:
             self.app.metrics.auth_failed(self.cluster.name, self.endpoint.name)
@@ -317,6 +348,7 @@ class ClientSessionCore(asyncio.Protocol):
         self.login = login
         cluster = self.cluster
         if cluster.clients >= cluster.config.pool.max_client_connections:
+            self.app.refused(self, "max_client_connections")
             raise TooManyConnections(
                 f"too many client connections for cluster {cluster.name!r} "
                 f"(max_client_connections = {cluster.config.pool.max_client_connections})")
@@ -324,7 +356,46 @@ class ClientSessionCore(asyncio.Protocol):
         self._counted = True
         return login
 
-    def auth_failed(self) -> None:
+    def claim_limits(self) -> None:
+        """Count the authenticated client against its user's and its database's max_client_connections.
+
+        Called once the password is right (a refusal says nothing to who does not know it);
+        raises TooManyUserConnections / TooManyConnections.
+        """
+        if not self.app.limits_on:   # no user or database limit configured: nothing to count
+            return
+        login = self.login
+        assert login is not None
+        user, database, cluster = login.user, self.database, self.cluster
+        database_limit = cluster.config.database_limit(database)
+        reason = self.app.counts.claim(user.name, user.max_client_connections, cluster.name, database, database_limit)
+        if reason is None:
+            self._claimed = (user.name, database)
+            return
+        self.app.refused(self, reason)
+        if reason == "user_limit":
+            raise TooManyUserConnections(f'too many connections for role "{user.name}" '
+                                         f"(max_client_connections = {user.max_client_connections})")
+        raise TooManyConnections(f'too many connections for database "{database}" '
+                                 f"(max_client_connections = {database_limit})")
+
+    def logged_in(self) -> None:
+        """The engine welcomed the client (it is READY): the audit log's successful login."""
+        self._welcomed = True
+        audit = self.app.audit
+        if audit is not None:
+            audit.login(self, "success")
+
+    def auth_method(self) -> str:
+        """The client authentication method of this login, for the audit log."""
+        return self.cluster.config.client_auth
+
+    def auth_failed(self, user_name: str = "", database: str | None = None) -> None:
+        """Wrong password (or unknown user): counted; `user_name`/`database` when admit() was not called."""
+        if user_name:
+            self.user_name = user_name
+        if database is not None:
+            self.database = database
         self.app.metrics.auth_failed(self.cluster.name, self.endpoint.name)
 
     # ---- route, borrow, attach --------------------------------------------------------------------

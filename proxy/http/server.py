@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..admin import views
+from ..streams import start_screened_server
 from .page import STATUS_PAGE
 
 if TYPE_CHECKING:
@@ -177,4 +178,5 @@ async def start_http_server(app: ProxyApp, host: str, port: int) -> asyncio.Serv
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _serve_connection(app, reader, writer)
 
-    return await asyncio.start_server(accept, host, port, limit=MAX_HEAD, reuse_address=True)
+    return await start_screened_server(accept, host, port, lambda peer: app.screen_service("http", peer),
+                                       limit=MAX_HEAD)

@@ -11,6 +11,7 @@ from ...errors import (
     ServerUnavailable,
     ShuttingDown,
     TooManyConnections,
+    TooManyUserConnections,
     UnknownDatabase,
 )
 from .wire.codes import ERROR_SQLSTATE, ErrorCode
@@ -19,6 +20,7 @@ from .wire.messages import encode_err
 # Most specific first (BorrowTimeout and ServerConnectFailed are ServerUnavailables).
 _ERRNO: tuple[tuple[type[ProxyError], int], ...] = (
     (AuthenticationFailed, ErrorCode.ACCESS_DENIED),
+    (TooManyUserConnections, ErrorCode.TOO_MANY_USER_CONNECTIONS),
     (TooManyConnections, ErrorCode.CON_COUNT),
     (UnknownDatabase, ErrorCode.BAD_DB),
     (ProtocolViolation, ErrorCode.HANDSHAKE),

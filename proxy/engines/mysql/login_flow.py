@@ -51,7 +51,13 @@ _MAX_LOGIN_PACKET = 64 * 1024
 
 
 def greet(session: MysqlClientSession) -> None:
-    """The client connected: its connection id and cancel key, the login machine, the greeting."""
+    """The client connected: its connection id and cancel key, the login machine, the greeting.
+
+    A connection over client_connect_rate gets ER_CON_COUNT_ERROR in place of the greeting, as a
+    server at max_connections answers."""
+    if session.refusal is not None:
+        session.close(session.refusal.message, encode_packets(error_payload(session.refusal), 0)[0])
+        return
     session.pid, session.key = session.app.register_cancel_key(session)
     host = session.peer.rsplit(":", 1)[0]
     offered = _OFFERED | (Capability.LOCAL_FILES if session.cluster.config.allow_local_infile else 0)
@@ -98,7 +104,7 @@ def receive(session: MysqlClientSession, data: bytes) -> None:
             session.start_tls(context, bytes(buf[pos:]))   # the ClientHello may follow in the same read
             return
         if machine.failed:
-            session.auth_failed()
+            session.auth_failed(machine.user, machine.database or "")
             log.info("client %s: login failed: %s", session.peer, machine.failed_reason)
             session.close(machine.failed_reason, b"".join(encode_packets(p, s)[0] for s, p in replies))
             return
@@ -119,6 +125,8 @@ def _logged_in(session: MysqlClientSession, replies: list[tuple[int, bytes]], re
     session.state = LOGIN
     try:
         login = session.admit(machine.user, f"Access denied for user '{machine.user}'")
+        session.database = machine.database or ""
+        session.claim_limits()
     except ProxyError as exc:   # too many clients: the ERR takes the OK's place (and sequence id)
         *before, (seq, _) = replies
         log.info("client %s: %s", session.peer, exc.message)
@@ -188,6 +196,7 @@ def welcome(session: MysqlClientSession) -> None:
     session._held_ok = None
     session.write(encode_packets(ok, seq)[0])
     session.state = READY
+    session.logged_in()
     connections_log.info("client %s connected: user=%s database=%s endpoint=%s/%s", session.peer,
                          session.login.user.name, session.database, session.cluster.name, session.endpoint.name)
     if session._pending:

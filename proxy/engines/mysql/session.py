@@ -119,7 +119,8 @@ class MysqlClientSession(ClientSessionCore):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        login_flow.greet(self)
+        if self.state == STARTUP:   # not refused by an allowlist
+            login_flow.greet(self)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -270,6 +271,8 @@ class MysqlClientSession(ClientSessionCore):
                 sql = data[pos + 5:end] if end - pos < _MAX + 4 else joined_payload(data, pos, end)[1:]
                 if self._on_replica and self._must_leave_replica(sql, server):
                     break
+                if self.statement_audit is not None:
+                    self.statement_audit(self, sql)
                 effects = session_effects(sql.decode("utf-8", "replace")) if _might_change(sql) else EMPTY
                 if effects is not EMPTY:
                     outcome = self._apply_effects(effects, server, sql)
@@ -304,8 +307,10 @@ class MysqlClientSession(ClientSessionCore):
                 out.append(replacement)
                 start = end
             elif command == Command.STMT_PREPARE:
-                client_id = self.prepared.new_id(
-                    data[pos + 5:end] if end - pos < _MAX + 4 else joined_payload(data, pos, end)[1:])
+                sql = data[pos + 5:end] if end - pos < _MAX + 4 else joined_payload(data, pos, end)[1:]
+                if self.statement_audit is not None:
+                    self.statement_audit(self, sql)
+                client_id = self.prepared.new_id(sql)
                 tracker.push(Slot(Command.STMT_PREPARE, PASS, stmt_id=client_id))
             elif command == Command.STMT_CLOSE:
                 close_statement(self.prepared, data[pos + 4:end])

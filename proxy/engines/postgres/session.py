@@ -302,6 +302,7 @@ class PgClientSession(ClientSessionCore):
             self._authenticated()
 
     def _authenticated(self) -> None:
+        self.claim_limits()
         self.state = _LOGIN
         if self._auth_reader is not None:
             rest = self._auth_reader.take_rest()
@@ -353,6 +354,7 @@ class PgClientSession(ClientSessionCore):
         self._pid_bytes = _U32.pack(self.pid)
         self.write(self._welcome_bytes(welcome) + m.backend_key_data(self.pid, self.key) + _READY_IDLE)
         self.state = _READY
+        self.logged_in()
         connections_log.info("client %s connected: user=%s database=%s endpoint=%s/%s", self.peer,
                              self.login.user.name, self.database, self.cluster.name, self.endpoint.name)
         if self._pending:
@@ -368,7 +370,8 @@ class PgClientSession(ClientSessionCore):
         if server is None:
             if (not self._pending and self._borrow_task is None and len(data) >= 5 and data[0] != 0x58
                     and self._broken is None and not self._discard_until_sync):
-                if (data[0] == 0x50 and data[5:6] != b"\x00" or data[0] == 0x44) and self._rewrites and self._answer_alone(data):
+                if ((data[0] == 0x50 and data[5:6] != b"\x00" or data[0] == 0x44) and self._rewrites
+                        and self.statement_audit is None and self._answer_alone(data)):
                     return
                 server = self._take_idle_now(data)   # the fast path: an idle server attached now
                 if server is None:
@@ -457,6 +460,8 @@ class PgClientSession(ClientSessionCore):
                     out.append(data[start:pos])   # answered by the proxy
                     start = end
                 else:
+                    if self.statement_audit is not None:
+                        self.statement_audit(self, sql)
                     self._statement_effects(sql, server)
                     ahead = self._read_your_writes and pos == 0 and end == size and self._ends_transaction(sql, tracker)
                     tracker.push(_QUERY_SLOT)
@@ -600,6 +605,8 @@ class PgClientSession(ClientSessionCore):
 
     def _parse(self, body: bytes, server: ServerConnection) -> bytes:
         parse = decode_parse(body)
+        if self.statement_audit is not None:
+            self.statement_audit(self, parse.query)
         self._statement_effects(parse.query, server)
         rewriter = self.rewriter
         if rewriter is None:
