@@ -24,6 +24,7 @@ from .errors import ShuttingDown, TooManyConnections
 from .http import start_http_server
 from .logs import ConnectionLog, setup_logging
 from .metrics import Metrics
+from .tokens import TokenKeys
 
 log = logging.getLogger("dbproxy")
 connections_log = ConnectionLog()
@@ -35,6 +36,7 @@ class ProxyApp:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.users = UserDirectory(config.users, engines={c.engine for c in config.clusters})
+        self.tokens = TokenKeys(config.server.tokens, None, time.time())   # token logins (proxy/tokens.py)
         self.metrics = Metrics()
         self.metrics.on_scrape(lambda: admin_views.live_metrics(self))
         self.clusters: dict[str, Cluster[Any]] = {c.name: Cluster(c, self._configured_user, self._configured_users)
@@ -319,6 +321,7 @@ class ProxyApp:
         self._apply_server_settings(new.server)
         self._apply_limits(new)
         self.users = UserDirectory(new.users, self.users, {c.engine for c in new.clusters})
+        self.tokens = TokenKeys(new.server.tokens, self.tokens, time.time())   # secrets re-read: rotation
         self._close_listeners_of_removed_clusters(new)
         problems: list[str] = []
         for cluster_config in new.clusters:

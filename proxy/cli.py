@@ -1,4 +1,4 @@
-"""Command line: `dbproxy run | check-config | demo | version` (argument parsing and dispatch only)."""
+"""Command line: `dbproxy run | check-config | token | gen-cert | demo | version` (argument parsing and dispatch)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,20 @@ def _parser() -> argparse.ArgumentParser:
     gen_cert.add_argument("--days", type=int, default=365, help="validity in days")
     gen_cert.set_defaults(command=_gen_cert)
 
+    token = commands.add_parser(
+        "token",
+        help="print a signed login token for a user (sent as the password, over TLS)",
+        description="Print a token signed with [server.tokens]'s secret: the user sends it as its password "
+        "(PostgreSQL: PGPASSWORD with sslmode=require; MySQL: mysql_clear_password over TLS).",
+    )
+    token.add_argument("-c", "--config", metavar="FILE", default=os.environ.get("DBPROXY_CONFIG"),
+                       help="TOML configuration file (default: $DBPROXY_CONFIG)")
+    token.add_argument("--user", required=True, help='a user with auth = "token" or "password_or_token"')
+    token.add_argument("--ttl", default="15m", help="lifetime, at most [server.tokens] max_ttl (default 15m)")
+    token.add_argument("--endpoint", default="*", metavar="NAME",
+                       help="the only endpoint it is valid on (NAME or CLUSTER/NAME; default: any)")
+    token.set_defaults(command=_token)
+
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(command=_version)
     return parser
@@ -104,6 +118,45 @@ def _gen_cert(args: argparse.Namespace) -> int:
     print(f'config:  tls = {{ mode = "require", cert = "{out}/server.pem", key = "{out}/server-key.pem" }}')
     print(f"connect: psql \"host=localhost port=6432 sslmode=verify-full sslrootcert={out}/ca.pem ...\"")
     return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    import time
+
+    from proxy.durations import parse_duration
+    from proxy.tokens import ANY_ENDPOINT, issue
+
+    if not args.config:
+        print("dbproxy token: error: give the configuration file (-c FILE or $DBPROXY_CONFIG)", file=sys.stderr)
+        return EXIT_CONFIG
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    problem = None
+    user = config.user(args.user)
+    endpoints = {e.name for c in config.clusters for e in c.endpoints} | {
+        f"{c.name}/{e.name}" for c in config.clusters for e in c.endpoints}
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        ttl, problem = 0.0, f"--ttl: {exc}"
+    if config.server.tokens is None:
+        problem = f"{args.config} has no [server.tokens] (secret_env or secret_file)"
+    elif user is None:
+        problem = f'no user "{args.user}" in {args.config}'
+    elif user.auth == "password":
+        problem = f'user "{args.user}" has auth = "password": give it auth = "token" or "password_or_token"'
+    elif args.endpoint != ANY_ENDPOINT and args.endpoint not in endpoints:
+        problem = f'no endpoint "{args.endpoint}" in {args.config} (one of: {", ".join(sorted(endpoints))})'
+    if problem is None:
+        assert config.server.tokens is not None
+        try:
+            print(issue(config.server.tokens, args.user, args.endpoint, ttl, time.time()))
+            return EXIT_OK
+        except ValueError as exc:
+            problem = f"--ttl: {exc}"
+    print(f"dbproxy token: error: {problem}", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 def _load(path: str) -> Config | None:

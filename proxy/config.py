@@ -7,12 +7,13 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from proxy.core.admission import parse_network
 from proxy.durations import parse_duration, parse_size
+from proxy.tokens import TokenSettings
 
 __all__ = [
     "Address",
@@ -26,6 +27,7 @@ __all__ = [
     "PoolSettings",
     "ServerSettings",
     "TlsSettings",
+    "TokenSettings",
     "User",
     "load_config",
     "parse_config",
@@ -119,18 +121,24 @@ class ServerSettings:
     audit_statements: str = "none"
     client_connect_rate: int = 0
     client_connect_burst: int = 0
+    tokens: TokenSettings | None = None   # [server.tokens]: token logins (SPEC §10)
 
 
 @dataclass(frozen=True)
 class User:
-    """A client login and the credentials the proxy uses towards the databases on its behalf."""
+    """A client login and the credentials the proxy uses towards the databases on its behalf.
+
+    auth: "password" (the cluster's client_auth), "token" (a signed token sent as a cleartext password
+    over TLS, see proxy.tokens) or "password_or_token".
+    """
 
     name: str
-    password: str | None
+    password: str | None = field(repr=False)
     server_user: str
-    server_password: str | None
+    server_password: str | None = field(repr=False)
     admin: bool = False
     max_client_connections: int = 0   # logged-in client connections of this user, whole proxy (0 = no limit)
+    auth: str = "password"
 
 
 @dataclass(frozen=True)
@@ -495,7 +503,7 @@ class _Table:
 
 _SERVER_KEYS = ("admin_listen", "http_listen", "log_format", "log_level", "shutdown_timeout",
                 "client_login_timeout", "admin_allow", "http_allow", "audit_log", "audit_statements",
-                "client_connect_rate", "client_connect_burst")
+                "client_connect_rate", "client_connect_burst", "tokens")
 _USER_KEYS = (
     "name",
     "password",
@@ -507,6 +515,7 @@ _USER_KEYS = (
     "server_password_file",
     "admin",
     "max_client_connections",
+    "auth",
 )
 _CLUSTER_KEYS = (
     "engine",
@@ -546,7 +555,8 @@ def _field_names(cls: type) -> tuple[str, ...]:
 def _build_config(data: Mapping[str, Any], path: str, context: _Context) -> Config:
     root = _Table(data, "", context.problems, ("server", "users", "clusters"))
     server = _build_server(root.table("server", _SERVER_KEYS), context)
-    users, passwordless = _build_users(root, context)
+    users, passwordless = _build_users(root, context, tokens_given=isinstance(root.data.get("server"), dict)
+                                       and "tokens" in root.data["server"])
     clusters = _with_probe_logins(_build_clusters(root, context), users)
     _check_listen_conflicts(server, clusters, context.problems)
     _check_passwords(users, passwordless, clusters, context.problems)
@@ -554,6 +564,8 @@ def _build_config(data: Mapping[str, Any], path: str, context: _Context) -> Conf
 
 
 def _build_server(t: _Table, context: _Context) -> ServerSettings:
+    from .config_tokens import TOKEN_KEYS, build_tokens  # (imports this module)
+
     audit_log = t.optional_text("audit_log", required="audit_log" in t.data)
     if audit_log is not None and audit_log != "stderr":
         audit_log = str(context.resolve(audit_log))
@@ -570,11 +582,14 @@ def _build_server(t: _Table, context: _Context) -> ServerSettings:
         audit_statements=t.choice("audit_statements", AUDIT_STATEMENTS, "none"),
         client_connect_rate=t.integer("client_connect_rate", 0),
         client_connect_burst=t.integer("client_connect_burst", 0),
+        tokens=build_tokens(t.table("tokens", TOKEN_KEYS), context) if "tokens" in t.data else None,
     )
 
 
-def _build_users(root: _Table, context: _Context) -> tuple[tuple[User, ...], list[int]]:
+def _build_users(root: _Table, context: _Context, *, tokens_given: bool) -> tuple[tuple[User, ...], list[int]]:
     """Return the users and the indexes of users that have no password (and no error about it yet)."""
+    from .config_tokens import USER_AUTH, check_user_auth  # (imports this module)
+
     tables = root.table_list("users", _USER_KEYS, header="[[users]]")
     if not tables:
         if tables is not None or "users" not in root.data:
@@ -586,22 +601,24 @@ def _build_users(root: _Table, context: _Context) -> tuple[tuple[User, ...], lis
         name = t.text("name", "", required=True)
         password, password_ok = _secret(t, "password", context)
         server_password, server_ok = _secret(t, "server_password", context)
-        if password is None and password_ok:
+        auth = t.choice("auth", USER_AUTH, "password")
+        if password is None and password_ok and auth != "token":
             passwordless.append(index)
         if server_password is None and server_ok:
             server_password = password  # "default = the same"
         if name and any(user.name == name for user in users):
             t.problem("name", f'duplicate user "{name}"')
-        users.append(
-            User(
-                name=name,
-                password=password,
-                server_user=t.text("server_user", name),
-                server_password=server_password,
-                admin=t.boolean("admin", False),
-                max_client_connections=t.integer("max_client_connections", 0),
-            )
+        user = User(
+            name=name,
+            password=password,
+            server_user=t.text("server_user", name),
+            server_password=server_password,
+            admin=t.boolean("admin", False),
+            max_client_connections=t.integer("max_client_connections", 0),
+            auth=auth,
         )
+        check_user_auth(user, t, tokens_given)
+        users.append(user)
     return tuple(users), passwordless
 
 

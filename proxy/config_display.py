@@ -14,6 +14,7 @@ from .config import (
     HealthSettings,
     PoolSettings,
     TlsSettings,
+    TokenSettings,
 )
 from .durations import format_duration
 
@@ -35,6 +36,7 @@ def to_display(config: Config) -> dict[str, Any]:
                 "audit_statements": config.server.audit_statements,
                 "client_connect_rate": config.server.client_connect_rate,
                 "client_connect_burst": config.server.client_connect_burst,
+                "tokens": _tokens_display(config.server.tokens),
             }
         ),
         "users": [
@@ -46,6 +48,7 @@ def to_display(config: Config) -> dict[str, Any]:
                     "server_password": _mask(user.server_password),
                     "admin": user.admin,
                     "max_client_connections": user.max_client_connections or None,
+                    "auth": None if user.auth == "password" else user.auth,
                 }
             )
             for user in config.users
@@ -122,6 +125,21 @@ def _tls_display(settings: TlsSettings, client_side: bool) -> dict[str, Any]:
         shown.pop("client_cert", None)
     if settings.min_version == "1.2":
         shown.pop("min_version", None)
+    return shown
+
+
+def _tokens_display(tokens: TokenSettings | None) -> dict[str, Any] | None:
+    """Where the secrets come from (variable names, file paths), never the secrets."""
+    if tokens is None:
+        return None
+    shown: dict[str, Any] = {}
+    for key, source in tokens.sources:
+        if key.startswith("previous_"):
+            shown.setdefault(key, []).append(source)
+        else:
+            shown[key] = source
+    shown.update(max_ttl=format_duration(tokens.max_ttl), rotation_grace=format_duration(tokens.rotation_grace),
+                 allow_plaintext_tokens=tokens.allow_plaintext_tokens)
     return shown
 
 

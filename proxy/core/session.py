@@ -105,6 +105,7 @@ class ClientSessionCore(asyncio.Protocol):
     _claimed: tuple[str, str] | None = None
     _welcomed = False
     statement_audit: Callable[[ClientSessionCore, bytes], None] | None = None
+    _login_method: str | None = None   # "token" / "password": a token user's cleartext login (core/token_login.py)
 
     # Per-connection state that starts the same for every client: class defaults, assigned on the
     # instance when it changes (a short-lived connection does not pay for setting them all).
@@ -387,8 +388,8 @@ class ClientSessionCore(asyncio.Protocol):
             audit.login(self, "success")
 
     def auth_method(self) -> str:
-        """The client authentication method of this login, for the audit log."""
-        return self.cluster.config.client_auth
+        """The client authentication method of this login, for the audit log ("token" for token logins)."""
+        return self._login_method or self.cluster.config.client_auth
 
     def auth_failed(self, user_name: str = "", database: str | None = None) -> None:
         """Wrong password (or unknown user): counted; `user_name`/`database` when admit() was not called."""

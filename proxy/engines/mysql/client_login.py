@@ -10,6 +10,11 @@ HandshakeResponse41 → [AuthSwitchRequest when the client used another plugin] 
 OK. caching_sha2_password answers a valid token with AuthMoreData 0x03 + OK; full authentication
 (`force_full_auth`, or later token checks) asks 0x04 and takes the cleartext over TLS, or an
 RSA-encrypted password after handing out the proxy's public key (request 0x02).
+
+Token users (`user_auth(name)` is "token" or "password_or_token", SPEC §10) send their token as a
+cleartext password: the machine switches them to mysql_clear_password, over TLS only unless
+`plaintext_tokens`, and `check_cleartext` decides. A password_or_token user whose scramble answer
+matches the password is let in at once; otherwise (over TLS) it is switched to mysql_clear_password too.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ LOGIN_CAPABILITIES = Capability.PROTOCOL_41 | Capability.SECURE_CONNECTION | Cap
 
 Packets = list[tuple[int, bytes]]
 UserLookup = Callable[[str], MysqlVerifiers | None]
-CleartextCheck = Callable[[str, bytes, MysqlVerifiers | None], bool]
+# True: let the client in; False or a reason (for the log): refuse it like a wrong password.
+CleartextCheck = Callable[[str, bytes, MysqlVerifiers | None], "bool | str"]
+UserAuth = Callable[[str], str]
 
 
 class _State(Enum):
@@ -54,6 +61,10 @@ def _default_cleartext_check(user: str, password: bytes, verifiers: MysqlVerifie
     return verifiers is not None and auth.verify_cleartext(verifiers, password)
 
 
+def _password_only(user: str) -> str:
+    return "password"
+
+
 class ClientLogin:
     """One client's login state machine (also used again for each COM_CHANGE_USER).
 
@@ -65,7 +76,8 @@ class ClientLogin:
     def __init__(self, method: str, connection_id: int, server_version: str, capabilities_offered: int,
                  lookup_user: UserLookup, peer_host: str, *, charset: int = UTF8MB4_GENERAL_CI,
                  tls: bool = False, require_tls: bool = False, force_full_auth: bool = False,
-                 check_cleartext: CleartextCheck | None = None, scramble: bytes | None = None) -> None:
+                 check_cleartext: CleartextCheck | None = None, scramble: bytes | None = None,
+                 user_auth: UserAuth | None = None, plaintext_tokens: bool = False) -> None:
         if method not in CLIENT_AUTH_METHODS:
             raise ValueError(f"unsupported MySQL client auth method {method!r}")
         self.method = method
@@ -79,6 +91,9 @@ class ClientLogin:
         self.force_full_auth = force_full_auth
         self._lookup = lookup_user
         self._check_cleartext = check_cleartext or _default_cleartext_check
+        self._user_auth = user_auth or _password_only
+        self.plaintext_tokens = plaintext_tokens
+        self._switched_to = method
         self._greeting_scramble = scramble if scramble is not None else auth.new_scramble()
         self._scramble = self._greeting_scramble
         self._state = _State.GREETING
@@ -124,6 +139,8 @@ class ClientLogin:
             return self._on_response(reply, payload)
         if self._state is _State.SWITCHED:
             self._password_used = bool(payload)
+            if self._switched_to == auth.CLEAR_PASSWORD:
+                return self._finish_cleartext(reply, _strip_nul(payload))
             return self._verify(reply, self.method, payload)
         if self._state is _State.FULL_AUTH:
             return self._on_full_auth(reply, payload)
@@ -146,6 +163,9 @@ class ClientLogin:
         self.attributes = packet.attributes
         self.client_plugin = packet.auth_plugin or auth.NATIVE_PASSWORD
         self._password_used = bool(packet.auth_response)
+        kind = self._user_auth(self.user)
+        if kind != "password" and (kind == "token" or self._tokens_usable()):
+            return self._token_login(1, kind, packet.auth_response)
         fast = not (self.force_full_auth and self.method == auth.CACHING_SHA2_PASSWORD)
         verifiers = self._lookup(self.user) if self.client_plugin == self.method and fast else None
         if verifiers is not None:
@@ -188,18 +208,45 @@ class ClientLogin:
             self.client_plugin = auth.NATIVE_PASSWORD
             return self._verify(reply, auth.NATIVE_PASSWORD, response.auth_response)
         self.client_plugin = response.auth_plugin or auth.NATIVE_PASSWORD
+        kind = self._user_auth(self.user)
+        if kind != "password" and (kind == "token" or self._tokens_usable()):
+            return self._token_login(reply, kind, response.auth_response)
         if self.client_plugin == self.method:
             return self._verify(reply, self.method, response.auth_response)
         if self.client_plugin == auth.CLEAR_PASSWORD and self.tls:
             return self._finish_cleartext(reply, _strip_nul(response.auth_response))
         return self._switch(reply)
 
-    def _switch(self, reply: int) -> Packets:
-        self._scramble = auth.new_scramble()
+    def _switch(self, reply: int, plugin: str | None = None) -> Packets:
         self._state = _State.SWITCHED
         self._expect_seq = reply + 1
-        self.client_plugin = self.method
+        self.client_plugin = self._switched_to = plugin or self.method
+        if self.client_plugin == auth.CLEAR_PASSWORD:
+            return [(reply, AuthSwitchRequest(auth.CLEAR_PASSWORD, b"").encode())]
+        self._scramble = auth.new_scramble()
         return [(reply, AuthSwitchRequest(self.method, self._scramble + b"\x00").encode())]
+
+    # ------------------------------------------------------------------ token logins
+
+    def _tokens_usable(self) -> bool:
+        return self.tls or self.plaintext_tokens
+
+    def _token_login(self, reply: int, kind: str, response: bytes) -> Packets:
+        """A token (or password_or_token) user's first answer: take a cleartext one, else switch to
+        mysql_clear_password (a matching password answer lets a password_or_token user in at once)."""
+        if not self._tokens_usable():
+            return self._deny(reply, "token login over plain text refused (allow_plaintext_tokens = false)")
+        if self.client_plugin == auth.CLEAR_PASSWORD:
+            return self._finish_cleartext(reply, _strip_nul(response))
+        if kind == "password_or_token" and self.client_plugin == self.method and response and not (
+                self.force_full_auth and self.method == auth.CACHING_SHA2_PASSWORD):
+            verifiers = self._lookup(self.user)
+            scrambles = dict.fromkeys((self._scramble, self._greeting_scramble))
+            if verifiers is not None and any(self._token_ok(self.method, verifiers, s, response) for s in scrambles):
+                return self._accept(reply, self.method)
+        if not self.capabilities & Capability.PLUGIN_AUTH:
+            return self._deny(reply, "token login needs a client that can switch to mysql_clear_password")
+        return self._switch(reply, auth.CLEAR_PASSWORD)
 
     def _verify(self, reply: int, plugin: str, token: bytes) -> Packets:
         verifiers = self._lookup(self.user)
@@ -251,8 +298,11 @@ class ClientLogin:
     def _finish_cleartext(self, reply: int, password: bytes) -> Packets:
         self._password_used = bool(password)
         verifiers = self._lookup(self.user)
-        if not self._check_cleartext(self.user, password, verifiers):
-            return self._deny(reply, "unknown user" if verifiers is None else "wrong password")
+        verdict = self._check_cleartext(self.user, password, verifiers)
+        if verdict is not True:
+            reason = verdict if isinstance(verdict, str) and verdict else (
+                "unknown user" if verifiers is None else "wrong password")
+            return self._deny(reply, reason)
         return self._succeed(reply)
 
     # ------------------------------------------------------------------ outcomes

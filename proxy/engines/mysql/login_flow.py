@@ -18,9 +18,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ...core import token_login
 from ...core.session import AUTH, LOGIN, READY, STARTUP
 from ...errors import ProtocolViolation, ProxyError, UnknownDatabase
 from ...logs import ConnectionLog
+from .auth import verify_cleartext
 from .client_login import ClientLogin
 from .command_framing import CommandTooLarge, speaks_postgres
 from .errors import ServerRefusal, error_payload
@@ -69,9 +71,21 @@ def greet(session: MysqlClientSession) -> None:
         login = app.users.get(name)
         return login.secrets.get("mysql") if login is not None else None
 
+    def user_auth(name: str) -> str:
+        login = app.users.get(name)
+        return login.user.auth if login is not None else "password"
+
+    def check_cleartext(name: str, password: bytes, verifiers: Any) -> bool | str:
+        """mysql_clear_password (and caching_sha2 full authentication over TLS): tokens for token users."""
+        login = app.users.get(name)
+        if login is None or login.user.auth == "password":
+            return verifiers is not None and verify_cleartext(verifiers, password)
+        return token_login.check_cleartext(session, login.user, password) or True
+
     login = session._login_machine = ClientLogin(
         session.cluster.config.client_auth, session.pid, session.shared.server_version, offered, verifiers, host,
-        require_tls=session.tls_settings.mode == "require")
+        require_tls=session.tls_settings.mode == "require", check_cleartext=check_cleartext, user_auth=user_auth,
+        plaintext_tokens=app.tokens.allow_plaintext)
     session.write(encode_packets(login.greeting(), 0)[0])
 
 

@@ -1,9 +1,14 @@
-"""Sans-IO authentication of a client by the proxy: trust, md5 or SCRAM-SHA-256 (no I/O, no clock)."""
+"""Sans-IO authentication of a client by the proxy: trust, md5, SCRAM-SHA-256 or cleartext (no I/O, no clock).
+
+Cleartext ("password", AuthenticationCleartextPassword) is what token logins use (SPEC §10): the
+session asks for it only over TLS (or with allow_plaintext_tokens) and decides with `check_cleartext`.
+"""
 
 from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 
 from ...errors import AuthenticationFailed, ProtocolViolation
 from .wire import messages as m
@@ -22,18 +27,27 @@ def _random_salt() -> bytes:
     return _salt_pool[_salt_used - 4:_salt_used]
 
 
+# Decides a cleartext password: None to let the client in, else why not (for the server log only).
+CleartextCheck = Callable[[bytes], "str | None"]
+
+
 class ClientAuthentication:
     """Send what start() returns, feed each password message ('p' body) to receive(); done when `done`.
 
     Every failure raises AuthenticationFailed with PostgreSQL's own wording (no hint of which part
-    was wrong), or ProtocolViolation for malformed messages.
+    was wrong), or ProtocolViolation for malformed messages; `failed_reason` then says why, for the log.
+    Method "password" (cleartext) needs `check_cleartext`.
     """
 
     def __init__(self, method: str, user: str, password: str | None, verifier: ScramVerifier | None,
-                 salt: bytes | None = None, channel_binding: bytes | None = None) -> None:
-        """`channel_binding`: the TLS connection's tls-server-end-point data (SCRAM-SHA-256-PLUS is then offered)."""
+                 salt: bytes | None = None, channel_binding: bytes | None = None,
+                 check_cleartext: CleartextCheck | None = None) -> None:
+        """`channel_binding`: the TLS connection's tls-server-end-point data (SCRAM-SHA-256-PLUS is then offered);
+        `check_cleartext`: decides method "password" (token logins)."""
         self.method = method
         self._channel_binding = channel_binding
+        self._check_cleartext = check_cleartext
+        self.failed_reason = ""
         self.user = user
         self._password = password
         self._verifier = verifier
@@ -42,7 +56,8 @@ class ClientAuthentication:
         self._scram_started = False
         self.done = False
 
-    def _refuse(self) -> AuthenticationFailed:
+    def _refuse(self, reason: str = "wrong password") -> AuthenticationFailed:
+        self.failed_reason = reason
         return AuthenticationFailed(f'password authentication failed for user "{self.user}"')
 
     def start(self) -> bytes:
@@ -50,6 +65,10 @@ class ClientAuthentication:
         if self.method == "trust":
             self.done = True
             return b""
+        if self.method == "password":
+            if self._check_cleartext is None:
+                raise self._refuse("no cleartext check")
+            return m.auth_request(3)   # AuthenticationCleartextPassword
         if self.method == "md5":
             if self._password is None:
                 raise self._refuse()
@@ -67,6 +86,14 @@ class ClientAuthentication:
         """One password message from the client; returns the reply to send."""
         if self.done:
             raise ProtocolViolation("unexpected password message after authentication")
+        if self.method == "password":
+            assert self._check_cleartext is not None
+            secret = body[:-1] if body.endswith(b"\x00") else body
+            reason = self._check_cleartext(secret)
+            if reason is not None:
+                raise self._refuse(reason)
+            self.done = True
+            return b""
         if self._scram is None:
             if body.rstrip(b"\x00") != md5_password(self.user, self._password or "", self._salt or b""):
                 raise self._refuse()

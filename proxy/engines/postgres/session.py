@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ...config import EndpointConfig
+from ...core import token_login
 from ...core.session import (
     AUTH,
     CLOSED,
@@ -259,9 +260,11 @@ class PgClientSession(ClientSessionCore):
         self.gucs.client = dict(request.gucs)
         self.app_name = request.application_name
         self.state = _AUTH
+        user = login.user
+        method = token_login.postgres_method(self, user, cluster.config.client_auth)
         binding = tls_contexts.server_end_point(self.tls_settings) if self.tls_version is not None else None
-        self._auth = ClientAuthentication(cluster.config.client_auth, user_name, login.user.password,
-                                          login.verifier, channel_binding=binding)
+        self._auth = ClientAuthentication(method, user_name, user.password, login.verifier, channel_binding=binding,
+                                          check_cleartext=lambda secret: token_login.check_cleartext(self, user, secret))
         self._auth_step_done(self._auth.start())
 
     def _auth_data(self, data: bytes) -> None:
@@ -292,6 +295,8 @@ class PgClientSession(ClientSessionCore):
             reply = self._auth.receive(body)
         except AuthenticationFailed:
             self.auth_failed()
+            if self.login is not None and self.login.user.auth != "password":   # token users: the real reason
+                token_login.log_refusal(self, self._auth.user, self._auth.failed_reason)
             raise
         self._auth_step_done(reply)
 
