@@ -76,6 +76,8 @@ demo-stop:
 # Extra options: make bench BENCH_ARGS="--quick --only dbproxy --profile" (see bench/run.py --help);
 # BENCH_ARGS=--mysql adds the MySQL sysbench section (bench/sysbench.py), BENCH_ARGS=--ryw the
 # read_your_writes cost on a split endpoint (bench/ryw.py; alone: .venv/bin/python -m bench.ryw).
+# BENCH_ARGS=--tls: pgbench -S and -S -C with client TLS, dbproxy vs PgBouncer (bench/tls.py; alone:
+# .venv/bin/python -m bench.tls).
 bench: install
 	@if [ ! -x /usr/sbin/pgbouncer ]; then \
 		echo "make: installing pgbouncer"; \

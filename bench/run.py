@@ -20,6 +20,10 @@ Two tables of pgbench runs, interleaved in the same rounds (target order rotated
 With `--ryw`, bench/ryw.py (what read_your_writes costs write transactions on a split endpoint)
 runs afterwards with the same --duration, --quick, --keep and --rounds if given.
 
+With `--tls`, bench/tls.py (pgbench -S and -S -C with client TLS, dbproxy vs PgBouncer
+client_tls_sslmode = require, issue 13) runs afterwards with the same --duration, --quick, --keep and
+--rounds if given.
+
 With `--mysql`, the MySQL benchmark (bench/sysbench.py: sysbench oltp_point_select direct vs dbproxy,
 oltp_read_write through dbproxy, on its own MariaDB) runs afterwards with the same --duration,
 --quick, --clients (sysbench --threads), --wait-idle, --profile and --keep, and --rounds if given
@@ -161,6 +165,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="afterwards, the read_your_writes cost on a split endpoint (bench/ryw.py, its own primary + "
         "replica) with the same --duration, --quick, --keep and --rounds if given; results in "
         "bench/results/ryw-*",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="afterwards, pgbench -S and -S -C with client TLS, dbproxy vs PgBouncer (bench/tls.py, its own "
+        "primary) with the same --duration, --quick, --keep and --rounds if given; results in bench/results/tls-*",
     )
     args = parser.parse_args(argv)
     args.rounds_given = args.rounds is not None
@@ -814,7 +824,21 @@ def main(argv: list[str] | None = None) -> int:
         code = max(code, run_mysql(args))
     if args.ryw and code != 130:
         code = max(code, run_ryw(args))
+    if args.tls and code != 130:
+        code = max(code, run_tls(args))
     return code
+
+
+def run_tls(args: argparse.Namespace) -> int:
+    """bench/tls.py with this run's duration (its own client count)."""
+    from bench import tls
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # run_postgres's cleanup left them ignored
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    argv = ["--duration", str(args.duration), *(["--rounds", str(args.rounds)] if args.rounds_given else [])]
+    argv += [flag for flag, on in (("--quick", args.quick), ("--keep", args.keep)) if on]
+    log(f"client TLS, dbproxy vs PgBouncer: bench/tls.py {' '.join(argv)}")
+    return tls.main(argv)
 
 
 def run_ryw(args: argparse.Namespace) -> int:

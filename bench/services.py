@@ -75,8 +75,12 @@ prepared_statements    = true
 {endpoints}"""
 
 
-def pgbouncer_ini(workdir: Path, port: int, primary_port: int, database: str, pool_size: int) -> str:
-    """A PgBouncer ini: transaction pooling, md5 auth from ``userlist.txt``, files in ``workdir``."""
+def pgbouncer_ini(workdir: Path, port: int, primary_port: int, database: str, pool_size: int,
+                  client_tls: tuple[Path, Path] | None = None) -> str:
+    """A PgBouncer ini: transaction pooling, md5 auth from ``userlist.txt``, files in ``workdir``;
+    ``client_tls`` (certificate, key): ``client_tls_sslmode = require`` with them (bench/tls.py)."""
+    tls = ("client_tls_sslmode = disable\n" if client_tls is None else
+           f"client_tls_sslmode = require\nclient_tls_cert_file = {client_tls[0]}\nclient_tls_key_file = {client_tls[1]}\n")
     return f"""\
 ; Written by bench/run.py for one benchmark run.
 [databases]
@@ -96,8 +100,7 @@ reserve_pool_size = 0
 max_client_conn = 10000
 max_db_connections = 0
 server_tls_sslmode = disable
-client_tls_sslmode = disable
-"""
+{tls}"""
 
 
 def md5_auth_line(user: str, password: str) -> str:
@@ -175,11 +178,14 @@ def query_check(port: int, user: str, database: str, password: str | None) -> Ca
 
 
 def start_pgbouncer(
-    workdir: Path, port: int, primary_port: int, user: str, password: str, database: str, pool_size: int
+    workdir: Path, port: int, primary_port: int, user: str, password: str, database: str, pool_size: int,
+    client_tls: tuple[Path, Path] | None = None,
 ) -> Service:
-    """Write ini + auth_file, start PgBouncer as the postgres OS user, wait until a query works."""
+    """Write ini + auth_file, start PgBouncer as the postgres OS user, wait until a query works
+    (``client_tls``: see pgbouncer_ini; the postgres OS user must be able to read the key)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "pgbouncer.ini").write_text(pgbouncer_ini(workdir, port, primary_port, database, pool_size))
+    (workdir / "pgbouncer.ini").write_text(pgbouncer_ini(workdir, port, primary_port, database, pool_size,
+                                                         client_tls))
     (workdir / "userlist.txt").write_text(md5_auth_line(user, password))
     run_as = None
     if os.geteuid() == 0:  # pgbouncer refuses to run as root

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ...config import Address, FailoverSettings, HealthSettings, PoolSettings
+from ...config import Address, FailoverSettings, HealthSettings, PoolSettings, TlsSettings
 from ...errors import ProxyError
 from .auth import MysqlVerifiers, derive_verifiers
 from .classify import MysqlClassifier
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ...topology import FailoverActions, Probe, ProbeFactory
 
 log = logging.getLogger("dbproxy")
+_NO_TLS = TlsSettings()
 _DEFAULT_VARIANT = Variant(int(Capability.MULTI_RESULTS | Capability.PS_MULTI_RESULTS | Capability.TRANSACTIONS
                                | Capability.LONG_PASSWORD), UTF8MB4_GENERAL_CI)
 
@@ -53,11 +54,11 @@ class MysqlEngine:
         return MysqlClientSession(app, cluster, endpoint)
 
     async def connect(self, address: Address, user: str, password: str | None, database: str,
-                      settings: PoolSettings, variant: Any = None, tls: Any = None) -> MysqlServerConnection:
-        # tls (server_tls): not supported for MySQL servers yet; connections are plain text.
+                      settings: PoolSettings, variant: Any = None, tls: TlsSettings | None = None,
+                      ) -> MysqlServerConnection:
         return await open_server_connection(address, user, password, database, variant or _DEFAULT_VARIANT,
                                             settings.connect_timeout, settings.init_query,
-                                            settings.max_prepared_statements)
+                                            settings.max_prepared_statements, tls or _NO_TLS)
 
     def classifier(self, read_only_functions: Sequence[str]) -> MysqlClassifier:
         return MysqlClassifier(read_only_functions)
@@ -79,10 +80,10 @@ class MysqlEngine:
         return MysqlClusterState()
 
     async def cancel(self, server: MysqlServerConnection) -> None:
-        """KILL QUERY <server thread> from a second connection of the same server user."""
+        """KILL QUERY <server thread> from a second connection of the same server user (and server_tls)."""
         try:
             conn = await open_server_connection(server.address, server.user, server.password, "",
-                                                _DEFAULT_VARIANT, 5.0)
+                                                _DEFAULT_VARIANT, 5.0, tls=server.tls)
         except ProxyError as exc:
             log.warning("could not forward KILL QUERY to %s: %s", server.address, exc.message)
             return
@@ -98,7 +99,7 @@ class MysqlEngine:
 def _mysql_probe(address: Address, health: HealthSettings) -> Probe:
     from .probe import MysqlProbe
 
-    return MysqlProbe(address, health.user or "root", health.password)
+    return MysqlProbe(address, health.user or "root", health.password, health.tls)
 
 
 ENGINE = MysqlEngine()

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ...config import Address, FailoverSettings, HealthSettings
+from ...config import Address, FailoverSettings, HealthSettings, TlsSettings
 from ...errors import ProxyError
 from ...topology.coordinator import ActionFailed
 from . import sql
@@ -51,15 +51,17 @@ class MysqlFailoverActions:
     """The MySQL adapter of coordinator.FailoverActions; see the module docstring."""
 
     def __init__(self, user: str, password: str | None, replication_user: str | None = None,
-                 replication_password: str | None = None) -> None:
+                 replication_password: str | None = None, tls: TlsSettings | None = None) -> None:
         self.user = user
         self.password = password
+        self.tls = tls or TlsSettings()   # the cluster's server_tls, as the probes use it
         self.replication_user = replication_user
         self.replication_password = replication_password
 
     @classmethod
     def from_settings(cls, health: HealthSettings, failover: FailoverSettings) -> MysqlFailoverActions:
-        return cls(health.user or "root", health.password, failover.replication_user, failover.replication_password)
+        return cls(health.user or "root", health.password, failover.replication_user, failover.replication_password,
+                   health.tls)
 
     def describe_position(self, position: int | None) -> str:
         return "unknown" if position is None else f"GTID sequence {position}"
@@ -201,7 +203,7 @@ class MysqlFailoverActions:
                                timeout: float) -> T:
         """Run `action` over a fresh connection; every failure becomes ActionFailed."""
         try:
-            conn = await sql.connect(address, self.user, self.password, CONNECT_TIMEOUT)
+            conn = await sql.connect(address, self.user, self.password, CONNECT_TIMEOUT, self.tls)
         except ProxyError as exc:
             raise ActionFailed(f"{address}: {exc.message}", harmless=True) from None
         try:

@@ -28,7 +28,7 @@ import logging
 import re
 import struct
 
-from ...config import Address
+from ...config import Address, TlsSettings
 from ...errors import ProxyError
 from ...topology.model import ProbeResult
 from . import sql
@@ -49,10 +49,11 @@ _MYSQL_INTERVAL = re.compile(r"(\d+)(?:-(\d+))?")
 class MysqlProbe:
     """Probes one MySQL / MariaDB instance; see the module docstring."""
 
-    def __init__(self, address: Address, user: str, password: str | None) -> None:
+    def __init__(self, address: Address, user: str, password: str | None, tls: TlsSettings | None = None) -> None:
         self.address = address
         self.user = user
         self.password = password
+        self.tls = tls or TlsSettings()   # the cluster's server_tls
         self._conn: MysqlServerConnection | None = None
         self._status_sql = SLAVE_STATUS_SQL
         self._status_allowed = True
@@ -73,7 +74,7 @@ class MysqlProbe:
     async def _probe(self, timeout: float) -> ProbeResult:
         conn = self._conn
         if conn is None or conn.closed:
-            conn = self._conn = await sql.connect(self.address, self.user, self.password, timeout)
+            conn = self._conn = await sql.connect(self.address, self.user, self.password, timeout, self.tls)
         positions = await self._first_row(conn, timeout)
         if not self._status_allowed:
             return parse_probe(positions, None)

@@ -1,16 +1,22 @@
-"""A connection from the proxy to a MySQL / MariaDB server: login, then relay for whichever client owns it."""
+"""A connection from the proxy to a MySQL / MariaDB server: login, then relay for whichever client owns it.
+
+TLS (server_tls): the login's SSL request goes out in plain text, reading pauses, loop.start_tls
+negotiates (the server waits for the ClientHello), and the rest of the login runs inside TLS.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
+import ssl
 import time
 from typing import Any, NamedTuple
 
-from ...config import Address
+from ...config import Address, TlsSettings
 from ...errors import ServerConnectFailed
-from .server_login import ServerLogin
+from ...tls import servers as server_tls
+from .server_login import ServerLogin, TlsRefused
 from .session_state import SetVariable
 from .statements import ServerStatements
 from .wire.codes import Capability, Command
@@ -20,6 +26,7 @@ from .wire.responses import CAPTURE, DROP_ALL, ResponseTracker, Slot
 
 log = logging.getLogger("dbproxy.server")
 _ids = itertools.count(1)
+_NO_TLS = TlsSettings()
 
 # What a server connection's login fixes for its whole life and a client must match to use it:
 # the response format (DEPRECATE_EOF, SESSION_TRACK), multi-results, FOUND_ROWS (affected-rows
@@ -31,7 +38,7 @@ VARIANT_CAPABILITIES = (Capability.DEPRECATE_EOF | Capability.SESSION_TRACK
                         | Capability.IGNORE_SPACE | Capability.LONG_FLAG | Capability.INTERACTIVE
                         | Capability.TRANSACTIONS | Capability.LONG_PASSWORD)
 # Never asked of a server: LOCAL_FILES (LOAD DATA LOCAL INFILE is refused, SPEC §12), CONNECT_WITH_DB
-# is set per connection, compression and TLS are not supported towards servers yet.
+# is set per connection, compression is not supported towards servers; SSL as server_tls says.
 
 
 class Variant(NamedTuple):
@@ -44,7 +51,8 @@ class Variant(NamedTuple):
 class MysqlServerConnection(asyncio.Protocol):
     """One MySQL server connection, owned by at most one client session at a time."""
 
-    def __init__(self, address: Address, login: ServerLogin, variant: Variant, max_statements: int = 1000) -> None:
+    def __init__(self, address: Address, login: ServerLogin, variant: Variant, max_statements: int = 1000,
+                 tls_context: ssl.SSLContext | None = None) -> None:
         self.id = next(_ids)
         self.address = address
         self.user = login.user
@@ -69,6 +77,10 @@ class MysqlServerConnection(asyncio.Protocol):
         self.insert_id = 0   # its session's LAST_INSERT_ID(), as far as the OK packets told
         self.statements = ServerStatements(max_statements)   # statement text -> this server's id
         self.password: str | None = None   # set by open_server_connection: KILL QUERY logs in a second time
+        self.tls = _NO_TLS                  # server_tls, also set by open_server_connection (for KILL QUERY too)
+        self.tls_version: str | None = None   # "TLSv1.3" once encrypted
+        self._tls_context = tls_context
+        self._tls_task: asyncio.Task[None] | None = None
         self._login: ServerLogin | None = login
         self._reader = PacketReader(max_payload=1 << 24)
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -125,13 +137,55 @@ class MysqlServerConnection(asyncio.Protocol):
                     return
                 for seq, payload in login.receive(*packet):
                     self.transport.write(encode_packets(payload, seq)[0])
+                if login.awaiting_tls:
+                    self._start_tls()
+                    return
         except Exception as exc:  # noqa: BLE001 - any login failure fails this connection only
-            self._login = None
-            if not self.ready.done():
-                self.ready.set_exception(exc if isinstance(exc, ServerConnectFailed)
-                                         else ServerConnectFailed(f"{self.address}: {exc}"))
-            self.close()
+            self._login_failed(exc)
             return
+        self._logged_in(login)
+
+    def _login_failed(self, exc: BaseException) -> None:
+        self._login = None
+        if isinstance(exc, TlsRefused):
+            exc = ServerConnectFailed(f"{self.address}: {exc.message}")
+        if not self.ready.done():
+            self.ready.set_exception(exc if isinstance(exc, ServerConnectFailed)
+                                     else ServerConnectFailed(f"{self.address}: {exc}"))
+        self.close()
+
+    def _start_tls(self) -> None:
+        """The SSL request is out: nothing is read in plain text any more; the handshake runs in a task."""
+        assert self.transport is not None
+        if self._tls_context is None or self._reader.take_rest():
+            raise ServerConnectFailed("TLS requested without a context, or the server sent data after its greeting")
+        self.transport.pause_reading()
+        self._tls_task = asyncio.get_running_loop().create_task(self._upgrade(self.transport, self._tls_context))
+
+    async def _upgrade(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            secure = await loop.start_tls(transport, self, context,
+                                          server_hostname=server_tls.hostname(self.address, context))
+        except asyncio.CancelledError:
+            transport.close()
+            raise
+        except (ssl.SSLError, OSError, EOFError) as exc:
+            transport.close()
+            self._login_failed(server_tls.handshake_failed(self.address, exc))
+            return
+        login = self._login
+        if secure is None or login is None or self._closed:
+            transport.close()
+            self._login_failed(ServerConnectFailed(f"{self.address}: connection closed during the TLS handshake"))
+            return
+        self.transport = secure
+        ssl_object = secure.get_extra_info("ssl_object")
+        self.tls_version = ssl_object.version() if ssl_object is not None else "TLS"
+        for seq, payload in login.tls_established():
+            secure.write(encode_packets(payload, seq)[0])
+
+    def _logged_in(self, login: ServerLogin) -> None:
         self.pid = login.connection_id
         self.server_version = login.server_version
         self.tracker.capabilities = login.capabilities
@@ -168,6 +222,8 @@ class MysqlServerConnection(asyncio.Protocol):
     def close(self, reason: str = "") -> None:
         if reason and not self.close_reason:
             self.close_reason = reason
+        if self._tls_task is not None and not self._tls_task.done() and self._tls_task is not asyncio.current_task():
+            self._tls_task.cancel()
         if self.transport is not None and not self.transport.is_closing():
             try:
                 self.transport.write(encode_packets(encode_command(Command.QUIT), 0)[0])
@@ -209,22 +265,31 @@ class MysqlServerConnection(asyncio.Protocol):
 
 async def open_server_connection(address: Address, user: str, password: str | None, database: str,
                                  variant: Variant, timeout: float, init_query: str = "",
-                                 max_statements: int = 1000) -> MysqlServerConnection:
-    """Connect and log in; raises ServerConnectFailed (MysqlServerRefused with the server's errno)."""
+                                 max_statements: int = 1000, tls: TlsSettings = _NO_TLS) -> MysqlServerConnection:
+    """Connect (TLS as server_tls says) and log in; raises ServerConnectFailed (MysqlServerRefused with the
+    server's errno)."""
     loop = asyncio.get_running_loop()
+    context = server_tls.context(address, tls)
     login = ServerLogin(user, password, database or None, variant.capabilities, variant.charset,
-                        {"_client_name": "dbproxy", "program_name": "dbproxy"})
+                        {"_client_name": "dbproxy", "program_name": "dbproxy"},
+                        tls_mode=tls.mode if context is not None else "disable")
+    made: list[MysqlServerConnection] = []
+
+    def factory() -> MysqlServerConnection:
+        made.append(MysqlServerConnection(address, login, variant, max_statements, context))
+        return made[-1]
+
     try:
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: MysqlServerConnection(address, login, variant, max_statements), address.host,
-                                   address.port),
-            timeout)
+        _, conn = await asyncio.wait_for(loop.create_connection(factory, address.host, address.port), timeout)
         await asyncio.wait_for(asyncio.shield(conn.ready), timeout)
     except TimeoutError as exc:
+        for started in made:   # (a login or TLS handshake that never finished)
+            started.close()
         raise ServerConnectFailed(f"connecting to {address} timed out after {timeout:g}s") from exc
     except OSError as exc:
         raise ServerConnectFailed(f"could not connect to {address}: {exc.strerror or exc}") from exc
     conn.password = password
+    conn.tls = tls
     if init_query:
         await run_query(conn, init_query, timeout)
     return conn

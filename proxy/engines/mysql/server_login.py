@@ -2,7 +2,13 @@
 
 Feed every server packet, from the greeting (sequence id 0) on, to `receive(seq, payload)`; send
 the (seq, payload) pairs it returns. `done` once the server's OK arrived; an ERR raises
-`MysqlServerRefused` with the server's errno, SQLSTATE and message. Plugins: mysql_native_password,
+`MysqlServerRefused` with the server's errno, SQLSTATE and message.
+
+TLS (server_tls, `tls_mode`): when the greeting offers CLIENT_SSL and the mode is not disable, the
+greeting's answer is the 32-byte SSL request (sequence id 1) and `awaiting_tls` is set: the caller
+negotiates TLS, then sends what `tls_established()` returns (the full handshake response, sequence
+id 2) inside it. A server without CLIENT_SSL: prefer continues in plain text, require and verify-*
+raise `TlsRefused`. Plugins: mysql_native_password,
 caching_sha2_password (fast path; full authentication over TLS or with the server's RSA key),
 MariaDB's client_ed25519, and mysql_clear_password (only over TLS or when explicitly allowed).
 """
@@ -27,7 +33,7 @@ from .wire.handshake import (
 )
 from .wire.messages import decode_err, decode_ok
 
-# Always asked for; COMPRESS and SSL never are (not supported here yet).
+# Always asked for; COMPRESS never is (not supported here), SSL only as tls_mode says.
 REQUIRED_CAPABILITIES = Capability.PROTOCOL_41 | Capability.SECURE_CONNECTION | Capability.PLUGIN_AUTH
 _NEVER = Capability.COMPRESS | Capability.SSL | Capability.ZSTD_COMPRESSION
 
@@ -43,6 +49,10 @@ class MysqlServerRefused(ServerConnectFailed):
         self.server_message = server_message
 
 
+class TlsRefused(ServerConnectFailed):
+    """server_tls needs TLS and the server's greeting does not offer CLIENT_SSL."""
+
+
 class ServerLogin:
     """One server connection's login; `receive` each packet until `done`."""
 
@@ -50,14 +60,17 @@ class ServerLogin:
                  wanted_capabilities: int = 0, charset: int = UTF8MB4_GENERAL_CI,
                  attributes: dict[str, str] | None = None, *, tls: bool = False,
                  allow_cleartext: bool = False, server_public_key: bytes | None = None,
-                 max_packet: int = 0xFFFFFF) -> None:
+                 max_packet: int = 0xFFFFFF, tls_mode: str = "disable") -> None:
         self.user = user
         self._password = (password or "").encode()
         self.database = database or None
         self.wanted = wanted_capabilities
         self.charset = charset
         self.attributes = dict(attributes or {})
-        self.tls = tls
+        self.tls = tls             # the connection is encrypted (set by tls_established)
+        self.tls_mode = tls_mode   # server_tls mode: disable | prefer | require | verify-ca | verify-full
+        self.awaiting_tls = False  # the SSL request went out: negotiate TLS, then tls_established()
+        self._response = b""       # the handshake response that waits for TLS
         self.allow_cleartext = allow_cleartext
         self.server_public_key = server_public_key     # PEM; learnt on request when None
         self.max_packet = max_packet
@@ -76,6 +89,8 @@ class ServerLogin:
 
     def receive(self, seq: int, payload: bytes) -> Packets:
         """One server packet; returns what to send back (possibly nothing)."""
+        if self.awaiting_tls:
+            raise ServerConnectFailed("server sent a packet instead of starting the TLS handshake")
         if self.done:
             raise ServerConnectFailed("server sent a packet after the login finished")
         if seq != self._expect_seq:
@@ -125,12 +140,32 @@ class ServerLogin:
         self._scramble = greeting.scramble[:auth.SCRAMBLE_LENGTH]
         self.plugin = greeting.auth_plugin if greeting.auth_plugin in (
             auth.NATIVE_PASSWORD, auth.CACHING_SHA2_PASSWORD) else auth.NATIVE_PASSWORD
+        if self.tls_mode != "disable":
+            if greeting.capabilities & Capability.SSL:
+                self.capabilities |= Capability.SSL
+            elif self.tls_mode != "prefer":
+                raise TlsRefused(f"the server does not offer TLS (no CLIENT_SSL in its handshake), and "
+                                 f"server_tls mode = \"{self.tls_mode}\" needs it")
         response = HandshakeResponse41(
             self.capabilities, self.max_packet, self.charset, self.user,
             self._first_response(self.plugin), self.database, self.plugin,
             self.attributes if self.capabilities & Capability.CONNECT_ATTRS else {})
+        if self.capabilities & Capability.SSL:
+            self.awaiting_tls = True
+            self._response = response.encode()
+            return [(1, response.encode_ssl_request())]
         self._expect_seq = 2
         return [(1, response.encode())]
+
+    def tls_established(self) -> Packets:
+        """TLS is up: the handshake response (the same capabilities, CLIENT_SSL among them) goes inside it."""
+        if not self.awaiting_tls:
+            raise ServerConnectFailed("TLS established without an SSL request")
+        self.awaiting_tls = False
+        self.tls = True
+        response, self._response = self._response, b""
+        self._expect_seq = 3
+        return [(2, response)]
 
     def _first_response(self, plugin: str) -> bytes:
         if plugin == auth.CACHING_SHA2_PASSWORD:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...config import Address
+from ...config import Address, TlsSettings
 from ...errors import ProxyError
 from .server import MysqlServerConnection, Variant, open_server_connection, wait_quiet
 from .wire.codes import UTF8MB4_GENERAL_CI, Capability
@@ -22,9 +22,11 @@ class QueryFailed(ProxyError):
         self.server_message = message
 
 
-async def connect(address: Address, user: str, password: str | None, timeout: float) -> MysqlServerConnection:
-    """A connection without a database, for the proxy's own statements."""
-    return await open_server_connection(address, user, password, "", ADMIN_VARIANT, timeout)
+async def connect(address: Address, user: str, password: str | None, timeout: float,
+                  tls: TlsSettings | None = None) -> MysqlServerConnection:
+    """A connection without a database, for the proxy's own statements (TLS as the cluster's server_tls)."""
+    return await open_server_connection(address, user, password, "", ADMIN_VARIANT, timeout,
+                                        tls=tls or TlsSettings())
 
 
 async def query(conn: MysqlServerConnection, sql: str, timeout: float) -> list[Row]:

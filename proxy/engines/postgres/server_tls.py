@@ -15,7 +15,10 @@ from typing import TypeVar
 
 from ...config import Address, TlsSettings
 from ...errors import ServerConnectFailed
-from ...tls import contexts
+from ...tls.servers import context as _context
+from ...tls.servers import handshake_failed as _failed
+from ...tls.servers import hostname as _hostname
+from ...tls.servers import refused as _refused
 from .wire import messages as m
 
 P = TypeVar("P", bound=asyncio.Protocol)
@@ -38,28 +41,6 @@ class _Negotiation(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.answer.done():
             self.answer.set_exception(ConnectionResetError("server closed the connection after an SSLRequest"))
-
-
-def _context(address: Address, tls: TlsSettings) -> ssl.SSLContext | None:
-    try:
-        return contexts.for_servers(tls)
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        raise ServerConnectFailed(f"{address}: server_tls: cannot load the CA or client certificate: {exc}") from exc
-
-
-def _hostname(address: Address, context: ssl.SSLContext) -> str | None:
-    return address.host if context.check_hostname else None
-
-
-def _refused(address: Address, tls: TlsSettings) -> ServerConnectFailed:
-    return ServerConnectFailed(f"{address}: the server does not accept TLS, and server_tls mode = \"{tls.mode}\" "
-                               "needs it")
-
-
-def _failed(address: Address, exc: ssl.SSLError) -> ServerConnectFailed:
-    detail = (f"certificate verify failed: {exc.verify_message} (server_tls ca, mode)"
-              if isinstance(exc, ssl.SSLCertVerificationError) else (exc.reason or str(exc)))
-    return ServerConnectFailed(f"{address}: TLS handshake with the server failed: {detail}")
 
 
 async def open_transport(address: Address, factory: Callable[[], P], tls: TlsSettings) -> P:
