@@ -28,6 +28,7 @@ from e2e_helpers import (
     first_error,
     proxy_config,
     running_proxy,
+    wait_until,
 )
 from mysql_e2e_helpers import APP_DB, APP_PASSWORD, APP_USER, mariadb_cli, mysql_proxy_config
 
@@ -260,3 +261,19 @@ def test_scram_channel_binding_over_tls(pg_proxy: tuple[RunningProxy, dict[str, 
         assert conn.execute("SELECT 1").fetchone() == (1,)
     with pytest.raises(psycopg.OperationalError, match="channel binding"):   # plain text: nothing to bind
         psycopg.connect(_conninfo(proxy, proxy.port, sslmode="disable", channel_binding="require"))
+
+
+def test_a_failed_handshake_after_sslrequest_closes_only_that_connection(
+        pg_proxy: tuple[RunningProxy, dict[str, int]]) -> None:
+    proxy, ports = pg_proxy
+    with socket.create_connection((HOST, ports["tls"]), timeout=5) as raw:
+        raw.sendall(struct.pack("!II", 8, 80877103))   # SSLRequest
+        assert raw.recv(1) == b"S"
+        raw.sendall(b"this is not a TLS ClientHello" * 10)
+        rest = b""
+        while chunk := raw.recv(4096):
+            rest += chunk
+        assert b"SELECT" not in rest   # closed (perhaps after a TLS alert), nothing else said
+    wait_until(lambda: "TLS handshake failed" in proxy.log_text(), what="the failed handshake logged")
+    with psycopg.connect(_conninfo(proxy, ports["tls"], sslmode="require")) as conn:   # others unaffected
+        assert conn.execute("SELECT 1").fetchone() == (1,)
