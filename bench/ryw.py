@@ -13,9 +13,10 @@ endpoint and round, the endpoint order alternating per round (on, off / off, on)
 - `update`: one autocommit UPDATE of a random pgbench_accounts row per transaction (the shortest
   write transaction, where the follow-up costs the most relative to the work).
 
-Every transaction writes, so on `on` each one is followed by the proxy's own
-`SELECT pg_current_wal_insert_lsn()` on the same server connection after the client has its
-ReadyForQuery. Reported per workload: median TPS of each endpoint, their ratio (and the median of
+Every transaction writes, so on `on` each one needs the primary's WAL position after it: the proxy
+reads `pg_current_wal_insert_lsn()` on a connection of its own (proxy/engines/postgres/positions.py),
+one query for all the writes that committed before it was sent, while the client's server connection
+goes back at once. Reported per workload: median TPS of each endpoint, their ratio (and the median of
 the per-round ratios), the median of pgbench's "latency average" and the latency added per write
 transaction (on − off). Results: bench/results/ryw-<stamp>.json / .md and ryw-latest.json / .md.
 """
@@ -172,9 +173,9 @@ def markdown(summaries: list[Summary], args: argparse.Namespace, facts: dict[str
         lines.append(f"| {s.workload} | {s.tps['on']:.0f} | {s.tps['off']:.0f} | {s.tps_ratio:.3f} | "
                      f"{s.paired_ratio:.3f} | {s.latency_ms['on']:.3f} | {s.latency_ms['off']:.3f} | "
                      f"{s.added_latency_us:+.0f} µs |")
-    lines += ["", "`on`: read_your_writes at its default (on): after every write transaction the proxy "
-              "reads pg_current_wal_insert_lsn() on the same server connection, after the client has its "
-              "ReadyForQuery; `off`: `read_your_writes = false`.", ""]
+    lines += ["", "`on`: read_your_writes at its default (on): after write transactions the proxy reads "
+              "pg_current_wal_insert_lsn() on a connection of its own (one read for every write committed "
+              "before it); `off`: `read_your_writes = false`.", ""]
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 
 import pytest
 
@@ -143,35 +144,39 @@ async def test_a_simple_query_write_behind_a_read_is_held_without_a_hidden_sync(
     servers[replica].data_received(m.message(b"C", b"SELECT 1\x00") + m.ready_for_query(b"I"))
     await asyncio.sleep(0)
     assert session.transport.data.endswith(m.message(b"C", b"SELECT 1\x00") + m.ready_for_query(b"I"))  # type: ignore[union-attr]
-    # read_your_writes (on by default for split): the write position is read right behind the lone
-    # autocommit write, in the same round trip.
-    position = m.query("SELECT pg_current_wal_insert_lsn()::text")
-    assert servers[primary].transport.data == write + position    # type: ignore[union-attr]
+    assert servers[primary].transport.data == write    # type: ignore[union-attr]
 
 
-async def test_read_your_writes_reads_the_position_behind_commit_not_behind_begin() -> None:
-    """The position is piggybacked on the statement that commits: COMMIT (or a lone autocommit one),
-    never on BEGIN or a statement inside the transaction block."""
+class _FakePositions:
+    """Stands in for positions.PositionReader: keeps the callbacks the sessions hand it."""
+
+    def __init__(self) -> None:
+        self.waiting: list[Callable[[int | None], None]] = []
+
+    def request(self, done: Callable[[int | None], None]) -> None:
+        self.waiting.append(done)
+
+
+async def test_read_your_writes_asks_for_the_position_after_commit_and_releases_at_once() -> None:
+    """The server connection goes back as soon as COMMIT's ReadyForQuery arrives (the position is read
+    elsewhere, positions.py); until it is known the user's reads go to the primary."""
     app = ProxyApp(parse_config(CONFIG))
     cluster = app.clusters["main"]
     primary, replica = cluster.config.instances
     cluster.choose_target = lambda endpoint, route, min_position=None: replica if route == "replica" else primary
     session, login = logged_in_session(app, "main", "app", "app", record=True)
     servers = {address: idle_server(cluster, address, login, "app", record=True) for address in (primary, replica)}
+    positions = cluster.engine_state.positions = _FakePositions()  # type: ignore[assignment]
     server = servers[primary]
-    position = m.query("SELECT pg_current_wal_insert_lsn()::text")
-    for sql, status in (("BEGIN", b"T"), ("INSERT INTO t VALUES (1)", b"T")):
+    for sql, status in (("BEGIN", b"T"), ("INSERT INTO t VALUES (1)", b"T"), ("COMMIT", b"I")):
         session.data_received(m.query(sql))
-        assert server.transport.data == m.query(sql)    # type: ignore[union-attr]
+        assert server.transport.data == m.query(sql)    # type: ignore[union-attr]   nothing of the proxy's
         server.transport.data = b""                      # type: ignore[union-attr]
         server.data_received(m.message(b"C", b"X\x00") + m.ready_for_query(status))
-    session.data_received(m.query("COMMIT"))
-    assert server.transport.data == m.query("COMMIT") + position    # type: ignore[union-attr]
-    # The client's reply passes at once; the position's row is the proxy's own and is not forwarded.
-    server.data_received(m.message(b"C", b"COMMIT\x00") + m.ready_for_query(b"I"))
-    assert session.transport.data.endswith(m.ready_for_query(b"I"))   # type: ignore[union-attr]
-    before = bytes(session.transport.data)                              # type: ignore[union-attr]
-    server.data_received(m.message(b"T", b"\x00\x00") + m.message(b"D", b"\x00\x01\x00\x00\x00\x090/3000060")
-                         + m.message(b"C", b"SELECT 1\x00") + m.ready_for_query(b"I"))
-    assert bytes(session.transport.data) == before                      # type: ignore[union-attr]
+    assert session.server is None and len(positions.waiting) == 1   # released; one position asked for
+    assert cluster.writes_pending == {"app": 1}
+    assert session._route(m.query("SELECT 1")) == "primary"
+    positions.waiting.pop()(0x3000060)
+    assert cluster.writes_pending == {} and cluster.write_positions == {"app": 0x3000060}
     assert session.min_position == 0x3000060
+    assert session._route(m.query("SELECT 1")) == "replica"   # with min_position: a replica that far

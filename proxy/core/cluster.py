@@ -61,6 +61,8 @@ class Cluster(Generic[C]):
         # ...and the users whose latest write position could not be read (a client left while the
         # proxy was reading it): their reads go to the primary until this time.monotonic().
         self.write_unknown_until: dict[str, float] = {}
+        # ...and the users with writes whose position is still being read (PostgreSQL: positions.py).
+        self.writes_pending: dict[str, int] = {}
         self.classifier = self.engine.classifier(config.read_only_functions)
         self.clients = 0
         self.removed = False   # dropped from the config by a reload; kept while clients remain
@@ -253,6 +255,23 @@ class Cluster(Generic[C]):
         """A client of `user` wrote up to `position`: that user's later reads need a replica this far."""
         if position > self.write_positions.get(user, -1):
             self.write_positions[user] = position
+
+    def write_pending(self, user: str) -> None:
+        """A client of `user` committed a write whose position is being read: its reads go to the primary."""
+        self.writes_pending[user] = self.writes_pending.get(user, 0) + 1
+
+    def write_settled(self, user: str, position: int | None, unknown_seconds: float) -> None:
+        """The position of a pending write of `user` is known (None: could not be read; the user's reads
+        go to the primary for `unknown_seconds`)."""
+        left = self.writes_pending.get(user, 1) - 1
+        if left > 0:
+            self.writes_pending[user] = left
+        else:
+            self.writes_pending.pop(user, None)
+        if position is None:
+            self.note_unknown_write(user, unknown_seconds)
+        else:
+            self.note_write(user, position)
 
     def note_unknown_write(self, user: str, seconds: float) -> None:
         """A client of `user` may have written at a position nobody read: that user's reads go to

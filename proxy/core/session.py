@@ -424,8 +424,12 @@ class ClientSessionCore(asyncio.Protocol):
             return "primary"
         if self._primary_until and time.monotonic() < self._primary_until:
             return "primary"  # read_your_writes without a known position for the last write
-        if self._read_your_writes and self.cluster.write_unknown_until and self.login is not None:
-            until = self.cluster.write_unknown_until.get(self.login.user.name)
+        cluster = self.cluster
+        if self._read_your_writes and (cluster.writes_pending or cluster.write_unknown_until) and self.login is not None:
+            name = self.login.user.name
+            if name in cluster.writes_pending:
+                return "primary"  # a write of this user (any connection) whose position is being read
+            until = cluster.write_unknown_until.get(name)
             if until is not None and time.monotonic() < until:
                 return "primary"  # another client of this user left before its write position was read
         return "replica"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...config import Address, FailoverSettings, HealthSettings, PoolSettings, TlsSettings
 from .classify import PgClassifier
+from .positions import PositionReader
 from .server import ServerConnection, open_server_connection
 from .statements import StatementNames
 from .wire import messages as m
@@ -31,6 +32,8 @@ class PgClusterState:
     welcome: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     # Encoded login replies per (id of a welcome dict above, startup packet): see session._welcome_bytes.
     welcome_messages: dict[tuple[int, bytes], bytes] = field(default_factory=dict)
+    # read_your_writes: reads the primary's WAL position after writes (made by the first one).
+    positions: PositionReader | None = None
 
 
 class PostgresEngine:

@@ -28,6 +28,7 @@ from ...tls import contexts as tls_contexts
 from ...tls.layer import TlsConnection
 from .client_auth import ClientAuthentication
 from .gucs import GucState
+from .positions import PositionReader
 from .reset import finish_capture_then_release, reset_then_release
 from .rewrite import StatementRewriter
 from .server import ServerConnection
@@ -47,7 +48,6 @@ from .wire.framing import (
 )
 from .wire.responses import (
     BIND,
-    CAPTURE,
     CLOSE,
     DESCRIBE,
     DESCRIBED,
@@ -91,15 +91,6 @@ _PLAIN_SELECT = _plain_select
 _DDL = re.compile(rb"(?:^|;)\s*(?:alter|drop|create)\s", re.IGNORECASE)
 
 
-def _captured_position(rows: list[bytes]) -> int | None:
-    """The WAL position a read_your_writes capture read (its first column), if it did."""
-    try:
-        values = m.parse_data_row(rows[0]) if rows else []
-        return m.parse_lsn(values[0]) if values and values[0] is not None else None
-    except (ValueError, struct.error):
-        return None
-
-
 def _effect_free(query: bytes) -> bool:
     return _PLAIN_SELECT(query) or session_effects(query.decode("utf-8", "replace")) is EMPTY
 _NO_NAMES: list[str] = []   # never changed: replaced, not appended to
@@ -107,10 +98,6 @@ _STREAM_COPY_DATA = 0x64  # CopyData may stream through before it is complete
 # Slots are immutable once made: share one per kind for plain pass-through responses.
 _QUERY_SLOT, _SYNC_SLOT, _EXECUTE_SLOT = Slot(QUERY), Slot(SYNC), Slot(EXECUTE)
 _BIND_SLOT, _DESCRIBE_SLOT, _CLOSE_SLOT, _PARSE_SLOT = Slot(BIND), Slot(DESCRIBE), Slot(CLOSE), Slot(PARSE)
-_CAPTURE_SLOT = Slot(QUERY, CAPTURE)
-# read_your_writes: the insert position (with synchronous_commit = off the commit record may not be written
-# yet, and the write position, pg_current_wal_lsn, would be before it).
-_POSITION_QUERY = m.query("SELECT pg_current_wal_insert_lsn()::text")
 
 
 class PgClientSession(ClientSessionCore):
@@ -125,7 +112,7 @@ class PgClientSession(ClientSessionCore):
     _split_hold: SplitHold | None = None   # made by the first statement checked on a replica (split)
     _direct = False   # the connection began with a TLS ClientHello (PostgreSQL 17 direct TLS)
     _capture_names: list[str] = _NO_NAMES
-    _capture_position = False
+    _positions_pending = 0   # read_your_writes: write positions requested and not known yet
     server: ServerConnection | None
     server_pool: Pool[ServerConnection] | None
     cluster: Cluster[ServerConnection]
@@ -439,7 +426,7 @@ class PgClientSession(ClientSessionCore):
         size = len(data)
         pos = start = 0
         out: list[bytes] = []
-        hidden_sync = capture = b""
+        hidden_sync = b""
         while size - pos >= 5:
             kind = data[pos]
             length = _U32.unpack_from(data, pos + 1)[0]
@@ -468,10 +455,7 @@ class PgClientSession(ClientSessionCore):
                     if self.statement_audit is not None:
                         self.statement_audit(self, sql)
                     self._statement_effects(sql, server)
-                    ahead = self._read_your_writes and pos == 0 and end == size and self._ends_transaction(sql, tracker)
                     tracker.push(_QUERY_SLOT)
-                    if ahead:
-                        capture = self._capture_ahead(tracker)
             elif kind == 0x53:  # Sync
                 tracker.push(_SYNC_SLOT)
                 self.unsynced = False
@@ -532,37 +516,12 @@ class PgClientSession(ClientSessionCore):
         if self.rewriter is not None and self.rewriter.to_client:
             self._flush_replies()
         if start == 0 and pos == size:
-            server.write(data + capture if capture else data)
+            server.write(data)
         else:
             out.append(data[start:pos])
             if hidden_sync:
                 out.append(hidden_sync)   # ends the batch that stays on the replica (see split_hold)
-            out.append(capture)
             self._flush_to_server(server, out)
-
-    def _ends_transaction(self, sql: bytes, tracker: ResponseTracker) -> bool:
-        """read_your_writes: this lone simple Query on the primary ends a transaction — an autocommit
-        statement, or COMMIT / END — so the write position can be read right behind it (`_capture_ahead`)."""
-        if (self._last_route != "primary" or self._capturing or self._tx_set_names or tracker.slots
-                or self.pinned is not None or self.session_mode):
-            return False
-        text = sql.rstrip(b"; \t\r\n")
-        if b";" in text:
-            return False   # several statements (or a ';' in a literal): the position is read after them
-        first = text.lstrip()[:6].lower()
-        if tracker.status == b"I":
-            return not first.startswith((b"begin", b"start"))
-        return tracker.status == b"T" and (first.startswith(b"commit") or first.startswith(b"end"))
-
-    def _capture_ahead(self, tracker: ResponseTracker) -> bytes:
-        """Read the write position in the same round trip as the statement that commits (piggybacked):
-        the server connection is free as soon as the client's reply is, one round trip sooner."""
-        self._capture_names = []
-        self._capture_position = True
-        self._capturing = True
-        tracker.captured.clear()
-        tracker.push(_CAPTURE_SLOT)
-        return _POSITION_QUERY
 
     def _flush_replies(self) -> None:
         """Replies the rewriter synthesized whose turn had come (before any server reply)."""
@@ -685,21 +644,40 @@ class PgClientSession(ClientSessionCore):
             self._capturing = False
             self._use_captured(server)
             return False
-        columns = []
-        want_position = self._read_your_writes and self._last_route == "primary"
-        if want_position:
-            # The insert position: with synchronous_commit = off the commit record may not be
-            # written yet, and the write position (pg_current_wal_lsn) would be before it.
-            columns.append("pg_current_wal_insert_lsn()::text")
-        self._capture_names = sorted(self._tx_set_names or ())
-        self._tx_set_names = None
-        columns.extend(f"current_setting({m.quote_literal(name)}, true)" for name in self._capture_names)
-        if not columns:
+        if self._read_your_writes and self._last_route == "primary":
+            self._request_position()
+        if not self._tx_set_names:
             return False
-        self._capture_position = want_position
+        self._capture_names = sorted(self._tx_set_names)
+        self._tx_set_names = None
         self._capturing = True
-        server.run_capture("SELECT " + ", ".join(columns))
+        server.run_capture("SELECT " + ", ".join(f"current_setting({m.quote_literal(name)}, true)"
+                                                 for name in self._capture_names))
         return True
+
+    def _request_position(self) -> None:
+        """read_your_writes: a transaction on the primary just ended; its WAL position is read off the
+        client's path (positions.PositionReader) while this server connection goes back at once. Until
+        the position is known, this client's and its proxy user's reads go to the primary."""
+        assert self.login is not None
+        reader = self.shared.positions
+        if reader is None:
+            reader = self.shared.positions = PositionReader(self.cluster)
+        cluster, user = self.cluster, self.login.user.name
+        self._primary_until = time.monotonic() + RYW_FALLBACK_SECONDS
+        self._positions_pending += 1
+        cluster.write_pending(user)
+
+        def done(position: int | None) -> None:
+            self._positions_pending -= 1
+            cluster.write_settled(user, position, RYW_FALLBACK_SECONDS)
+            if position is None:
+                return   # the fail-safe stays: reads from the primary for RYW_FALLBACK_SECONDS
+            self.min_position = max(self.min_position or 0, position)
+            if self._positions_pending == 0:
+                self._primary_until = 0.0
+
+        reader.request(done)
 
     def _use_captured(self, server: ServerConnection) -> None:
         rows = server.tracker.captured
@@ -707,18 +685,6 @@ class PgClientSession(ClientSessionCore):
             values = m.parse_data_row(rows[0]) if rows else []
         except (ValueError, struct.error):
             values = []
-        if self._capture_position:
-            # Until the position is known, fail safe: this client reads from the primary for a while.
-            self._primary_until = time.monotonic() + RYW_FALLBACK_SECONDS
-        if not values:
-            return
-        if self._capture_position:
-            try:
-                position = m.parse_lsn(values.pop(0))
-            except ValueError:
-                position = None
-            if position is not None:
-                self._wrote_at(position)
         for name, value in zip(self._capture_names, values, strict=False):
             if value is not None:
                 self.gucs.reported([(name.encode(), value.encode())], server)
@@ -818,22 +784,12 @@ class PgClientSession(ClientSessionCore):
         return not server.tracker.quiet or self.unsynced or bool(self._copy_skip)
 
     def _finish_own_work(self, server: ServerConnection, pool: Pool[ServerConnection]) -> bool:
+        """The client left while the proxy re-read settings SET inside its transaction: let that finish
+        (its values matter no more) and pool the connection instead of closing it."""
         if not self._capturing or self.unsynced or self._copy_skip or len(server.tracker.slots) != 1:
             return False
         self._capturing = False
-        assert self.login is not None
-        cluster, user, want_position = self.cluster, self.login.user.name, self._capture_position
-
-        def captured(rows: list[bytes]) -> None:
-            # psql -c and other one-statement clients leave on ReadyForQuery: their write still counts.
-            if want_position:
-                position = _captured_position(rows)
-                if position is None:
-                    cluster.note_unknown_write(user, RYW_FALLBACK_SECONDS)
-                else:
-                    cluster.note_write(user, position)
-
-        finish_capture_then_release(server, pool, captured)
+        finish_capture_then_release(server, pool, lambda rows: None)
         return True
 
     def _return_server(self, server: ServerConnection, pool: Pool[ServerConnection]) -> None:
