@@ -41,7 +41,7 @@ class ProxyApp:
                                                      for c in config.clusters}
         self.sessions: set[ClientSession] = set()
         self._by_pid: dict[int, ClientSession] = {}
-        self._next_pid = random.randint(1 << 20, 1 << 29)
+        self._next_pid = random.randint(1 << 23, 1 << 29)   # above Linux pids (pid_max <= 2**22)
         self.listeners: dict[tuple[str, str], asyncio.Server] = {}
         self.started_at = time.time()
         self.stopping = asyncio.Event()
@@ -281,9 +281,18 @@ class ProxyApp:
         else:
             log.debug("client %s closed before login: %s", session.peer, reason)
 
-    def register_cancel_key(self, session: ClientSession) -> tuple[int, int]:
-        self._next_pid += 1
-        pid = self._next_pid & 0x7FFFFFFF
+    def register_cancel_key(self, session: ClientSession, wanted_pid: int = 0) -> tuple[int, int]:
+        """A (pid, cancel key) for a client: wanted_pid (its own server backend's pid, session mode) unless
+        another client has that pid (backends of two instances), else the next proxy pid."""
+        by_pid = self._by_pid
+        if 0 < wanted_pid <= 0x7FFFFFFF and wanted_pid not in by_pid:
+            pid = wanted_pid
+        else:
+            self._next_pid += 1
+            pid = self._next_pid & 0x7FFFFFFF
+            while pid in by_pid or not pid:
+                self._next_pid += 1
+                pid = self._next_pid & 0x7FFFFFFF
         key = random.getrandbits(32)
         self._by_pid[pid] = session
         return pid, key
