@@ -7,7 +7,7 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .admin import start_admin_console
@@ -301,15 +301,25 @@ class ProxyApp:
         """The client with this proxy connection id (PostgreSQL backend pid, MySQL connection id)."""
         return self._by_pid.get(pid)
 
-    def cancel(self, pid: int, key: int) -> None:
+    def cancel(self, pid: int, key: int, done: Callable[[], None] | None = None) -> None:
+        """A client's CancelRequest: forward it to the server running that client's query, then call
+        done (once the server has it, or at once when there is nothing to cancel)."""
         session = self._by_pid.get(pid)
         if session is None or session.key != key:
             log.info("cancel request for unknown backend key %d ignored", pid)
+        elif session.server is not None:
+            self._spawn(self._cancel(session.cluster.engine.cancel(session.server), done))
             return
-        server = session.server
-        if server is None:
-            return
-        self._spawn(session.cluster.engine.cancel(server))
+        if done is not None:
+            done()
+
+    @staticmethod
+    async def _cancel(forwarded: Coroutine[Any, Any, None], done: Callable[[], None] | None) -> None:
+        try:
+            await forwarded
+        finally:
+            if done is not None:
+                done()
 
     # ---- reload ---------------------------------------------------------------------------------
 

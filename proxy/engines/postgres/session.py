@@ -201,8 +201,11 @@ class PgClientSession(ClientSessionCore):
             elif isinstance(event, GSSENCRequest):
                 self.write(b"N")  # no GSS encryption: the client continues in plain text
             elif isinstance(event, CancelRequest):
-                self.app.cancel(event.pid, event.key)
-                self.close("cancel request")
+                # As the server does, the connection closes once the backend has been signalled: a client
+                # that then sends its next query (asyncpg after a timeout) must not see it cancelled.
+                if self.transport is not None:
+                    self.transport.pause_reading()
+                self.app.cancel(event.pid, event.key, lambda: self.close("cancel request"))
                 return
             elif isinstance(event, StartupMessage):
                 self._startup(remember_startup(bytes(packet), event.params))
