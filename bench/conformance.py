@@ -6,7 +6,7 @@ pooling mode, and writes bench/results/conformance.md: passed / failed per run, 
 the direct run does not have. The suites' sources are bare clones found under $PEER_MIRRORS
 (see ../shared/peer/README.md); without it this exits 2 and says so.
 
-    python -m bench.conformance [--suites asyncpg,pymysql] [--modes session,transaction]
+    python -m bench.conformance [--suites asyncpg,psycopg,pymysql] [--modes session,transaction]
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def report(results: dict[str, list[Run]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suites", default="asyncpg,pymysql", help=f"comma-separated, of {', '.join(SUITES)}")
+    parser.add_argument("--suites", default="asyncpg,psycopg,pymysql", help=f"comma-separated, of {', '.join(SUITES)}")
     parser.add_argument("--modes", default="session,transaction")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "conformance.md"))
     args = parser.parse_args()
