@@ -65,7 +65,7 @@ demo: install
 	$(BIN)/python -m deploy.demo
 
 # The client libraries' own test suites directly and through dbproxy (bench/conformance.py); needs
-# PEER_MIRRORS (../shared/peer/README.md). CONFORMANCE_ARGS="--suites asyncpg,pymysql,psycopg --modes session".
+# PEER_MIRRORS (../shared/peer/README.md); all three suites by default, e.g. CONFORMANCE_ARGS="--suites asyncpg,psycopg --modes session".
 conformance: install
 	$(BIN)/python -m bench.conformance $(CONFORMANCE_ARGS)
 

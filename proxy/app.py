@@ -7,7 +7,7 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .admin import start_admin_console
@@ -43,7 +43,7 @@ class ProxyApp:
                                                      for c in config.clusters}
         self.sessions: set[ClientSession] = set()
         self._by_pid: dict[int, ClientSession] = {}
-        self._next_pid = random.randint(1 << 20, 1 << 29)
+        self._next_pid = random.randint(1 << 23, 1 << 29)   # above Linux pids (pid_max <= 2**22)
         self.listeners: dict[tuple[str, str], asyncio.Server] = {}
         self.started_at = time.time()
         self.stopping = asyncio.Event()
@@ -283,9 +283,18 @@ class ProxyApp:
         else:
             log.debug("client %s closed before login: %s", session.peer, reason)
 
-    def register_cancel_key(self, session: ClientSession) -> tuple[int, int]:
-        self._next_pid += 1
-        pid = self._next_pid & 0x7FFFFFFF
+    def register_cancel_key(self, session: ClientSession, wanted_pid: int = 0) -> tuple[int, int]:
+        """A (pid, cancel key) for a client: wanted_pid (its own server backend's pid, session mode) unless
+        another client has that pid (backends of two instances), else the next proxy pid."""
+        by_pid = self._by_pid
+        if 0 < wanted_pid <= 0x7FFFFFFF and wanted_pid not in by_pid:
+            pid = wanted_pid
+        else:
+            self._next_pid += 1
+            pid = self._next_pid & 0x7FFFFFFF
+            while pid in by_pid or not pid:
+                self._next_pid += 1
+                pid = self._next_pid & 0x7FFFFFFF
         key = random.getrandbits(32)
         self._by_pid[pid] = session
         return pid, key
@@ -294,15 +303,25 @@ class ProxyApp:
         """The client with this proxy connection id (PostgreSQL backend pid, MySQL connection id)."""
         return self._by_pid.get(pid)
 
-    def cancel(self, pid: int, key: int) -> None:
+    def cancel(self, pid: int, key: int, done: Callable[[], None] | None = None) -> None:
+        """A client's CancelRequest: forward it to the server running that client's query, then call
+        done (once the server has it, or at once when there is nothing to cancel)."""
         session = self._by_pid.get(pid)
         if session is None or session.key != key:
             log.info("cancel request for unknown backend key %d ignored", pid)
+        elif session.server is not None:
+            self._spawn(self._cancel(session.cluster.engine.cancel(session.server), done))
             return
-        server = session.server
-        if server is None:
-            return
-        self._spawn(session.cluster.engine.cancel(server))
+        if done is not None:
+            done()
+
+    @staticmethod
+    async def _cancel(forwarded: Coroutine[Any, Any, None], done: Callable[[], None] | None) -> None:
+        try:
+            await forwarded
+        finally:
+            if done is not None:
+                done()
 
     # ---- reload ---------------------------------------------------------------------------------
 

@@ -116,6 +116,24 @@ async def test_cancel_of_an_idle_client_hits_nobody(proxy: RunningProxy) -> None
         await b.close()
 
 
+async def test_the_cancel_connection_closes_once_the_server_has_the_cancel(proxy: RunningProxy) -> None:
+    """As directly, the proxy closes a CancelRequest's connection only after the server has signalled the
+    backend: a cancel that comes too late for its query (the backend is idle in a transaction here) is then
+    dropped by the server instead of hitting the client's next query (asyncpg's copy_from_query timeout
+    sends the next statement as soon as that connection closes)."""
+    conn = await asyncpg.connect(proxy.dsn())
+    try:
+        for _ in range(5):
+            tx = conn.transaction()
+            await tx.start()   # keeps its server connection: the cancel has a backend to reach
+            assert await conn.fetchval("SELECT 1") == 1
+            await send_cancel_request(proxy.port, *_key_data(conn))
+            assert await conn.fetchval("SELECT pg_sleep(0.3)::text") == ""
+            await tx.rollback()
+    finally:
+        await conn.close()
+
+
 # ------------------------------------------------------------------------------------------- COPY
 
 ROWS_PER_CHUNK = 1000

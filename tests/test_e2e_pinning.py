@@ -144,17 +144,20 @@ def test_listen_receives_notifications_through_the_proxy(proxy: RunningProxy) ->
         assert payloads == ["hello", "again"]
 
 
-def test_a_clients_own_notify_carries_the_pid_it_was_given(proxy: RunningProxy) -> None:
-    """psycopg and asyncpg compare notify.pid with the connection's backend pid (BackendKeyData)."""
+def test_a_notify_carries_the_pid_its_sender_was_given(proxy: RunningProxy, pg_cluster: PgCluster) -> None:
+    """psycopg and asyncpg compare notify.pid with the sending connection's backend pid (BackendKeyData):
+    its own (psycopg test_notify*) or another client's (asyncpg test_listen_02); a backend the proxy does
+    not own keeps its real pid."""
     with _connect(proxy) as listener, _connect(proxy) as notifier:
         listener.execute("LISTEN e2e_own")
         listener.execute("NOTIFY e2e_own, 'mine'")
         notifier.execute("NOTIFY e2e_own, 'theirs'")
+        pg_cluster.sql(0, "NOTIFY e2e_own, 'direct'", db="app")
         listener.execute("SELECT 1")
-        notes = {n.payload: n.pid for n in listener.notifies(timeout=5, stop_after=2)}
+        notes = {n.payload: n.pid for n in listener.notifies(timeout=5, stop_after=3)}
         assert notes["mine"] == listener.pgconn.backend_pid
-        # Another client's NOTIFY carries the real server pid of its sender's backend, not a proxy pid.
-        assert notes["theirs"] not in (listener.pgconn.backend_pid, notifier.pgconn.backend_pid)
+        assert notes["theirs"] == notifier.pgconn.backend_pid
+        assert notes["direct"] not in (listener.pgconn.backend_pid, notifier.pgconn.backend_pid)
 
 
 def test_with_hold_cursor_pins(proxy: RunningProxy) -> None:

@@ -17,14 +17,16 @@ CLIENT_LIMIT = 3
 
 @pytest.fixture(scope="module")
 def proxies(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RunningProxy]]:
-    session_port, limited_port = free_ports(2)
+    session_port, limited_port, wide_port = free_ports(3)
     config = proxy_config(pg_cluster, session_port, pool_mode="session", pool_size=1, more_clusters=[
         ClusterSpec("limited", limited_port, pool_size=2, borrow_timeout="1s",
                     pool_extra={"max_client_connections": CLIENT_LIMIT}),
+        ClusterSpec("wide", wide_port, pool_mode="session", pool_size=4),
     ])
     # The session cluster's borrow timeout: long enough for a second client to wait for the first.
     with running_proxy(config, tmp_path_factory.mktemp("session-mode"), session_port) as proxy:
-        yield {"session": proxy, "limited": RunningProxy(proxy.process, limited_port)}
+        yield {"session": proxy, "limited": RunningProxy(proxy.process, limited_port),
+               "wide": RunningProxy(proxy.process, wide_port)}
         proxy.assert_alive_and_clean()
 
 
@@ -109,5 +111,34 @@ def test_a_terminated_backend_reaches_its_session_client_with_the_servers_own_fa
                 victim.execute("SELECT 1")
                 time.sleep(0.05)
         assert victim.closed or victim.broken
+    with psycopg.connect(proxy.conninfo(), autocommit=True) as after:
+        assert _one(after, "SELECT 1") == 1
+
+
+def test_a_session_client_is_given_its_backends_own_pid(proxies: dict[str, RunningProxy],
+                                                        pg_cluster: PgCluster) -> None:
+    """Session mode: BackendKeyData carries the pid of the client's own backend, so pg_backend_pid(),
+    pg_terminate_backend(conn.info.backend_pid) and the pids of NOTIFY from any client mean what they
+    mean directly (psycopg test_broken, test_right_exception_on_server_disconnect; asyncpg test_listen_02)."""
+    proxy = proxies["wide"]
+    with psycopg.connect(proxy.conninfo(), autocommit=True) as listener, \
+            psycopg.connect(proxy.conninfo(), autocommit=True) as notifier:
+        assert _one(listener, "SELECT pg_backend_pid()") == listener.info.backend_pid
+        assert _one(notifier, "SELECT pg_backend_pid()") == notifier.info.backend_pid
+        assert listener.info.backend_pid != notifier.info.backend_pid
+        listener.execute("LISTEN e2e_session_pids")
+        listener.execute("NOTIFY e2e_session_pids, 'mine'")
+        notifier.execute("NOTIFY e2e_session_pids, 'theirs'")
+        listener.execute("SELECT 1")
+        notes = {n.payload: n.pid for n in listener.notifies(timeout=5, stop_after=2)}
+        assert notes == {"mine": listener.info.backend_pid, "theirs": notifier.info.backend_pid}
+        # A cancel request with the key the proxy gave reaches that backend.
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            threading.Timer(0.3, notifier.cancel).start()
+            notifier.execute("SELECT pg_sleep(5)")
+        assert _one(notifier, "SELECT 'after cancel'") == "after cancel"
+        with pytest.raises(psycopg.errors.AdminShutdown):
+            notifier.execute("SELECT pg_terminate_backend(%s)", [notifier.info.backend_pid])
+        assert notifier.closed or notifier.broken
     with psycopg.connect(proxy.conninfo(), autocommit=True) as after:
         assert _one(after, "SELECT 1") == 1

@@ -65,6 +65,20 @@ async def test_set_does_not_leak_to_other_client(
     assert await _settings(b) == (DEFAULT_SEARCH_PATH, "0")
 
 
+async def test_standard_conforming_strings_off_does_not_leak_to_other_clients(
+        two_clients: tuple[asyncpg.Connection, asyncpg.Connection]) -> None:
+    """A client's SET standard_conforming_strings = off stays with it: another client on the same server
+    connection would read backslashes in its literals differently (psycopg test_escape_noconn)."""
+    a, b = two_clients
+    await a.execute("SET standard_conforming_strings = off")
+    await a.execute("SET application_name = 'back\\\\slash'")   # a's own literal, with scs off: back\slash
+    assert await b.fetchval("SELECT current_setting('standard_conforming_strings')") == "on"
+    assert await b.fetchval("SELECT length('a\\b')") == 3
+    assert await a.fetchval("SELECT current_setting('standard_conforming_strings')") == "off"
+    assert await a.fetchval("SELECT current_setting('application_name')") == "back\\slash"
+    assert await b.fetchval("SELECT current_setting('application_name')") != "back\\slash"
+
+
 async def test_statement_timeout_applies_only_to_its_client(
         two_clients: tuple[asyncpg.Connection, asyncpg.Connection]) -> None:
     a, b = two_clients

@@ -185,3 +185,21 @@ def test_an_unsolicited_fatal_is_dropped_and_marks_the_connection_terminated() -
     assert t.terminated and t.idle
     t = ResponseTracker()
     assert t.feed(fatal) == b"" and t.terminated
+
+
+def _notification(pid: int, channel: bytes = b"ch", payload: bytes = b"hi") -> bytes:
+    return m.message(b"A", pid.to_bytes(4, "big") + channel + b"\x00" + payload + b"\x00")
+
+
+def test_notification_pids_of_the_proxys_backends_become_their_clients_pids() -> None:
+    """A NOTIFY from one of the proxy's backends carries the pid its client was given, wherever the stream
+    is cut; a backend the proxy does not own (or one with no client yet) keeps its pid."""
+    listener, sender, unused = ResponseTracker(), ResponseTracker(), ResponseTracker()
+    peers = {b"\x00\x00\x00\x07": listener, b"\x00\x00\x00\x08": sender, b"\x00\x00\x00\x09": unused}
+    for tracker, client in ((listener, 1007), (sender, 1008)):
+        tracker.peers = peers
+        tracker.client_pid = client.to_bytes(4, "big")
+    stream = _notification(7) + _notification(8) + _notification(9) + _notification(42)
+    expected = _notification(1007) + _notification(1008) + _notification(9) + _notification(42)
+    for cut in range(len(stream) + 1):
+        assert listener.feed(stream[:cut]) + listener.feed(stream[cut:]) == expected

@@ -45,7 +45,8 @@ def test_startup_param_names_are_lowercased_and_filtered() -> None:
               "DateStyle": "ISO, MDY", "TimeZone": "Europe/Paris",
               "server_version": "9.9", "is_superuser": "on", "standard_conforming_strings": "off",
               "bad name": "x", "1abc": "x", "_ok": "y"}
-    assert startup_gucs(params) == {"datestyle": "'ISO, MDY'", "timezone": "'Europe/Paris'", "_ok": "'y'"}
+    assert startup_gucs(params) == {"datestyle": "'ISO, MDY'", "timezone": "'Europe/Paris'", "_ok": "'y'",
+                                    "standard_conforming_strings": "'off'"}   # settable, so it is replayed
 
 
 def test_startup_values_are_quoted_as_literals() -> None:
@@ -178,3 +179,7 @@ def test_welcome_parameters_overlay_startup_values() -> None:
 
 def test_welcome_parameters_without_client_settings_are_the_servers() -> None:
     assert GucState().welcome_parameters({"TimeZone": "UTC"}) == {"TimeZone": "UTC"}
+
+
+def test_replayed_values_with_backslashes_read_back_whatever_standard_conforming_strings_says() -> None:
+    assert startup_gucs({"application_name": "a\\b"}) == {"application_name": "E'a\\\\b'"}

@@ -77,10 +77,15 @@ class PostgresEngine:
     async def cancel(self, server: ServerConnection) -> None:
         host, port = server.address.host, server.address.port
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
-            writer.write(m.cancel_request(server.pid, server.key))
-            await writer.drain()
-            writer.close()
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+            try:
+                writer.write(m.cancel_request(server.pid, server.key))
+                await writer.drain()
+                # The server closes the connection once it has signalled the backend: wait for that, so
+                # the client's own cancel connection closes after it too (see PgClientSession).
+                await asyncio.wait_for(reader.read(), 5)
+            finally:
+                writer.close()
         except (TimeoutError, OSError) as exc:
             log.warning("could not forward cancel request to %s:%d: %s", host, port, exc)
 

@@ -13,13 +13,13 @@ import re
 from collections.abc import Iterable
 from typing import Protocol
 
-from .session_state import quote_name
-from .wire.messages import quote_literal
+# Literals that read back the same whatever standard_conforming_strings the server has (a client may SET it).
+from .session_state import quote_literal, quote_name
 
 # Reported parameters a client cannot change with SET (or that change on their own).
 _NOT_SETTABLE = frozenset({
     "server_version", "server_encoding", "is_superuser", "session_authorization", "integer_datetimes",
-    "in_hot_standby", "scram_iterations", "standard_conforming_strings",
+    "in_hot_standby", "scram_iterations",
 })
 _STARTUP_KEYS_NOT_GUCS = frozenset({"user", "database", "options", "replication"})
 # Values for these are lists of identifiers: replay them verbatim, not as one string literal.

@@ -36,6 +36,8 @@ class ServerOwner(Protocol):
 
 
 _PID = struct.Struct("!I")
+# Per instance, the trackers of the proxy's backends by pid (4 bytes): NOTIFY pids are rewritten from it.
+_BACKENDS: dict[Address, dict[bytes, ResponseTracker]] = {}
 
 
 class ServerConnection(asyncio.Protocol):
@@ -86,6 +88,7 @@ class ServerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self._forget_pid()
         reason = self.close_reason or (f"server closed the connection: {exc}" if exc else "server closed the connection")
         if not self.ready.done():
             self.ready.set_exception(ServerConnectFailed(f"{self.address}: {reason}"))
@@ -93,6 +96,14 @@ class ServerConnection(asyncio.Protocol):
             self.owner.server_lost(self, reason)
         if self.on_release is not None:
             self.on_release.lost(self)
+
+    def _forget_pid(self) -> None:
+        tracker = self.tracker
+        peers = tracker.peers
+        if peers is not None and peers.get(tracker.own_pid) is tracker:
+            del peers[tracker.own_pid]
+            if not peers:
+                _BACKENDS.pop(self.address, None)
 
     def pause_writing(self) -> None:
         if self.owner is not None:
@@ -125,7 +136,10 @@ class ServerConnection(asyncio.Protocol):
             return
         self.parameters = dict(login.parameters)
         self.pid, self.key = login.backend_pid, login.backend_key
-        self.tracker.own_pid = _PID.pack(self.pid & 0xFFFFFFFF)
+        tracker = self.tracker
+        tracker.own_pid = _PID.pack(self.pid & 0xFFFFFFFF)
+        peers = tracker.peers = _BACKENDS.setdefault(self.address, {})
+        peers[tracker.own_pid] = tracker
         self._login = None
         rest = self._login_reader.take_rest()
         self.ready.set_result(None)

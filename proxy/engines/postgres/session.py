@@ -189,8 +189,11 @@ class PgClientSession(ClientSessionCore):
             elif isinstance(event, GSSENCRequest):
                 self.write(b"N")  # no GSS encryption: the client continues in plain text
             elif isinstance(event, CancelRequest):
-                self.app.cancel(event.pid, event.key)
-                self.close("cancel request")
+                # As the server does, the connection closes once the backend has been signalled: a client
+                # that then sends its next query (asyncpg after a timeout) must not see it cancelled.
+                if self.transport is not None:
+                    self.transport.pause_reading()
+                self.app.cancel(event.pid, event.key, lambda: self.close("cancel request"))
                 return
             elif isinstance(event, StartupMessage):
                 self._startup(remember_startup(bytes(packet), event.params))
@@ -301,11 +304,43 @@ class PgClientSession(ClientSessionCore):
             if rest:
                 self._pending += rest
         assert self.login is not None
+        if self.session_mode and self.endpoint.role != "split":
+            # Session pooling: the client's backend is its own for the whole session, so it is borrowed
+            # now and the client is given that backend's pid (split endpoints choose theirs per statement).
+            self._borrow_task = asyncio.get_running_loop().create_task(self._session_login())
+            return
         welcome = self.shared.welcome.get((self.login.user.server_user, self.database))
         if welcome is not None:
             self._welcome(welcome)
         else:
             self._borrow_task = asyncio.get_running_loop().create_task(self._first_login())
+
+    async def _session_login(self) -> None:
+        """Session mode: attach the client's server connection before it is logged in, and give it the
+        backend's real pid in BackendKeyData. Then `pg_terminate_backend(pid)`, `pg_backend_pid()` and
+        the pids NOTIFY carries mean what they mean directly (psycopg's and asyncpg's suites rely on it)."""
+        assert self.login is not None
+        user = self.login.user
+        route = self._last_route = self._route(b"")   # writer: primary; reader, custom: replica
+        try:
+            conn, pool = await self.cluster.borrow(self.endpoint, route, user, self.database, None,
+                                                   self.pool_variant)
+        except ProxyError as exc:
+            self._borrow_task = None
+            self.fail(ProxyError(exc.message, exc.sqlstate) if exc.sqlstate[:2] != "08" else exc)
+            return
+        self._borrow_task = None
+        if self.state != _LOGIN:
+            pool.release(conn)
+            return
+        key = (user.server_user, self.database)
+        welcome = self.shared.welcome.get(key)
+        if welcome is None:
+            welcome = self.shared.welcome[key] = dict(conn.parameters)
+        pending, self._pending = self._pending, bytearray()   # handled once the client is READY
+        self._attach(conn, pool)
+        self._pending = pending
+        self._welcome(welcome, conn.pid)
 
     async def _first_login(self) -> None:
         """First client of a (user, database): open a server connection to learn its parameters."""
@@ -339,11 +374,15 @@ class PgClientSession(ClientSessionCore):
             cache[key] = cached
         return cached
 
-    def _welcome(self, welcome: dict[str, str]) -> None:
-        """Finish the login: AuthenticationOk, parameters, cancel key, ReadyForQuery."""
+    def _welcome(self, welcome: dict[str, str], backend_pid: int = 0) -> None:
+        """Finish the login: AuthenticationOk, parameters, cancel key, ReadyForQuery.
+
+        backend_pid: the pid of the server backend the client keeps (session mode), given as its own."""
         assert self.login is not None
-        self.pid, self.key = self.app.register_cancel_key(self)
+        self.pid, self.key = self.app.register_cancel_key(self, backend_pid)
         self._pid_bytes = _U32.pack(self.pid)
+        if self.server is not None:
+            self.server.tracker.client_pid = self._pid_bytes
         self.write(self._welcome_bytes(welcome) + m.backend_key_data(self.pid, self.key) + _READY_IDLE)
         self.state = _READY
         self.logged_in()

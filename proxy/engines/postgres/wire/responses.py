@@ -63,7 +63,7 @@ class ResponseTracker:
 
     __slots__ = ("slots", "status", "parameters", "failed_statements", "errors", "captured", "terminated",
                  "own_pid", "client_pid", "farewell", "farewell_forwarded", "news", "_described", "_buf", "_skip",
-                 "_skip_drop", "_aborted")
+                 "_skip_drop", "_aborted", "peers")
 
     def __init__(self) -> None:
         self.slots: deque[Slot] = deque()
@@ -74,10 +74,13 @@ class ResponseTracker:
         self.captured: list[bytes] = []          # DataRow bodies of CAPTURE slots
         self.news: list[tuple[int, bytes, bytes]] = []   # (PARSED | DESCRIBED | INVALIDATED, name, data)
         self._described = b""   # a ParameterDescription, until the RowDescription / NoData after it
-        # NotificationResponse from this backend (own_pid, 4 bytes) carry client_pid instead: the pid
-        # the attached client was given in its BackendKeyData (b"": not rewritten).
+        # A NotificationResponse carries the sending backend's pid (4 bytes): when that backend is one of
+        # the proxy's (in `peers`, its instance's trackers by own_pid, this one included), the client gets
+        # the pid the proxy gave the client that backend serves or last served instead (its client_pid,
+        # from BackendKeyData; b"": not rewritten).
         self.own_pid = b""
         self.client_pid = b""
+        self.peers: dict[bytes, ResponseTracker] | None = None
         self.farewell = b""   # the server's own unsolicited ErrorResponse (FATAL 57P01...) as it ends the connection
         self.farewell_forwarded = False   # a FATAL went to the client as the answer to its statement
         self.terminated = False                  # the server sent an unsolicited ErrorResponse (FATAL)
@@ -211,13 +214,17 @@ class ResponseTracker:
                     break   # a ParameterDescription is small: wait for all of it
                 self._described = data[pos:end]
             elif end > size:
+                if kind == _A:
+                    break  # a notification is small: wait for all of it (its pid may be rewritten)
                 out.append(data[start:])
                 self._skip, self._skip_drop = end - size, False
                 return b"".join(out)
-            elif kind == _A and self.client_pid and data[pos + 5:pos + 9] == self.own_pid:
-                out.append(data[start:pos + 5])   # a NOTIFY of the client's own backend
-                out.append(self.client_pid)
-                start = pos + 9
+            elif kind == _A and self.peers is not None:
+                sender = self.peers.get(data[pos + 5:pos + 9])
+                if sender is not None and sender.client_pid:
+                    out.append(data[start:pos + 5])   # a NOTIFY from a backend of the proxy's: its client's pid
+                    out.append(sender.client_pid)
+                    start = pos + 9
             pos = end
         if pos < size:
             self._buf = data[pos:]
