@@ -9,7 +9,7 @@ VENV        := .venv
 BIN         := $(VENV)/bin
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 
-.PHONY: install lint test demo demo-stop bench conformance
+.PHONY: install lint test demo demo-stop bench conformance fuzz
 
 install: $(VENV)/.stamp-system $(VENV)/.stamp-chromium $(VENV)/.stamp-pip
 
@@ -68,6 +68,13 @@ demo: install
 # PEER_MIRRORS (../shared/peer/README.md); all three suites by default, e.g. CONFORMANCE_ARGS="--suites asyncpg,psycopg --modes session".
 conformance: install
 	$(BIN)/python -m bench.conformance $(CONFORMANCE_ARGS)
+
+# Fuzz every parser with atheris (bench/fuzz/run.py): FUZZ_SECONDS per target (default 120); crashes in
+# .fuzz/crashes/TARGET/. Not part of `make test`, which replays the seeds and past crashes only.
+FUZZ_SECONDS ?= 120
+fuzz: install
+	$(BIN)/pip install -q -e '.[test,fuzz]'
+	$(BIN)/python -m bench.fuzz.run --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
 
 demo-stop:
 	$(BIN)/python -m deploy.demo stop

@@ -478,7 +478,10 @@ class MysqlClientSession(ClientSessionCore):
         self._give_back_server()
         pending = bytes(self._pending)
         self._pending.clear()
-        self._client_data(pending)
+        try:   # called from server_data, where nothing else would catch it
+            self._client_data(pending)
+        except ProxyError as exc:
+            self._client_error(exc)
 
     def server_data(self, server: MysqlServerConnection, data: bytes) -> None:
         if data:
@@ -564,6 +567,9 @@ class MysqlClientSession(ClientSessionCore):
         waiting = [s for s in tracker.slots if s.action == PASS]
         in_transaction = tracker.in_transaction
         self._detach_lost(server, reason)
+        if tracker.mid_packet:   # the client has half a packet: nothing can follow it but the end
+            self.close(f"server connection lost in the middle of a packet: {reason}")
+            return
         if self.killed_thread and self.killed_thread == server.pid:
             self.close_with_error("killed", kill.ShutDownByKill("Connection was killed"))
             return

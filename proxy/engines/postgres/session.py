@@ -391,7 +391,10 @@ class PgClientSession(ClientSessionCore):
         if self._pending:
             data = bytes(self._pending)
             self._pending.clear()
-            self._client_data(data)
+            try:   # called from the first-login task too, where nothing else would catch it
+                self._client_data(data)
+            except ProxyError as exc:
+                self.fail(exc)
 
     # ---- relay: client → server ----------------------------------------------------------------
 
@@ -435,7 +438,10 @@ class PgClientSession(ClientSessionCore):
         buf = self._pending
         if len(buf) < 5:
             return False
-        end = 1 + _U32.unpack_from(buf, 1)[0]
+        length = _U32.unpack_from(buf, 1)[0]
+        if length < 4 or length > MAX_CLIENT_MESSAGE:   # refused now, not after buffering up to 4 GB of it
+            raise ProtocolViolation(f"invalid message length {length}")
+        end = 1 + length
         return len(buf) >= end or (buf[0] == _STREAM_COPY_DATA and self.server is not None)
 
     def _starts_with_quit(self) -> bool:
@@ -451,6 +457,12 @@ class PgClientSession(ClientSessionCore):
         if len(data) < end:
             return None
         return statement_text(data[0], bytes(data[5:end]), self.rewriter)
+
+    def _attach(self, server: ServerConnection, pool: Pool[ServerConnection] | None) -> None:
+        try:
+            super()._attach(server, pool)
+        except ProxyError as exc:   # in the pending bytes it hands on, from server_data or a borrow task
+            self.fail(exc)
 
     def _attached(self, server: ServerConnection) -> None:
         server.tracker.client_pid = self._pid_bytes   # its own NOTIFYs carry the pid it was given
@@ -749,6 +761,9 @@ class PgClientSession(ClientSessionCore):
         """The server connection died under this client: error for work in flight, keep the client."""
         tracker = server.tracker
         self._detach_lost(server, reason)
+        if tracker.mid_message:   # the client has half a message: nothing can follow it but the end
+            self.close(f"server connection lost in the middle of a message: {reason}")
+            return
         if (self.pinned is not None or self.session_mode) and (tracker.farewell or tracker.farewell_forwarded):
             # Its backend is gone with its session state: the client hears the server's own last words
             # (FATAL 57P01 terminating connection due to administrator command...), as directly, and goes.

@@ -187,6 +187,12 @@ class ResponseTracker:
         """Bytes held back: an incomplete header or small packet (rows are streamed, never held)."""
         return len(self._buf)
 
+    @property
+    def mid_packet(self) -> bool:
+        """Part of a packet went to the client and the rest is still to come: if the server is lost
+        now, the client's stream cannot be continued (an ERR would land inside that packet)."""
+        return bool(self._skip) and not self._skip_drop
+
     def reset(self) -> None:
         """Forget outstanding responses and partial bytes (the connection is being reused or closed)."""
         self.slots.clear()

@@ -130,6 +130,8 @@ class ScramServerExchange:
             raise AuthenticationFailed("SCRAM nonce or proof missing")
         if not hmac.compare_digest(attrs.get("c", ""), self._expected_c):
             raise AuthenticationFailed("SCRAM channel binding does not match")
+        if ",p=" not in text:   # RFC 5802: the proof is the last attribute
+            raise ProtocolViolation("malformed SCRAM message: the proof must come last")
         without_proof = text[: text.rindex(",p=")]
         auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode()
         try:

@@ -10,6 +10,7 @@ with its slots. An ErrorResponse that answers no outstanding message (a FATAL se
 that is ending the connection: shutdown, crash of another backend, pg_terminate_backend) is
 dropped and marks the connection `terminated`: in transaction pooling it belongs to no client,
 and the client attached when it arrives learns of the loss when the connection closes.
+A malformed ParameterStatus marks it `terminated` too: `feed()` never raises.
 """
 
 from __future__ import annotations
@@ -99,6 +100,12 @@ class ResponseTracker:
         """No response outstanding (the server may be inside a transaction)."""
         return not self.slots and not self._skip and not self._buf
 
+    @property
+    def mid_message(self) -> bool:
+        """Part of a message went to the client and the rest is still to come: if the server is lost
+        now, the client's stream cannot be continued (an error message would land inside that one)."""
+        return bool(self._skip) and not self._skip_drop
+
     def reset(self) -> None:
         self.slots.clear()
         self._buf = b""
@@ -154,7 +161,11 @@ class ResponseTracker:
                 if end > size:
                     break  # interesting messages are small: wait for the whole of it
                 if kind == _S:
-                    self.parameters.append(_parameter(data, pos + 5, end))
+                    parameter = _parameter(data, pos + 5, end)
+                    if parameter is None:
+                        self.terminated = True   # not the protocol: this connection is never reused
+                    else:
+                        self.parameters.append(parameter)
                     if action >= DROP_ALL:
                         out.append(data[start:pos])
                         start = end
@@ -262,9 +273,12 @@ class ResponseTracker:
         return out
 
 
-def _parameter(data: bytes, start: int, end: int) -> tuple[bytes, bytes]:
-    name_end = data.index(b"\x00", start, end)
-    value_end = data.index(b"\x00", name_end + 1, end)
+def _parameter(data: bytes, start: int, end: int) -> tuple[bytes, bytes] | None:
+    """The name and value of the ParameterStatus body at data[start:end] (None if it is not two strings)."""
+    name_end = data.find(b"\x00", start, end)
+    value_end = data.find(b"\x00", name_end + 1, end) if name_end >= 0 else -1
+    if value_end < 0:
+        return None
     return data[start:name_end], data[name_end + 1:value_end]
 
 
