@@ -7,10 +7,12 @@ Whether a read was answered from the cache is seen from a change made directly o
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from e2e_helpers import EndpointSpec, RawClient, data_rows, first_error, routing
 from deploy.pgcluster import HOST, PgCluster
 
 DB = "cache_e2e"
+HTTP_PORT = free_port()
 SETUP = """
 CREATE TABLE items (id int PRIMARY KEY, v text, n int DEFAULT 0, ts timestamptz DEFAULT '2024-01-01 12:00:00+00');
 INSERT INTO items (id, v) VALUES (1, 'a'), (2, 'b'), (3, 'c');
@@ -74,8 +77,8 @@ def cache_db(pg_cluster: PgCluster) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def memory_port(pg_cluster: PgCluster, cache_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     endpoint = EndpointSpec("writer", "writer")
-    with running_proxy(config(pg_cluster, endpoint, "memory"), tmp_path_factory.mktemp("cache-memory"),
-                       endpoint.port):
+    text = config(pg_cluster, endpoint, "memory").replace("[server]\n", f'[server]\nhttp_listen = "{HOST}:{HTTP_PORT}"\n', 1)
+    with running_proxy(text, tmp_path_factory.mktemp("cache-memory"), endpoint.port):
         yield endpoint.port
 
 
@@ -223,6 +226,18 @@ def test_errors_are_not_cached(memory_port: int) -> None:
     assert first_error(replies) is not None
     assert first_error(client.query("SELECT v FROM items WHERE id = 1 / 0")) is not None
     assert value(client, "SELECT v FROM items WHERE id = 1") == "a"
+
+
+def test_metrics_and_status_show_the_cache(memory_port: int) -> None:
+    client = connect(memory_port)
+    for _ in range(3):
+        value(client, "SELECT v FROM items WHERE id = 1")
+    metrics = urllib.request.urlopen(f"http://{HOST}:{HTTP_PORT}/metrics", timeout=5).read().decode()
+    assert 'dbproxy_cache_requests_total{cluster="main",result="hit"}' in metrics
+    assert "dbproxy_cache_bytes" in metrics
+    status = json.loads(urllib.request.urlopen(f"http://{HOST}:{HTTP_PORT}/status", timeout=5).read())
+    cache = status["clusters"][0]["cache"]
+    assert cache["state"] == "up" and cache["hits"] >= 2 and cache["entries"] >= 1
 
 
 # ------------------------------------------------------------------------------ redis backend
