@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from proxy.cache.settings import CacheRule, CacheSettings
 from proxy.core.admission import parse_network
 from proxy.durations import parse_duration, parse_size
 from proxy.tokens import TokenSettings
@@ -228,6 +229,7 @@ class ClusterConfig:
     read_only_functions: tuple[str, ...] = ()
     allow_local_infile: bool = False   # mysql: let LOAD DATA LOCAL INFILE through (SPEC §12)
     databases: tuple[DatabaseSettings, ...] = ()
+    cache: CacheSettings | None = None   # [clusters.<name>.cache] (SPEC §11); None: no query cache
 
     def database_limit(self, database: str) -> int:
         """max_client_connections of clients of `database` (0 = no limit)."""
@@ -518,6 +520,7 @@ _USER_KEYS = (
     "auth",
 )
 _CLUSTER_KEYS = (
+    "cache",
     "engine",
     "instances",
     "client_auth",
@@ -714,7 +717,38 @@ def _build_cluster(name: str, t: _Table, context: _Context) -> ClusterConfig:
         read_only_functions=tuple(f.strip().lower() for f in t.text_list("read_only_functions")),
         allow_local_infile=t.boolean("allow_local_infile", False),
         databases=_build_databases(t),
+        cache=_build_cache(t.table("cache", _CACHE_KEYS)) if "cache" in t.data else None,
     )
+
+
+_CACHE_KEYS = ("backend", "max_memory", "max_entry", "default_ttl", "rules")
+
+
+def _build_cache(t: _Table) -> CacheSettings:
+    """[clusters.<name>.cache]: the query-result cache (SPEC §11)."""
+    backend = t.text("backend", "memory")
+    if backend != "memory" and not backend.startswith(("redis://", "rediss://", "unix://")):
+        t.problem("backend", f'invalid value "{backend}": expected "memory" or a redis://host:port/db URL')
+    sizes = {}
+    for name, default in (("max_memory", 256 * 1024**2), ("max_entry", 1024**2)):
+        text = t.optional_text(name)
+        try:
+            sizes[name] = parse_size(text) if text is not None else default
+        except ValueError as exc:
+            t.problem(name, str(exc))
+            sizes[name] = default
+    rules: list[CacheRule] = []
+    for rule in t.table_list("rules", ("match", "ttl", "tables"), header="{ match, ttl }") or []:
+        match = rule.optional_text("match", required=True)
+        ttl = rule.duration("ttl", 0.0, positive=True)
+        if match is None:
+            continue
+        try:
+            rules.append(CacheRule(match, ttl, rule.text_list("tables")))
+        except re.error as exc:
+            rule.problem("match", f"invalid regular expression: {exc}")
+    return CacheSettings(backend=backend, max_memory=sizes["max_memory"], max_entry=sizes["max_entry"],
+                         default_ttl=t.duration("default_ttl", 0.0), rules=tuple(rules))
 
 
 def _build_databases(cluster: _Table) -> tuple[DatabaseSettings, ...]:

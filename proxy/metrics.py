@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .cache.front import QueryCache
 
 
 class Metrics:
@@ -163,3 +167,27 @@ class _ResponseTimeCollector(Collector):
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             family.add_metric([cluster, endpoint], buckets, sum_value=counts[-1])
         yield family
+
+
+def cache_families(caches: Iterable[tuple[str, QueryCache]]) -> Iterator[Metric]:
+    """The query cache's counters (SPEC §11), read from each cluster's QueryCache at scrape time."""
+    requests = CounterMetricFamily("dbproxy_cache_requests", "Query cache lookups by result",
+                                   labels=["cluster", "result"])
+    stores = CounterMetricFamily("dbproxy_cache_stores", "Results stored in the query cache", labels=["cluster"])
+    invalidations = CounterMetricFamily("dbproxy_cache_invalidations", "Query cache invalidations (one per write "
+                                        "transaction, whatever the number of tables)", labels=["cluster"])
+    evictions = CounterMetricFamily("dbproxy_cache_evictions", "Entries evicted by max_memory (memory backend)",
+                                    labels=["cluster"])
+    size = GaugeMetricFamily("dbproxy_cache_bytes", "Bytes of cached results (memory: held; redis: stored by this "
+                             "process)", labels=["cluster"])
+    up = GaugeMetricFamily("dbproxy_cache_up", "Query cache backend answering (1) or bypassed (0)", labels=["cluster"])
+    for name, cache in caches:
+        for result, count in cache.requests.items():
+            requests.add_metric([name, result], count)
+        stores.add_metric([name], cache.stores)
+        invalidations.add_metric([name], cache.invalidations)
+        evictions.add_metric([name], cache.evictions)
+        size.add_metric([name], cache.usage()[1])
+        up.add_metric([name], 1 if cache.up else 0)
+    yield from (requests, stores, invalidations, evictions, size, up)
+

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..cache.backends import BackendDown
 from ..config import Address
 from ..errors import ShuttingDown
 from ..topology import ActionFailed, SwitchoverRefused
@@ -164,6 +165,21 @@ async def _pause(app: ProxyApp, args: list[str]) -> Result:
     return Done("PAUSE", f"paused {names}; no transaction running")
 
 
+async def _flush_cache(app: ProxyApp, args: list[str]) -> Result:
+    clusters = [c for c in _clusters(app, args) if c.cache is not None]
+    if not clusters:
+        raise AdminError("55000", "no query cache is configured" + (f" for cluster {args[0]}" if args else ""))
+    for cluster in clusters:
+        assert cluster.cache is not None
+        try:
+            await cluster.cache.flush()
+        except BackendDown as exc:
+            raise AdminError("58000", f"cache of cluster {cluster.name} is down: {exc}") from exc
+    names = ", ".join(c.name for c in clusters)
+    log.info("admin: flushed the query cache of %s", names)
+    return Done("FLUSH", f"flushed the query cache of {names}")
+
+
 async def _resume(app: ProxyApp, args: list[str]) -> Result:
     clusters = _clusters(app, args)
     for cluster in clusters:
@@ -268,6 +284,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("SHOW CONFIG", "SHOW CONFIG", "the running configuration, secrets masked",
             _show(views.config_rows)),
     Command("SHOW VERSION", "SHOW VERSION", "dbproxy version", _show(views.version)),
+    Command("SHOW CACHE", "SHOW CACHE", "query cache per cluster: entries, bytes, hit ratio, state",
+            _show(views.cache)),
+    Command("FLUSH CACHE", "FLUSH CACHE [cluster]", "drop every cached result (of one cluster)", _flush_cache,
+            max_args=1),
     Command("PAUSE", "PAUSE [cluster]", "new transactions wait; returns when running ones have finished",
             _pause, max_args=1),
     Command("RESUME", "RESUME [cluster]", "let paused transactions go", _resume, max_args=1),

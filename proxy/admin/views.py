@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from .. import __version__
 from ..config import Address, EndpointConfig
 from ..config_display import to_display
+from ..metrics import cache_families
 from ..topology.model import InstanceState, TopologySnapshot
 from .resultset import Table
 
@@ -325,6 +326,30 @@ def version(app: ProxyApp) -> Table:
 
 # ---- everything at once, for /status --------------------------------------------------------------
 
+def cache_status(cluster: Cluster) -> dict[str, Any] | None:
+    """The query cache of one cluster as /status and SHOW CACHE show it (None: no cache)."""
+    cache = cluster.cache
+    if cache is None:
+        return None
+    entries, size = cache.usage()
+    return {"backend": cache.settings.backend, "state": "up" if cache.up else "down", "entries": entries,
+            "bytes": size, "hits": cache.requests["hit"], "misses": cache.requests["miss"],
+            "bypasses": cache.requests["bypass"], "hit_ratio": round(cache.hit_ratio(), 4),
+            "stores": cache.stores, "invalidations": cache.invalidations, "evictions": cache.evictions,
+            "last_error": cache.last_error if not cache.up else ""}
+
+
+def cache(app: ProxyApp) -> Table:
+    """SHOW CACHE: one row per cluster with a query cache (entries and bytes: this process's)."""
+    rows = []
+    for cluster in app.clusters.values():
+        shown = cache_status(cluster)
+        if shown is not None:
+            rows.append([cluster.name, *shown.values()])
+    return Table.of(("cluster", "backend", "state", "entries", "bytes", "hits", "misses", "bypasses", "hit_ratio",
+                     "stores", "invalidations", "evictions", "last_error"), rows)
+
+
 def status(app: ProxyApp) -> dict[str, Any]:
     """The JSON document served at /status."""
     by_cluster: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -352,6 +377,7 @@ def status(app: ProxyApp) -> dict[str, Any]:
             "endpoints": views.get("endpoints", []),
             "pools": views.get("pools", []),
             "role_changes": [{"at": iso_time(e.at), "text": e.text} for e in events_of(cluster)[-50:]],
+            "cache": cache_status(cluster),
         })
     return {
         "version": version_string(),
@@ -429,3 +455,4 @@ def live_metrics(app: ProxyApp) -> Iterator[Metric]:
     yield failed
     yield waiting
     yield can_promote
+    yield from cache_families((c.name, c.cache) for c in app.clusters.values() if c.cache is not None)

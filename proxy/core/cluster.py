@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Generic, TypeVar
 
+from ..cache.front import QueryCache
 from ..config import Address, ClusterConfig, EndpointConfig, User
 from ..engines import ServerLink, get_engine
 from ..errors import ServerConnectFailed, ServerUnavailable
@@ -64,6 +65,8 @@ class Cluster(Generic[C]):
         # ...and the users with writes whose position is still being read (PostgreSQL: positions.py).
         self.writes_pending: dict[str, int] = {}
         self.classifier = self.engine.classifier(config.read_only_functions)
+        # The query-result cache (SPEC §11), None unless [clusters.<name>.cache] is configured.
+        self.cache: QueryCache | None = QueryCache(config.name, config.cache) if config.cache is not None else None
         self.clients = 0
         self.removed = False   # dropped from the config by a reload; kept while clients remain
         self.borrowing = 0   # clients waiting in borrow() for resume, a target, a slot or a new connection
@@ -429,6 +432,12 @@ class Cluster(Generic[C]):
             self.monitor.stop()
         for pool in self.pools.values():
             pool.close()
+        if self.cache is not None:
+            cache, self.cache = self.cache, None
+            try:
+                asyncio.get_running_loop().create_task(cache.close())
+            except RuntimeError:
+                pass
 
 
 def _role_word(endpoint: EndpointConfig) -> str:

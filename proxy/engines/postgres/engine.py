@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...config import Address, FailoverSettings, HealthSettings, PoolSettings, TlsSettings
+from .cache_tables import CacheFacts
 from .classify import PgClassifier
 from .positions import PositionReader
 from .server import ServerConnection, open_server_connection
@@ -34,6 +35,13 @@ class PgClusterState:
     welcome_messages: dict[tuple[int, bytes], bytes] = field(default_factory=dict)
     # read_your_writes: reads the primary's WAL position after writes (made by the first one).
     positions: PositionReader | None = None
+    # The query cache's facts about statement texts (made for clusters with a cache).
+    cache_facts: CacheFacts | None = None
+
+    def facts_for_cache(self, classifier: Any) -> CacheFacts:
+        if self.cache_facts is None:
+            self.cache_facts = CacheFacts(classifier)
+        return self.cache_facts
 
 
 class PostgresEngine:

@@ -26,6 +26,7 @@ from ...logs import ConnectionLog
 from ...pool.pool import Pool
 from ...tls import contexts as tls_contexts
 from ...tls.layer import TlsConnection
+from .cache_flow import SessionCache
 from .client_auth import ClientAuthentication
 from .gucs import GucState
 from .positions import PositionReader
@@ -124,12 +125,15 @@ class PgClientSession(ClientSessionCore):
     _discard_until_sync = False
     _capturing = False
     _tx_set_names: set[str] | None = None   # made by the first SET inside a transaction
+    _cache: SessionCache | None = None   # the query cache's part of the relay (clusters with a cache only)
 
     def __init__(self, app: Any, cluster: Cluster[ServerConnection], endpoint: EndpointConfig) -> None:
         super().__init__(app, cluster, endpoint)
         self.shared: PgClusterState = cluster.engine_state
         self.gucs = GucState()
         self._rewrites = not self.session_mode and cluster.config.pool.prepared_statements
+        if cluster.cache is not None:
+            self._cache = SessionCache(cluster.cache, self.shared.facts_for_cache(cluster.classifier))
 
     # ---- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -400,6 +404,8 @@ class PgClientSession(ClientSessionCore):
 
     def _client_data(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
+        if self._cache is not None and self._cache.client_data(self, data):
+            return
         server = self.server
         if server is None:
             if (not self._pending and self._borrow_task is None and len(data) >= 5 and data[0] != 0x58
@@ -667,6 +673,8 @@ class PgClientSession(ClientSessionCore):
     # ---- relay: server → client ----------------------------------------------------------------
 
     def server_data(self, server: ServerConnection, data: bytes) -> None:
+        if self._cache is not None and self._cache.server_data(self, server, data):
+            return
         if data:
             self.write(data)
         tracker = server.tracker
@@ -760,6 +768,8 @@ class PgClientSession(ClientSessionCore):
     def server_lost(self, server: ServerConnection, reason: str) -> None:
         """The server connection died under this client: error for work in flight, keep the client."""
         tracker = server.tracker
+        if self._cache is not None:
+            self._cache.lost()
         self._detach_lost(server, reason)
         if tracker.mid_message:   # the client has half a message: nothing can follow it but the end
             self.close(f"server connection lost in the middle of a message: {reason}")

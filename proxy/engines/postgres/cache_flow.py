@@ -1,0 +1,238 @@
+"""The query cache in one PostgreSQL client's relay (SPEC §11): answer cached simple Queries, store
+the responses of misses, and invalidate the tables a client's writes wrote before it sees the
+ReadyForQuery that ends its transaction. Made only for clusters with a [cache] section."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from typing import TYPE_CHECKING
+
+from ...cache.front import QueryCache, Ticket
+from ...cache.keys import cache_key
+from ...cache.policy import plan
+from ...core.session import READY
+from .cache_tables import CacheFacts
+from .statements import bind_statement, decode_parse
+from .wire import messages as m
+
+if TYPE_CHECKING:
+    from .server import ServerConnection
+    from .session import PgClientSession
+
+log = logging.getLogger("dbproxy.cache")
+_U32 = struct.Struct("!I")
+_READY_IDLE = m.ready_for_query(b"I")
+# The session settings that change a result's bytes (names as GucState keeps them: lower case).
+RESULT_SETTINGS = ("search_path", "timezone", "datestyle", "intervalstyle", "client_encoding",
+                   "standard_conforming_strings", "extra_float_digits", "bytea_output", "lc_monetary",
+                   "lc_numeric", "lc_time", "role", "session_authorization", "row_security", "xmloption",
+                   "default_text_search_config", "enable_seqscan")
+# A cached response holds only these messages: RowDescription, DataRow, CommandComplete.
+_STORABLE = frozenset(b"TDC")
+_MAX_STATEMENTS = 1000   # client statement names remembered for invalidation (Bind → text)
+
+
+def storable(response: bytes) -> bool:
+    """True if `response` is whole RowDescription/DataRow/CommandComplete messages and nothing else."""
+    pos, size = 0, len(response)
+    while pos < size:
+        if size - pos < 5 or response[pos] not in _STORABLE:
+            return False
+        pos += 1 + _U32.unpack_from(response, pos + 1)[0]
+    return pos == size and size > 0
+
+
+class SessionCache:
+    """One client's view of its cluster's cache; every method is called by PgClientSession."""
+
+    def __init__(self, cache: QueryCache, facts: CacheFacts) -> None:
+        self.cache = cache
+        self.facts = facts
+        self.dirty: set[str] = set()        # tables written since the last invalidation
+        self.statements: dict[bytes, str] = {}   # client statement name → text (writes at Bind)
+        self.capture: list[bytes] | None = None  # the response of the miss being run
+        self.captured = 0
+        self.ticket: Ticket | None = None
+        self.waiting: bytearray | None = None    # client bytes that arrived during a lookup/invalidation
+        self.held: list[bytes] | None = None     # server bytes held until an invalidation is done
+        self.passing = False
+        self.resuming = False
+        self._tail = b""                         # an incomplete message header/body between reads
+        self._skip = 0                           # bytes of a message not looked at (CopyData...)
+
+    # ---- client → server ------------------------------------------------------------------------
+
+    def client_data(self, session: PgClientSession, data: bytes) -> bool:
+        """True if `data` was taken here (answered from the cache, or queued behind a lookup)."""
+        if self.passing:
+            self.passing = False
+            return False
+        if self.waiting is not None:
+            self.waiting += data
+            return True
+        if self.ticket is not None:
+            self._abandon()   # the client sent more before the miss's answer: not stored
+        if (not self._tail and not self._skip and data[0] == 0x51 and len(data) >= 6
+                and _U32.unpack_from(data, 1)[0] + 1 == len(data) and self._idle(session)):
+            return self._query(session, data)
+        self._scan(data)
+        return False
+
+    def _idle(self, session: PgClientSession) -> bool:
+        server = session.server
+        if session._pending or session._held or session.unsynced or session._broken is not None:
+            return False
+        return server is None or (server.tracker.status == b"I" and server.tracker.quiet)
+
+    def _scan(self, data: bytes) -> None:
+        """Note the tables the Query and Bind messages in `data` write (Parse: remember the text)."""
+        buf = self._tail + data if self._tail else data
+        pos, size = 0, len(buf)
+        if self._skip:
+            pos = min(self._skip, size)
+            self._skip -= pos
+        while size - pos >= 5:
+            kind = buf[pos]
+            end = pos + 1 + _U32.unpack_from(buf, pos + 1)[0]
+            if kind not in b"QPB":
+                if end > size:
+                    self._skip = end - size
+                    pos = size
+                    break
+                pos = end
+                continue
+            if end > size:
+                break
+            body = buf[pos + 5:end]
+            if kind == 0x51:
+                self._wrote(body[:-1].decode("utf-8", "replace"))
+            elif kind == 0x50:
+                parse = decode_parse(body)
+                if len(self.statements) >= _MAX_STATEMENTS:
+                    self.statements.clear()
+                self.statements[parse.name] = parse.query.decode("utf-8", "replace")
+            else:
+                start, stop = bind_statement(body)
+                text = self.statements.get(body[start:stop])
+                if text is not None:
+                    self._wrote(text)
+            pos = end
+        self._tail = buf[pos:] if pos < size else b""
+
+    def _wrote(self, sql: str) -> None:
+        tables = self.facts.written(sql)
+        if tables:
+            self.dirty.update(tables)
+
+    def _query(self, session: PgClientSession, data: bytes) -> bool:
+        sql = data[5:-1].decode("utf-8", "replace")
+        chosen = plan(sql, self.facts.read(sql), False, self.cache.settings)
+        if chosen is None:
+            self._wrote(sql)
+            return False
+        login = session.login
+        assert login is not None
+        client = session.gucs.client
+        key = cache_key(session.cluster.name, session.database, login.user.server_user,
+                        ((name, client.get(name)) for name in RESULT_SETTINGS), data)
+        now = self.cache.lookup_now(key, chosen.tables, chosen.ttl)
+        if now is not None:
+            return self._answer(session, data, *now)
+        self.waiting = bytearray()
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._lookup(session, data, key, chosen.tables, chosen.ttl))
+        return True
+
+    async def _lookup(self, session: PgClientSession, data: bytes, key: str, tables: tuple[str, ...],
+                      ttl: float) -> None:
+        try:
+            value, ticket = await self.cache.lookup(key, tables, ttl)
+        except Exception:   # never an error to the client: run the query
+            log.exception("cache lookup failed")
+            value, ticket = None, None
+        waiting, self.waiting = self.waiting or bytearray(), None
+        if session.state != READY or session.transport is None:
+            if ticket is not None:
+                self.cache.complete(ticket, None)
+            return
+        if not self._answer(session, data, value, ticket):
+            self.passing = True
+            session._client_data(data)
+        if waiting:
+            session._client_data(bytes(waiting))
+
+    def _answer(self, session: PgClientSession, data: bytes, value: bytes | None, ticket: Ticket | None) -> bool:
+        """A hit: write it (True). A miss: capture the response it will get (False: forward data)."""
+        if value is not None:
+            session.queries += 1
+            session.write(value + _READY_IDLE)
+            return True
+        if ticket is not None:
+            self.ticket = ticket
+            self.capture = []
+            self.captured = 0
+        return False
+
+    def _abandon(self) -> None:
+        ticket, self.ticket, self.capture = self.ticket, None, None
+        if ticket is not None:
+            self.cache.complete(ticket, None)
+
+    # ---- server → client ------------------------------------------------------------------------
+
+    def server_data(self, session: PgClientSession, server: ServerConnection, data: bytes) -> bool:
+        """True if `data` is held here (it reaches the client after the invalidation it waits for)."""
+        if self.resuming:
+            self.resuming = False
+            return False
+        if self.capture is not None:
+            self._captured(server, data)
+        if self.held is not None:
+            self.held.append(data)
+            return True
+        if self.dirty and (server.tracker.idle or b"Z\x00\x00\x00\x05I" in data):
+            tables = sorted(self.dirty)
+            if server.tracker.idle:
+                self.dirty.clear()
+            if self.cache.invalidate_now(tables):
+                return False
+            self.held = [data]
+            asyncio.get_running_loop().create_task(self._invalidate(session, server, tables))
+            return True
+        return False
+
+    def _captured(self, server: ServerConnection, data: bytes) -> None:
+        assert self.capture is not None
+        self.captured += len(data)
+        if self.captured > self.cache.settings.max_entry + 6:
+            self._abandon()
+            return
+        self.capture.append(data)
+        if not server.tracker.idle:
+            return
+        response, self.capture = b"".join(self.capture), None
+        ticket, self.ticket = self.ticket, None
+        assert ticket is not None
+        value = response[:-6] if response.endswith(_READY_IDLE) else b""
+        self.cache.complete(ticket, value if storable(value) else None)
+
+    async def _invalidate(self, session: PgClientSession, server: ServerConnection, tables: list[str]) -> None:
+        try:
+            await self.cache.invalidate(tables)
+        except Exception:
+            log.exception("cache invalidation failed")
+        held, self.held = self.held or [], None
+        if session.server is not server:
+            for chunk in held:   # the server went away meanwhile: its last words still reach the client
+                if chunk:
+                    session.write(chunk)
+            return
+        self.resuming = True
+        session.server_data(server, b"".join(held))
+
+    def lost(self) -> None:
+        """The server connection died: the miss in flight stores nothing."""
+        self._abandon()
+        self.held = None
