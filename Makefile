@@ -30,6 +30,10 @@ $(VENV)/.stamp-system:
 		echo "make: installing sysbench"; \
 		apt-get update -q && $(APT_INSTALL) sysbench; \
 	fi
+	@if ! command -v redis-server >/dev/null; then \
+		echo "make: installing redis-server (the query cache tests start private ones)"; \
+		apt-get update -q && $(APT_INSTALL) redis-server; \
+	fi
 	@if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then \
 		echo "make: installing python3-venv"; \
 		apt-get update -q && $(APT_INSTALL) python3-venv; \
