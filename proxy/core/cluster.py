@@ -432,6 +432,9 @@ class Cluster(Generic[C]):
             self.monitor.stop()
         for pool in self.pools.values():
             pool.close()
+        close_state = getattr(self.engine_state, "close", None)
+        if close_state is not None:
+            close_state()   # the engine's own connections (PostgreSQL: the read_your_writes position reader)
         if self.cache is not None:
             cache, self.cache = self.cache, None
             try:

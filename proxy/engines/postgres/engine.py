@@ -35,6 +35,11 @@ class PgClusterState:
     welcome_messages: dict[tuple[int, bytes], bytes] = field(default_factory=dict)
     # read_your_writes: reads the primary's WAL position after writes (made by the first one).
     positions: PositionReader | None = None
+
+    def close(self) -> None:
+        if self.positions is not None:
+            self.positions.close()
+            self.positions = None
     # The query cache's facts about statement texts (made for clusters with a cache).
     cache_facts: CacheFacts | None = None
 
