@@ -25,7 +25,7 @@ from ...logs import ConnectionLog
 from .auth import verify_cleartext
 from .client_login import ClientLogin
 from .command_framing import CommandTooLarge, speaks_postgres
-from .errors import ServerRefusal, error_payload
+from .errors import ServerRefusal, errno_of, error_payload
 from .server import VARIANT_CAPABILITIES, Variant
 from .server_login import MysqlServerRefused
 from .wire.codes import Capability, ErrorCode
@@ -193,7 +193,15 @@ async def first_login(session: MysqlClientSession, key: tuple[str, str]) -> None
             exc = UnknownDatabase(f"Unknown database '{session.database}'") if exc.errno == ErrorCode.BAD_DB \
                 else ServerRefusal(exc.errno, exc.sqlstate, exc.server_message)
         log.info("client %s: %s", session.peer, exc.message)
-        session.close(exc.message, encode_packets(error_payload(exc), seq)[0])
+        errno, _ = errno_of(exc)
+        if 2000 <= errno < 3000:
+            # A client error number (2013: lost connection) in the answer to the login makes
+            # Connector/C (the mariadb CLI) report ERROR 2027 "Received malformed packet" instead of
+            # the message: at login the proxy says ER_UNKNOWN_ERROR with its own words.
+            payload = encode_err(ErrorCode.UNKNOWN_ERROR, exc.message, "HY000")
+        else:
+            payload = error_payload(exc)
+        session.close(exc.message, encode_packets(payload, seq)[0])
         return
     session._borrow_task = None
     session.shared.known_databases.add(key)

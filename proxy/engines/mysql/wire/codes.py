@@ -124,6 +124,7 @@ class ErrorCode(IntEnum):
     """Server error numbers the proxy sends itself (with their SQLSTATEs in ERROR_SQLSTATE)."""
 
     CON_COUNT = 1040                 # too many connections
+    UNKNOWN_ERROR = 1105
     HANDSHAKE = 1043                 # bad handshake
     DBACCESS_DENIED = 1044
     ACCESS_DENIED = 1045
