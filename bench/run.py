@@ -20,6 +20,10 @@ Two tables of pgbench runs, interleaved in the same rounds (target order rotated
 With `--ryw`, bench/ryw.py (what read_your_writes costs write transactions on a split endpoint)
 runs afterwards with the same --duration, --quick, --keep and --rounds if given.
 
+With `--cache`, bench/cache.py (the query-result cache on a split endpoint: 90% point reads, 10%
+updates; memory and Redis vs no cache vs direct, hit ratio, a verification pass) runs afterwards with
+the same --duration, --quick, --keep and --rounds if given.
+
 With `--tls`, bench/tls.py (pgbench -S and -S -C with client TLS, dbproxy vs PgBouncer
 client_tls_sslmode = require, issue 13) runs afterwards with the same --duration, --quick, --keep and
 --rounds if given.
@@ -165,6 +169,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="afterwards, the read_your_writes cost on a split endpoint (bench/ryw.py, its own primary + "
         "replica) with the same --duration, --quick, --keep and --rounds if given; results in "
         "bench/results/ryw-*",
+    )
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="afterwards, the query-result cache on a split endpoint (bench/cache.py, its own primary + replica "
+        "and redis-server) with the same --duration, --quick, --keep and --rounds if given; results in "
+        "bench/results/cache-*",
     )
     parser.add_argument(
         "--tls",
@@ -826,7 +837,21 @@ def main(argv: list[str] | None = None) -> int:
         code = max(code, run_ryw(args))
     if args.tls and code != 130:
         code = max(code, run_tls(args))
+    if args.cache and code != 130:
+        code = max(code, run_cache(args))
     return code
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    """bench/cache.py with this run's duration (its own client count)."""
+    from bench import cache
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # run_postgres's cleanup left them ignored
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    argv = ["--duration", str(args.duration), *(["--rounds", str(args.rounds)] if args.rounds_given else [])]
+    argv += [flag for flag, on in (("--quick", args.quick), ("--keep", args.keep)) if on]
+    log(f"query-result cache: bench/cache.py {' '.join(argv)}")
+    return cache.main(argv)
 
 
 def run_tls(args: argparse.Namespace) -> int:

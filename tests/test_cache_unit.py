@@ -199,3 +199,29 @@ rules = [ { match = "^SELECT .* FROM products", ttl = "30s" } ]
     text = str(err.value)
     for part in ("cache.backend", "cache.max_memory", "cache.rules[0].match", "cache.rules[1].match", "maxentry"):
         assert part in text, text
+
+
+# ------------------------------------------------------------------------------ extended batches
+
+
+def test_extended_batches_answered_are_simple_complete_ones() -> None:
+    from proxy.engines.postgres.cache_batch import extended_batch, storable_extended
+    from proxy.engines.postgres.wire.messages import message
+
+    parse = message(b"P", b"s1\x00SELECT v FROM t WHERE id = $1\x00\x00\x00")
+    bind = message(b"B", b"\x00s1\x00\x00\x00\x00\x01\x00\x00\x00\x011\x00\x00")
+    describe, execute, sync = message(b"D", b"P\x00"), message(b"E", b"\x00\x00\x00\x00\x00"), message(b"S")
+    batch = extended_batch(parse + bind + describe + execute + sync)
+    assert batch is not None and batch.parse is not None and batch.statement == b"s1" and batch.described
+    other = extended_batch(bind.replace(b"\x011", b"\x012") + execute + sync)
+    assert other is not None and other.parse is None and not other.described
+    assert batch.key_parameters(b"") != other.key_parameters(b"")
+    assert extended_batch(bind + execute) is None                          # no Sync: not complete
+    assert extended_batch(bind + execute + execute + sync) is None         # two Executes
+    assert extended_batch(bind + message(b"D", b"Pother\x00") + execute + sync) is None
+    assert extended_batch(message(b"P", b"s2\x00SELECT 1\x00\x00\x00") + bind + execute + sync) is None
+    complete, row, done = message(b"2"), message(b"D", b"\x00\x01\x00\x00\x00\x01a"), message(b"C", b"SELECT 1\x00")
+    assert storable_extended(message(b"1") + complete + row + done) == complete + row + done
+    assert storable_extended(complete + row + message(b"s")) == complete + row + message(b"s")
+    assert storable_extended(complete + message(b"E", b"SERROR\x00\x00")) is None
+    assert storable_extended(row + done) is None

@@ -131,6 +131,18 @@ function poolsTable(pools) {
   ], pools, r => ({"data-pool": r.instance + "/" + r.user + "/" + r.database}));
 }
 
+function cacheLine(cache) {
+  if (!cache) return null;
+  const looked = cache.hits + cache.misses + cache.bypasses;
+  return h("div", {class: "cache", "data-cache-state": cache.state, "data-hit-ratio": String(cache.hit_ratio)},
+    "query cache ", h("b", {}, cache.state), " (" + cache.backend + ") · hit ratio ",
+    h("b", {class: "hit-ratio"}, looked ? (100 * cache.hit_ratio).toFixed(1) + "%" : "–"),
+    " · hits ", h("b", {}, cache.hits), " · misses ", h("b", {}, cache.misses),
+    " · bypasses ", h("b", {}, cache.bypasses), " · entries ", h("b", {}, cache.entries),
+    " · invalidations ", h("b", {}, cache.invalidations),
+    cache.state === "up" ? null : h("span", {class: "nowriter"}, " · " + cache.last_error));
+}
+
 function eventsList(events) {
   if (!events.length) return h("p", {class: "muted"}, "none since start");
   return h("ul", {class: "events"}, ...events.slice().reverse().map(e =>
@@ -145,7 +157,7 @@ function clusterCard(c) {
     c.paused ? h("span", {class: "paused"}, " · PAUSED") : null,
     c.topology ? null : h("span", {class: "muted"}, " · no health checks (static routing)"));
   return h("section", {class: "cluster", "data-cluster": c.name},
-    h("h2", {}, c.name, " ", h("span", {class: "muted"}, "(" + c.engine + ")")), summary,
+    h("h2", {}, c.name, " ", h("span", {class: "muted"}, "(" + c.engine + ")")), summary, cacheLine(c.cache),
     h("h3", {}, "instances"), instancesTable(c.instances),
     h("h3", {}, "endpoints"), endpointsTable(c.endpoints),
     h("h3", {}, "pools"), poolsTable(c.pools),

@@ -1,5 +1,5 @@
-"""The query cache in one PostgreSQL client's relay (SPEC §11): answer cached simple Queries, store
-the responses of misses, and invalidate the tables a client's writes wrote before it sees the
+"""The query cache in one PostgreSQL client's relay (SPEC §11): answer cached simple Queries and prepared
+reads (cache_batch), store the responses of misses, and invalidate the tables a client's writes wrote before it sees the
 ReadyForQuery that ends its transaction. Made only for clusters with a [cache] section."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from ...cache.front import QueryCache, Ticket
 from ...cache.keys import cache_key
 from ...cache.policy import plan
 from ...core.session import READY
+from .cache_batch import ExtendedBatch, extended_batch, storable_extended
 from .cache_tables import CacheFacts
-from .statements import bind_statement, decode_parse
+from .statements import ParseMessage, bind_statement, decode_parse
 from .wire import messages as m
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dbproxy.cache")
 _U32 = struct.Struct("!I")
 _READY_IDLE = m.ready_for_query(b"I")
+_SYNC = m.sync()
 # The session settings that change a result's bytes (names as GucState keeps them: lower case).
 RESULT_SETTINGS = ("search_path", "timezone", "datestyle", "intervalstyle", "client_encoding",
                    "standard_conforming_strings", "extra_float_digits", "bytea_output", "lc_monetary",
@@ -31,7 +33,7 @@ RESULT_SETTINGS = ("search_path", "timezone", "datestyle", "intervalstyle", "cli
                    "default_text_search_config", "enable_seqscan")
 # A cached response holds only these messages: RowDescription, DataRow, CommandComplete.
 _STORABLE = frozenset(b"TDC")
-_MAX_STATEMENTS = 1000   # client statement names remembered for invalidation (Bind → text)
+_MAX_STATEMENTS = 1000   # client statement names remembered (Bind → text, parameter types)
 
 
 def storable(response: bytes) -> bool:
@@ -51,8 +53,9 @@ class SessionCache:
         self.cache = cache
         self.facts = facts
         self.dirty: set[str] = set()        # tables written since the last invalidation
-        self.statements: dict[bytes, str] = {}   # client statement name → text (writes at Bind)
+        self.statements: dict[bytes, tuple[bytes, bytes]] = {}   # client statement → (text, parameter types)
         self.capture: list[bytes] | None = None  # the response of the miss being run
+        self.capture_extended = False            # ... to an extended batch (see cache_batch)
         self.captured = 0
         self.ticket: Ticket | None = None
         self.waiting: bytearray | None = None    # client bytes that arrived during a lookup/invalidation
@@ -74,9 +77,17 @@ class SessionCache:
             return True
         if self.ticket is not None:
             self._abandon()   # the client sent more before the miss's answer: not stored
-        if (not self._tail and not self._skip and data[0] == 0x51 and len(data) >= 6
-                and _U32.unpack_from(data, 1)[0] + 1 == len(data) and self._idle(session)):
-            return self._query(session, data)
+        if not self._tail and not self._skip:
+            first = data[0]
+            if (first == 0x51 and len(data) >= 6 and _U32.unpack_from(data, 1)[0] + 1 == len(data)
+                    and self._idle(session)):
+                return self._query(session, data)
+            if (first == 0x42 or first == 0x50) and data.endswith(_SYNC) and self._idle(session):
+                batch = extended_batch(data)
+                if batch is not None:
+                    taken = self._extended(session, data, batch)
+                    if taken is not None:
+                        return taken
         self._scan(data)
         return False
 
@@ -96,7 +107,7 @@ class SessionCache:
         while size - pos >= 5:
             kind = buf[pos]
             end = pos + 1 + _U32.unpack_from(buf, pos + 1)[0]
-            if kind not in b"QPB":
+            if kind not in b"QPBC":
                 if end > size:
                     self._skip = end - size
                     pos = size
@@ -109,17 +120,21 @@ class SessionCache:
             if kind == 0x51:
                 self._wrote(body[:-1].decode("utf-8", "replace"))
             elif kind == 0x50:
-                parse = decode_parse(body)
-                if len(self.statements) >= _MAX_STATEMENTS:
-                    self.statements.clear()
-                self.statements[parse.name] = parse.query.decode("utf-8", "replace")
-            else:
+                self._remember(decode_parse(body))
+            elif kind == 0x42:
                 start, stop = bind_statement(body)
-                text = self.statements.get(body[start:stop])
-                if text is not None:
-                    self._wrote(text)
+                known = self.statements.get(body[start:stop])
+                if known is not None:
+                    self._wrote(known[0].decode("utf-8", "replace"))
+            elif len(body) >= 2 and body[0] == 0x53 and body[-1] == 0:   # Close of a statement
+                self.statements.pop(body[1:-1], None)
             pos = end
         self._tail = buf[pos:] if pos < size else b""
+
+    def _remember(self, parse: ParseMessage) -> None:
+        if len(self.statements) >= _MAX_STATEMENTS:
+            self.statements.clear()
+        self.statements[parse.name] = (parse.query, parse.tail)
 
     def _wrote(self, sql: str) -> None:
         tables = self.facts.written(sql)
@@ -137,16 +152,58 @@ class SessionCache:
         client = session.gucs.client
         key = cache_key(session.cluster.name, session.database, login.user.server_user,
                         ((name, client.get(name)) for name in RESULT_SETTINGS), data)
-        now = self.cache.lookup_now(key, chosen.tables, chosen.ttl)
+        return self._look(session, data, key, chosen.tables, chosen.ttl)
+
+    def _extended(self, session: PgClientSession, data: bytes, batch: ExtendedBatch) -> bool | None:
+        """A prepared read: looked up as _query does (True/False); None: not a cacheable one (scan it)."""
+        parse = batch.parse
+        if parse is not None:
+            if parse.name and not session._rewrites:
+                return None   # a named Parse must reach the client's own server (session pooling)
+            text, tail = parse.query, parse.tail
+        else:
+            known = self._statement(session, batch.statement)
+            if known is None:
+                return None
+            text, tail = known
+        sql = text.decode("utf-8", "replace")
+        chosen = plan(sql, self.facts.read(sql), False, self.cache.settings)
+        if chosen is None:
+            return None
+        if parse is not None:
+            self._remember(parse)
+        login = session.login
+        assert login is not None
+        client = session.gucs.client
+        key = cache_key(session.cluster.name, session.database, login.user.server_user,
+                        ((name, client.get(name)) for name in RESULT_SETTINGS), text, batch.key_parameters(tail))
+        return self._look(session, data, key, chosen.tables, chosen.ttl, parse)
+
+    def _statement(self, session: PgClientSession, name: bytes) -> tuple[bytes, bytes] | None:
+        """(text, parameter types) of the client's named statement `name`, None if not known for sure."""
+        if not name:
+            return None   # the unnamed statement of an earlier batch: left to the server
+        if session._rewrites:
+            rewriter = session.rewriter
+            statement = rewriter.statements.get(name) if rewriter is not None else None
+            return (statement.source.query, statement.source.tail) if statement is not None else None
+        return self.statements.get(name)
+
+    def _look(self, session: PgClientSession, data: bytes, key: str, tables: tuple[str, ...], ttl: float,
+              parse: ParseMessage | None | bool = False) -> bool:
+        """Look `key` up: a hit answered now (True), a miss forwarded with its response captured
+        (False), or a wait for the backend with the client's bytes held (True). `parse`: False for a
+        simple Query, else the extended batch's Parse (or None)."""
+        now = self.cache.lookup_now(key, tables, ttl)
         if now is not None:
-            return self._answer(session, data, *now)
+            return self._answer(session, now[0], now[1], parse)
         self.waiting = bytearray()
         loop = asyncio.get_running_loop()
-        loop.create_task(self._lookup(session, data, key, chosen.tables, chosen.ttl))
+        loop.create_task(self._lookup(session, data, key, tables, ttl, parse))
         return True
 
     async def _lookup(self, session: PgClientSession, data: bytes, key: str, tables: tuple[str, ...],
-                      ttl: float) -> None:
+                      ttl: float, parse: ParseMessage | None | bool) -> None:
         try:
             value, ticket = await self.cache.lookup(key, tables, ttl)
         except Exception:   # never an error to the client: run the query
@@ -157,22 +214,31 @@ class SessionCache:
             if ticket is not None:
                 self.cache.complete(ticket, None)
             return
-        if not self._answer(session, data, value, ticket):
+        if not self._answer(session, value, ticket, parse):
             self.passing = True
             session._client_data(data)
         if waiting:
             session._client_data(bytes(waiting))
 
-    def _answer(self, session: PgClientSession, data: bytes, value: bytes | None, ticket: Ticket | None) -> bool:
+    def _answer(self, session: PgClientSession, value: bytes | None, ticket: Ticket | None,
+                parse: ParseMessage | None | bool) -> bool:
         """A hit: write it (True). A miss: capture the response it will get (False: forward data)."""
         if value is not None:
             session.queries += 1
+            if parse is False:
+                session.write(value + _READY_IDLE)
+                return True
+            if isinstance(parse, ParseMessage):
+                if parse.name:
+                    session.adopt_statement(parse)   # later Binds of it find it (transaction pooling)
+                value = m.PARSE_COMPLETE + value
             session.write(value + _READY_IDLE)
             return True
         if ticket is not None:
             self.ticket = ticket
             self.capture = []
             self.captured = 0
+            self.capture_extended = parse is not False
         return False
 
     def _abandon(self) -> None:
@@ -216,7 +282,10 @@ class SessionCache:
         ticket, self.ticket = self.ticket, None
         assert ticket is not None
         value = response[:-6] if response.endswith(_READY_IDLE) else b""
-        self.cache.complete(ticket, value if storable(value) else None)
+        if self.capture_extended:
+            self.cache.complete(ticket, storable_extended(value) if value else None)
+        else:
+            self.cache.complete(ticket, value if storable(value) else None)
 
     async def _invalidate(self, session: PgClientSession, server: ServerConnection, tables: list[str]) -> None:
         try:

@@ -103,6 +103,10 @@ class StatementRewriter:
         tracker.push(Slot(PARSE, payload=name))
         return evicted + statement.parse
 
+    def adopt(self, parse: ParseMessage) -> None:
+        """A Parse the proxy answered itself (a query-cache hit): the statement is prepared where it is next bound."""
+        self.statements[parse.name] = ClientStatement.of(parse, self.names.name_for(parse))
+
     def bind(self, body: bytes, prepared: OrderedDict[bytes, None], tracker: ResponseTracker) -> bytes | None:
         """The Bind to send instead, its reply's slot pushed (None: forward the client's own)."""
         start, end = bind_statement(body)

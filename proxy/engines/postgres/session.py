@@ -36,7 +36,7 @@ from .server import ServerConnection
 from .session_state import EMPTY, session_effects
 from .split_hold import SplitHold, statement_text
 from .startup import StartupRequest, known_startup, remember_startup
-from .statements import decode_parse
+from .statements import ParseMessage, decode_parse
 from .wire import messages as m
 from .wire.framing import (
     MAX_CLIENT_MESSAGE,
@@ -642,6 +642,10 @@ class PgClientSession(ClientSessionCore):
         self.rewriter = StatementRewriter(self.shared.statement_names, self.cluster.config.pool.max_prepared_statements,
                                           (self.login.user.server_user, self.database))
         return self.rewriter
+
+    def adopt_statement(self, parse: ParseMessage) -> None:
+        """The query cache answered this named Parse (see rewrite.StatementRewriter.adopt)."""
+        (self.rewriter or self._new_rewriter()).adopt(parse)
 
     def _answer_alone(self, data: bytes) -> bool:
         """Transaction pooling without a server: answer a batch of Parse/Describe/Close/Sync of known

@@ -1,0 +1,94 @@
+"""Extended-protocol batches the query cache may answer (SPEC §11): Parse?/Bind/Describe?/Execute/Sync of one
+statement, decoded from one client read; and the server replies to them that may be stored. Pure, no I/O."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .statements import ParseMessage, bind_statement, decode_parse
+
+_U32 = struct.Struct("!I")
+_SYNC = b"S\x00\x00\x00\x04"
+_PARSE_COMPLETE = b"1\x00\x00\x00\x04"
+# The message sequences answered: Bind, Describe (portal) and Execute of the same portal, then Sync.
+_SHAPES = frozenset({b"BES", b"BDES", b"PBES", b"PBDES"})
+# A stored extended reply: BindComplete, RowDescription (when the batch had a Describe), DataRows, and
+# CommandComplete or PortalSuspended (Execute with a row limit: asyncpg's fetchrow asks for 1 row).
+_STORED_KINDS = frozenset(b"2TDCs")
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendedBatch:
+    """One complete batch of a prepared read: the Parse in it (None: a statement parsed before), the
+    statement name the Bind runs, and the key material: Bind's parameter formats, values and result
+    formats, and whether a Describe of the portal asks for its RowDescription."""
+
+    parse: ParseMessage | None
+    statement: bytes
+    bound: bytes        # the Bind body after the statement name
+    described: bool
+    max_rows: bytes     # Execute's row limit (int32; 0: all rows)
+
+    def key_parameters(self, tail: bytes) -> bytes:
+        """What the key adds to the statement text: the parameter types the statement was parsed
+        with, the formats and values bound, the result formats, and whether a RowDescription is in it."""
+        head = b"E1" if self.described else b"E0"
+        return head + self.max_rows + _U32.pack(len(tail)) + tail + self.bound
+
+
+def extended_batch(data: bytes) -> ExtendedBatch | None:
+    """`data` decoded if it is exactly one simple batch of one statement (see the module docstring), else None."""
+    if not data.endswith(_SYNC):
+        return None
+    size = len(data)
+    pos = 0
+    kinds = bytearray()
+    bodies: list[bytes] = []
+    while pos < size:
+        if size - pos < 5 or len(kinds) >= 5:
+            return None
+        length = _U32.unpack_from(data, pos + 1)[0]
+        end = pos + 1 + length
+        if length < 4 or end > size:
+            return None
+        kinds.append(data[pos])
+        bodies.append(data[pos + 5:end])
+        pos = end
+    shape = bytes(kinds)
+    if shape not in _SHAPES:
+        return None
+    parse = None
+    if shape[0] == 0x50:
+        parse = decode_parse(bodies[0])
+        bodies = bodies[1:]
+    bind = bodies[0]
+    start, stop = bind_statement(bind)
+    portal = bind[:start - 1]
+    statement = bind[start:stop]
+    if parse is not None and parse.name != statement:
+        return None
+    described = len(bodies) == 4
+    if described and bodies[1] != b"P" + portal + b"\x00":
+        return None
+    execute = bodies[-2]
+    if len(execute) != len(portal) + 5 or not execute.startswith(portal + b"\x00"):
+        return None
+    return ExtendedBatch(parse, statement, bind[stop + 1:], described, execute[-4:])
+
+
+def storable_extended(response: bytes) -> bytes | None:
+    """The part of a server's reply to an extended batch (its ReadyForQuery removed) worth storing:
+    BindComplete, RowDescription?, DataRows, CommandComplete or PortalSuspended, without any leading ParseComplete; None
+    if it holds anything else (an error, a notice, a suspended portal...)."""
+    while response.startswith(_PARSE_COMPLETE):
+        response = response[5:]
+    pos, size, last = 0, len(response), 0
+    if size < 5 or response[0] != 0x32:
+        return None
+    while pos < size:
+        if size - pos < 5 or response[pos] not in _STORED_KINDS:
+            return None
+        last = response[pos]
+        pos += 1 + _U32.unpack_from(response, pos + 1)[0]
+    return response if pos == size and (last == 0x43 or last == 0x73) else None
