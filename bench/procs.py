@@ -146,3 +146,19 @@ class Service:
             except ProcessLookupError:
                 pass
             proc.wait(timeout=5)
+
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_version() -> str:
+    """The commit the benchmark measures ("abc1234", "+dirty" when proxy/ has uncommitted changes)."""
+    repo = _REPO_ROOT
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "proxy"],
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "(unknown commit)"
+    return f"{head}{'+dirty' if dirty else ''}"

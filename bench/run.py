@@ -42,7 +42,6 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -69,7 +68,7 @@ from bench.pgbench import (
     run_pgbench_spread,
     split_clients,
 )
-from bench.procs import BenchError, Service, run_checked
+from bench.procs import BenchError, Service, git_version, run_checked
 from bench.report import (
     DIRECT_REPLICAS_TARGET,
     DIRECT_ROWS,
@@ -277,7 +276,7 @@ class Bench:
             [pg_binary("pgbench"), "--version"], "pgbench --version"
         ).strip()
         self.versions["python"] = platform.python_version()
-        self.versions["dbproxy"] = _git_version()
+        self.versions["dbproxy"] = git_version()
         if "pgbouncer" in self.main_targets:
             line, numbers = pgbouncer_version()
             self.versions["pgbouncer"] = line
@@ -808,24 +807,6 @@ class Bench:
             log(f"kept {self.workdir}")
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _git_version() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "proxy"],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "(unknown commit)"
-    return f"{head}{'+dirty' if dirty else ''}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.pgbench import CellRun, Endpoint, Workload, run_pgbench  # noqa: E402
-from bench.procs import BenchError, Service, run_checked  # noqa: E402
+from bench.procs import BenchError, Service, git_version, run_checked  # noqa: E402
 from bench.services import query_check  # noqa: E402
 from deploy.pgcluster import APP_DB, HOST, PgCluster, PgClusterError, free_ports, pg_binary  # noqa: E402
 
@@ -276,17 +275,6 @@ class RywBench:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _git_version() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "(unknown commit)"
-    return f"{head}{'+dirty' if dirty else ''}"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     bench = RywBench(args)
@@ -296,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.measure()
         facts = {"date": datetime.now().strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(),
                  "loadavg_before": loadavg_before, "loadavg_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-                 "dbproxy": _git_version()}
+                 "dbproxy": git_version()}
         print(bench.report(facts))
         return 0
     except KeyboardInterrupt:

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cpu import sample, usage
 from bench.pgbench import CellRun
-from bench.procs import BenchError, Service, clean_env, run_checked, text_tail
+from bench.procs import BenchError, Service, clean_env, git_version, run_checked, text_tail
 from bench.report import Cell, pooler_cpu_us, ratio
 from bench.services import ensure_py_spy
 from deploy.mysqlcluster import APP_DB, APP_PASSWORD, APP_USER, HOST, MysqlCluster, MysqlClusterError
@@ -583,7 +583,7 @@ class SysbenchBench:
         self.versions["sysbench"] = run_checked([SYSBENCH, "--version"], "sysbench --version").strip()
         self.versions["mariadb"] = run_checked(["mariadbd", "--version"], "mariadbd --version").strip()
         self.versions["python"] = platform.python_version()
-        self.versions["dbproxy"] = _git_version()
+        self.versions["dbproxy"] = git_version()
 
         ports = free_ports(1 + args.replicas)
         log(f"MariaDB: primary + {args.replicas} replica(s) on {ports} in {self.workdir / 'my'}")
@@ -872,12 +872,6 @@ def _short_mariadb(version: str) -> str:
     """`mariadbd  Ver 10.11.6-MariaDB-0+deb12u1-log for debian-linux-gnu ...` -> `MariaDB 10.11.6`."""
     m = re.search(r"Ver (\d+\.\d+\.\d+)", version)
     return f"MariaDB {m.group(1)}" if m else version.splitlines()[0]
-
-
-def _git_version() -> str:
-    from bench.run import _git_version as git_version  # bench.run imports this module: not at the top
-
-    return git_version()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -42,8 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cpu import process_seconds  # noqa: E402
 from bench.pgbench import CellRun, Endpoint, Workload, run_pgbench  # noqa: E402
-from bench.procs import BenchError, Service, run_checked  # noqa: E402
-from bench.ryw import _git_version  # noqa: E402
+from bench.procs import BenchError, Service, git_version, run_checked  # noqa: E402
 from bench.services import pgbouncer_version, query_check, start_pgbouncer  # noqa: E402
 from deploy.pgcluster import APP_DB, HOST, PG_OS_USER, PgCluster, PgClusterError, free_ports, pg_binary  # noqa: E402
 from proxy.tls.certs import generate  # noqa: E402
@@ -292,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.measure()
         facts = {"date": datetime.now().strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(),
                  "loadavg_before": loadavg_before, "loadavg_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-                 "dbproxy": _git_version(), "pgbouncer": pgbouncer, "tls_version": tls_version}
+                 "dbproxy": git_version(), "pgbouncer": pgbouncer, "tls_version": tls_version}
         print(bench.report(facts))
         return 0
     except KeyboardInterrupt:
