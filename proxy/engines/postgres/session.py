@@ -24,7 +24,7 @@ from ...pool.pool import Pool
 from .cache_flow import SessionCache
 from .login import PgLoginSession
 from .positions import PositionReader
-from .reset import finish_capture_then_release, reset_then_release
+from .reset import reset_then_release
 from .rewrite import StatementRewriter
 from .server import ServerConnection
 from .session_state import EMPTY, session_effects
@@ -598,7 +598,7 @@ class PgClientSession(PgLoginSession):
         if not self._capturing or self.unsynced or self._copy_skip or len(server.tracker.slots) != 1:
             return False
         self._capturing = False
-        finish_capture_then_release(server, pool, lambda rows: None)
+        reset_then_release(server, pool, [])   # no statements: pooled once the capture's reply is in
         return True
 
     def _return_server(self, server: ServerConnection, pool: Pool[ServerConnection]) -> None:
