@@ -23,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -38,6 +40,7 @@ from conftest import REPO_ROOT, ProxyProcess, listen_addresses  # tests/ is on s
 
 from deploy.pgcluster import HOST, PgCluster, free_ports, pg_binary
 from proxy.engines.postgres.wire.messages import parse_data_row
+from proxy.tls.certs import generate
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,22 @@ def module_proxy(pg: PgCluster, directory: Path, **config: object) -> Iterator[R
 
 
 # ------------------------------------------------------------------------------ clients
+
+
+@contextmanager
+def server_certs(os_user: str) -> Iterator[Path]:
+    """`dbproxy gen-cert` files a database server running as `os_user` can read: outside pytest's private
+    tmp tree, the key owned by that user (servers refuse a key others may read)."""
+    out = generate(tempfile.mkdtemp(prefix="dbproxy-certs-"))
+    os.chmod(out, 0o755)
+    for name in ("server.pem", "ca.pem"):
+        os.chmod(out / name, 0o644)
+    if os.geteuid() == 0:
+        shutil.chown(out / "server-key.pem", os_user, os_user)
+    try:
+        yield out
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -7,8 +7,6 @@ ssl_* options (`_server_has_tls`), so any order works.
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 import threading
 import time
@@ -19,7 +17,7 @@ from typing import Any
 
 import pymysql
 import pytest
-from e2e_helpers import running_proxy, wait_until
+from e2e_helpers import running_proxy, server_certs, wait_until
 from mysql_e2e_helpers import MysqlProxy, connect, mysql_proxy_config, scalar
 
 from deploy.mysqlcluster import MYSQL_OS_USER, MysqlCluster
@@ -90,15 +88,8 @@ def test_prefer_falls_back_and_disable_never_asks(mode: str, offered: bool) -> N
 
 @pytest.fixture(scope="module")
 def certs() -> Iterator[Path]:
-    # Outside pytest's private tmp tree: mariadbd runs as the mysql OS user and must read these.
-    out = generate(tempfile.mkdtemp(prefix="dbproxy-mycerts-"))
-    os.chmod(out, 0o755)
-    for name in ("server.pem", "ca.pem"):
-        os.chmod(out / name, 0o644)
-    if os.geteuid() == 0:
-        shutil.chown(out / "server-key.pem", MYSQL_OS_USER, MYSQL_OS_USER)
-    yield out
-    shutil.rmtree(out, ignore_errors=True)
+    with server_certs(MYSQL_OS_USER) as out:
+        yield out
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
-from e2e_helpers import RunningProxy, proxy_config, running_proxy, wait_until
+from e2e_helpers import RunningProxy, proxy_config, running_proxy, server_certs, wait_until
 
 from deploy.pgcluster import PgCluster, free_ports
 from proxy.tls.certs import generate
@@ -19,14 +16,8 @@ from proxy.tls.certs import generate
 
 @pytest.fixture(scope="module")
 def certs() -> Iterator[Path]:
-    # Outside pytest's private tmp tree: the servers run as the postgres OS user and must read these.
-    out = generate(tempfile.mkdtemp(prefix="dbproxy-certs-"))
-    os.chmod(out, 0o755)
-    for name in ("server.pem", "ca.pem"):
-        os.chmod(out / name, 0o644)
-    shutil.chown(out / "server-key.pem", "postgres", "postgres")   # the server must own its key (0600)
-    yield out
-    shutil.rmtree(out, ignore_errors=True)
+    with server_certs("postgres") as out:
+        yield out
 
 
 @pytest.fixture
