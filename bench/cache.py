@@ -43,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.pgbench import CellRun, Endpoint, Workload, run_pgbench  # noqa: E402
 from bench.procs import BenchError, Service, git_version, run_checked  # noqa: E402
+from bench.report import save_results  # noqa: E402
 from bench.services import query_check  # noqa: E402
 from deploy.pgcluster import APP_DB, HOST, PgCluster, PgClusterError, free_ports, pg_binary  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
 USER, PASSWORD = "bench", "bench-secret"
 TARGETS = ("memory", "redis", "nocache", "direct")
 CACHED = ("memory", "redis")
@@ -276,14 +276,10 @@ class CacheBench:
                   "Verification (read, update through another client, read again, prepared and simple): "
                   + ", ".join(f"{t}: {s} stale of {n} reads" for t, (s, n) in self.verified.items()) + ".", ""]
         text = "\n".join(lines)
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         data = {"facts": facts, "args": vars(args), "tps": tps, "hit_ratio": ratio,
                 "verified": self.verified, "runs": [c.to_json() for c in self.runs], "table_markdown": text}
-        for name in (f"cache-{stamp}", "cache-latest"):
-            (RESULTS_DIR / f"{name}.json").write_text(json.dumps(data, indent=2, default=str))
-            (RESULTS_DIR / f"{name}.md").write_text(text)
-        log(f"results: {RESULTS_DIR / f'cache-{stamp}.md'} (and cache-latest.md / .json)")
+        saved = save_results("cache", data, text)
+        log(f"results: {saved} (and cache-latest.md / .json)")
         return text, stale == 0
 
     def cleanup(self) -> None:

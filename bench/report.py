@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from bench.pgbench import CellRun, Workload
 
@@ -353,3 +357,17 @@ def _direct_row(
         data["spread_factor"] = direct.spread_factor
     line = f"| {direct.label(row)} | {cell.show()} | — | control | {spread} | control | {where} | {landed} |"
     return line, data | placement
+
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def save_results(prefix: str, data: dict[str, Any], text: str) -> Path:
+    """Write `data` (JSON) and `text` (Markdown) as bench/results/<prefix>-<stamp> and <prefix>-latest;
+    returns the stamped Markdown file."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for name in (f"{prefix}-{stamp}", f"{prefix}-latest"):
+        (RESULTS_DIR / f"{name}.json").write_text(json.dumps(data, indent=2, default=str))
+        (RESULTS_DIR / f"{name}.md").write_text(text)
+    return RESULTS_DIR / f"{prefix}-{stamp}.md"

@@ -24,7 +24,6 @@ transaction (on − off). Results: bench/results/ryw-<stamp>.json / .md and ryw-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -42,11 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.pgbench import CellRun, Endpoint, Workload, run_pgbench  # noqa: E402
 from bench.procs import BenchError, Service, git_version, run_checked  # noqa: E402
+from bench.report import save_results  # noqa: E402
 from bench.services import query_check  # noqa: E402
 from deploy.pgcluster import APP_DB, HOST, PgCluster, PgClusterError, free_ports, pg_binary  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
 USER, PASSWORD = "bench", "bench-secret"
 ENDPOINTS = ("on", "off")
 UPDATE_SCRIPT = """\
@@ -250,15 +249,11 @@ class RywBench:
     def report(self, facts: dict[str, Any]) -> str:
         summaries = [summarize(key, [c for c in self.runs if c.workload == key]) for key in self.workloads]
         text = markdown(summaries, self.args, facts)
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         data = {"facts": facts, "args": {k: v for k, v in vars(self.args).items()},
                 "summaries": [s.to_json() for s in summaries], "runs": [c.to_json() for c in self.runs],
                 "table_markdown": text}
-        for name in (f"ryw-{stamp}", "ryw-latest"):
-            (RESULTS_DIR / f"{name}.json").write_text(json.dumps(data, indent=2, default=str))
-            (RESULTS_DIR / f"{name}.md").write_text(text)
-        log(f"results: {RESULTS_DIR / f'ryw-{stamp}.md'} (and ryw-latest.md / .json)")
+        saved = save_results("ryw", data, text)
+        log(f"results: {saved} (and ryw-latest.md / .json)")
         return text
 
     def cleanup(self) -> None:

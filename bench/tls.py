@@ -23,7 +23,6 @@ bench/results/tls-<stamp>.json / .md and tls-latest.json / .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pwd
 import shutil
@@ -43,12 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.cpu import process_seconds  # noqa: E402
 from bench.pgbench import CellRun, Endpoint, Workload, run_pgbench  # noqa: E402
 from bench.procs import BenchError, Service, git_version, run_checked  # noqa: E402
+from bench.report import save_results  # noqa: E402
 from bench.services import pgbouncer_version, query_check, start_pgbouncer  # noqa: E402
 from deploy.pgcluster import APP_DB, HOST, PG_OS_USER, PgCluster, PgClusterError, free_ports, pg_binary  # noqa: E402
 from proxy.tls.certs import generate  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
 USER, PASSWORD = "bench", "bench-secret"
 POOLERS = ("dbproxy", "pgbouncer")
 GOAL = 0.9
@@ -256,14 +255,10 @@ class TlsBench:
     def report(self, facts: dict[str, Any]) -> str:
         summaries = [summarize(key, [c for c in self.runs if c.workload == key]) for key in self.args.workloads]
         text = markdown(summaries, self.args, facts)
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         data = {"facts": facts, "args": dict(vars(self.args)), "summaries": [s.to_json() for s in summaries],
                 "runs": [c.to_json() for c in self.runs], "table_markdown": text}
-        for name in (f"tls-{stamp}", "tls-latest"):
-            (RESULTS_DIR / f"{name}.json").write_text(json.dumps(data, indent=2, default=str))
-            (RESULTS_DIR / f"{name}.md").write_text(text)
-        log(f"results: {RESULTS_DIR / f'tls-{stamp}.md'} (and tls-latest.md / .json)")
+        saved = save_results("tls", data, text)
+        log(f"results: {saved} (and tls-latest.md / .json)")
         return text
 
     def cleanup(self) -> None:
