@@ -542,3 +542,16 @@ def test_split_hold_model(kind: int, write: bool, which: int, status: bytes, uns
         return
     assert held == HIDDEN_SYNC
     assert tracker.feed(_ready(b"I")) == b"" and not tracker.slots
+
+
+def test_a_ready_for_query_without_its_status_byte_reads_nothing_past_itself() -> None:
+    """Found by the garbage test above: a malformed ReadyForQuery (length 4, no status) must not take the
+    next message's first byte as its status when both arrive in one read (and not when they arrive apart)."""
+    stream = b"Z\x00\x00\x00\x04Z\x00\x00\x00\x04"
+    whole, split = r.ResponseTracker(), r.ResponseTracker()
+    for tracker in (whole, split):
+        tracker.push(r.Slot(r.QUERY))
+    out_whole = whole.feed(stream)
+    out_split = split.feed(stream[:5]) + split.feed(stream[5:])
+    assert (out_whole, whole.status, len(whole.slots)) == (out_split, split.status, len(split.slots))
+    assert whole.status == b""

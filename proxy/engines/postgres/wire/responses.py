@@ -185,7 +185,7 @@ class ResponseTracker:
                     out.append(data[start:pos])
                     start = end
                 if kind == _Z:
-                    self.status = data[pos + 5:pos + 6]
+                    self.status = data[pos + 5:end]   # one byte; never past the message (a malformed Z is empty)
                     if slot.kind == QUERY or slot.kind == SYNC:
                         slots.popleft()
                 elif kind == _E:
