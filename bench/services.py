@@ -25,7 +25,7 @@ DBPROXY_ENDPOINTS = ("writer", "reader", "split")  # all three compared by bench
 class DbproxyCluster:
     """One [clusters.<name>] of the benchmark's dbproxy config: its instances and an endpoint per role.
 
-    Two clusters may list the same instance (proxy/config.py only rejects an address listed twice in
+    Two clusters may list the same instance (proxy/config/ only rejects an address listed twice in
     one list): bench/run.py's "solo" cluster lists only the primary that "main" also lists.
     """
 

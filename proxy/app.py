@@ -14,7 +14,7 @@ from .admin import start_admin_console
 from .admin import views as admin_views
 from .audit import AuditLog
 from .config import ClusterConfig, Config, ConfigError, EndpointConfig, ServerSettings, User, load_config
-from .config_diff import ConfigDiff, diff
+from .config.diff import ConfigDiff, diff
 from .core.admission import ConnectionCounts, ConnectRateLimiter, LogThrottle, allowlist_for, client_host
 from .core.cluster import Cluster
 from .core.session import LOGIN, READY

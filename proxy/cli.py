@@ -14,7 +14,7 @@ from typing import Any
 
 from proxy import __version__
 from proxy.config import Config, ConfigError, load_config
-from proxy.config_display import to_display
+from proxy.config.display import to_display
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # runtime failure
@@ -183,7 +183,7 @@ def _check_config(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     if args.connect:
-        from proxy.config_check import server_problems
+        from proxy.config.check import server_problems
 
         problems = server_problems(config)
         for line in problems:

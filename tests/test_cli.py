@@ -14,7 +14,7 @@ import pytest
 
 from proxy import __version__, cli
 from proxy.config import Config, load_config, parse_config
-from proxy.config_display import to_display
+from proxy.config.display import to_display
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "dbproxy.example.toml"

@@ -26,8 +26,8 @@ from proxy.config import (
     parse_duration,
     parse_size,
 )
-from proxy.config_diff import ClusterDiff, diff
-from proxy.config_display import to_display
+from proxy.config.diff import ClusterDiff, diff
+from proxy.config.display import to_display
 from proxy.durations import format_duration, format_size
 from proxy.tls.certs import generate
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from proxy import cli
 from proxy.config import ConfigError, parse_config
-from proxy.config_display import to_display
+from proxy.config.display import to_display
 from proxy.engines.mysql import auth
 from proxy.engines.mysql.auth import derive_verifiers
 from proxy.engines.mysql.client_login import ClientLogin

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from .. import __version__
 from ..config import Address, EndpointConfig
-from ..config_display import to_display
+from ..config.display import to_display
 from ..metrics import cache_families
 from ..topology.model import InstanceState, TopologySnapshot
 from .resultset import Table

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from .config import (
+from proxy.durations import format_duration
+
+from .model import (
     MASK,
     ClusterConfig,
     Config,
@@ -16,7 +18,6 @@ from .config import (
     TlsSettings,
     TokenSettings,
 )
-from .durations import format_duration
 
 
 def to_display(config: Config) -> dict[str, Any]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from .config import Config
-from .engines import get_engine
-from .topology.coordinator import ActionFailed
+from proxy.engines import get_engine
+from proxy.topology.coordinator import ActionFailed
+
+from .model import Config
 
 CHECK_SECONDS = 10.0
 

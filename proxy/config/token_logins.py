@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .config import User, _Context, _read_secret_file, _Table, _toml_type
-from .tokens import MIN_SECRET_LENGTH, TokenSettings
+from proxy.tokens import MIN_SECRET_LENGTH, TokenSettings
+
+from .model import User
+from .reader import Context, Table, read_secret_file, toml_type
 
 TOKEN_KEYS = ("secret_env", "secret_file", "previous_secret_env", "previous_secret_file", "max_ttl",
               "rotation_grace", "allow_plaintext_tokens")
@@ -14,7 +16,7 @@ USER_AUTH = ("password", "token", "password_or_token")
 DEFAULT_MAX_TTL = 3600.0
 
 
-def build_tokens(t: _Table, context: _Context) -> TokenSettings | None:
+def build_tokens(t: Table, context: Context) -> TokenSettings | None:
     """The token settings, or None (with a problem recorded) when they are unusable."""
     given = [key for key in ("secret_env", "secret_file") if key in t.data]
     if len(given) != 1:
@@ -31,7 +33,7 @@ def build_tokens(t: _Table, context: _Context) -> TokenSettings | None:
             continue
         names: Sequence[Any] = [value] if isinstance(value, str) else value if isinstance(value, list) else ()
         if not names or not all(isinstance(name, str) for name in names):
-            t.problem(key, f"expected a string or an array of strings, got {_toml_type(value)}")
+            t.problem(key, f"expected a string or an array of strings, got {toml_type(value)}")
             continue
         for name in names:
             sources.append((key, _source(key, name, context)))
@@ -47,17 +49,17 @@ def build_tokens(t: _Table, context: _Context) -> TokenSettings | None:
                          rotation_grace=grace, allow_plaintext_tokens=allow_plaintext, sources=tuple(sources))
 
 
-def _source(key: str, name: object, context: _Context) -> str:
+def _source(key: str, name: object, context: Context) -> str:
     """What the config names (an environment variable, a file as an absolute path): never the secret."""
     text = str(name)
     return str(context.resolve(text)) if key.endswith("_file") else text
 
 
-def _one_secret(t: _Table, key: str, name: str | None, context: _Context) -> str | None:
+def _one_secret(t: Table, key: str, name: str | None, context: Context) -> str | None:
     if name is None:   # not a string: already reported
         return None
     if key.endswith("_file"):
-        secret, _ = _read_secret_file(t, key, context.resolve(name))
+        secret, _ = read_secret_file(t, key, context.resolve(name))
     else:
         secret = context.env.get(name)
         if not secret:
@@ -70,7 +72,7 @@ def _one_secret(t: _Table, key: str, name: str | None, context: _Context) -> str
     return secret
 
 
-def check_user_auth(user: User, t: _Table, tokens_given: bool) -> None:
+def check_user_auth(user: User, t: Table, tokens_given: bool) -> None:
     """Problems of one user's auth: token users need [server.tokens], no password, and are not admins."""
     if user.auth == "password":
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from .config import Address, ClusterConfig, Config
+from .model import Address, ClusterConfig, Config
 
 
 @dataclass(frozen=True)

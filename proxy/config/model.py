@@ -1,0 +1,230 @@
+"""The configuration model: frozen dataclasses of every setting, the allowed values, ConfigError."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proxy.cache.settings import CacheSettings
+from proxy.tokens import TokenSettings
+
+ENGINES = ("postgres", "mysql")
+CLIENT_AUTH_METHODS: dict[str, tuple[str, ...]] = {
+    "postgres": ("scram-sha-256", "md5", "trust"),
+    "mysql": ("mysql_native_password", "caching_sha2_password"),
+}
+DEFAULT_CLIENT_AUTH = {"postgres": "scram-sha-256", "mysql": "mysql_native_password"}
+POOL_MODES = ("session", "transaction")
+FAILOVER_MODES = ("follow", "promote")
+ENDPOINT_ROLES = ("writer", "reader", "split", "custom")
+ENDPOINT_KINDS = ("reader", "any")
+CLIENT_TLS_MODES = ("disable", "prefer", "require")
+SERVER_TLS_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
+TLS_VERSIONS = ("1.2", "1.3")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+AUDIT_STATEMENTS = ("none", "ddl", "writes", "all")
+MASK = "********"
+
+# Cluster and endpoint names appear in TOML keys, metric labels and admin commands: keep them plain.
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True, order=True)
+class Address:
+    """A TCP address; IPv6 hosts are written "[::1]:5432"."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """Parse "host:port" or "[v6]:port"; raises ValueError with a message meant for the user."""
+        text = text.strip()
+        if text.startswith("["):
+            host, sep, port = text[1:].partition("]:")
+        else:
+            host, sep, port = text.rpartition(":")
+            if ":" in host:
+                raise ValueError(f'invalid address "{text}": write IPv6 addresses as "[addr]:port"')
+        if not sep or not host or any(c.isspace() for c in host):
+            raise ValueError(f'invalid address "{text}": expected "host:port"')
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f'invalid address "{text}": port must be a number from 1 to 65535')
+        return cls(host, int(port))
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """TLS towards clients (modes disable|prefer|require) or servers (also verify-ca, verify-full); paths are
+    absolute. client_cert = "verify" (client side, needs ca): clients must present a certificate signed by ca."""
+
+    mode: str = "disable"
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+    client_cert: str = "none"
+    min_version: str = "1.2"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Process-wide settings from [server]; shutdown_timeout bounds the graceful drain on SIGTERM,
+    client_login_timeout the time a client has to finish startup and authentication."""
+
+    admin_listen: Address | None
+    http_listen: Address | None
+    log_format: str
+    log_level: str
+    shutdown_timeout: float = 30.0
+    client_login_timeout: float = 15.0
+    # SPEC §10 (README "Security"): allowlists of the admin console and the HTTP service (CIDRs,
+    # empty = everyone), the audit log ("stderr" or an absolute path; None = off) and the
+    # per-client-address connect rate (new connections per second, 0 = no limit; burst 0 = rate).
+    admin_allow: tuple[str, ...] = ()
+    http_allow: tuple[str, ...] = ()
+    audit_log: str | None = None
+    audit_statements: str = "none"
+    client_connect_rate: int = 0
+    client_connect_burst: int = 0
+    tokens: TokenSettings | None = None   # [server.tokens]: token logins (SPEC §10)
+
+
+@dataclass(frozen=True)
+class User:
+    """A client login and the credentials the proxy uses towards the databases on its behalf.
+
+    auth: "password" (the cluster's client_auth), "token" (a signed token sent as a cleartext password
+    over TLS, see proxy.tokens) or "password_or_token".
+    """
+
+    name: str
+    password: str | None = field(repr=False)
+    server_user: str
+    server_password: str | None = field(repr=False)
+    admin: bool = False
+    max_client_connections: int = 0   # logged-in client connections of this user, whole proxy (0 = no limit)
+    auth: str = "password"
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """Probing of the cluster's instances; max_replica_lag 0 = no lag limit.
+
+    user/password/database: the probe connections' login. parse_config fills in the first [[users]]
+    entry's server_user/server_password when user is not given (None only in a bare HealthSettings()).
+    tls: the cluster's server_tls (filled in by parse_config): probes and failover actions use it too.
+    """
+
+    interval: float = 0.5
+    timeout: float = 1.0
+    failure_threshold: int = 3
+    max_replica_lag: float = 10.0
+    user: str | None = None
+    password: str | None = None
+    database: str = "postgres"
+    tls: TlsSettings = TlsSettings()
+
+
+@dataclass(frozen=True)
+class FailoverSettings:
+    """replication_user/password (MySQL): what a rejoined old primary replicates with (see failover.md)."""
+
+    mode: str = "follow"
+    promote_after: float = 3.0
+    borrow_timeout: float = 30.0
+    replication_user: str | None = None
+    replication_password: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """Pool limits; max_prepared_statements caps the prepared-statement cache of one server connection."""
+
+    mode: str = "transaction"
+    max_server_connections: int = 20
+    min_idle: int = 0
+    idle_timeout: float = 300.0
+    max_lifetime: float = 3600.0
+    connect_timeout: float = 2.0
+    max_client_connections: int = 10000
+    client_idle_timeout: float = 0.0
+    init_query: str = ""
+    prepared_statements: bool = True
+    max_prepared_statements: int = 1000
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """A listening endpoint; instances/exclude/kind only for role custom, read_your_writes only for split."""
+
+    name: str
+    listen: Address
+    role: str
+    instances: tuple[Address, ...] = ()
+    exclude: tuple[Address, ...] = ()
+    kind: str = "reader"
+    read_your_writes: bool = False
+    tls: TlsSettings | None = None   # overrides the cluster's tls for this endpoint
+    allow: tuple[str, ...] = ()   # client networks (normalized CIDRs); empty = every address
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """[clusters.<name>.databases.<database>]: limits for clients of one database name (0 = no limit)."""
+
+    name: str
+    max_client_connections: int = 0
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """One database cluster; read_only_functions are lower-cased function names."""
+
+    name: str
+    engine: str
+    instances: tuple[Address, ...]
+    client_auth: str
+    tls: TlsSettings
+    server_tls: TlsSettings
+    health: HealthSettings
+    failover: FailoverSettings
+    pool: PoolSettings
+    endpoints: tuple[EndpointConfig, ...]
+    read_only_functions: tuple[str, ...] = ()
+    allow_local_infile: bool = False   # mysql: let LOAD DATA LOCAL INFILE through (SPEC §12)
+    databases: tuple[DatabaseSettings, ...] = ()
+    cache: CacheSettings | None = None   # [clusters.<name>.cache] (SPEC §11); None: no query cache
+
+    def database_limit(self, database: str) -> int:
+        """max_client_connections of clients of `database` (0 = no limit)."""
+        for settings in self.databases:
+            if settings.name == database:
+                return settings.max_client_connections
+        return 0
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    server: ServerSettings
+    users: tuple[User, ...]
+    clusters: tuple[ClusterConfig, ...]
+
+    def user(self, name: str) -> User | None:
+        return next((user for user in self.users if user.name == name), None)
+
+    def cluster(self, name: str) -> ClusterConfig | None:
+        return next((cluster for cluster in self.clusters if cluster.name == name), None)
+
+
+class ConfigError(Exception):
+    """Bad configuration; problems are complete lines "config error: <file>: <key.path>: <what is wrong>"."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
