@@ -9,7 +9,7 @@ VENV        := .venv
 BIN         := $(VENV)/bin
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 
-.PHONY: install lint test demo demo-stop bench conformance fuzz
+.PHONY: install lint test demo demo-stop bench bench-pgbench bench-tools conformance fuzz
 
 install: $(VENV)/.stamp-system $(VENV)/.stamp-chromium $(VENV)/.stamp-pip
 
@@ -83,13 +83,20 @@ fuzz: install
 demo-stop:
 	$(BIN)/python -m deploy.demo stop
 
+# The benchmark report (bench/suite.py, about 15 minutes on 2 cores): direct / dbproxy workers=1 /
+# workers=N / PgBouncer side by side; writes bench/results/RESULTS.md and its PNG plots.
+# make bench BENCH_ARGS="--quick" for a check run; "--skip mysql,failover,ryw" leaves sections out.
+bench: install bench-tools
+	$(BIN)/python -m bench.suite $(BENCH_ARGS)
+
+# The detailed pgbench tables (bench/run.py): per-endpoint routing cost, pooler CPU per transaction,
+# profiles. make bench-pgbench BENCH_ARGS="--quick --only dbproxy --profile" (see bench/run.py --help);
+# --mysql adds bench/sysbench.py, --ryw bench/ryw.py, --cache bench/cache.py, --tls bench/tls.py.
+bench-pgbench: install bench-tools
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 # Debian's pgbouncer package may start a service on 6432 (the demo's writer port): keep it off.
-# Extra options: make bench BENCH_ARGS="--quick --only dbproxy --profile" (see bench/run.py --help);
-# BENCH_ARGS=--mysql adds the MySQL sysbench section (bench/sysbench.py), BENCH_ARGS=--ryw the
-# read_your_writes cost on a split endpoint (bench/ryw.py; alone: .venv/bin/python -m bench.ryw).
-# BENCH_ARGS=--tls: pgbench -S and -S -C with client TLS, dbproxy vs PgBouncer (bench/tls.py; alone:
-# .venv/bin/python -m bench.tls).
-bench: install
+bench-tools:
 	@if [ ! -x /usr/sbin/pgbouncer ]; then \
 		echo "make: installing pgbouncer"; \
 		apt-get update -q && $(APT_INSTALL) pgbouncer; \
@@ -99,4 +106,3 @@ bench: install
 		echo "make: installing sysbench"; \
 		apt-get update -q && $(APT_INSTALL) sysbench; \
 	fi
-	$(BIN)/python bench/run.py $(BENCH_ARGS)

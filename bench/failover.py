@@ -458,6 +458,9 @@ class DrillResult:
     old_primary: str
     new_primary: str
     events: list[tuple[float, str]]
+    # Every write of the run: (ms since the kill when it started, its latency in ms, SQLSTATE or error
+    # code, None if acknowledged); bench/suite.py plots them as the failover timeline.
+    writes: list[tuple[float, float, str | None]] = field(default_factory=list)
 
 
 async def drive(backend: Backend, primary: int, writer_port: int, clients: int, idle_clients: int,
@@ -532,7 +535,9 @@ def run_once(run: int, workdir: Path, engine: str, clients: int, idle_clients: i
             disconnected=sum(load.disconnected.values()),
             idle_ok=idle_ok, idle_clients=idle_clients,
             acknowledged=len(acknowledged), lost=len(acknowledged - present),
-            old_primary=old_primary, new_primary=new_primary, events=events)
+            old_primary=old_primary, new_primary=new_primary, events=events,
+            writes=[(ms(w.started), round((w.ended - w.started) * 1000, 2),
+                     None if w.error is None else (w.sqlstate or w.error.split(":")[0])) for w in load.writes])
     finally:
         if service is not None:
             service.stop()
@@ -585,6 +590,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--idle-clients", type=int, default=8, help="clients connected but idle (default 8)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before the kill")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write every run's result, its writes included, to FILE as JSON")
     return parser.parse_args(argv)
 
 
@@ -607,6 +614,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work directory kept: {base}", file=sys.stderr)
         else:
             shutil.rmtree(base, ignore_errors=True)
+    if args.json is not None:
+        # (not dataclasses.asdict: it rebuilds a Counter from (key, count) pairs, counting the pairs)
+        args.json.write_text(json.dumps([{**vars(r), "errors": dict(r.errors)} for r in results]))
     engine = "" if args.engine == "postgres" else f" ({args.engine})"
     print(f"## Failover drill{engine}: kill -9 of the primary under write load (promote mode)\n")
     print(f"{args.clients} clients inserting through the writer endpoint, {args.idle_clients} idle; "

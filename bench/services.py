@@ -34,8 +34,10 @@ class DbproxyCluster:
     endpoint_ports: dict[str, int]  # endpoint name (its role: writer, reader, split) -> listen port
 
 
-def dbproxy_config(clusters: Sequence[DbproxyCluster], user: str, password: str, pool_size: int) -> str:
-    """A dbproxy TOML config (SPEC §2): md5 client auth, transaction pooling, no TLS, no admin/http."""
+def dbproxy_config(clusters: Sequence[DbproxyCluster], user: str, password: str, pool_size: int,
+                   server_extra: str = "") -> str:
+    """A dbproxy TOML config (SPEC §2): md5 client auth, transaction pooling, no TLS, no admin/http;
+    ``server_extra``: more [server] lines (bench/suite.py: ``workers = 2``)."""
     return f"""\
 # Written by bench/run.py for one benchmark run.
 
@@ -43,7 +45,7 @@ def dbproxy_config(clusters: Sequence[DbproxyCluster], user: str, password: str,
 log_format       = "text"
 log_level        = "info"
 shutdown_timeout = "2s"
-
+{server_extra}
 [[users]]
 name     = "{user}"
 password = "{password}"   # the servers let this role in with trust
@@ -153,11 +155,12 @@ def start_dbproxy(
     password: str,
     database: str,
     pool_size: int,
+    server_extra: str = "",
 ) -> Service:
     """Write the config, start `python -m proxy run` and wait until a query works through every endpoint."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "dbproxy.toml"
-    config.write_text(dbproxy_config(clusters, user, password, pool_size))
+    config.write_text(dbproxy_config(clusters, user, password, pool_size, server_extra))
     service = Service(
         "dbproxy",
         [sys.executable, "-m", "proxy", "run", "--config", str(config)],
