@@ -64,7 +64,7 @@ lint: install
 test: lint
 	$(BIN)/pytest -q -ra
 
-# PostgreSQL primary + 2 replicas (ports 55432-55434) and dbproxy in the background, all in .demo/
+# PostgreSQL primary + 2 replicas (ports 25432-25434; MariaDB 23306-23307) and dbproxy in the background, all in .demo/
 demo: install
 	$(BIN)/python -m deploy.demo
 

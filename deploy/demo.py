@@ -30,9 +30,10 @@ LOG_PATH = DEMO_DIR / "dbproxy.log"
 PID_PATH = DEMO_DIR / "dbproxy.pid"
 CERT_DIR = DEMO_DIR / "certs"   # `dbproxy gen-cert`: a private CA and the proxy's certificate
 
-PG_PORTS = [55432, 55433, 55434]
+# Below the kernel's ephemeral range (32768-60999): an outgoing connection cannot be holding them.
+PG_PORTS = [25432, 25433, 25434]
 ENDPOINTS = [("writer", 6432, "writer"), ("reader", 6433, "reader"), ("app", 6434, "split")]
-MYSQL_PORTS = [53306, 53307]
+MYSQL_PORTS = [23306, 23307]
 MYSQL_ENDPOINTS = [("writer", 6306, "writer"), ("reader", 6307, "reader")]
 ADMIN_PORT = 6400
 HTTP_PORT = 9930

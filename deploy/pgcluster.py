@@ -13,7 +13,7 @@ Servers run as the ``postgres`` OS user (through ``runuser`` when we are root), 
 
 Command line::
 
-    python -m deploy.pgcluster start --dir D --ports 55432,55433,55434 [--set key=value ...]
+    python -m deploy.pgcluster start --dir D --ports 25432,25433,25434 [--set key=value ...]
     python -m deploy.pgcluster stop|status|destroy --dir D
     python -m deploy.pgcluster kill|promote|start-instance|stop-instance --dir D --index I
 """
