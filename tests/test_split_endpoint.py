@@ -13,9 +13,7 @@
   on the primary), and a read-only script whose transactions are counted per instance as
   `xact_commit` deltas in pg_stat_database of a database only this test uses (the proxy is stopped
   before each reading, so the server backends exit and flush their statistics).
-- read_your_writes with both replicas delayed by `recovery_min_apply_delay`: a client never misses
-  its own write on an endpoint with read_your_writes, the same loop on an endpoint without it does
-  miss (so the delay is real), and reads return to the replicas once they have replayed the write.
+- read_your_writes: test_split_read_your_writes.py.
 
 Regression tests: a write that follows an unsynced or pipelined read still reaches the primary
 (test_write_behind_an_unsynced_or_pipelined_read_...), and read_your_writes holds under
@@ -28,168 +26,37 @@ from __future__ import annotations
 
 import asyncio
 import re
-import struct
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import psycopg
 import pytest
 from conftest import ProxyProcess
-from e2e_helpers import EndpointSpec, clean_env, psql, routing_config, running_proxy, wait_until
+from e2e_helpers import EndpointSpec, clean_env, running_proxy, wait_until
+from split_helpers import (
+    PORT_SQL,
+    Reply,
+    SimpleClient,
+    config_text,
+    create_database,
+    drop_database,
+    split_endpoint,
+    start_proxy,
+    wait_instances_up,
+    wait_replayed,
+    where,
+)
 
 from deploy.pgcluster import HOST, PgCluster, pg_binary
-from proxy.engines.postgres.wire.messages import parse_data_row
 
-INTERVAL_MS = 100
 TABLE_DB = "split_table"
 BENCH_DB = "split_bench"
 READ_ONLY_FUNCTION = "split_port_ro"
-PORT_SQL = "SELECT inet_server_port()"
-
-
-# ------------------------------------------------------------------------------ configuration
-
-
-def split_endpoint(name: str, read_your_writes: bool | None = None) -> EndpointSpec:
-    extra = "" if read_your_writes is None else f"read_your_writes = {'true' if read_your_writes else 'false'}\n"
-    return EndpointSpec(name, "split", extra=extra)
-
-
-def config_text(pg: PgCluster, endpoints: Iterable[EndpointSpec], *, max_lag: str = "10s",
-                read_only_functions: Iterable[str] = (), log_level: str = "info") -> str:
-    return routing_config(pg.instance_addrs(), endpoints, interval_ms=INTERVAL_MS, pool_size=8, max_lag=max_lag,
-                          read_only_functions=read_only_functions, log_level=log_level)
-
-
-def wait_instances_up(proxy: ProxyProcess, pg: PgCluster, timeout: float = 20.0) -> None:
-    """Every instance probed healthy: before that, reads on a split endpoint fall back to the primary."""
-    for address in pg.instance_addrs():
-        wait_until(lambda a=address: f"instance {a} unknown -> up" in proxy.log_text(),  # type: ignore[misc]
-                   timeout=timeout, interval=0.02, what=f"instance {address} up in the proxy log")
-
-
-def start_proxy(factory: Callable[..., ProxyProcess], pg: PgCluster, endpoints: list[EndpointSpec],
-                **config: object) -> ProxyProcess:
-    proxy = factory(config_text(pg, endpoints, **config))  # type: ignore[arg-type]
-    wait_instances_up(proxy, pg)
-    return proxy
-
-
-# ------------------------------------------------------------------------------ servers
-
-
-def wait_replayed(pg: PgCluster, replicas: Iterable[int] = (1, 2), timeout: float = 20.0) -> None:
-    """Wait until the replicas have replayed everything the primary has written so far."""
-    target = pg.sql(0, "SELECT pg_current_wal_insert_lsn()")
-    for i in replicas:
-        wait_until(lambda i=i: pg.sql(i, f"SELECT pg_last_wal_replay_lsn() >= '{target}'") == "t",  # type: ignore[misc]
-                   timeout=timeout, interval=0.05, what=f"node{i} replayed {target}")
-
-
-def create_database(pg: PgCluster, name: str, setup_sql: str = "") -> None:
-    """A fresh database owned by app (on every instance once replayed), with setup_sql run as app."""
-    pg.sql(0, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    pg.sql(0, f"CREATE DATABASE {name} OWNER app")
-    if setup_sql:
-        pg.sql(0, setup_sql, user="app", db=name)
-    wait_replayed(pg)
-
-
-def drop_database(pg: PgCluster, name: str) -> None:
-    pg.sql(0, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def where(port: int, pg: PgCluster) -> str:
-    """"primary" or "replica" for a server port (the shared cluster keeps instance 0 the primary)."""
-    if port == pg.ports[0]:
-        return "primary"
-    if port in pg.ports[1:]:
-        return "replica"
-    return f"unknown port {port}"
-
-
-# ------------------------------------------------------------------------------ a simple-query client
-
-
-def _message(kind: bytes, body: bytes) -> bytes:
-    return kind + struct.pack("!I", len(body) + 4) + body
-
-
-@dataclass
-class Reply:
-    """What the server (through the proxy) answered to one Query message."""
-
-    rows: list[list[str | None]] = field(default_factory=list)
-    copy_data: list[bytes] = field(default_factory=list)
-    error: dict[str, str] | None = None
-    status: str = ""
-
-    @property
-    def value(self) -> str | None:
-        """First column of the last row (of the last statement of a multi-statement query)."""
-        return self.rows[-1][0] if self.rows else None
-
-
-class SimpleClient:
-    """A PostgreSQL client speaking only the simple-query protocol (trust authentication)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def connect(cls, port: int, database: str, user: str = "app") -> SimpleClient:
-        reader, writer = await asyncio.open_connection(HOST, port)
-        body = struct.pack("!I", 196608) + b"".join(
-            k.encode() + b"\0" + v.encode() + b"\0" for k, v in (("user", user), ("database", database))) + b"\0"
-        writer.write(struct.pack("!I", len(body) + 4) + body)
-        client = cls(reader, writer)
-        reply = await client._reply()
-        assert reply.error is None, f"login failed: {reply.error}"
-        return client
-
-    async def _next(self) -> tuple[bytes, bytes]:
-        header = await asyncio.wait_for(self.reader.readexactly(5), 20)
-        (length,) = struct.unpack_from("!I", header, 1)
-        return header[:1], await asyncio.wait_for(self.reader.readexactly(length - 4), 20)
-
-    async def _reply(self) -> Reply:
-        reply = Reply()
-        while True:
-            kind, body = await self._next()
-            if kind == b"D":
-                reply.rows.append(parse_data_row(body))
-            elif kind == b"d":
-                reply.copy_data.append(body)
-            elif kind == b"E" and reply.error is None:
-                reply.error = {chr(p[0]): p[1:].decode(errors="replace") for p in body.split(b"\0") if p}
-            elif kind == b"Z":
-                reply.status = body.decode()
-                return reply
-
-    async def query(self, sql: str) -> Reply:
-        self.writer.write(_message(b"Q", sql.encode() + b"\0"))
-        return await self._reply()
-
-    async def pipeline(self, *sqls: str) -> list[Reply]:
-        """Send several Query messages at once, then read their replies."""
-        self.writer.write(b"".join(_message(b"Q", sql.encode() + b"\0") for sql in sqls))
-        return [await self._reply() for _ in sqls]
-
-    async def close(self) -> None:
-        self.writer.write(_message(b"X", b""))
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except OSError:
-            pass
-
-
 
 
 # ============================================================================== 1. the table
@@ -740,198 +607,3 @@ def test_pgbench_tpcb_and_read_only_scripts_through_the_split_endpoint(
     print(f"\npgbench through split: init {initialized:.1f}s; TPC-B transactions {tpcb} with no failure, "
           f"every history row on the primary; read-only script xact_commit deltas "
           f"(primary, [replicas]) per 1000 transactions: {shares}; {time.monotonic() - began:.1f}s in all")
-
-
-# ============================================================================== 3. read_your_writes
-#
-# Both replicas apply commits APPLY_DELAY late (recovery_min_apply_delay); max_replica_lag is 60s so
-# they stay usable.  A read right after the write and a read LATER seconds after it (the replicas
-# have then received and replayed everything up to the commit record, which waits) must both find
-# the row.  The main test runs with synchronous_commit = on; with the test clusters' default (off)
-# the proxy misses the second kind: see test_read_your_writes_with_asynchronous_commit.
-
-APPLY_DELAY = 2.0
-ITERATIONS = 30
-LATER = 0.5   # after the primary's WAL writer has flushed (wal_writer_delay 200ms), before the replicas apply
-
-
-def delayed_cluster(factory: Callable[..., PgCluster], synchronous_commit: str) -> PgCluster:
-    """A disposable primary + 2 replicas that apply commits APPLY_DELAY late, with a table ryw."""
-    pg = factory(settings={"synchronous_commit": synchronous_commit})
-    pg.sql(0, "CREATE TABLE ryw (id int PRIMARY KEY); GRANT ALL ON ryw TO PUBLIC", db="app")
-    wait_replayed(pg)
-    for i in (1, 2):
-        pg.sql(i, f"ALTER SYSTEM SET recovery_min_apply_delay = '{APPLY_DELAY:g}s'")
-        pg.sql(i, "SELECT pg_reload_conf()")
-    return pg
-
-
-def ryw_endpoints(factory: Callable[..., ProxyProcess], pg: PgCluster) -> tuple[EndpointSpec, EndpointSpec]:
-    """A proxy with a split endpoint with read_your_writes and one without (max_replica_lag 60s)."""
-    ryw, control = split_endpoint("ryw", read_your_writes=True), split_endpoint("control", read_your_writes=False)
-    start_proxy(factory, pg, [ryw, control], max_lag="60s")
-    return ryw, control
-
-
-@dataclass
-class WriteThenRead:
-    """Results of "INSERT a row, then SELECT it" loops on one client connection."""
-
-    missed: list[int] = field(default_factory=list)
-    ports: Counter[str] = field(default_factory=Counter)
-
-
-async def write_then_read_simple(port: int, ids: range, pg: PgCluster, result: WriteThenRead) -> None:
-    client = await SimpleClient.connect(port, "app")
-    try:
-        for row_id in ids:
-            reply = await client.query(f"INSERT INTO ryw (id) VALUES ({row_id})")
-            assert reply.error is None, reply.error
-            reply = await client.query(f"SELECT inet_server_port(), count(*) FROM ryw WHERE id = {row_id}")
-            assert reply.error is None, reply.error
-            result.ports[where(int(reply.rows[0][0] or 0), pg)] += 1
-            if reply.rows[0][1] != "1":
-                result.missed.append(row_id)
-    finally:
-        await client.close()
-
-
-async def write_then_read_extended(port: int, ids: range, pg: PgCluster, result: WriteThenRead) -> None:
-    conn = await asyncpg.connect(host=HOST, port=port, user="app", database="app")
-    try:
-        for row_id in ids:
-            await conn.execute("INSERT INTO ryw (id) VALUES ($1)", row_id)
-            found = await conn.fetchrow("SELECT inet_server_port() AS port, count(*) AS n FROM ryw WHERE id = $1",
-                                        row_id)
-            assert found is not None
-            result.ports[where(found["port"], pg)] += 1
-            if found["n"] != 1:
-                result.missed.append(row_id)
-    finally:
-        await conn.close()
-
-
-async def write_then_read_later(port: int, ids: range, pg: PgCluster, result: WriteThenRead) -> None:
-    """INSERT, wait LATER seconds, SELECT (same connection); then let the replicas catch up, so each
-    round starts from replicas that have replayed everything."""
-    client = await SimpleClient.connect(port, "app")
-    try:
-        for row_id in ids:
-            assert (await client.query(f"INSERT INTO ryw (id) VALUES ({row_id})")).error is None
-            await asyncio.sleep(LATER)
-            reply = await client.query(f"SELECT inet_server_port(), count(*) FROM ryw WHERE id = {row_id}")
-            assert reply.error is None, reply.error
-            result.ports[where(int(reply.rows[0][0] or 0), pg)] += 1
-            if reply.rows[0][1] != "1":
-                result.missed.append(row_id)
-            await asyncio.to_thread(wait_replayed, pg)
-    finally:
-        await client.close()
-
-
-def control_missed(result: WriteThenRead) -> None:
-    """The endpoint without read_your_writes must miss, or the test shows nothing (pytest.fail, not an
-    AssertionError: the xfail below expects an AssertionError from the read_your_writes endpoint only)."""
-    if not result.missed:
-        pytest.fail(f"the endpoint without read_your_writes never missed a write ({dict(result.ports)}): "
-                    "the apply delay shows nothing")
-
-
-@pytest.mark.slow
-async def test_read_your_writes_never_misses_a_write_on_delayed_replicas(
-        pg_cluster_factory: Callable[..., PgCluster], proxy_factory: Callable[..., ProxyProcess]) -> None:
-    pg = delayed_cluster(pg_cluster_factory, synchronous_commit="on")
-    ryw, control = ryw_endpoints(proxy_factory, pg)
-
-    began = time.monotonic()
-    at_once, unguarded = WriteThenRead(), WriteThenRead()
-    await asyncio.wait_for(write_then_read_simple(ryw.port, range(1, 1 + ITERATIONS), pg, at_once), 30)
-    await asyncio.wait_for(write_then_read_extended(ryw.port, range(1001, 1001 + ITERATIONS), pg, at_once), 30)
-    await asyncio.wait_for(write_then_read_simple(control.port, range(2001, 2001 + ITERATIONS), pg, unguarded), 30)
-    await asyncio.wait_for(write_then_read_extended(control.port, range(3001, 3001 + ITERATIONS), pg, unguarded),
-                           30)
-    loops = time.monotonic() - began
-    control_missed(unguarded)
-    await asyncio.to_thread(wait_replayed, pg)
-    later = WriteThenRead()
-    await asyncio.wait_for(write_then_read_later(ryw.port, range(4001, 4004), pg, later), 30)
-
-    # Once the replicas have replayed the writes, the same client's reads go back to them.
-    client = await SimpleClient.connect(ryw.port, "app")
-    try:
-        assert (await client.query("INSERT INTO ryw (id) VALUES (5000)")).error is None
-        await asyncio.sleep(APPLY_DELAY + 1.0)
-        after_delay = Counter([where(int((await client.query(PORT_SQL)).value or 0), pg) for _ in range(10)])
-        found = (await client.query("SELECT count(*) FROM ryw WHERE id = 5000")).value
-    finally:
-        await client.close()
-    print(f"\nread_your_writes, {2 * ITERATIONS} reads right after the write: missed {at_once.missed}, "
-          f"on {dict(at_once.ports)} ({loops:.2f}s with the control loops); without read_your_writes: missed "
-          f"{len(unguarded.missed)}, on {dict(unguarded.ports)}; reads {LATER}s after the write: missed "
-          f"{later.missed}, on {dict(later.ports)}; {APPLY_DELAY + 1:g}s after the last write: {dict(after_delay)}; "
-          f"{time.monotonic() - began:.1f}s")
-    assert not at_once.missed, f"read_your_writes: rows missed by their own writer: {at_once.missed}"
-    assert not later.missed, f"read_your_writes: rows missed by their own writer: {later.missed}"
-    assert after_delay == Counter(replica=10)
-    assert found == "1"
-
-
-def psql_rounds(port: int, rounds: range) -> list[int]:
-    """psql -c CREATE TABLE / INSERT / SELECT, three separate connections per round: the rounds whose
-    SELECT did not see the row (or the table)."""
-    missed = []
-    for i in rounds:
-        for sql in (f"CREATE TABLE ryw_psql_{i} (x int)", f"INSERT INTO ryw_psql_{i} VALUES (1)"):
-            done = psql(port, "app", None, sql)
-            assert done.returncode == 0, done.stderr
-        seen = psql(port, "app", None, f"SELECT count(*) FROM ryw_psql_{i}")
-        if seen.returncode != 0 or seen.stdout.strip() != "1":
-            missed.append(i)
-    return missed
-
-
-PSQL_ROUNDS = 50
-
-
-@pytest.mark.slow
-def test_read_your_writes_holds_across_a_users_connections(
-        pg_cluster_factory: Callable[..., PgCluster], proxy_factory: Callable[..., ProxyProcess]) -> None:
-    """The demo's three `psql -c` in a row are three clients: read_your_writes follows the proxy user's
-    latest write, not only the connection's (SPEC §3.4: no client reads its own committed write as missing).
-    The endpoint has the default config (read_your_writes not written: on); 50 rounds, 0 misses."""
-    pg = delayed_cluster(pg_cluster_factory, synchronous_commit="on")
-    pg.sql(0, "GRANT CREATE ON SCHEMA public TO app", db="app")
-    default, control = split_endpoint("app"), split_endpoint("control", read_your_writes=False)
-    start_proxy(proxy_factory, pg, [default, control], max_lag="60s")
-    sessions = "SELECT sessions FROM pg_stat_database WHERE datname = 'app'"
-    opened_before = int(pg.sql(0, sessions))
-    began = time.monotonic()
-    missed = psql_rounds(default.port, range(PSQL_ROUNDS))
-    took = time.monotonic() - began
-    time.sleep(1.0)   # the statistics of ended backends reach pg_stat_database
-    opened = int(pg.sql(0, sessions)) - opened_before
-    # psql leaves as soon as its write's ReadyForQuery arrives, while the proxy still reads the write's
-    # position on that server connection: it finishes that read and pools the connection (not one new
-    # server connection per write, which closing it would cost).
-    assert opened < PSQL_ROUNDS, f"{opened} server sessions opened for {2 * PSQL_ROUNDS} psql writes"
-    unguarded = psql_rounds(control.port, range(100, 105))
-    print(f"\nread_your_writes (default config) across psql connections: missed {missed} of {PSQL_ROUNDS} "
-          f"({took:.1f}s); without it: {len(unguarded)} of 5")
-    assert unguarded, "the endpoint without read_your_writes never missed: the apply delay shows nothing"
-    assert missed == [], missed
-
-
-@pytest.mark.slow
-async def test_read_your_writes_with_asynchronous_commit(
-        pg_cluster_factory: Callable[..., PgCluster], proxy_factory: Callable[..., ProxyProcess]) -> None:
-    pg = delayed_cluster(pg_cluster_factory, synchronous_commit="off")
-    ryw, control = ryw_endpoints(proxy_factory, pg)
-    unguarded = WriteThenRead()
-    await asyncio.wait_for(write_then_read_simple(control.port, range(101, 103), pg, unguarded), 30)
-    control_missed(unguarded)
-    await asyncio.to_thread(wait_replayed, pg)
-    later = WriteThenRead()
-    await asyncio.wait_for(write_then_read_later(ryw.port, range(1, 5), pg, later), 30)
-    print(f"\nsynchronous_commit = off, reads {LATER}s after the write with read_your_writes: "
-          f"missed {later.missed}, on {dict(later.ports)}")
-    assert not later.missed, f"read_your_writes: rows missed by their own writer: {later.missed}"
