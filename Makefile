@@ -11,7 +11,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 
 .PHONY: install lint test demo demo-stop bench bench-pgbench bench-tools conformance fuzz
 
-install: $(VENV)/.stamp-system $(VENV)/.stamp-chromium $(VENV)/.stamp-pip
+install: $(VENV)/.stamp-system $(VENV)/.stamp-chromium $(VENV)/.stamp-deploy $(VENV)/.stamp-pip
 
 # PostgreSQL 15 server + client (psql; pgbench ships with the server package on Debian 12),
 # MariaDB server + client (the MySQL-engine tests start their own mariadbd instances), sysbench,
@@ -47,6 +47,17 @@ $(VENV)/.stamp-chromium:
 	@if [ ! -x /usr/bin/chromium ]; then \
 		echo "make: installing chromium"; \
 		apt-get update -q && $(APT_INSTALL) chromium; \
+	fi
+	@touch $@
+
+# systemd-analyze and systemd-sysusers for the unit-file tests (tests/test_deploy_systemd.py). The
+# Kustomize render test uses kubectl's built-in kustomize (v4+) when kubectl is on PATH; Debian's
+# kubernetes-client is too old for it (kustomize v2), so nothing is installed for it here.
+$(VENV)/.stamp-deploy:
+	@mkdir -p $(VENV)
+	@if ! command -v systemd-analyze >/dev/null || ! command -v systemd-sysusers >/dev/null; then \
+		echo "make: installing systemd (systemd-analyze verify for deploy/systemd)"; \
+		apt-get update -q && $(APT_INSTALL) systemd; \
 	fi
 	@touch $@
 
