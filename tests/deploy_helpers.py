@@ -24,6 +24,16 @@ KUBERNETES = DEPLOY / "kubernetes"
 HTTP_PATHS = frozenset(ROUTES)   # the paths proxy/http/server.py serves: probes must use these
 
 
+def metric_label_names() -> set[str]:
+    """Every label name of the metrics dbproxy exports (proxy.metrics.Metrics' registry)."""
+    from proxy.metrics import Metrics
+
+    names: set[str] = set()
+    for collector in Metrics().registry._collector_to_names:   # the registered metric objects
+        names.update(getattr(collector, "_labelnames", ()))
+    return names
+
+
 def tool(name: str) -> str | None:
     """A command from this virtualenv's bin/ (pip-installed tools), else from PATH."""
     local = Path(sys.prefix) / "bin" / name

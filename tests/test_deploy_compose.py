@@ -20,6 +20,7 @@ from deploy_helpers import (
     HTTP_PATHS,
     REPO_ROOT,
     listen_ports,
+    metric_label_names,
     parse_dbproxy_config,
     password_envs,
     seconds,
@@ -154,6 +155,8 @@ def test_prometheus_scrapes_dbproxy_and_grafana_provisions_the_dashboard(compose
     prometheus = yaml.safe_load(prometheus_mounts["/etc/prometheus/prometheus.yml"].read_text())
     (job,) = prometheus["scrape_configs"]
     assert job["metrics_path"] == "/metrics" and "/metrics" in HTTP_PATHS
+    # dbproxy's own `instance` label (the database instance) must survive the scrape
+    assert "instance" in metric_label_names() and job["honor_labels"] is True
     assert job["static_configs"][0]["targets"] == [f"dbproxy:{config.server.http_listen.port}"]
 
     grafana_mounts = {t: h for h, t in bind_mounts(services["grafana"])}

@@ -16,6 +16,7 @@ from deploy_helpers import (
     HTTP_PATHS,
     KUBERNETES,
     listen_ports,
+    metric_label_names,
     parse_dbproxy_config,
     password_envs,
     tool,
@@ -194,6 +195,8 @@ def test_standalone_objects_select_each_other(overlay: str) -> None:
     service_ports = {p["name"] for p in service["spec"]["ports"]}
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= service_ports
     assert {e["path"] for e in monitor["spec"]["endpoints"]} == {"/metrics"} <= HTTP_PATHS
+    assert "instance" in metric_label_names()   # the database instance: kept, not renamed exported_instance
+    assert all(e["honorLabels"] is True for e in monitor["spec"]["endpoints"])
     if overlay != "base":
         namespaces = {doc["metadata"].get("namespace") for doc in docs}
         assert len(namespaces) == 1 and None not in namespaces
