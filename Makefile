@@ -50,7 +50,8 @@ $(VENV)/.stamp-chromium:
 	fi
 	@touch $@
 
-# systemd-analyze and systemd-sysusers for the unit-file tests (tests/test_deploy_systemd.py). The
+# systemd-analyze and systemd-sysusers for the unit-file tests (tests/test_deploy_systemd.py), shellcheck
+# for deploy/'s shell scripts (tests/test_deploy_compose_scripts.py). The
 # Kustomize render test uses kubectl's built-in kustomize (v4+) when kubectl is on PATH; Debian's
 # kubernetes-client is too old for it (kustomize v2), so nothing is installed for it here.
 $(VENV)/.stamp-deploy:
@@ -58,6 +59,10 @@ $(VENV)/.stamp-deploy:
 	@if ! command -v systemd-analyze >/dev/null || ! command -v systemd-sysusers >/dev/null; then \
 		echo "make: installing systemd (systemd-analyze verify for deploy/systemd)"; \
 		apt-get update -q && $(APT_INSTALL) systemd; \
+	fi
+	@if ! command -v shellcheck >/dev/null; then \
+		echo "make: installing shellcheck (deploy/ shell scripts)"; \
+		apt-get update -q && $(APT_INSTALL) shellcheck; \
 	fi
 	@touch $@
 
