@@ -9,7 +9,7 @@ VENV        := .venv
 BIN         := $(VENV)/bin
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 
-.PHONY: install lint test demo demo-stop bench bench-pgbench bench-tools conformance fuzz
+.PHONY: install lint test demo demo-stop bench bench-pgbench bench-tools conformance fuzz image
 
 install: $(VENV)/.stamp-system $(VENV)/.stamp-chromium $(VENV)/.stamp-deploy $(VENV)/.stamp-pip
 
@@ -110,6 +110,12 @@ bench: install bench-tools
 # --mysql adds bench/sysbench.py, --ryw bench/ryw.py, --cache bench/cache.py, --tls bench/tls.py.
 bench-pgbench: install bench-tools
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The container image from deploy/Dockerfile (needs a Docker engine: none runs where the tests run;
+# tests/test_deploy_image.py runs the image's build steps in a virtualenv instead).
+IMAGE ?= dbproxy:local
+image:
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
 
 # Debian's pgbouncer package may start a service on 6432 (the demo's writer port): keep it off.
 bench-tools:

@@ -120,9 +120,9 @@ def test_build_context_holds_what_the_image_copies_and_nothing_local() -> None:
 # ---- the build steps, for real ----------------------------------------------------------------------
 
 def base_python_dir() -> Path:
-    """The bin/ of a plain (non-virtualenv) Python like the image's, whose `python` the scripts call."""
+    """The bin/ of a plain (non-virtualenv) Python like the image's, whose `python3` the scripts call."""
     base = Path(sys.base_prefix) / "bin"
-    return base if (base / "python").exists() else Path(sys.executable).parent
+    return base if (base / "python3").exists() else Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,10 @@
 # make a fresh virtualenv VENV without pip and install dbproxy into it with the base Python's pip,
 # from WHEELS only (--no-index: nothing is downloaded, so the image holds exactly the wheels the
 # builder stage built, and no installer).
-#   install-venv.sh WHEELS VENV
+#   install-venv.sh WHEELS VENV       (PYTHON: the interpreter to use, default python3)
 set -eu
 wheels=$1
 venv=$2
-python -m venv --without-pip "$venv"
-python -m pip --python "$venv/bin/python" install --no-index --find-links "$wheels" dbproxy
+"${PYTHON:-python3}" -m venv --without-pip "$venv"
+"${PYTHON:-python3}" -m pip --python "$venv/bin/python" install --no-index --find-links "$wheels" dbproxy
 "$venv/bin/dbproxy" --version
