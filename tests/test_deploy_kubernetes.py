@@ -127,7 +127,7 @@ def check_probes_and_drain(pod_spec: dict[str, Any], config: Config) -> None:
     assert pre_stop[0] == "sleep"
     # SIGKILL must not cut the drain short: grace > preStop + shutdown_timeout
     assert pod_spec["terminationGracePeriodSeconds"] > float(pre_stop[1]) + config.server.shutdown_timeout
-    security = container.get("securityContext", {}) | {}
+    security = container.get("securityContext", {})
     user = security.get("runAsUser", pod_spec.get("securityContext", {}).get("runAsUser"))
     assert user == 10001, "the image's dbproxy user"
     assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True
