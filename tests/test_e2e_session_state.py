@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -127,6 +128,24 @@ async def test_rolled_back_set_is_not_replayed(
     assert await a.fetchval("SHOW work_mem") == "4MB"
     assert await b.fetchval("SHOW work_mem") == "4MB"
     assert await a.fetchval("SHOW work_mem") == "4MB"   # B ran in between: A's state was re-applied
+
+
+async def test_asyncpg_type_introspection_does_not_pin(
+        two_clients: tuple[asyncpg.Connection, asyncpg.Connection], pg_cluster: PgCluster) -> None:
+    """asyncpg introspects a custom type with set_config('jit', 'off', false) and then restores it with
+    set_config('jit', $1, false): the proxy reads the restored value back instead of pinning, so another
+    client can still use the one server connection, and each client keeps its own jit setting."""
+    pg_cluster.sql(0, "DROP TYPE IF EXISTS e2e_state_mood; CREATE TYPE e2e_state_mood AS ENUM ('sad', 'happy')",
+                   db="app")
+    a, b = two_clients
+    assert await a.fetchval("SHOW jit") == "on"
+    assert await a.fetchval("SELECT $1::e2e_state_mood", "happy") == "happy"   # introspection, jit restored
+    # With a pinned a, b would wait for the one server connection until its borrow timeout.
+    await asyncio.wait_for(b.execute("SET jit = off"), timeout=5)
+    assert await asyncio.wait_for(b.fetchval("SHOW jit"), timeout=5) == "off"
+    assert await a.fetchval("SHOW jit") == "on"
+    assert await b.fetchval("SELECT $1::e2e_state_mood", "sad") == "sad"    # b's introspection: jit stays off
+    assert (await a.fetchval("SHOW jit"), await b.fetchval("SHOW jit")) == ("on", "off")
 
 
 async def test_drop_database_while_the_pool_holds_idle_connections_to_it(proxy: RunningProxy,

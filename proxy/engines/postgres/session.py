@@ -357,6 +357,10 @@ class PgClientSession(PgLoginSession):
                 if self._tx_set_names is None:
                     self._tx_set_names = set()
                 self._tx_set_names.update(c.name.lower() for c in effects.sets if c.value is not None)
+        if effects.reread:
+            if self._tx_set_names is None:
+                self._tx_set_names = set()
+            self._tx_set_names.update(effects.reread)
         if effects.pin_reason:
             self.pin(effects.pin_reason, server)
         if effects.database_gone is not None:

@@ -16,12 +16,17 @@ What is found, per statement in text order:
   SQL text that reproduces the setting with `SET name TO <value>` (`SetCommand.to_sql()`).
   Not tracked: `SET LOCAL`, `SET TRANSACTION`, `SET CONSTRAINTS`, `transaction_*` settings
   (all transaction-scoped).
+- `reread`: names of settings that `set_config('name', <not a constant>, false)` sets (asyncpg's
+  `set_config('jit', $1, false)` after a type introspection): the value is known only once the
+  statement ran, so the proxy reads it back (`current_setting`) when the transaction ends, then replays
+  it like a SET, instead of pinning the client.
 - `pin_reason`, the first of: "temp table" (CREATE TEMP TABLE / SEQUENCE / VIEW, CREATE TABLE
   pg_temp.x, SELECT ... INTO TEMP, CREATE TEMP TABLE AS), "advisory lock" (session-level
   pg_advisory_lock[_shared] / pg_try_advisory_lock[_shared]; the _xact_ variants end with the
   transaction), "listen", "with hold cursor", "sql prepare", "set role" (SET ROLE, SET SESSION
   AUTHORIZATION), "load", "set time zone interval" (SET TIME ZONE INTERVAL '...': no plain value
-  replays it), "set_config" (a session-level set_config the proxy cannot replay), "do block" (a
+  replays it), "set_config" (a session-level set_config whose name or scope is not a constant, or of
+  role, a transaction_* or a list-valued setting), "do block" (a
   DO block whose code mentions SET, temporary objects, advisory locks, LISTEN, ...), and
   "unparsable" (a text that looked stateful but that the parser rejects: it may be newer syntax
   than the parser knows, so keep the client where its state is).
@@ -75,6 +80,7 @@ class SessionEffects:
     discard_all: bool = False
     deallocate_all: bool = False
     database_gone: str | None = None   # DROP DATABASE x / ALTER DATABASE x RENAME: x (its pools must let go)
+    reread: tuple[str, ...] = ()   # set by set_config() to a value only the server knows: read it back
 
 
 EMPTY = SessionEffects()
@@ -216,6 +222,7 @@ class _Effects:
         self.discard_all = False
         self.deallocate_all = False
         self.database_gone: str | None = None
+        self.reread: list[str] = []
 
     def pin(self, reason: str) -> None:
         if self.pin_reason is None:
@@ -223,10 +230,10 @@ class _Effects:
 
     def result(self) -> SessionEffects:
         if (not self.sets and self.pin_reason is None and not self.discard_all and not self.deallocate_all
-                and self.database_gone is None):
+                and self.database_gone is None and not self.reread):
             return EMPTY
         return SessionEffects(tuple(self.sets), self.pin_reason, self.discard_all, self.deallocate_all,
-                              self.database_gone)
+                              self.database_gone, tuple(self.reread))
 
 
 _SESSION_CHARACTERISTICS = {
@@ -312,7 +319,7 @@ def _set_config(args: list[Node], effects: _Effects) -> None:
         )
     if is_local is True:
         return
-    if is_local is not False or not isinstance(name, str) or not isinstance(value, str):
+    if is_local is not False or not isinstance(name, str):
         effects.pin("set_config")
         return
     name = name.lower()
@@ -320,8 +327,10 @@ def _set_config(args: list[Node], effects: _Effects) -> None:
         effects.pin("set role")
     elif name in _LIST_QUOTE or name.startswith("transaction_") or not name:
         effects.pin("set_config")
-    else:
+    elif isinstance(value, str):
         effects.sets.append(SetCommand(name, quote_literal(value)))
+    else:   # a parameter or an expression: what it set is read back after the transaction
+        effects.reread.append(name)
 
 
 def _function_call(call: Node, effects: _Effects) -> None:
