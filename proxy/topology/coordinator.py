@@ -185,6 +185,8 @@ class FailoverCoordinator:
         if self.settings.mode == "promote":
             plan = f"promote mode: the most advanced replica is promoted once it has been down for " \
                    f"{self.settings.promote_after:g}s"
+        elif self.settings.mode == "patroni":
+            plan = "patroni mode: waiting for Patroni's leader to report primary"
         else:
             plan = "follow mode: waiting for an instance to report primary"
         self._note(f"failover: detected at {self._iso()}: cluster has no writer (was {lost}); {plan}",
