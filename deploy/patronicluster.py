@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from deploy.pgcluster import HOST, PG_BIN, PG_OS_USER, pid_alive, pg_binary
+from deploy.pgcluster import HOST, PG_BIN, PG_OS_USER, pg_binary, pid_alive
 
 SCOPE = "dbproxy-test"
 PATRONI_USER = "patroni"
