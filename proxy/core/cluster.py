@@ -22,6 +22,7 @@ from ..topology import (
     TopologyMonitor,
     TopologySnapshot,
 )
+from ..topology.lease import holder_name
 from ..topology.patroni_watch import PatroniWatcher
 from ..topology.select import RefusedConnections, choose, targets
 
@@ -103,7 +104,7 @@ class Cluster(Generic[C]):
         actions = self.engine.failover_actions(config.health, config.failover)
         if self.monitor is None or actions is None:
             return None
-        return FailoverCoordinator(self.monitor, config.failover, actions)
+        return FailoverCoordinator(self.monitor, config.failover, actions, holder=holder_name(config))
 
     def _make_patroni(self, config: ClusterConfig) -> PatroniWatcher | None:
         if self.monitor is None or config.failover.mode != "patroni":
@@ -137,7 +138,7 @@ class Cluster(Generic[C]):
             await self.monitor.wait_probed(self.config.health.timeout + 0.5)
         self.open_configured_pools()
         if self.failover is not None:
-            self.failover.check_privileges_soon()
+            self.failover.start()
 
     def apply_instances(self, old: ClusterConfig | None = None) -> None:
         """After a reload replaced self.config (`old` before): probe new instances, stop routing to and drain
