@@ -302,6 +302,7 @@ class FakeActions:
     missing: list[str] = field(default_factory=list)
     leases: list[Lease] = field(default_factory=list)     # the promote leases on every instance
     renewals: list[str] = field(default_factory=list)
+    leases_unreadable: bool = False
 
     def _maybe_fail(self, name: str) -> None:
         if name in self.fail:
@@ -354,9 +355,9 @@ class FakeActions:
         self.leases = [lease for lease in self.leases if lease.holder != holder] + [Lease(holder, pid, now)]
         return list(self.leases)
 
-    async def read_leases(self, instance: Address) -> list[Lease]:
+    async def read_leases(self, instance: Address) -> list[Lease] | None:
         self._maybe_fail("read_leases")
-        return list(self.leases)
+        return None if self.leases_unreadable else list(self.leases)
 
 
 @dataclass

@@ -102,6 +102,15 @@ async def test_unreadable_leases_delay_the_promotion_until_they_can_be_read() ->
     assert actions.calls[0] == f"promote {C}"
 
 
+async def test_leases_the_health_user_may_not_read_do_not_block_promotion() -> None:
+    monitor, actions, coordinator, clock = coordinated()
+    actions.leases_unreadable = True
+    kill_primary(monitor, clock)
+    await asyncio.sleep(0.05)
+    assert actions.calls[0] == f"promote {C}"
+    assert any("may not read the promote leases" in e.text for e in monitor.events)
+
+
 async def test_the_lease_is_renewed_on_the_writer_and_another_holder_is_reported() -> None:
     monitor, actions, coordinator, clock = coordinated()
     actions.leases = [Lease("other-host/main/x", 7, 1000.5)]

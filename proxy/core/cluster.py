@@ -113,11 +113,12 @@ class Cluster(Generic[C]):
 
     def _apply_patroni(self, old: ClusterConfig) -> None:
         """After a reload: a new watcher when mode "patroni" or its settings changed, none without it."""
-        if self.monitor is None or (old.failover, old.health) == (self.config.failover, self.config.health):
+        if self.monitor is None or _patroni_settings(old) == _patroni_settings(self.config):
             return
         if self.patroni is not None:
             self.patroni.stop()
-        self.monitor.set_authority(None)
+        if self.config.failover.mode != "patroni":
+            self.monitor.set_authority(None)
         self.patroni = self._make_patroni(self.config)
         if self.patroni is not None:
             self.patroni.start()
@@ -476,3 +477,9 @@ class Cluster(Generic[C]):
 def _role_word(endpoint: EndpointConfig) -> str:
     return {"writer": "writer (primary)", "reader": "reader", "split": "instance",
             "custom": "instance"}.get(endpoint.role, "instance")
+
+
+def _patroni_settings(config: ClusterConfig) -> tuple[object, ...]:
+    """What a PatroniWatcher is made from (a reload changing none of it keeps the watcher)."""
+    f, h = config.failover, config.health
+    return (f.mode, f.patroni, f.patroni_user, f.patroni_password, f.patroni_ca, h.interval, h.timeout)

@@ -84,8 +84,9 @@ class FailoverActions(Protocol):
     async def renew_lease(self, primary: Address, holder: str, pid: int) -> list[Lease]:
         """Upsert this proxy's promote lease on the primary; every lease found there (lease.py)."""
 
-    async def read_leases(self, instance: Address) -> list[Lease]:
-        """The promote leases as replicated to `instance` (empty when there are none)."""
+    async def read_leases(self, instance: Address) -> list[Lease] | None:
+        """The promote leases as replicated to `instance` (empty when there are none; None when the health
+        user may not read them)."""
 
 
 class Traffic(Protocol):
@@ -226,6 +227,10 @@ class FailoverCoordinator:
             self._note(f"failover: not promoting {target}: cannot read the promote leases there ({exc.message}); "
                        "it may be tried again", logging.ERROR)
             return True
+        if leases is None:
+            self._note(f"failover: the health user may not read the promote leases on {target}: promoting "
+                       "without knowing whether another promote-mode dbproxy watches this cluster", logging.WARNING)
+            return False
         others = live_others(leases, self.holder)
         if not others:
             return False

@@ -117,8 +117,10 @@ class PatroniWatcher:
         self._task: asyncio.Task[None] | None = None
         self._chase: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
-        # Until Patroni first answers, no instance may be the writer.
-        monitor.set_authority(authority(PatroniCluster(()), ()))
+        # Until Patroni first answers, no instance may be the writer (a watcher replaced by a reload
+        # keeps its predecessor's last answer meanwhile).
+        if monitor.authority is None:
+            monitor.set_authority(authority(PatroniCluster(()), ()))
 
     @property
     def cluster(self) -> str:
@@ -139,7 +141,10 @@ class PatroniWatcher:
         for task in (self._task, self._chase):
             if task is not None:
                 task.cancel()
-        self._closing = asyncio.get_running_loop().create_task(self.api.close())
+        try:
+            self._closing = asyncio.get_running_loop().create_task(self.api.close())
+        except RuntimeError:    # no loop any more: nothing is open either
+            pass
 
     def status(self) -> dict[str, Any]:
         """For /status: who answered when, the problem, Patroni's members."""
@@ -158,7 +163,10 @@ class PatroniWatcher:
     async def _run(self) -> None:
         while True:
             started = self._clock()
-            await self.poll()
+            try:
+                await self.poll()
+            except Exception as exc:   # never let the watcher die: the writer would freeze on a stale answer
+                self._failed(f"unexpected error: {exc!r}")
             await asyncio.sleep(max(0.0, self.interval - (self._clock() - started)))
 
     async def poll(self) -> PatroniCluster | None:

@@ -219,15 +219,18 @@ class MysqlFailoverActions:
 
         return await self._with_connection(primary, run, STATEMENT_TIMEOUT * 2)
 
-    async def read_leases(self, instance: Address) -> list[Lease]:
-        """The promote leases as replicated to `instance` (none when the table was never made)."""
+    async def read_leases(self, instance: Address) -> list[Lease] | None:
+        """The promote leases as replicated to `instance` (none when the table was never made; None when
+        the health user may not read it)."""
 
-        async def run(conn: MysqlServerConnection) -> list[Lease]:
+        async def run(conn: MysqlServerConnection) -> list[Lease] | None:
             try:
                 return _leases(await sql.query(conn, _LEASE_ROWS, STATEMENT_TIMEOUT))
             except QueryFailed as exc:
                 if exc.errno in (1049, 1146):   # unknown database / table
                     return []
+                if exc.errno in (1044, 1142):   # access denied to the database / table
+                    return None
                 raise
 
         return await self._with_connection(instance, run, STATEMENT_TIMEOUT)

@@ -199,15 +199,18 @@ class PgFailoverActions:
 
         return await self._with_connection(primary, run, STATEMENT_TIMEOUT)
 
-    async def read_leases(self, instance: Address) -> list[Lease]:
-        """The promote leases as replicated to `instance` (none when the table was never made)."""
+    async def read_leases(self, instance: Address) -> list[Lease] | None:
+        """The promote leases as replicated to `instance` (none when the table was never made; None when
+        the health user may not read it)."""
 
-        async def run(conn: PgSqlConnection) -> list[Lease]:
+        async def run(conn: PgSqlConnection) -> list[Lease] | None:
             try:
                 return parse_rows(await conn.query(_LEASE_ROWS))
             except QueryFailed as exc:
                 if exc.sqlstate == "42P01":   # undefined_table
                     return []
+                if exc.sqlstate == "42501":   # insufficient_privilege
+                    return None
                 raise
 
         return await self._with_connection(instance, run, STATEMENT_TIMEOUT)
