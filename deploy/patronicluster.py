@@ -3,13 +3,15 @@
 Layout under ``base_dir``::
 
     etcd/               etcd's data directory; etcd.log
+    certs/              with tls=True: ca.pem, server.pem, server-key.pem (`dbproxy gen-cert`)
     pgN/                member N: patroni.yml, patroni.log, data/ (PGDATA, made by Patroni)
 
 Everything listens on 127.0.0.1 on the ports given, runs as the ``postgres`` OS user (Patroni and
 PostgreSQL refuse root) and is tuned to fail over fast: ttl 10 s, loop_wait 1 s, retry_timeout 3 s,
 primary_start_timeout 0 (a crashed leader fails over at once instead of being restarted).
 Roles: postgres (superuser, trust), replicator (replication), app (trust, owner of database ``app``).
-Patroni's REST API asks for basic auth (PATRONI_USER / PATRONI_PASSWORD) on POST requests.
+Patroni's REST API asks for basic auth (PATRONI_USER / PATRONI_PASSWORD) on POST requests, and with
+tls=True serves https with a certificate of a private CA (`ca_file`; members verify each other with it).
 
 Needs the Debian packages patroni and etcd-server (`make install`).
 """
@@ -21,11 +23,13 @@ import os
 import pwd
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,13 +50,14 @@ class PatroniCluster:
     """etcd plus ``len(pg_ports)`` Patroni members; member i: PostgreSQL on pg_ports[i], REST on api_ports[i]."""
 
     def __init__(self, base_dir: str | os.PathLike[str], pg_ports: Sequence[int], api_ports: Sequence[int],
-                 etcd_ports: Sequence[int]) -> None:
+                 etcd_ports: Sequence[int], tls: bool = False) -> None:
         if len(pg_ports) != len(api_ports) or len(etcd_ports) != 2:
             raise ValueError("one API port per PostgreSQL port, and two etcd ports (client, peer)")
         self.base_dir = Path(base_dir).resolve()
         self.pg_ports = list(pg_ports)
         self.api_ports = list(api_ports)
         self.etcd_client, self.etcd_peer = etcd_ports
+        self.tls = tls
         self.etcd: subprocess.Popen[bytes] | None = None
         self.patroni: list[subprocess.Popen[bytes] | None] = [None] * len(pg_ports)
         self._logs: list[IO[bytes]] = []
@@ -70,7 +75,12 @@ class PatroniCluster:
         return [f"{HOST}:{port}" for port in self.pg_ports]
 
     def api_urls(self) -> list[str]:
-        return [f"http://{HOST}:{port}" for port in self.api_ports]
+        scheme = "https" if self.tls else "http"
+        return [f"{scheme}://{HOST}:{port}" for port in self.api_ports]
+
+    @property
+    def ca_file(self) -> Path:
+        return self.base_dir / "certs" / "ca.pem"
 
     def member_dir(self, i: int) -> Path:
         return self.base_dir / self.name(i)
@@ -81,6 +91,8 @@ class PatroniCluster:
         """etcd, then every member; returns once there is a leader and every replica streams."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         _chown(self.base_dir)
+        if self.tls:
+            self._make_certs()
         self._start_etcd()
         for i in range(self.size):
             self.start_member(i)
@@ -103,7 +115,11 @@ class PatroniCluster:
     def _member_config(self, i: int) -> dict[str, Any]:
         directory = self.member_dir(i)
         trust = "trust"
-        return {
+        tls: dict[str, Any] = {}
+        if self.tls:
+            certs = self.base_dir / "certs"
+            tls = {"certfile": str(certs / "server.pem"), "keyfile": str(certs / "server-key.pem")}
+        config: dict[str, Any] = {
             "scope": SCOPE, "name": self.name(i),
             "restapi": {"listen": f"{HOST}:{self.api_ports[i]}", "connect_address": f"{HOST}:{self.api_ports[i]}",
                         "authentication": {"username": PATRONI_USER, "password": PATRONI_PASSWORD}},
@@ -133,6 +149,18 @@ class PatroniCluster:
             "tags": {"nofailover": False, "noloadbalance": False},
             "log": {"level": "INFO"},
         }
+        if tls:
+            config["restapi"].update(tls)
+            config["ctl"] = {"cacert": str(self.ca_file)}
+        return config
+
+    def _make_certs(self) -> None:
+        from proxy.tls.certs import generate
+
+        certs = generate(self.base_dir / "certs")
+        certs.chmod(0o755)
+        for name in ("ca.pem", "server.pem", "server-key.pem"):
+            _chown(certs / name)
 
     def _start_etcd(self) -> None:
         data = self.base_dir / "etcd"
@@ -160,19 +188,16 @@ class PatroniCluster:
                                 env=env, cwd=self.base_dir, start_new_session=True, **kwargs)
 
     def destroy(self) -> None:
-        """Stop every member (Patroni stops its PostgreSQL), kill what will not stop, etcd, delete base_dir."""
+        """Kill every Patroni (so that none restarts anything), stop each PostgreSQL in immediate mode,
+        kill etcd, delete base_dir. Nothing is kept, so nothing needs a clean shutdown."""
         for proc in self.patroni:
             if proc is not None and proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 15
-        for i, proc in enumerate(self.patroni):
+                proc.kill()
+        for proc in self.patroni:
             if proc is not None:
-                try:
-                    proc.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-            self.kill_postgres(i)
+                proc.wait(10)
+        with ThreadPoolExecutor(self.size) as pool:
+            list(pool.map(self.stop_postgres, range(self.size)))
         if self.etcd is not None and self.etcd.poll() is None:
             self.etcd.kill()
             self.etcd.wait(5)
@@ -188,7 +213,7 @@ class PatroniCluster:
     def cluster_json(self) -> dict[str, Any] | None:
         """GET /cluster from the first member whose API answers."""
         for url in self.api_urls():
-            body = _http_get(f"{url}/cluster")
+            body = _http_get(f"{url}/cluster", ca_file=self.ca_file if self.tls else None)
             if body is not None:
                 data: dict[str, Any] = json.loads(body)
                 return data
@@ -241,6 +266,18 @@ class PatroniCluster:
             os.kill(pid, signal.SIGKILL)
             _wait(lambda: not pid_alive(pid), 10, f"postmaster {pid} to die")
 
+    def stop_postgres(self, i: int) -> None:
+        """pg_ctl stop -m immediate of member i's PostgreSQL (if it runs), killing it if that fails."""
+        pid = self.postmaster_pid(i)
+        if pid is None or not pid_alive(pid):
+            return
+        argv = [pg_binary("pg_ctl"), "stop", "-D", str(self.member_dir(i) / "data"), "-m", "immediate", "-w", "-t", "10"]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", PG_OS_USER, "--", *argv]
+        subprocess.run(argv, capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+        if pid_alive(pid):
+            self.kill_postgres(i)
+
     def in_recovery(self, i: int) -> bool:
         return self.sql(i, "SELECT pg_is_in_recovery()") == "t"
 
@@ -262,9 +299,10 @@ class PatroniCluster:
         return "\n".join(parts)
 
 
-def _http_get(url: str, timeout: float = 2.0) -> bytes | None:
+def _http_get(url: str, timeout: float = 2.0, ca_file: Path | None = None) -> bytes | None:
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:   # noqa: S310 (loopback URLs we made)
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:  # noqa: S310 (our URLs)
             body: bytes = answer.read()
             return body
     except (urllib.error.URLError, OSError, ValueError):

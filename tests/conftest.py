@@ -18,7 +18,7 @@ proxy_factory              ``start(config_text, *, wait=True, env=None) -> Proxy
                            runs ``python -m proxy run --config FILE``; stopped at test end.
 free_ports                 ``free_ports(n=1) -> list[int]``, never the same port twice.
 patroni_cluster (session)  deploy.patronicluster.PatroniCluster: etcd + 3 PostgreSQL 15 members under
-                           Patroni (started only by the tests that use it: tests/test_patroni.py).
+                           Patroni, REST API over https (ca_file) (started only by tests/test_patroni.py).
                            Set DBPROXY_KEEP_PATRONI=1 to keep its directory after the run.
 """
 
@@ -100,7 +100,7 @@ def pg_cluster_factory() -> Iterator[Callable[..., PgCluster]]:
 @pytest.fixture(scope="session")
 def patroni_cluster() -> Iterator[PatroniCluster]:
     ports = free_ports(8)
-    cluster = PatroniCluster(tempfile.mkdtemp(prefix="dbproxy-patroni-"), ports[:3], ports[3:6], ports[6:])
+    cluster = PatroniCluster(tempfile.mkdtemp(prefix="dbproxy-patroni-"), ports[:3], ports[3:6], ports[6:], tls=True)
     try:
         cluster.start()
         yield cluster

@@ -1,8 +1,9 @@
 """Failover mode "patroni" against a real Patroni cluster (etcd + 3 PostgreSQL 15 members, started once per
-session by the patroni_cluster fixture): the writer endpoint reaches Patroni's leader; after kill -9 of
-the leader's postgres Patroni elects another and the writer endpoint follows it, with two dbproxy
-instances agreeing (one of them asks a dead API URL first); admin FAILOVER is Patroni's switchover
-(and needs Patroni's credentials). dbproxy never promotes. Timings are printed (-s).
+session by the patroni_cluster fixture, REST API over https with a private CA): the writer endpoint
+reaches Patroni's leader; after kill -9 of the leader's postgres Patroni elects another and the writer
+endpoint follows it, with two dbproxy instances agreeing (one of them asks a dead API URL first);
+admin FAILOVER is Patroni's switchover (and needs Patroni's credentials); a proxy that cannot verify
+the API's certificate gets no writer. dbproxy never promotes. Timings are printed (-s).
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ class Ports:
 
 
 def config_text(pc: PatroniCluster, ports: Ports, *, urls: list[str] | None = None,
-                password_env: str = "PATRONI_PW") -> str:
+                password_env: str = "PATRONI_PW", ca: bool = True) -> str:
     quoted = ", ".join(f'"{a}"' for a in pc.instance_addrs())
     api = ", ".join(f'"{u}"' for u in (urls or pc.api_urls()))
+    ca_line = f'patroni_ca = "{pc.ca_file}"' if ca and pc.tls else ""
     return f"""
 [server]
 admin_listen = "{HOST}:{ports.admin}"
@@ -75,6 +77,7 @@ mode = "patroni"
 patroni = [{api}]
 patroni_user = "{PATRONI_USER}"
 patroni_password_env = "{password_env}"
+{ca_line}
 borrow_timeout = "30s"
 
 [[clusters.main.endpoints]]
@@ -189,6 +192,13 @@ async def test_admin_failover_is_a_patroni_switchover(
     assert leader is not None
     addrs = pc.instance_addrs()
     target = next(i for i in range(pc.size) if i != leader)
+
+    untrusting = Ports.new()                        # no patroni_ca: the private CA is not trusted
+    start_proxy(proxy_factory, pc, untrusting, ca=False)
+    problem = wait_until(lambda: http_get(untrusting.http, "/status").json()["clusters"][0]["patroni"]["problem"],
+                         timeout=10, what="the TLS problem in /status")
+    assert "CERTIFICATE_VERIFY_FAILED" in problem or "certificate verify failed" in problem, problem
+    assert writer_of(untrusting) is None
 
     wrong = Ports.new()
     start_proxy(proxy_factory, pc, wrong, password="not-the-password")
