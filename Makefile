@@ -11,7 +11,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 
 .PHONY: install lint test demo demo-stop bench bench-pgbench bench-tools conformance fuzz image
 
-install: $(VENV)/.stamp-system $(VENV)/.stamp-chromium $(VENV)/.stamp-deploy $(VENV)/.stamp-pip
+install: $(VENV)/.stamp-system $(VENV)/.stamp-chromium $(VENV)/.stamp-deploy $(VENV)/.stamp-patroni $(VENV)/.stamp-pip
 
 # PostgreSQL 15 server + client (psql; pgbench ships with the server package on Debian 12),
 # MariaDB server + client (the MySQL-engine tests start their own mariadbd instances), sysbench,
@@ -63,6 +63,16 @@ $(VENV)/.stamp-deploy:
 	@if ! command -v shellcheck >/dev/null; then \
 		echo "make: installing shellcheck (deploy/ shell scripts)"; \
 		apt-get update -q && $(APT_INSTALL) shellcheck; \
+	fi
+	@touch $@
+
+# Patroni and etcd for the failover mode "patroni" tests (tests/test_patroni.py start a Patroni cluster);
+# their own stamp so existing checkouts get them too.
+$(VENV)/.stamp-patroni:
+	@mkdir -p $(VENV)
+	@if ! command -v patroni >/dev/null || ! command -v etcd >/dev/null; then \
+		echo "make: installing patroni and etcd-server"; \
+		apt-get update -q && $(APT_INSTALL) patroni etcd-server; \
 	fi
 	@touch $@
 

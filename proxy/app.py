@@ -352,7 +352,7 @@ class ProxyApp:
                 await cluster.start(self.metrics)
             else:
                 cluster.config = cluster_config
-                cluster.apply_instances()
+                cluster.apply_instances(old)
                 for pool in cluster.pools.values():
                     settings = cluster_config.pool
                     pool.resize(settings.max_server_connections)

@@ -57,6 +57,13 @@ class Metrics:
         self.replica_lag_seconds = Gauge("dbproxy_replica_lag_seconds", "Replication lag",
                                          ["cluster", "instance"], registry=r)
         self.failovers = Counter("dbproxy_failovers", "Writer changes", ["cluster"], registry=r)
+        self.promotions_refused = Counter(
+            "dbproxy_failover_promotions_refused",
+            "Promote mode: promotions refused because another dbproxy in promote mode watches the cluster",
+            ["cluster"], registry=r)
+        self.patroni_api_up = Gauge("dbproxy_patroni_api_up",
+                                    "Patroni mode: a member's REST API answered the last poll (1) or none did (0)",
+                                    ["cluster"], registry=r)
 
     def on_scrape(self, source: Callable[[], Iterable[Metric]]) -> None:
         """Add metric families computed when /metrics is scraped (never on the hot path)."""

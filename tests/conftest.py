@@ -17,6 +17,9 @@ mysql_cluster_factory      ``make(n_instances=3, settings=None, semi_sync=False)
 proxy_factory              ``start(config_text, *, wait=True, env=None) -> ProxyProcess``:
                            runs ``python -m proxy run --config FILE``; stopped at test end.
 free_ports                 ``free_ports(n=1) -> list[int]``, never the same port twice.
+patroni_cluster (session)  deploy.patronicluster.PatroniCluster: etcd + 3 PostgreSQL 15 members under
+                           Patroni, REST API over https (ca_file) (started only by tests/test_patroni.py).
+                           Set DBPROXY_KEEP_PATRONI=1 to keep its directory after the run.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from deploy.mysqlcluster import MysqlCluster  # noqa: E402
+from deploy.patronicluster import PatroniCluster  # noqa: E402
 from deploy.pgcluster import PgCluster, accepts_tcp, free_ports  # noqa: E402
 
 PROXY_START_TIMEOUT = 15.0
@@ -91,6 +95,17 @@ def pg_cluster_factory() -> Iterator[Callable[..., PgCluster]]:
     yield make
     for cluster in made:
         _dispose(cluster)
+
+
+@pytest.fixture(scope="session")
+def patroni_cluster() -> Iterator[PatroniCluster]:
+    ports = free_ports(8)
+    cluster = PatroniCluster(tempfile.mkdtemp(prefix="dbproxy-patroni-"), ports[:3], ports[3:6], ports[6:], tls=True)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
 
 
 # ---------------------------------------------------------------------------- MariaDB

@@ -432,7 +432,7 @@ RULES: list[tuple[str, str, str]] = [
         BASE + '\n[clusters.main.failover]\nmode = "promot"\n',
         _e(
             "clusters.main.failover.mode",
-            'invalid value "promot": expected one of follow | promote (did you mean "promote"?)',
+            'invalid value "promot": expected one of follow | promote | patroni (did you mean "promote"?)',
         ),
     ),
     (

@@ -24,6 +24,7 @@ from proxy.topology.failover import (
     switchover_target,
 )
 from proxy.topology.health import build_snapshot, observe
+from proxy.topology.lease import Lease
 from proxy.topology.model import InstanceState, ProbeResult, TopologySnapshot
 from proxy.topology.monitor import TopologyMonitor
 
@@ -299,6 +300,9 @@ class FakeActions:
     fail: dict[str, ActionFailed] = field(default_factory=dict)
     replayed: bool = True
     missing: list[str] = field(default_factory=list)
+    leases: list[Lease] = field(default_factory=list)     # the promote leases on every instance
+    renewals: list[str] = field(default_factory=list)
+    leases_unreadable: bool = False
 
     def _maybe_fail(self, name: str) -> None:
         if name in self.fail:
@@ -343,6 +347,17 @@ class FakeActions:
 
     def rebuild_advice(self, old_primary: Address, primary: Address) -> str:
         return f"old primary {old_primary} must be rebuilt as a replica of {primary}"
+
+    async def renew_lease(self, primary: Address, holder: str, pid: int) -> list[Lease]:
+        self.renewals.append(f"{primary} {holder}")
+        self._maybe_fail("renew_lease")
+        now = max((lease.renewed_at for lease in self.leases), default=1000.0) + 1
+        self.leases = [lease for lease in self.leases if lease.holder != holder] + [Lease(holder, pid, now)]
+        return list(self.leases)
+
+    async def read_leases(self, instance: Address) -> list[Lease] | None:
+        self._maybe_fail("read_leases")
+        return None if self.leases_unreadable else list(self.leases)
 
 
 @dataclass

@@ -371,6 +371,7 @@ def status(app: ProxyApp) -> dict[str, Any]:
             "writer": str(writer) if writer is not None else None,
             "paused": cluster.paused,
             "failover_problem": cluster.failover.privilege_problem if cluster.failover is not None else "",
+            "patroni": cluster.patroni.status() if cluster.patroni is not None else None,
             "clients": clients_by_cluster.get(cluster.name, 0),
             "waiting": clients_waiting(cluster),
             "instances": views.get("instances", []),

@@ -36,6 +36,7 @@ from .model import (
     TlsSettings,
     User,
 )
+from .patroni import PATRONI_KEYS, patroni_credentials, patroni_urls
 from .reader import Context, Problems, Table, read_secret, toml_type
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
@@ -84,7 +85,7 @@ _HEALTH_KEYS = (
     "database",
 )
 _FAILOVER_KEYS = ("mode", "promote_after", "borrow_timeout", "replication_user", "replication_password",
-                  "replication_password_env", "replication_password_file")
+                  "replication_password_env", "replication_password_file", *PATRONI_KEYS)
 _ENDPOINT_KEYS = ("name", "listen", "role", "instances", "exclude", "kind", "read_your_writes", "tls", "allow")
 
 
@@ -207,7 +208,7 @@ def _build_cluster(name: str, t: Table, context: Context) -> ClusterConfig:
         server_tls=server_tls,
         health=replace(_build_health(t.table("health", _HEALTH_KEYS), context, "" if engine == "mysql" else "postgres"),
                        tls=server_tls),
-        failover=_build_failover(t.table("failover", _FAILOVER_KEYS), context),
+        failover=_build_failover(t.table("failover", _FAILOVER_KEYS), context, engine),
         pool=_build_pool(t.table("pool", _field_names(PoolSettings))),
         endpoints=_build_endpoints(t, instances, context),
         read_only_functions=tuple(f.strip().lower() for f in t.text_list("read_only_functions")),
@@ -335,13 +336,19 @@ def _with_probe_logins(clusters: tuple[ClusterConfig, ...], users: tuple[User, .
     )
 
 
-def _build_failover(t: Table, context: Context) -> FailoverSettings:
+def _build_failover(t: Table, context: Context, engine: str) -> FailoverSettings:
+    mode = t.choice("mode", FAILOVER_MODES, "follow")
+    patroni_user, patroni_password = patroni_credentials(t, context)
     return FailoverSettings(
-        mode=t.choice("mode", FAILOVER_MODES, "follow"),
+        mode=mode,
         promote_after=t.duration("promote_after", 3.0),
         borrow_timeout=t.duration("borrow_timeout", 30.0),
         replication_user=t.optional_text("replication_user", required="replication_user" in t.data),
         replication_password=read_secret(t, "replication_password", context)[0],
+        patroni=patroni_urls(t, mode, engine),
+        patroni_user=patroni_user,
+        patroni_password=patroni_password,
+        patroni_ca=_readable_path(t, "patroni_ca", context),
     )
 
 

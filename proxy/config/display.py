@@ -94,7 +94,9 @@ def _settings_display(
     settings: TlsSettings | HealthSettings | FailoverSettings | PoolSettings,
 ) -> dict[str, Any]:
     values = {f.name: getattr(settings, f.name) for f in fields(settings)}
-    for key in ("password", "replication_password"):
+    if values.get("patroni") is not None:
+        values["patroni"] = list(values["patroni"]) or None
+    for key in ("password", "replication_password", "patroni_password"):
         if key in values:
             values[key] = _mask(values[key])
     return _drop_none({k: format_duration(v) if k in _DURATION_FIELDS else v for k, v in values.items()})

@@ -14,7 +14,7 @@ CLIENT_AUTH_METHODS: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_CLIENT_AUTH = {"postgres": "scram-sha-256", "mysql": "mysql_native_password"}
 POOL_MODES = ("session", "transaction")
-FAILOVER_MODES = ("follow", "promote")
+FAILOVER_MODES = ("follow", "promote", "patroni")
 ENDPOINT_ROLES = ("writer", "reader", "split", "custom")
 ENDPOINT_KINDS = ("reader", "any")
 CLIENT_TLS_MODES = ("disable", "prefer", "require")
@@ -132,13 +132,22 @@ class HealthSettings:
 
 @dataclass(frozen=True)
 class FailoverSettings:
-    """replication_user/password (MySQL): what a rejoined old primary replicates with (see failover.md)."""
+    """replication_user/password (MySQL): what a rejoined old primary replicates with (see failover.md).
+
+    patroni (mode "patroni"): the members' REST API base URLs ("http(s)://host:8008"); patroni_user/
+    patroni_password: HTTP basic auth (Patroni's restapi.authentication); patroni_ca: the CA file that
+    signs https APIs' certificates (None: the system's CAs).
+    """
 
     mode: str = "follow"
     promote_after: float = 3.0
     borrow_timeout: float = 30.0
     replication_user: str | None = None
-    replication_password: str | None = None
+    replication_password: str | None = field(default=None, repr=False)
+    patroni: tuple[str, ...] = ()
+    patroni_user: str | None = None
+    patroni_password: str | None = field(default=None, repr=False)
+    patroni_ca: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from ..topology import (
     TopologyMonitor,
     TopologySnapshot,
 )
+from ..topology.lease import holder_name
+from ..topology.patroni_watch import PatroniWatcher
 from ..topology.select import RefusedConnections, choose, targets
 
 log = logging.getLogger("dbproxy.cluster")
@@ -82,6 +84,8 @@ class Cluster(Generic[C]):
         if self.monitor is not None:
             self.monitor.snapshot_listeners.append(self._snapshot_published)
         self.failover = self._make_failover(config)
+        # Failover mode "patroni": Patroni's REST API says who the writer may be (None otherwise).
+        self.patroni = self._make_patroni(config)
         # Where each endpoint role may send work: the topology layer, or the first instance for
         # engines without a probe adapter yet.
         self.choose_target: Callable[[EndpointConfig, str, int | None], Address | None] = (
@@ -100,7 +104,24 @@ class Cluster(Generic[C]):
         actions = self.engine.failover_actions(config.health, config.failover)
         if self.monitor is None or actions is None:
             return None
-        return FailoverCoordinator(self.monitor, config.failover, actions)
+        return FailoverCoordinator(self.monitor, config.failover, actions, holder=holder_name(config))
+
+    def _make_patroni(self, config: ClusterConfig) -> PatroniWatcher | None:
+        if self.monitor is None or config.failover.mode != "patroni":
+            return None
+        return PatroniWatcher(self.monitor, config.failover, config.health)
+
+    def _apply_patroni(self, old: ClusterConfig) -> None:
+        """After a reload: a new watcher when mode "patroni" or its settings changed, none without it."""
+        if self.monitor is None or _patroni_settings(old) == _patroni_settings(self.config):
+            return
+        if self.patroni is not None:
+            self.patroni.stop()
+        if self.config.failover.mode != "patroni":
+            self.monitor.set_authority(None)
+        self.patroni = self._make_patroni(self.config)
+        if self.patroni is not None:
+            self.patroni.start()
 
     @property
     def topology(self) -> TopologySnapshot | None:
@@ -112,16 +133,22 @@ class Cluster(Generic[C]):
         if self.monitor is not None:
             self.monitor.metrics = metrics
             self.monitor.start()
+            if self.patroni is not None:
+                self.patroni.start()
+                await self.patroni.first_answer(self.config.health.timeout * 2 + 0.5)
             await self.monitor.wait_probed(self.config.health.timeout + 0.5)
         self.open_configured_pools()
         if self.failover is not None:
-            self.failover.check_privileges_soon()
+            self.failover.start()
 
-    def apply_instances(self) -> None:
-        """After a reload replaced self.config: probe new instances, stop routing to and drain removed ones."""
+    def apply_instances(self, old: ClusterConfig | None = None) -> None:
+        """After a reload replaced self.config (`old` before): probe new instances, stop routing to and drain
+        removed ones, follow Patroni per the new settings."""
         if self.monitor is None:
             return
         self.monitor.set_health(self.config.health)
+        if old is not None:
+            self._apply_patroni(old)
         if self.failover is not None:
             actions = self.engine.failover_actions(self.config.health, self.config.failover)
             if actions is not None:
@@ -403,6 +430,8 @@ class Cluster(Generic[C]):
         """Admin FAILOVER: move the writer to `target` (or the most advanced replica) with new
         transactions paused meanwhile; see FailoverCoordinator.switchover. Raises SwitchoverRefused
         or topology.ActionFailed."""
+        if self.patroni is not None:    # mode "patroni": Patroni switches over, dbproxy follows
+            return await self.patroni.switchover(target, self)
         if self.failover is None:
             raise SwitchoverRefused(f"cluster {self.name}: switchover is not supported for engine "
                                     f"{self.config.engine} yet")
@@ -426,6 +455,8 @@ class Cluster(Generic[C]):
         return len(conns)
 
     def close(self) -> None:
+        if self.patroni is not None:
+            self.patroni.stop()
         if self.failover is not None:
             self.failover.close()
         if self.monitor is not None:
@@ -446,3 +477,9 @@ class Cluster(Generic[C]):
 def _role_word(endpoint: EndpointConfig) -> str:
     return {"writer": "writer (primary)", "reader": "reader", "split": "instance",
             "custom": "instance"}.get(endpoint.role, "instance")
+
+
+def _patroni_settings(config: ClusterConfig) -> tuple[object, ...]:
+    """What a PatroniWatcher is made from (a reload changing none of it keeps the watcher)."""
+    f, h = config.failover, config.health
+    return (f.mode, f.patroni, f.patroni_user, f.patroni_password, f.patroni_ca, h.interval, h.timeout)

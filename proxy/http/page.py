@@ -36,7 +36,7 @@ th { font-weight:600; color:var(--muted); font-size:12px; }
 td.num, th.num { text-align:right; }
 .badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; font-weight:600; color:#fff; }
 .s-up { background:var(--up); } .s-down { background:var(--down); } .s-lagging { background:var(--lag); }
-.s-fenced { background:var(--fenced); } .s-unknown { background:var(--unknown); }
+.s-fenced { background:var(--fenced); } .s-excluded { background:var(--lag); } .s-unknown { background:var(--unknown); }
 .r-primary { color:var(--primary); font-weight:600; } .r-replica { color:var(--ink); } .r-unknown { color:var(--muted); }
 .nowriter { color:var(--down); font-weight:600; }
 .paused { color:var(--lag); font-weight:600; }

@@ -13,12 +13,20 @@ timestamp and kept in the monitor's events (/status "role_changes"):
 
 Counting failovers (dbproxy_failovers) and retiring the pooled connections of both instances
 whose role changed happen on every writer change, in the monitor and the cluster.
+
+In promote mode the coordinator also keeps this proxy's promote lease on the primary and, before
+promoting, refuses when another promote-mode dbproxy's lease is live on the candidate (lease.py):
+
+    failover: another dbproxy in promote mode watches ...   seen while renewing (the primary is up)
+    failover: refusing to promote ...                        the refusal (dbproxy_failover_promotions_refused)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -26,6 +34,7 @@ from typing import Any, Protocol
 
 from ..config import Address, FailoverSettings
 from .failover import FailoverState, Incident, SwitchoverRefused, promotion_failed, step, switchover_target
+from .lease import LEASE_RENEW, Lease, describe, live_others
 from .model import TopologySnapshot
 from .monitor import TopologyMonitor
 
@@ -72,6 +81,13 @@ class FailoverActions(Protocol):
     def rebuild_advice(self, old_primary: Address, primary: Address) -> str:
         """What the operator must do with a primary that crashed and was replaced (said in the log)."""
 
+    async def renew_lease(self, primary: Address, holder: str, pid: int) -> list[Lease]:
+        """Upsert this proxy's promote lease on the primary; every lease found there (lease.py)."""
+
+    async def read_leases(self, instance: Address) -> list[Lease] | None:
+        """The promote leases as replicated to `instance` (empty when there are none; None when the health
+        user may not read them)."""
+
 
 class Traffic(Protocol):
     """The cluster's side of a switchover: hold new transactions, count and cut connections."""
@@ -107,7 +123,8 @@ class FailoverCoordinator:
     """Automatic promotion and planned switchover for one cluster; see the module docstring."""
 
     def __init__(self, monitor: TopologyMonitor, settings: FailoverSettings, actions: FailoverActions, *,
-                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time) -> None:
+                 holder: str = "", clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.monitor = monitor
         self.settings = settings
         self.actions = actions
@@ -119,11 +136,20 @@ class FailoverCoordinator:
         # Promote mode whose health user cannot promote: said loudly (log, /status, /readyz, a metric).
         self.privilege_problem = ""
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Promote mode: this proxy's lease (lease.py) and the other live holders seen while renewing it.
+        self.holder = holder or f"dbproxy/{monitor.cluster}"
+        self.lease_others: list[Lease] = []
+        self._lease_said = ""
         monitor.snapshot_listeners.append(self.observe)
 
     @property
     def cluster(self) -> str:
         return self.monitor.cluster
+
+    def start(self) -> None:
+        """Background work: the privilege check, and the promote lease renewals (needs a running loop)."""
+        self.check_privileges_soon()
+        self._spawn(self._keep_lease())
 
     def close(self) -> None:
         for task in self._tasks:
@@ -160,6 +186,63 @@ class FailoverCoordinator:
 
         self._spawn(check())
 
+    # ---- the promote lease ----------------------------------------------------------------------
+
+    async def _keep_lease(self) -> None:
+        """Promote mode: renew this proxy's lease on the writer every LEASE_RENEW seconds."""
+        while True:
+            writer = self.monitor.snapshot.writer
+            if self.settings.mode == "promote" and writer is not None:
+                try:
+                    leases = await self.actions.renew_lease(writer, self.holder, os.getpid())
+                except ActionFailed as exc:
+                    self._lease_state(f"failover: cannot renew this proxy's promote lease on {writer}: "
+                                      f"{exc.message} (another dbproxy cannot know that this one runs promote mode)",
+                                      logging.WARNING)
+                else:
+                    self.lease_others = live_others(leases, self.holder)
+                    self._lease_state(
+                        f"failover: another dbproxy in promote mode watches this cluster: "
+                        f"{describe(self.lease_others)}; promotion is refused while its lease is live (a fleet "
+                        "uses failover mode follow or patroni)" if self.lease_others else "", logging.ERROR)
+            await asyncio.sleep(LEASE_RENEW)
+
+    def _lease_state(self, text: str, level: int) -> None:
+        if text == self._lease_said:
+            return
+        if text:
+            self._note(text, level)
+        else:
+            self._note(f"failover: promote lease held as {self.holder}; no other promote-mode dbproxy is live")
+        self._lease_said = text
+
+    async def _lease_refusal(self, target: Address) -> bool:
+        """Before promoting: read the leases on the candidate; True (logged, counted) when promotion must not
+        happen now: another promote-mode holder is live (not in this incident), or the leases are unreadable."""
+        try:
+            leases = await self.actions.read_leases(target)
+        except ActionFailed as exc:
+            self.state = promotion_failed(self.state, self._clock(), harmless=True,
+                                          retry_after=self.settings.promote_after)
+            self._note(f"failover: not promoting {target}: cannot read the promote leases there ({exc.message}); "
+                       "it may be tried again", logging.ERROR)
+            return True
+        if leases is None:
+            self._note(f"failover: the health user may not read the promote leases on {target}: promoting "
+                       "without knowing whether another promote-mode dbproxy watches this cluster", logging.WARNING)
+            return False
+        others = live_others(leases, self.holder)
+        if not others:
+            return False
+        self.state = promotion_failed(self.state, self._clock(), harmless=True, retry_after=math.inf)
+        self._note(f"failover: refusing to promote {target}: another dbproxy in promote mode watches cluster "
+                   f"{self.cluster} ({describe(others)}, lease live on {target}); no promotion in this incident: "
+                   "promote a replica by hand, and run fleets in failover mode follow or patroni", logging.ERROR)
+        metrics = self.monitor.metrics
+        if metrics is not None:
+            metrics.promotions_refused.labels(self.cluster).inc()
+        return True
+
     # ---- automatic failover ---------------------------------------------------------------------
 
     def observe(self, snapshot: TopologySnapshot) -> None:
@@ -185,6 +268,8 @@ class FailoverCoordinator:
         if self.settings.mode == "promote":
             plan = f"promote mode: the most advanced replica is promoted once it has been down for " \
                    f"{self.settings.promote_after:g}s"
+        elif self.settings.mode == "patroni":
+            plan = "patroni mode: waiting for Patroni's leader to report primary"
         else:
             plan = "follow mode: waiting for an instance to report primary"
         self._note(f"failover: detected at {self._iso()}: cluster has no writer (was {lost}); {plan}",
@@ -202,6 +287,8 @@ class FailoverCoordinator:
             snapshot = self.monitor.snapshot
             if self.state.incident is not incident or snapshot.writer is not None:
                 return   # a switchover ran first, or a writer came back meanwhile
+            if await self._lease_refusal(target):
+                return
             state = snapshot.get(target)
             position = state.position if state is not None else None
             lost = snapshot.get(incident.lost_writer) if incident.lost_writer is not None else None

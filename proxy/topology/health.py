@@ -19,6 +19,10 @@ Cluster-wide (`elect`): the writer is the reachable instance reporting primary. 
 older than any writer accepted before is fenced even when it is the only primary, so an old
 primary that comes back is never written to. Ties keep the current writer, then the most
 advanced position, then configuration order.
+
+With an HA manager's `Authority` (failover mode "patroni"), only the instance it calls the leader may
+be the writer (every other primary is fenced), and the replicas it excludes are published as
+"excluded" (reachable, no reads); see patroni.py for the rule.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from ..config import Address
-from .model import InstanceState, ProbeResult, Role, State, TopologySnapshot
+from .model import Authority, InstanceState, ProbeResult, Role, State, TopologySnapshot
 
 
 def observe(prev: InstanceState, probe: ProbeResult, now: float, *,
@@ -82,10 +86,12 @@ class Election:
     fenced: frozenset[Address]
 
 
-def elect(states: Sequence[InstanceState], current: Address | None, floor_timeline: int | None) -> Election:
+def elect(states: Sequence[InstanceState], current: Address | None, floor_timeline: int | None,
+          authority: Authority | None = None) -> Election:
     """Choose the writer among reachable instances reporting primary (see the module docstring)."""
     primaries = [s for s in states if s.role == "primary" and s.reachable]
-    fresh = [s for s in primaries if not _stale(s, floor_timeline)]
+    fresh = [s for s in primaries if not _stale(s, floor_timeline)
+             and (authority is None or s.address == authority.leader)]
     writer = _best_primary(fresh, current)
     timeline = floor_timeline
     if writer is not None and writer.timeline is not None:
@@ -122,25 +128,36 @@ def _position_key(state: InstanceState) -> int:
 
 
 def build_snapshot(cluster: str, observed: Sequence[InstanceState], previous: TopologySnapshot,
-                   wall_time: float) -> TopologySnapshot:
+                   wall_time: float, authority: Authority | None = None) -> TopologySnapshot:
     """The next snapshot: elect the writer, fence the other primaries, compute lag in bytes."""
-    election = elect(observed, previous.writer, previous.writer_timeline)
+    election = elect(observed, previous.writer, previous.writer_timeline, authority)
     writer_position = next((s.position for s in observed if s.address == election.writer), None)
-    published = tuple(_publish(s, election, previous.get(s.address), writer_position) for s in observed)
+    published = tuple(_publish(s, election, previous.get(s.address), writer_position, authority)
+                      for s in observed)
     return TopologySnapshot(cluster=cluster, instances=published, writer=election.writer,
                             writer_timeline=election.writer_timeline, version=previous.version + 1,
                             taken_at=wall_time)
 
 
 def _publish(state: InstanceState, election: Election, before: InstanceState | None,
-             writer_position: int | None) -> InstanceState:
+             writer_position: int | None, authority: Authority | None) -> InstanceState:
     if state.address in election.fenced:
-        since = before.since if before is not None and before.state == "fenced" else state.last_check or 0.0
-        return replace(state, state="fenced", since=since, lag_bytes=None)
+        return replace(state, state="fenced", since=_entered(state, before, "fenced"), lag_bytes=None)
     lag_bytes = None
     if state.role == "replica" and writer_position is not None and state.position is not None:
         lag_bytes = max(0, writer_position - state.position)
+    if authority is None:
+        return replace(state, lag_bytes=lag_bytes)
+    lag_bytes = authority.lag_bytes.get(state.address, lag_bytes) if state.role == "replica" else lag_bytes
+    reason = authority.excluded.get(state.address)
+    if reason is not None and state.state in ("up", "lagging") and state.address != election.writer:
+        return replace(state, state="excluded", since=_entered(state, before, "excluded"), lag_bytes=lag_bytes,
+                       error=reason)
     return replace(state, lag_bytes=lag_bytes)
+
+
+def _entered(state: InstanceState, before: InstanceState | None, published: State) -> float:
+    return before.since if before is not None and before.state == published else state.last_check or 0.0
 
 
 # --------------------------------------------------------------------------- what changed

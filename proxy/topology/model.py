@@ -6,12 +6,13 @@ one attribute, so routing reads the current picture without locks.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import Address
 
-State = Literal["unknown", "up", "down", "lagging", "fenced"]
+State = Literal["unknown", "up", "down", "lagging", "fenced", "excluded"]
 Role = Literal["unknown", "primary", "replica"]
 
 
@@ -61,12 +62,27 @@ class InstanceState:
 
     @property
     def reachable(self) -> bool:
-        return self.state in ("up", "lagging", "fenced")
+        return self.state in ("up", "lagging", "fenced", "excluded")
 
     @property
     def usable_replica(self) -> bool:
         """May serve reader traffic: up, a replica, not lagging and not fenced."""
         return self.state == "up" and self.role == "replica"
+
+
+@dataclass(frozen=True)
+class Authority:
+    """What an external HA manager (Patroni, see patroni.py) says, applied on top of the probes.
+
+    Only `leader` may be the writer (None: no instance may, e.g. before the manager's first answer);
+    the replicas in `excluded` (address -> why) serve no reads (state "excluded"); `lag_bytes` is the
+    manager's own lag figure, shown instead of the one computed from positions.
+    """
+
+    source: str
+    leader: Address | None
+    excluded: Mapping[Address, str] = field(default_factory=dict)
+    lag_bytes: Mapping[Address, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

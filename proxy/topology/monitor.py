@@ -4,6 +4,9 @@ The monitor owns the asyncio side (timers, probe connections, logging, metrics);
 is made by the pure functions of health.py. Role changes are logged (and kept in `events` for
 /status), counted, and reported through `on_writer_change` so the cluster can retire the pooled
 connections of the instances whose role changed.
+
+In failover mode "patroni" a PatroniWatcher (patroni_watch.py) sets `authority` from Patroni's
+answers; every snapshot applies it (health.build_snapshot).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..config import Address, HealthSettings
 from .health import build_snapshot, changes, observe
-from .model import InstanceState, ProbeResult, TopologySnapshot
+from .model import Authority, InstanceState, ProbeResult, TopologySnapshot
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
@@ -79,6 +82,7 @@ class TopologyMonitor:
         self._watches: dict[Address, _Watch] = {}
         self._last_writer: Address | None = None
         self._running = False
+        self.authority: Authority | None = None   # an HA manager's say (mode "patroni"), None: probes alone
         self.snapshot = TopologySnapshot(cluster, tuple(self._observed.values()), taken_at=wall_clock())
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -158,6 +162,17 @@ class TopologyMonitor:
         self._forget_metrics(address)
         self._publish()
 
+    def set_authority(self, authority: Authority | None) -> None:
+        """Apply what the HA manager says now (None: probes alone); publishes when it changed. A new
+        leader is probed at once, so the writer moves as soon as it reports primary."""
+        if authority == self.authority:
+            return
+        old, self.authority = self.authority, authority
+        leader = authority.leader if authority is not None else None
+        if leader is not None and (old is None or old.leader != leader):
+            self.probe_now(leader, reconnect=False)
+        self._publish()
+
     def set_health(self, health: HealthSettings) -> None:
         """Apply reloaded health settings; new probe credentials reconnect every probe."""
         old, self.health = self.health, health
@@ -184,7 +199,7 @@ class TopologyMonitor:
     def _publish(self) -> None:
         before = self.snapshot
         self.snapshot = after = build_snapshot(self.cluster, tuple(self._observed.values()), before,
-                                               self._wall_clock())
+                                               self._wall_clock(), self.authority)
         for line in changes(before, after):
             self._event(line)
         self._update_metrics(after)

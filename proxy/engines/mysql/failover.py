@@ -30,6 +30,7 @@ from typing import TypeVar
 from ...config import Address, FailoverSettings, HealthSettings, TlsSettings
 from ...errors import ProxyError
 from ...topology.coordinator import ActionFailed
+from ...topology.lease import Lease, parse_rows
 from . import sql
 from .probe import MARIADB_SQL, MYSQL8_SQL, gtid_position
 from .server import MysqlServerConnection
@@ -37,6 +38,8 @@ from .sql import QueryFailed
 
 T = TypeVar("T")
 
+LEASE_TABLE = "dbproxy.promote_leases"     # promote leases (topology/lease.py)
+_LEASE_ROWS = f"SELECT holder, pid, UNIX_TIMESTAMP(renewed_at) AS at FROM {LEASE_TABLE}"
 CONNECT_TIMEOUT = 2.0
 STATEMENT_TIMEOUT = 5.0
 POLL_SECONDS = 0.02
@@ -199,6 +202,39 @@ class MysqlFailoverActions:
 
         return await self._with_connection(replica, run, timeout + STATEMENT_TIMEOUT)
 
+    async def renew_lease(self, primary: Address, holder: str, pid: int) -> list[Lease]:
+        """Upsert this proxy's promote lease on the primary (database and table made if missing); every lease."""
+
+        async def run(conn: MysqlServerConnection) -> list[Lease]:
+            exists = await sql.query(conn, "SELECT 1 FROM information_schema.tables WHERE table_schema = 'dbproxy' "
+                                           "AND table_name = 'promote_leases'", STATEMENT_TIMEOUT)
+            if not exists:
+                await sql.execute(conn, "CREATE DATABASE IF NOT EXISTS dbproxy", STATEMENT_TIMEOUT)
+                await sql.execute(conn, f"CREATE TABLE IF NOT EXISTS {LEASE_TABLE} (holder VARCHAR(200) PRIMARY KEY, "
+                                        "pid INT NOT NULL, renewed_at TIMESTAMP(6) NOT NULL)", STATEMENT_TIMEOUT)
+            await sql.execute(conn, f"INSERT INTO {LEASE_TABLE} VALUES ({sql.literal(holder)}, {int(pid)}, NOW(6)) "
+                                    "ON DUPLICATE KEY UPDATE pid = VALUES(pid), renewed_at = VALUES(renewed_at)",
+                              STATEMENT_TIMEOUT)
+            return _leases(await sql.query(conn, _LEASE_ROWS, STATEMENT_TIMEOUT))
+
+        return await self._with_connection(primary, run, STATEMENT_TIMEOUT * 2)
+
+    async def read_leases(self, instance: Address) -> list[Lease] | None:
+        """The promote leases as replicated to `instance` (none when the table was never made; None when
+        the health user may not read it)."""
+
+        async def run(conn: MysqlServerConnection) -> list[Lease] | None:
+            try:
+                return _leases(await sql.query(conn, _LEASE_ROWS, STATEMENT_TIMEOUT))
+            except QueryFailed as exc:
+                if exc.errno in (1049, 1146):   # unknown database / table
+                    return []
+                if exc.errno in (1044, 1142):   # access denied to the database / table
+                    return None
+                raise
+
+        return await self._with_connection(instance, run, STATEMENT_TIMEOUT)
+
     async def _with_connection(self, address: Address, action: Callable[[MysqlServerConnection], Awaitable[T]],
                                timeout: float) -> T:
         """Run `action` over a fresh connection; every failure becomes ActionFailed."""
@@ -243,3 +279,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     return str(exc) or type(exc).__name__
+
+
+def _leases(rows: list[dict[str, str | None]]) -> list[Lease]:
+    return parse_rows([(row.get("holder"), row.get("pid"), row.get("at")) for row in rows])

@@ -29,12 +29,15 @@ from typing import TypeVar
 from ...config import Address, HealthSettings, TlsSettings
 from ...errors import ProxyError
 from ...topology.coordinator import ActionFailed
+from ...topology.lease import Lease, parse_rows
 from .sql import PgSqlConnection, QueryFailed, format_lsn, parse_lsn
 from .wire import messages as m
 
 T = TypeVar("T")
 
 APPLICATION_NAME = "dbproxy-failover"
+LEASE_TABLE = "dbproxy_promote_leases"     # promote leases (topology/lease.py), in the health database
+_LEASE_ROWS = f"SELECT holder, pid, extract(epoch FROM renewed_at) FROM {LEASE_TABLE}"
 CONNECT_TIMEOUT = 2.0
 STATEMENT_TIMEOUT = 5.0
 
@@ -179,6 +182,38 @@ class PgFailoverActions:
                 await asyncio.sleep(0.005)
 
         return await self._with_connection(replica, run, timeout + STATEMENT_TIMEOUT)
+
+    async def renew_lease(self, primary: Address, holder: str, pid: int) -> list[Lease]:
+        """Upsert this proxy's promote lease on the primary (the table made if missing); every lease there.
+        synchronous_commit = local: a renewal never waits for a synchronous standby."""
+
+        async def run(conn: PgSqlConnection) -> list[Lease]:
+            if await conn.query_value(f"SELECT to_regclass({sql_literal(LEASE_TABLE)}) IS NULL") == "t":
+                await conn.query(f"CREATE TABLE IF NOT EXISTS {LEASE_TABLE} (holder text PRIMARY KEY, "
+                                 "pid integer NOT NULL, renewed_at timestamptz NOT NULL)")
+            rows = await conn.query(
+                f"SET synchronous_commit = local; INSERT INTO {LEASE_TABLE} VALUES ({sql_literal(holder)}, "
+                f"{int(pid)}, clock_timestamp()) ON CONFLICT (holder) DO UPDATE SET pid = EXCLUDED.pid, "
+                f"renewed_at = EXCLUDED.renewed_at; {_LEASE_ROWS}")
+            return parse_rows(rows)
+
+        return await self._with_connection(primary, run, STATEMENT_TIMEOUT)
+
+    async def read_leases(self, instance: Address) -> list[Lease] | None:
+        """The promote leases as replicated to `instance` (none when the table was never made; None when
+        the health user may not read it)."""
+
+        async def run(conn: PgSqlConnection) -> list[Lease] | None:
+            try:
+                return parse_rows(await conn.query(_LEASE_ROWS))
+            except QueryFailed as exc:
+                if exc.sqlstate == "42P01":   # undefined_table
+                    return []
+                if exc.sqlstate == "42501":   # insufficient_privilege
+                    return None
+                raise
+
+        return await self._with_connection(instance, run, STATEMENT_TIMEOUT)
 
     # ---- connections ----------------------------------------------------------------------------
 
