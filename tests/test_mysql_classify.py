@@ -402,6 +402,27 @@ def test_volatile_flag_for_the_result_cache(classifier: MysqlClassifier, sql: st
     assert result.volatile is volatile
 
 
+SESSION_ONLY_CASES = [
+    ("SET autocommit = 1", True),
+    ("SET NAMES utf8mb4 COLLATE utf8mb4_general_ci", True),
+    ("SET @x = 1, @@session.sql_mode = 'ANSI'", True),
+    ("SET @x = '(not a call)'", True),
+    ("USE app", True),
+    ("SET @x = 1; USE app", True),
+    ("SET @x = my_counter()", False),          # a stored function may write
+    ("SET @x = (SELECT COUNT(*) FROM t)", False),
+    ("SET @x = 1; INSERT INTO t VALUES (1)", False),
+    ("SET STATEMENT max_statement_time = 1 FOR UPDATE t SET a = 1", False),
+    ("INSERT INTO t VALUES (1)", False),
+    ("SELECT 1", False),
+]
+
+
+@pytest.mark.parametrize(("sql", "session_only"), SESSION_ONLY_CASES)
+def test_session_only_flag_for_read_your_writes(classifier: MysqlClassifier, sql: str, session_only: bool) -> None:
+    assert classifier.classify(sql).session_only is session_only
+
+
 def test_hint_keeps_structural_flags() -> None:
     result = MysqlClassifier().classify("/* dbproxy:route=replica */ BEGIN")
     assert result == MysqlClassification(R, "hint", begins_transaction=True)

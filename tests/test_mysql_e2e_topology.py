@@ -244,6 +244,22 @@ def test_read_your_writes_by_gtid_never_misses_its_own_write(proxy: MysqlProxy, 
     assert missed["plain"] >= 15, missed   # the control endpoint reads from the delayed replicas
 
 
+def test_read_your_writes_does_not_send_reads_after_a_set_to_the_primary(proxy: MysqlProxy, ports: dict[str, int],
+                                                                         cluster: MysqlCluster) -> None:
+    """A SET (PyMySQL sends SET AUTOCOMMIT at connect) runs on the primary but commits nothing: the next
+    read on a read_your_writes endpoint has no position to wait for and goes to a replica at once (it used
+    to wait for the proxy's own SELECT @@last_gtid, and went to the primary when it came first)."""
+    wait_until(lambda: all(r["state"] == "up" for r in instances(proxy, "ryw").values()), timeout=10,
+               what="cluster ryw up")
+    cluster.wait_replicated()
+    landed: Counter[str] = Counter()
+    with connect(ports["ryw"]) as conn:
+        for i in range(30):
+            rows(conn, "SET AUTOCOMMIT = 1" if i % 2 else "SET NAMES utf8mb4")
+            landed["replica" if port_of(conn) in cluster.ports[1:] else "primary"] += 1
+    assert landed == Counter({"replica": 30}), landed
+
+
 def test_switchover_under_load_fails_no_transaction(proxy: MysqlProxy, cluster: MysqlCluster) -> None:
     cluster.wait_replicated()
     target = cluster.address(1)

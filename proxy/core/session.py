@@ -122,6 +122,7 @@ class ClientSessionCore(asyncio.Protocol):
     _broken: ProxyError | None = None
     _paused_reading = False
     _last_route = "primary"
+    _last_session_only = False   # split: the last transaction's first text changed only session state
     _transaction_started = 0.0
     # Split endpoints: while on a replica, each further statement is classified too; one that
     # must go to the primary is held (with what follows) until the replica is released.
@@ -410,6 +411,7 @@ class ClientSessionCore(asyncio.Protocol):
             return "replica"
         sql = self._first_statement(data)
         if sql is None:
+            self._last_session_only = False
             return "primary"
         # Texts that differ from this client's previous one only in trailing digits (a numeric literal
         # at the end, as in point lookups) route the same way: the digits cannot turn the statement
@@ -420,6 +422,7 @@ class ClientSessionCore(asyncio.Protocol):
         else:
             verdict = self.cluster.classifier.classify(sql.decode("utf-8", "replace"))
             self._route_stem, self._route_verdict = stem, verdict
+        self._last_session_only = verdict.session_only
         if verdict.route is not Route.REPLICA or verdict.ends_transaction:
             return "primary"
         if self._primary_until and time.monotonic() < self._primary_until:

@@ -30,7 +30,9 @@ class Classification:
     `ends_transaction` for COMMIT / ROLLBACK / END / ABORT / PREPARE TRANSACTION, not ROLLBACK
     TO SAVEPOINT (after COMMIT AND CHAIN the server opens the next transaction at once: trust
     ReadyForQuery's status); `neutral` for statements that do not choose a server by themselves
-    (COMMIT, ROLLBACK, SAVEPOINT, RELEASE, ROLLBACK TO, empty text).
+    (COMMIT, ROLLBACK, SAVEPOINT, RELEASE, ROLLBACK TO, empty text); `session_only` for texts that change
+    only session state and cannot write data (MySQL: a SET of variables with no call or subquery, USE):
+    read_your_writes has no commit position to wait for after them.
     """
 
     route: Route
@@ -39,6 +41,7 @@ class Classification:
     begins_transaction: bool = False
     ends_transaction: bool = False
     neutral: bool = False
+    session_only: bool = False
 
 
 UNPARSABLE = Classification(Route.PRIMARY, "unparsable")
@@ -83,4 +86,5 @@ def combine(results: list[Classification]) -> Classification:
         begins_transaction=bool(begins),
         ends_transaction=any(r.ends_transaction for r in results),
         neutral=all(r.neutral for r in results),
+        session_only=all(r.session_only for r in results),
     )

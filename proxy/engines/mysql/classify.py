@@ -68,6 +68,8 @@ UNPARSABLE = MysqlClassification(P, "unparsable")
 EMPTY = MysqlClassification(R, "empty", neutral=True)
 SELECT = MysqlClassification(R, "select")
 SELECT_VOLATILE = MysqlClassification(R, "select", volatile=True)
+SET_SESSION_ONLY = MysqlClassification(P, "set", session_only=True)
+SET_OTHER = MysqlClassification(P, "set")
 BEGIN = MysqlClassification(P, "begin", begins_transaction=True)
 BEGIN_READ_ONLY = MysqlClassification(R, "begin read only", begins_read_only=True, begins_transaction=True)
 COMMIT = MysqlClassification(R, "commit", ends_transaction=True, neutral=True)
@@ -477,7 +479,8 @@ def _set(tokens: Sequence[Token], functions: MysqlFunctions) -> MysqlClassificat
                     return UNPARSABLE
                 return classify_statement(Statement(tuple(tokens[index + 1 :])), functions)
         return UNPARSABLE
-    return MysqlClassification(P, "set")
+    # No "(": no function call (a stored function may write) and no subquery.
+    return SET_SESSION_ONLY if not any(t.kind is OPERATOR and t.text == "(" for t in tokens) else SET_OTHER
 
 
 _DDL = frozenset({"CREATE", "ALTER", "DROP", "TRUNCATE", "RENAME", "GRANT", "REVOKE"})
@@ -485,11 +488,12 @@ _FIXED = {
     **{word: MysqlClassification(P, "dml") for word in _DML},
     **{word: MysqlClassification(P, "ddl") for word in _DDL},
     **{word: MysqlClassification(P, reason) for word, reason in (
-        ("LOAD", "load data"), ("CALL", "call"), ("DO", "do"), ("USE", "use"), ("LOCK", "lock tables"),
+        ("LOAD", "load data"), ("CALL", "call"), ("DO", "do"), ("LOCK", "lock tables"),
         ("UNLOCK", "unlock tables"), ("HANDLER", "handler"), ("PREPARE", "prepare"), ("EXECUTE", "execute"),
         ("DEALLOCATE", "deallocate"),
     )},
     "HELP": MysqlClassification(R, "help"),
+    "USE": MysqlClassification(P, "use", session_only=True),
 }
 # Other statements known by their first word (reason: the word); anything else: reason "other".
 _OTHER_STATEMENTS = frozenset(
@@ -534,7 +538,7 @@ def combine(results: list[MysqlClassification]) -> MysqlClassification:
     merged = combine_verdicts(shared)   # the engine-neutral rule, plus `volatile`
     return MysqlClassification(
         merged.route, merged.reason, merged.begins_read_only, merged.begins_transaction,
-        merged.ends_transaction, merged.neutral, volatile=any(r.volatile for r in results),
+        merged.ends_transaction, merged.neutral, merged.session_only, volatile=any(r.volatile for r in results),
     )
 
 

@@ -545,8 +545,8 @@ class MysqlClientSession(ClientSessionCore):
                 self._wrote_at(position)
             if not self._gtid_again:
                 return False
-        if self._last_route != "primary":
-            return False
+        if self._last_route != "primary" or self._last_session_only:
+            return False   # nothing committed on the primary (a plain SET, USE): no position to wait for
         # Until the position is known, fail safe: this client reads from the primary for a while.
         self._primary_until = time.monotonic() + RYW_FALLBACK_SECONDS
         self._gtid_asked, self._gtid_again = True, False
