@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import Address
+from ..config.model import DEFAULT_PLACEMENT, Placement
 
 State = Literal["unknown", "up", "down", "lagging", "fenced"]
 Role = Literal["unknown", "primary", "replica"]
@@ -58,6 +59,7 @@ class InstanceState:
     last_ok: float | None = None
     behind_since: float | None = None
     error: str = ""
+    placement: Placement = DEFAULT_PLACEMENT   # zone, region, promotion tier, weight, standby (configured)
 
     @property
     def reachable(self) -> bool:
@@ -65,8 +67,8 @@ class InstanceState:
 
     @property
     def usable_replica(self) -> bool:
-        """May serve reader traffic: up, a replica, not lagging and not fenced."""
-        return self.state == "up" and self.role == "replica"
+        """May serve reader traffic: up, a replica, not lagging, not fenced and not a standby."""
+        return self.state == "up" and self.role == "replica" and not self.placement.standby
 
 
 @dataclass(frozen=True)

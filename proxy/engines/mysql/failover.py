@@ -199,6 +199,10 @@ class MysqlFailoverActions:
 
         return await self._with_connection(replica, run, timeout + STATEMENT_TIMEOUT)
 
+    async def run(self, address: Address, action: Callable[[MysqlServerConnection], Awaitable[T]], timeout: float) -> T:
+        """Run `action` over a fresh connection with these credentials (replica discovery uses it too)."""
+        return await self._with_connection(address, action, timeout)
+
     async def _with_connection(self, address: Address, action: Callable[[MysqlServerConnection], Awaitable[T]],
                                timeout: float) -> T:
         """Run `action` over a fresh connection; every failure becomes ActionFailed."""
