@@ -82,11 +82,16 @@ class TopologySnapshot:
     version: int = 0
     taken_at: float = 0.0        # wall-clock time (time.time()) for display
     usable_replicas: tuple[Address, ...] = field(init=False)
+    weighted: bool = field(init=False)     # some instance has a weight other than 1
     _by_address: dict[Address, InstanceState] = field(init=False, repr=False, compare=False)
+    # Routing's per-snapshot memo (nearby.py: how near each instance is to this proxy's locality).
+    memo: dict[object, object] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "usable_replicas", tuple(s.address for s in self.instances if s.usable_replica))
+        object.__setattr__(self, "weighted", any(s.placement.weight != 1 for s in self.instances))
         object.__setattr__(self, "_by_address", {s.address: s for s in self.instances})
+        object.__setattr__(self, "memo", {})
 
     @property
     def addresses(self) -> tuple[Address, ...]:

@@ -37,15 +37,20 @@ def nearest(candidates: Sequence[Address], snapshot: TopologySnapshot, local: Lo
     """The candidates in the proxy's zone, else in its region, else all of them."""
     if not (local.zone or local.region) or len(candidates) < 2:
         return candidates
-    zone: list[Address] = []
-    region: list[Address] = []
-    for address in candidates:
-        near = proximity(local, _placement(snapshot, address))
-        if near == "zone":
-            zone.append(address)
-        elif near == "region":
-            region.append(address)
-    return zone or region or candidates
+    near = _nearness(snapshot, local)
+    zone = [a for a in candidates if near.get(a) == "zone"]
+    if zone:
+        return zone
+    region = [a for a in candidates if near.get(a) == "region"]
+    return region or candidates
+
+
+def _nearness(snapshot: TopologySnapshot, local: Locality) -> dict[Address, Proximity]:
+    """How near each instance of the snapshot is, computed once per snapshot (and locality)."""
+    near = snapshot.memo.get(local)
+    if near is None:
+        near = snapshot.memo[local] = {s.address: proximity(local, s.placement) for s in snapshot.instances}
+    return near  # type: ignore[return-value]
 
 
 def pick(candidates: Sequence[Address], snapshot: TopologySnapshot, local: Locality | None, cross_zone: str,
@@ -53,7 +58,19 @@ def pick(candidates: Sequence[Address], snapshot: TopologySnapshot, local: Local
     """The replica (or member) for the next transaction among non-empty `candidates`."""
     if local is not None and cross_zone == "prefer-local":
         candidates = nearest(candidates, snapshot, local)
+    if not snapshot.weighted:
+        return least_outstanding(candidates, outstanding, rng)
     return weighted_least_outstanding(candidates, snapshot, outstanding, rng)
+
+
+def least_outstanding(candidates: Sequence[Address], outstanding: Outstanding, rng: random.Random) -> Address:
+    """The candidate with the least outstanding work; ties broken at random (all weights 1)."""
+    if len(candidates) == 1:
+        return candidates[0]
+    loads = [outstanding(a) for a in candidates]
+    low = min(loads)
+    best = [a for a, load in zip(candidates, loads, strict=True) if load == low]
+    return best[0] if len(best) == 1 else best[int(rng.random() * len(best))]
 
 
 def weighted_least_outstanding(candidates: Sequence[Address], snapshot: TopologySnapshot,

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 
 from ..config import Address, EndpointConfig
 from ..config.model import Locality
 from .model import TopologySnapshot
+from .nearby import least_outstanding as least_outstanding
 from .nearby import pick
 
 Outstanding = Callable[[Address], int]
@@ -101,16 +102,6 @@ def custom_membership(endpoint: EndpointConfig) -> Callable[[Address], bool]:
         return listed.__contains__
     excluded = frozenset(endpoint.exclude)
     return lambda address: address not in excluded
-
-
-def least_outstanding(candidates: Sequence[Address], outstanding: Outstanding, rng: random.Random) -> Address:
-    """The candidate with the least outstanding work; ties broken at random."""
-    if len(candidates) == 1:
-        return candidates[0]
-    loads = [outstanding(a) for a in candidates]
-    low = min(loads)
-    best = [a for a, load in zip(candidates, loads, strict=True) if load == low]
-    return best[0] if len(best) == 1 else best[int(rng.random() * len(best))]
 
 
 class RefusedConnections:
