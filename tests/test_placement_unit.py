@@ -400,3 +400,31 @@ async def test_coordinator_promotes_the_standby_first_and_logs_the_order() -> No
     assert f"1. {C} (standby, up, position #900, weight 1); 2. {B} (tier 0, up, position #1000, weight 1)" in promoting
     coordinator.close()
     monitor.stop()
+
+
+class RaisingProbe:
+    """A probe whose driver raises something unexpected (uvloop: RuntimeError writing to a reset transport)."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    async def probe(self, timeout: float) -> ProbeResult:
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+async def test_a_probe_that_raises_counts_as_failed_and_the_loop_goes_on() -> None:
+    probe = RaisingProbe()
+    monitor = TopologyMonitor("main", [A], HealthSettings(interval=0.01, timeout=0.1, failure_threshold=2),
+                              lambda a, h: probe)
+    monitor.start()
+    try:
+        await asyncio.sleep(0.1)
+        state = monitor.snapshot.instances[0]
+        assert state.state == "down" and state.failures >= 3, state
+        assert state.error.startswith("probe error: RuntimeError: unable to perform operation")
+        assert probe.closed >= 3
+    finally:
+        monitor.stop()

@@ -122,7 +122,12 @@ class TopologyMonitor:
                 watch.reconnect = False
                 watch.probe.close()
             started = self._clock()
-            result = await watch.probe.probe(self.health.timeout)
+            try:
+                result = await watch.probe.probe(self.health.timeout)
+            except Exception as exc:   # a probe must never end its loop: the instance would stay "up"
+                log.warning("cluster %s: probe of %s failed unexpectedly: %r", self.cluster, address, exc)
+                watch.probe.close()
+                result = ProbeResult.failed(f"probe error: {type(exc).__name__}: {exc}")
             if self._watches.get(address) is not watch:
                 return
             self.record(address, result, started)
