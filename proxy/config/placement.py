@@ -33,7 +33,7 @@ def read_instances(t: Table) -> tuple[tuple[Address, ...] | None, dict[Address, 
     """`instances`: "host:port" strings or { address = "host:port", zone, region, promotion_tier,
     weight, standby } tables, mixed. Returns the addresses (None when the key is unusable) and the
     placement of each instance given as a table."""
-    items: list[Any] | None = t._get(
+    items: list[Any] | None = t.value(
         "instances", lambda v: isinstance(v, list),
         'an array of "host:port" strings or { address = "host:port", ... } tables', required=True)
     if items is None:
@@ -43,7 +43,7 @@ def read_instances(t: Table) -> tuple[tuple[Address, ...] | None, dict[Address, 
     for index, item in enumerate(items):
         key = f"{t.path('instances')}[{index}]"
         if isinstance(item, str):
-            address = t._parse_address(key, item)
+            address = t.parse_address(key, item)
             placement = None
         elif isinstance(item, dict):
             address, placement = _instance_table(Table(item, key, t.problems, INSTANCE_KEYS))
