@@ -131,7 +131,7 @@ async def test_show_topology_rows_status_and_zone_metric() -> None:
     assert rows[str(P)]["writer"] and rows[str(P)]["why"] == "the writer"
     assert (rows[str(R1)]["nearness"], rows[str(R2)]["nearness"]) == ("zone", "region")
     assert rows[str(R2)]["next_promotion"] and rows[str(R2)]["promotion_rank"] == 1
-    assert rows[str(R2)]["why"].startswith(f"promoted next: chose {R2} by fit")
+    assert rows[str(R2)]["why"].startswith(f"promoted next: chose {R2} (order: standby first")
     assert rows[str(R1)]["promotion_rank"] == 2
     status = topology_view.status_of(cluster)
     assert (status["zone"], status["region"], status["next_promotion"]) == ("zone-a", "lo", str(R2))

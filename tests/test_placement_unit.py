@@ -242,8 +242,8 @@ def test_lowest_tier_wins_over_a_more_advanced_replica_while_within_lag() -> Non
     assert choice.target == C
     assert [r.address for r in choice.ranking] == [C, B]
     text = choice.explain()
-    assert text.startswith(f"chose {C} by fit (within max_replica_lag) first, then standby, then lowest "
-                           "promotion_tier")
+    assert text.startswith(f"chose {C} (order: standby first, then lowest promotion_tier (a replica over "
+                           "max_replica_lag ranks with the highest tier present), then most advanced position")
     assert f"1. {C} (tier 0, up, position 300, weight 1); 2. {B} (tier 1, up, position 500, weight 1)" in text
 
 
@@ -255,6 +255,17 @@ def test_a_lagging_low_tier_replica_loses_to_a_fit_one() -> None:
     lagging = [inst(B, state="lagging", placement=placed(tier=0), position=300),
                inst(C, state="lagging", placement=placed(tier=5), position=500)]
     assert choose_promotion(lagging).target == C
+    # A lagging replica ranks with the highest tier present: more advanced, it still wins...
+    ahead = [inst(B, placement=placed(tier=1), position=300), inst(C, state="lagging", placement=placed(tier=0),
+                                                                   position=500)]
+    choice = choose_promotion(ahead)
+    assert choice.target == C
+    assert f"1. {C} (tier 0, lagging, ranked as tier 1, position 500, weight 1)" in choice.explain()
+    # ... and with no tiers at all the most advanced wins, lagging or not (as before tiers existed).
+    assert choose_promotion([inst(B, position=300), inst(C, state="lagging", position=500)]).target == C
+    # A lagging standby loses its standby priority too.
+    assert choose_promotion([inst(B, placement=placed(tier=3), position=100),
+                             inst(C, state="lagging", placement=placed(standby=True), position=100)]).target == B
 
 
 def test_standby_first_then_position_then_weight_then_order() -> None:
@@ -293,7 +304,7 @@ def test_failover_step_promotes_by_tier_and_says_why() -> None:
     first = step(state, snap, 1.0, promote=True, promote_after=2.0)
     decision = step(first.state, snap, 3.5, promote=True, promote_after=2.0)
     assert decision.promote == C
-    assert decision.why.startswith(f"chose {C} by fit")
+    assert decision.why.startswith(f"chose {C} (order: standby first")
     away = snapshot(lost, inst(B, placement=placed("u1", "us", 0)))
     blocked = step(step(state, away, 1.0, promote=True, promote_after=2.0).state, away, 3.5, promote=True,
                    promote_after=2.0)
@@ -396,7 +407,7 @@ async def test_coordinator_promotes_the_standby_first_and_logs_the_order() -> No
     await asyncio.sleep(0.05)
     assert actions.promoted == [C]
     promoting = next(e.text for e in monitor.events if e.text.startswith("failover: promoting"))
-    assert f"chose {C} by fit" in promoting
+    assert f"chose {C} (order: standby first" in promoting
     assert f"1. {C} (standby, up, position #900, weight 1); 2. {B} (tier 0, up, position #1000, weight 1)" in promoting
     coordinator.close()
     monitor.stop()

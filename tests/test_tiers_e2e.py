@@ -118,7 +118,7 @@ def test_pg_standby_is_never_read_and_promoted_first_then_tier_beats_position(
     assert set(pg_reads(ports[2], 60)) == {pg.ports[1], pg.ports[2]}     # never the standby
     shown = topology(ports[0])
     assert (shown[a[3]]["standby"], shown[a[3]]["serves_reads"], shown[a[3]]["next_promotion"]) == ("t", "f", "t")
-    assert shown[a[3]]["why"].startswith(f"promoted next: chose {a[3]} by fit")
+    assert shown[a[3]]["why"].startswith(f"promoted next: chose {a[3]} (order: standby first")
     assert [shown[x]["promotion_rank"] for x in a] == ["", "3", "2", "1"]
 
     pg.kill_instance(0)                       # 1: the standby first, over the tier-0 replica

@@ -12,9 +12,9 @@ promote mode it asks for at most one promotion per incident, and only when all o
   in whatever state or role, blocks promotion. When no writer was seen since start, every
   instance not known to be a replica must be gone that way, and at least one must exist.
 - a candidate exists: a replica whose latest probe succeeded and whose replay position is known,
-  in the lost writer's region unless `allow_cross_region`. promotion.py orders them: fit (within
-  max_replica_lag) first, then standby, lowest promotion_tier, the most received (its received
-  position, else its replay position), weight, configuration order. Promotion applies what a
+  in the lost writer's region unless `allow_cross_region`. promotion.py orders them: standby, then
+  lowest promotion_tier (a lagging replica ranks with the highest tier present), then the most
+  received (its received position, else its replay position), weight, configuration order. Promotion applies what a
   replica received before it takes writes (pg_promote; MySQL's promote waits for the relay log),
   so with synchronous replication (PostgreSQL `synchronous_commit = on`, MariaDB semi-sync) the
   most advanced replica holds every acknowledged commit: give the synchronous one the lowest

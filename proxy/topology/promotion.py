@@ -7,18 +7,19 @@ region) are considered. If there is none, candidates in other regions are consid
 `allow_cross_region = true` (promote mode); otherwise there is nothing to promote.
 
 Order, first difference wins:
-1. fit before lagging: a candidate whose health state is "up" (its lag was within
-   max_replica_lag at its latest probe) comes before one that is "lagging";
-2. among fit candidates, a standby (standby = true) first, then the lowest promotion_tier;
-   among lagging ones tier and standby do not count: the most advanced wins;
-3. the most advanced: the furthest received position (what it holds once it has applied all it
+1. priority: a standby (standby = true) first, then the lowest promotion_tier. A lagging replica
+   (health state "lagging": over max_replica_lag at its latest probe) keeps no priority of its
+   own: it ranks as a non-standby of the highest tier among the candidates;
+2. the most advanced: the furthest received position (what it holds once it has applied all it
    received, which promotion does before taking writes), else its replay position;
-4. the highest weight;
-5. configuration order.
+3. the highest weight;
+4. configuration order.
 
 So a tier-0 replica wins over a more advanced tier-1 one only while it is within max_replica_lag;
-once it lags further, the more advanced replica wins (README "Availability zones, tiers and
-discovery" says why). With max_replica_lag = 0 nothing lags and the tiers alone decide.
+once it lags further, it competes on position only, and the more advanced replica wins (README
+"Availability zones, tiers and discovery" says why). Without tiers (all equal) the most advanced
+replica wins, lagging or not, as before tiers existed. With max_replica_lag = 0 nothing lags and
+the tiers alone decide.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from .model import InstanceState
 
 Describe = Callable[[int | None], str]
 
-ORDER = "fit (within max_replica_lag) first, then standby, then lowest promotion_tier, then most advanced " \
-        "position, then highest weight, then configuration order"
+ORDER = "standby first, then lowest promotion_tier (a replica over max_replica_lag ranks with the highest tier " \
+        "present), then most advanced position, then highest weight, then configuration order"
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,11 @@ class Ranked:
     weight: int
     region: str
 
+    ranked_tier: int = 0     # the tier it ranks with (lagging: the highest present)
+
     def describe(self, describe_position: Describe) -> str:
         parts = ["standby" if self.standby else f"tier {self.tier}",
-                 "up" if self.fit else "lagging (tier not counted)",
+                 "up" if self.fit else f"lagging, ranked as tier {self.ranked_tier}",
                  f"position {describe_position(self.holds)}", f"weight {self.weight}"]
         if self.region:
             parts.append(f"region {self.region}")
@@ -71,7 +74,7 @@ class PromotionChoice:
             return self.blocked
         ranked = "; ".join(f"{i}. {r.describe(describe_position)}" for i, r in enumerate(self.ranking, 1))
         across = " (no usable replica in the writer's region: allow_cross_region = true)" if self.cross_region else ""
-        return f"chose {self.target}{across} by {ORDER}: {ranked}"
+        return f"chose {self.target}{across} (order: {ORDER}): {ranked}"
 
 
 def candidates(instances: Sequence[InstanceState], exclude: Collection[Address] = ()) -> list[InstanceState]:
@@ -95,21 +98,21 @@ def choose_promotion(instances: Sequence[InstanceState], exclude: Collection[Add
                                              f"(other regions: {others}; allow_cross_region = false)")
     pool = found if cross else local
     order = {s.address: i for i, s in enumerate(instances)}
-    ranking = sorted((_ranked(s) for s in pool), key=lambda r: _key(r, order[r.address]))
+    worst = max(s.placement.promotion_tier for s in pool)
+    ranking = sorted((_ranked(s, worst) for s in pool), key=lambda r: _key(r, order[r.address]))
     return PromotionChoice(ranking[0].address, tuple(ranking), cross_region=cross)
 
 
-def _ranked(state: InstanceState) -> Ranked:
+def _ranked(state: InstanceState, worst_tier: int) -> Ranked:
     placement = state.placement
-    return Ranked(state.address, fit=state.state == "up", standby=placement.standby,
-                  tier=placement.promotion_tier, holds=holds(state), weight=placement.weight,
-                  region=placement.region)
+    fit = state.state == "up"
+    return Ranked(state.address, fit=fit, standby=placement.standby, tier=placement.promotion_tier,
+                  holds=holds(state), weight=placement.weight, region=placement.region,
+                  ranked_tier=placement.promotion_tier if fit else worst_tier)
 
 
-def _key(r: Ranked, index: int) -> tuple[int, int, int, int, int, int]:
-    if r.fit:
-        return 0, 0 if r.standby else 1, r.tier, -r.holds, -r.weight, index
-    return 1, 0, 0, -r.holds, -r.weight, index
+def _key(r: Ranked, index: int) -> tuple[int, int, int, int, int]:
+    return 0 if r.fit and r.standby else 1, r.ranked_tier, -r.holds, -r.weight, index
 
 
 def holds(state: InstanceState) -> int:
