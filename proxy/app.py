@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .admin import start_admin_console
+from .admin import start_admin_console, topology_view
 from .admin import views as admin_views
 from .audit import AuditLog
 from .config import ClusterConfig, Config, ConfigError, EndpointConfig, ServerSettings, User, load_config
@@ -39,6 +39,7 @@ class ProxyApp:
         self.tokens = TokenKeys(config.server.tokens, None, time.time())   # token logins (proxy/tokens.py)
         self.metrics = Metrics()
         self.metrics.on_scrape(lambda: admin_views.live_metrics(self))
+        self.metrics.on_scrape(lambda: topology_view.zone_metrics(self))
         self.clusters: dict[str, Cluster[Any]] = {c.name: Cluster(c, self._configured_user, self._configured_users)
                                                      for c in config.clusters}
         self.sessions: set[ClientSession] = set()

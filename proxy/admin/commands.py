@@ -19,7 +19,7 @@ from ..cache.backends import BackendDown
 from ..config import Address
 from ..errors import ShuttingDown
 from ..topology import ActionFailed, SwitchoverRefused
-from . import views
+from . import topology_view, views
 from .resultset import Table
 
 if TYPE_CHECKING:
@@ -248,7 +248,7 @@ async def _failover(app: ProxyApp, args: list[str]) -> Result:
             target = Address.parse(args[2])
         except ValueError as exc:
             raise AdminError("22023", f"invalid instance address {args[2]!r}: {exc}") from None
-        if target not in cluster.config.instances:
+        if target not in cluster.config.instances and (cluster.topology is None or target not in cluster.topology):
             raise AdminError("42704", f"{target} is not an instance of cluster {cluster.name}")
     log.info("admin: FAILOVER %s to %s", cluster.name, target or "the most advanced replica")
     try:
@@ -278,6 +278,9 @@ COMMANDS: tuple[Command, ...] = (
             _show(views.servers)),
     Command("SHOW INSTANCES", "SHOW INSTANCES", "instances: role, state, lag, position, connections",
             _show(views.instances)),
+    Command("SHOW TOPOLOGY", "SHOW TOPOLOGY",
+            "zones, regions, promotion tiers, standbys, discovered replicas, who is promoted next and why",
+            _show(topology_view.topology)),
     Command("SHOW ENDPOINTS", "SHOW ENDPOINTS", "endpoints, their clients and current targets",
             _show(views.endpoints)),
     Command("SHOW STATS", "SHOW STATS", "counters per cluster and endpoint", _show(views.stats)),

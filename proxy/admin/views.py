@@ -23,6 +23,7 @@ from ..config import Address, EndpointConfig
 from ..config.display import to_display
 from ..metrics import cache_families
 from ..topology.model import InstanceState, TopologySnapshot
+from . import topology_view
 from .resultset import Table
 
 if TYPE_CHECKING:
@@ -379,6 +380,7 @@ def status(app: ProxyApp) -> dict[str, Any]:
             "pools": views.get("pools", []),
             "role_changes": [{"at": iso_time(e.at), "text": e.text} for e in events_of(cluster)[-50:]],
             "cache": cache_status(cluster),
+            **topology_view.status_of(cluster),   # zone, placement, discovery, next_promotion
         })
     return {
         "version": version_string(),

@@ -14,7 +14,9 @@ from .model import (
     AUDIT_STATEMENTS,
     CLIENT_AUTH_METHODS,
     CLIENT_TLS_MODES,
+    CROSS_ZONE_MODES,
     DEFAULT_CLIENT_AUTH,
+    DEFAULT_PLACEMENT,
     ENDPOINT_KINDS,
     ENDPOINT_ROLES,
     ENGINES,
@@ -31,19 +33,21 @@ from .model import (
     EndpointConfig,
     FailoverSettings,
     HealthSettings,
+    Placement,
     PoolSettings,
     ServerSettings,
     TlsSettings,
     User,
 )
 from .patroni import PATRONI_KEYS, patroni_credentials, patroni_urls
+from .placement import read_discovery, read_instances, read_locality
 from .reader import Context, Problems, Table, read_secret, toml_type
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
 _SERVER_KEYS = ("admin_listen", "http_listen", "log_format", "log_level", "shutdown_timeout",
                 "client_login_timeout", "admin_allow", "http_allow", "audit_log", "audit_statements",
-                "client_connect_rate", "client_connect_burst", "tokens")
+                "client_connect_rate", "client_connect_burst", "tokens", "zone", "region")
 _USER_KEYS = (
     "name",
     "password",
@@ -71,6 +75,8 @@ _CLUSTER_KEYS = (
     "read_only_functions",
     "allow_local_infile",
     "databases",
+    "discover",
+    "discovery",
 )
 _TLS_KEYS = ("mode", "cert", "key", "ca", "client_cert", "min_version")
 _HEALTH_KEYS = (
@@ -85,8 +91,10 @@ _HEALTH_KEYS = (
     "database",
 )
 _FAILOVER_KEYS = ("mode", "promote_after", "borrow_timeout", "replication_user", "replication_password",
-                  "replication_password_env", "replication_password_file", *PATRONI_KEYS)
-_ENDPOINT_KEYS = ("name", "listen", "role", "instances", "exclude", "kind", "read_your_writes", "tls", "allow")
+                  "replication_password_env", "replication_password_file", "allow_cross_region",
+                  *PATRONI_KEYS)
+_ENDPOINT_KEYS = ("name", "listen", "role", "instances", "exclude", "kind", "read_your_writes", "tls", "allow",
+                  "cross_zone")
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
@@ -99,6 +107,7 @@ def build_config(data: Mapping[str, Any], path: str, context: Context) -> Config
     users, passwordless = _build_users(root, context, tokens_given=isinstance(root.data.get("server"), dict)
                                        and "tokens" in root.data["server"])
     clusters = _with_probe_logins(_build_clusters(root, context), users)
+    clusters = tuple(replace(c, locality=server.locality) for c in clusters)
     _check_listen_conflicts(server, clusters, context.problems)
     _check_passwords(users, passwordless, clusters, context.problems)
     return Config(path=path, server=server, users=users, clusters=clusters)
@@ -110,7 +119,10 @@ def _build_server(t: Table, context: Context) -> ServerSettings:
     audit_log = t.optional_text("audit_log", required="audit_log" in t.data)
     if audit_log is not None and audit_log != "stderr":
         audit_log = str(context.resolve(audit_log))
+    locality = read_locality(t)
     return ServerSettings(
+        zone=locality.zone,
+        region=locality.region,
         admin_listen=t.address("admin_listen"),
         http_listen=t.address("http_listen"),
         log_format=t.choice("log_format", LOG_FORMATS, "text"),
@@ -189,7 +201,7 @@ def _build_cluster(name: str, t: Table, context: Context) -> ClusterConfig:
     engine = t.choice("engine", ENGINES, "", required=True)
     every_method = tuple(m for methods in CLIENT_AUTH_METHODS.values() for m in methods)
     auth_methods = CLIENT_AUTH_METHODS.get(engine, every_method)  # unknown engine: don't pile on errors
-    instances = t.address_list("instances", required=True)
+    instances, placements = read_instances(t)
     if instances == () and not t.data["instances"]:
         t.problem("instances", "at least one instance is required")
     instances = instances or ()
@@ -210,11 +222,13 @@ def _build_cluster(name: str, t: Table, context: Context) -> ClusterConfig:
                        tls=server_tls),
         failover=_build_failover(t.table("failover", _FAILOVER_KEYS), context, engine),
         pool=_build_pool(t.table("pool", _field_names(PoolSettings))),
-        endpoints=_build_endpoints(t, instances, context),
+        endpoints=_build_endpoints(t, instances, context, placements),
         read_only_functions=tuple(f.strip().lower() for f in t.text_list("read_only_functions")),
         allow_local_infile=t.boolean("allow_local_infile", False),
         databases=_build_databases(t),
         cache=_build_cache(t.table("cache", _CACHE_KEYS)) if "cache" in t.data else None,
+        placements=placements,
+        discovery=read_discovery(t),
     )
 
 
@@ -349,6 +363,7 @@ def _build_failover(t: Table, context: Context, engine: str) -> FailoverSettings
         patroni_user=patroni_user,
         patroni_password=patroni_password,
         patroni_ca=_readable_path(t, "patroni_ca", context),
+        allow_cross_region=t.boolean("allow_cross_region", False),
     )
 
 
@@ -374,7 +389,8 @@ def _build_pool(t: Table) -> PoolSettings:
     return pool
 
 
-def _build_endpoints(cluster: Table, instances: tuple[Address, ...], context: Context) -> tuple[EndpointConfig, ...]:
+def _build_endpoints(cluster: Table, instances: tuple[Address, ...], context: Context,
+                     placements: Mapping[Address, Placement]) -> tuple[EndpointConfig, ...]:
     header = f"[[{cluster.path('endpoints')}]]"
     tables = cluster.table_list("endpoints", _ENDPOINT_KEYS, header=header)
     if not tables:
@@ -384,6 +400,8 @@ def _build_endpoints(cluster: Table, instances: tuple[Address, ...], context: Co
     endpoints: list[EndpointConfig] = []
     for t in tables:
         endpoint = _build_endpoint(t, instances, context)
+        if endpoint.role == "custom":
+            _check_no_standby(t, endpoint, placements)
         if endpoint.name and any(e.name == endpoint.name for e in endpoints):
             t.problem("name", f'duplicate endpoint name "{endpoint.name}" in this cluster')
         endpoints.append(endpoint)
@@ -414,7 +432,13 @@ def _build_endpoint(t: Table, cluster_instances: tuple[Address, ...], context: C
         read_your_writes = t.boolean("read_your_writes", True)   # SPEC §3.4: on unless turned off
     elif role and "read_your_writes" in t.data:
         t.problem("read_your_writes", f'only valid for role = "split" (this endpoint has role = "{role}")')
+    cross_zone = "prefer-local"
+    if role in ("reader", "split", "custom"):
+        cross_zone = t.choice("cross_zone", CROSS_ZONE_MODES, "prefer-local")
+    elif role and "cross_zone" in t.data:
+        t.problem("cross_zone", f'only valid for reader, split and custom endpoints (this one has role = "{role}")')
     return EndpointConfig(
+        cross_zone=cross_zone,
         name=name,
         listen=listen,
         role=role,
@@ -426,6 +450,12 @@ def _build_endpoint(t: Table, cluster_instances: tuple[Address, ...], context: C
              if "tls" in t.data else None),
         allow=t.network_list("allow"),
     )
+
+
+def _check_no_standby(t: Table, endpoint: EndpointConfig, placements: Mapping[Address, Placement]) -> None:
+    for address in endpoint.instances:
+        if placements.get(address, DEFAULT_PLACEMENT).standby:
+            t.problem("instances", f"{address} is a standby (standby = true): it never serves reads")
 
 
 def _check_custom_members(

@@ -25,6 +25,8 @@ class ClusterDiff:
     pool_changed: bool = False
     read_only_functions_changed: bool = False
     databases_changed: bool = False
+    placements_changed: bool = False    # zone, region, promotion_tier, weight or standby of an instance
+    discovery_changed: bool = False
 
     @property
     def changed(self) -> bool:
@@ -103,4 +105,6 @@ def _diff_cluster(old: ClusterConfig, new: ClusterConfig) -> ClusterDiff:
         pool_changed=old.pool != new.pool,
         read_only_functions_changed=set(old.read_only_functions) != set(new.read_only_functions),
         databases_changed=old.databases != new.databases,
+        placements_changed=dict(old.placements) != dict(new.placements),
+        discovery_changed=old.discovery != new.discovery,
     )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import asdict, fields
 from typing import Any
 
 from proxy.durations import format_duration
 
 from .model import (
     MASK,
+    Address,
     ClusterConfig,
     Config,
+    DiscoverySettings,
     EndpointConfig,
     FailoverSettings,
     HealthSettings,
@@ -38,6 +40,8 @@ def to_display(config: Config) -> dict[str, Any]:
                 "client_connect_rate": config.server.client_connect_rate,
                 "client_connect_burst": config.server.client_connect_burst,
                 "tokens": _tokens_display(config.server.tokens),
+                "zone": config.server.zone or None,
+                "region": config.server.region or None,
             }
         ),
         "users": [
@@ -61,7 +65,7 @@ def to_display(config: Config) -> dict[str, Any]:
 def _cluster_display(cluster: ClusterConfig) -> dict[str, Any]:
     return {
         "engine": cluster.engine,
-        "instances": [str(a) for a in cluster.instances],
+        "instances": [_instance_display(cluster, a) for a in cluster.instances],
         "client_auth": cluster.client_auth,
         "read_only_functions": list(cluster.read_only_functions),
         "tls": _tls_display(cluster.tls, client_side=True),
@@ -72,7 +76,24 @@ def _cluster_display(cluster: ClusterConfig) -> dict[str, Any]:
         "endpoints": [_endpoint_display(e) for e in cluster.endpoints],
         **({"databases": {d.name: {"max_client_connections": d.max_client_connections} for d in cluster.databases}}
            if cluster.databases else {}),
+        **({"discover": True, "discovery": _discovery_display(cluster.discovery)} if cluster.discovery.enabled
+           else {}),
     }
+
+
+def _instance_display(cluster: ClusterConfig, address: Address) -> str | dict[str, Any]:
+    """A string, or a table as written when the instance has a placement."""
+    placement = cluster.placements.get(address)
+    if placement is None:
+        return str(address)
+    shown: dict[str, Any] = {"address": str(address)}
+    shown.update({k: v for k, v in asdict(placement).items() if k != "discovered" and v not in ("", None)})
+    return shown
+
+
+def _discovery_display(discovery: DiscoverySettings) -> dict[str, Any]:
+    shown = {k: v for k, v in asdict(discovery).items() if k != "enabled" and v not in ("", None)}
+    return {k: format_duration(v) if k in ("interval", "grace") else v for k, v in shown.items()}
 
 
 _DURATION_FIELDS = frozenset(
@@ -112,6 +133,8 @@ def _endpoint_display(endpoint: EndpointConfig) -> dict[str, Any]:
         shown["kind"] = endpoint.kind
     if endpoint.role == "split":
         shown["read_your_writes"] = endpoint.read_your_writes
+    if endpoint.cross_zone != "prefer-local":
+        shown["cross_zone"] = endpoint.cross_zone
     if endpoint.allow:
         shown["allow"] = list(endpoint.allow)
     if endpoint.tls is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from proxy.cache.settings import CacheSettings
@@ -17,6 +18,9 @@ POOL_MODES = ("session", "transaction")
 FAILOVER_MODES = ("follow", "promote", "patroni")
 ENDPOINT_ROLES = ("writer", "reader", "split", "custom")
 ENDPOINT_KINDS = ("reader", "any")
+CROSS_ZONE_MODES = ("prefer-local", "balanced")
+MAX_PROMOTION_TIER = 15   # Aurora's range: 0 (first) .. 15 (last)
+MAX_WEIGHT = 1000
 CLIENT_TLS_MODES = ("disable", "prefer", "require")
 SERVER_TLS_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
 TLS_VERSIONS = ("1.2", "1.3")
@@ -92,6 +96,65 @@ class ServerSettings:
     client_connect_rate: int = 0
     client_connect_burst: int = 0
     tokens: TokenSettings | None = None   # [server.tokens]: token logins (SPEC §10)
+    zone: str = ""      # where this dbproxy runs (README "Availability zones, tiers and discovery")
+    region: str = ""
+
+    @property
+    def locality(self) -> Locality:
+        return Locality(self.zone, self.region)
+
+
+@dataclass(frozen=True)
+class Locality:
+    """Where something runs: an availability zone and its region ("" = unknown)."""
+
+    zone: str = ""
+    region: str = ""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What the configuration says about one instance besides its address (instances given as tables).
+
+    promotion_tier: 0 is promoted first, 15 last (Aurora's tiers). weight: its share of reads among
+    equally near replicas. standby: a Multi-AZ standby, never read from, the first promotion choice.
+    discovered: added by replica discovery, not by the configuration.
+    """
+
+    zone: str = ""
+    region: str = ""
+    promotion_tier: int = 1
+    weight: int = 1
+    standby: bool = False
+    discovered: bool = False
+
+    @property
+    def locality(self) -> Locality:
+        return Locality(self.zone, self.region)
+
+
+DEFAULT_PLACEMENT = Placement()
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """Replica discovery (cluster `discover = true`, table [clusters.<name>.discovery]).
+
+    Every `interval` the writer is asked for its replicas; one it no longer reports for `grace` is
+    dropped. port: PostgreSQL replicas whose application_name is not "host:port" are taken as
+    client_addr:port (0: skipped). zone/region/promotion_tier: the placement of discovered replicas.
+    """
+
+    enabled: bool = False
+    interval: float = 2.0
+    grace: float = 30.0
+    port: int = 0
+    zone: str = ""
+    region: str = ""
+    promotion_tier: int = 15
+
+    def placement(self) -> Placement:
+        return Placement(self.zone, self.region, self.promotion_tier, discovered=True)
 
 
 @dataclass(frozen=True)
@@ -148,6 +211,7 @@ class FailoverSettings:
     patroni_user: str | None = None
     patroni_password: str | None = field(default=None, repr=False)
     patroni_ca: str | None = None
+    allow_cross_region: bool = False   # promote mode: a replica of another region may be promoted
 
 
 @dataclass(frozen=True)
@@ -180,6 +244,7 @@ class EndpointConfig:
     read_your_writes: bool = False
     tls: TlsSettings | None = None   # overrides the cluster's tls for this endpoint
     allow: tuple[str, ...] = ()   # client networks (normalized CIDRs); empty = every address
+    cross_zone: str = "prefer-local"   # reader/split/custom: nearest replicas first, or all alike
 
 
 @dataclass(frozen=True)
@@ -208,6 +273,14 @@ class ClusterConfig:
     allow_local_infile: bool = False   # mysql: let LOAD DATA LOCAL INFILE through (SPEC §12)
     databases: tuple[DatabaseSettings, ...] = ()
     cache: CacheSettings | None = None   # [clusters.<name>.cache] (SPEC §11); None: no query cache
+    # Instances given as tables (zone, region, promotion_tier, weight, standby); others: DEFAULT_PLACEMENT.
+    placements: Mapping[Address, Placement] = field(default_factory=dict)
+    locality: Locality = Locality()   # [server] zone/region, copied here so routing sees it
+    discovery: DiscoverySettings = DiscoverySettings()
+
+    def placement(self, address: Address) -> Placement:
+        """The configured placement of an instance (the defaults when it was given as a string)."""
+        return self.placements.get(address, DEFAULT_PLACEMENT)
 
     def database_limit(self, database: str) -> int:
         """max_client_connections of clients of `database` (0 = no limit)."""

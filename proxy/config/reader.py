@@ -187,6 +187,14 @@ class Table:
             self.problems.add(key, str(exc))
             return None
 
+    def parse_address(self, key: str, text: str) -> Address | None:
+        """`text` as an address, or None with a problem recorded under the full key path `key`."""
+        return self._parse_address(key, text)
+
+    def value(self, name: str, accept: Callable[[Any], bool], expected: str, *, required: bool = False) -> Any:
+        """The raw value of `name` if `accept` takes it, else None (a problem recorded: "expected ...")."""
+        return self._get(name, accept, expected, required)
+
     def network_list(self, name: str) -> tuple[str, ...]:
         """An allowlist: CIDR strings, normalized; each bad entry is a problem with its index."""
         items: list[Any] | None = self._get(name, lambda v: isinstance(v, list), 'an array of CIDR strings')

@@ -22,6 +22,7 @@ from ..topology import (
     TopologyMonitor,
     TopologySnapshot,
 )
+from ..topology.discovery import ReplicaDiscovery
 from ..topology.lease import holder_name
 from ..topology.patroni_watch import PatroniWatcher
 from ..topology.select import RefusedConnections, choose, targets
@@ -86,6 +87,9 @@ class Cluster(Generic[C]):
         self.failover = self._make_failover(config)
         # Failover mode "patroni": Patroni's REST API says who the writer may be (None otherwise).
         self.patroni = self._make_patroni(config)
+        self.discovery = self._make_discovery(config)
+        # Server connections handed out per instance (dbproxy_zone_requests_total, by zone at scrape time).
+        self.handouts: dict[Address, int] = {}
         # Where each endpoint role may send work: the topology layer, or the first instance for
         # engines without a probe adapter yet.
         self.choose_target: Callable[[EndpointConfig, str, int | None], Address | None] = (
@@ -98,7 +102,16 @@ class Cluster(Generic[C]):
         if factory is None:
             return None
         return TopologyMonitor(config.name, config.instances, config.health, factory,
-                               on_writer_change=self._writer_changed)
+                               on_writer_change=self._writer_changed, placements=config.placements)
+
+    def _make_discovery(self, config: ClusterConfig) -> ReplicaDiscovery | None:
+        if self.monitor is None or not config.discovery.enabled:
+            return None
+        lister = self.engine.replica_lister(config.health, config.discovery)
+        if lister is None:
+            return None
+        return ReplicaDiscovery(self.monitor, config.discovery, lister, lambda: self.config.instances,
+                                self._drain_instance)
 
     def _make_failover(self, config: ClusterConfig) -> FailoverCoordinator | None:
         actions = self.engine.failover_actions(config.health, config.failover)
@@ -137,6 +150,8 @@ class Cluster(Generic[C]):
                 self.patroni.start()
                 await self.patroni.first_answer(self.config.health.timeout * 2 + 0.5)
             await self.monitor.wait_probed(self.config.health.timeout + 0.5)
+        if self.discovery is not None:
+            self.discovery.start()
         self.open_configured_pools()
         if self.failover is not None:
             self.failover.start()
@@ -155,14 +170,41 @@ class Cluster(Generic[C]):
                 self.failover.actions = actions
             self.failover.settings = self.config.failover
             self.failover.check_privileges_soon()
+        self._apply_discovery()
+        discovered = self.discovery.discovered if self.discovery is not None else frozenset()
         for address in self.config.instances:
-            self.monitor.add_instance(address)
+            self.monitor.add_instance(address, self.config.placement(address))
+            self.monitor.set_placement(address, self.config.placement(address))
         for address in self.monitor.snapshot.addresses:
-            if address not in self.config.instances:
+            if address not in self.config.instances and address not in discovered:
                 self.monitor.remove_instance(address)
-                log.info("cluster %s: draining pools of removed instance %s", self.name, address)
-                for pool in self._pools_by_instance.get(address, ()):
-                    pool.close()
+                self._drain_instance(address)
+
+    def _apply_discovery(self) -> None:
+        """A reload changed the discovery settings: restart it (turned off: discovered replicas leave)."""
+        settings = self.config.discovery
+        if self.discovery is not None and self.discovery.settings == settings:
+            return
+        if self.discovery is not None:
+            self.discovery.stop()
+            if not settings.enabled:
+                for address in self.discovery.discovered - set(self.config.instances):
+                    self.monitor.remove_instance(address)   # type: ignore[union-attr]
+                    self._drain_instance(address)
+                self.discovery = None
+                return
+            self.discovery.settings = settings
+            self.discovery.start()
+            return
+        self.discovery = self._make_discovery(self.config)
+        if self.discovery is not None:
+            self.discovery.start()
+
+    def _drain_instance(self, address: Address) -> None:
+        """Stop using an instance that left the topology (removed by a reload, or dropped by discovery)."""
+        log.info("cluster %s: draining pools of removed instance %s", self.name, address)
+        for pool in self._pools_by_instance.get(address, ()):
+            pool.close()
 
     def _writer_changed(self, old: Address | None, new: Address | None) -> None:
         # Both instances changed role: retire their pooled connections (borrowed ones on release).
@@ -176,7 +218,7 @@ class Cluster(Generic[C]):
         assert self.monitor is not None
         snapshot = self.monitor.snapshot
         return choose(snapshot, endpoint, route, self.outstanding, self._rng, self._refused.current(snapshot),
-                      min_position)
+                      min_position, self.config.locality)
 
     def _snapshot_published(self, snapshot: TopologySnapshot) -> None:
         published, self._next_snapshot = self._next_snapshot, asyncio.Event()
@@ -345,6 +387,7 @@ class Cluster(Generic[C]):
             return None
         pool.in_use.add(conn)
         pool.borrows += 1
+        self.handouts[target] = self.handouts.get(target, 0) + 1
         return conn, pool
 
     async def borrow(self, endpoint: EndpointConfig, route: str, user: User, database: str,
@@ -368,6 +411,7 @@ class Cluster(Generic[C]):
                 if time.monotonic() >= deadline or not self._connect_refused(target, exc):
                     raise
                 continue
+            self.handouts[target] = self.handouts.get(target, 0) + 1
             return conn, pool
 
     async def _wait_for_target(self, endpoint: EndpointConfig, route: str, deadline: float,
@@ -457,6 +501,8 @@ class Cluster(Generic[C]):
     def close(self) -> None:
         if self.patroni is not None:
             self.patroni.stop()
+        if self.discovery is not None:
+            self.discovery.stop()
         if self.failover is not None:
             self.failover.close()
         if self.monitor is not None:

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ..config import Address, FailoverSettings, HealthSettings, PoolSettings, TlsSettings
+from ..config.model import DiscoverySettings
 from ..routing.classify import Classifier
 
 if TYPE_CHECKING:
     from ..topology import FailoverActions, ProbeFactory
+    from ..topology.discovery import ReplicaLister
 
 
 class ServerLink(Protocol):
@@ -71,6 +73,9 @@ class Engine(Protocol):
         """Topology probes, or None while the engine has no probe adapter (routing stays static)."""
 
     def failover_actions(self, health: HealthSettings, failover: FailoverSettings) -> FailoverActions | None: ...
+
+    def replica_lister(self, health: HealthSettings, discovery: DiscoverySettings) -> ReplicaLister | None:
+        """Asks a primary which replicas stream from it (replica discovery), or None: not supported."""
 
     def default_pool(self, user: str) -> tuple[str, Any] | None:
         """The (database, variant) of the pool a configured user gets before any client came (SHOW

@@ -3,6 +3,9 @@
 model.py    frozen data: ProbeResult, InstanceState, TopologySnapshot
 health.py   pure decisions: instance state machine, writer election / fencing, snapshots
 select.py   pure routing: (snapshot, endpoint, route) -> instance
+nearby.py   pure zone-aware choice among replicas: nearest first, least outstanding per weight
+promotion.py pure promotion order: standby, tier, position, weight; regions
+discovery.py replica discovery: reconcile (pure) and the asyncio loop asking the writer
 monitor.py  the asyncio side: probe loops, snapshot publishing, logs, metrics
 failover.py pure failover decisions: when to promote which replica, switchover targets
 coordinator.py the asyncio side of failover: automatic promotion, planned switchover, their logs

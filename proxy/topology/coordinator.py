@@ -249,7 +249,9 @@ class FailoverCoordinator:
         """Called with every published snapshot: feed the policy, log, start a promotion."""
         now = self._clock()
         promote = self.settings.mode == "promote" and not self.busy.locked()
-        decision = step(self.state, snapshot, now, promote=promote, promote_after=self.settings.promote_after)
+        decision = step(self.state, snapshot, now, promote=promote, promote_after=self.settings.promote_after,
+                        allow_cross_region=self.settings.allow_cross_region,
+                        describe=self.actions.describe_position)
         self.state = decision.state
         incident = decision.state.incident
         if decision.began and incident is not None:
@@ -261,12 +263,12 @@ class FailoverCoordinator:
                 self._note(f"failover: not promoting yet: {decision.blocked}", logging.WARNING)
             self._blocked = decision.blocked
         if decision.promote is not None and incident is not None:
-            self._spawn(self._promote(decision.promote, incident))
+            self._spawn(self._promote(decision.promote, incident, decision.why))
 
     def _detected(self, incident: Incident) -> None:
         lost = incident.lost_writer or "none known"
         if self.settings.mode == "promote":
-            plan = f"promote mode: the most advanced replica is promoted once it has been down for " \
+            plan = f"promote mode: a replica (standby, tier, position) is promoted once it has been down for " \
                    f"{self.settings.promote_after:g}s"
         elif self.settings.mode == "patroni":
             plan = "patroni mode: waiting for Patroni's leader to report primary"
@@ -282,7 +284,7 @@ class FailoverCoordinator:
         self._note(f"failover: writer resumed at {self._iso()} on {writer} ({took})")
         self._blocked = ""
 
-    async def _promote(self, target: Address, incident: Incident) -> None:
+    async def _promote(self, target: Address, incident: Incident, why: str = "") -> None:
         async with self.busy:
             snapshot = self.monitor.snapshot
             if self.state.incident is not incident or snapshot.writer is not None:
@@ -295,8 +297,8 @@ class FailoverCoordinator:
             down_for = f", {incident.lost_writer} down for {(self._clock() - lost.since) * 1000:.0f} ms" \
                 if lost is not None else ""
             self._note(f"failover: promoting {target} at {self._iso()} (replay position "
-                       f"{self.actions.describe_position(position)}{down_for})",
-                       logging.WARNING)
+                       f"{self.actions.describe_position(position)}{down_for})"
+                       + (f"; {why}" if why else ""), logging.WARNING)
             began = self._clock()
             exclude = {target} | ({incident.lost_writer} if incident.lost_writer is not None else set())
             try:

@@ -11,12 +11,14 @@ promote mode it asks for at most one promotion per incident, and only when all o
   failed, and it has been down for `promote_after`. An old primary that answers probes at all,
   in whatever state or role, blocks promotion. When no writer was seen since start, every
   instance not known to be a replica must be gone that way, and at least one must exist.
-- a candidate exists: a replica whose latest probe succeeded and whose replay position is known.
-  The replica that has received the most wins (its received position, else its replay position;
-  ties: configuration order): promotion applies what a replica received before it takes writes
-  (pg_promote; MySQL's promote waits for the relay log), so with synchronous replication
-  (PostgreSQL `synchronous_commit = on`, MariaDB semi-sync) the promoted replica holds every
-  acknowledged commit.
+- a candidate exists: a replica whose latest probe succeeded and whose replay position is known,
+  in the lost writer's region unless `allow_cross_region`. promotion.py orders them: standby, then
+  lowest promotion_tier (a lagging replica ranks with the highest tier present), then the most
+  received (its received position, else its replay position), weight, configuration order. Promotion applies what a
+  replica received before it takes writes (pg_promote; MySQL's promote waits for the relay log),
+  so with synchronous replication (PostgreSQL `synchronous_commit = on`, MariaDB semi-sync) the
+  most advanced replica holds every acknowledged commit: give the synchronous one the lowest
+  tier (or standby = true) so that the tiers agree.
 
 A promotion attempt that surely changed nothing (no connection, or an ERROR answer) may be retried
 after another `promote_after`; any other outcome (success, timeout, lost connection) ends the
@@ -30,6 +32,7 @@ from dataclasses import dataclass, replace
 
 from ..config import Address
 from .model import InstanceState, TopologySnapshot
+from .promotion import Describe, choose_promotion
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,11 @@ class Step:
     ended: Incident | None = None
     promote: Address | None = None
     blocked: str = ""
+    why: str = ""            # with promote: the ranking that chose it (promotion.PromotionChoice.explain)
 
 
 def step(state: FailoverState, snapshot: TopologySnapshot, now: float, *, promote: bool,
-         promote_after: float) -> Step:
+         promote_after: float, allow_cross_region: bool = False, describe: Describe = str) -> Step:
     """The failover state after one snapshot; see the module docstring."""
     writer = snapshot.writer
     if writer is not None:
@@ -79,10 +83,10 @@ def step(state: FailoverState, snapshot: TopologySnapshot, now: float, *, promot
         incident = Incident(state.last_writer, now)
     if not promote or incident.promoted is not None:
         return Step(FailoverState(state.last_writer, incident), began=began)
-    target, blocked = _promotion(snapshot, incident, now, promote_after)
+    target, blocked, why = _promotion(snapshot, incident, now, promote_after, allow_cross_region, describe)
     if target is not None:
         incident = replace(incident, promoted=target, promoted_at=now)
-    return Step(FailoverState(state.last_writer, incident), began=began, promote=target, blocked=blocked)
+    return Step(FailoverState(state.last_writer, incident), began=began, promote=target, blocked=blocked, why=why)
 
 
 def promotion_failed(state: FailoverState, now: float, *, harmless: bool, retry_after: float) -> FailoverState:
@@ -94,23 +98,30 @@ def promotion_failed(state: FailoverState, now: float, *, harmless: bool, retry_
                                            not_before=now + retry_after))
 
 
-def _promotion(snapshot: TopologySnapshot, incident: Incident, now: float,
-               promote_after: float) -> tuple[Address | None, str]:
+def _promotion(snapshot: TopologySnapshot, incident: Incident, now: float, promote_after: float,
+               allow_cross_region: bool, describe: Describe) -> tuple[Address | None, str, str]:
     if now < incident.not_before:
-        return None, ""
+        return None, "", ""
     suspects = old_primaries(snapshot.instances, incident.lost_writer)
     if not suspects:
-        return None, "no primary was seen since start and every instance is a replica"
+        return None, "no primary was seen since start and every instance is a replica", ""
     for suspect in suspects:
         if not gone(suspect):
             return None, f"old primary {suspect.address} is not gone: it answers probes or was not probed yet " \
-                         f"({suspect.state} {suspect.role})"
+                         f"({suspect.state} {suspect.role})", ""
     if any(now - suspect.since < promote_after for suspect in suspects):
-        return None, ""
-    candidate = best_replica(snapshot.instances)
-    if candidate is None:
-        return None, "no healthy replica to promote"
-    return candidate, ""
+        return None, "", ""
+    choice = choose_promotion(snapshot.instances, writer_region=writer_region(snapshot, incident.lost_writer),
+                              allow_cross_region=allow_cross_region)
+    if choice.target is None:
+        return None, choice.blocked, ""
+    return choice.target, "", choice.explain(describe)
+
+
+def writer_region(snapshot: TopologySnapshot, writer: Address | None) -> str:
+    """The configured region of the (lost) writer, "" when unknown."""
+    state = snapshot.get(writer) if writer is not None else None
+    return state.placement.region if state is not None else ""
 
 
 def old_primaries(instances: Sequence[InstanceState], lost_writer: Address | None) -> list[InstanceState]:
@@ -127,20 +138,11 @@ def gone(state: InstanceState) -> bool:
     return state.state == "down" and state.failures > 0
 
 
-def best_replica(instances: Sequence[InstanceState], exclude: Collection[Address] = ()) -> Address | None:
-    """The replica to promote: latest probe ok, replay position known, the most received wins."""
-    candidates = [s for s in instances
-                  if s.role == "replica" and s.state in ("up", "lagging") and s.failures == 0
-                  and s.position is not None and s.address not in exclude]
-    if not candidates:
-        return None
-    best = max(_holds(s) for s in candidates)
-    return next(s.address for s in candidates if _holds(s) == best)
-
-
-def _holds(state: InstanceState) -> int:
-    """How far a replica will be once it has applied what it received."""
-    return max(state.position or 0, state.received or 0)
+def best_replica(instances: Sequence[InstanceState], exclude: Collection[Address] = (), *,
+                 writer_region: str = "", allow_cross_region: bool = False) -> Address | None:
+    """The replica to promote (promotion.py: standby, tier, position, weight; region), or None."""
+    return choose_promotion(instances, exclude, writer_region=writer_region,
+                            allow_cross_region=allow_cross_region).target
 
 
 # --------------------------------------------------------------------------- planned switchover
@@ -156,10 +158,13 @@ def switchover_target(snapshot: TopologySnapshot, requested: Address | None) -> 
     if writer is None:
         raise SwitchoverRefused(f"cluster {snapshot.cluster} has no writer to switch over from")
     if requested is None:
-        target = best_replica(snapshot.instances, exclude=(writer,))
-        if target is None:
-            raise SwitchoverRefused(f"cluster {snapshot.cluster} has no healthy replica to switch over to")
-        return writer, target
+        choice = choose_promotion(snapshot.instances, exclude=(writer,),
+                                  writer_region=writer_region(snapshot, writer))
+        if choice.target is None:
+            blocked = choice.blocked.replace("no healthy replica to promote", "no healthy replica to switch over to")
+            raise SwitchoverRefused(f"cluster {snapshot.cluster}: {blocked} (name one: FAILOVER {snapshot.cluster} "
+                                    "TO 'host:port')")
+        return writer, choice.target
     if requested == writer:
         raise SwitchoverRefused(f"{requested} is already the writer")
     state = snapshot.get(requested)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import Address
+from ..config.model import DEFAULT_PLACEMENT, Placement
 
 State = Literal["unknown", "up", "down", "lagging", "fenced", "excluded"]
 Role = Literal["unknown", "primary", "replica"]
@@ -59,6 +60,7 @@ class InstanceState:
     last_ok: float | None = None
     behind_since: float | None = None
     error: str = ""
+    placement: Placement = DEFAULT_PLACEMENT   # zone, region, promotion tier, weight, standby (configured)
 
     @property
     def reachable(self) -> bool:
@@ -66,8 +68,8 @@ class InstanceState:
 
     @property
     def usable_replica(self) -> bool:
-        """May serve reader traffic: up, a replica, not lagging and not fenced."""
-        return self.state == "up" and self.role == "replica"
+        """May serve reader traffic: up, a replica, not lagging, not fenced and not a standby."""
+        return self.state == "up" and self.role == "replica" and not self.placement.standby
 
 
 @dataclass(frozen=True)
@@ -96,11 +98,16 @@ class TopologySnapshot:
     version: int = 0
     taken_at: float = 0.0        # wall-clock time (time.time()) for display
     usable_replicas: tuple[Address, ...] = field(init=False)
+    weighted: bool = field(init=False)     # some instance has a weight other than 1
     _by_address: dict[Address, InstanceState] = field(init=False, repr=False, compare=False)
+    # Routing's per-snapshot memo (nearby.py: how near each instance is to this proxy's locality).
+    memo: dict[object, object] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "usable_replicas", tuple(s.address for s in self.instances if s.usable_replica))
+        object.__setattr__(self, "weighted", any(s.placement.weight != 1 for s in self.instances))
         object.__setattr__(self, "_by_address", {s.address: s for s in self.instances})
+        object.__setattr__(self, "memo", {})
 
     @property
     def addresses(self) -> tuple[Address, ...]:

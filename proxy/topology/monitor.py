@@ -15,11 +15,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import Address, HealthSettings
+from ..config.model import DEFAULT_PLACEMENT, Placement
 from .health import build_snapshot, changes, observe
 from .model import Authority, InstanceState, ProbeResult, TopologySnapshot
 
@@ -67,7 +68,8 @@ class TopologyMonitor:
     def __init__(self, cluster: str, instances: Sequence[Address], health: HealthSettings,
                  probe_factory: ProbeFactory, *, on_writer_change: WriterChange | None = None,
                  metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 placements: Mapping[Address, Placement] | None = None) -> None:
         self.cluster = cluster
         self.health = health
         self.metrics = metrics
@@ -78,7 +80,9 @@ class TopologyMonitor:
         self._probe_factory = probe_factory
         self._clock = clock
         self._wall_clock = wall_clock
-        self._observed: dict[Address, InstanceState] = {a: InstanceState(a, since=clock()) for a in instances}
+        placed = placements or {}
+        self._observed: dict[Address, InstanceState] = {
+            a: InstanceState(a, since=clock(), placement=placed.get(a, DEFAULT_PLACEMENT)) for a in instances}
         self._watches: dict[Address, _Watch] = {}
         self._last_writer: Address | None = None
         self._running = False
@@ -122,7 +126,12 @@ class TopologyMonitor:
                 watch.reconnect = False
                 watch.probe.close()
             started = self._clock()
-            result = await watch.probe.probe(self.health.timeout)
+            try:
+                result = await watch.probe.probe(self.health.timeout)
+            except Exception as exc:   # a probe must never end its loop: the instance would stay "up"
+                log.warning("cluster %s: probe of %s failed unexpectedly: %r", self.cluster, address, exc)
+                watch.probe.close()
+                result = ProbeResult.failed(f"probe error: {type(exc).__name__}: {exc}")
             if self._watches.get(address) is not watch:
                 return
             self.record(address, result, started)
@@ -143,15 +152,22 @@ class TopologyMonitor:
             watch.reconnect = watch.reconnect or reconnect
             watch.wake.set()
 
-    def add_instance(self, address: Address) -> None:
+    def add_instance(self, address: Address, placement: Placement = DEFAULT_PLACEMENT) -> None:
         """Start watching a new instance; it joins routing once a probe finds it healthy."""
         if address in self._observed:
             return
-        self._observed[address] = InstanceState(address, since=self._clock())
-        self._event(f"instance {address} added")
+        self._observed[address] = InstanceState(address, since=self._clock(), placement=placement)
+        self._event(f"instance {address} added" + (" (discovered)" if placement.discovered else ""))
         if self._running:
             self._watch(address)
         self._publish()
+
+    def set_placement(self, address: Address, placement: Placement) -> None:
+        """A reload changed where an instance is or how it is promoted; published at once."""
+        state = self._observed.get(address)
+        if state is not None and state.placement != placement:
+            self._observed[address] = replace(state, placement=placement)
+            self._publish()
 
     def remove_instance(self, address: Address) -> None:
         """Stop watching an instance; routing forgets it with the next snapshot (published now)."""

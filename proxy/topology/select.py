@@ -2,7 +2,8 @@
 
 - writer, and split endpoints with route "primary": the current writer (None while there is none).
 - reader, and split endpoints with route "replica": the usable replicas (up, within max_replica_lag,
-  not fenced) by least outstanding work, ties at random; with no usable replica the writer, as
+  not fenced, not a standby), the nearest first (nearby.py), by least outstanding work per weight,
+  ties at random; with no usable replica the writer, as
   Aurora's reader endpoint does.
 - custom: the members are `instances`, or every instance of the snapshot except `exclude` (so
   instances added by a reload join). kind "reader": usable replica members only, and None when
@@ -18,10 +19,13 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 
 from ..config import Address, EndpointConfig
+from ..config.model import Locality
 from .model import TopologySnapshot
+from .nearby import least_outstanding as least_outstanding
+from .nearby import pick
 
 Outstanding = Callable[[Address], int]
 
@@ -30,22 +34,23 @@ _NOTHING: frozenset[Address] = frozenset()
 
 def choose(snapshot: TopologySnapshot, endpoint: EndpointConfig, route: str, outstanding: Outstanding,
            rng: random.Random, avoid: Collection[Address] = _NOTHING,
-           min_position: int | None = None) -> Address | None:
+           min_position: int | None = None, locality: Locality | None = None) -> Address | None:
     """The instance for the next transaction on `endpoint`, or None if there is none right now.
 
     `min_position` (read_your_writes on split endpoints): only replicas that have replayed at
-    least this far qualify; with none, the writer.
+    least this far qualify; with none, the writer. `locality`: where this proxy runs; replicas
+    near it are preferred as nearby.py says.
     """
     role = endpoint.role
     if role == "writer" or (role == "split" and route != "replica"):
         return _writer(snapshot, avoid)
     if role == "custom":
-        return _custom(snapshot, endpoint, outstanding, rng, avoid)
+        return _custom(snapshot, endpoint, outstanding, rng, avoid, locality)
     replicas = [a for a in snapshot.usable_replicas if a not in avoid] if avoid else snapshot.usable_replicas
     if min_position is not None:
         replicas = [a for a in replicas if _replayed(snapshot, a, min_position)]
     if replicas:
-        return least_outstanding(replicas, outstanding, rng)
+        return pick(replicas, snapshot, locality, endpoint.cross_zone, outstanding, rng)
     return _writer(snapshot, avoid)
 
 
@@ -77,13 +82,13 @@ def _writer(snapshot: TopologySnapshot, avoid: Collection[Address]) -> Address |
 
 
 def _custom(snapshot: TopologySnapshot, endpoint: EndpointConfig, outstanding: Outstanding,
-            rng: random.Random, avoid: Collection[Address]) -> Address | None:
+            rng: random.Random, avoid: Collection[Address], locality: Locality | None) -> Address | None:
     is_member = custom_membership(endpoint)
     candidates = [a for a in snapshot.usable_replicas if is_member(a) and a not in avoid]
     writer = _writer(snapshot, avoid)
     if endpoint.kind == "any" and writer is not None and is_member(writer):
         candidates.append(writer)
-    return least_outstanding(candidates, outstanding, rng) if candidates else None
+    return pick(candidates, snapshot, locality, endpoint.cross_zone, outstanding, rng) if candidates else None
 
 
 @functools.lru_cache(maxsize=256)
@@ -97,16 +102,6 @@ def custom_membership(endpoint: EndpointConfig) -> Callable[[Address], bool]:
         return listed.__contains__
     excluded = frozenset(endpoint.exclude)
     return lambda address: address not in excluded
-
-
-def least_outstanding(candidates: Sequence[Address], outstanding: Outstanding, rng: random.Random) -> Address:
-    """The candidate with the least outstanding work; ties broken at random."""
-    if len(candidates) == 1:
-        return candidates[0]
-    loads = [outstanding(a) for a in candidates]
-    low = min(loads)
-    best = [a for a, load in zip(candidates, loads, strict=True) if load == low]
-    return best[0] if len(best) == 1 else best[int(rng.random() * len(best))]
 
 
 class RefusedConnections:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...config import Address, FailoverSettings, HealthSettings, PoolSettings, TlsSettings
+from ...config.model import DiscoverySettings
 from ...errors import ProxyError
 from .auth import MysqlVerifiers, derive_verifiers
 from .classify import MysqlClassifier
@@ -21,6 +22,7 @@ from .wire.codes import UTF8MB4_GENERAL_CI, Capability, ErrorCode
 
 if TYPE_CHECKING:
     from ...topology import FailoverActions, Probe, ProbeFactory
+    from ...topology.discovery import ReplicaLister
 
 log = logging.getLogger("dbproxy")
 _NO_TLS = TlsSettings()
@@ -70,6 +72,11 @@ class MysqlEngine:
         from .failover import MysqlFailoverActions
 
         return MysqlFailoverActions.from_settings(health, failover)
+
+    def replica_lister(self, health: HealthSettings, discovery: DiscoverySettings) -> ReplicaLister:
+        from .discovery import MysqlReplicaLister
+
+        return MysqlReplicaLister.from_settings(health, discovery)
 
     def default_pool(self, user: str) -> tuple[str, Any] | None:
         # Not knowable ahead: a MySQL pool is keyed by the client's login variant (capabilities,

@@ -234,6 +234,9 @@ class MysqlFailoverActions:
                 raise
 
         return await self._with_connection(instance, run, STATEMENT_TIMEOUT)
+    async def run(self, address: Address, action: Callable[[MysqlServerConnection], Awaitable[T]], timeout: float) -> T:
+        """Run `action` over a fresh connection with these credentials (replica discovery uses it too)."""
+        return await self._with_connection(address, action, timeout)
 
     async def _with_connection(self, address: Address, action: Callable[[MysqlServerConnection], Awaitable[T]],
                                timeout: float) -> T:

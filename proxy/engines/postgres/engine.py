@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...config import Address, FailoverSettings, HealthSettings, PoolSettings, TlsSettings
+from ...config.model import DiscoverySettings
 from .cache_tables import CacheFacts
 from .classify import PgClassifier
 from .positions import PositionReader
@@ -19,6 +20,7 @@ from .wire.auth import ScramVerifier
 
 if TYPE_CHECKING:
     from ...topology import FailoverActions, Probe, ProbeFactory
+    from ...topology.discovery import ReplicaLister
 
 log = logging.getLogger("dbproxy")
 _NO_TLS = TlsSettings()
@@ -78,6 +80,11 @@ class PostgresEngine:
         from .failover import PgFailoverActions
 
         return PgFailoverActions.from_health(health)
+
+    def replica_lister(self, health: HealthSettings, discovery: DiscoverySettings) -> ReplicaLister:
+        from .discovery import PgReplicaLister
+
+        return PgReplicaLister.from_settings(health, discovery)
 
     def default_pool(self, user: str) -> tuple[str, Any] | None:
         # A client naming no database gets the one named like its user (libpq and the server

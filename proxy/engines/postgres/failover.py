@@ -217,6 +217,10 @@ class PgFailoverActions:
 
     # ---- connections ----------------------------------------------------------------------------
 
+    async def run(self, address: Address, action: Callable[[PgSqlConnection], Awaitable[T]], timeout: float) -> T:
+        """Run `action` over a fresh connection with these credentials (replica discovery uses it too)."""
+        return await self._with_connection(address, action, timeout)
+
     async def _with_connection(self, address: Address, action: Callable[[PgSqlConnection], Awaitable[T]],
                                timeout: float) -> T:
         """Run `action` over a fresh connection; every failure becomes ActionFailed."""

@@ -68,6 +68,8 @@ class PgSqlConnection:
     async def query(self, sql: str) -> list[Row]:
         """The rows of a simple query (several statements: the rows of all of them)."""
         assert self._writer is not None, "not connected"
+        if self._writer.is_closing():   # the peer reset it (uvloop refuses writes on a closed transport)
+            raise EOFError("server closed the connection")
         self._writer.write(m.query(sql))
         rows: list[Row] = []
         error: m.ErrorFields | None = None
