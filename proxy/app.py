@@ -21,6 +21,7 @@ from .core.session import LOGIN, READY
 from .core.session import ClientSessionCore as ClientSession
 from .core.users import UserDirectory
 from .errors import ShuttingDown, TooManyConnections
+from .faults.injector import FaultInjector
 from .http import start_http_server
 from .logs import ConnectionLog, setup_logging
 from .metrics import Metrics
@@ -58,6 +59,7 @@ class ProxyApp:
         self.refusal_log = LogThrottle()
         settings = config.server
         self.audit = AuditLog(settings.audit_log, settings.audit_statements) if settings.audit_log else None
+        self.faults = FaultInjector(settings.faults, self.metrics, lambda: self.clusters)   # SPEC §13
 
     def _configured_user(self, name: str) -> User | None:
         login = self.users.get(name)
@@ -125,6 +127,7 @@ class ProxyApp:
             await asyncio.sleep(1.0)
             for cluster in self.clusters.values():
                 cluster.maintain()
+            self.faults.maintain()
             self._forget_drained_clusters()
             self._close_idle_clients()
             self._close_stalled_logins()
@@ -237,6 +240,7 @@ class ProxyApp:
     def _apply_server_settings(self, new: ServerSettings) -> None:
         """Reload: the connect rate and the audit log follow [server] (allowlists are read per connection)."""
         old = self.config.server
+        self.faults.set_enabled(new.faults)
         if (old.client_connect_rate, old.client_connect_burst) != (new.client_connect_rate, new.client_connect_burst):
             self.connect_rate = _connect_rate(new)
         if new.audit_log is None:
@@ -361,6 +365,7 @@ class ProxyApp:
                     pool.max_lifetime = settings.max_lifetime
             problems += await self._apply_endpoints(cluster, old)
         self.config = new
+        self.faults.sync()   # new clusters see the faults too
         log.info("configuration reloaded from %s: %s", new.path, _describe(changes))
         for setting in changes.requires_restart:
             log.warning("reload: %s changed; it takes effect only after a restart", setting)

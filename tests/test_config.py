@@ -1018,3 +1018,10 @@ def test_tls_client_certificates_endpoint_override_and_versions(tmp_path: Path) 
     assert endpoint.tls == TlsSettings("prefer", f"{certs}/server.pem", f"{certs}/server-key.pem",
                                        f"{certs}/ca.pem", "verify", "1.3")
     assert parse(BASE).clusters[0].endpoints[0].tls is None   # the cluster's tls applies
+
+
+def test_server_faults_is_off_by_default_and_a_boolean() -> None:
+    assert parse(BASE).server.faults is False
+    assert parse("[server]\nfaults = true\n" + BASE).server.faults is True
+    assert problems("[server]\nfaults = \"yes\"\n" + BASE) == [
+        _e("server.faults", 'expected true or false, got string "yes"')]

@@ -43,7 +43,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
 _SERVER_KEYS = ("admin_listen", "http_listen", "log_format", "log_level", "shutdown_timeout",
                 "client_login_timeout", "admin_allow", "http_allow", "audit_log", "audit_statements",
-                "client_connect_rate", "client_connect_burst", "tokens")
+                "client_connect_rate", "client_connect_burst", "tokens", "faults")
 _USER_KEYS = (
     "name",
     "password",
@@ -124,6 +124,7 @@ def _build_server(t: Table, context: Context) -> ServerSettings:
         client_connect_rate=t.integer("client_connect_rate", 0),
         client_connect_burst=t.integer("client_connect_burst", 0),
         tokens=build_tokens(t.table("tokens", TOKEN_KEYS), context) if "tokens" in t.data else None,
+        faults=t.boolean("faults", False),
     )
 
 

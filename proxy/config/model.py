@@ -92,6 +92,7 @@ class ServerSettings:
     client_connect_rate: int = 0
     client_connect_burst: int = 0
     tokens: TokenSettings | None = None   # [server.tokens]: token logins (SPEC §10)
+    faults: bool = False   # SPEC §13: FAULT ADD / POST /faults accepted only when true
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from ..audit import AuditLog
 from ..config import Config
+from ..faults.injector import FaultInjector
 from ..metrics import Metrics
 from .cluster import Cluster
 from .session import ClientSessionCore
@@ -28,6 +29,7 @@ class AppView(Protocol):
     draining: bool
 
     audit: AuditLog | None
+    faults: FaultInjector
 
     async def reload(self) -> list[str]: ...
 

@@ -6,8 +6,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Hashable, Iterable
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Collection, Hashable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..cache.front import QueryCache
 from ..config import Address, ClusterConfig, EndpointConfig, User
@@ -25,6 +25,9 @@ from ..topology import (
 from ..topology.lease import holder_name
 from ..topology.patroni_watch import PatroniWatcher
 from ..topology.select import RefusedConnections, choose, targets
+
+if TYPE_CHECKING:
+    from ..faults.injector import FaultInjector
 
 log = logging.getLogger("dbproxy.cluster")
 
@@ -80,9 +83,12 @@ class Cluster(Generic[C]):
         # Set (and replaced) whenever the monitor publishes a snapshot: borrowers waiting for a
         # target (no writer during a failover, no usable instance) wake up on it.
         self._next_snapshot = asyncio.Event()
+        # Fault injection (SPEC §13): the process's injector while it holds faults, else None.
+        self.faults: FaultInjector | None = None
         self.monitor = self._make_monitor(config)
         if self.monitor is not None:
             self.monitor.snapshot_listeners.append(self._snapshot_published)
+            self.monitor.blackholed = self._blackholed
         self.failover = self._make_failover(config)
         # Failover mode "patroni": Patroni's REST API says who the writer may be (None otherwise).
         self.patroni = self._make_patroni(config)
@@ -175,8 +181,19 @@ class Cluster(Generic[C]):
     def _route(self, endpoint: EndpointConfig, route: str, min_position: int | None = None) -> Address | None:
         assert self.monitor is not None
         snapshot = self.monitor.snapshot
-        return choose(snapshot, endpoint, route, self.outstanding, self._rng, self._refused.current(snapshot),
-                      min_position)
+        return choose(snapshot, endpoint, route, self.outstanding, self._rng, self._unusable(snapshot), min_position)
+
+    def _unusable(self, snapshot: TopologySnapshot) -> Collection[Address]:
+        """Instances routing skips now: those that just refused a connection, and blackholed ones."""
+        refused = self._refused.current(snapshot)
+        if self.faults is None:
+            return refused
+        dead = self.faults.avoided(self.name, snapshot.addresses)
+        return frozenset(refused) | dead if dead else refused
+
+    def _blackholed(self, instance: Address) -> str | None:
+        """Before each probe of `instance`: the failure to report instead if it is blackholed (SPEC §13)."""
+        return None if self.faults is None else self.faults.probe_blackholed(self.name, instance)
 
     def _snapshot_published(self, snapshot: TopologySnapshot) -> None:
         published, self._next_snapshot = self._next_snapshot, asyncio.Event()

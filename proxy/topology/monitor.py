@@ -83,6 +83,8 @@ class TopologyMonitor:
         self._last_writer: Address | None = None
         self._running = False
         self.authority: Authority | None = None   # an HA manager's say (mode "patroni"), None: probes alone
+        # Fault injection's blackhole (SPEC §13): the failure a probe reports instead of running.
+        self.blackholed: Callable[[Address], str | None] | None = None
         self.snapshot = TopologySnapshot(cluster, tuple(self._observed.values()), taken_at=wall_clock())
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -122,7 +124,8 @@ class TopologyMonitor:
                 watch.reconnect = False
                 watch.probe.close()
             started = self._clock()
-            result = await watch.probe.probe(self.health.timeout)
+            dead = self.blackholed(address) if self.blackholed is not None else None
+            result = ProbeResult(False, dead) if dead else await watch.probe.probe(self.health.timeout)
             if self._watches.get(address) is not watch:
                 return
             self.record(address, result, started)
