@@ -25,6 +25,8 @@ from .faults.injector import FaultInjector
 from .http import start_http_server
 from .logs import ConnectionLog, setup_logging
 from .metrics import Metrics
+from .recording import recorder as recording
+from .recording.recorder import Recorder
 from .tokens import TokenKeys
 
 log = logging.getLogger("dbproxy")
@@ -60,6 +62,7 @@ class ProxyApp:
         settings = config.server
         self.audit = AuditLog(settings.audit_log, settings.audit_statements) if settings.audit_log else None
         self.faults = FaultInjector(settings.faults, self.metrics, lambda: self.clusters)   # SPEC §13
+        self.recording: Recorder | None = None   # RECORD START ... RECORD STOP (proxy/recording/)
 
     def _configured_user(self, name: str) -> User | None:
         login = self.users.get(name)
@@ -128,6 +131,8 @@ class ProxyApp:
             for cluster in self.clusters.values():
                 cluster.maintain()
             self.faults.maintain()
+            if self.recording is not None:
+                self.recording.writer.flush()
             self._forget_drained_clusters()
             self._close_idle_clients()
             self._close_stalled_logins()
@@ -183,6 +188,8 @@ class ProxyApp:
         await asyncio.sleep(0)
         if self.audit is not None:   # after the disconnect lines of the clients closed above
             self.audit.close()
+        if self.recording is not None:   # a recording still running ends with the process, complete
+            recording.stop(self)
 
     # ---- admission (SPEC §10) -------------------------------------------------------------------
 
@@ -279,6 +286,8 @@ class ProxyApp:
 
     def client_closed(self, session: ClientSession, reason: str) -> None:
         self.sessions.discard(session)
+        if self.recording is not None:
+            self.recording.closed(session)
         self._by_pid.pop(session.pid, None)
         session.connection_counts[0] -= 1
         if session.login is not None and session.pid:

@@ -278,6 +278,18 @@ async def _show_faults(app: ProxyApp, args: list[str]) -> Result:
     return show_faults(app)
 
 
+# ---- RECORD (SPEC §13: record_commands.py, imported when used) ------------------------------------
+
+async def _record(app: ProxyApp, args: list[str]) -> Result:
+    from .record_commands import record
+    return await record(app, args)
+
+
+async def _show_recording(app: ProxyApp, args: list[str]) -> Result:
+    from .record_commands import show_recording
+    return show_recording(app)
+
+
 # ---- the table ------------------------------------------------------------------------------------
 
 COMMANDS: tuple[Command, ...] = (
@@ -314,6 +326,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("FAULT", "FAULT ADD kind [...] | FAULT DEL id | FAULT CLEAR [id]",
             "fault injection ([server] faults = true): latency, error, drop, refuse, blackhole", _fault,
             min_args=1, max_args=30),
+    Command("SHOW RECORDING", "SHOW RECORDING", "the recording running (RECORD START): file, sessions, statements",
+            _show_recording),
+    Command("RECORD", "RECORD START 'file' [cluster] | RECORD STOP",
+            "record every client statement with its timing to a file for dbproxy replay", _record,
+            min_args=1, max_args=3),
     Command("KILL CLIENT", "KILL CLIENT id", "disconnect one client", _kill_client, min_args=1, max_args=1),
     Command("SHUTDOWN", "SHUTDOWN", "drain and exit (as SIGTERM)", _shutdown),
 )

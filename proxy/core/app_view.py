@@ -13,6 +13,7 @@ from ..audit import AuditLog
 from ..config import Config
 from ..faults.injector import FaultInjector
 from ..metrics import Metrics
+from ..recording.recorder import Recorder
 from .cluster import Cluster
 from .session import ClientSessionCore
 from .users import UserDirectory
@@ -30,6 +31,7 @@ class AppView(Protocol):
 
     audit: AuditLog | None
     faults: FaultInjector
+    recording: Recorder | None
 
     async def reload(self) -> list[str]: ...
 

@@ -27,6 +27,7 @@ from ..errors import (
     TooManyConnections,
     TooManyUserConnections,
 )
+from ..recording.recorder import statement_hook
 from ..routing.classify import Classification, Route
 from ..tls import contexts as tls_contexts
 from ..tls.layer import TlsConnection
@@ -177,9 +178,8 @@ class ClientSessionCore(asyncio.Protocol):
             return
         # uvloop already sets TCP_NODELAY on every TCP transport.
         app.client_opened(self)
-        audit = app.audit
-        if audit is not None and audit.kinds:
-            self.statement_audit = audit.statement
+        if app.audit is not None or app.recording is not None:   # statement hooks (audit log, RECORD START)
+            self.statement_audit = statement_hook(self, app.audit, app.recording)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state == CLOSED:
