@@ -25,8 +25,9 @@ from .faults.injector import FaultInjector
 from .http import start_http_server
 from .logs import ConnectionLog, setup_logging
 from .metrics import Metrics
+from .mirror.sender import make_mirrors
 from .recording import recorder as recording
-from .recording.recorder import Recorder
+from .recording.recorder import Recorder, statement_hook
 from .tokens import TokenKeys
 
 log = logging.getLogger("dbproxy")
@@ -80,6 +81,7 @@ class ProxyApp:
             await cluster.start(self.metrics)
             for endpoint in cluster.config.endpoints:
                 await self._listen(cluster, endpoint)
+        make_mirrors(self.clusters, self.metrics)
         self._spawn(self._maintenance())
         await self._start_services()
 
@@ -288,6 +290,8 @@ class ProxyApp:
         self.sessions.discard(session)
         if self.recording is not None:
             self.recording.closed(session)
+        if session.cluster.mirror is not None:
+            session.cluster.mirror.closed(session)
         self._by_pid.pop(session.pid, None)
         session.connection_counts[0] -= 1
         if session.login is not None and session.pid:
@@ -375,6 +379,9 @@ class ProxyApp:
             problems += await self._apply_endpoints(cluster, old)
         self.config = new
         self.faults.sync()   # new clusters see the faults too
+        make_mirrors(self.clusters, self.metrics)
+        for session in self.sessions:   # their statement hooks follow the new mirrors
+            session.statement_audit = statement_hook(session, self.audit, self.recording)
         log.info("configuration reloaded from %s: %s", new.path, _describe(changes))
         for setting in changes.requires_restart:
             log.warning("reload: %s changed; it takes effect only after a restart", setting)

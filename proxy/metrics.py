@@ -67,6 +67,14 @@ class Metrics:
         self.faults_injected = Counter(
             "dbproxy_faults_injected", "Faults injected (SPEC §13): latency, error, drop, refuse, blackhole (per probe)",
             ["cluster", "kind"], registry=r)
+        self.mirror_sent = Counter("dbproxy_mirror_sent", "Mirrored transactions run on the shadow cluster",
+                                   ["cluster"], registry=r)
+        self.mirror_dropped = Counter(
+            "dbproxy_mirror_dropped", "Mirrored transactions dropped (queue_full, timeout, error, stopped)",
+            ["cluster", "reason"], registry=r)
+        self.mirror_mismatches = Counter(
+            "dbproxy_mirror_mismatches", "Mirrored reads whose row count or digest differed from the primary's",
+            ["cluster"], registry=r)
 
     def on_scrape(self, source: Callable[[], Iterable[Metric]]) -> None:
         """Add metric families computed when /metrics is scraped (never on the hot path)."""

@@ -31,6 +31,7 @@ from .model import (
     EndpointConfig,
     FailoverSettings,
     HealthSettings,
+    MirrorSettings,
     PoolSettings,
     ServerSettings,
     TlsSettings,
@@ -59,6 +60,7 @@ _USER_KEYS = (
 )
 _CLUSTER_KEYS = (
     "cache",
+    "mirror",
     "engine",
     "instances",
     "client_auth",
@@ -100,6 +102,7 @@ def build_config(data: Mapping[str, Any], path: str, context: Context) -> Config
                                        and "tokens" in root.data["server"])
     clusters = _with_probe_logins(_build_clusters(root, context), users)
     _check_listen_conflicts(server, clusters, context.problems)
+    _check_mirrors(clusters, context.problems)
     _check_passwords(users, passwordless, clusters, context.problems)
     return Config(path=path, server=server, users=users, clusters=clusters)
 
@@ -216,7 +219,38 @@ def _build_cluster(name: str, t: Table, context: Context) -> ClusterConfig:
         allow_local_infile=t.boolean("allow_local_infile", False),
         databases=_build_databases(t),
         cache=_build_cache(t.table("cache", _CACHE_KEYS)) if "cache" in t.data else None,
+        mirror=_build_mirror(t.table("mirror", _MIRROR_KEYS)) if "mirror" in t.data else None,
     )
+
+
+_MIRROR_KEYS = ("cluster", "sample", "reads_only", "compare")
+
+
+def _build_mirror(t: Table) -> MirrorSettings | None:
+    """mirror = { cluster = "shadow", sample = 0.1, reads_only = true, compare = false } (SPEC §13)."""
+    target = t.optional_text("cluster", required=True)
+    reads_only = t.boolean("reads_only", True)
+    compare = t.boolean("compare", False)
+    if compare and not reads_only:
+        t.problem("compare", "compare = true needs reads_only = true (each read also runs on the primary)")
+    if target is None:
+        return None
+    return MirrorSettings(cluster=target, sample=t.fraction("sample", 1.0), reads_only=reads_only, compare=compare)
+
+
+def _check_mirrors(clusters: tuple[ClusterConfig, ...], problems: Problems) -> None:
+    by_name = {c.name: c for c in clusters}
+    for cluster in clusters:
+        if cluster.mirror is None:
+            continue
+        key = f"clusters.{cluster.name}.mirror.cluster"
+        target = by_name.get(cluster.mirror.cluster)
+        if target is None:
+            problems.add(key, f'no cluster named "{cluster.mirror.cluster}" (clusters: {", ".join(by_name)})')
+        elif target is cluster:
+            problems.add(key, "a cluster cannot mirror to itself")
+        elif target.engine != cluster.engine:
+            problems.add(key, f'cluster "{target.name}" uses engine {target.engine}, this one {cluster.engine}')
 
 
 _CACHE_KEYS = ("backend", "max_memory", "max_entry", "default_ttl", "rules")

@@ -192,6 +192,16 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True)
+class MirrorSettings:
+    """A cluster's `mirror = { ... }` (SPEC §13): copies of sampled transactions sent to another cluster."""
+
+    cluster: str
+    sample: float = 1.0
+    reads_only: bool = True
+    compare: bool = False   # row count and digest of each read, shadow against primary (reads_only only)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """One database cluster; read_only_functions are lower-cased function names."""
 
@@ -209,6 +219,7 @@ class ClusterConfig:
     allow_local_infile: bool = False   # mysql: let LOAD DATA LOCAL INFILE through (SPEC §12)
     databases: tuple[DatabaseSettings, ...] = ()
     cache: CacheSettings | None = None   # [clusters.<name>.cache] (SPEC §11); None: no query cache
+    mirror: MirrorSettings | None = None   # SPEC §13 traffic mirroring; None: off
 
     def database_limit(self, database: str) -> int:
         """max_client_connections of clients of `database` (0 = no limit)."""

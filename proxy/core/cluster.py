@@ -28,6 +28,7 @@ from ..topology.select import RefusedConnections, choose, targets
 
 if TYPE_CHECKING:
     from ..faults.injector import FaultInjector
+    from ..mirror.sender import Mirror
 
 log = logging.getLogger("dbproxy.cluster")
 
@@ -85,6 +86,7 @@ class Cluster(Generic[C]):
         self._next_snapshot = asyncio.Event()
         # Fault injection (SPEC §13): the process's injector while it holds faults, else None.
         self.faults: FaultInjector | None = None
+        self.mirror: Mirror | None = None   # mirror = {...} (SPEC §13), made by ProxyApp
         self.monitor = self._make_monitor(config)
         if self.monitor is not None:
             self.monitor.snapshot_listeners.append(self._snapshot_published)
@@ -474,6 +476,8 @@ class Cluster(Generic[C]):
     def close(self) -> None:
         if self.patroni is not None:
             self.patroni.stop()
+        if self.mirror is not None:
+            self.mirror.stop()
         if self.failover is not None:
             self.failover.close()
         if self.monitor is not None:

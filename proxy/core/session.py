@@ -178,7 +178,7 @@ class ClientSessionCore(asyncio.Protocol):
             return
         # uvloop already sets TCP_NODELAY on every TCP transport.
         app.client_opened(self)
-        if app.audit is not None or app.recording is not None:   # statement hooks (audit log, RECORD START)
+        if app.audit is not None or app.recording is not None or self.cluster.mirror is not None:   # statement hooks
             self.statement_audit = statement_hook(self, app.audit, app.recording)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -1,4 +1,4 @@
-"""Recording client traffic in the proxy (RECORD START / STOP, SHOW RECORDING): the statement hook and its file.
+"""Recording client traffic in the proxy (RECORD START / STOP, SHOW RECORDING): the statement hooks and the file.
 
 A recording rides on the session's statement hook (`statement_audit`, called for every client
 statement and otherwise None): while one runs, the sessions it covers (one cluster's, or all) get
@@ -79,19 +79,22 @@ class Recorder:
 
 
 def statement_hook(session: ClientSessionCore, audit: AuditLog | None, recorder: Recorder | None) -> StatementHook | None:
-    """The session's statement hook: the audit log's, the recording's, both, or None."""
-    audited = audit.statement if audit is not None and audit.kinds else None
-    if recorder is None or not recorder.covers(session):
-        return audited
-    if audited is None:
-        return recorder.statement
-    record = recorder.statement
+    """The session's statement hook: the audit log's, the recording's, the cluster's mirror's, all, or None."""
+    hooks: list[StatementHook] = []
+    if audit is not None and audit.kinds:
+        hooks.append(audit.statement)
+    if recorder is not None and recorder.covers(session):
+        hooks.append(recorder.statement)
+    if session.cluster.mirror is not None:
+        hooks.append(session.cluster.mirror.statement)
+    if len(hooks) <= 1:
+        return hooks[0] if hooks else None
 
-    def both(s: ClientSessionCore, sql: bytes) -> None:
-        audited(s, sql)
-        record(s, sql)
+    def every(s: ClientSessionCore, sql: bytes) -> None:
+        for hook in hooks:
+            hook(s, sql)
 
-    return both
+    return every
 
 
 def start(app: AppView, path: Path, cluster: str | None) -> Recorder:

@@ -17,53 +17,12 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TextIO
 
 from ..config import Address
+from .clients import connect
 from .format import read_recording
 from .plan import SessionScript, build_scripts, due, peak_concurrency, percentile, progress_bar
-
-
-class Client(Protocol):
-    async def run(self, sql: str) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class _PgClient:
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    async def run(self, sql: str) -> None:
-        await self.conn.execute(sql)   # no arguments: the simple query protocol, as recorded
-
-    async def close(self) -> None:
-        await self.conn.close()
-
-
-class _MysqlClient:
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    async def run(self, sql: str) -> None:
-        async with self.conn.cursor() as cursor:
-            await cursor.execute(sql)
-            await cursor.fetchall()
-
-    async def close(self) -> None:
-        self.conn.close()
-
-
-async def connect(engine: str, target: Address, user: str, password: str | None, database: str) -> Client:
-    if engine == "mysql":
-        import aiomysql
-
-        return _MysqlClient(await aiomysql.connect(host=target.host, port=target.port, user=user,
-                                                   password=password or "", db=database or None, autocommit=True))
-    import asyncpg
-
-    return _PgClient(await asyncpg.connect(host=target.host, port=target.port, user=user, password=password,
-                                           database=database, ssl=False))
 
 
 @dataclass
