@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,12 +119,14 @@ def test_reads_only_with_compare_logs_mismatches_then_a_dead_shadow_drops(
     with connect(ports) as conn:
         for _ in range(N):
             conn.execute(f"SELECT count(*) FROM {table}")
-        conn.execute(f"INSERT INTO {table} (v) VALUES (-1)")   # a write: not mirrored any more
     wait_until(lambda: metric(ports, "dbproxy_mirror_sent_total") - sent_before >= N * 0.5 - 4 * math.sqrt(N / 4),
                what="the sampled reads mirrored")
+    time.sleep(0.5)   # the last ones in flight
     sent = metric(ports, "dbproxy_mirror_sent_total") - sent_before
     assert abs(sent - N * 0.5) <= 4 * math.sqrt(N * 0.25), sent
     assert metric(ports, "dbproxy_mirror_mismatches_total") == 0
+    with connect(ports) as conn:
+        conn.execute(f"INSERT INTO {table} (v) VALUES (-1)")   # a write: not mirrored any more
     assert count(shadow, table) == count(pg_cluster, table) - 1
     with connect(ports) as conn:
         for _ in range(40):
@@ -138,7 +141,7 @@ def test_reads_only_with_compare_logs_mismatches_then_a_dead_shadow_drops(
             for i in range(N):
                 assert conn.execute("SELECT %s::int", (i,)).fetchone() == (i,)
         wait_until(lambda: sum(scrape(ports.http).get(f'dbproxy_mirror_dropped_total{{cluster="main",reason="{r}"}}',
-                                                      0.0) for r in ("error", "timeout", "queue_full")) >= 10,
+                                                      0.0) for r in ("shadow_down", "error", "timeout", "queue_full")) >= 10,
                    what="mirrored work to the dead shadow dropped and counted")
     finally:
         shadow.start()

@@ -6,7 +6,8 @@ sampled transaction on a bounded queue with put_nowait: the client's path never 
 the queue is full the transaction is dropped and counted (dbproxy_mirror_dropped_total{reason}).
 WORKERS tasks replay queued transactions on the shadow's writer as the session's server user
 (recording/clients.py), each step bounded by STEP_TIMEOUT; a shadow that is slow, down or has no
-writer makes its work dropped and counted, never an error for a client. With compare = true (reads
+writer makes its work dropped and counted, never an error for a client (a dead one for DOWN_PAUSE
+at a time without queueing, so a dead shadow costs the relay little). With compare = true (reads
 only) each statement is also read from the primary and the row count and a digest of the rows are
 compared; mismatches are counted and logged with the statement.
 """
@@ -17,10 +18,12 @@ import asyncio
 import hashlib
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..config import Address, MirrorSettings
+from ..core.stems import by_statement_stem
 from ..recording.clients import Client, connect
 from ..routing.classify import Route
 from .capture import TransactionCapture, is_transaction_control
@@ -35,6 +38,7 @@ log = logging.getLogger("dbproxy.mirror")
 QUEUE_SIZE = 1000
 WORKERS = 4
 STEP_TIMEOUT = 5.0
+DOWN_PAUSE = 1.0   # after the shadow had no writer or refused a connection: drop at once for this long
 
 
 @dataclass(frozen=True)
@@ -58,24 +62,30 @@ class Mirror:
         self.queue: asyncio.Queue[_Work] = asyncio.Queue(QUEUE_SIZE)
         self._captures: dict[int, TransactionCapture] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        # Read verdicts per statement stem (texts differing only in trailing digits share one).
+        self._is_read = by_statement_stem(self._classify_read, {})
+        self._down_until = 0.0   # monotonic: the shadow looked dead; its work is dropped until then
         self.sent = self.mismatches = 0
         self.dropped: dict[str, int] = {}
 
     # ---- the client side (never waits) ------------------------------------------------------
 
-    def _is_read(self, sql: str) -> bool:
-        verdict = self.source.classifier.classify(sql)
+    def _classify_read(self, sql: bytes) -> bool:
+        verdict = self.source.classifier.classify(sql.decode("utf-8", "replace"))
         return verdict.route is Route.REPLICA and not verdict.ends_transaction
 
     def statement(self, session: ClientSessionCore, sql: bytes) -> None:
         capture = self._captures.get(session.pid)
         if capture is None:
-            capture = self._captures[session.pid] = TransactionCapture(self.settings.sample, self.settings.reads_only,
-                                                                       self._is_read)
+            capture = self._captures[session.pid] = TransactionCapture(
+                self.settings.sample, self.settings.reads_only, lambda text: self._is_read(text.encode()))
         server = session.server
         done = capture.statement(sql.decode("utf-8", "replace"), server is None or not server.in_transaction,
                                  self.rng.random())
         if done is None or session.login is None:
+            return
+        if self._down_until and time.monotonic() < self._down_until:
+            self._drop("shadow_down")
             return
         user = session.login.user
         try:
@@ -114,14 +124,21 @@ class Mirror:
                 work = await self.queue.get()
                 try:
                     await asyncio.wait_for(self._send(work, clients), STEP_TIMEOUT * (1 + len(work.statements)))
-                except TimeoutError:
+                except TimeoutError:   # a slow shadow: pause too
                     self._forget(clients)
                     self._drop("timeout")
+                    self._down_until = time.monotonic() + DOWN_PAUSE
+                except OSError as exc:   # no writer, refused, unreachable: pause
+                    self._forget(clients)
+                    self._drop("shadow_down")
+                    self._down_until = time.monotonic() + DOWN_PAUSE
+                    log.debug("cluster %s: shadow %s down: %s", self.source.name, self.shadow.name, exc)
                 except Exception as exc:  # noqa: BLE001 - whatever the shadow says, the client never hears of it
                     self._forget(clients)
                     self._drop("error")
                     log.debug("cluster %s: mirrored transaction dropped: %s", self.source.name, exc)
                 else:
+                    self._down_until = 0.0
                     self.sent += 1
                     self.metrics.mirror_sent.labels(self.source.name).inc()
         finally:
