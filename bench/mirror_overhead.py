@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -69,12 +70,27 @@ def _psql(sql: str, database: str = "postgres") -> None:
 
 
 def _pgbench(port: int, seconds: int, clients: int) -> float:
-    out = subprocess.run([pg_binary("pgbench"), "-h", HOST, "-p", str(port), "-U", "postgres", "-n", "-S", "-M",
+    res = subprocess.run([pg_binary("pgbench"), "-h", HOST, "-p", str(port), "-U", "postgres", "-n", "-S", "-M",
                           "simple", "-c", str(clients), "-j", "2", "-T", str(seconds), DATABASE],
-                         capture_output=True, text=True, check=True).stdout
-    match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
-    assert match is not None, out
+                         capture_output=True, text=True)
+    match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", res.stdout)
+    if res.returncode != 0 or match is None:
+        raise SystemExit(f"pgbench through port {port} failed:\n{res.stdout}{res.stderr}")
     return float(match.group(1))
+
+
+def _wait_listening(ports: tuple[int, ...], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while True:
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"dbproxy not listening on {port} after {timeout:g}s") from None
+                time.sleep(0.1)
+    time.sleep(1.0)   # the first probes and the configured pools
 
 
 def _start(directory: Path, name: str, text: str) -> subprocess.Popen[bytes]:
@@ -101,7 +117,7 @@ def main() -> None:
         procs = [_start(directory, "off", _config(off_port, dead, shadow_off, False)),
                  _start(directory, "on", _config(on_port, dead, shadow_on, True))]
         try:
-            time.sleep(3)
+            _wait_listening((off_port, on_port))
             results: dict[str, list[float]] = {"off": [], "on": []}
             for round_ in range(args.rounds):
                 order = (("off", off_port), ("on", on_port)) if round_ % 2 == 0 else (("on", on_port), ("off", off_port))
