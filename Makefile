@@ -80,7 +80,7 @@ $(BIN)/python: | $(VENV)/.stamp-system
 	python3 -m venv $(VENV)
 
 $(VENV)/.stamp-pip: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,replay]'
 	@touch $@
 
 lint: install

@@ -21,9 +21,13 @@ from .core.session import LOGIN, READY
 from .core.session import ClientSessionCore as ClientSession
 from .core.users import UserDirectory
 from .errors import ShuttingDown, TooManyConnections
+from .faults.injector import FaultInjector
 from .http import start_http_server
 from .logs import ConnectionLog, setup_logging
 from .metrics import Metrics
+from .mirror.sender import make_mirrors
+from .recording import recorder as recording
+from .recording.recorder import Recorder, statement_hook
 from .tokens import TokenKeys
 
 log = logging.getLogger("dbproxy")
@@ -59,6 +63,8 @@ class ProxyApp:
         self.refusal_log = LogThrottle()
         settings = config.server
         self.audit = AuditLog(settings.audit_log, settings.audit_statements) if settings.audit_log else None
+        self.faults = FaultInjector(settings.faults, self.metrics, lambda: self.clusters)   # SPEC §13
+        self.recording: Recorder | None = None   # RECORD START ... RECORD STOP (proxy/recording/)
 
     def _configured_user(self, name: str) -> User | None:
         login = self.users.get(name)
@@ -76,6 +82,7 @@ class ProxyApp:
             await cluster.start(self.metrics)
             for endpoint in cluster.config.endpoints:
                 await self._listen(cluster, endpoint)
+        make_mirrors(self.clusters, self.metrics)
         self._spawn(self._maintenance())
         await self._start_services()
 
@@ -126,6 +133,9 @@ class ProxyApp:
             await asyncio.sleep(1.0)
             for cluster in self.clusters.values():
                 cluster.maintain()
+            self.faults.maintain()
+            if self.recording is not None:
+                self.recording.writer.flush()
             self._forget_drained_clusters()
             self._close_idle_clients()
             self._close_stalled_logins()
@@ -181,6 +191,8 @@ class ProxyApp:
         await asyncio.sleep(0)
         if self.audit is not None:   # after the disconnect lines of the clients closed above
             self.audit.close()
+        if self.recording is not None:   # a recording still running ends with the process, complete
+            recording.stop(self)
 
     # ---- admission (SPEC §10) -------------------------------------------------------------------
 
@@ -238,6 +250,7 @@ class ProxyApp:
     def _apply_server_settings(self, new: ServerSettings) -> None:
         """Reload: the connect rate and the audit log follow [server] (allowlists are read per connection)."""
         old = self.config.server
+        self.faults.set_enabled(new.faults)
         if (old.client_connect_rate, old.client_connect_burst) != (new.client_connect_rate, new.client_connect_burst):
             self.connect_rate = _connect_rate(new)
         if new.audit_log is None:
@@ -276,6 +289,10 @@ class ProxyApp:
 
     def client_closed(self, session: ClientSession, reason: str) -> None:
         self.sessions.discard(session)
+        if self.recording is not None:
+            self.recording.closed(session)
+        if session.cluster.mirror is not None:
+            session.cluster.mirror.closed(session)
         self._by_pid.pop(session.pid, None)
         session.connection_counts[0] -= 1
         if session.login is not None and session.pid:
@@ -362,6 +379,10 @@ class ProxyApp:
                     pool.max_lifetime = settings.max_lifetime
             problems += await self._apply_endpoints(cluster, old)
         self.config = new
+        self.faults.sync()   # new clusters see the faults too
+        make_mirrors(self.clusters, self.metrics)
+        for session in self.sessions:   # their statement hooks follow the new mirrors
+            session.statement_audit = statement_hook(session, self.audit, self.recording)
         log.info("configuration reloaded from %s: %s", new.path, _describe(changes))
         for setting in changes.requires_restart:
             log.warning("reload: %s changed; it takes effect only after a restart", setting)

@@ -1,4 +1,4 @@
-"""Command line: `dbproxy run | check-config | token | gen-cert | demo | version` (argument parsing and dispatch)."""
+"""Command line: `dbproxy run | check-config | token | gen-cert | replay | demo | version` (argument parsing and dispatch)."""
 
 from __future__ import annotations
 
@@ -105,9 +105,43 @@ def _parser() -> argparse.ArgumentParser:
                        help="the only endpoint it is valid on (NAME or CLUSTER/NAME; default: any)")
     token.set_defaults(command=_token)
 
+    replay = commands.add_parser(
+        "replay",
+        help="play a recording (RECORD START) back against a server or proxy",
+        description="Replay FILE's client sessions with their recorded concurrency and pacing against HOST:PORT; "
+        "print latency percentiles and errors. Password: --password or $DBPROXY_REPLAY_PASSWORD.",
+    )
+    replay.add_argument("file", metavar="FILE", help="a recording written by RECORD START")
+    replay.add_argument("--target", required=True, metavar="HOST:PORT", help="where to replay (a server or a proxy)")
+    replay.add_argument("--speed", type=float, default=1.0, help="time factor: 2.0 replays twice as fast (default 1)")
+    replay.add_argument("--clients", type=int, default=None, metavar="N",
+                        help="at most N sessions connected at once (default: the recording's peak)")
+    replay.add_argument("--user", help="log in as USER (default: each session's recorded user)")
+    replay.add_argument("--password", default=os.environ.get("DBPROXY_REPLAY_PASSWORD"))
+    replay.add_argument("--database", help="use DATABASE (default: each session's recorded database)")
+    replay.add_argument("--json", action="store_true", help="print the report as JSON")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay.set_defaults(command=_replay)
+
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(command=_version)
     return parser
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from proxy.recording.format import RecordingError
+    from proxy.recording.replay import main as replay_main
+
+    if args.speed <= 0 or (args.clients is not None and args.clients < 1):
+        print("dbproxy replay: error: --speed must be positive and --clients at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        report = replay_main(args.file, args.target, args.speed, args.clients, args.user, args.password,
+                             args.database, args.json, args.quiet)
+    except (RecordingError, ValueError, OSError) as exc:
+        print(f"dbproxy replay: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG if isinstance(exc, ValueError) else EXIT_FAILURE
+    return EXIT_OK if report.errors == 0 else EXIT_FAILURE
 
 
 def _gen_cert(args: argparse.Namespace) -> int:

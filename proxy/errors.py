@@ -71,3 +71,11 @@ class ShuttingDown(ProxyError):
 
     sqlstate = "57P01"
     severity = "FATAL"
+
+
+class InjectedFault(ProxyError):
+    """An error produced by fault injection (SPEC §13): its SQLSTATE, and its errno for MySQL clients."""
+
+    def __init__(self, message: str, sqlstate: str, errno: int) -> None:
+        super().__init__(message, sqlstate)
+        self.errno = errno

@@ -64,6 +64,17 @@ class Metrics:
         self.patroni_api_up = Gauge("dbproxy_patroni_api_up",
                                     "Patroni mode: a member's REST API answered the last poll (1) or none did (0)",
                                     ["cluster"], registry=r)
+        self.faults_injected = Counter(
+            "dbproxy_faults_injected", "Faults injected (SPEC §13): latency, error, drop, refuse, blackhole (per probe)",
+            ["cluster", "kind"], registry=r)
+        self.mirror_sent = Counter("dbproxy_mirror_sent", "Mirrored transactions run on the shadow cluster",
+                                   ["cluster"], registry=r)
+        self.mirror_dropped = Counter(
+            "dbproxy_mirror_dropped", "Mirrored transactions dropped (queue_full, shadow_down, timeout, error, stopped)",
+            ["cluster", "reason"], registry=r)
+        self.mirror_mismatches = Counter(
+            "dbproxy_mirror_mismatches", "Mirrored reads whose row count or digest differed from the primary's",
+            ["cluster"], registry=r)
 
     def on_scrape(self, source: Callable[[], Iterable[Metric]]) -> None:
         """Add metric families computed when /metrics is scraped (never on the hot path)."""
@@ -101,6 +112,9 @@ class Metrics:
             counts = self.response_times[key] = [0.0] * (len(RESPONSE_BUCKETS) + 2)
         counts[bisect_left(RESPONSE_BUCKETS, seconds)] += 1
         counts[-1] += seconds
+
+    def fault_injected(self, cluster: str, kind: str) -> None:
+        self.faults_injected.labels(cluster, kind).inc()
 
     def pinned(self, cluster: str, reason: str) -> None:
         self.pins.labels(cluster, reason).inc()

@@ -1018,3 +1018,52 @@ def test_tls_client_certificates_endpoint_override_and_versions(tmp_path: Path) 
     assert endpoint.tls == TlsSettings("prefer", f"{certs}/server.pem", f"{certs}/server-key.pem",
                                        f"{certs}/ca.pem", "verify", "1.3")
     assert parse(BASE).clusters[0].endpoints[0].tls is None   # the cluster's tls applies
+
+
+def test_server_faults_is_off_by_default_and_a_boolean() -> None:
+    assert parse(BASE).server.faults is False
+    assert parse("[server]\nfaults = true\n" + BASE).server.faults is True
+    assert problems("[server]\nfaults = \"yes\"\n" + BASE) == [
+        _e("server.faults", 'expected true or false, got string "yes"')]
+
+
+SHADOW = """
+[clusters.shadow]
+engine = "postgres"
+instances = ["10.0.1.1:5432"]
+
+[[clusters.shadow.endpoints]]
+name = "writer"
+listen = "127.0.0.1:6500"
+role = "writer"
+"""
+
+
+def test_mirror_settings() -> None:
+    text = edit('engine = "postgres"\n', 'engine = "postgres"\nmirror = { cluster = "shadow", sample = 0.1 }\n')
+    mirror = parse(text + SHADOW).clusters[0].mirror
+    assert mirror is not None and (mirror.cluster, mirror.sample, mirror.reads_only, mirror.compare) == (
+        "shadow", 0.1, True, False)
+    assert parse(BASE).clusters[0].mirror is None
+
+
+@pytest.mark.parametrize(("mirror", "expected"), [
+    ('{ cluster = "nope" }', _e("clusters.main.mirror.cluster", 'no cluster named "nope" (clusters: main, shadow)')),
+    ('{ cluster = "main" }', _e("clusters.main.mirror.cluster", "a cluster cannot mirror to itself")),
+    ('{ cluster = "shadow", sample = 0 }', _e("clusters.main.mirror.sample",
+                                              "must be greater than 0 and at most 1 (got 0)")),
+    ('{ cluster = "shadow", sample = "half" }', _e("clusters.main.mirror.sample", 'expected a number, got string "half"')),
+    ('{ cluster = "shadow", reads_only = false, compare = true }',
+     _e("clusters.main.mirror.compare", "compare = true needs reads_only = true (each read also runs on the primary)")),
+    ('{ sample = 0.5 }', _e("clusters.main.mirror.cluster", "required key is missing")),
+    ('{ cluster = "shadow", every = 2 }', _e("clusters.main.mirror.every", "unknown key")),
+])
+def test_mirror_bad_values(mirror: str, expected: str) -> None:
+    text = edit('engine = "postgres"\n', f'engine = "postgres"\nmirror = {mirror}\n')
+    assert expected in problems(text + SHADOW)
+
+
+def test_mirror_to_another_engine() -> None:
+    text = edit('engine = "postgres"\n', 'engine = "postgres"\nmirror = { cluster = "shadow" }\n')
+    assert problems(text + SHADOW.replace('engine = "postgres"', 'engine = "mysql"')) == [
+        _e("clusters.main.mirror.cluster", 'cluster "shadow" uses engine mysql, this one postgres')]

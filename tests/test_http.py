@@ -18,7 +18,7 @@ from e2e_helpers import APP, RunningProxy, async_wait_until, running_proxy, wait
 from ops_helpers import OpsPorts, admin, http_get, ops_config, scrape
 
 from deploy.pgcluster import HOST, PgCluster, free_ports
-from proxy.http.server import BadRequest, Response, parse_request
+from proxy.http.server import BadRequest, Response, body_length, parse_request
 
 SPEC_METRICS = (
     "dbproxy_client_connections", "dbproxy_client_connections_received_total",
@@ -64,6 +64,17 @@ def test_parse_request_and_encode_response() -> None:
     assert parse_request(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive
     for bad in (b"GET /\r\n\r\n", b"\x16\x03\x01 TLS\r\n\r\n", b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
                 b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n", b"GET / SPDY/3\r\n\r\n"):
+        with pytest.raises(BadRequest):
+            parse_request(bad)
+    # The one route taking a body: POST /faults (fault injection), Content-Length only, at most 64 KB.
+    post = parse_request(b"POST /faults HTTP/1.1\r\nContent-Length: 20\r\n\r\n")
+    assert (post.method, post.path, body_length(post)) == ("POST", "/faults", 20)
+    for bad in (b"POST /faults HTTP/1.1\r\nContent-Length: 70000\r\n\r\n",
+                b"POST /faults HTTP/1.1\r\nContent-Length: -1\r\n\r\n"):
+        with pytest.raises(BadRequest):
+            body_length(parse_request(bad))
+    for bad in (b"POST /faults HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"DELETE /faults HTTP/1.1\r\nContent-Length: 5\r\n\r\n"):
         with pytest.raises(BadRequest):
             parse_request(bad)
     response = Response(503, b"not ready\n")

@@ -266,6 +266,30 @@ async def _failover(app: ProxyApp, args: list[str]) -> Result:
           result.old_writer_state, result.note or None)])
 
 
+# ---- FAULT (SPEC §13: fault_commands.py, imported when used: it builds on this module) -------------
+
+async def _fault(app: ProxyApp, args: list[str]) -> Result:
+    from .fault_commands import fault
+    return await fault(app, args)
+
+
+async def _show_faults(app: ProxyApp, args: list[str]) -> Result:
+    from .fault_commands import show_faults
+    return show_faults(app)
+
+
+# ---- RECORD (SPEC §13: record_commands.py, imported when used) ------------------------------------
+
+async def _record(app: ProxyApp, args: list[str]) -> Result:
+    from .record_commands import record
+    return await record(app, args)
+
+
+async def _show_recording(app: ProxyApp, args: list[str]) -> Result:
+    from .record_commands import show_recording
+    return show_recording(app)
+
+
 # ---- the table ------------------------------------------------------------------------------------
 
 COMMANDS: tuple[Command, ...] = (
@@ -300,6 +324,16 @@ COMMANDS: tuple[Command, ...] = (
             max_args=2),
     Command("FAILOVER", "FAILOVER cluster [TO 'host:port']", "planned switchover to a replica",
             _failover, min_args=1, max_args=3),
+    Command("SHOW FAULTS", "SHOW FAULTS", "injected faults: kind, scope, probability, expiry, times fired",
+            _show_faults),
+    Command("FAULT", "FAULT ADD kind [...] | FAULT DEL id | FAULT CLEAR [id]",
+            "fault injection ([server] faults = true): latency, error, drop, refuse, blackhole", _fault,
+            min_args=1, max_args=30),
+    Command("SHOW RECORDING", "SHOW RECORDING", "the recording running (RECORD START): file, sessions, statements",
+            _show_recording),
+    Command("RECORD", "RECORD START 'file' [cluster] | RECORD STOP",
+            "record every client statement with its timing to a file for dbproxy replay", _record,
+            min_args=1, max_args=3),
     Command("KILL CLIENT", "KILL CLIENT id", "disconnect one client", _kill_client, min_args=1, max_args=1),
     Command("SHUTDOWN", "SHUTDOWN", "drain and exit (as SIGTERM)", _shutdown),
 )

@@ -33,6 +33,7 @@ from .model import (
     EndpointConfig,
     FailoverSettings,
     HealthSettings,
+    MirrorSettings,
     Placement,
     PoolSettings,
     ServerSettings,
@@ -47,7 +48,8 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
 _SERVER_KEYS = ("admin_listen", "http_listen", "log_format", "log_level", "shutdown_timeout",
                 "client_login_timeout", "admin_allow", "http_allow", "audit_log", "audit_statements",
-                "client_connect_rate", "client_connect_burst", "tokens", "zone", "region")
+                "client_connect_rate", "client_connect_burst", "tokens", "zone", "region",
+                "faults")
 _USER_KEYS = (
     "name",
     "password",
@@ -63,6 +65,7 @@ _USER_KEYS = (
 )
 _CLUSTER_KEYS = (
     "cache",
+    "mirror",
     "engine",
     "instances",
     "client_auth",
@@ -109,6 +112,7 @@ def build_config(data: Mapping[str, Any], path: str, context: Context) -> Config
     clusters = _with_probe_logins(_build_clusters(root, context), users)
     clusters = tuple(replace(c, locality=server.locality) for c in clusters)
     _check_listen_conflicts(server, clusters, context.problems)
+    _check_mirrors(clusters, context.problems)
     _check_passwords(users, passwordless, clusters, context.problems)
     return Config(path=path, server=server, users=users, clusters=clusters)
 
@@ -136,6 +140,7 @@ def _build_server(t: Table, context: Context) -> ServerSettings:
         client_connect_rate=t.integer("client_connect_rate", 0),
         client_connect_burst=t.integer("client_connect_burst", 0),
         tokens=build_tokens(t.table("tokens", TOKEN_KEYS), context) if "tokens" in t.data else None,
+        faults=t.boolean("faults", False),
     )
 
 
@@ -229,7 +234,38 @@ def _build_cluster(name: str, t: Table, context: Context) -> ClusterConfig:
         cache=_build_cache(t.table("cache", _CACHE_KEYS)) if "cache" in t.data else None,
         placements=placements,
         discovery=read_discovery(t),
+        mirror=_build_mirror(t.table("mirror", _MIRROR_KEYS)) if "mirror" in t.data else None,
     )
+
+
+_MIRROR_KEYS = ("cluster", "sample", "reads_only", "compare")
+
+
+def _build_mirror(t: Table) -> MirrorSettings | None:
+    """mirror = { cluster = "shadow", sample = 0.1, reads_only = true, compare = false } (SPEC §13)."""
+    target = t.optional_text("cluster", required=True)
+    reads_only = t.boolean("reads_only", True)
+    compare = t.boolean("compare", False)
+    if compare and not reads_only:
+        t.problem("compare", "compare = true needs reads_only = true (each read also runs on the primary)")
+    if target is None:
+        return None
+    return MirrorSettings(cluster=target, sample=t.fraction("sample", 1.0), reads_only=reads_only, compare=compare)
+
+
+def _check_mirrors(clusters: tuple[ClusterConfig, ...], problems: Problems) -> None:
+    by_name = {c.name: c for c in clusters}
+    for cluster in clusters:
+        if cluster.mirror is None:
+            continue
+        key = f"clusters.{cluster.name}.mirror.cluster"
+        target = by_name.get(cluster.mirror.cluster)
+        if target is None:
+            problems.add(key, f'no cluster named "{cluster.mirror.cluster}" (clusters: {", ".join(by_name)})')
+        elif target is cluster:
+            problems.add(key, "a cluster cannot mirror to itself")
+        elif target.engine != cluster.engine:
+            problems.add(key, f'cluster "{target.name}" uses engine {target.engine}, this one {cluster.engine}')
 
 
 _CACHE_KEYS = ("backend", "max_memory", "max_entry", "default_ttl", "rules")

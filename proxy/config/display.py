@@ -42,6 +42,7 @@ def to_display(config: Config) -> dict[str, Any]:
                 "tokens": _tokens_display(config.server.tokens),
                 "zone": config.server.zone or None,
                 "region": config.server.region or None,
+                "faults": config.server.faults,
             }
         ),
         "users": [

@@ -98,6 +98,7 @@ class ServerSettings:
     tokens: TokenSettings | None = None   # [server.tokens]: token logins (SPEC §10)
     zone: str = ""      # where this dbproxy runs (README "Availability zones, tiers and discovery")
     region: str = ""
+    faults: bool = False   # SPEC §13: FAULT ADD / POST /faults accepted only when true
 
     @property
     def locality(self) -> Locality:
@@ -256,6 +257,16 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True)
+class MirrorSettings:
+    """A cluster's `mirror = { ... }` (SPEC §13): copies of sampled transactions sent to another cluster."""
+
+    cluster: str
+    sample: float = 1.0
+    reads_only: bool = True
+    compare: bool = False   # row count and digest of each read, shadow against primary (reads_only only)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """One database cluster; read_only_functions are lower-cased function names."""
 
@@ -277,6 +288,7 @@ class ClusterConfig:
     placements: Mapping[Address, Placement] = field(default_factory=dict)
     locality: Locality = Locality()   # [server] zone/region, copied here so routing sees it
     discovery: DiscoverySettings = DiscoverySettings()
+    mirror: MirrorSettings | None = None   # SPEC §13 traffic mirroring; None: off
 
     def placement(self, address: Address) -> Placement:
         """The configured placement of an instance (the defaults when it was given as a string)."""

@@ -141,6 +141,17 @@ class Table:
         value = self.optional_boolean(name)
         return default if value is None else value
 
+    def fraction(self, name: str, default: float) -> float:
+        """A number in (0, 1] (a probability, a sample rate)."""
+        value: float | None = self._get(name, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+                                        "a number")
+        if value is None:
+            return default
+        if not 0 < value <= 1:
+            self.problem(name, f"must be greater than 0 and at most 1 (got {value})")
+            return default
+        return float(value)
+
     def duration(self, name: str, default: float, *, positive: bool = False) -> float:
         text: str | None = self._get(
             name, lambda v: isinstance(v, str), 'a duration string with a unit (e.g. "500ms", "2s", "5m")'

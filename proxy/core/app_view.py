@@ -11,7 +11,9 @@ from typing import Any, Protocol
 
 from ..audit import AuditLog
 from ..config import Config
+from ..faults.injector import FaultInjector
 from ..metrics import Metrics
+from ..recording.recorder import Recorder
 from .cluster import Cluster
 from .session import ClientSessionCore
 from .users import UserDirectory
@@ -28,6 +30,8 @@ class AppView(Protocol):
     draining: bool
 
     audit: AuditLog | None
+    faults: FaultInjector
+    recording: Recorder | None
 
     async def reload(self) -> list[str]: ...
 

@@ -6,8 +6,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Hashable, Iterable
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Collection, Hashable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..cache.front import QueryCache
 from ..config import Address, ClusterConfig, EndpointConfig, User
@@ -26,6 +26,10 @@ from ..topology.discovery import ReplicaDiscovery
 from ..topology.lease import holder_name
 from ..topology.patroni_watch import PatroniWatcher
 from ..topology.select import RefusedConnections, choose, targets
+
+if TYPE_CHECKING:
+    from ..faults.injector import FaultInjector
+    from ..mirror.sender import Mirror
 
 log = logging.getLogger("dbproxy.cluster")
 
@@ -81,9 +85,13 @@ class Cluster(Generic[C]):
         # Set (and replaced) whenever the monitor publishes a snapshot: borrowers waiting for a
         # target (no writer during a failover, no usable instance) wake up on it.
         self._next_snapshot = asyncio.Event()
+        # Fault injection (SPEC §13): the process's injector while it holds faults, else None.
+        self.faults: FaultInjector | None = None
+        self.mirror: Mirror | None = None   # mirror = {...} (SPEC §13), made by ProxyApp
         self.monitor = self._make_monitor(config)
         if self.monitor is not None:
             self.monitor.snapshot_listeners.append(self._snapshot_published)
+            self.monitor.blackholed = self._blackholed
         self.failover = self._make_failover(config)
         # Failover mode "patroni": Patroni's REST API says who the writer may be (None otherwise).
         self.patroni = self._make_patroni(config)
@@ -217,8 +225,20 @@ class Cluster(Generic[C]):
     def _route(self, endpoint: EndpointConfig, route: str, min_position: int | None = None) -> Address | None:
         assert self.monitor is not None
         snapshot = self.monitor.snapshot
-        return choose(snapshot, endpoint, route, self.outstanding, self._rng, self._refused.current(snapshot),
-                      min_position, self.config.locality)
+        return choose(snapshot, endpoint, route, self.outstanding, self._rng, self._unusable(snapshot), min_position,
+                      self.config.locality)
+
+    def _unusable(self, snapshot: TopologySnapshot) -> Collection[Address]:
+        """Instances routing skips now: those that just refused a connection, and blackholed ones."""
+        refused = self._refused.current(snapshot)
+        if self.faults is None:
+            return refused
+        dead = self.faults.avoided(self.name, snapshot.addresses)
+        return frozenset(refused) | dead if dead else refused
+
+    def _blackholed(self, instance: Address) -> str | None:
+        """Before each probe of `instance`: the failure to report instead if it is blackholed (SPEC §13)."""
+        return None if self.faults is None else self.faults.probe_blackholed(self.name, instance)
 
     def _snapshot_published(self, snapshot: TopologySnapshot) -> None:
         published, self._next_snapshot = self._next_snapshot, asyncio.Event()
@@ -503,6 +523,8 @@ class Cluster(Generic[C]):
             self.patroni.stop()
         if self.discovery is not None:
             self.discovery.stop()
+        if self.mirror is not None:
+            self.mirror.stop()
         if self.failover is not None:
             self.failover.close()
         if self.monitor is not None:

@@ -27,9 +27,12 @@ from ..errors import (
     TooManyConnections,
     TooManyUserConnections,
 )
+from ..recording.recorder import statement_hook
 from ..routing.classify import Classification, Route
 from ..tls import contexts as tls_contexts
 from ..tls.layer import TlsConnection
+from . import fault_hooks
+from .stems import by_statement_stem, statement_stem
 
 if TYPE_CHECKING:
     from ..pool.pool import Pool
@@ -47,34 +50,7 @@ PAUSE_BUFFER = 4 * 1024 * 1024
 RYW_FALLBACK_SECONDS = 10.0
 _NO_VERDICT = Classification(Route.PRIMARY, "none yet")
 _NO_COUNTS = [0, 0]
-
-
-def statement_stem(sql: bytes) -> bytes:
-    """The statement without trailing digits, ';' and spaces: texts that differ only there (a numeric
-    literal at the end, as in point lookups) get the same routing and session-state verdicts."""
-    return sql.rstrip(b"0123456789; \t\r\n")
-
-
-def by_statement_stem(check: Callable[[bytes], bool], verdicts: dict[bytes, bool], kept: int = 4096,
-                      max_length: int = 512) -> Callable[[bytes], bool]:
-    """`check` remembered per statement stem (see statement_stem): point lookups that differ only in
-    a trailing number share one verdict. For bytes-level session-state pre-filters, which trailing
-    digits cannot change (a statement made of digits alone changes nothing). Only texts up to
-    max_length are remembered in `verdicts`, at most `kept` of them (then the memo starts over)."""
-
-    def remembered(sql: bytes) -> bool:
-        if len(sql) > max_length:
-            return check(sql)
-        stem = statement_stem(sql)
-        verdict = verdicts.get(stem)
-        if verdict is None:
-            verdict = check(sql)
-            if len(verdicts) >= kept:
-                verdicts.clear()
-            verdicts[stem] = verdict
-        return verdict
-
-    return remembered
+__all__ = ["by_statement_stem", "statement_stem"]   # the engines' per-stem memos (stems.py)
 
 
 class ClientSessionCore(asyncio.Protocol):
@@ -133,6 +109,10 @@ class ClientSessionCore(asyncio.Protocol):
     # replicas serve it only once they have replayed that far (and that far as its user's latest
     # write from any connection: psql -c ... three times in a row are three clients).
     min_position: Any = None
+    # Fault injection (SPEC §13, fault_hooks.py): a latency fault's timer, and "this transaction
+    # already had its fault decided" (after the delay).
+    _fault_timer: asyncio.TimerHandle | None = None
+    _fault_passed = False
 
     def __init__(self, app: Any, cluster: Cluster[Any], endpoint: EndpointConfig) -> None:
         self.app = app
@@ -199,9 +179,8 @@ class ClientSessionCore(asyncio.Protocol):
             return
         # uvloop already sets TCP_NODELAY on every TCP transport.
         app.client_opened(self)
-        audit = app.audit
-        if audit is not None and audit.kinds:
-            self.statement_audit = audit.statement
+        if app.audit is not None or app.recording is not None or self.cluster.mirror is not None:   # statement hooks
+            self.statement_audit = statement_hook(self, app.audit, app.recording)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state == CLOSED:
@@ -343,6 +322,8 @@ class ClientSessionCore(asyncio.Protocol):
         self.user_name = user_name
         if self.refusal is not None:
             raise self.refusal
+        if self.cluster.faults is not None:
+            fault_hooks.refuse(self, user_name)
         login = self.app.users.get(user_name)
         if login is None:
             self.app.metrics.auth_failed(self.cluster.name, self.endpoint.name)
@@ -455,6 +436,8 @@ class ClientSessionCore(asyncio.Protocol):
     def _take_idle_now(self, data: bytes | bytearray) -> Any:
         """Fast path for a new transaction: attach an idle server now (returned), else None."""
         assert self.login is not None
+        if self.cluster.faults is not None:
+            return None   # faults are decided in _need_server
         route = self._last_route = self._route(data)
         taken = self.cluster.take_idle(self.endpoint, route, self.login.user, self.database,
                                        self._min_position(route), self.pool_variant)
@@ -465,7 +448,7 @@ class ClientSessionCore(asyncio.Protocol):
 
     def _need_server(self) -> None:
         """The client sent something while it has no server: get one (or fail the batch)."""
-        if self._borrow_task is not None or self.state != READY or not self._pending:
+        if self._borrow_task is not None or self.state != READY or not self._pending or self._fault_timer is not None:
             return
         if self._starts_with_quit():
             self.close("client sent Terminate")
@@ -476,6 +459,8 @@ class ClientSessionCore(asyncio.Protocol):
             self._fail_batch(err, first_batch_only=True)
             if not self._pending or self._discarding():
                 return
+        if self.cluster.faults is not None and fault_hooks.intercept(self, self.cluster.faults):
+            return
         if len(self._pending) > PAUSE_BUFFER and self.transport is not None:
             self.transport.pause_reading()
             self._paused_reading = True

@@ -1,7 +1,8 @@
 """A small HTTP/1.1 server on asyncio streams for /metrics, /healthz, /readyz, /status and the status page.
 
 Only GET and HEAD, no request bodies, keep-alive by default (HTTP/1.1) and bounded everywhere:
-request head size, time to send a request, idle time between requests on one connection.
+request head size, time to send a request, idle time between requests on one connection. The one
+exception is /faults (fault injection, faults.py): GET, POST with a small JSON body, DELETE.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..admin import views
 from ..streams import start_screened_server
+from . import faults
 from .page import STATUS_PAGE
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ class Request:
     path: str
     version: str
     headers: dict[str, str]
+    body: bytes = b""
 
     @property
     def keep_alive(self) -> bool:
@@ -85,9 +88,23 @@ def parse_request(head: bytes) -> Request:
         if not sep or not name or name != name.strip():
             raise BadRequest(f"malformed header line {line[:80]!r}")
         headers[name.lower()] = value.strip()
-    if "content-length" in headers and headers["content-length"] != "0" or "transfer-encoding" in headers:
+    path = target.split("?", 1)[0]
+    if "transfer-encoding" in headers:
+        raise BadRequest("chunked request bodies are not accepted")
+    if headers.get("content-length", "0") != "0" and not (faults.is_fault_path(path) and method == "POST"):
         raise BadRequest("request bodies are not accepted")
-    return Request(method, target.split("?", 1)[0], version, headers)
+    return Request(method, path, version, headers)
+
+
+def body_length(request: Request) -> int:
+    """The Content-Length of a request with a body (POST /faults), checked; 0 for the others."""
+    text = request.headers.get("content-length", "0")
+    if not text.isdigit():
+        raise BadRequest(f"invalid Content-Length {text[:20]!r}")
+    length = int(text)
+    if length > faults.MAX_BODY:
+        raise BadRequest(f"request body too large (at most {faults.MAX_BODY} bytes)")
+    return length
 
 
 # ---- routes ---------------------------------------------------------------------------------------
@@ -127,6 +144,9 @@ ROUTES: dict[str, Callable[[ProxyApp], Response]] = {
 
 
 def respond(app: ProxyApp, request: Request) -> Response:
+    if faults.is_fault_path(request.path) and request.method != "HEAD":
+        status, answer = faults.handle(app, request.method, request.path, request.body)
+        return Response(status, json.dumps(answer, indent=1).encode() + b"\n", "application/json")
     if request.method not in ("GET", "HEAD"):
         return Response(405, b"only GET and HEAD are supported\n", headers={"Allow": "GET, HEAD"})
     route = ROUTES.get(request.path)
@@ -153,6 +173,10 @@ async def _serve_connection(app: ProxyApp, reader: asyncio.StreamReader, writer:
             first = False
             try:
                 request = parse_request(head)
+                length = body_length(request)
+                if length:
+                    body = await asyncio.wait_for(reader.readexactly(length), REQUEST_TIMEOUT)
+                    request = Request(request.method, request.path, request.version, request.headers, body)
             except BadRequest as exc:
                 writer.write(Response(400, f"{exc}\n".encode()).encode(head_only=False, keep_alive=False))
                 return
@@ -166,7 +190,7 @@ async def _serve_connection(app: ProxyApp, reader: asyncio.StreamReader, writer:
             await writer.drain()
             if not keep_alive:
                 return
-    except (TimeoutError, ConnectionError):
+    except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
         return
     finally:
         writer.close()

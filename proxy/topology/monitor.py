@@ -87,6 +87,8 @@ class TopologyMonitor:
         self._last_writer: Address | None = None
         self._running = False
         self.authority: Authority | None = None   # an HA manager's say (mode "patroni"), None: probes alone
+        # Fault injection's blackhole (SPEC §13): the failure a probe reports instead of running.
+        self.blackholed: Callable[[Address], str | None] | None = None
         self.snapshot = TopologySnapshot(cluster, tuple(self._observed.values()), taken_at=wall_clock())
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -126,8 +128,9 @@ class TopologyMonitor:
                 watch.reconnect = False
                 watch.probe.close()
             started = self._clock()
+            dead = self.blackholed(address) if self.blackholed is not None else None
             try:
-                result = await watch.probe.probe(self.health.timeout)
+                result = ProbeResult(False, dead) if dead else await watch.probe.probe(self.health.timeout)
             except Exception as exc:   # a probe must never end its loop: the instance would stay "up"
                 log.warning("cluster %s: probe of %s failed unexpectedly: %r", self.cluster, address, exc)
                 watch.probe.close()

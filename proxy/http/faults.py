@@ -1,0 +1,57 @@
+"""The HTTP side of fault injection (SPEC §13) for test scripts: POST /faults, GET /faults, DELETE /faults[/id].
+
+POST takes a JSON object (proxy/faults/words.py `from_json`) and answers 201 with the fault as
+SHOW FAULTS lists it; GET lists them; DELETE /faults clears all, DELETE /faults/<id> one. While
+`[server] faults` is false every method answers 403 with the reason. Answers are JSON:
+(status, body) pairs that server.py turns into responses.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from ..faults.injector import DISABLED
+from ..faults.policy import FaultSpecError
+from ..faults.words import from_json
+
+if TYPE_CHECKING:
+    from ..core.app_view import AppView as ProxyApp
+
+PATH = "/faults"
+MAX_BODY = 64 * 1024   # a fault description is a few hundred bytes
+METHODS = ("GET", "POST", "DELETE")
+
+
+def is_fault_path(path: str) -> bool:
+    return path == PATH or path.startswith(PATH + "/")
+
+
+def handle(app: ProxyApp, method: str, path: str, body: bytes) -> tuple[int, Any]:
+    """(HTTP status, JSON-able body) for a request under /faults."""
+    injector = app.faults
+    if method not in METHODS:
+        return 405, {"error": f"{path} supports {', '.join(METHODS)}"}
+    if not injector.enabled:
+        return 403, {"error": DISABLED}
+    tail = path[len(PATH) + 1:] if path != PATH else ""
+    if method == "GET":
+        return (200, injector.rows()) if not tail else (404, {"error": f"GET {PATH} lists every fault"})
+    if method == "DELETE":
+        if not tail:
+            return 200, {"cleared": injector.clear()}
+        if not tail.isdigit():
+            return 400, {"error": f"invalid fault id {tail!r}"}
+        if injector.remove(int(tail)) is None:
+            return 404, {"error": f"no fault with id {tail}"}
+        return 200, {"cleared": 1}
+    if tail:
+        return 404, {"error": f"POST to {PATH}"}
+    try:
+        spec = from_json(json.loads(body.decode("utf-8")))
+        fault = injector.add(spec)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return 400, {"error": f"the body is not JSON: {exc}"}
+    except FaultSpecError as exc:
+        return 400, {"error": str(exc)}
+    return 201, next(row for row in injector.rows() if row["id"] == fault.id)

@@ -1,0 +1,208 @@
+"""Sending mirrored transactions to the shadow cluster: the statement hook, a bounded queue, workers, comparisons.
+
+`Mirror` is made per source cluster with `mirror = {...}`. Its `statement` hook (on the sessions'
+statement hook, see recording/recorder.statement_hook) feeds capture.py and puts each complete
+sampled transaction on a bounded queue with put_nowait: the client's path never waits, and when
+the queue is full the transaction is dropped and counted (dbproxy_mirror_dropped_total{reason}).
+WORKERS tasks replay queued transactions on the shadow's writer as the session's server user
+(recording/clients.py), each step bounded by STEP_TIMEOUT; a shadow that is slow, down or has no
+writer makes its work dropped and counted, never an error for a client (a dead one for DOWN_PAUSE
+at a time without queueing, so a dead shadow costs the relay little). With compare = true (reads
+only) each statement is also read from the primary and the row count and a digest of the rows are
+compared; mismatches are counted and logged with the statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..config import Address, MirrorSettings
+from ..core.stems import by_statement_stem
+from ..recording.clients import Client, connect
+from ..routing.classify import Route
+from .capture import TransactionCapture, is_transaction_control
+
+if TYPE_CHECKING:
+    from ..core.cluster import Cluster
+    from ..core.session import ClientSessionCore
+    from ..metrics import Metrics
+
+log = logging.getLogger("dbproxy.mirror")
+
+QUEUE_SIZE = 1000
+WORKERS = 4
+STEP_TIMEOUT = 5.0
+DOWN_PAUSE = 1.0   # after the shadow had no writer or refused a connection: drop at once for this long
+
+
+@dataclass(frozen=True)
+class _Work:
+    user: str
+    password: str | None
+    database: str
+    statements: list[str]
+
+
+class Mirror:
+    """See the module docstring."""
+
+    def __init__(self, source: Cluster[Any], shadow: Cluster[Any], settings: MirrorSettings, metrics: Metrics,
+                 rng: random.Random | None = None) -> None:
+        self.source = source
+        self.shadow = shadow
+        self.settings = settings
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        self.queue: asyncio.Queue[_Work] = asyncio.Queue(QUEUE_SIZE)
+        self._captures: dict[int, TransactionCapture] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        # Read verdicts per statement stem (texts differing only in trailing digits share one).
+        self._is_read = by_statement_stem(self._classify_read, {})
+        self._down_until = 0.0   # monotonic: the shadow looked dead; its work is dropped until then
+        self.sent = self.mismatches = 0
+        self.dropped: dict[str, int] = {}
+
+    # ---- the client side (never waits) ------------------------------------------------------
+
+    def _classify_read(self, sql: bytes) -> bool:
+        verdict = self.source.classifier.classify(sql.decode("utf-8", "replace"))
+        return verdict.route is Route.REPLICA and not verdict.ends_transaction
+
+    def statement(self, session: ClientSessionCore, sql: bytes) -> None:
+        capture = self._captures.get(session.pid)
+        if capture is None:
+            capture = self._captures[session.pid] = TransactionCapture(
+                self.settings.sample, self.settings.reads_only, lambda text: self._is_read(text.encode()))
+        server = session.server
+        done = capture.statement(sql.decode("utf-8", "replace"), server is None or not server.in_transaction,
+                                 self.rng.random())
+        if done is None or session.login is None:
+            return
+        if self._down_until and time.monotonic() < self._down_until:
+            self._drop("shadow_down")
+            return
+        user = session.login.user
+        try:
+            self.queue.put_nowait(_Work(user.server_user, user.server_password, session.database, done))
+        except asyncio.QueueFull:
+            self._drop("queue_full")
+
+    def closed(self, session: ClientSessionCore) -> None:
+        self._captures.pop(session.pid, None)
+
+    def _drop(self, reason: str, count: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
+        self.metrics.mirror_dropped.labels(self.source.name, reason).inc(count)
+
+    # ---- the shadow side --------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._worker()) for _ in range(WORKERS)]
+        log.info("cluster %s: mirroring %g of its %s to cluster %s%s", self.source.name, self.settings.sample,
+                 "read transactions" if self.settings.reads_only else "transactions", self.shadow.name,
+                 " (comparing results)" if self.settings.compare else "")
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        left = self.queue.qsize()
+        if left:
+            self._drop("stopped", left)
+
+    async def _worker(self) -> None:
+        clients: dict[tuple[str, Address, str, str], Client] = {}
+        try:
+            while True:
+                work = await self.queue.get()
+                try:
+                    await asyncio.wait_for(self._send(work, clients), STEP_TIMEOUT * (1 + len(work.statements)))
+                except TimeoutError:   # a slow shadow: pause too
+                    self._forget(clients)
+                    self._drop("timeout")
+                    self._down_until = time.monotonic() + DOWN_PAUSE
+                except OSError as exc:   # no writer, refused, unreachable: pause
+                    self._forget(clients)
+                    self._drop("shadow_down")
+                    self._down_until = time.monotonic() + DOWN_PAUSE
+                    log.debug("cluster %s: shadow %s down: %s", self.source.name, self.shadow.name, exc)
+                except Exception as exc:  # noqa: BLE001 - whatever the shadow says, the client never hears of it
+                    self._forget(clients)
+                    self._drop("error")
+                    log.debug("cluster %s: mirrored transaction dropped: %s", self.source.name, exc)
+                else:
+                    self._down_until = 0.0
+                    self.sent += 1
+                    self.metrics.mirror_sent.labels(self.source.name).inc()
+        finally:
+            self._forget(clients)
+
+    @staticmethod
+    def _forget(clients: dict[tuple[str, Address, str, str], Client]) -> None:
+        for client in clients.values():
+            asyncio.get_running_loop().create_task(_close_quietly(client))
+        clients.clear()
+
+    async def _client(self, clients: dict[tuple[str, Address, str, str], Client], side: str, cluster: Cluster[Any],
+                      work: _Work) -> Client:
+        target = cluster.choose_target(cluster.config.endpoints[0], "primary", None)
+        if target is None:
+            raise ConnectionError(f"cluster {cluster.name} has no writer")
+        key = (side, target, work.user, work.database)
+        client = clients.get(key)
+        if client is None:
+            client = clients[key] = await connect(cluster.config.engine, target, work.user, work.password,
+                                                  work.database, timeout=STEP_TIMEOUT)
+        return client
+
+    async def _send(self, work: _Work, clients: dict[tuple[str, Address, str, str], Client]) -> None:
+        shadow = await self._client(clients, "shadow", self.shadow, work)
+        if not self.settings.compare:
+            for sql in work.statements:
+                await shadow.run(sql)
+            return
+        primary = await self._client(clients, "primary", self.source, work)
+        for sql in work.statements:
+            if is_transaction_control(sql):
+                continue
+            theirs, ours = await shadow.fetch(sql), await primary.fetch(sql)
+            if len(theirs) != len(ours) or _digest(theirs) != _digest(ours):
+                self.mismatches += 1
+                self.metrics.mirror_mismatches.labels(self.source.name).inc()
+                log.warning("cluster %s: mirror mismatch on cluster %s: %d row(s) vs %d on the primary for: %s",
+                            self.source.name, self.shadow.name, len(theirs), len(ours), sql[:500])
+
+
+def _digest(rows: list[tuple[Any, ...]]) -> str:
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(repr(row).encode())
+    return digest.hexdigest()
+
+
+async def _close_quietly(client: Client) -> None:
+    try:
+        await client.close()
+    except Exception:  # noqa: BLE001 - a connection to a dead shadow may fail to close
+        pass
+
+
+def make_mirrors(clusters: dict[str, Cluster[Any]], metrics: Metrics) -> None:
+    """(Re)make every cluster's mirror from its config: old ones stop, new ones start."""
+    for cluster in clusters.values():
+        if cluster.mirror is not None:
+            cluster.mirror.stop()
+            cluster.mirror = None
+        settings = cluster.config.mirror
+        shadow = clusters.get(settings.cluster) if settings is not None else None
+        if settings is None or shadow is None:
+            continue
+        cluster.mirror = Mirror(cluster, shadow, settings, metrics)
+        cluster.mirror.start()

@@ -1,0 +1,99 @@
+"""The recording file (SPEC §13): gzip-compressed JSON lines, a versioned header then one event per line.
+
+    {"format": "dbproxy-recording", "version": 1, "engine": "postgres", "cluster": "main" | null,
+     "started_at": <unix time>}
+    {"t": 0.0123, "s": 17, "e": "open", "u": "app", "d": "app"}      a client session's first statement
+    {"t": 0.0125, "s": 17, "e": "q", "q": "BEGIN;", "n": 1}           a statement; "n": 1 when it starts a
+                                                                       transaction (none was open on its server)
+    {"t": 0.0901, "s": 17, "e": "close"}                              the client disconnected
+
+`t` is seconds since the recording started (monotonic clock), `s` the proxy's id of the client
+session (SHOW CLIENTS id), `u`/`d` its user and database. Statements are the texts clients sent
+(simple query protocol / COM_QUERY text, and the text of prepared statements without their
+parameters). Readers must refuse a version they do not know.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+FORMAT = "dbproxy-recording"
+VERSION = 1
+
+
+class RecordingError(Exception):
+    """A recording file that cannot be read (not one, another version, corrupt)."""
+
+
+@dataclass(frozen=True)
+class Header:
+    engine: str
+    cluster: str | None
+    started_at: float
+
+
+class RecordingWriter:
+    """Appends events to a new recording file (buffered; `flush` writes them out, `close` ends the file)."""
+
+    def __init__(self, path: Path, header: Header) -> None:
+        self.path = path
+        # "x": never overwrite an existing file; compresslevel 1: cheap for the proxy, still ~10x smaller.
+        self._file: IO[str] = gzip.open(path, "xt", encoding="utf-8", compresslevel=1)  # noqa: SIM115 - kept open
+        self._pending: list[str] = []
+        self.events = 0
+        self._line({"format": FORMAT, "version": VERSION, "engine": header.engine, "cluster": header.cluster,
+                    "started_at": header.started_at})
+
+    def _line(self, event: dict[str, Any]) -> None:
+        self._pending.append(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+
+    def write(self, event: dict[str, Any]) -> None:
+        self._line(event)
+        self.events += 1
+        if len(self._pending) >= 512:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._file.write("\n".join(self._pending) + "\n")
+            self._pending.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self._file.close()
+
+
+def read_recording(path: Path) -> tuple[Header, Iterator[dict[str, Any]]]:
+    """The header and the events of a recording file; raises RecordingError (OSError for I/O)."""
+    try:
+        handle = gzip.open(path, "rt", encoding="utf-8")  # noqa: SIM115 - closed by the iterator
+        first = handle.readline()
+        header = json.loads(first) if first else None
+    except (gzip.BadGzipFile, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecordingError(f"{path} is not a dbproxy recording: {exc}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise RecordingError(f"{path} is not a dbproxy recording (no {FORMAT} header)")
+    if header.get("version") != VERSION:
+        raise RecordingError(f"{path} is a version {header.get('version')} recording; this dbproxy reads "
+                             f"version {VERSION}")
+
+    def events() -> Iterator[dict[str, Any]]:
+        number = 1
+        with handle:
+            try:
+                for number, line in enumerate(handle, start=2):
+                    event = json.loads(line)
+                    if not isinstance(event, dict):
+                        raise RecordingError(f"{path} line {number}: not an event")
+                    yield event
+            except json.JSONDecodeError as exc:
+                raise RecordingError(f"{path} line {number}: {exc}") from None
+            except (EOFError, gzip.BadGzipFile) as exc:   # the proxy stopped without RECORD STOP
+                raise RecordingError(f"{path} is truncated after line {number}: {exc}") from None
+
+    return Header(str(header.get("engine")), header.get("cluster"), float(header.get("started_at", 0))), events()

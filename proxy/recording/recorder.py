@@ -1,0 +1,133 @@
+"""Recording client traffic in the proxy (RECORD START / STOP, SHOW RECORDING): the statement hooks and the file.
+
+A recording rides on the session's statement hook (`statement_audit`, called for every client
+statement and otherwise None): while one runs, the sessions it covers (one cluster's, or all) get
+a hook that writes the statement (and still calls the audit log's, if that is on). Writes are
+buffered and flushed every 512 events and once a second (ProxyApp's maintenance), so a recording
+costs the relay one JSON line per statement and nothing when none runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .format import Header, RecordingWriter
+
+if TYPE_CHECKING:
+    from ..audit import AuditLog
+    from ..core.app_view import AppView
+    from ..core.session import ClientSessionCore
+
+log = logging.getLogger("dbproxy.recording")
+
+StatementHook = Callable[["ClientSessionCore", bytes], None]
+
+
+class RecordingRefused(Exception):
+    """RECORD START cannot start (one runs, unknown cluster, mixed engines, file exists)."""
+
+
+class Recorder:
+    """One recording in progress; see the module docstring and format.py."""
+
+    def __init__(self, path: Path, cluster: str | None, engine: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self.cluster = cluster
+        self.engine = engine
+        self._clock = clock
+        self.started = clock()
+        self.started_at = time.time()
+        self.writer = RecordingWriter(path, Header(engine, cluster, self.started_at))
+        self._open: set[int] = set()
+        self.sessions = 0
+        self.statements = 0
+
+    def covers(self, session: ClientSessionCore) -> bool:
+        return self.cluster is None or session.cluster.name == self.cluster
+
+    def statement(self, session: ClientSessionCore, sql: bytes) -> None:
+        at = round(self._clock() - self.started, 6)
+        sid = session.pid
+        if sid not in self._open:
+            self._open.add(sid)
+            self.sessions += 1
+            self.writer.write({"t": at, "s": sid, "e": "open", "u": session.user_name, "d": session.database})
+        event: dict[str, Any] = {"t": at, "s": sid, "e": "q", "q": sql.decode("utf-8", "replace")}
+        server = session.server
+        if server is None or not server.in_transaction:
+            event["n"] = 1   # starts a transaction
+        self.writer.write(event)
+        self.statements += 1
+
+    def closed(self, session: ClientSessionCore) -> None:
+        if session.pid in self._open:
+            self._open.discard(session.pid)
+            self.writer.write({"t": round(self._clock() - self.started, 6), "s": session.pid, "e": "close"})
+
+    def stop(self) -> None:
+        self.writer.close()
+
+    def row(self) -> dict[str, Any]:
+        return {"file": str(self.path), "cluster": self.cluster or "(all)", "engine": self.engine,
+                "seconds": round(self._clock() - self.started, 3), "sessions": self.sessions,
+                "statements": self.statements}
+
+
+def statement_hook(session: ClientSessionCore, audit: AuditLog | None, recorder: Recorder | None) -> StatementHook | None:
+    """The session's statement hook: the audit log's, the recording's, the cluster's mirror's, all, or None."""
+    hooks: list[StatementHook] = []
+    if audit is not None and audit.kinds:
+        hooks.append(audit.statement)
+    if recorder is not None and recorder.covers(session):
+        hooks.append(recorder.statement)
+    if session.cluster.mirror is not None:
+        hooks.append(session.cluster.mirror.statement)
+    if len(hooks) <= 1:
+        return hooks[0] if hooks else None
+
+    def every(s: ClientSessionCore, sql: bytes) -> None:
+        for hook in hooks:
+            hook(s, sql)
+
+    return every
+
+
+def start(app: AppView, path: Path, cluster: str | None) -> Recorder:
+    """RECORD START: raises RecordingRefused with the reason."""
+    if app.recording is not None:
+        raise RecordingRefused(f"a recording to {app.recording.path} is running: RECORD STOP first")
+    if cluster is not None and cluster not in app.clusters:
+        raise RecordingRefused(f"no cluster named {cluster!r} (clusters: {', '.join(app.clusters) or 'none'})")
+    engines = {c.config.engine for name, c in app.clusters.items() if cluster is None or name == cluster}
+    if len(engines) != 1:
+        raise RecordingRefused("the clusters use both engines: name the cluster to record")
+    try:
+        recorder = Recorder(path, cluster, engines.pop())
+    except FileExistsError:
+        raise RecordingRefused(f"{path} exists: a recording never overwrites a file") from None
+    except OSError as exc:
+        raise RecordingRefused(f"cannot create {path}: {exc.strerror or exc}") from None
+    app.recording = recorder
+    for session in app.sessions:
+        session.statement_audit = statement_hook(session, app.audit, recorder)
+    log.info("recording %s to %s", f"cluster {cluster}" if cluster else "every cluster", path)
+    return recorder
+
+
+def stop(app: AppView) -> Recorder | None:
+    """RECORD STOP: the recording that was running (closed), or None."""
+    recorder = app.recording
+    if recorder is None:
+        return None
+    app.recording = None
+    for session in app.sessions:
+        session.statement_audit = statement_hook(session, app.audit, None)
+    recorder.stop()
+    log.info("recording to %s stopped: %d sessions, %d statements", recorder.path, recorder.sessions,
+             recorder.statements)
+    return recorder

@@ -1,0 +1,110 @@
+"""Record and replay on MariaDB (SPEC §13): PyMySQL clients' statements through dbproxy recorded, replayed by
+`dbproxy replay` (aiomysql) onto the machine's MariaDB (3306, a fresh database): the same rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pymysql
+import pytest
+from conftest import REPO_ROOT
+from e2e_helpers import running_proxy
+from mysql_e2e_helpers import (
+    ADMIN_PASSWORD,
+    ADMIN_USER,
+    MysqlProxy,
+    connect,
+    direct,
+    mysql_proxy_config,
+    rows,
+)
+
+from deploy.mysqlcluster import HOST, MysqlCluster
+from deploy.pgcluster import free_ports
+
+LOCAL_PORT = 3306
+
+
+@pytest.fixture(scope="module")
+def proxy(mysql_cluster: MysqlCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MysqlProxy]:
+    port, admin_port = free_ports(2)
+    text = mysql_proxy_config(mysql_cluster, port, admin_port=admin_port)
+    with running_proxy(text, tmp_path_factory.mktemp("mysql-record"), port) as running:
+        yield MysqlProxy(running, admin_port)
+
+
+def admin(proxy: MysqlProxy, command: str) -> list[dict[str, Any]]:
+    conninfo = (f"host={HOST} port={proxy.admin_port} user={ADMIN_USER} password={ADMIN_PASSWORD} "
+                "dbname=dbproxy sslmode=disable connect_timeout=5")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        cur = conn.execute(command, prepare=False)
+        if cur.description is None:
+            return []
+        names = [column.name for column in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def local(database: str | None = None) -> pymysql.connections.Connection[Any]:
+    return pymysql.connect(host=HOST, port=LOCAL_PORT, user="root", password="", database=database,
+                           autocommit=True, ssl_disabled=True)
+
+
+def test_recorded_clients_replay_to_the_same_rows(proxy: MysqlProxy, mysql_cluster: MysqlCluster,
+                                                  tmp_path: Path) -> None:
+    table = f"rec_{uuid.uuid4().hex[:8]}"
+    target = f"replay_{uuid.uuid4().hex[:8]}"
+    schema = f"CREATE TABLE {table} (id INT PRIMARY KEY, v INT NOT NULL)"
+    with direct(mysql_cluster, 0) as conn:
+        rows(conn, schema)
+    with local() as conn:
+        rows(conn, f"CREATE DATABASE {target}")
+        rows(conn, f"USE {target}")
+        rows(conn, schema)
+    recording = tmp_path / "my.rec.gz"
+    try:
+        admin(proxy, f"RECORD START '{recording}' my")
+
+        def client(n: int) -> None:
+            with connect(proxy, ssl_disabled=True) as conn:
+                for i in range(25):
+                    rows(conn, f"INSERT INTO {table} VALUES ({n * 100 + i}, {i})")
+                rows(conn, "BEGIN")
+                rows(conn, f"UPDATE {table} SET v = v * 2 WHERE id BETWEEN {n * 100} AND {n * 100 + 99}")
+                rows(conn, "COMMIT")
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        (row,) = admin(proxy, "SHOW RECORDING")
+        assert row["engine"] == "mysql" and row["sessions"] == 4 and row["statements"] >= 4 * 28
+        admin(proxy, "RECORD STOP")
+
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        res = subprocess.run([sys.executable, "-m", "proxy", "replay", str(recording), "--target",
+                              f"{HOST}:{LOCAL_PORT}", "--user", "root", "--database", target, "--speed", "2",
+                              "--json", "--quiet"], capture_output=True, text=True, timeout=120, env=env,
+                             cwd=REPO_ROOT)
+        assert res.returncode == 0, res.stdout + res.stderr
+        report = json.loads(res.stdout)
+        assert report["errors"] == 0 and report["sessions"] == 4, report
+        # 25 autocommit INSERTs, one BEGIN ... COMMIT and PyMySQL's SET NAMES at connect, each
+        assert report["transactions"] == 4 * 27, report
+        check = f"SELECT count(*), sum(v) FROM {table}"
+        with direct(mysql_cluster, 0) as source, local(target) as replayed:
+            assert rows(replayed, check) == rows(source, check) == [(100, 4 * 2 * sum(range(25)))]
+    finally:
+        with direct(mysql_cluster, 0) as conn:
+            rows(conn, f"DROP TABLE IF EXISTS {table}")
+        with local() as conn:
+            rows(conn, f"DROP DATABASE IF EXISTS {target}")
