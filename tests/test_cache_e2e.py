@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import free_port
 from e2e_helpers import EndpointSpec, RawClient, data_rows, first_error, routing_config, running_proxy
+from redis_helpers import RedisServer
 
 from deploy.pgcluster import HOST, PgCluster
 
@@ -80,34 +78,6 @@ def memory_port(pg_cluster: PgCluster, cache_db: str, tmp_path_factory: pytest.T
     text = config(pg_cluster, endpoint, "memory").replace("[server]\n", f'[server]\nhttp_listen = "{HOST}:{HTTP_PORT}"\n', 1)
     with running_proxy(text, tmp_path_factory.mktemp("cache-memory"), endpoint.port):
         yield endpoint.port
-
-
-class RedisServer:
-    """A private redis-server on a free port (so a test may stop it)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection((HOST, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
 
 
 @pytest.fixture(scope="module")

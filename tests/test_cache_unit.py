@@ -68,42 +68,42 @@ def test_keys_differ_by_every_input() -> None:
 async def test_memory_ttl_with_a_fake_clock() -> None:
     clock = Clock()
     backend = MemoryBackend(1 << 20, clock)
-    found = await backend.lookup("k", ("t",))
+    found = await backend.lookup("k", ("t",), None)
     assert found.value is None
-    await backend.store("k", b"rows", ("t",), found.versions, 10.0)
-    assert (await backend.lookup("k", ("t",))).value == b"rows"
+    await backend.store("k", b"rows", ("t",), None, found.versions, 10.0)
+    assert (await backend.lookup("k", ("t",), None)).value == b"rows"
     clock.now += 9.9
-    assert (await backend.lookup("k", ("t",))).value == b"rows"
+    assert (await backend.lookup("k", ("t",), None)).value == b"rows"
     clock.now += 0.2
-    assert (await backend.lookup("k", ("t",))).value is None
+    assert (await backend.lookup("k", ("t",), None)).value is None
     assert backend.usage() == (0, 0)
 
 
 async def test_memory_invalidation_by_table_and_a_store_after_a_write() -> None:
     backend = MemoryBackend(1 << 20, Clock())
-    miss = await backend.lookup("k", ("t", "u"))
+    miss = await backend.lookup("k", ("t", "u"), None)
     await backend.invalidate(("u",))          # a write committed while the miss ran
-    await backend.store("k", b"old", ("t", "u"), miss.versions, 10.0)
-    assert (await backend.lookup("k", ("t", "u"))).value is None
-    miss = await backend.lookup("k", ("t", "u"))
-    await backend.store("k", b"new", ("t", "u"), miss.versions, 10.0)
+    await backend.store("k", b"old", ("t", "u"), None, miss.versions, 10.0)
+    assert (await backend.lookup("k", ("t", "u"), None)).value is None
+    miss = await backend.lookup("k", ("t", "u"), None)
+    await backend.store("k", b"new", ("t", "u"), None, miss.versions, 10.0)
     await backend.invalidate(("other",))
-    assert (await backend.lookup("k", ("t", "u"))).value == b"new"
+    assert (await backend.lookup("k", ("t", "u"), None)).value == b"new"
     await backend.invalidate((ALL_TABLES,))
-    assert (await backend.lookup("k", ("t", "u"))).value is None
+    assert (await backend.lookup("k", ("t", "u"), None)).value is None
 
 
 async def test_max_memory_is_respected_under_a_flood_of_distinct_queries() -> None:
     backend = MemoryBackend(64 * 1024, Clock())
     for i in range(5000):
         key = f"key-{i}"
-        miss = await backend.lookup(key, ("t",))
-        await backend.store(key, b"x" * (i % 700), ("t",), miss.versions, 60.0)
+        miss = await backend.lookup(key, ("t",), None)
+        await backend.store(key, b"x" * (i % 700), ("t",), None, miss.versions, 60.0)
         assert backend.bytes <= 64 * 1024
     entries, size = backend.usage()
     assert 0 < entries < 5000 and size <= 64 * 1024 and backend.evictions > 0
-    assert (await backend.lookup("key-4999", ("t",))).value is not None   # the newest stays
-    assert (await backend.lookup("key-0", ("t",))).value is None          # the oldest went first
+    assert (await backend.lookup("key-4999", ("t",), None)).value is not None   # the newest stays
+    assert (await backend.lookup("key-0", ("t",), None)).value is None          # the oldest went first
 
 
 async def test_identical_misses_wait_for_the_one_that_runs() -> None:

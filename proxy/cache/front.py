@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from .backends import ALL_TABLES, Backend, BackendDown, MemoryBackend, Versions
+from .backends import Backend, BackendDown, MemoryBackend
 from .redis_backend import RedisBackend
+from .scopes import ALL_TABLES, Point, RowWrite, Versions, written_tables
 from .settings import CacheSettings
 
 log = logging.getLogger("dbproxy.cache")
@@ -24,6 +25,7 @@ class Ticket:
 
     key: str
     tables: tuple[str, ...]
+    point: Point | None
     versions: Versions
     ttl: float
     done: asyncio.Future[bytes | None]
@@ -39,7 +41,8 @@ class QueryCache:
         self.clock = clock
         if backend is None:
             backend = (MemoryBackend(settings.max_memory, clock) if settings.backend == "memory"
-                       else RedisBackend(settings.backend, cluster, settings.redis_timeout))
+                       else RedisBackend(settings.backend, cluster, settings.redis_timeout, username=settings.username,
+                                         password=settings.password, ca_file=settings.tls_ca_file))
         self.backend = backend
         self._memory = backend if isinstance(backend, MemoryBackend) else None
         self._inflight: dict[str, Ticket] = {}
@@ -82,20 +85,22 @@ class QueryCache:
 
     # ---- lookups --------------------------------------------------------------------------------
 
-    def lookup_now(self, key: str, tables: Sequence[str], ttl: float) -> tuple[bytes | None, Ticket | None] | None:
+    def lookup_now(self, key: str, tables: Sequence[str], ttl: float,
+                   point: Point | None = None) -> tuple[bytes | None, Ticket | None] | None:
         """The memory backend's answer without waiting: (hit bytes, None) or (None, the miss's ticket);
         None when the answer needs a wait (another backend, or an identical miss already running)."""
         memory = self._memory
         if memory is None or key in self._inflight:
             return None
-        found = memory.lookup_now(key, tables)
+        found = memory.lookup_now(key, tables, point)
         if found.value is not None:
             self.requests["hit"] += 1
             return found.value, None
         self.requests["miss"] += 1
-        return None, self._lead(key, tables, found.versions, ttl)
+        return None, self._lead(key, tables, point, found.versions, ttl)
 
-    async def lookup(self, key: str, tables: Sequence[str], ttl: float) -> tuple[bytes | None, Ticket | None]:
+    async def lookup(self, key: str, tables: Sequence[str], ttl: float,
+                     point: Point | None = None) -> tuple[bytes | None, Ticket | None]:
         """(hit bytes, None), or (None, a ticket: run the query, then complete()), or (None, None):
         run the query without storing it (bypass, or an identical miss ran and failed)."""
         running = self._inflight.get(key)
@@ -105,7 +110,7 @@ class QueryCache:
             self.requests["bypass"] += 1
             return None, None
         try:
-            found = await self.backend.lookup(key, tables)
+            found = await self.backend.lookup(key, tables, point)
         except BackendDown as exc:
             self._failed(exc)
             self.requests["bypass"] += 1
@@ -118,10 +123,10 @@ class QueryCache:
         if running is not None:
             return await self._follow(running)
         self.requests["miss"] += 1
-        return None, self._lead(key, tables, found.versions, ttl)
+        return None, self._lead(key, tables, point, found.versions, ttl)
 
-    def _lead(self, key: str, tables: Sequence[str], versions: Versions, ttl: float) -> Ticket:
-        ticket = Ticket(key, tuple(tables), versions, ttl, asyncio.get_running_loop().create_future())
+    def _lead(self, key: str, tables: Sequence[str], point: Point | None, versions: Versions, ttl: float) -> Ticket:
+        ticket = Ticket(key, tuple(tables), point, versions, ttl, asyncio.get_running_loop().create_future())
         self._inflight[key] = ticket
         return ticket
 
@@ -146,7 +151,7 @@ class QueryCache:
         if value is None or len(value) > self.settings.max_entry:
             return
         if self._memory is not None:
-            self._memory.store_now(ticket.key, value, ticket.tables, ticket.versions, ticket.ttl)
+            self._memory.store_now(ticket.key, value, ticket.tables, ticket.point, ticket.versions, ticket.ttl)
             self.stores += 1
             return
         self._spawn(self._store(ticket, value))
@@ -155,7 +160,7 @@ class QueryCache:
         if not self._usable():
             return
         try:
-            await self.backend.store(ticket.key, value, ticket.tables, ticket.versions, ticket.ttl)
+            await self.backend.store(ticket.key, value, ticket.tables, ticket.point, ticket.versions, ticket.ttl)
         except BackendDown as exc:
             self._failed(exc)
             return
@@ -169,30 +174,31 @@ class QueryCache:
 
     # ---- invalidation ---------------------------------------------------------------------------
 
-    def invalidate_now(self, tables: Sequence[str]) -> bool:
+    def invalidate_now(self, tables: Sequence[str], rows: Sequence[RowWrite] = ()) -> bool:
         """The memory backend invalidates at once (True); False: await invalidate()."""
         if self._memory is None:
             return False
-        self._memory.invalidate_now(tables)
-        self._forget_inflight(tables)
+        self._memory.invalidate_now(tables, rows)
+        self._forget_inflight(written_tables(tables, rows))
         self.invalidations += 1
         return True
 
-    async def invalidate(self, tables: Sequence[str]) -> None:
-        """Results that read any of `tables` (ALL_TABLES: every result) are never served again.
-        Bounded; while the backend is down the invalidation is lost (entries live at most their TTL)."""
-        self._forget_inflight(tables)
-        if self.invalidate_now(tables):
+    async def invalidate(self, tables: Sequence[str], rows: Sequence[RowWrite] = ()) -> None:
+        """Results that read any of `tables` (ALL_TABLES: every result), or the rows of `rows`, are
+        never served again. Bounded; while the backend is down the invalidation is lost (entries live
+        at most their TTL)."""
+        self._forget_inflight(written_tables(tables, rows))
+        if self.invalidate_now(tables, rows):
             return
         try:
-            await self.backend.invalidate(tables)
+            await self.backend.invalidate(tables, rows)
         except BackendDown as exc:
             self._failed(exc)
             return
         self._answered()
         self.invalidations += 1
 
-    def _forget_inflight(self, tables: Sequence[str]) -> None:
+    def _forget_inflight(self, tables: Collection[str]) -> None:
         """Identical misses running now may have read the old rows: followers must not take them."""
         if not self._inflight:
             return

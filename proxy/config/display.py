@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from proxy.cache.settings import CacheSettings
 from proxy.durations import format_duration
 
 from .model import (
@@ -72,7 +73,20 @@ def _cluster_display(cluster: ClusterConfig) -> dict[str, Any]:
         "endpoints": [_endpoint_display(e) for e in cluster.endpoints],
         **({"databases": {d.name: {"max_client_connections": d.max_client_connections} for d in cluster.databases}}
            if cluster.databases else {}),
+        **({"cache": _cache_display(cluster.cache)} if cluster.cache is not None else {}),
     }
+
+
+def _cache_display(cache: CacheSettings) -> dict[str, Any]:
+    """[cache] as configured; the Redis password masked."""
+    return _drop_none({
+        "backend": cache.backend, "max_memory": cache.max_memory, "max_entry": cache.max_entry,
+        "default_ttl": format_duration(cache.default_ttl),
+        "rules": [{"match": r.match, "ttl": format_duration(r.ttl), **({"tables": list(r.tables)} if r.tables else {})}
+                  for r in cache.rules],
+        "write_functions": {name: list(tables) for name, tables in cache.write_functions} or None,
+        "username": cache.username, "password": _mask(cache.password), "tls_ca_file": cache.tls_ca_file,
+    })
 
 
 _DURATION_FIELDS = frozenset(
