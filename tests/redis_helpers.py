@@ -1,4 +1,4 @@
-"""A private redis-server for the query-cache tests: free port, loopback, optional requirepass."""
+"""A private redis-server for the query-cache tests: free port, loopback, optional requirepass and TLS."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from deploy.pgcluster import HOST
 
 
 class RedisServer:
-    """A private redis-server on a free port (so a test may stop it); `password`: requirepass."""
+    """A private redis-server on a free port (so a test may stop it); `password`: requirepass;
+    `certs`: a `dbproxy gen-cert` directory, then it listens with TLS only."""
 
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+    def __init__(self, directory: Path, password: str | None = None, certs: Path | None = None) -> None:
         self.port = free_port()
         self.directory = directory
         self.password = password
+        self.certs = certs
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -26,6 +28,11 @@ class RedisServer:
                 "--dir", str(self.directory)]
         if self.password is not None:
             argv += ["--requirepass", self.password]
+        if self.certs is not None:
+            argv[1:3] = ["--port", "0", "--tls-port", str(self.port)]
+            argv += ["--tls-cert-file", str(self.certs / "server.pem"), "--tls-key-file",
+                     str(self.certs / "server-key.pem"), "--tls-ca-cert-file", str(self.certs / "ca.pem"),
+                     "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -95,6 +95,7 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 async def test_row_scopes_on_redis(redis_port: int) -> None:
     backend = RedisBackend(f"redis://{HOST}:{redis_port}/0", "rows", 1.0)
     try:
+        assert await backend.connect()
         await check_row_scopes(backend)
     finally:
         await backend.close()

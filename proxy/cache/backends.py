@@ -32,6 +32,10 @@ class BackendDown(Exception):
     """The backend did not answer in time or failed: the caller bypasses the cache."""
 
 
+class BackendConnecting(BackendDown):
+    """The backend is still opening its connections: the caller bypasses the cache (it is not down)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Found:
     """A lookup's answer: the stored bytes (None: a miss) and the versions to store a miss under."""

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from .backends import Backend, BackendDown, MemoryBackend
+from .backends import Backend, BackendConnecting, BackendDown, MemoryBackend
 from .redis_backend import RedisBackend
 from .scopes import ALL_TABLES, Point, RowWrite, Versions, written_tables
 from .settings import CacheSettings
@@ -45,6 +45,11 @@ class QueryCache:
                                          password=settings.password, ca_file=settings.tls_ca_file))
         self.backend = backend
         self._memory = backend if isinstance(backend, MemoryBackend) else None
+        if isinstance(backend, RedisBackend):
+            try:
+                backend.warm()   # connections made ahead of the first lookup
+            except RuntimeError:
+                pass             # no running loop (tests): made at the first call
         self._inflight: dict[str, Ticket] = {}
         self.requests = {"hit": 0, "miss": 0, "bypass": 0}
         self.stores = 0
@@ -69,6 +74,8 @@ class QueryCache:
         return self.down_since is None or self.clock() >= self._retry_at
 
     def _failed(self, exc: BackendDown) -> None:
+        if isinstance(exc, BackendConnecting):
+            return   # its connections are being made: bypassed, not down
         now = self.clock()
         if self.down_since is None:
             self.down_since = now

@@ -7,6 +7,11 @@ invalidation is one MULTI/EXEC of INCRBYs (and of SETs of fresh row values, whic
 ROW_TTL) and never a scan; MULTI makes a row write's table and column counters move together for
 every reader. Every call is bounded by `timeout`; past it, or on any error, BackendDown (the caller
 bypasses the cache).
+
+Connections (TCP, TLS, AUTH) are made ahead, not within a call's bound: a pool of POOL_SIZE
+connections is opened by a warm-up (CONNECT_TIMEOUT each, WARM_TIMEOUT in all) before the first call and again after a
+failure; until it is done calls raise BackendConnecting. More concurrent calls than POOL_SIZE wait
+for a free connection (within their bound) rather than open another.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .backends import BackendDown, Found
+from .backends import BackendConnecting, BackendDown, Found
 from .scopes import GENERATION, ROW_TTL, Point, RowWrite, Versions, increments, read_counters, versions
 
+POOL_SIZE = 8
+WARM_TIMEOUT = 10.0   # the warm-up of the whole pool (a TLS connection costs ~50-100 ms of CPU here)
+CONNECT_TIMEOUT = 3.0
 _COUNT = struct.Struct("!H")
 _VERSION = struct.Struct("!q")
 
@@ -48,8 +56,13 @@ class RedisBackend:
         options: dict[str, Any] = {"username": username, "password": password}
         if url.startswith("rediss://") and ca_file is not None:
             options["ssl_ca_certs"] = ca_file
-        self.client: Any = aioredis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                             retry_on_timeout=False, health_check_interval=0, **options)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=POOL_SIZE, timeout=None, socket_timeout=CONNECT_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT, retry_on_timeout=False, health_check_interval=0, **options)
+        self.client: Any = aioredis.Redis(connection_pool=pool)
+        self._ready = False
+        self._warming: asyncio.Task[None] | None = None
+        self._warm_failed = ""   # why the last warm-up failed ("": none did)
         prefix = f"dbproxy:{cluster}:"
         self._entry_prefix = prefix + "e:"
         self._version_prefix = prefix + "v:"
@@ -57,10 +70,41 @@ class RedisBackend:
         self.stored = 0   # entries this process stored (Redis holds those of every dbproxy)
         self.stored_bytes = 0
 
-    async def _bounded(self, work: Any) -> Any:
+    def warm(self) -> None:
+        """Open the pool's connections in the background (once at a time)."""
+        if self._warming is None and not self._ready:
+            self._warming = asyncio.get_running_loop().create_task(self._warm())
+
+    async def connect(self) -> bool:
+        """Warm the pool now and wait for it; True if it is ready (else see the BackendDown of a call)."""
+        self.warm()
+        if self._warming is not None:
+            await asyncio.shield(self._warming)
+        return self._ready
+
+    async def _warm(self) -> None:
+        try:
+            await asyncio.wait_for(asyncio.gather(*(self.client.ping() for _ in range(POOL_SIZE))),
+                                   WARM_TIMEOUT)
+            self._ready = True
+            self._warm_failed = ""
+        except (TimeoutError, RedisError, OSError, ConnectionError) as exc:
+            self._warm_failed = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        finally:
+            self._warming = None
+
+    async def _bounded(self, work: Any, *, waiting: bool = False) -> Any:
+        """`work` within the bound; `waiting` (invalidations): tried even while the pool is being made."""
+        if not self._ready and not waiting:
+            work.close()
+            self.warm()
+            if self._warm_failed:
+                raise BackendDown(f"redis {self.url}: cannot connect: {self._warm_failed}")
+            raise BackendConnecting(f"redis {self.url}: connecting")
         try:
             return await asyncio.wait_for(work, self.timeout)
         except (TimeoutError, RedisError, OSError, ConnectionError) as exc:
+            self._ready = False   # connections may be gone: made again ahead of the next calls
             raise BackendDown(f"redis {self.url}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
 
     async def lookup(self, key: str, tables: Sequence[str], point: Point | None) -> Found:
@@ -92,15 +136,17 @@ class RedisBackend:
         expiry = int(ROW_TTL * 1000)
         for name in change.rows:
             pipe.set(prefix + name, secrets.randbits(62) + 1, px=expiry)
-        await self._bounded(pipe.execute())
+        await self._bounded(pipe.execute(), waiting=True)
 
     async def flush(self) -> None:
-        await self._bounded(self.client.incr(self._generation))
+        await self._bounded(self.client.incr(self._generation), waiting=True)
 
     def usage(self) -> tuple[int, int]:
         return self.stored, self.stored_bytes
 
     async def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
         try:
             await asyncio.wait_for(self.client.aclose(), 1.0)
         except (TimeoutError, RedisError, OSError):
