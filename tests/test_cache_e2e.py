@@ -234,6 +234,22 @@ def test_entries_are_shared_through_redis(redis_ports: tuple[int, int], pg_clust
     b.query("UPDATE items SET v = 'b' WHERE id = 2")
 
 
+def test_a_row_write_through_one_dbproxy_invalidates_only_that_row_in_the_other(
+        redis_ports: tuple[int, int], pg_cluster: PgCluster) -> None:
+    a, b = connect(redis_ports[0]), connect(redis_ports[1])
+    one, two = "SELECT v FROM items WHERE id = 1", "SELECT v FROM items WHERE id = 2"
+    assert value(b, one) == "a" and value(b, two) == "b"
+    direct(pg_cluster, "UPDATE items SET v = v || '-direct' WHERE id IN (1, 2)")
+    assert value(b, one) == "a"                       # cached (in Redis)
+    a.query("UPDATE items SET v = 'b2' WHERE id = 2")  # through the other dbproxy: row 2 only
+    assert value(b, two) == "b2"
+    assert value(b, one) == "a"                       # row 1 stays cached
+    a.query("UPDATE items SET v = CASE id WHEN 1 THEN 'a' ELSE 'b' END WHERE id IN (1, 2)")   # table-wide
+    assert value(b, one) == "a" and value(b, two) == "b"
+    a.close()
+    b.close()
+
+
 def test_queries_keep_working_when_redis_stops(redis_ports: tuple[int, int], redis_server: RedisServer) -> None:
     client = connect(redis_ports[0])
     sql = "SELECT v FROM items WHERE id = 3"

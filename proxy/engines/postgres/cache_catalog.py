@@ -94,6 +94,8 @@ class _Database:
     stale: bool = True
     retry_at: float = 0.0
     task: asyncio.Task[None] | None = None
+    logged: str = ""   # the last failure logged (each new one is logged, a repeat at most once a minute)
+    logged_at: float = -MAX_AGE
 
 
 class CatalogReader:
@@ -150,9 +152,12 @@ class CatalogReader:
             state.snapshot = CatalogSnapshot.from_rows(rows, cluster.cache.clock() if cluster.cache else started)
             state.stale = False
         except (OSError, EOFError, TimeoutError, ProxyError, QueryFailed, ValueError, struct.error) as exc:
-            log.info("cluster %s: the query cache could not read the catalog of database %s on %s: %s "
-                     "(nothing of it is cached meanwhile)", cluster.name, database, address, exc)
-            state.retry_at = (cluster.cache.clock() if cluster.cache else started) + RETRY_AFTER
+            now = cluster.cache.clock() if cluster.cache else started
+            if str(exc) != state.logged or now - state.logged_at >= MAX_AGE:
+                state.logged, state.logged_at = str(exc), now
+                log.info("cluster %s: the query cache could not read the catalog of database %s on %s: %s "
+                         "(nothing of it is cached meanwhile)", cluster.name, database, address, exc)
+            state.retry_at = now + RETRY_AFTER
         finally:
             if conn is not None:
                 conn.close()
