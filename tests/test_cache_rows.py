@@ -15,10 +15,11 @@ from redis_helpers import RedisServer
 
 from deploy.pgcluster import HOST
 from proxy.cache.backends import Backend, MemoryBackend
+from proxy.cache.catalog import CatalogSnapshot
 from proxy.cache.redis_backend import RedisBackend
 from proxy.cache.scopes import ALL_TABLES, Point, RowWrite
 from proxy.cache.settings import CacheSettings
-from proxy.engines.postgres.cache_catalog import CatalogSnapshot
+from proxy.engines.postgres.cache_catalog import relations_from_rows
 from proxy.engines.postgres.cache_points import Values, bind_parameter, canonical_int
 from proxy.engines.postgres.cache_tables import CacheFacts
 from proxy.engines.postgres.classify import PgClassifier
@@ -163,7 +164,7 @@ def test_cached_reads_always_match_the_table(ops: list[tuple[str, object, int]])
 
 # ------------------------------------------------------------------------------ texts and Binds
 
-SNAPSHOT = CatalogSnapshot.from_rows([
+SNAPSHOT = CatalogSnapshot(relations_from_rows([
     ["accounts", "r", "false", "false", "false", '["id", "branch"]'],
     ["orders", "r", "false", "false", "false", "[]"],
     ["logged", "r", "false", "false", "true", '["id"]'],                  # has a writing trigger
@@ -172,7 +173,7 @@ SNAPSHOT = CatalogSnapshot.from_rows([
     ["dup", "r", "false", "false", "false", '["id", "x"]'],
     ["dup", "r", "false", "false", "false", '["id"]'],                     # the same name in another schema
     ["tmp", "r", "true", "false", "false", '["id"]'],                      # some session's temporary table
-], 0.0)
+]), 0.0)
 
 
 def facts() -> CacheFacts:

@@ -13,11 +13,11 @@ from typing import Any
 
 from pglast import parser
 
+from ...cache.catalog import CatalogReader, CatalogSnapshot
 from ...cache.policy import ReadFacts
 from ...cache.scopes import ALL_TABLES
 from ...cache.settings import CacheSettings
 from ...routing.classify import Classification, Route
-from .cache_catalog import CatalogReader, CatalogSnapshot
 from .cache_points import RowTemplate, select_point, write_rows
 from .classify import MAX_CACHED_SQL_LENGTH, PgClassifier, literal_shape
 from .functions import is_read_only_builtin

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...config import Address, FailoverSettings, HealthSettings, PoolSettings, TlsSettings
-from .cache_catalog import CatalogReader
+from .cache_catalog import catalog_reader
 from .cache_tables import CacheFacts
 from .classify import PgClassifier
 from .positions import PositionReader
@@ -49,7 +49,7 @@ class PgClusterState:
 
     def facts_for_cache(self, cluster: Any) -> CacheFacts:
         if self.cache_facts is None:
-            self.cache_facts = CacheFacts(cluster.classifier, CatalogReader(cluster), cluster.config.cache)
+            self.cache_facts = CacheFacts(cluster.classifier, catalog_reader(cluster), cluster.config.cache)
         return self.cache_facts
 
 
