@@ -7,6 +7,7 @@ through dbproxy, so nothing is invalidated): a cached read still returns the old
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any
 import pymysql
 import pytest
 from mysql_e2e_helpers import MysqlProxy, admin_rows, connect, direct, mysql_module_proxy, rows, scalar
+from redis_helpers import RedisServer
 
-from deploy.mysqlcluster import MysqlCluster
+from deploy.mysqlcluster import HOST, MysqlCluster
 
 CACHE = """
 [clusters.my.cache]
@@ -180,3 +182,49 @@ def test_show_cache_reports_the_mysql_cluster(proxy: MysqlProxy) -> None:
     shown: list[dict[str, Any]] = admin_rows(proxy, "SHOW CACHE")
     row = next(r for r in shown if r["cluster"] == "my")
     assert int(row["hits"]) >= 2 and int(row["entries"]) >= 1, row
+
+
+def test_a_write_in_a_multi_statement_text_invalidates(proxy: MysqlProxy, reset: None) -> None:
+    client = connect(proxy)
+    writer = connect(proxy, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+    sql = "SELECT v FROM cache_items WHERE id = 1"
+    assert scalar(client, sql) == "a"
+    with writer.cursor() as cur:   # the UPDATE's OK comes first: held until the whole answer (and the invalidation)
+        cur.execute("UPDATE cache_items SET v = 'multi' WHERE id = 1; SELECT 1")
+        assert cur.nextset() and cur.fetchall() == ((1,),)
+    assert scalar(client, sql) == "multi"
+    assert scalar(writer, "SELECT 2") == 2   # the writer's session goes on
+    client.close()
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def redis_proxy(proxy: MysqlProxy, mysql_cluster: MysqlCluster,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[MysqlProxy]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    redis = RedisServer(tmp_path_factory.mktemp("mysql-redis"))
+    redis.start()
+    section = CACHE.replace('backend = "memory"', f'backend = "redis://{HOST}:{redis.port}/0"')
+    try:
+        with mysql_module_proxy(mysql_cluster, Path(tmp_path_factory.mktemp("mysql-cache-redis")),
+                                endpoints_extra=section) as running:
+            yield running
+    finally:
+        redis.stop()
+
+
+def test_the_redis_backend_caches_and_invalidates(redis_proxy: MysqlProxy, mysql_cluster: MysqlCluster,
+                                                  reset: None) -> None:
+    client, writer = connect(redis_proxy), connect(redis_proxy)
+    sql = "SELECT v FROM cache_items WHERE id = 2"
+    assert scalar(client, sql) == "b"
+    time.sleep(1.0)   # the catalog is read and the Redis pool opened in the background: then a miss is stored
+    assert scalar(client, sql) == "b"
+    on_server(mysql_cluster, "UPDATE cache_items SET v = 'direct' WHERE id = 2")
+    assert scalar(client, sql) == "b"                       # a hit, from Redis
+    with writer.cursor() as cur:
+        cur.execute("UPDATE cache_items SET v = 'redis' WHERE id = 2")
+    assert scalar(client, sql) == "redis"
+    client.close()
+    writer.close()

@@ -94,6 +94,9 @@ class MysqlSessionCache:
         self.catalog = catalog
         self.dirty: set[str] = set()          # tables written since the last invalidation
         self.ddl = False
+        # A write sent with more commands after it (pipelined, or a multi-statement text): its OK comes
+        # before the response ends, so everything is held until it does (then invalidated, then sent).
+        self.hold_all = False
         self.ticket: Ticket | None = None
         self.capture: list[bytes] | None = None
         self.captured = 0
@@ -167,6 +170,8 @@ class MysqlSessionCache:
     def _scan(self, session: MysqlClientSession, data: bytes) -> None:
         """Note the tables the complete COM_QUERY / COM_STMT_EXECUTE commands in `data` write."""
         pos, size = 0, len(data)
+        commands = 0
+        wrote = False
         while size - pos >= 5:
             try:
                 end = command_end(data, pos)
@@ -175,19 +180,26 @@ class MysqlSessionCache:
             if end > size:
                 return
             command = data[pos + 4]
+            commands += 1
             if command == Command.QUERY and end - pos - 4 < _MAX_PACKET:
-                self._wrote(data[pos + 5:end].decode("utf-8", "replace"))
+                wrote = self._wrote(data[pos + 5:end].decode("utf-8", "replace")) or wrote
             elif command == Command.STMT_EXECUTE and end - pos >= 9:
                 statement = session.prepared.by_id.get(int.from_bytes(data[pos + 5:pos + 9], "little"))
                 if statement is not None:
-                    self._wrote(statement.sql.decode("utf-8", "replace"))
+                    wrote = self._wrote(statement.sql.decode("utf-8", "replace")) or wrote
             pos = end
+        if wrote and commands > 1:
+            self.hold_all = True
 
-    def _wrote(self, sql: str) -> None:
+    def _wrote(self, sql: str) -> bool:
+        """Note what `sql` writes; True if it writes something."""
         written = self.facts.written(sql, self.catalog.snapshot("", self.cache.clock()))
         self.dirty.update(written.tables)
         if written.ddl:
             self.ddl = True
+        if written.tables and ";" in sql:
+            self.hold_all = True   # (a multi-statement text; a ";" in a literal only holds more than needed)
+        return bool(written.tables)
 
     def _key(self, session: MysqlClientSession, statement: bytes) -> str:
         state = session.state_vars
@@ -262,18 +274,46 @@ class MysqlSessionCache:
             self._captured(session, server, data)
         if self.held is not None:
             self.held.append(data)
+            if self.hold_all and tracker.quiet:   # the held batch is answered: invalidate, then send it
+                self.hold_all = False
+                self._invalidate_then_send(session, server)
             return True
+        if self.hold_all and not tracker.quiet:
+            self.held = [data]
+            return True
+        self.hold_all = False
         if (self.dirty or self.ddl) and tracker.quiet and not tracker.in_transaction:
-            tables, self.dirty = sorted(self.dirty), set()
-            if self.ddl:
-                self.ddl = False
-                self.catalog.stale()
+            tables = self._take_dirty()
             if not tables or self.cache.invalidate_now(tables):
                 return False
             self.held = [data]
             asyncio.get_running_loop().create_task(self._invalidate(session, server, tables))
             return True
         return False
+
+    def _take_dirty(self) -> list[str]:
+        tables, self.dirty = sorted(self.dirty), set()
+        if self.ddl:
+            self.ddl = False
+            self.catalog.stale()
+        return tables
+
+    def _invalidate_then_send(self, session: MysqlClientSession, server: MysqlServerConnection) -> None:
+        tables = self._take_dirty() if not server.tracker.in_transaction else []
+        if not tables or self.cache.invalidate_now(tables):
+            self._send_held(session, server)
+        else:
+            asyncio.get_running_loop().create_task(self._invalidate(session, server, tables))
+
+    def _send_held(self, session: MysqlClientSession, server: MysqlServerConnection) -> None:
+        held, self.held = self.held or [], None
+        if session.server is not server:
+            for chunk in held:   # the server went away meanwhile: its last words still reach the client
+                if chunk:
+                    session.write(chunk)
+            return
+        self.resuming = True
+        session.server_data(server, b"".join(held))
 
     def _captured(self, session: MysqlClientSession, server: MysqlServerConnection, data: bytes) -> None:
         assert self.capture is not None
@@ -295,14 +335,7 @@ class MysqlSessionCache:
             await self.cache.invalidate(tables)
         except Exception:
             log.exception("cache invalidation failed")
-        held, self.held = self.held or [], None
-        if session.server is not server:
-            for chunk in held:   # the server went away meanwhile: its last words still reach the client
-                if chunk:
-                    session.write(chunk)
-            return
-        self.resuming = True
-        session.server_data(server, b"".join(held))
+        self._send_held(session, server)
 
     def lost(self) -> None:
         """The server connection died: the miss in flight stores nothing."""
