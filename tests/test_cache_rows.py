@@ -268,3 +268,40 @@ def test_the_catalog_merges_names_of_several_schemas_carefully() -> None:
     assert dup is not None and dup.int_columns == {"id"} and not dup.opaque
     assert SNAPSHOT.get("logged").writes_elsewhere   # type: ignore[union-attr]
     assert SNAPSHOT.get("tmp").opaque   # type: ignore[union-attr]
+
+
+async def test_the_catalog_reader_with_a_fake_clock() -> None:
+    from proxy.cache.catalog import MAX_AGE, RETRY_AFTER, CatalogReader, Relation
+
+    clock = Clock()
+    calls: list[str] = []
+    failing = [False]
+
+    async def fetch(database: str) -> dict[str, Relation]:
+        calls.append(database)
+        if failing[0]:
+            raise OSError("refused")
+        return {"t": Relation(False, False)}
+
+    reader = CatalogReader("main", fetch, clock, (OSError,))
+    assert reader.snapshot("app", clock()) is None and reader.reading("app") is not None
+    await asyncio.sleep(0)
+    first = reader.snapshot("app", clock())
+    assert first is not None and first.get("t") is not None and calls == ["app"]
+    clock.now += MAX_AGE - 1
+    assert reader.snapshot("app", clock()) is first and calls == ["app"]       # fresh enough: no read
+    reader.stale()                                                              # DDL through the proxy
+    assert reader.snapshot("app", clock()) is None                              # not used until read again
+    await asyncio.sleep(0)
+    assert reader.snapshot("app", clock()) is not None and len(calls) == 2
+    clock.now += MAX_AGE
+    failing[0] = True
+    old = reader.snapshot("app", clock())                                       # too old: read again...
+    await asyncio.sleep(0)
+    assert old is not None and len(calls) == 3                                  # (failed: the old one stays)
+    assert reader.snapshot("app", clock()) is not None and len(calls) == 3      # no retry before RETRY_AFTER
+    clock.now += RETRY_AFTER
+    reader.snapshot("app", clock())
+    await asyncio.sleep(0)
+    assert len(calls) == 4
+    reader.close()
