@@ -102,7 +102,8 @@ class RedisBackend:
                 raise BackendDown(f"redis {self.url}: cannot connect: {self._warm_failed}")
             raise BackendConnecting(f"redis {self.url}: connecting")
         try:
-            return await asyncio.wait_for(work, self.timeout)
+            async with asyncio.timeout(self.timeout):   # (no task of its own, unlike wait_for)
+                return await work
         except (TimeoutError, RedisError, OSError, ConnectionError) as exc:
             self._ready = False   # connections may be gone: made again ahead of the next calls
             raise BackendDown(f"redis {self.url}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
