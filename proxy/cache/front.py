@@ -16,7 +16,9 @@ from .settings import CacheSettings
 
 log = logging.getLogger("dbproxy.cache")
 WARN_EVERY = 60.0      # seconds between two "cache down" warnings
-RETRY_AFTER = 1.0      # after a failure the backend is bypassed this long before it is tried again
+RETRY_AFTER = 1.0      # once down, the backend is bypassed this long before it is tried again
+RESEND_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0)   # a failed invalidation sent again (5.5 s)
+DOWN_AFTER = 3         # consecutive failed calls that make it down (a lone slow answer only bypasses its call)
 
 
 @dataclass(slots=True)
@@ -57,6 +59,9 @@ class QueryCache:
         self.down_since: float | None = None
         self.last_error = ""
         self._retry_at = 0.0
+        self._failures = 0   # consecutive failed calls
+        self._unsent = 0     # invalidations being sent again: nothing is served from the backend meanwhile
+        self._generation_lost = False   # one never got through: bump the generation before serving again
         self._warned_at = -WARN_EVERY
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -71,21 +76,27 @@ class QueryCache:
         return self._memory.evictions if self._memory is not None else 0
 
     def _usable(self) -> bool:
+        if self._unsent:
+            return False
         return self.down_since is None or self.clock() >= self._retry_at
 
     def _failed(self, exc: BackendDown) -> None:
         if isinstance(exc, BackendConnecting):
             return   # its connections are being made: bypassed, not down
+        self.last_error = str(exc)
+        self._failures += 1
+        if self._failures < DOWN_AFTER and self.down_since is None:
+            return
         now = self.clock()
         if self.down_since is None:
             self.down_since = now
         self._retry_at = now + RETRY_AFTER
-        self.last_error = str(exc)
         if now - self._warned_at >= WARN_EVERY:
             self._warned_at = now
             log.warning("cache of cluster %s is down, queries go to the database: %s", self.cluster, exc)
 
     def _answered(self) -> None:
+        self._failures = 0
         if self.down_since is not None:
             log.info("cache of cluster %s is back", self.cluster)
             self.down_since = None
@@ -113,7 +124,7 @@ class QueryCache:
         running = self._inflight.get(key)
         if running is not None:
             return await self._follow(running)
-        if not self._usable():
+        if not self._usable() or self._generation_lost and not await self._flush_lost():
             self.requests["bypass"] += 1
             return None, None
         try:
@@ -192,8 +203,7 @@ class QueryCache:
 
     async def invalidate(self, tables: Sequence[str], rows: Sequence[RowWrite] = ()) -> None:
         """Results that read any of `tables` (ALL_TABLES: every result), or the rows of `rows`, are
-        never served again. Bounded; while the backend is down the invalidation is lost (entries live
-        at most their TTL)."""
+        never served again. Bounded; one that fails is sent again in the background (see _resend)."""
         self._forget_inflight(written_tables(tables, rows))
         if self.invalidate_now(tables, rows):
             return
@@ -201,9 +211,37 @@ class QueryCache:
             await self.backend.invalidate(tables, rows)
         except BackendDown as exc:
             self._failed(exc)
+            self._unsent += 1
+            self._spawn(self._resend(tuple(tables), tuple(rows)))
             return
         self._answered()
         self.invalidations += 1
+
+    async def _resend(self, tables: tuple[str, ...], rows: tuple[RowWrite, ...]) -> None:
+        """An invalidation that did not get through in time, sent again (RESEND_DELAYS); meanwhile
+        this process serves nothing from the backend. If it never gets through, the generation is
+        bumped (everything goes) at the first call the backend answers again."""
+        try:
+            for delay in RESEND_DELAYS:
+                await asyncio.sleep(delay)
+                try:
+                    await self.backend.invalidate(tables, rows)
+                except BackendDown:
+                    continue
+                self.invalidations += 1
+                return
+            self._generation_lost = True
+        finally:
+            self._unsent -= 1
+
+    async def _flush_lost(self) -> bool:
+        """Bump the generation for invalidations that were lost; True once done."""
+        try:
+            await self.backend.invalidate((ALL_TABLES,))
+        except BackendDown:
+            return False
+        self._generation_lost = False
+        return True
 
     def _forget_inflight(self, tables: Collection[str]) -> None:
         """Identical misses running now may have read the old rows: followers must not take them."""
