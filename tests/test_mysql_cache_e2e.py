@@ -18,7 +18,7 @@ import pytest
 from mysql_e2e_helpers import MysqlProxy, admin_rows, connect, direct, mysql_module_proxy, rows, scalar
 from redis_helpers import RedisServer
 
-from deploy.mysqlcluster import HOST, MysqlCluster
+from deploy.mysqlcluster import APP_DB, APP_PASSWORD, APP_USER, HOST, MysqlCluster
 
 CACHE = """
 [clusters.my.cache]
@@ -228,3 +228,23 @@ def test_the_redis_backend_caches_and_invalidates(redis_proxy: MysqlProxy, mysql
     assert scalar(client, sql) == "redis"
     client.close()
     writer.close()
+
+
+def test_a_prepared_write_invalidates(proxy: MysqlProxy, mysql_cluster: MysqlCluster, reset: None) -> None:
+    import mysql.connector
+
+    client = connect(proxy)
+    sql = "SELECT v FROM cache_items WHERE id = 3"
+    assert scalar(client, sql) == "c"
+    on_server(mysql_cluster, "UPDATE cache_items SET v = 'direct' WHERE id = 3")
+    assert scalar(client, sql) == "c"   # cached
+    writer = mysql.connector.connect(host=HOST, port=proxy.port, user=APP_USER, password=APP_PASSWORD,
+                                     database=APP_DB, autocommit=True, use_pure=True)
+    try:
+        cur = writer.cursor(prepared=True)   # COM_STMT_PREPARE, then COM_STMT_EXECUTE of its text
+        cur.execute("UPDATE cache_items SET v = ? WHERE id = ?", ("prepared", 3))
+        cur.close()
+    finally:
+        writer.close()
+    assert scalar(client, sql) == "prepared"
+    client.close()
