@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import free_port
 from e2e_helpers import EndpointSpec, RawClient, data_rows, first_error, routing_config, running_proxy
+from redis_helpers import RedisServer
 
 from deploy.pgcluster import HOST, PgCluster
 
@@ -80,34 +78,6 @@ def memory_port(pg_cluster: PgCluster, cache_db: str, tmp_path_factory: pytest.T
     text = config(pg_cluster, endpoint, "memory").replace("[server]\n", f'[server]\nhttp_listen = "{HOST}:{HTTP_PORT}"\n', 1)
     with running_proxy(text, tmp_path_factory.mktemp("cache-memory"), endpoint.port):
         yield endpoint.port
-
-
-class RedisServer:
-    """A private redis-server on a free port (so a test may stop it)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection((HOST, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +232,22 @@ def test_entries_are_shared_through_redis(redis_ports: tuple[int, int], pg_clust
     direct(pg_cluster, "UPDATE items SET v = 'b-direct' WHERE id = 2")
     assert value(b, sql) == "b"          # stored by A, served to B
     b.query("UPDATE items SET v = 'b' WHERE id = 2")
+
+
+def test_a_row_write_through_one_dbproxy_invalidates_only_that_row_in_the_other(
+        redis_ports: tuple[int, int], pg_cluster: PgCluster) -> None:
+    a, b = connect(redis_ports[0]), connect(redis_ports[1])
+    one, two = "SELECT v FROM items WHERE id = 1", "SELECT v FROM items WHERE id = 2"
+    assert value(b, one) == "a" and value(b, two) == "b"
+    direct(pg_cluster, "UPDATE items SET v = v || '-direct' WHERE id IN (1, 2)")
+    assert value(b, one) == "a"                       # cached (in Redis)
+    a.query("UPDATE items SET v = 'b2' WHERE id = 2")  # through the other dbproxy: row 2 only
+    assert value(b, two) == "b2"
+    assert value(b, one) == "a"                       # row 1 stays cached
+    a.query("UPDATE items SET v = CASE id WHEN 1 THEN 'a' ELSE 'b' END WHERE id IN (1, 2)")   # table-wide
+    assert value(b, one) == "a" and value(b, two) == "b"
+    a.close()
+    b.close()
 
 
 def test_queries_keep_working_when_redis_stops(redis_ports: tuple[int, int], redis_server: RedisServer) -> None:

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from proxy.cache.backends import ALL_TABLES, MemoryBackend
-from proxy.cache.front import QueryCache
+from proxy.cache.backends import ALL_TABLES, BackendDown, MemoryBackend
+from proxy.cache.front import DOWN_AFTER, QueryCache
 from proxy.cache.keys import cache_key
 from proxy.cache.policy import OFF, ReadFacts, hint_ttl, plan
 from proxy.cache.redis_backend import RedisBackend
@@ -68,42 +68,42 @@ def test_keys_differ_by_every_input() -> None:
 async def test_memory_ttl_with_a_fake_clock() -> None:
     clock = Clock()
     backend = MemoryBackend(1 << 20, clock)
-    found = await backend.lookup("k", ("t",))
+    found = await backend.lookup("k", ("t",), None)
     assert found.value is None
-    await backend.store("k", b"rows", ("t",), found.versions, 10.0)
-    assert (await backend.lookup("k", ("t",))).value == b"rows"
+    await backend.store("k", b"rows", ("t",), None, found.versions, 10.0)
+    assert (await backend.lookup("k", ("t",), None)).value == b"rows"
     clock.now += 9.9
-    assert (await backend.lookup("k", ("t",))).value == b"rows"
+    assert (await backend.lookup("k", ("t",), None)).value == b"rows"
     clock.now += 0.2
-    assert (await backend.lookup("k", ("t",))).value is None
+    assert (await backend.lookup("k", ("t",), None)).value is None
     assert backend.usage() == (0, 0)
 
 
 async def test_memory_invalidation_by_table_and_a_store_after_a_write() -> None:
     backend = MemoryBackend(1 << 20, Clock())
-    miss = await backend.lookup("k", ("t", "u"))
+    miss = await backend.lookup("k", ("t", "u"), None)
     await backend.invalidate(("u",))          # a write committed while the miss ran
-    await backend.store("k", b"old", ("t", "u"), miss.versions, 10.0)
-    assert (await backend.lookup("k", ("t", "u"))).value is None
-    miss = await backend.lookup("k", ("t", "u"))
-    await backend.store("k", b"new", ("t", "u"), miss.versions, 10.0)
+    await backend.store("k", b"old", ("t", "u"), None, miss.versions, 10.0)
+    assert (await backend.lookup("k", ("t", "u"), None)).value is None
+    miss = await backend.lookup("k", ("t", "u"), None)
+    await backend.store("k", b"new", ("t", "u"), None, miss.versions, 10.0)
     await backend.invalidate(("other",))
-    assert (await backend.lookup("k", ("t", "u"))).value == b"new"
+    assert (await backend.lookup("k", ("t", "u"), None)).value == b"new"
     await backend.invalidate((ALL_TABLES,))
-    assert (await backend.lookup("k", ("t", "u"))).value is None
+    assert (await backend.lookup("k", ("t", "u"), None)).value is None
 
 
 async def test_max_memory_is_respected_under_a_flood_of_distinct_queries() -> None:
     backend = MemoryBackend(64 * 1024, Clock())
     for i in range(5000):
         key = f"key-{i}"
-        miss = await backend.lookup(key, ("t",))
-        await backend.store(key, b"x" * (i % 700), ("t",), miss.versions, 60.0)
+        miss = await backend.lookup(key, ("t",), None)
+        await backend.store(key, b"x" * (i % 700), ("t",), None, miss.versions, 60.0)
         assert backend.bytes <= 64 * 1024
     entries, size = backend.usage()
     assert 0 < entries < 5000 and size <= 64 * 1024 and backend.evictions > 0
-    assert (await backend.lookup("key-4999", ("t",))).value is not None   # the newest stays
-    assert (await backend.lookup("key-0", ("t",))).value is None          # the oldest went first
+    assert (await backend.lookup("key-4999", ("t",), None)).value is not None   # the newest stays
+    assert (await backend.lookup("key-0", ("t",), None)).value is None          # the oldest went first
 
 
 async def test_identical_misses_wait_for_the_one_that_runs() -> None:
@@ -150,7 +150,10 @@ async def test_a_redis_that_stops_answering_is_bypassed_within_the_bound() -> No
         started = time.monotonic()
         assert await cache.lookup("k", ("t",), 10.0) == (None, None)
         await cache.invalidate(("t",))
-        assert time.monotonic() - started < 0.5
+        assert cache.up   # one slow answer: that call bypassed, the backend not down yet
+        for _ in range(DOWN_AFTER - 1):
+            await cache.invalidate(("t",))
+        assert time.monotonic() - started < 0.5   # each call within its bound
         assert not cache.up and cache.requests["bypass"] == 1
         started = time.monotonic()
         for _ in range(100):   # bypassed at once until the retry
@@ -225,3 +228,48 @@ def test_extended_batches_answered_are_simple_complete_ones() -> None:
     assert storable_extended(complete + row + message(b"s")) == complete + row + message(b"s")
     assert storable_extended(complete + message(b"E", b"SERROR\x00\x00")) is None
     assert storable_extended(row + done) is None
+
+
+class _FlakyBackend(MemoryBackend):
+    """A memory backend behind the async interface whose invalidations fail `fails` times."""
+
+    def __init__(self, fails: int) -> None:
+        super().__init__(1 << 20, Clock())
+        self.fails = fails
+        self.sent: list[tuple[str, ...]] = []
+
+    async def invalidate(self, tables, rows=()):  # type: ignore[no-untyped-def]
+        if self.fails > 0:
+            self.fails -= 1
+            raise BackendDown("slow")
+        self.sent.append(tuple(tables))
+        self.invalidate_now(tables, rows)
+
+
+async def test_a_lost_invalidation_is_sent_again_and_nothing_is_served_meanwhile(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy.cache import front
+
+    monkeypatch.setattr(front, "RESEND_DELAYS", (0.01, 0.01, 0.01))
+    backend = _FlakyBackend(fails=2)
+    cache = QueryCache("main", CacheSettings(), backend)
+    cache._memory = None   # take the async path, as with Redis
+    _, ticket = await cache.lookup("k", ("t",), 10.0)
+    assert ticket is not None
+    cache.complete(ticket, b"old")
+    await asyncio.sleep(0.01)
+    assert (await cache.lookup("k", ("t",), 10.0))[0] == b"old"
+    await cache.invalidate(("t",))                              # fails: sent again in the background
+    assert await cache.lookup("k", ("t",), 10.0) == (None, None)   # bypassed while it is unsent
+    await asyncio.sleep(0.1)
+    assert backend.sent == [("t",)]                             # the second resend got through
+    assert (await cache.lookup("k", ("t",), 10.0))[0] is None   # and the entry is gone
+    never = _FlakyBackend(fails=100)
+    cache = QueryCache("main", CacheSettings(), never)
+    cache._memory = None
+    await cache.invalidate(("t",))
+    await asyncio.sleep(0.1)
+    never.fails = 0
+    assert await cache.lookup("k", ("t",), 10.0) == (None, cache._inflight["k"])   # a miss after the flush
+    assert never.sent == [(ALL_TABLES,)]                       # the generation was bumped first
+    await cache.close()

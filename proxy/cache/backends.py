@@ -1,9 +1,9 @@
 """Where cached results live: the Backend interface and the in-process memory backend (LRU, TTL).
 
-Every entry carries the version of each table it read (and the cluster's generation, bumped by
-FLUSH CACHE and by writes whose tables are unknown) as they were when its lookup missed. An
-invalidation increments the versions of the tables written: O(tables written), and an entry stored
-after a concurrent write (its versions already old) is never served.
+Every entry carries the versions of the counters it depends on (scopes.py: the cluster's generation,
+each table read, and for a point read its rows) as they were when its lookup missed. An
+invalidation changes the counters of what was written: O(tables and rows written), and an entry
+stored after a concurrent write (its versions already old) is never served.
 """
 
 from __future__ import annotations
@@ -13,13 +13,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-# Invalidating this pseudo-table bumps the generation: every entry of the cluster goes.
-ALL_TABLES = "\x00all"
-Versions = tuple[int, ...]
+from .scopes import (
+    ALL_TABLES,
+    GENERATION,
+    ROW_TTL,
+    Point,
+    RowWrite,
+    Versions,
+    increments,
+    read_counters,
+    versions,
+)
+
+__all__ = ["ALL_TABLES", "Backend", "BackendDown", "Found", "MemoryBackend", "Versions"]
 
 
 class BackendDown(Exception):
     """The backend did not answer in time or failed: the caller bypasses the cache."""
+
+
+class BackendConnecting(BackendDown):
+    """The backend is still opening its connections: the caller bypasses the cache (it is not down)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +47,12 @@ class Found:
 class Backend(Protocol):
     """What the cache front needs of a store; every method may raise BackendDown."""
 
-    async def lookup(self, key: str, tables: Sequence[str]) -> Found: ...
+    async def lookup(self, key: str, tables: Sequence[str], point: Point | None) -> Found: ...
 
-    async def store(self, key: str, value: bytes, tables: Sequence[str], versions: Versions, ttl: float) -> None: ...
+    async def store(self, key: str, value: bytes, tables: Sequence[str], point: Point | None, versions: Versions,
+                    ttl: float) -> None: ...
 
-    async def invalidate(self, tables: Sequence[str]) -> None: ...
+    async def invalidate(self, tables: Sequence[str], rows: Sequence[RowWrite] = ()) -> None: ...
 
     async def flush(self) -> None: ...
 
@@ -50,12 +65,13 @@ class Backend(Protocol):
 class _Entry:
     value: bytes
     versions: Versions
-    tables: tuple[str, ...]
     expires: float
 
 
 # Per-entry bookkeeping on top of the response bytes and the key (a rough, fixed estimate).
 ENTRY_OVERHEAD = 200
+# Row counters kept at most; beyond, they are dropped and the generation bumped (everything goes).
+MAX_ROW_COUNTERS = 200_000
 
 
 class MemoryBackend:
@@ -66,41 +82,45 @@ class MemoryBackend:
         self.max_memory = max_memory
         self.clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._versions: dict[str, int] = {}
-        self._generation = 0
+        self._counters: dict[str, int] = {}
+        self._rows: dict[str, int] = {}
+        self._sequence = 0   # row counters take unique values from here
         self.bytes = 0
         self.evictions = 0
 
-    def _snapshot(self, tables: Sequence[str]) -> Versions:
-        versions = self._versions
-        return (self._generation, *(versions.get(t, 0) for t in tables))
+    def snapshot(self, tables: Sequence[str], point: Point | None) -> Versions:
+        counters, rows = self._counters, self._rows
+        names = read_counters(tables, point)
+        return versions(tables, point, [rows.get(n, 0) if n[0] == "r" else counters.get(n, 0) for n in names])
 
-    def lookup_now(self, key: str, tables: Sequence[str]) -> Found:
+    def lookup_now(self, key: str, tables: Sequence[str], point: Point | None) -> Found:
         """lookup() without a coroutine (the memory backend never waits)."""
-        versions = self._snapshot(tables)
+        current = self.snapshot(tables, point)
         entry = self._entries.get(key)
         if entry is None:
-            return Found(None, versions)
-        if entry.expires <= self.clock() or entry.versions != versions or entry.tables != tuple(tables):
+            return Found(None, current)
+        if entry.expires <= self.clock() or entry.versions != current:
             self._drop(key, entry)
-            return Found(None, versions)
+            return Found(None, current)
         self._entries.move_to_end(key)
-        return Found(entry.value, versions)
+        return Found(entry.value, current)
 
-    async def lookup(self, key: str, tables: Sequence[str]) -> Found:
-        return self.lookup_now(key, tables)
+    async def lookup(self, key: str, tables: Sequence[str], point: Point | None) -> Found:
+        return self.lookup_now(key, tables, point)
 
-    async def store(self, key: str, value: bytes, tables: Sequence[str], versions: Versions, ttl: float) -> None:
-        self.store_now(key, value, tables, versions, ttl)
+    async def store(self, key: str, value: bytes, tables: Sequence[str], point: Point | None, versions: Versions,
+                    ttl: float) -> None:
+        self.store_now(key, value, tables, point, versions, ttl)
 
-    def store_now(self, key: str, value: bytes, tables: Sequence[str], versions: Versions, ttl: float) -> None:
+    def store_now(self, key: str, value: bytes, tables: Sequence[str], point: Point | None, versions: Versions,
+                  ttl: float) -> None:
         size = len(value) + len(key) + ENTRY_OVERHEAD
-        if size > self.max_memory or versions != self._snapshot(tables):
-            return   # too big for the whole cache, or a table it read was written since the miss
+        if size > self.max_memory or versions != self.snapshot(tables, point):
+            return   # too big for the whole cache, or something it read was written since the miss
         old = self._entries.pop(key, None)
         if old is not None:
             self.bytes -= len(old.value) + len(key) + ENTRY_OVERHEAD
-        self._entries[key] = _Entry(value, versions, tuple(tables), self.clock() + ttl)
+        self._entries[key] = _Entry(value, versions, self.clock() + min(ttl, ROW_TTL))
         self.bytes += size
         while self.bytes > self.max_memory and self._entries:
             old_key, entry = self._entries.popitem(last=False)
@@ -111,19 +131,24 @@ class MemoryBackend:
         del self._entries[key]
         self.bytes -= len(entry.value) + len(key) + ENTRY_OVERHEAD
 
-    async def invalidate(self, tables: Sequence[str]) -> None:
-        self.invalidate_now(tables)
+    async def invalidate(self, tables: Sequence[str], rows: Sequence[RowWrite] = ()) -> None:
+        self.invalidate_now(tables, rows)
 
-    def invalidate_now(self, tables: Sequence[str]) -> None:
-        versions = self._versions
-        for table in tables:
-            if table == ALL_TABLES:
-                self._generation += 1
-            else:
-                versions[table] = versions.get(table, 0) + 1
+    def invalidate_now(self, tables: Sequence[str], rows: Sequence[RowWrite] = ()) -> None:
+        change = increments(tables, rows)
+        counters = self._counters
+        for name, n in change.add.items():
+            counters[name] = counters.get(name, 0) + n
+        if change.rows:
+            if len(self._rows) + len(change.rows) > MAX_ROW_COUNTERS:
+                self._rows.clear()   # a dropped counter reads 0 again: no old entry may match it
+                counters[GENERATION] = counters.get(GENERATION, 0) + 1
+            for name in change.rows:
+                self._sequence += 1
+                self._rows[name] = self._sequence
 
     async def flush(self) -> None:
-        self._generation += 1
+        self._counters[GENERATION] = self._counters.get(GENERATION, 0) + 1
         self._entries.clear()
         self.bytes = 0
 

@@ -6,12 +6,9 @@ import hashlib
 from collections.abc import Iterable
 
 
-def cache_key(cluster: str, database: str, user: str, settings: Iterable[tuple[str, str | None]],
-              statement: bytes, parameters: bytes = b"") -> str:
-    """The key of one statement's result: cluster, database, user, the result-affecting session
-    settings (name, value) in a fixed order, the statement text, and (extended protocol) the bound
-    parameter values with their formats and the result formats. Fields are length-prefixed, so no
-    two different inputs share a key."""
+def key_prefix(cluster: str, database: str, user: str, settings: Iterable[tuple[str, str | None]]) -> bytes:
+    """The digest of what a session's keys share: cluster, database, user and the result-affecting
+    session settings (name, value) in a fixed order (a session computes it again when they change)."""
     h = hashlib.blake2b(digest_size=20)
     for part in (cluster.encode(), database.encode(), user.encode()):
         h.update(len(part).to_bytes(4, "big"))
@@ -20,9 +17,18 @@ def cache_key(cluster: str, database: str, user: str, settings: Iterable[tuple[s
         raw = name.encode() + b"=" + (value.encode() if value is not None else b"\x00")
         h.update(len(raw).to_bytes(4, "big"))
         h.update(raw)
-    h.update(b"|")
-    h.update(len(statement).to_bytes(4, "big"))
-    h.update(statement)
-    h.update(len(parameters).to_bytes(4, "big"))
-    h.update(parameters)
-    return h.hexdigest()
+    return h.digest()
+
+
+def statement_key(prefix: bytes, statement: bytes, parameters: bytes = b"") -> str:
+    """The key of one statement's result under a session's key_prefix(): the statement text and
+    (extended protocol) the bound parameter values with their formats and the result formats.
+    Fields are length-prefixed, so no two different inputs share a key."""
+    return hashlib.blake2b(b"".join((prefix, len(statement).to_bytes(4, "big"), statement,
+                                     len(parameters).to_bytes(4, "big"), parameters)), digest_size=20).hexdigest()
+
+
+def cache_key(cluster: str, database: str, user: str, settings: Iterable[tuple[str, str | None]],
+              statement: bytes, parameters: bytes = b"") -> str:
+    """statement_key() under key_prefix() in one call."""
+    return statement_key(key_prefix(cluster, database, user, settings), statement, parameters)

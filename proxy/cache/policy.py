@@ -19,21 +19,37 @@ OFF = -1.0
 
 
 @dataclass(frozen=True, slots=True)
+class PointSource:
+    """Where the rows of a point read (or a row-scoped write) are named: `column = <value>` in
+    `table`, the value being the statement's literal number `literal` (0-based, in the engine's
+    literal order) or its bound parameter number `param` (1-based); the engine reads and canonicalizes it."""
+
+    table: str
+    column: str
+    literal: int = -1
+    param: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ReadFacts:
     """What an engine's parser says about a text: `cacheable` (one read, no volatile function, no
-    catalog or view the parser cannot see through), why not (`reason`), and the tables it reads."""
+    catalog or view the parser cannot see through), why not (`reason`), the tables it reads, and
+    where its rows are named when it is a point read of one table (`point`)."""
 
     cacheable: bool
     reason: str
     tables: tuple[str, ...] = ()
+    point: PointSource | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CachePlan:
-    """A statement to look up: its TTL (seconds) and the tables whose writes invalidate it."""
+    """A statement to look up: its TTL (seconds), the tables whose writes invalidate it, and (a point
+    read) where its rows are named (then only writes of those rows, or table-wide ones, invalidate it)."""
 
     ttl: float
     tables: tuple[str, ...]
+    point: PointSource | None = None
 
 
 def hint_ttl(sql: str) -> float | None:
@@ -83,7 +99,9 @@ def plan(sql: str, facts: ReadFacts, in_transaction: bool, settings: CacheSettin
         return None
     ttl, rule_tables = chosen
     if facts.cacheable:
-        return CachePlan(ttl, rule_tables if rule_tables is not None else facts.tables)
+        if rule_tables is not None:
+            return CachePlan(ttl, rule_tables)
+        return CachePlan(ttl, facts.tables, facts.point)
     if rule_tables is not None and facts.reason == "view":
         return CachePlan(ttl, rule_tables)
     return None

@@ -33,3 +33,9 @@ class CacheSettings:
     rules: tuple[CacheRule, ...] = ()
     redis_timeout: float = 0.02       # every Redis call is bounded by this, then bypassed
     stampede_wait: float = 1.0        # how long identical misses wait for the one that runs the query
+    # function name (lower case) -> the tables it writes: a call invalidates those (any other function
+    # that is not known read-only invalidates everything)
+    write_functions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    username: str | None = None       # Redis ACL user (password: AUTH; tls_ca_file: rediss:// certificates)
+    password: str | None = field(default=None, repr=False)
+    tls_ca_file: str | None = None

@@ -231,7 +231,7 @@ def _build_cluster(name: str, t: Table, context: Context) -> ClusterConfig:
         read_only_functions=tuple(f.strip().lower() for f in t.text_list("read_only_functions")),
         allow_local_infile=t.boolean("allow_local_infile", False),
         databases=_build_databases(t),
-        cache=_build_cache(t.table("cache", _CACHE_KEYS)) if "cache" in t.data else None,
+        cache=_build_cache(t.table("cache", _CACHE_KEYS), context) if "cache" in t.data else None,
         placements=placements,
         discovery=read_discovery(t),
         mirror=_build_mirror(t.table("mirror", _MIRROR_KEYS)) if "mirror" in t.data else None,
@@ -268,14 +268,27 @@ def _check_mirrors(clusters: tuple[ClusterConfig, ...], problems: Problems) -> N
             problems.add(key, f'cluster "{target.name}" uses engine {target.engine}, this one {cluster.engine}')
 
 
-_CACHE_KEYS = ("backend", "max_memory", "max_entry", "default_ttl", "rules")
+_CACHE_KEYS = ("backend", "max_memory", "max_entry", "default_ttl", "rules", "write_functions", "username",
+               "password", "password_env", "password_file", "tls_ca_file")
 
 
-def _build_cache(t: Table) -> CacheSettings:
+def _build_cache(t: Table, context: Context) -> CacheSettings:
     """[clusters.<name>.cache]: the query-result cache (SPEC §11)."""
     backend = t.text("backend", "memory")
     if backend != "memory" and not backend.startswith(("redis://", "rediss://", "unix://")):
         t.problem("backend", f'invalid value "{backend}": expected "memory" or a redis://host:port/db URL')
+    elif "@" in backend.split("//", 1)[-1].split("/", 1)[0]:
+        t.problem("backend", "put the Redis password in password, password_env or password_file, not in the URL")
+    password, _ = read_secret(t, "password", context)
+    ca_file = t.optional_text("tls_ca_file")
+    if ca_file is not None:
+        if not backend.startswith("rediss://"):
+            t.problem("tls_ca_file", "needs a rediss:// backend (Redis over TLS)")
+        ca_file = str(context.resolve(ca_file))
+    if backend == "memory":
+        for key in ("username", "password", "password_env", "password_file"):
+            if key in t.data:
+                t.problem(key, "only for a Redis backend")
     sizes = {}
     for name, default in (("max_memory", 256 * 1024**2), ("max_entry", 1024**2)):
         text = t.optional_text(name)
@@ -295,7 +308,26 @@ def _build_cache(t: Table) -> CacheSettings:
         except re.error as exc:
             rule.problem("match", f"invalid regular expression: {exc}")
     return CacheSettings(backend=backend, max_memory=sizes["max_memory"], max_entry=sizes["max_entry"],
-                         default_ttl=t.duration("default_ttl", 0.0), rules=tuple(rules))
+                         default_ttl=t.duration("default_ttl", 0.0), rules=tuple(rules),
+                         write_functions=_write_functions(t), username=t.optional_text("username"),
+                         password=password, tls_ca_file=ca_file)
+
+
+def _write_functions(t: Table) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """write_functions = { name = ["table", ...] }: the tables a function's call writes."""
+    raw = t.data.get("write_functions")
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        t.problem("write_functions", f'expected a table of function = ["table", ...], got {toml_type(raw)}')
+        return ()
+    out = []
+    for name, tables in raw.items():
+        if not isinstance(tables, list) or not tables or not all(isinstance(x, str) and x for x in tables):
+            t.problem(f"write_functions.{name}", "expected a non-empty array of table names")
+            continue
+        out.append((name.lower(), tuple(tables)))
+    return tuple(out)
 
 
 def _build_databases(cluster: Table) -> tuple[DatabaseSettings, ...]:

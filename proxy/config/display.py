@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 from typing import Any
 
+from proxy.cache.settings import CacheSettings
 from proxy.durations import format_duration
 
 from .model import (
@@ -79,6 +80,7 @@ def _cluster_display(cluster: ClusterConfig) -> dict[str, Any]:
            if cluster.databases else {}),
         **({"discover": True, "discovery": _discovery_display(cluster.discovery)} if cluster.discovery.enabled
            else {}),
+        **({"cache": _cache_display(cluster.cache)} if cluster.cache is not None else {}),
     }
 
 
@@ -95,6 +97,19 @@ def _instance_display(cluster: ClusterConfig, address: Address) -> str | dict[st
 def _discovery_display(discovery: DiscoverySettings) -> dict[str, Any]:
     shown = {k: v for k, v in asdict(discovery).items() if k != "enabled" and v not in ("", None)}
     return {k: format_duration(v) if k in ("interval", "grace") else v for k, v in shown.items()}
+
+
+
+def _cache_display(cache: CacheSettings) -> dict[str, Any]:
+    """[cache] as configured; the Redis password masked."""
+    return _drop_none({
+        "backend": cache.backend, "max_memory": cache.max_memory, "max_entry": cache.max_entry,
+        "default_ttl": format_duration(cache.default_ttl),
+        "rules": [{"match": r.match, "ttl": format_duration(r.ttl), **({"tables": list(r.tables)} if r.tables else {})}
+                  for r in cache.rules],
+        "write_functions": {name: list(tables) for name, tables in cache.write_functions} or None,
+        "username": cache.username, "password": _mask(cache.password), "tls_ca_file": cache.tls_ca_file,
+    })
 
 
 _DURATION_FIELDS = frozenset(

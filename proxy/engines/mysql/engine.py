@@ -39,6 +39,25 @@ class MysqlClusterState:
     # The version clients are greeted with: the servers' own once one was seen (clients choose their
     # collation and SQL by it). MariaDB's "5.5.5-" prefix tells MySQL clients it is not a MySQL 5.5.
     server_version: str = "5.5.5-10.11.0-MariaDB-dbproxy"
+    # The query cache's facts and catalog (made for clusters with a cache, by the first session).
+    cache_parts: tuple[Any, Any] | None = None
+
+    def cache_session(self, cluster: Any) -> Any:
+        """A client's part of the query cache (mysql.cache_flow), its shared pieces made once."""
+        from ...cache.catalog import CatalogReader
+        from .cache_catalog import catalog_reader
+        from .cache_facts import MysqlCacheFacts
+        from .cache_flow import MysqlSessionCache
+
+        if self.cache_parts is None:
+            self.cache_parts = (MysqlCacheFacts(cluster.classifier), catalog_reader(cluster))
+        facts, catalog = self.cache_parts
+        assert isinstance(catalog, CatalogReader)
+        return MysqlSessionCache(cluster.cache, facts, catalog)
+
+    def close(self) -> None:
+        if self.cache_parts is not None:
+            self.cache_parts[1].close()
 
 
 class MysqlEngine:

@@ -35,6 +35,7 @@ from ...errors import ProtocolViolation, ProxyError, ServerUnavailable
 from ...pool.pool import Pool
 from ...routing.classify import Route
 from . import change_user, kill, login_flow
+from .cache_flow import MysqlSessionCache
 from .client_login import ClientLogin
 from .command_framing import CommandTooLarge, command_end, incomplete_length, joined_payload
 from .errors import error_payload
@@ -114,6 +115,8 @@ class MysqlClientSession(ClientSessionCore):
         self.state_vars = TrackedState()
         self.prepared = ClientStatements()
         self._buf = b""
+        self._cache: MysqlSessionCache | None = (self.shared.cache_session(cluster) if cluster.cache is not None
+                                                  else None)
 
     # ---- asyncio.Protocol -------------------------------------------------------------------------
 
@@ -193,6 +196,8 @@ class MysqlClientSession(ClientSessionCore):
             data = bytes(self._pending)
             self._pending.clear()
             self._need = 0
+        if self._cache is not None and self._cache.client_data(self, data):
+            return   # answered from the query cache, or held behind its lookup (cache_flow.py)
         server = self.server
         if server is None:
             data = answer_locally(self, data)
@@ -484,6 +489,8 @@ class MysqlClientSession(ClientSessionCore):
             self._client_error(exc)
 
     def server_data(self, server: MysqlServerConnection, data: bytes) -> None:
+        if self._cache is not None and self._cache.server_data(self, server, data):
+            return   # held until the query cache has invalidated what the client wrote
         if data:
             self.write(data)
         tracker = server.tracker
@@ -566,6 +573,8 @@ class MysqlClientSession(ClientSessionCore):
         tracker = server.tracker
         waiting = [s for s in tracker.slots if s.action == PASS]
         in_transaction = tracker.in_transaction
+        if self._cache is not None:
+            self._cache.lost()
         self._detach_lost(server, reason)
         if tracker.mid_packet:   # the client has half a packet: nothing can follow it but the end
             self.close(f"server connection lost in the middle of a packet: {reason}")

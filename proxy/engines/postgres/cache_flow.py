@@ -10,10 +10,12 @@ import struct
 from typing import TYPE_CHECKING
 
 from ...cache.front import QueryCache, Ticket
-from ...cache.keys import cache_key
+from ...cache.keys import key_prefix, statement_key
 from ...cache.policy import plan
+from ...cache.scopes import Point, RowWrite
 from ...core.session import READY
 from .cache_batch import ExtendedBatch, extended_batch, storable_extended
+from .cache_points import Values
 from .cache_tables import CacheFacts
 from .statements import ParseMessage, bind_statement, decode_parse
 from .wire import messages as m
@@ -34,6 +36,7 @@ RESULT_SETTINGS = ("search_path", "timezone", "datestyle", "intervalstyle", "cli
 # A cached response holds only these messages: RowDescription, DataRow, CommandComplete.
 _STORABLE = frozenset(b"TDC")
 _MAX_STATEMENTS = 1000   # client statement names remembered (Bind → text, parameter types)
+CATALOG_WAIT = 0.5       # a database's first statements wait this long at most for its catalog
 
 
 def storable(response: bytes) -> bool:
@@ -52,7 +55,11 @@ class SessionCache:
     def __init__(self, cache: QueryCache, facts: CacheFacts) -> None:
         self.cache = cache
         self.facts = facts
-        self.dirty: set[str] = set()        # tables written since the last invalidation
+        self.dirty: set[str] = set()        # tables written (table-wide) since the last invalidation
+        self.dirty_rows: set[RowWrite] = set()   # ... and row-scoped writes
+        self.ddl = False                         # ... and whether the catalog changed
+        self._settings: dict[str, str] | None = None   # the session settings _prefix was made for
+        self._prefix = b""
         self.statements: dict[bytes, tuple[bytes, bytes]] = {}   # client statement → (text, parameter types)
         self.capture: list[bytes] | None = None  # the response of the miss being run
         self.capture_extended = False            # ... to an extended batch (see cache_batch)
@@ -64,6 +71,8 @@ class SessionCache:
         self.resuming = False
         self._tail = b""                         # an incomplete message header/body between reads
         self._skip = 0                           # bytes of a message not looked at (CopyData...)
+        self.database = ""                       # the client's database (known once it is logged in)
+        self.catalog_waited = False              # data being fed again after a wait for the catalog
 
     # ---- client → server ------------------------------------------------------------------------
 
@@ -77,8 +86,11 @@ class SessionCache:
             return True
         if self.ticket is not None:
             self._abandon()   # the client sent more before the miss's answer: not stored
+        self.database = session.database
         if not self._tail and not self._skip:
             first = data[0]
+            if first in b"QBP" and self._hold_for_catalog(session, data):
+                return True
             if (first == 0x51 and len(data) >= 6 and _U32.unpack_from(data, 1)[0] + 1 == len(data)
                     and self._idle(session)):
                 return self._query(session, data)
@@ -90,6 +102,37 @@ class SessionCache:
                         return taken
         self._scan(data)
         return False
+
+    def _hold_for_catalog(self, session: PgClientSession, data: bytes) -> bool:
+        """The first statements of a database wait (bounded) for its catalog, which says what may be
+        cached and what writes invalidate; True: `data` is held and fed again once it is read."""
+        if self.catalog_waited:
+            return False
+        catalog = self.facts.catalog
+        if catalog.snapshot(session.database, self.cache.clock()) is not None:
+            return False
+        reading = catalog.reading(session.database)
+        if reading is None:
+            return False
+        self.waiting = bytearray()
+        asyncio.get_running_loop().create_task(self._after_catalog(session, data, reading))
+        return True
+
+    async def _after_catalog(self, session: PgClientSession, data: bytes, reading: asyncio.Task[None]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(reading), CATALOG_WAIT)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+        waiting, self.waiting = self.waiting or bytearray(), None
+        if session.state != READY or session.transport is None:
+            return
+        self.catalog_waited = True   # once per session and read: a failed read is not waited for again
+        try:
+            session._client_data(data)
+        finally:
+            self.catalog_waited = False
+        if waiting:
+            session._client_data(bytes(waiting))
 
     def _idle(self, session: PgClientSession) -> bool:
         server = session.server
@@ -125,7 +168,7 @@ class SessionCache:
                 start, stop = bind_statement(body)
                 known = self.statements.get(body[start:stop])
                 if known is not None:
-                    self._wrote(known[0].decode("utf-8", "replace"))
+                    self._wrote(known[0].decode("utf-8", "replace"), body[stop + 1:], known[1])
             elif len(body) >= 2 and body[0] == 0x53 and body[-1] == 0:   # Close of a statement
                 self.statements.pop(body[1:-1], None)
             pos = end
@@ -136,23 +179,41 @@ class SessionCache:
             self.statements.clear()
         self.statements[parse.name] = (parse.query, parse.tail)
 
-    def _wrote(self, sql: str) -> None:
-        tables = self.facts.written(sql)
-        if tables:
-            self.dirty.update(tables)
+    def _wrote(self, sql: str, bound: bytes | None = None, types: bytes = b"") -> None:
+        facts = self.facts
+        written = facts.written(sql, facts.catalog.snapshot(self.database, self.cache.clock()))
+        self.dirty.update(written.tables)
+        if written.rows:
+            values = Values(sql, bound, types)
+            for template in written.rows:
+                row = values.rows(template)
+                if row is None:
+                    self.dirty.add(template.table)   # a value not known (binary, NULL...): table-wide
+                else:
+                    self.dirty_rows.add(row)
+        if written.ddl:
+            self.ddl = True
+
+    def _key(self, session: PgClientSession, statement: bytes, parameters: bytes = b"") -> str:
+        client = session.gucs.client
+        if client != self._settings:
+            login = session.login
+            assert login is not None
+            self._settings = dict(client)
+            self._prefix = key_prefix(session.cluster.name, session.database, login.user.server_user,
+                                      ((name, client.get(name)) for name in RESULT_SETTINGS))
+        return statement_key(self._prefix, statement, parameters)
 
     def _query(self, session: PgClientSession, data: bytes) -> bool:
         sql = data[5:-1].decode("utf-8", "replace")
-        chosen = plan(sql, self.facts.read(sql), False, self.cache.settings)
+        facts = self.facts
+        chosen = plan(sql, facts.read(sql, facts.catalog.snapshot(session.database, self.cache.clock())), False,
+                      self.cache.settings)
         if chosen is None:
             self._wrote(sql)
             return False
-        login = session.login
-        assert login is not None
-        client = session.gucs.client
-        key = cache_key(session.cluster.name, session.database, login.user.server_user,
-                        ((name, client.get(name)) for name in RESULT_SETTINGS), data)
-        return self._look(session, data, key, chosen.tables, chosen.ttl)
+        point = Values(sql).point(chosen.point) if chosen.point is not None else None
+        return self._look(session, data, self._key(session, data), chosen.tables, chosen.ttl, point)
 
     def _extended(self, session: PgClientSession, data: bytes, batch: ExtendedBatch) -> bool | None:
         """A prepared read: looked up as _query does (True/False); None: not a cacheable one (scan it)."""
@@ -167,17 +228,16 @@ class SessionCache:
                 return None
             text, tail = known
         sql = text.decode("utf-8", "replace")
-        chosen = plan(sql, self.facts.read(sql), False, self.cache.settings)
+        facts = self.facts
+        chosen = plan(sql, facts.read(sql, facts.catalog.snapshot(session.database, self.cache.clock())), False,
+                      self.cache.settings)
         if chosen is None:
             return None
         if parse is not None:
             self._remember(parse)
-        login = session.login
-        assert login is not None
-        client = session.gucs.client
-        key = cache_key(session.cluster.name, session.database, login.user.server_user,
-                        ((name, client.get(name)) for name in RESULT_SETTINGS), text, batch.key_parameters(tail))
-        return self._look(session, data, key, chosen.tables, chosen.ttl, parse)
+        point = Values(sql, batch.bound, tail).point(chosen.point) if chosen.point is not None else None
+        key = self._key(session, text, batch.key_parameters(tail))
+        return self._look(session, data, key, chosen.tables, chosen.ttl, point, parse)
 
     def _statement(self, session: PgClientSession, name: bytes) -> tuple[bytes, bytes] | None:
         """(text, parameter types) of the client's named statement `name`, None if not known for sure."""
@@ -190,22 +250,22 @@ class SessionCache:
         return self.statements.get(name)
 
     def _look(self, session: PgClientSession, data: bytes, key: str, tables: tuple[str, ...], ttl: float,
-              parse: ParseMessage | None | bool = False) -> bool:
+              point: Point | None, parse: ParseMessage | None | bool = False) -> bool:
         """Look `key` up: a hit answered now (True), a miss forwarded with its response captured
         (False), or a wait for the backend with the client's bytes held (True). `parse`: False for a
         simple Query, else the extended batch's Parse (or None)."""
-        now = self.cache.lookup_now(key, tables, ttl)
+        now = self.cache.lookup_now(key, tables, ttl, point)
         if now is not None:
             return self._answer(session, now[0], now[1], parse)
         self.waiting = bytearray()
         loop = asyncio.get_running_loop()
-        loop.create_task(self._lookup(session, data, key, tables, ttl, parse))
+        loop.create_task(self._lookup(session, data, key, tables, ttl, point, parse))
         return True
 
     async def _lookup(self, session: PgClientSession, data: bytes, key: str, tables: tuple[str, ...],
-                      ttl: float, parse: ParseMessage | None | bool) -> None:
+                      ttl: float, point: Point | None, parse: ParseMessage | None | bool) -> None:
         try:
-            value, ticket = await self.cache.lookup(key, tables, ttl)
+            value, ticket = await self.cache.lookup(key, tables, ttl, point)
         except Exception:   # never an error to the client: run the query
             log.exception("cache lookup failed")
             value, ticket = None, None
@@ -258,14 +318,18 @@ class SessionCache:
         if self.held is not None:
             self.held.append(data)
             return True
-        if self.dirty and (server.tracker.idle or b"Z\x00\x00\x00\x05I" in data):
-            tables = sorted(self.dirty)
+        if (self.dirty or self.dirty_rows or self.ddl) and (server.tracker.idle or b"Z\x00\x00\x00\x05I" in data):
+            tables, rows = sorted(self.dirty), list(self.dirty_rows)
+            if self.ddl:
+                self.facts.catalog.stale()   # read again: nothing of the changed catalog is cached meanwhile
             if server.tracker.idle:
                 self.dirty.clear()
-            if self.cache.invalidate_now(tables):
+                self.dirty_rows.clear()
+                self.ddl = False
+            if not tables and not rows or self.cache.invalidate_now(tables, rows):
                 return False
             self.held = [data]
-            asyncio.get_running_loop().create_task(self._invalidate(session, server, tables))
+            asyncio.get_running_loop().create_task(self._invalidate(session, server, tables, rows))
             return True
         return False
 
@@ -287,9 +351,10 @@ class SessionCache:
         else:
             self.cache.complete(ticket, value if storable(value) else None)
 
-    async def _invalidate(self, session: PgClientSession, server: ServerConnection, tables: list[str]) -> None:
+    async def _invalidate(self, session: PgClientSession, server: ServerConnection, tables: list[str],
+                          rows: list[RowWrite]) -> None:
         try:
-            await self.cache.invalidate(tables)
+            await self.cache.invalidate(tables, rows)
         except Exception:
             log.exception("cache invalidation failed")
         held, self.held = self.held or [], None

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...config import Address, FailoverSettings, HealthSettings, PoolSettings, TlsSettings
 from ...config.model import DiscoverySettings
+from .cache_catalog import catalog_reader
 from .cache_tables import CacheFacts
 from .classify import PgClassifier
 from .positions import PositionReader
@@ -38,16 +39,19 @@ class PgClusterState:
     # read_your_writes: reads the primary's WAL position after writes (made by the first one).
     positions: PositionReader | None = None
 
+    # The query cache's facts about statement texts and the catalog (made for clusters with a cache).
+    cache_facts: CacheFacts | None = None
+
     def close(self) -> None:
         if self.positions is not None:
             self.positions.close()
             self.positions = None
-    # The query cache's facts about statement texts (made for clusters with a cache).
-    cache_facts: CacheFacts | None = None
+        if self.cache_facts is not None:
+            self.cache_facts.catalog.close()
 
-    def facts_for_cache(self, classifier: Any) -> CacheFacts:
+    def facts_for_cache(self, cluster: Any) -> CacheFacts:
         if self.cache_facts is None:
-            self.cache_facts = CacheFacts(classifier)
+            self.cache_facts = CacheFacts(cluster.classifier, catalog_reader(cluster), cluster.config.cache)
         return self.cache_facts
 
 

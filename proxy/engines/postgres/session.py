@@ -111,7 +111,7 @@ class PgClientSession(PgLoginSession):
         super().__init__(app, cluster, endpoint)
         self._rewrites = not self.session_mode and cluster.config.pool.prepared_statements
         if cluster.cache is not None:
-            self._cache = SessionCache(cluster.cache, self.shared.facts_for_cache(cluster.classifier))
+            self._cache = SessionCache(cluster.cache, self.shared.facts_for_cache(cluster))
 
     # ---- asyncio.Protocol -----------------------------------------------------------------------
 

@@ -1,0 +1,343 @@
+"""The query cache in one MySQL client's relay (SPEC §11): answer cached COM_QUERY SELECTs, store the
+text result sets of misses, and invalidate the tables a client's writes wrote before it sees the OK
+that ends its transaction (autocommit: the statement's; else COMMIT's). Made only for clusters with
+a [cache] section; the shared layer (proxy/cache) does the rest.
+
+A read is looked up only when it is the one command of a client read, outside a transaction, with
+autocommit on and the session not pinned; it is keyed by cluster, schema, server user, the client's
+capability flags and handshake character set, every variable it SET (sql_mode, time_zone, NAMES,
+...), and the text. Binary-protocol executions (COM_STMT_EXECUTE) are not answered from the cache;
+the writes they run are seen (by their prepared text) and invalidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from ...cache.front import QueryCache, Ticket
+from ...cache.keys import key_prefix, statement_key
+from ...cache.policy import plan
+from ...core.session import READY
+from .cache_facts import MysqlCacheFacts
+from .command_framing import command_end
+from .wire.codes import Command, Status
+
+if TYPE_CHECKING:
+    from ...cache.catalog import CatalogReader
+    from .server import MysqlServerConnection
+    from .session import MysqlClientSession
+
+log = logging.getLogger("dbproxy.cache")
+_MAX_PACKET = 0xFFFFFF
+# Final status flags a stored result set may not carry.
+_UNSTORABLE_STATUS = Status.IN_TRANS | Status.MORE_RESULTS_EXISTS | Status.SESSION_STATE_CHANGED | \
+    Status.IN_TRANS_READONLY | Status.CURSOR_EXISTS
+CATALOG_WAIT = 0.5
+
+
+def _lenenc(payload: bytes, pos: int) -> tuple[int, int]:
+    first = payload[pos]
+    if first < 0xFB:
+        return first, pos + 1
+    width = {0xFC: 2, 0xFD: 3, 0xFE: 8}.get(first)
+    if width is None or pos + 1 + width > len(payload):
+        raise ValueError("bad length")
+    return int.from_bytes(payload[pos + 1:pos + 1 + width], "little"), pos + 1 + width
+
+
+def storable(response: bytes, deprecate_eof: bool) -> bool:
+    """True if `response` is whole packets of one text result set, without an error, warnings, more
+    results or session state changes (column count, columns, [EOF], rows, EOF or OK)."""
+    payloads: list[bytes] = []
+    pos, size = 0, len(response)
+    while pos < size:
+        if size - pos < 4:
+            return False
+        length = int.from_bytes(response[pos:pos + 3], "little")
+        if length == _MAX_PACKET or pos + 4 + length > size:
+            return False
+        payloads.append(response[pos + 4:pos + 4 + length])
+        pos += 4 + length
+    if len(payloads) < 3 or not payloads[0] or payloads[0][0] in (0x00, 0xFB, 0xFF):
+        return False
+    try:
+        columns, _ = _lenenc(payloads[0], 0)
+        body = payloads[1 + columns:] if deprecate_eof else payloads[2 + columns:]
+        if not deprecate_eof and (len(payloads) < 2 + columns or payloads[1 + columns][:1] != b"\xfe"):
+            return False
+        if not body or any(p[:1] == b"\xff" for p in payloads):
+            return False
+        end = body[-1]
+        if end[:1] != b"\xfe":
+            return False
+        if deprecate_eof:
+            _, at = _lenenc(end, 1)
+            _, at = _lenenc(end, at)
+            status, warnings = int.from_bytes(end[at:at + 2], "little"), int.from_bytes(end[at + 2:at + 4], "little")
+        else:
+            if len(end) != 5:
+                return False
+            warnings, status = int.from_bytes(end[1:3], "little"), int.from_bytes(end[3:5], "little")
+    except (ValueError, IndexError):
+        return False
+    return warnings == 0 and not status & _UNSTORABLE_STATUS and all(p[:1] != b"\xfe" or len(p) >= 9 for p in body[:-1])
+
+
+class MysqlSessionCache:
+    """One client's view of its cluster's cache; every method is called by MysqlClientSession."""
+
+    def __init__(self, cache: QueryCache, facts: MysqlCacheFacts, catalog: CatalogReader) -> None:
+        self.cache = cache
+        self.facts = facts
+        self.catalog = catalog
+        self.dirty: set[str] = set()          # tables written since the last invalidation
+        self.ddl = False
+        # A write sent with more commands after it (pipelined, or a multi-statement text): its OK comes
+        # before the response ends, so everything is held until it does (then invalidated, then sent).
+        self.hold_all = False
+        self.ticket: Ticket | None = None
+        self.capture: list[bytes] | None = None
+        self.captured = 0
+        self.waiting: bytearray | None = None   # client bytes that arrived during a lookup / catalog read
+        self.held: list[bytes] | None = None    # server bytes held until an invalidation is done
+        self.passing = False
+        self.resuming = False
+        self.catalog_waited = False
+        self._settings: tuple[object, ...] | None = None
+        self._prefix = b""
+
+    # ---- client → server ------------------------------------------------------------------------
+
+    def client_data(self, session: MysqlClientSession, data: bytes) -> bool:
+        """True if `data` was taken here (answered from the cache, or held behind a lookup)."""
+        if self.passing:
+            self.passing = False
+            return False
+        if self.waiting is not None:
+            self.waiting += data
+            return True
+        if self.ticket is not None:
+            self._abandon()   # more before the miss's answer: not stored
+        single = (len(data) >= 5 and data[4] == Command.QUERY and data[3] == 0
+                  and int.from_bytes(data[:3], "little") + 4 == len(data) and len(data) - 4 < _MAX_PACKET)
+        if single and not self.catalog_waited and self._hold_for_catalog(session, data):
+            return True
+        if single and self._idle(session):
+            return self._query(session, data)
+        self._scan(session, data)
+        return False
+
+    def _idle(self, session: MysqlClientSession) -> bool:
+        server = session.server
+        if session._pending or session._held or session.pinned is not None or session.changing_user:
+            return False
+        if not session._status() & Status.AUTOCOMMIT:
+            return False
+        return server is None or server.tracker.idle
+
+    def _hold_for_catalog(self, session: MysqlClientSession, data: bytes) -> bool:
+        if self.catalog.snapshot("", self.cache.clock()) is not None:
+            return False
+        reading = self.catalog.reading("")
+        if reading is None:
+            return False
+        self.waiting = bytearray()
+        asyncio.get_running_loop().create_task(self._after_catalog(session, data, reading))
+        return True
+
+    async def _after_catalog(self, session: MysqlClientSession, data: bytes, reading: asyncio.Task[None]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(reading), CATALOG_WAIT)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+        self._resume_client(session, data, catalog=True)
+
+    def _resume_client(self, session: MysqlClientSession, data: bytes | None, catalog: bool = False) -> None:
+        waiting, self.waiting = self.waiting or bytearray(), None
+        if session.state != READY or session.transport is None:
+            return
+        if data is not None:
+            self.catalog_waited = catalog
+            try:
+                session._client_data(data)
+            finally:
+                self.catalog_waited = False
+        if waiting:
+            session._client_data(bytes(waiting))
+
+    def _scan(self, session: MysqlClientSession, data: bytes) -> None:
+        """Note the tables the complete COM_QUERY / COM_STMT_EXECUTE commands in `data` write."""
+        pos, size = 0, len(data)
+        commands = 0
+        wrote = False
+        while size - pos >= 5:
+            try:
+                end = command_end(data, pos)
+            except Exception:   # too large: the session refuses it
+                return
+            if end > size:
+                return
+            command = data[pos + 4]
+            commands += 1
+            if command == Command.QUERY and end - pos - 4 < _MAX_PACKET:
+                wrote = self._wrote(data[pos + 5:end].decode("utf-8", "replace")) or wrote
+            elif command == Command.STMT_EXECUTE and end - pos >= 9:
+                statement = session.prepared.by_id.get(int.from_bytes(data[pos + 5:pos + 9], "little"))
+                if statement is not None:
+                    wrote = self._wrote(statement.sql.decode("utf-8", "replace")) or wrote
+            pos = end
+        if wrote and commands > 1:
+            self.hold_all = True
+
+    def _wrote(self, sql: str) -> bool:
+        """Note what `sql` writes; True if it writes something."""
+        written = self.facts.written(sql, self.catalog.snapshot("", self.cache.clock()))
+        self.dirty.update(written.tables)
+        if written.ddl:
+            self.ddl = True
+        if written.tables and ";" in sql:
+            self.hold_all = True   # (a multi-statement text; a ";" in a literal only holds more than needed)
+        return bool(written.tables)
+
+    def _key(self, session: MysqlClientSession, statement: bytes) -> str:
+        state = session.state_vars
+        variables = tuple(sorted((name, change.value) for name, change in state.variables.items()))
+        settings = (state.schema, session.capabilities, session.charset, variables)
+        if settings != self._settings:
+            login = session.login
+            assert login is not None
+            self._settings = settings
+            self._prefix = key_prefix(session.cluster.name, state.schema, login.user.server_user,
+                                      [("capabilities", str(session.capabilities)), ("charset", str(session.charset)),
+                                       *variables])
+        return statement_key(self._prefix, statement)
+
+    def _query(self, session: MysqlClientSession, data: bytes) -> bool:
+        sql = data[5:].decode("utf-8", "replace")
+        chosen = plan(sql, self.facts.read(sql, self.catalog.snapshot("", self.cache.clock())), False,
+                      self.cache.settings)
+        if chosen is None:
+            self._wrote(sql)
+            return False
+        key = self._key(session, data[4:])
+        now = self.cache.lookup_now(key, chosen.tables, chosen.ttl)
+        if now is not None:
+            return self._answer(session, now[0], now[1])
+        self.waiting = bytearray()
+        asyncio.get_running_loop().create_task(self._lookup(session, data, key, chosen.tables, chosen.ttl))
+        return True
+
+    async def _lookup(self, session: MysqlClientSession, data: bytes, key: str, tables: tuple[str, ...],
+                      ttl: float) -> None:
+        try:
+            value, ticket = await self.cache.lookup(key, tables, ttl)
+        except Exception:   # never an error to the client: run the query
+            log.exception("cache lookup failed")
+            value, ticket = None, None
+        if session.state != READY or session.transport is None:
+            if ticket is not None:
+                self.cache.complete(ticket, None)
+            self.waiting = None
+            return
+        if self._answer(session, value, ticket):
+            self._resume_client(session, None)
+        else:
+            self.passing = True
+            self._resume_client(session, data)
+
+    def _answer(self, session: MysqlClientSession, value: bytes | None, ticket: Ticket | None) -> bool:
+        """A hit: write it (True). A miss: capture the response it will get (False: forward the data)."""
+        if value is not None:
+            session.queries += 1
+            session.write(value)
+            return True
+        if ticket is not None:
+            self.ticket, self.capture, self.captured = ticket, [], 0
+        return False
+
+    def _abandon(self) -> None:
+        ticket, self.ticket, self.capture = self.ticket, None, None
+        if ticket is not None:
+            self.cache.complete(ticket, None)
+
+    # ---- server → client ------------------------------------------------------------------------
+
+    def server_data(self, session: MysqlClientSession, server: MysqlServerConnection, data: bytes) -> bool:
+        """True if `data` is held here (it reaches the client after the invalidation it waits for)."""
+        if self.resuming:
+            self.resuming = False
+            return False
+        tracker = server.tracker
+        if self.capture is not None:
+            self._captured(session, server, data)
+        if self.held is not None:
+            self.held.append(data)
+            if self.hold_all and tracker.quiet:   # the held batch is answered: invalidate, then send it
+                self.hold_all = False
+                self._invalidate_then_send(session, server)
+            return True
+        if self.hold_all and not tracker.quiet:
+            self.held = [data]
+            return True
+        self.hold_all = False
+        if (self.dirty or self.ddl) and tracker.quiet and not tracker.in_transaction:
+            tables = self._take_dirty()
+            if not tables or self.cache.invalidate_now(tables):
+                return False
+            self.held = [data]
+            asyncio.get_running_loop().create_task(self._invalidate(session, server, tables))
+            return True
+        return False
+
+    def _take_dirty(self) -> list[str]:
+        tables, self.dirty = sorted(self.dirty), set()
+        if self.ddl:
+            self.ddl = False
+            self.catalog.stale()
+        return tables
+
+    def _invalidate_then_send(self, session: MysqlClientSession, server: MysqlServerConnection) -> None:
+        tables = self._take_dirty() if not server.tracker.in_transaction else []
+        if not tables or self.cache.invalidate_now(tables):
+            self._send_held(session, server)
+        else:
+            asyncio.get_running_loop().create_task(self._invalidate(session, server, tables))
+
+    def _send_held(self, session: MysqlClientSession, server: MysqlServerConnection) -> None:
+        held, self.held = self.held or [], None
+        if session.server is not server:
+            for chunk in held:   # the server went away meanwhile: its last words still reach the client
+                if chunk:
+                    session.write(chunk)
+            return
+        self.resuming = True
+        session.server_data(server, b"".join(held))
+
+    def _captured(self, session: MysqlClientSession, server: MysqlServerConnection, data: bytes) -> None:
+        assert self.capture is not None
+        self.captured += len(data)
+        if self.captured > self.cache.settings.max_entry:
+            self._abandon()
+            return
+        self.capture.append(data)
+        if not server.tracker.quiet:
+            return
+        response, self.capture = b"".join(self.capture), None
+        ticket, self.ticket = self.ticket, None
+        assert ticket is not None
+        deprecate_eof = bool(session.capabilities & (1 << 24))
+        self.cache.complete(ticket, response if storable(response, deprecate_eof) else None)
+
+    async def _invalidate(self, session: MysqlClientSession, server: MysqlServerConnection, tables: list[str]) -> None:
+        try:
+            await self.cache.invalidate(tables)
+        except Exception:
+            log.exception("cache invalidation failed")
+        self._send_held(session, server)
+
+    def lost(self) -> None:
+        """The server connection died: the miss in flight stores nothing."""
+        self._abandon()
+        self.held = None
