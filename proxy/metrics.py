@@ -57,6 +57,10 @@ class Metrics:
         self.replica_lag_seconds = Gauge("dbproxy_replica_lag_seconds", "Replication lag",
                                          ["cluster", "instance"], registry=r)
         self.failovers = Counter("dbproxy_failovers", "Writer changes", ["cluster"], registry=r)
+        self.replays = Counter(
+            "dbproxy_replays", "Transactions whose writer connection died (failover.replay), by outcome: attempted, "
+            "succeeded, mismatched, failed (no writer in time, lost again), not_replayable, unknown_outcome",
+            ["cluster", "outcome"], registry=r)
 
     def on_scrape(self, source: Callable[[], Iterable[Metric]]) -> None:
         """Add metric families computed when /metrics is scraped (never on the hot path)."""
@@ -94,6 +98,9 @@ class Metrics:
             counts = self.response_times[key] = [0.0] * (len(RESPONSE_BUCKETS) + 2)
         counts[bisect_left(RESPONSE_BUCKETS, seconds)] += 1
         counts[-1] += seconds
+
+    def replay(self, cluster: str, outcome: str) -> None:
+        self.replays.labels(cluster, outcome).inc()
 
     def pinned(self, cluster: str, reason: str) -> None:
         self.pins.labels(cluster, reason).inc()

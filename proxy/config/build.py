@@ -84,7 +84,8 @@ _HEALTH_KEYS = (
     "database",
 )
 _FAILOVER_KEYS = ("mode", "promote_after", "borrow_timeout", "replication_user", "replication_password",
-                  "replication_password_env", "replication_password_file")
+                  "replication_password_env", "replication_password_file", "replay", "replay_timeout",
+                  "replay_max_bytes", "replay_max_statements")
 _ENDPOINT_KEYS = ("name", "listen", "role", "instances", "exclude", "kind", "read_your_writes", "tls", "allow")
 
 
@@ -342,6 +343,10 @@ def _build_failover(t: Table, context: Context) -> FailoverSettings:
         borrow_timeout=t.duration("borrow_timeout", 30.0),
         replication_user=t.optional_text("replication_user", required="replication_user" in t.data),
         replication_password=read_secret(t, "replication_password", context)[0],
+        replay=t.boolean("replay", False),
+        replay_timeout=t.duration("replay_timeout", 10.0, positive=True),
+        replay_max_bytes=t.integer("replay_max_bytes", 1024 * 1024, minimum=1),
+        replay_max_statements=t.integer("replay_max_statements", 1000, minimum=1),
     )
 
 

@@ -132,13 +132,22 @@ class HealthSettings:
 
 @dataclass(frozen=True)
 class FailoverSettings:
-    """replication_user/password (MySQL): what a rejoined old primary replicates with (see failover.md)."""
+    """replication_user/password (MySQL): what a rejoined old primary replicates with (see failover.md).
+
+    replay: transactions in flight when the writer's connection dies are replayed on the new writer
+    (core/replay.py), bounded per transaction by replay_max_bytes of client messages and
+    replay_max_statements statements, and in time by replay_timeout (waiting for the new writer
+    and replaying there)."""
 
     mode: str = "follow"
     promote_after: float = 3.0
     borrow_timeout: float = 30.0
     replication_user: str | None = None
     replication_password: str | None = None
+    replay: bool = False
+    replay_timeout: float = 10.0
+    replay_max_bytes: int = 1024 * 1024
+    replay_max_statements: int = 1000
 
 
 @dataclass(frozen=True)
