@@ -117,6 +117,38 @@ class PgClient:
         await self.conn.close()
 
 
+class PgTransactionClient(PgClient):
+    """An asyncpg connection inserting in explicit transactions (`--replay`): BEGIN; INSERT; a SELECT
+    of what it inserted; COMMIT. A failed step names itself in the error text ("COMMIT: 08007 ...")."""
+
+    async def insert(self, client: int, seq: int) -> None:
+        step = "BEGIN"
+        try:
+            await self.conn.execute("BEGIN", timeout=30)
+            step = "INSERT"
+            await self.conn.execute(self.SQL, client, seq, timeout=30)
+            step = "SELECT"
+            count = await self.conn.fetchval(f"SELECT count(*) FROM {TABLE} WHERE client = $1 AND seq = $2",
+                                             client, seq, timeout=30)
+            if count != 1:
+                raise ClientError(f"SELECT: the transaction does not see its own insert ({count})", "wrong")
+            step = "COMMIT"
+            await self.conn.execute("COMMIT", timeout=30)
+        except asyncpg.PostgresError as exc:
+            await self._rollback()
+            raise ClientError(f"{step}: {exc.sqlstate}: {exc}", exc.sqlstate) from exc
+        except self.ERRORS as exc:
+            await self._rollback()
+            raise ClientError(f"{step}: {type(exc).__name__}: {exc}") from exc
+
+    async def _rollback(self) -> None:
+        try:
+            if not self.conn.is_closed() and self.conn.is_in_transaction():
+                await self.conn.execute("ROLLBACK", timeout=10)
+        except self.ERRORS:
+            pass
+
+
 class MysqlClient:
     """A PyMySQL connection (autocommit) to a mysql://user:password@host:port/db DSN, driven from its
     own thread so that the drill's event loop never blocks."""
