@@ -147,6 +147,7 @@ async def test_kill_of_the_primary_with_replay_hides_the_loss_from_transactions_
         errors = Counter(w.error.split(":")[0] + " " + str(w.sqlstate) for w in load.errors() if w.error)
         print(f"\nreplay: {results}; load: {len(load.acknowledged())} transactions committed, errors {errors}, "
               f"writing again {resumed * 1000:.0f} ms after the kill")
+        print("\n".join(ln for ln in proxy.log_text().splitlines() if "client" in ln or "writer" in ln))
         assert results["statement_in_flight"] == (1, 7, new_port)
         assert results["idle_in_transaction"] == "COMMIT"
         assert results["read_random"] == ("error 08006", False, 2)

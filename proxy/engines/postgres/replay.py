@@ -96,8 +96,17 @@ class PgReplay:
         """The server died under the client: the error its work in flight gets, or None when this
         takes care of the client (a replay began, or one in progress failed)."""
         session = self.session
-        if self.state == REPLAYING:
-            self._give_up("failed", "the new writer's connection was lost too")
+        if self.state == REPLAYING:   # the replay's own connection: nothing of it reached the client yet
+            if self.digest.mode == MISMATCH:
+                self._give_up("mismatched", "the replayed results differ from what the client saw")
+            elif not self.digest.verifying:   # checked already: the client saw what came after
+                self._give_up("failed", "the new writer's connection was lost during the replay")
+            else:
+                log.info("client %s: the connection for the replay to %s was lost (%s): trying again",
+                         session.peer, server.address, err.message)
+                self.digest.again()
+                session._held = False
+                session._borrow_task = asyncio.get_running_loop().create_task(self._run())
             return None
         if self.state != RECORDING:
             return err
@@ -127,6 +136,7 @@ class PgReplay:
         session._copy_skip = 0
         session._capturing = False
         session._broken = None
+        self.digest.expect()
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.timeout, self._timed_out)
         session._borrow_task = loop.create_task(self._run())
@@ -164,7 +174,6 @@ class PgReplay:
         conn.owner = session
         session._held = True   # the client's later messages wait until the replay is checked
         session._attached(conn)
-        self.digest.expect()
         audit, session.statement_audit = session.statement_audit, None
         try:
             session._forward(self.record.replay_bytes(), conn)
