@@ -4,7 +4,8 @@
 - a transaction with a statement in flight, one idle inside its transaction, an autocommit read in
   flight, and a load of transactions: no error for any of them except a COMMIT in flight (08007);
   every acknowledged insert is on the new primary and the transactions go on where they were;
-- a transaction that had read random() (its replay reads another value): 08006, as without replay;
+- a transaction that had read random() (its replay reads another value), one past replay_max_bytes:
+  08006, as without replay;
 - a COMMIT in flight and an autocommit write in flight: 08007 (their outcome is unknown);
 - the counters of dbproxy_replays_total.
 """
@@ -29,6 +30,7 @@ from deploy.pgcluster import APP_DB, PgCluster, free_ports
 pytestmark = pytest.mark.slow
 
 SLEEP = 1.5   # seconds a statement stays in flight on the server (the kill comes while it is)
+MAX_BYTES = 16384   # failover.replay_max_bytes
 REPLAYS = 'dbproxy_replays_total{cluster="main",outcome="%s"}'
 
 
@@ -101,6 +103,12 @@ class Scenarios:
         self.sent("commit_in_flight")
         return await outcome(conn.execute("COMMIT")), await conn.fetchval("SELECT 3")
 
+    async def past_the_bound(self, conn: asyncpg.Connection) -> Any:
+        await conn.execute("BEGIN")
+        await conn.fetchval("SELECT length($1::text)", "x" * (2 * MAX_BYTES))   # more than replay_max_bytes
+        self.sent("past_the_bound")
+        return await outcome(conn.fetchval(f"SELECT 1 FROM pg_sleep({SLEEP})"))
+
     async def autocommit_read(self, conn: asyncpg.Connection) -> Any:
         self.sent("autocommit_read")
         return await outcome(conn.fetchval(f"SELECT 42 FROM pg_sleep({SLEEP})"))
@@ -116,13 +124,15 @@ async def test_kill_of_the_primary_with_replay_hides_the_loss_from_transactions_
     make_synchronous(pg)
     prepare(pg)
     ports = OpsPorts.of(free_ports(6))
-    text = config_text(pg, ports, "promote").replace('borrow_timeout = "20s"', 'borrow_timeout = "20s"\nreplay = true')
+    text = config_text(pg, ports, "promote").replace(
+        'borrow_timeout = "20s"', f'borrow_timeout = "20s"\nreplay = true\nreplay_max_bytes = {MAX_BYTES}')
     assert "replay = true" in text
     proxy = proxy_factory(text)
     wait_log(proxy, f"writer none -> {pg.instance_addrs()[0]}")
     cases = Scenarios(ports.writer)
     runs = {name: getattr(cases, name) for name in ("statement_in_flight", "idle_in_transaction", "read_random",
-                                                    "commit_in_flight", "autocommit_read", "autocommit_write")}
+                                                    "commit_in_flight", "past_the_bound", "autocommit_read",
+                                                    "autocommit_write")}
     conns = {name: await cases.connect(name) for name in runs}
     load = WriteLoad(dsn(ports.writer), clients=4, connect=PgTransactionClient.connect)
     await load.start()
@@ -147,12 +157,12 @@ async def test_kill_of_the_primary_with_replay_hides_the_loss_from_transactions_
         errors = Counter(w.error.split(":")[0] + " " + str(w.sqlstate) for w in load.errors() if w.error)
         print(f"\nreplay: {results}; load: {len(load.acknowledged())} transactions committed, errors {errors}, "
               f"writing again {resumed * 1000:.0f} ms after the kill")
-        print("\n".join(ln for ln in proxy.log_text().splitlines() if "client" in ln or "writer" in ln))
         assert results["statement_in_flight"] == (1, 7, new_port)
         assert results["idle_in_transaction"] == "COMMIT"
         assert results["read_random"] == ("error 08006", False, 2)
         assert results["commit_in_flight"] == ("error 08007", 3)
         assert results["autocommit_read"] == 42
+        assert results["past_the_bound"] == "error 08006"
         assert results["autocommit_write"] == "error 08007"
         # the load: only a COMMIT in flight may fail, and with 08007; nothing closed
         assert all(w.error.startswith("COMMIT: 08007") for w in load.errors() if w.error), load.errors()
@@ -165,7 +175,7 @@ async def test_kill_of_the_primary_with_replay_hides_the_loss_from_transactions_
         metrics = scrape(ports.http)
         succeeded = metrics.get(REPLAYS % "succeeded", 0)
         assert succeeded >= 3 and metrics.get(REPLAYS % "mismatched", 0) >= 1
-        assert metrics.get(REPLAYS % "unknown_outcome", 0) >= 2
+        assert metrics.get(REPLAYS % "unknown_outcome", 0) >= 2 and metrics.get(REPLAYS % "not_replayable", 0) >= 1
         assert metrics[REPLAYS % "attempted"] == succeeded + metrics.get(REPLAYS % "mismatched", 0) + metrics.get(
             REPLAYS % "failed", 0)
         assert "transaction replayed on" in proxy.log_text()

@@ -117,11 +117,6 @@ class PgReplay:
         metrics, cluster = session.app.metrics, session.cluster.name
         if verdict is Verdict.NOTHING:
             return err
-        if verdict is Verdict.NOT_REPLAYABLE or tracker.farewell_forwarded:
-            metrics.replay(cluster, "not_replayable")
-            log.info("client %s: transaction not replayed: %s", session.peer,
-                     self.record.refused or "the server's FATAL reached the client")
-            return err
         if verdict is Verdict.UNKNOWN:
             metrics.replay(cluster, "unknown_outcome")
             log.info("client %s: a COMMIT or an autocommit write was in flight on %s: its outcome is unknown",
@@ -129,6 +124,11 @@ class PgReplay:
             return OutcomeUnknown(f"transaction resolution unknown: the server connection to {server.address} "
                                   "was lost while a COMMIT (or a statement outside a transaction block that may "
                                   "write) was in flight; it may or may not have taken effect")
+        if verdict is Verdict.NOT_REPLAYABLE or tracker.farewell_forwarded:
+            metrics.replay(cluster, "not_replayable")
+            log.info("client %s: transaction not replayed: %s", session.peer,
+                     self.record.refused or "the server's FATAL reached the client")
+            return err
         metrics.replay(cluster, "attempted")
         self.state = REPLAYING
         self._lost, self._unsynced, self._error = tracker, session.unsynced, err
