@@ -200,3 +200,21 @@ def test_any_chunking_gives_the_same_digest_and_the_replay_relays_exactly_the_re
     # a notice before the prefix is dropped with it while the prefix is checked (nothing to check: relayed)
     assert feed_in_pieces(pieces, NOTICE + seen + rest, cuts2) == (b"" if seen else NOTICE) + rest
     assert pieces.mode == RECORD and pieces.answered == len(values)
+
+
+@settings(max_examples=200, deadline=None)
+@given(parts=st.lists(st.tuples(st.binary(max_size=200), st.sampled_from([b"", NOTICE, STATUS, NOTIFY]),
+                                st.sampled_from([b"T", b"I", b"E"])), min_size=1, max_size=6),
+       cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=10))
+def test_uncounted_messages_and_transaction_ends_are_framed_alike_in_any_chunking(
+        parts: list[tuple[bytes, bytes, bytes]], cuts: list[int]) -> None:
+    stream = b"".join(noise + select_result(value, status=status) + noise for value, noise, status in parts)
+    whole, pieces, bare = PgResultDigest(), PgResultDigest(), PgResultDigest()
+    assert whole.feed(stream) is stream
+    assert feed_in_pieces(pieces, stream, cuts) == stream
+    bare.feed(b"".join(select_result(value, status=status) for value, _noise, status in parts))
+    for d in (pieces, bare):   # the uncounted messages change nothing
+        assert (d.length, d.answered, d.settled, d._hash.digest()) == (
+            whole.length, whole.answered, whole.settled, whole._hash.digest())
+    assert whole.answered == len(parts)
+    assert whole.settled == max((i + 1 for i, (_v, _n, s) in enumerate(parts) if s == b"I"), default=0)

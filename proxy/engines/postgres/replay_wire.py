@@ -106,6 +106,8 @@ class PgResultDigest(ResultDigest):
     def feed(self, data: bytes) -> bytes:
         """Hash what counts in data; returns the bytes to relay (all of them unless a replay is checked)."""
         relaying = self.mode == RECORD
+        if relaying and not self._head and not self._left:
+            return self._record(data)
         out: list[memoryview] = []
         view = memoryview(data)
         size, pos = len(data), 0
@@ -145,6 +147,44 @@ class PgResultDigest(ResultDigest):
             pos = end
             self._message_end(data, pos)
         return data if relaying else b"".join(out)
+
+    def _record(self, data: bytes) -> bytes:
+        """feed() from a message boundary while recording (the common case): one hash update per run
+        of counted messages."""
+        view = memoryview(data)
+        size, pos, start = len(data), 0, 0
+        digest = self._hash
+        while size - pos >= 5:
+            kind = data[pos]
+            end = pos + 1 + _U32.unpack_from(data, pos + 1)[0]
+            if end > size:   # the last message goes on in the next read
+                self._kind, self._counted, self._prefix, self._left = kind, kind not in _UNCOUNTED, False, end - size
+                if not self._counted:
+                    size = pos
+                break
+            if kind == _Z:
+                digest.update(view[start:end])
+                self.length += end - start
+                start = end
+                self._answered(data[end - 1] == 0x49)   # status 'I'
+                digest = self._hash
+            elif kind in _UNCOUNTED:
+                if start < pos:
+                    digest.update(view[start:pos])
+                    self.length += pos - start
+                start = end
+            pos = end
+        else:
+            if pos < size:   # a header split between reads
+                kind = data[pos]
+                self._head = data[pos:]
+                self._kind, self._counted, self._prefix = kind, kind not in _UNCOUNTED, False
+                if not self._counted:
+                    size = pos
+        if start < size:
+            digest.update(view[start:size])
+            self.length += size - start
+        return data
 
     def _run(self, run: memoryview, out: list[memoryview], relaying: bool) -> None:
         """A piece of the current message: hashed if it counts; kept for the client unless it is
