@@ -89,6 +89,10 @@ def test_settle_drops_the_units_that_ended_outside_a_transaction() -> None:
     assert record.size == len(m.query("BEGIN") + m.query("INSERT 2"))
     record.settle(1)   # again: nothing more
     assert len(record.units) == 2
+    record.settle(3)
+    assert not record.units and record.size == 0 and record.first == 3
+    record.clear()   # the next transaction counts from 0 again
+    assert record.first == 0
 
 
 # ---- the decision --------------------------------------------------------------------------------

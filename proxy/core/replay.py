@@ -58,6 +58,8 @@ class TransactionRecord:
         self.refused = ""                 # why this transaction is not replayable ("" while it is)
 
     def clear(self) -> None:
+        if not self.size and not self.first and not self.refused and not self.units:
+            return
         self.units.clear()
         self.open_unit.clear()
         self.size = self.first = 0
@@ -71,15 +73,21 @@ class TransactionRecord:
         self.open_unit.clear()
         self.size = 0
 
-    def add(self, message: bytes | memoryview, ends_unit: bool) -> None:
-        """One client message as sent; ends_unit: the server answers it with the transaction status."""
+    def add(self, messages: bytes | memoryview, ends_unit: bool) -> None:
+        """Client messages as sent; ends_unit: the last one ends a unit (the server answers it with the
+        transaction status) and no other one in them does."""
         if self.refused:
             return
-        self.size += len(message)
-        self.open_unit += message
+        self.size += len(messages)
         if ends_unit:
-            self.units.append(bytes(self.open_unit))
-            self.open_unit.clear()
+            if self.open_unit:
+                self.open_unit += messages
+                self.units.append(bytes(self.open_unit))
+                self.open_unit.clear()
+            else:
+                self.units.append(bytes(messages))
+        else:
+            self.open_unit += messages
         if self.size > self.max_bytes:
             self.refuse(f"more than {self.max_bytes} bytes of statements")
         elif len(self.units) > self.max_units:

@@ -34,7 +34,7 @@ def record_messages(data: bytes, record: TransactionRecord) -> None:
     """Add the complete messages at the start of data (a client batch as forwarded) to record."""
     if record.refused:
         return
-    size, pos = len(data), 0
+    size, pos, start = len(data), 0, 0
     view = memoryview(data)
     while size - pos >= 5:
         kind = data[pos]
@@ -43,9 +43,13 @@ def record_messages(data: bytes, record: TransactionRecord) -> None:
             record.refuse("COPY from the client")
             return
         if end > size or kind == _TERMINATE:
-            return
-        record.add(view[pos:end], kind == _QUERY or kind == _SYNC or kind == _FUNCTION)
+            break
+        if kind == _QUERY or kind == _SYNC or kind == _FUNCTION:   # one record entry per unit
+            record.add(view[start:end], True)
+            start = end
         pos = end
+    if start < pos:
+        record.add(view[start:pos], False)
 
 
 def unit_traits(unit: bytes, query_of: Callable[[bytes], bytes | None],
