@@ -193,6 +193,14 @@ class ResultDigest:
         """The replay cannot match (its results ended before reaching what the client saw)."""
         self.mode = MISMATCH
 
+    def feed(self, data: bytes) -> bytes:
+        """Hash data as it is (every byte counts; an engine subclass frames its protocol instead);
+        returns the bytes to relay."""
+        skipped = self._take(data)
+        if self.mode != RECORD:
+            return b""
+        return data[skipped:] if skipped else data
+
     def _take(self, run: bytes | memoryview) -> int:
         """Hash a run of counted bytes; in VERIFY mode returns how many of them were the replayed
         prefix (not to be relayed), else 0."""

@@ -1,146 +1,35 @@
-"""Transaction replay on failover for one PostgreSQL client (failover.replay): the asyncio side of core/replay.py.
+"""Transaction replay on failover for one PostgreSQL client (failover.replay): core/replay_flow.py with PostgreSQL's parts.
 
-The session calls `begin()` when a server is attached for a transaction on the writer, `sent()`
-with each client batch it forwards, `relayed()` with each reply it writes to the client, `end()`
-when the transaction is over, and `lost()` when the server connection dies. On a loss that can
-be replayed, the client keeps its place: its later messages wait in the session's buffer while
-this waits (at most failover.replay_timeout) for a writer, sends the recorded units there through
-the session's own forwarding (its settings were replayed on attach, its prepared statements are
-prepared again where they are bound), and relays nothing until the replayed results are known to
-hash to what the client already saw. Then the rest — the answer to what was in flight — is
-relayed as if nothing happened. Otherwise the client gets the error it would have had.
+Units end at Query, Sync and FunctionCall (replay_wire.py); a named statement a Bind runs is
+known from the client's StatementRewriter; the transaction status is ReadyForQuery's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import TYPE_CHECKING
 
-from ...core.replay import MISMATCH, RECORD, TransactionRecord, UnitTraits, Verdict, decide
-from ...core.session import READY
-from ...errors import OutcomeUnknown, ProxyError
+from ...core.replay import UnitTraits
+from ...core.replay_flow import ReplayFlow
+from ...errors import ProxyError
 from ...routing.classify import Route
 from .replay_wire import PgResultDigest, record_messages, unit_traits
-from .server import ServerConnection
 from .wire.responses import ResponseTracker
 
 if TYPE_CHECKING:
     from .session import PgClientSession
 
-log = logging.getLogger("dbproxy.client")
 
-IDLE, RECORDING, REPLAYING = range(3)
+class PgReplay(ReplayFlow):
+    """One PostgreSQL client's transaction record and replay."""
 
-
-class PgReplay:
-    """One client's transaction record and replay; see the module docstring."""
+    session: PgClientSession
 
     def __init__(self, session: PgClientSession) -> None:
-        self.session = session
-        settings = session.cluster.config.failover
-        self.timeout = settings.replay_timeout
-        self.record = TransactionRecord(settings.replay_max_bytes, settings.replay_max_statements)
-        self.digest = PgResultDigest()
-        self.state = IDLE
-        self._lost: ResponseTracker | None = None   # the dead server's tracker: what was in flight
+        super().__init__(session, PgResultDigest())
         self._unsynced = False
-        self._error: ProxyError | None = None
-        self._timer: asyncio.TimerHandle | None = None
 
-    # ---- recording --------------------------------------------------------------------------
-
-    def begin(self, on_writer: bool) -> None:
-        """A server was attached for a new transaction."""
-        if self.state == REPLAYING:
-            return
-        self.record.clear()
-        self.digest.restart()
-        self.state = RECORDING if on_writer else IDLE
-
-    def end(self) -> None:
-        """The transaction is over (its server goes back)."""
-        if self.state == RECORDING:
-            self.state = IDLE
-            self.record.clear()
-
-    def sent(self, data: bytes) -> None:
-        if self.state == RECORDING:
-            record = self.record
-            if self.digest.settled > record.first:
-                record.settle(self.digest.settled)
-            record_messages(data, record)
-
-    def relayed(self, data: bytes, server: ServerConnection) -> bytes:
-        """Bytes on their way to the client: hashed; while a replay is checked, what may go on."""
-        if self.state == IDLE or not data:
-            return data
-        digest = self.digest
-        checking = digest.mode != RECORD
-        out = digest.feed(data)
-        if not checking:
-            return out
-        if digest.mode == MISMATCH:
-            self._give_up("mismatched", "the replayed results differ from what the client saw")
-            return b""
-        if digest.mode == RECORD:
-            self._verified()
-        elif server.tracker.quiet:
-            self._give_up("mismatched", "the replayed results ended before what the client saw")
-            return b""
-        return out
-
-    # ---- the loss ---------------------------------------------------------------------------
-
-    def lost(self, server: ServerConnection, err: ProxyError) -> ProxyError | None:
-        """The server died under the client: the error its work in flight gets, or None when this
-        takes care of the client (a replay began, or one in progress failed)."""
-        session = self.session
-        if self.state == REPLAYING:   # the replay's own connection: nothing of it reached the client yet
-            if self.digest.mode == MISMATCH:
-                self._give_up("mismatched", "the replayed results differ from what the client saw")
-            elif not self.digest.verifying:   # checked already: the client saw what came after
-                self._give_up("failed", "the new writer's connection was lost during the replay")
-            else:
-                log.info("client %s: the connection for the replay to %s was lost (%s): trying again",
-                         session.peer, server.address, err.message)
-                self.digest.again()
-                session._held = False
-                session._borrow_task = asyncio.get_running_loop().create_task(self._run())
-            return None
-        if self.state != RECORDING:
-            return err
-        self.state = IDLE
-        tracker = server.tracker
-        digest = self.digest
-        verdict = decide(self.record, digest.settled, digest.answered, tracker.status != b"I", self._traits)
-        metrics, cluster = session.app.metrics, session.cluster.name
-        if verdict is Verdict.NOTHING:
-            return err
-        if verdict is Verdict.UNKNOWN:
-            metrics.replay(cluster, "unknown_outcome")
-            log.info("client %s: a COMMIT or an autocommit write was in flight on %s: its outcome is unknown",
-                     session.peer, server.address)
-            return OutcomeUnknown(f"transaction resolution unknown: the server connection to {server.address} "
-                                  "was lost while a COMMIT (or a statement outside a transaction block that may "
-                                  "write) was in flight; it may or may not have taken effect")
-        if verdict is Verdict.NOT_REPLAYABLE or tracker.farewell_forwarded:
-            metrics.replay(cluster, "not_replayable")
-            log.info("client %s: transaction not replayed: %s", session.peer,
-                     self.record.refused or "the server's FATAL reached the client")
-            return err
-        metrics.replay(cluster, "attempted")
-        self.state = REPLAYING
-        self._lost, self._unsynced, self._error = tracker, session.unsynced, err
-        session.unsynced = False
-        session._copy_skip = 0
-        session._capturing = False
-        session._broken = None
-        self.digest.expect()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.timeout, self._timed_out)
-        session._borrow_task = loop.create_task(self._run())
-        return None
+    def _record(self, data: bytes) -> None:
+        record_messages(data, self.record)
 
     def _traits(self, unit: bytes) -> UnitTraits:
         session = self.session
@@ -155,89 +44,18 @@ class PgReplay:
 
         return unit_traits(unit, query_of, reads_only)
 
-    async def _run(self) -> None:
-        session = self.session
-        login = session.login
-        assert login is not None
-        try:
-            conn, pool = await session.cluster.borrow(session.endpoint, "primary", login.user, session.database,
-                                                      None, session.pool_variant)
-        except ProxyError as exc:
-            session._borrow_task = None
-            self._give_up("failed", f"no writer: {exc.message}")
-            return
-        session._borrow_task = None
-        if self.state != REPLAYING or session.state != READY:
-            pool.release(conn)
-            return
-        session.server, session.server_pool = conn, pool
-        conn.owner = session
-        session._held = True   # the client's later messages wait until the replay is checked
-        session._attached(conn)
-        audit, session.statement_audit = session.statement_audit, None
-        try:
-            session._forward(self.record.replay_bytes(), conn)
-        except ProxyError as exc:
-            self._give_up("failed", exc.message)
-            return
-        finally:
-            session.statement_audit = audit
-        log.info("client %s: replaying %d statement(s) of its transaction on %s", session.peer,
-                 len(self.record.units) + (1 if self.record.open_unit else 0), conn.address)
-        if self.digest.mode == RECORD:   # the client had seen nothing of it yet
-            self._verified()
+    def _in_transaction(self, tracker: ResponseTracker) -> bool:
+        return tracker.status != b"I"
 
-    def _timed_out(self) -> None:
-        self._timer = None
-        if self.state == REPLAYING:
-            self._give_up("failed", f"no replay within failover.replay_timeout ({self.timeout:g}s)")
+    def _client_saw_fatal(self, tracker: ResponseTracker) -> bool:
+        return tracker.farewell_forwarded
 
-    def _verified(self) -> None:
+    def _suspend(self) -> None:
         session = self.session
-        self.state = RECORDING
-        self._lost = self._error = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        session.app.metrics.replay(session.cluster.name, "succeeded")
-        log.info("client %s: transaction replayed on %s: the results matched", session.peer,
-                 session.server.address if session.server is not None else "?")
-        asyncio.get_running_loop().call_soon(self._resume)
+        self._unsynced, session.unsynced = session.unsynced, False
+        session._copy_skip = 0
+        session._capturing = False
 
-    def _resume(self) -> None:
-        """After the replayed prefix: what the client sent meanwhile goes on (after the relay in progress)."""
-        session = self.session
-        if session.server is not None and session._held and self.state != REPLAYING:
-            session._held = False
-            if session._pending and session.state == READY:
-                session._client_data(b"")
-
-    def _give_up(self, outcome: str, why: str) -> None:
-        """The replay did not work: the client gets the error it would have had."""
-        session = self.session
-        self.state = IDLE
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if session._borrow_task is not None:
-            session._borrow_task.cancel()
-            session._borrow_task = None
-        server, pool = session.server, session.server_pool
-        if server is not None:   # the replay's connection: what ran there goes with it (rolled back)
-            session.server = session.server_pool = None
-            server.owner = None
-            if pool is not None:
-                pool.discard(server)
-            else:
-                server.close()
-        session._held = False
-        session.app.metrics.replay(session.cluster.name, outcome)
-        log.info("client %s: transaction not replayed: %s", session.peer, why)
-        tracker, err = self._lost, self._error
-        self._lost = self._error = None
-        if tracker is None or err is None or session.state != READY:
-            return
-        session.unsynced = self._unsynced
-        session._fail_in_flight(tracker, err)
-        if session._pending:
-            session._need_server()
+    def _fail(self, tracker: ResponseTracker, err: ProxyError) -> None:
+        self.session.unsynced = self._unsynced
+        self.session._fail_in_flight(tracker, err)

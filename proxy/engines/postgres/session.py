@@ -335,7 +335,7 @@ class PgClientSession(PgLoginSession):
         if self.rewriter is not None:
             replies = self.rewriter.take_replies()
             if replies and self._replay is not None:
-                replies = self._replay.relayed(replies, self.server)  # type: ignore[arg-type]
+                replies = self._replay.relayed(replies, self.server)
             if replies:
                 self.write(replies)
 
