@@ -55,6 +55,10 @@ class ReplayFlow:
     def _traits(self, unit: bytes) -> UnitTraits:
         raise NotImplementedError
 
+    def _answered(self, tracker: Any) -> tuple[int, int]:
+        """Units answered up to the last transaction end, and in all (see core.replay.decide)."""
+        return self.digest.settled, self.digest.answered
+
     def _in_transaction(self, tracker: Any) -> bool:
         """The last transaction status the server reported says the client is inside a transaction."""
         raise NotImplementedError
@@ -126,14 +130,15 @@ class ReplayFlow:
                          session.peer, server.address, err.message)
                 self.digest.again()
                 session._held = False
-                session._borrow_task = asyncio.get_running_loop().create_task(self._run())
+                session._borrow_task = asyncio.get_running_loop().create_task(self._run(first=False))
             return None
         if self.state != RECORDING:
             return err
         self.state = IDLE
         tracker = server.tracker
         digest = self.digest
-        verdict = decide(self.record, digest.settled, digest.answered, self._in_transaction(tracker), self._traits)
+        settled, answered = self._answered(tracker)
+        verdict = decide(self.record, settled, answered, self._in_transaction(tracker), self._traits)
         metrics, cluster = session.app.metrics, session.cluster.name
         if verdict is Verdict.NOTHING:
             return err
@@ -160,10 +165,17 @@ class ReplayFlow:
         session._borrow_task = loop.create_task(self._run())
         return None
 
-    async def _run(self) -> None:
+    async def _run(self, first: bool = True) -> None:
         session = self.session
         login = session.login
         assert login is not None
+        if first:
+            # After two more probes (the second one began after the loss): a killed primary refuses
+            # connections by then, its pooled connections are known closed, and none of its backends
+            # still being killed (kill -9 of every process takes a while) runs the replay.
+            cluster = session.cluster
+            for _ in range(2):
+                await cluster.next_snapshot(min(self.timeout / 4, 2 * cluster.config.health.interval + 0.1))
         try:
             conn, pool = await session.cluster.borrow(session.endpoint, "primary", login.user, session.database,
                                                       None, session.pool_variant)
