@@ -222,3 +222,15 @@ def test_uncounted_messages_and_transaction_ends_are_framed_alike_in_any_chunkin
             whole.length, whole.answered, whole.settled, whole._hash.digest())
     assert whole.answered == len(parts)
     assert whole.settled == max((i + 1 for i, (_v, _n, s) in enumerate(parts) if s == b"I"), default=0)
+
+
+def test_a_fatal_answer_is_held_back_from_the_client_with_everything_after_it() -> None:
+    digest = PgResultDigest()
+    fatal = m.error_response("57P01", "terminating connection due to unexpected postmaster exit", "FATAL")
+    seen = m.ready_for_query(b"T") + select_result(b"1")
+    assert digest.feed(seen + fatal) == seen
+    assert digest.held == fatal and digest.length == len(seen)
+    assert digest.feed(b"more") == b"" and digest.held == fatal + b"more"
+    plain = PgResultDigest()   # an ERROR is an answer like any other
+    error = m.error_response("23505", "duplicate key value")
+    assert plain.feed(error + m.ready_for_query(b"E")) == error + m.ready_for_query(b"E") and not plain.held

@@ -67,6 +67,9 @@ class ReplayFlow:
         """The server's own fatal error already reached the client (nothing to hide any more)."""
         return False
 
+    def _unhold(self, relay: bool) -> None:
+        """Bytes the digest kept from the client (a server's fatal answer): relay them now, or drop them."""
+
     def _suspend(self) -> None:
         """A replay begins: reset what the session keeps of the dead connection's work in flight."""
 
@@ -140,6 +143,9 @@ class ReplayFlow:
         settled, answered = self._answered(tracker)
         verdict = decide(self.record, settled, answered, self._in_transaction(tracker), self._traits)
         metrics, cluster = session.app.metrics, session.cluster.name
+        if verdict is Verdict.REPLAY and self._client_saw_fatal(tracker):
+            verdict = Verdict.NOT_REPLAYABLE
+        self._unhold(verdict is Verdict.NOTHING or verdict is Verdict.NOT_REPLAYABLE)
         if verdict is Verdict.NOTHING:
             return err
         if verdict is Verdict.UNKNOWN:
@@ -149,7 +155,7 @@ class ReplayFlow:
             return OutcomeUnknown(f"transaction resolution unknown: the server connection to {server.address} "
                                   "was lost while a COMMIT (or a statement outside a transaction block that may "
                                   "write) was in flight; it may or may not have taken effect")
-        if verdict is Verdict.NOT_REPLAYABLE or self._client_saw_fatal(tracker):
+        if verdict is Verdict.NOT_REPLAYABLE:
             metrics.replay(cluster, "not_replayable")
             log.info("client %s: transaction not replayed: %s", session.peer,
                      self.record.refused or "the server's fatal error reached the client")

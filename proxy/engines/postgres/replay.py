@@ -24,6 +24,8 @@ class PgReplay(ReplayFlow):
 
     session: PgClientSession
 
+    digest: PgResultDigest
+
     def __init__(self, session: PgClientSession) -> None:
         super().__init__(session, PgResultDigest())
         self._unsynced = False
@@ -48,7 +50,12 @@ class PgReplay(ReplayFlow):
         return tracker.status != b"I"
 
     def _client_saw_fatal(self, tracker: ResponseTracker) -> bool:
-        return tracker.farewell_forwarded
+        return tracker.farewell_forwarded and not self.digest.held
+
+    def _unhold(self, relay: bool) -> None:
+        held, self.digest.held = self.digest.held, b""
+        if relay and held:
+            self.session.write(held)
 
     def _suspend(self) -> None:
         session = self.session

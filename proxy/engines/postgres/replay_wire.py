@@ -18,9 +18,10 @@ from collections.abc import Callable
 
 from ...core.replay import RECORD, ResultDigest, TransactionRecord, UnitTraits
 from .statements import bind_statement
+from .wire.responses import is_fatal
 
 _U32 = struct.Struct("!I")
-_Z, _S, _N, _A = 0x5A, 0x53, 0x4E, 0x41
+_Z, _S, _N, _A, _E = 0x5A, 0x53, 0x4E, 0x41, 0x45
 _QUERY, _SYNC, _FUNCTION, _PARSE, _BIND, _TERMINATE = 0x51, 0x53, 0x46, 0x50, 0x42, 0x58
 _COPY_FROM_CLIENT = (0x64, 0x63, 0x66)   # CopyData, CopyDone, CopyFail
 _UNCOUNTED = (_S, _N, _A)
@@ -93,7 +94,7 @@ def unit_traits(unit: bytes, query_of: Callable[[bytes], bytes | None],
 class PgResultDigest(ResultDigest):
     """Frames the backend messages relayed to one client (see the module docstring and core.replay.ResultDigest)."""
 
-    __slots__ = ("_head", "_left", "_counted", "_kind", "_prefix")
+    __slots__ = ("_head", "_left", "_counted", "_kind", "_prefix", "held")
 
     def __init__(self) -> None:
         super().__init__()
@@ -102,14 +103,20 @@ class PgResultDigest(ResultDigest):
         self._counted = False   # the current message is hashed
         self._kind = 0
         self._prefix = False    # part of the current message was the replayed prefix
+        # A FATAL answer (a backend ending as its postmaster died) and all after it: kept from the client
+        # while recording, since a replay makes it moot (core.replay_flow: `unhold` if none happens).
+        self.held = b""
 
     def restart(self) -> None:
         super().restart()
-        self._head, self._left, self._prefix = b"", 0, False
+        self._head, self._left, self._prefix, self.held = b"", 0, False, b""
 
     def feed(self, data: bytes) -> bytes:
         """Hash what counts in data; returns the bytes to relay (all of them unless a replay is checked)."""
         relaying = self.mode == RECORD
+        if self.held:
+            self.held += data
+            return b""
         if relaying and not self._head and not self._left:
             return self._record(data)
         out: list[memoryview] = []
@@ -166,6 +173,10 @@ class PgResultDigest(ResultDigest):
                 if not self._counted:
                     size = pos
                 break
+            if kind == _E and is_fatal(data, pos, end):
+                self.held = data[pos:]
+                size = pos
+                break
             if kind == _Z:
                 digest.update(view[start:end])
                 self.length += end - start
@@ -188,7 +199,7 @@ class PgResultDigest(ResultDigest):
         if start < size:
             digest.update(view[start:size])
             self.length += size - start
-        return data
+        return data[:size] if self.held else data
 
     def _run(self, run: memoryview, out: list[memoryview], relaying: bool) -> None:
         """A piece of the current message: hashed if it counts; kept for the client unless it is
