@@ -1,7 +1,8 @@
 """Transaction replay's sans-IO parts with bytes (no servers): the record, the result digest, the decision.
 
-core/replay.py (TransactionRecord, ResultDigest, decide) and engines/postgres/replay_wire.py
-(client framing into units, the backend-message digest, unit traits).
+core/replay.py (TransactionRecord, ResultDigest, decide), engines/postgres/replay_wire.py (client
+framing into units, the backend-message digest, unit traits) and the MySQL command record and traits
+(engines/mysql/replay.py).
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.core.replay import MISMATCH, RECORD, VERIFY, TransactionRecord, UnitTraits, Verdict, decide
+from proxy.engines.mysql.errors import errno_of
+from proxy.engines.mysql.replay import command_traits, record_commands
+from proxy.engines.mysql.wire.codes import Command, Status
 from proxy.engines.postgres.replay_wire import PgResultDigest, record_messages, unit_traits
 from proxy.engines.postgres.wire import messages as m
+from proxy.errors import OutcomeUnknown, ServerUnavailable
 
 
 def row(*values: bytes) -> bytes:
@@ -234,3 +239,55 @@ def test_a_fatal_answer_is_held_back_from_the_client_with_everything_after_it() 
     plain = PgResultDigest()   # an ERROR is an answer like any other
     error = m.error_response("23505", "duplicate key value")
     assert plain.feed(error + m.ready_for_query(b"E")) == error + m.ready_for_query(b"E") and not plain.held
+
+
+# ---- MySQL ---------------------------------------------------------------------------------------
+
+
+def command(code: int, payload: bytes = b"") -> bytes:
+    body = bytes((code,)) + payload
+    return len(body).to_bytes(3, "little") + b"\x00" + body
+
+
+def mysql_reads(sql: bytes) -> bool:
+    return sql.lower().startswith(b"select")
+
+
+def test_mysql_commands_are_units_and_only_plain_queries_are_replayable() -> None:
+    record = TransactionRecord(1 << 20, 100)
+    queries = command(Command.QUERY, b"BEGIN") + command(Command.QUERY, b"SELECT 1")
+    record_commands(queries + command(Command.QUERY, b"SEL")[:6], record, pipelined=False)   # the last one: incomplete
+    assert record.units == [command(Command.QUERY, b"BEGIN"), command(Command.QUERY, b"SELECT 1")]
+    record_commands(command(Command.STMT_PREPARE, b"SELECT ?"), record, pipelined=False)
+    assert record.refused == "COM_STMT_PREPARE"
+    piped = TransactionRecord(1 << 20, 100)
+    record_commands(command(Command.QUERY, b"SELECT 2"), piped, pipelined=True)
+    assert piped.refused == "a command sent before the previous one was answered"
+
+
+def test_mysql_statements_that_may_commit_are_never_replayed_in_flight() -> None:
+    in_tx, autocommit = Status.IN_TRANS | Status.AUTOCOMMIT, Status.AUTOCOMMIT
+
+    def traits(sql: bytes, status: int) -> UnitTraits:
+        return command_traits(command(Command.QUERY, sql), status, mysql_reads)
+
+    for sql in (b"COMMIT", b"commit work", b"XA COMMIT 'x'", b"CREATE TABLE t (id int)", b"LOCK TABLES t WRITE",
+                b"SET autocommit = 1", b"INSERT INTO t VALUES (1); COMMIT", b"CALL p()"):
+        assert traits(sql, in_tx).commits, sql
+    assert traits(b"BEGIN", in_tx).commits   # BEGIN inside a transaction commits it
+    assert traits(b"START TRANSACTION", autocommit).begins
+    assert not traits(b"INSERT INTO t VALUES (1)", in_tx).commits
+    assert not traits(b"INSERT INTO t VALUES (1)", autocommit).reads_only
+    assert traits(b"INSERT INTO t VALUES (1)", 0).begins   # autocommit off: it opens a transaction
+    assert traits(b"SELECT 1", autocommit).reads_only
+    assert traits(b"ROLLBACK", in_tx).ends and not traits(b"ROLLBACK TO SAVEPOINT a", in_tx).ends
+    assert command_traits(command(Command.PING), autocommit, mysql_reads) == UnitTraits()
+    record = TransactionRecord(1 << 20, 100)
+    record_commands(command(Command.QUERY, b"INSERT INTO t VALUES (1)"), record, pipelined=False)
+    assert decide(record, 0, 0, False, lambda unit: command_traits(unit, autocommit, mysql_reads)) is Verdict.UNKNOWN
+    assert decide(record, 0, 0, True, lambda unit: command_traits(unit, in_tx, mysql_reads)) is Verdict.REPLAY
+
+
+def test_an_unknown_outcome_is_errno_2013_with_sqlstate_08007_for_mysql_clients() -> None:
+    assert errno_of(OutcomeUnknown("transaction resolution unknown: ...")) == (2013, "08007")
+    assert errno_of(ServerUnavailable("lost")) == (2013, "HY000")
