@@ -1,7 +1,8 @@
 """Transaction replay on failover (failover.replay = true) against real servers: one kill -9 of the primary
 (promote mode, synchronous replication) while asyncpg clients are at every interesting point.
 
-- a transaction with a statement in flight, one idle inside its transaction, an autocommit read in
+- a transaction with a statement in flight, one that changed a setting before it (the replay starts from
+  the setting the transaction began with), one idle inside its transaction, an autocommit read in
   flight, and a load of transactions: no error for any of them except a COMMIT in flight (08007);
   every acknowledged insert is on the new primary and the transactions go on where they were;
 - a transaction that had read random() (its replay reads another value), one past replay_max_bytes:
@@ -81,6 +82,15 @@ class Scenarios:
         await conn.execute("COMMIT")
         return seen, slept, await conn.fetchval("SELECT inet_server_port()")
 
+    async def setting_in_transaction(self, conn: asyncpg.Connection) -> Any:
+        await conn.execute("BEGIN")
+        before = await conn.fetchval("SHOW search_path")
+        await conn.execute("SET search_path = pg_catalog, public")   # the replay starts from the setting before it
+        self.sent("setting_in_transaction")
+        after = await outcome(conn.fetchval(f"SELECT current_setting('search_path') FROM pg_sleep({SLEEP})"))
+        await conn.execute("COMMIT")
+        return before, after
+
     async def idle_in_transaction(self, conn: asyncpg.Connection) -> Any:
         await conn.execute("BEGIN")
         await conn.execute(f"INSERT INTO {TABLE} (client, seq) VALUES (101, 1)")
@@ -130,7 +140,7 @@ async def test_kill_of_the_primary_with_replay_hides_the_loss_from_transactions_
     proxy = proxy_factory(text)
     wait_log(proxy, f"writer none -> {pg.instance_addrs()[0]}")
     cases = Scenarios(ports.writer)
-    runs = {name: getattr(cases, name) for name in ("statement_in_flight", "idle_in_transaction", "read_random",
+    runs = {name: getattr(cases, name) for name in ("statement_in_flight", "setting_in_transaction", "idle_in_transaction", "read_random",
                                                     "commit_in_flight", "past_the_bound", "autocommit_read",
                                                     "autocommit_write")}
     conns = {name: await cases.connect(name) for name in runs}
@@ -159,6 +169,7 @@ async def test_kill_of_the_primary_with_replay_hides_the_loss_from_transactions_
               f"writing again {resumed * 1000:.0f} ms after the kill")
         assert results["statement_in_flight"] == (1, 7, new_port)
         assert results["idle_in_transaction"] == "COMMIT"
+        assert results["setting_in_transaction"] == ('"$user", public', "pg_catalog, public")
         assert results["read_random"] == ("error 08006", False, 2)
         assert results["commit_in_flight"] == ("error 08007", 3)
         assert results["autocommit_read"] == 42

@@ -260,6 +260,9 @@ def test_mysql_commands_are_units_and_only_plain_queries_are_replayable() -> Non
     assert record.units == [command(Command.QUERY, b"BEGIN"), command(Command.QUERY, b"SELECT 1")]
     record_commands(command(Command.STMT_PREPARE, b"SELECT ?"), record, pipelined=False)
     assert record.refused == "COM_STMT_PREPARE"
+    killing = TransactionRecord(1 << 20, 100)
+    record_commands(command(Command.QUERY, b" KILL QUERY 12"), killing, pipelined=False)
+    assert killing.refused == "KILL"
     piped = TransactionRecord(1 << 20, 100)
     record_commands(command(Command.QUERY, b"SELECT 2"), piped, pipelined=True)
     assert piped.refused == "a command sent before the previous one was answered"

@@ -67,6 +67,13 @@ class ReplayFlow:
         """The server's own fatal error already reached the client (nothing to hide any more)."""
         return False
 
+    def _keep_state(self) -> None:
+        """A transaction begins: remember the client's session state (settings, schema) as it is now."""
+
+    def _restore_state(self) -> None:
+        """Before a replay: the session state back to what it was when the transaction began, so that
+        the new server starts from there (the replayed statements change it again, in order)."""
+
     def _unhold(self, relay: bool) -> None:
         """Bytes the digest kept from the client (a server's fatal answer): relay them now, or drop them."""
 
@@ -86,6 +93,8 @@ class ReplayFlow:
         self.record.clear()
         self.digest.restart()
         self.state = RECORDING if on_writer else IDLE
+        if on_writer:
+            self._keep_state()
 
     def end(self) -> None:
         """The transaction is over (its server goes back)."""
@@ -196,6 +205,7 @@ class ReplayFlow:
         session.server, session.server_pool = conn, pool
         conn.owner = session
         session._held = True   # the client's later messages wait until the replay is checked
+        self._restore_state()
         session._attached(conn)
         audit, session.statement_audit = session.statement_audit, None
         try:

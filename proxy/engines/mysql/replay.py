@@ -21,6 +21,7 @@ from ...core.replay_flow import ReplayFlow
 from ...errors import ProxyError
 from ...routing.classify import Route
 from .command_framing import command_end
+from .session_state import SetVariable
 from .wire.codes import MAX_PACKET_PAYLOAD, Command, Status
 from .wire.responses import PASS, ResponseTracker
 
@@ -34,6 +35,7 @@ _NO_COMMIT = re.compile(rb"\s*(?:\(\s*)*(?:select|insert|update|delete|replace|w
                         re.IGNORECASE | re.DOTALL)
 _BEGIN = re.compile(rb"\s*(?:begin|start\s+transaction)\b", re.IGNORECASE)
 _ROLLBACK = re.compile(rb"\s*rollback\b(?!\s+(?:work\s+)?to\b)", re.IGNORECASE)
+_KILL = re.compile(rb"\s*kill\b", re.IGNORECASE)   # acts on other connections: never run twice
 
 
 def record_commands(data: bytes, record: TransactionRecord, pipelined: bool) -> None:
@@ -55,6 +57,9 @@ def record_commands(data: bytes, record: TransactionRecord, pipelined: bool) -> 
         if command not in _REPLAYABLE:
             name = Command(command).name if command in Command._value2member_map_ else str(command)
             record.refuse(f"COM_{name}")
+            return
+        if command == Command.QUERY and _KILL.match(data, pos + 5, end):
+            record.refuse("KILL")
             return
         record.add(view[pos:end], True)
         pos = end
@@ -89,6 +94,7 @@ class MysqlReplay(ReplayFlow):
     def __init__(self, session: MysqlClientSession) -> None:
         super().__init__(session, ResultDigest())
         self._status = 0
+        self._state: tuple[str, dict[str, SetVariable], bool] = ("", {}, False)   # when the transaction began
 
     def _record(self, data: bytes) -> None:
         server = self.session.server
@@ -107,6 +113,15 @@ class MysqlReplay(ReplayFlow):
             return classifier.classify(sql.decode("utf-8", "replace")).route is Route.REPLICA
 
         return command_traits(unit, self._status, reads_only)
+
+    def _keep_state(self) -> None:
+        state = self.session.state_vars
+        self._state = (state.schema, dict(state.variables), state.multi_statements)
+
+    def _restore_state(self) -> None:
+        state = self.session.state_vars
+        state.schema, variables, state.multi_statements = self._state
+        state.variables = dict(variables)
 
     def _in_transaction(self, tracker: ResponseTracker) -> bool:
         return tracker.in_transaction

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from .session import PgClientSession
 
 
+_NO_GUCS: dict[str, str] = {}   # never changed: replaced, not updated
+
+
 class PgReplay(ReplayFlow):
     """One PostgreSQL client's transaction record and replay."""
 
@@ -29,6 +32,7 @@ class PgReplay(ReplayFlow):
     def __init__(self, session: PgClientSession) -> None:
         super().__init__(session, PgResultDigest())
         self._unsynced = False
+        self._gucs = _NO_GUCS   # the client's settings when its transaction began
 
     def _record(self, data: bytes) -> None:
         record_messages(data, self.record)
@@ -45,6 +49,15 @@ class PgReplay(ReplayFlow):
             return rewriter.query_of(bind_body) if rewriter is not None else None
 
         return unit_traits(unit, query_of, reads_only)
+
+    def _keep_state(self) -> None:
+        client = self.session.gucs.client
+        self._gucs = dict(client) if client else _NO_GUCS
+
+    def _restore_state(self) -> None:
+        client = self.session.gucs.client
+        client.clear()
+        client.update(self._gucs)
 
     def _in_transaction(self, tracker: ResponseTracker) -> bool:
         return tracker.status != b"I"
