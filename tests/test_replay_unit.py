@@ -86,6 +86,17 @@ def test_past_either_bound_or_with_copy_data_the_transaction_is_not_replayable()
     assert decide(copy, 0, 0, True, lambda _u: UnitTraits()) is Verdict.NOT_REPLAYABLE
 
 
+def test_the_named_statements_a_transaction_redefines_are_reported_and_deallocate_is_not_replayable() -> None:
+    record = TransactionRecord(1 << 20, 100)
+    touched: list[bytes] = []
+    close = m.message(b"C", b"Ss1\x00")
+    record_messages(parse(b"s1", b"SELECT 1") + parse(b"", b"SELECT 2") + close + m.message(b"C", b"Pportal\x00")
+                    + m.message(b"P", b"bad") + m.sync(), record, touched)
+    assert touched == [b"s1", b"s1"] and len(record.units) == 1
+    record_messages(m.query("DEALLOCATE s1"), record, touched)
+    assert record.refused == "DEALLOCATE / DISCARD"
+
+
 def test_settle_drops_the_units_that_ended_outside_a_transaction() -> None:
     record = TransactionRecord(1 << 20, 100)
     record_messages(m.query("INSERT 1") + m.query("BEGIN") + m.query("INSERT 2"), record)

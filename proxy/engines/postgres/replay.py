@@ -13,6 +13,7 @@ from ...core.replay_flow import ReplayFlow
 from ...errors import ProxyError
 from ...routing.classify import Route
 from .replay_wire import PgResultDigest, record_messages, unit_traits
+from .statements import ClientStatement
 from .wire.responses import ResponseTracker
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 
 _NO_GUCS: dict[str, str] = {}   # never changed: replaced, not updated
+_NO_STATEMENTS: dict[bytes, ClientStatement | None] = {}   # the same
 
 
 class PgReplay(ReplayFlow):
@@ -33,9 +35,20 @@ class PgReplay(ReplayFlow):
         super().__init__(session, PgResultDigest())
         self._unsynced = False
         self._gucs = _NO_GUCS   # the client's settings when its transaction began
+        self._statements = _NO_STATEMENTS   # its named statements that the transaction redefined, as they were
 
     def _record(self, data: bytes) -> None:
-        record_messages(data, self.record)
+        rewriter = self.session.rewriter
+        if rewriter is None:
+            record_messages(data, self.record)
+            return
+        touched: list[bytes] = []
+        record_messages(data, self.record, touched)
+        for name in touched:   # what the client's statement was called before the transaction redefined it
+            if name not in self._statements:
+                if self._statements is _NO_STATEMENTS:
+                    self._statements = {}
+                self._statements[name] = rewriter.statements.get(name)
 
     def _traits(self, unit: bytes) -> UnitTraits:
         session = self.session
@@ -53,11 +66,19 @@ class PgReplay(ReplayFlow):
     def _keep_state(self) -> None:
         client = self.session.gucs.client
         self._gucs = dict(client) if client else _NO_GUCS
+        self._statements = _NO_STATEMENTS
 
     def _restore_state(self) -> None:
         client = self.session.gucs.client
         client.clear()
         client.update(self._gucs)
+        rewriter = self.session.rewriter
+        if rewriter is not None:
+            for name, statement in self._statements.items():
+                if statement is None:
+                    rewriter.statements.pop(name, None)
+                else:
+                    rewriter.statements[name] = statement
 
     def _in_transaction(self, tracker: ResponseTracker) -> bool:
         return tracker.status != b"I"

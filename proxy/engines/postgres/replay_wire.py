@@ -29,10 +29,14 @@ _UNCOUNTED = (_S, _N, _A)
 _COMMIT = re.compile(rb"(?:^|;)\s*(?:commit|end|prepare\s+transaction)\b", re.IGNORECASE)
 _BEGIN = re.compile(rb"\s*(?:begin|start\s+transaction)\b", re.IGNORECASE)
 _ROLLBACK = re.compile(rb"(?:^|;)\s*(?:rollback|abort)\b(?!\s+to\b)", re.IGNORECASE)
+# SQL that forgets the client's protocol-level statements (the proxy answers or follows it): not replayed.
+_FORGETS_STATEMENTS = re.compile(rb"\s*(?:deallocate|discard)\b", re.IGNORECASE)
+_CLOSE = 0x43
 
 
-def record_messages(data: bytes, record: TransactionRecord) -> None:
-    """Add the complete messages at the start of data (a client batch as forwarded) to record."""
+def record_messages(data: bytes, record: TransactionRecord, touched: list[bytes] | None = None) -> None:
+    """Add the complete messages at the start of data (a client batch as forwarded) to record; the
+    names of the named statements its Parse and Close messages (re)define go to `touched`."""
     if record.refused:
         return
     size, pos, start = len(data), 0, 0
@@ -45,6 +49,16 @@ def record_messages(data: bytes, record: TransactionRecord) -> None:
             return
         if end > size or kind == _TERMINATE:
             break
+        if touched is not None:
+            if kind == _PARSE and data[pos + 5] != 0:
+                name_end = data.find(b"\x00", pos + 5, end)
+                if name_end > 0:   # (a malformed Parse is refused by the forwarding)
+                    touched.append(data[pos + 5:name_end])
+            elif kind == _CLOSE and data[pos + 5:pos + 6] == b"S" and end - pos > 7:
+                touched.append(data[pos + 6:end - 1])
+            elif kind == _QUERY and _FORGETS_STATEMENTS.match(data, pos + 5, end):
+                record.refuse("DEALLOCATE / DISCARD")
+                return
         if kind == _QUERY or kind == _SYNC or kind == _FUNCTION:   # one record entry per unit
             record.add(view[start:end], True)
             start = end
