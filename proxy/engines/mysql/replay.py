@@ -36,6 +36,7 @@ _NO_COMMIT = re.compile(rb"\s*(?:\(\s*)*(?:select|insert|update|delete|replace|w
 _BEGIN = re.compile(rb"\s*(?:begin|start\s+transaction)\b", re.IGNORECASE)
 _ROLLBACK = re.compile(rb"\s*rollback\b(?!\s+(?:work\s+)?to\b)", re.IGNORECASE)
 _KILL = re.compile(rb"\s*kill\b", re.IGNORECASE)   # acts on other connections: never run twice
+_KILL_START = frozenset((b"k", b"K", b" ", b"\t", b"\r", b"\n"))
 
 
 def record_commands(data: bytes, record: TransactionRecord, pipelined: bool) -> None:
@@ -58,7 +59,7 @@ def record_commands(data: bytes, record: TransactionRecord, pipelined: bool) -> 
             name = Command(command).name if command in Command._value2member_map_ else str(command)
             record.refuse(f"COM_{name}")
             return
-        if command == Command.QUERY and _KILL.match(data, pos + 5, end):
+        if command == Command.QUERY and data[pos + 5:pos + 6] in _KILL_START and _KILL.match(data, pos + 5, end):
             record.refuse("KILL")
             return
         record.add(view[pos:end], True)
