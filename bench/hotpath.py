@@ -5,6 +5,7 @@ transactions (Query → RowDescription, DataRow, CommandComplete, ReadyForQuery)
 Python cost per transaction. `--connect` instead runs N whole short connections as pgbench -C
 makes them (SSLRequest, startup, md5 password, one query, Terminate, close) and reports the Python
 cost per connection; the sockets, the event loop and the kernel are not in it.
+`--replay` turns on failover.replay (the transaction is recorded, its results hashed), either engine.
 `--engine mysql` runs the same transactions through a MySQL client session and server connection
 (COM_QUERY of a sysbench point select → a one-row text result set). `--profile` prints a cProfile summary.
 """
@@ -94,8 +95,9 @@ async def connections(n: int, profile: bool) -> None:
     _timed(n, profile, "connection", run)
 
 
-async def main(n: int, profile: bool, role: str = "writer") -> None:
-    config = parse_config(one_instance_config(role=role))
+async def main(n: int, profile: bool, role: str = "writer", replay: bool = False) -> None:
+    text = one_instance_config(role=role) + ("[clusters.main.failover]\nreplay = true\n" if replay else "")
+    config = parse_config(text)
     app = ProxyApp(config)
     cluster = app.clusters["main"]
     instance = cluster.config.instances[0]
@@ -134,7 +136,7 @@ role = "writer"
 """
 
 
-async def mysql_transactions(n: int, profile: bool) -> None:
+async def mysql_transactions(n: int, profile: bool, replay: bool = False) -> None:
     """N autocommit point selects through a MySQL session (the libmariadb client's capabilities)."""
     from proxy.config import Address
     from proxy.core.session import READY
@@ -145,7 +147,7 @@ async def mysql_transactions(n: int, profile: bool) -> None:
     from proxy.engines.mysql.wire.messages import Column, encode_result_set
     from proxy.engines.mysql.wire.packets import encode_packet
 
-    app = ProxyApp(parse_config(MYSQL_CONFIG))
+    app = ProxyApp(parse_config(MYSQL_CONFIG + ("[clusters.main.failover]\nreplay = true\n" if replay else "")))
     cluster = app.clusters["main"]
     instance = cluster.config.instances[0]
     cluster.choose_target = lambda _endpoint, _route, _min_position: instance  # no probes here
@@ -187,10 +189,12 @@ if __name__ == "__main__":
     parser.add_argument("--role", default="writer", choices=["writer", "reader", "split"],
                         help="endpoint role (split: each query text gets a new literal, as pgbench -M simple)")
     parser.add_argument("--engine", default="postgres", choices=["postgres", "mysql"])
+    parser.add_argument("--replay", action="store_true", help="failover.replay = true")
     parser.add_argument("--connect", action="store_true",
                         help="whole short connections (pgbench -C) instead of transactions on one connection")
     args = parser.parse_args()
     if args.engine == "mysql":
-        asyncio.run(mysql_transactions(args.n, args.profile))
+        asyncio.run(mysql_transactions(args.n, args.profile, args.replay))
     else:
-        asyncio.run(connections(args.n, args.profile) if args.connect else main(args.n, args.profile, args.role))
+        asyncio.run(connections(args.n, args.profile) if args.connect else main(args.n, args.profile, args.role,
+                                                                                    args.replay))

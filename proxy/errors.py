@@ -54,6 +54,13 @@ class ServerUnavailable(ProxyError):
     sqlstate = "08006"
 
 
+class OutcomeUnknown(ServerUnavailable):
+    """The server connection died while a COMMIT (or an autocommit write) was in flight: it may or may
+    not have taken effect, so it is not replayed (failover.replay)."""
+
+    sqlstate = "08007"
+
+
 class BorrowTimeout(ServerUnavailable):
     """Waited borrow_timeout for a server connection."""
 

@@ -75,6 +75,10 @@ class Metrics:
         self.mirror_mismatches = Counter(
             "dbproxy_mirror_mismatches", "Mirrored reads whose row count or digest differed from the primary's",
             ["cluster"], registry=r)
+        self.replays = Counter(
+            "dbproxy_replays", "Transactions whose writer connection died (failover.replay), by outcome: attempted, "
+            "succeeded, mismatched, failed (no writer in time, lost again), not_replayable, unknown_outcome",
+            ["cluster", "outcome"], registry=r)
 
     def on_scrape(self, source: Callable[[], Iterable[Metric]]) -> None:
         """Add metric families computed when /metrics is scraped (never on the hot path)."""
@@ -115,6 +119,8 @@ class Metrics:
 
     def fault_injected(self, cluster: str, kind: str) -> None:
         self.faults_injected.labels(cluster, kind).inc()
+    def replay(self, cluster: str, outcome: str) -> None:
+        self.replays.labels(cluster, outcome).inc()
 
     def pinned(self, cluster: str, reason: str) -> None:
         self.pins.labels(cluster, reason).inc()

@@ -277,6 +277,10 @@ max_replica_lag = "0s"
 mode = "promote"
 promote_after = "10s"
 borrow_timeout = "5s"
+replay = true
+replay_timeout = "3s"
+replay_max_bytes = 65536
+replay_max_statements = 50
 """
 
 
@@ -308,7 +312,8 @@ def test_every_setting_is_read() -> None:
         max_prepared_statements=10,
     )
     assert main.health == HealthSettings(1.0, 2.0, 5, 0.0, "app", "app-secret")
-    assert main.failover == FailoverSettings("promote", 10.0, 5.0)
+    assert main.failover == FailoverSettings("promote", 10.0, 5.0, replay=True, replay_timeout=3.0,
+                                             replay_max_bytes=65536, replay_max_statements=50)
     assert main.endpoints[1] == EndpointConfig(
         "rw", Address("127.0.0.1", 7000), "split", read_your_writes=True
     )
@@ -676,6 +681,21 @@ RULES: list[tuple[str, str, str]] = [
         "duration string without unit",
         BASE + '\n[clusters.main.failover]\nborrow_timeout = "30"\n',
         _e("clusters.main.failover.borrow_timeout", 'duration "30" has no unit: write e.g. "30s" or "30ms"'),
+    ),
+    (
+        "replay not a boolean",
+        BASE + '\n[clusters.main.failover]\nreplay = "yes"\n',
+        _e("clusters.main.failover.replay", 'expected true or false, got string "yes"'),
+    ),
+    (
+        "zero replay timeout",
+        BASE + '\n[clusters.main.failover]\nreplay_timeout = "0s"\n',
+        _e("clusters.main.failover.replay_timeout", "must be greater than zero"),
+    ),
+    (
+        "zero replay bound",
+        BASE + '\n[clusters.main.failover]\nreplay_max_statements = 0\n',
+        _e("clusters.main.failover.replay_max_statements", "must be at least 1 (got 0)"),
     ),
     (
         "user without password under scram",

@@ -95,7 +95,8 @@ _HEALTH_KEYS = (
 )
 _FAILOVER_KEYS = ("mode", "promote_after", "borrow_timeout", "replication_user", "replication_password",
                   "replication_password_env", "replication_password_file", "allow_cross_region",
-                  *PATRONI_KEYS)
+                  "replay", "replay_timeout", "replay_max_bytes",
+                  "replay_max_statements", *PATRONI_KEYS)
 _ENDPOINT_KEYS = ("name", "listen", "role", "instances", "exclude", "kind", "read_your_writes", "tls", "allow",
                   "cross_zone")
 
@@ -432,6 +433,10 @@ def _build_failover(t: Table, context: Context, engine: str) -> FailoverSettings
         patroni_password=patroni_password,
         patroni_ca=_readable_path(t, "patroni_ca", context),
         allow_cross_region=t.boolean("allow_cross_region", False),
+        replay=t.boolean("replay", False),
+        replay_timeout=t.duration("replay_timeout", 10.0, positive=True),
+        replay_max_bytes=t.integer("replay_max_bytes", 1024 * 1024, minimum=1),
+        replay_max_statements=t.integer("replay_max_statements", 1000, minimum=1),
     )
 
 

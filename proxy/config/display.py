@@ -119,6 +119,7 @@ _DURATION_FIELDS = frozenset(
         "max_replica_lag",
         "promote_after",
         "borrow_timeout",
+        "replay_timeout",
         "idle_timeout",
         "max_lifetime",
         "connect_timeout",

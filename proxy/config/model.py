@@ -201,6 +201,10 @@ class FailoverSettings:
     patroni (mode "patroni"): the members' REST API base URLs ("http(s)://host:8008"); patroni_user/
     patroni_password: HTTP basic auth (Patroni's restapi.authentication); patroni_ca: the CA file that
     signs https APIs' certificates (None: the system's CAs).
+    replay: transactions in flight when the writer's connection dies are replayed on the new writer
+    (core/replay.py), bounded per transaction by replay_max_bytes of client messages and
+    replay_max_statements statements, and in time by replay_timeout (waiting for the new writer
+    and replaying there).
     """
 
     mode: str = "follow"
@@ -213,6 +217,10 @@ class FailoverSettings:
     patroni_password: str | None = field(default=None, repr=False)
     patroni_ca: str | None = None
     allow_cross_region: bool = False   # promote mode: a replica of another region may be promoted
+    replay: bool = False
+    replay_timeout: float = 10.0
+    replay_max_bytes: int = 1024 * 1024
+    replay_max_statements: int = 1000
 
 
 @dataclass(frozen=True)

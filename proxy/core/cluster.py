@@ -244,6 +244,13 @@ class Cluster(Generic[C]):
         published, self._next_snapshot = self._next_snapshot, asyncio.Event()
         published.set()
 
+    async def next_snapshot(self, timeout: float) -> None:
+        """Wait (at most timeout seconds) until the monitor publishes its next topology snapshot."""
+        try:
+            await asyncio.wait_for(self._next_snapshot.wait(), timeout)
+        except TimeoutError:
+            pass
+
     def outstanding(self, instance: Address) -> int:
         """Server connections borrowed (or being opened) on an instance, over all its pools."""
         pools = self._pools_by_instance.get(instance)

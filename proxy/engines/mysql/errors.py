@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...errors import (
     AuthenticationFailed,
     BorrowTimeout,
+    OutcomeUnknown,
     ProtocolViolation,
     ProxyError,
     ServerConnectFailed,
@@ -50,6 +51,8 @@ def errno_of(exc: ProxyError) -> tuple[int, str]:
     errno = getattr(exc, "errno", None)
     if isinstance(errno, int):
         return errno, exc.sqlstate if len(exc.sqlstate) == 5 else "HY000"
+    if isinstance(exc, OutcomeUnknown):   # a COMMIT in flight on a lost server: 2013 as MySQL says, and 08007
+        return ErrorCode.CR_SERVER_LOST, "08007"
     for kind, code in _ERRNO:
         if isinstance(exc, kind):
             return code, ERROR_SQLSTATE.get(code, "HY000")

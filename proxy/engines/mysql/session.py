@@ -39,9 +39,11 @@ from .cache_flow import MysqlSessionCache
 from .client_login import ClientLogin
 from .command_framing import CommandTooLarge, command_end, incomplete_length, joined_payload
 from .errors import error_payload
+from .infile import relay_infile
 from .local_replies import answer_locally, fail_batch
 from .prepared_flow import close_statement, statement_command, sync_insert_id, take_prepared
 from .probe import gtid_position
+from .replay import MysqlReplay
 from .server import MysqlServerConnection
 from .session_state import (
     EMPTY,
@@ -103,6 +105,7 @@ class MysqlClientSession(ClientSessionCore):
     killed_thread = 0     # the server thread another user's KILL CONNECTION was sent for (kill.py)
     _gtid_asked = False   # read_your_writes: the hidden SELECT @@last_gtid is in flight
     _gtid_again = False   # ... and client commands were sent after it (ask once more when they end)
+    _replay: MysqlReplay | None = None   # failover.replay (transaction pooling)
     server: MysqlServerConnection | None
     server_pool: Pool[MysqlServerConnection] | None
     cluster: Cluster[MysqlServerConnection]
@@ -117,6 +120,8 @@ class MysqlClientSession(ClientSessionCore):
         self._buf = b""
         self._cache: MysqlSessionCache | None = (self.shared.cache_session(cluster) if cluster.cache is not None
                                                   else None)
+        if cluster.config.failover.replay and not self.session_mode and self._cache is None:
+            self._replay = MysqlReplay(self)
 
     # ---- asyncio.Protocol -------------------------------------------------------------------------
 
@@ -183,7 +188,7 @@ class MysqlClientSession(ClientSessionCore):
             if not data:
                 return
         if self._infile_skip or (self.server is not None and self.server.tracker.infile is not None):
-            data = self._relay_infile(data)
+            data = relay_infile(self, data)
             if not data:
                 return
         if self._held or self._awaiting_prepare or self._borrow_task is not None:
@@ -213,41 +218,6 @@ class MysqlClientSession(ClientSessionCore):
                 return
         self._forward(data, server)
 
-    def _relay_infile(self, data: bytes) -> bytes:
-        """LOAD DATA LOCAL INFILE: the client's file packets go to the server as they are, up to the
-        empty packet that ends the file; returns what follows it."""
-        server = self.server
-        assert server is not None
-        if self._infile_buf:
-            data = self._infile_buf + data
-            self._infile_buf = b""
-        pos = 0
-        size = len(data)
-        if self._infile_skip > 1:   # the rest of a file packet
-            n = min(self._infile_skip - 1, size)
-            self._infile_skip -= n
-            pos = n
-        self._infile_skip = max(self._infile_skip, 1)
-        while True:
-            if self._infile_skip > 1:
-                server.write(data)
-                return b""
-            if size - pos < 4:
-                server.write(data[:pos])
-                self._infile_buf = data[pos:]
-                return b""
-            length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
-            end = pos + 4 + length
-            if length == 0:
-                server.write(data[:end])
-                self._infile_skip = 0
-                return data[end:]
-            if end > size:
-                server.write(data)
-                self._infile_skip = end - size + 1
-                return b""
-            pos = end
-
     def _keep_incomplete(self, data: bytes, pos: int) -> None:
         """Keep the incomplete command at data[pos:] in _pending, and how long it is at least."""
         self._pending += data[pos:] if pos else data
@@ -260,6 +230,8 @@ class MysqlClientSession(ClientSessionCore):
 
     def _forward(self, data: bytes, server: MysqlServerConnection) -> None:
         """Forward the complete commands in data to server, rewriting where the pooler must."""
+        if self._replay is not None:
+            self._replay.sent(data)
         tracker = server.tracker
         if self._gtid_asked:
             self._gtid_again = True
@@ -431,6 +403,8 @@ class MysqlClientSession(ClientSessionCore):
         self._need = 0   # the core hands _pending over whole
         self.killed_thread = 0
         server.tracker.last_insert_id = 0   # an id of the previous owner is not this client's
+        if self._replay is not None:
+            self._replay.begin(self._last_route == "primary" and self.pinned is None)
         state = self.state_vars
         if (not state.variables and not server.variables and state.multi_statements == server.multi_statements
                 and (not state.schema or state.schema == server.schema)):
@@ -491,6 +465,10 @@ class MysqlClientSession(ClientSessionCore):
     def server_data(self, server: MysqlServerConnection, data: bytes) -> None:
         if self._cache is not None and self._cache.server_data(self, server, data):
             return   # held until the query cache has invalidated what the client wrote
+        if self._replay is not None:
+            data = self._replay.relayed(data, server)
+            if server is not self.server:
+                return
         if data:
             self.write(data)
         tracker = server.tracker
@@ -563,6 +541,8 @@ class MysqlClientSession(ClientSessionCore):
     def _release(self) -> None:
         server = self.server
         assert server is not None
+        if self._replay is not None:
+            self._replay.end()
         if server.schema and not server.database:
             # A USE on a connection opened without a database: no command takes it back to none.
             server.close("USE on a connection without a database")
@@ -586,17 +566,26 @@ class MysqlClientSession(ClientSessionCore):
         self._long_data = False
         self._awaiting_prepare = 0
         self._gtid_asked = False
-        err = ServerUnavailable(f"Lost connection to server {server.address} during query: {reason}")
-        if waiting:
-            self.write(encode_packets(error_payload(err), 1)[0])
-        elif in_transaction:
-            self._broken = ServerUnavailable(
-                f"the transaction was aborted because the server connection to {server.address} was lost")
+        err: ProxyError = ServerUnavailable(f"Lost connection to server {server.address} during query: {reason}")
+        if self._replay is not None and self.pinned is None:
+            replayed = self._replay.lost(server, err)   # None: taken care of (replayed on the new writer)
+            if replayed is None:
+                return
+            err = replayed
+        self._fail_in_flight(bool(waiting), in_transaction, err)
         if self.pinned is not None or self.session_mode:
             self.close(f"pinned server connection lost: {reason}", b"")
             return
         if self._pending:
             self._need_server()
+
+    def _fail_in_flight(self, waiting: bool, in_transaction: bool, err: ProxyError) -> None:
+        """The server connection is gone: err for the command in flight, or for the transaction's next one."""
+        if waiting:
+            self.write(encode_packets(error_payload(err), 1)[0])
+        elif in_transaction:
+            self._broken = ServerUnavailable(f"the transaction was aborted because the server connection was lost "
+                                             f"({err.message})")
 
     def _fail_batch(self, err: ProxyError, first_batch_only: bool = False) -> None:
         """No server for the pending commands: answer each with err (local_replies.fail_batch)."""

@@ -22,8 +22,10 @@ from ...errors import ProtocolViolation, ProxyError, ServerUnavailable
 from ...logs import ConnectionLog
 from ...pool.pool import Pool
 from .cache_flow import SessionCache
+from .failed_work import fail_pending, in_flight_replies
 from .login import PgLoginSession
 from .positions import PositionReader
+from .replay import PgReplay
 from .reset import reset_then_release
 from .rewrite import StatementRewriter
 from .server import ServerConnection
@@ -106,12 +108,15 @@ class PgClientSession(PgLoginSession):
     _capturing = False
     _tx_set_names: set[str] | None = None   # made by the first SET inside a transaction
     _cache: SessionCache | None = None   # the query cache's part of the relay (clusters with a cache only)
+    _replay: PgReplay | None = None   # failover.replay (transaction pooling, clusters without a cache)
 
     def __init__(self, app: Any, cluster: Cluster[ServerConnection], endpoint: EndpointConfig) -> None:
         super().__init__(app, cluster, endpoint)
         self._rewrites = not self.session_mode and cluster.config.pool.prepared_statements
         if cluster.cache is not None:
             self._cache = SessionCache(cluster.cache, self.shared.facts_for_cache(cluster))
+        elif cluster.config.failover.replay and not self.session_mode:
+            self._replay = PgReplay(self)
 
     # ---- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -217,9 +222,13 @@ class PgClientSession(PgLoginSession):
         if replay:
             server.run_hidden(replay)
             server.gucs = dict(self.gucs.client)
+        if self._replay is not None:
+            self._replay.begin(self._last_route == "primary" and self.pinned is None)
 
     def _forward(self, data: bytes, server: ServerConnection) -> None:
         """Forward complete client messages in data to server, rewriting where the pooler must."""
+        if self._replay is not None:
+            self._replay.sent(data)
         tracker = server.tracker
         size = len(data)
         pos = start = 0
@@ -325,6 +334,8 @@ class PgClientSession(PgLoginSession):
         """Replies the rewriter synthesized whose turn had come (before any server reply)."""
         if self.rewriter is not None:
             replies = self.rewriter.take_replies()
+            if replies and self._replay is not None:
+                replies = self._replay.relayed(replies, self.server)
             if replies:
                 self.write(replies)
 
@@ -424,6 +435,10 @@ class PgClientSession(PgLoginSession):
     def server_data(self, server: ServerConnection, data: bytes) -> None:
         if self._cache is not None and self._cache.server_data(self, server, data):
             return
+        if self._replay is not None:
+            data = self._replay.relayed(data, server)
+            if server is not self.server:
+                return
         if data:
             self.write(data)
         tracker = server.tracker
@@ -438,6 +453,8 @@ class PgClientSession(PgLoginSession):
             tracker.failed_statements.clear()
         if (tracker.idle and not self.unsynced and not self._copy_skip and self.pinned is None
                 and not self.session_mode):
+            if self._replay is not None:
+                self._replay.end()
             if (self._capturing or self._tx_set_names or self._read_your_writes) and self._after_transaction(server):
                 return
             self._release()
@@ -528,26 +545,30 @@ class PgClientSession(PgLoginSession):
             # (FATAL 57P01 terminating connection due to administrator command...), as directly, and goes.
             self.close(f"pinned server connection lost: {reason}", tracker.farewell)
             return
-        err = ServerUnavailable(f"server connection to {server.address} lost: {reason}")
-        waiting = [s for s in tracker.slots if s.kind in (QUERY, SYNC)]
-        if waiting:
-            out = [m.error_response(err.sqlstate, err.message)]
-            out.extend(m.ready_for_query(b"I") for _ in waiting)
-            self.write(b"".join(out))
-        elif tracker.slots or self.unsynced:
-            self.write(m.error_response(err.sqlstate, err.message))
-            self._discard_until_sync = True
-        elif tracker.status != b"I":
-            self._broken = ServerUnavailable(
-                f"the transaction was aborted because the server connection to {server.address} was lost")
-        self.unsynced = False
-        self._copy_skip = 0
-        self._capturing = False
+        err: ProxyError = ServerUnavailable(f"server connection to {server.address} lost: {reason}")
+        if self._replay is not None and self.pinned is None:
+            replayed = self._replay.lost(server, err)   # None: taken care of (replayed on the new writer)
+            if replayed is None:
+                return
+            err = replayed
+        self._fail_in_flight(tracker, err)
         if self.pinned is not None or self.session_mode:
             self.close(f"pinned server connection lost: {reason}", m.error_response("08006", err.message, "FATAL"))
             return
         if self._pending:
             self._need_server()
+
+    def _fail_in_flight(self, tracker: ResponseTracker, err: ProxyError) -> None:
+        """The server connection whose responses tracker followed is gone: err for the work in flight."""
+        replies, discard = in_flight_replies(tracker.slots, self.unsynced, err)
+        if replies:
+            self.write(replies)
+            self._discard_until_sync = self._discard_until_sync or discard
+        elif tracker.status != b"I":
+            self._broken = ServerUnavailable(f"the transaction was aborted because the {err.message}")
+        self.unsynced = False
+        self._copy_skip = 0
+        self._capturing = False
 
     def _fail_batch(self, err: ProxyError, first_batch_only: bool = False) -> None:
         """No server for the client's pending messages: answer them with err, as a server would.
@@ -556,40 +577,13 @@ class PgClientSession(PgLoginSession):
         """
         data = bytes(self._pending)
         self._pending.clear()
-        out: list[bytes] = []
-        pos = 0
-        errored = self._discard_until_sync
-        while len(data) - pos >= 5:
-            kind = data[pos]
-            end = pos + 1 + _U32.unpack_from(data, pos + 1)[0]
-            if end > len(data):
-                break
-            if kind == 0x51 or kind == 0x46:  # Query / FunctionCall
-                if not errored:
-                    out.append(m.error_response(err.sqlstate, err.message))
-                    out.append(m.ready_for_query(b"I"))
-                    if first_batch_only:
-                        pos = end
-                        break
-            elif kind == 0x53:  # Sync
-                if not errored:
-                    out.append(m.error_response(err.sqlstate, err.message))
-                out.append(m.ready_for_query(b"I"))
-                errored = False
-                if first_batch_only:
-                    pos = end
-                    break
-            elif kind == 0x58:
-                self.close("client sent Terminate")
-                return
-            elif kind in (0x50, 0x42, 0x44, 0x45, 0x43, 0x48):
-                if not errored:
-                    out.append(m.error_response(err.sqlstate, err.message))
-                    errored = True
-            pos = end
-        self._discard_until_sync = errored
+        replies, pos, self._discard_until_sync, terminate = fail_pending(data, err, self._discard_until_sync,
+                                                                         first_batch_only)
+        if terminate:
+            self.close("client sent Terminate")
+            return
         self._pending += data[pos:]
-        self.write(b"".join(out))
+        self.write(replies)
 
     # ---- giving the server back ----------------------------------------------------------------
 

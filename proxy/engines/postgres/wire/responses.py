@@ -193,7 +193,7 @@ class ResponseTracker:
                     self._described = b""
                     if slot.payload and slot.kind == BIND and _is_stale_plan(data, pos, end):
                         self.news.append((INVALIDATED, slot.payload, b""))
-                    if not drop and _is_fatal(data, pos, end):
+                    if not drop and is_fatal(data, pos, end):
                         self.farewell_forwarded = True
                     if slot.kind != QUERY and slot.kind != SYNC:
                         self._abort_until_sync()
@@ -282,7 +282,7 @@ def _parameter(data: bytes, start: int, end: int) -> tuple[bytes, bytes] | None:
     return data[start:name_end], data[name_end + 1:value_end]
 
 
-def _is_fatal(data: bytes, pos: int, end: int) -> bool:
+def is_fatal(data: bytes, pos: int, end: int) -> bool:
     """An ErrorResponse at data[pos:end] of severity FATAL or PANIC (the server ends the connection)."""
     body = data[pos + 5:end]
     return (body.startswith((b"SFATAL\x00", b"SPANIC\x00")) or b"\x00VFATAL\x00" in body
