@@ -12,6 +12,7 @@ from ...config import Address, FailoverSettings, HealthSettings, PoolSettings, T
 from ...config.model import DiscoverySettings
 from .cache_tables import CacheFacts
 from .classify import PgClassifier
+from .listener import ListenerHub
 from .positions import PositionReader
 from .server import ServerConnection, open_server_connection
 from .statements import StatementNames
@@ -38,10 +39,28 @@ class PgClusterState:
     # read_your_writes: reads the primary's WAL position after writes (made by the first one).
     positions: PositionReader | None = None
 
+    # LISTEN in transaction pooling: one listening connection per (server user, database) (listener.py).
+    listen_hubs: dict[tuple[str, str], ListenerHub] = field(default_factory=dict)
+
+    def listener_hub(self, cluster: Any, user: Any, database: str) -> ListenerHub:
+        key = (user.server_user, database)
+        hub = self.listen_hubs.get(key)
+        if hub is None:
+            hub = self.listen_hubs[key] = ListenerHub(cluster, user.name, user.server_user, database,
+                                                      cluster.config.pool.notification_queue)
+        return hub
+
+    def listen_view(self) -> list[dict[str, Any]]:
+        """The listening connections as SHOW LISTENERS, /status and /metrics show them."""
+        return [hub.view() for hub in self.listen_hubs.values()]
+
     def close(self) -> None:
         if self.positions is not None:
             self.positions.close()
             self.positions = None
+        for hub in self.listen_hubs.values():
+            hub.close()
+        self.listen_hubs.clear()
     # The query cache's facts about statement texts (made for clusters with a cache).
     cache_facts: CacheFacts | None = None
 
