@@ -216,10 +216,14 @@ def test_channel_names_fold_and_truncate_as_the_server_does(proxy: RunningProxy,
 
 def test_psycopg_extended_protocol_and_transactions(proxy: RunningProxy) -> None:
     with psycopg.connect(conninfo(proxy), autocommit=True) as a, psycopg.connect(conninfo(proxy), autocommit=True) as b:
-        a.execute("LISTEN psy")                      # extended protocol (Parse/Bind/Execute/Sync)
+        for _ in range(2):   # a prepared statement: Parse + Sync, then Bind / Describe / Execute / Sync of it
+            a.execute("LISTEN psy", prepare=True)
         b.execute("SELECT pg_notify('psy', %s)", ("one",))
         (note,) = list(a.notifies(timeout=5, stop_after=1))
         assert (note.channel, note.payload, note.pid) == ("psy", "one", b.info.backend_pid)
+        a.execute("UNLISTEN psy", prepare=True)
+        b.execute("NOTIFY psy, 'two'")
+        assert notes(a) == []
     with psycopg.connect(conninfo(proxy)) as a, psycopg.connect(conninfo(proxy), autocommit=True) as b:
         a.execute("LISTEN psy_tx")                   # BEGIN first: inside a transaction
         b.execute("NOTIFY psy_tx, 'before'")

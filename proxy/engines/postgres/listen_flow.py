@@ -33,10 +33,12 @@ from ...core.session import READY
 from ...errors import ProxyError
 from .listen_registry import Subscriber
 from .listen_sql import LISTEN, UNLISTEN, UNLISTEN_ALL, ListenCommand, TransactionOutcome, take_batch
+from .listener import MarkerWait
 from .wire import messages as m
 
 if TYPE_CHECKING:
     from .listener import ListenerHub
+    from .server import ServerConnection
     from .session import PgClientSession
 
 log = logging.getLogger("dbproxy.listen")
@@ -73,6 +75,29 @@ def take_listen(session: PgClientSession, data: bytes) -> bool:
         flow.statements = statements
     session.queries += 1
     flow.answer(batch.commands, batch.reply, status, data[batch.consumed:])
+    return True
+
+
+def sync_marker(session: PgClientSession, server: ServerConnection) -> bool:
+    """A transaction that sent notifications ended on `server`: True while it must stay with this client
+    until the listening connections of its database have them (listener.py: the sync marker)."""
+    if session._notified == 2:
+        return True
+    session._notified = 0
+    hubs = [hub for hub in session.shared.listen_hubs.values()
+            if hub.database == session.database and hub.syncing and hub.address == server.address]
+    if not hubs:
+        return False
+
+    def done() -> None:
+        if session._notified == 2:
+            session._notified = 0
+            if session.server is server:
+                session._listen_answered()
+
+    wait = MarkerWait(hubs, done)
+    server.run_hidden(f"NOTIFY \"dbproxy.sync\", '{wait.token.decode()}'")
+    session._notified = 2
     return True
 
 

@@ -15,14 +15,21 @@ NotificationResponse to the clients listening on its channel. Its task
 
 The NotificationResponse bytes are the server connection's tracker output, so their pid is already
 the one clients must see (responses.ResponseTracker: a NOTIFY from one of the proxy's backends
-carries the pid the proxy gave the client that sent it).
+carries the pid the proxy gave the client that backend serves). For that pid to be the sender's, a
+server connection whose transaction sent notifications goes to no other client before every
+listening connection of its database has them: the session then sends a sync marker on it
+(`NOTIFY "dbproxy.sync", '<token>'`, committed after the client's transaction, so delivered after its
+notifications: PostgreSQL delivers in commit order) and keeps it until each hub has seen the marker
+(`MarkerWait`; at most MARKER_TIMEOUT).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...config import Address
@@ -39,6 +46,35 @@ if TYPE_CHECKING:
 log = logging.getLogger("dbproxy.listen")
 _CHECK_EVERY = 0.5   # seconds between checks of the writer while nothing else wakes the task
 _MAX_BACKOFF = 2.0
+SYNC_CHANNEL = b"dbproxy.sync"
+MARKER_TIMEOUT = 1.0   # seconds a server connection waits at most for its sync marker
+_tokens = itertools.count(1)
+
+
+class MarkerWait:
+    """One sync marker awaited at several hubs: `done()` once each has seen it (or gave up)."""
+
+    def __init__(self, hubs: list[ListenerHub], done: Callable[[], None]) -> None:
+        self.token = str(next(_tokens)).encode()
+        self.left = set(hubs)
+        self._done: Callable[[], None] | None = done
+        for hub in hubs:
+            hub._markers[self.token] = self
+        self._timer = asyncio.get_running_loop().call_later(MARKER_TIMEOUT, self.expire)
+
+    def seen(self, hub: ListenerHub) -> None:
+        self.left.discard(hub)
+        if not self.left:
+            self.expire()
+
+    def expire(self) -> None:
+        for hub in self.left:
+            hub._markers.pop(self.token, None)
+        self.left.clear()
+        self._timer.cancel()
+        done, self._done = self._done, None
+        if done is not None:
+            done()
 
 
 class ListenerHub:
@@ -61,6 +97,8 @@ class ListenerHub:
         self._waiters: list[tuple[frozenset[bytes], asyncio.Future[None]]] = []
         self._reader = MessageReader(max_length=1 << 20)
         self._batch_failed = False
+        self._markers: dict[bytes, MarkerWait] = {}
+        self.registry.reserve(SYNC_CHANNEL)   # always listened on (see the module docstring)
         monitor = cluster.monitor
         if monitor is not None:
             monitor.snapshot_listeners.append(self._snapshot)
@@ -88,6 +126,16 @@ class ListenerHub:
             if entry in self._waiters:
                 self._waiters.remove(entry)
 
+    @property
+    def address(self) -> Address | None:
+        """The instance its connection is on (the writer), None while it has none."""
+        return self.conn.address if self.conn is not None else None
+
+    @property
+    def syncing(self) -> bool:
+        """Its connection listens on the sync marker channel now."""
+        return self.state == "up" and SYNC_CHANNEL in self.registry.confirmed
+
     def changed(self) -> None:
         """Clients stopped listening somewhere: UNLISTEN what nobody wants (soon)."""
         self._wake.set()
@@ -106,7 +154,7 @@ class ListenerHub:
         registry = self.registry
         return {"user": self.server_user, "database": self.database,
                 "instance": str(self.conn.address) if self.conn is not None and self.state == "up" else None,
-                "state": self.state, "since": self.since, "channels": len(registry.confirmed),
+                "state": self.state, "since": self.since, "channels": len(registry.confirmed - {SYNC_CHANNEL}),
                 "listening_clients": registry.listening_clients, "received": registry.received,
                 "delivered": registry.delivered, "dropped": dict(registry.dropped),
                 "disconnected": registry.disconnected, "connects": self.connects,
@@ -232,6 +280,11 @@ class ListenerHub:
         end = body.find(b"\x00", 4)
         if end < 0:
             return
+        if body[4:end] == SYNC_CHANNEL:
+            wait = self._markers.pop(body[end + 1:-1], None)
+            if wait is not None:
+                wait.seen(self)
+            return
         queued, overflowed = self.registry.deliver(body[4:end], m.message(b"A", body))
         for sub in queued:
             sub.owner.deliver()
@@ -248,6 +301,9 @@ class ListenerHub:
             log.warning("cluster %s: the listening connection for %s/%s to %s was lost: %s", self.cluster.name,
                         self.server_user, self.database, server.address, reason)
         self.last_error = reason
+        for wait in list(self._markers.values()):
+            wait.seen(self)   # it will not come here
+        self._markers.clear()
         self._wake.set()
 
     def server_pause_writing(self) -> None:

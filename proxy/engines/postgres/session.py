@@ -21,7 +21,7 @@ from ...errors import ProtocolViolation, ProxyError, ServerUnavailable
 from ...pool.pool import Pool
 from .batch_failure import fail_batch
 from .cache_flow import SessionCache
-from .listen_flow import ListenFlow, may_take, take_listen
+from .listen_flow import ListenFlow, may_take, sync_marker, take_listen
 from .listen_sql import listen_only
 from .login import PgLoginSession
 from .positions import request_position
@@ -58,7 +58,7 @@ def _plain_select_text(sql: bytes) -> bool:
     could change session state (see routing.session_state.might_change_session)."""
     low = sql.lower().rstrip(b"; \t\r\n")   # one trailing ';' (as pgbench sends) is still one statement
     return (low[:7] == b"select " and b";" not in low and b"advisory" not in low
-            and b"set_config" not in low and b"temp" not in low)
+            and b"set_config" not in low and b"temp" not in low and b"notify" not in low)
 
 
 # Remembered per statement stem: point lookups that differ only in a trailing number share one verdict.
@@ -99,6 +99,7 @@ class PgClientSession(PgLoginSession):
     _cache: SessionCache | None = None   # the query cache's part of the relay (clusters with a cache only)
     _listen: ListenFlow | None = None   # made by the first LISTEN answered by the proxy (transaction pooling)
     _listen_held = False   # a LISTEN waits (with what follows) until the server has answered what came before
+    _notified = 0   # 1: this transaction sent notifications; 2: waiting for the listening connections' sync marker
 
     def __init__(self, app: Any, cluster: Cluster[ServerConnection], endpoint: EndpointConfig) -> None:
         super().__init__(app, cluster, endpoint)
@@ -393,6 +394,8 @@ class PgClientSession(PgLoginSession):
             if effects.pin_reason == "listen" and may_hold and self._listens and listen_only(sql) is not None:
                 return True
             self.pin(effects.pin_reason, server)
+        if effects.notifies and self._notified == 0:
+            self._notified = 1
         if effects.database_gone is not None:
             # The server refuses while other sessions use it: the pool's idle ones are such sessions.
             pools, idle = self.cluster.retire_pools(effects.database_gone)
@@ -469,7 +472,7 @@ class PgClientSession(PgLoginSession):
             tracker = server.tracker
             if (tracker.idle and not self.unsynced and not self._copy_skip and self.pinned is None
                     and not self.session_mode):
-                if ((self._capturing or self._tx_set_names or self._read_your_writes)
+                if ((self._capturing or self._tx_set_names or self._read_your_writes or self._notified)
                         and self._after_transaction(server)):
                     return
                 self._release()
@@ -491,10 +494,12 @@ class PgClientSession(PgLoginSession):
         """
         if self._capturing:
             self._capturing = False
-            self._use_captured(server)
+            self.gucs.use_captured(self._capture_names, server.tracker.captured, server)
             return False
+        if self._notified and sync_marker(self, server):
+            return True   # kept until the listening connections have this transaction's notifications
         if self._read_your_writes and self._last_route == "primary":
-            self._request_position()
+            request_position(self)   # read_your_writes: off the client's path
         if not self._tx_set_names:
             return False
         self._capture_names = sorted(self._tx_set_names)
@@ -503,20 +508,6 @@ class PgClientSession(PgLoginSession):
         server.run_capture("SELECT " + ", ".join(f"current_setting({m.quote_literal(name)}, true)"
                                                  for name in self._capture_names))
         return True
-
-    def _request_position(self) -> None:
-        """read_your_writes: a transaction on the primary just ended (positions.request_position)."""
-        request_position(self)
-
-    def _use_captured(self, server: ServerConnection) -> None:
-        rows = server.tracker.captured
-        try:
-            values = m.parse_data_row(rows[0]) if rows else []
-        except (ValueError, struct.error):
-            values = []
-        for name, value in zip(self._capture_names, values, strict=False):
-            if value is not None:
-                self.gucs.reported([(name.encode(), value.encode())], server)
 
     def _must_leave_replica(self, kind: int, body: bytes, server: ServerConnection) -> bytes | None:
         """This split client is on a replica: None if the message may run there, else it is held
@@ -545,6 +536,7 @@ class PgClientSession(PgLoginSession):
             self._listen.server_gone()
         if self._listen_held:
             self._held = self._listen_held = False
+        self._notified = 0
         if tracker.mid_message:   # the client has half a message: nothing can follow it but the end
             self.close(f"server connection lost in the middle of a message: {reason}")
             return
