@@ -273,3 +273,23 @@ def test_listen_in_session_pooling_is_unchanged(pg_cluster: PgCluster, tmp_path:
             row = a.execute("SELECT array_agg(c) FROM pg_listening_channels() c").fetchone()
             assert row is not None and row[0] == ["sess"]   # on its own server connection, as before
         p.assert_alive_and_clean()
+
+
+async def test_the_listening_connection_comes_back_when_its_backend_dies(
+        proxy: RunningProxy, ports: OpsPorts, pg_cluster: PgCluster) -> None:
+    a, queue = await listener(proxy, "revive")
+    b = await asyncpg.connect(dsn(proxy))
+    try:
+        (before,) = admin(ports.admin, "SHOW LISTENERS")
+        direct_sql(pg_cluster, f"SELECT pg_terminate_backend({before['server_pid']})")
+
+        def back_up() -> dict[str, str] | None:
+            (row,) = admin(ports.admin, "SHOW LISTENERS")
+            return row if row["state"] == "up" and row["server_pid"] != before["server_pid"] else None
+        after = wait_until(back_up, timeout=10, what="a new listening connection")
+        assert int(after["connects"]) == int(before["connects"]) + 1
+        await b.execute("NOTIFY revive, 'again'")
+        assert (await asyncio.wait_for(queue.get(), 5))[2] == "again"
+    finally:
+        await a.close()
+        await b.close()
