@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dbproxy.listen")
 _QUERY, _PARSE = 0x51, 0x50
+_READY_IDLE = m.ready_for_query(b"I")
 _ABOUT_STATEMENTS = frozenset(b"BDC")   # Bind, Describe, Close
 _FIRST = frozenset(b"lLuU \t\r\n/-(")   # how a LISTEN text may start (listen_sql.may_be_listen)
 
@@ -78,18 +79,45 @@ def take_listen(session: PgClientSession, data: bytes) -> bool:
     return True
 
 
+def _marker_hubs(session: PgClientSession, server: ServerConnection) -> list[ListenerHub]:
+    return [hub for hub in session.shared.listen_hubs.values()
+            if hub.database == session.database and hub.syncing and hub.address == server.address]
+
+
+def hold_ready(session: PgClientSession, server: ServerConnection, data: bytes) -> bool:
+    """A listening client's transaction that sent notifications just ended (`data` ends with its
+    ReadyForQuery): True if that ReadyForQuery waits for the sync marker, so that the client's own
+    notifications reach it first, as PostgreSQL sends them before the ReadyForQuery. Its later bytes
+    wait meanwhile (`_held`)."""
+    flow = session._listen
+    if (flow is None or not flow.sub.channels or not server.tracker.idle or session.pinned is not None
+            or session.unsynced or not data.endswith(_READY_IDLE) or not _marker_hubs(session, server)):
+        return False
+    session._ready_held = session._held = True
+    return True
+
+
 def sync_marker(session: PgClientSession, server: ServerConnection) -> bool:
     """A transaction that sent notifications ended on `server`: True while it must stay with this client
     until the listening connections of its database have them (listener.py: the sync marker)."""
     if session._notified == 2:
         return True
     session._notified = 0
-    hubs = [hub for hub in session.shared.listen_hubs.values()
-            if hub.database == session.database and hub.syncing and hub.address == server.address]
+    hubs = _marker_hubs(session, server)
     if not hubs:
         return False
 
     def done() -> None:
+        if session._ready_held:
+            session._ready_held = False
+            flow = session._listen
+            own = flow.hub.registry.take(flow.sub) if flow is not None else b""
+            session.write(own + _READY_IDLE)
+            if session._pending:
+                session._notified = 0
+                session._resume_listen()   # what the client sent meanwhile
+                return
+            session._held = False
         if session._notified == 2:
             session._notified = 0
             if session.server is server:

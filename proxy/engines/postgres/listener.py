@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...config import Address
 from ...errors import ServerConnectFailed, ServerUnavailable
-from .listen_registry import ChannelRegistry
+from .listen_registry import ChannelRegistry, Subscriber
 from .server import ServerConnection, open_server_connection
 from .wire import messages as m
 from .wire.framing import MessageReader
@@ -257,13 +257,14 @@ class ListenerHub:
         server.tracker.parameters.clear()
         reader = self._reader
         reader.feed(data)
+        ready: dict[Subscriber, None] = {}   # written once per read: a transaction's notifications arrive together
         while True:
             message = reader.next()
             if message is None:
-                return
+                break
             kind, body = message
             if kind == 0x41:   # NotificationResponse: pid, channel, payload
-                self._notification(body)
+                self._notification(body, ready)
             elif kind == 0x5A:   # ReadyForQuery: the batch is done
                 self.registry.batch_done(not self._batch_failed)
                 if self._batch_failed:
@@ -275,8 +276,10 @@ class ListenerHub:
                 self.last_error = str(m.parse_error_fields(body))
                 log.warning("cluster %s: LISTEN on the listening connection for %s/%s failed: %s",
                             self.cluster.name, self.server_user, self.database, self.last_error)
+        for sub in ready:
+            sub.owner.deliver()
 
-    def _notification(self, body: bytes) -> None:
+    def _notification(self, body: bytes, ready: dict[Subscriber, None]) -> None:
         end = body.find(b"\x00", 4)
         if end < 0:
             return
@@ -287,7 +290,7 @@ class ListenerHub:
             return
         queued, overflowed = self.registry.deliver(body[4:end], m.message(b"A", body))
         for sub in queued:
-            sub.owner.deliver()
+            ready[sub] = None
         for sub in overflowed:
             sub.owner.overflowed()
 

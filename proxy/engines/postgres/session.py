@@ -21,7 +21,7 @@ from ...errors import ProtocolViolation, ProxyError, ServerUnavailable
 from ...pool.pool import Pool
 from .batch_failure import fail_batch
 from .cache_flow import SessionCache
-from .listen_flow import ListenFlow, may_take, sync_marker, take_listen
+from .listen_flow import ListenFlow, hold_ready, may_take, sync_marker, take_listen
 from .listen_sql import listen_only
 from .login import PgLoginSession
 from .positions import request_position
@@ -100,6 +100,7 @@ class PgClientSession(PgLoginSession):
     _listen: ListenFlow | None = None   # made by the first LISTEN answered by the proxy (transaction pooling)
     _listen_held = False   # a LISTEN waits (with what follows) until the server has answered what came before
     _notified = 0   # 1: this transaction sent notifications; 2: waiting for the listening connections' sync marker
+    _ready_held = False   # its ReadyForQuery waits for that marker (a listening client's own notifications first)
 
     def __init__(self, app: Any, cluster: Cluster[ServerConnection], endpoint: EndpointConfig) -> None:
         super().__init__(app, cluster, endpoint)
@@ -442,6 +443,8 @@ class PgClientSession(PgLoginSession):
     def server_data(self, server: ServerConnection, data: bytes) -> None:
         if self._cache is not None and self._cache.server_data(self, server, data):
             return
+        if self._notified == 1 and self._listen is not None and hold_ready(self, server, data):
+            data = data[:-6]   # its ReadyForQuery follows its own notifications (listen_flow.hold_ready)
         if data:
             self.write(data)
         tracker = server.tracker
@@ -531,6 +534,10 @@ class PgClientSession(PgLoginSession):
         tracker = server.tracker
         if self._cache is not None:
             self._cache.lost()
+        if self._ready_held:
+            self._ready_held = self._held = False
+            self.write(m.ready_for_query(b"I"))
+            tracker.slots.clear()   # only the proxy's marker was outstanding
         self._detach_lost(server, reason)
         if self._listen is not None:
             self._listen.server_gone()
