@@ -25,6 +25,7 @@ from deploy.pgcluster import APP_DB, HOST, PgCluster, free_ports
 
 POOL_SIZE = 5
 QUEUE = 20
+SETTLE = 0.3   # seconds for a notification to reach the proxy's listening connection
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +162,7 @@ def test_listen_inside_a_transaction_takes_effect_at_commit_only(proxy: RunningP
         a.execute("BEGIN")
         a.execute("LISTEN tx_commit")
         b.execute("NOTIFY tx_commit, 'before commit'")
+        time.sleep(SETTLE)   # it reached the listening connection before a's COMMIT (see README: Limits)
         a.execute("COMMIT")
         b.execute("NOTIFY tx_commit, 'after commit'")
         assert notes(a) == [("tx_commit", "after commit")]
@@ -227,6 +229,7 @@ def test_psycopg_extended_protocol_and_transactions(proxy: RunningProxy) -> None
     with psycopg.connect(conninfo(proxy)) as a, psycopg.connect(conninfo(proxy), autocommit=True) as b:
         a.execute("LISTEN psy_tx")                   # BEGIN first: inside a transaction
         b.execute("NOTIFY psy_tx, 'before'")
+        time.sleep(SETTLE)
         a.commit()
         b.execute("NOTIFY psy_tx, 'after'")
         (note,) = list(a.notifies(timeout=5, stop_after=1))

@@ -592,12 +592,13 @@ class PgClientSession(PgLoginSession):
         return not server.tracker.quiet or self.unsynced or bool(self._copy_skip)
 
     def _finish_own_work(self, server: ServerConnection, pool: Pool[ServerConnection]) -> bool:
-        """The client left while the proxy re-read settings SET inside its transaction: let that finish
-        (its values matter no more) and pool the connection instead of closing it."""
-        if not self._capturing or self.unsynced or self._copy_skip or len(server.tracker.slots) != 1:
+        """The client left while the proxy re-read settings SET inside its transaction, or sent its LISTEN
+        sync marker: let that finish and pool the connection instead of closing it."""
+        if (not (self._capturing or self._notified == 2) or self.unsynced or self._copy_skip
+                or len(server.tracker.slots) != 1):
             return False
         self._capturing = False
-        reset_then_release(server, pool, [])   # no statements: pooled once the capture's reply is in
+        reset_then_release(server, pool, [])   # no statements: pooled once the hidden query's reply is in
         return True
 
     def _return_server(self, server: ServerConnection, pool: Pool[ServerConnection]) -> None:
