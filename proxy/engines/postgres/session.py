@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dbproxy.client")
 
 _U32 = struct.Struct("!I")
+_LISTEN_FIRST = b"lLuU \t\r\n/-("   # how a Query that may be a LISTEN starts (listen_flow.may_take)
 _STARTUP, _AUTH, _LOGIN, _READY, _CLOSED = STARTUP, AUTH, LOGIN, READY, CLOSED
 def _plain_select_text(sql: bytes) -> bool:
     """A bytes-level shortcut before session_effects(): a lone SELECT with none of the words that
@@ -164,7 +165,8 @@ class PgClientSession(PgLoginSession):
         if self._cache is not None and self._cache.client_data(self, data):
             return
         server = self.server
-        if (self._listens and may_take(data, listen) and not self._pending and not self._held and not self.unsynced
+        if (self._listens and (data[0] == 0x50 or listen is not None or data[5:6] in _LISTEN_FIRST)
+                and may_take(data, listen) and not self._pending and not self._held and not self.unsynced
                 and not self._copy_skip and not self._discard_until_sync and self._borrow_task is None
                 and (server is None or server.tracker.quiet) and take_listen(self, data)):
             return
