@@ -296,3 +296,23 @@ async def test_the_listening_connection_comes_back_when_its_backend_dies(
     finally:
         await a.close()
         await b.close()
+
+
+def test_an_idle_client_that_stops_reading_is_cut_off(proxy: RunningProxy, ports: OpsPorts) -> None:
+    """Idle, so its notifications are written at once, until its socket backs up; then they queue, and
+    past notification_queue the proxy drops the connection (it could not read an error anyway)."""
+    before = scrape(ports.http).get('dbproxy_listen_disconnects_total{cluster="main"}', 0)
+    slow = RawClient(proxy.port)
+    try:
+        slow.login(database=APP_DB)
+        assert slow.query("LISTEN unread")[0][0] == b"C"   # from now on it reads nothing
+        with psycopg.connect(conninfo(proxy), autocommit=True) as b:
+            b.execute("SELECT pg_notify('unread', g || repeat('x', 7900)) FROM generate_series(1, 3000) g")
+        wait_until(lambda: scrape(ports.http).get('dbproxy_listen_disconnects_total{cluster="main"}', 0) > before,
+                   timeout=20, what="the slow client cut off")
+        with pytest.raises((ConnectionResetError, BrokenPipeError, OSError)):
+            for _ in range(10_000):   # reads what the kernel buffered, then the reset
+                if not slow.sock.recv(1 << 20):
+                    raise ConnectionResetError("closed")
+    finally:
+        slow.close()
