@@ -274,7 +274,8 @@ class PgClientSession(PgLoginSession):
                 else:
                     if self.statement_audit is not None:
                         self.statement_audit(self, sql)
-                    if self._statement_effects(sql, server, not self.unsynced):   # a LISTEN: held
+                    if self._statement_effects(sql, server, not (self.unsynced or self._discard_until_sync)):
+                        # a LISTEN the proxy answers: held until the server has answered what came before
                         self.queries -= 1   # counted when it is answered
                         out.append(data[start:pos])
                         self._pending += data[pos:]
