@@ -264,7 +264,8 @@ max_client_connections = 50
 client_idle_timeout = "15m"
 init_query = "SET statement_timeout = 1000"
 prepared_statements = false
-max_prepared_statements = 10"""
+max_prepared_statements = 10
+notification_queue = 50"""
 
 HEALTH_AND_FAILOVER = """
 [clusters.main.health]
@@ -310,6 +311,7 @@ def test_every_setting_is_read() -> None:
         init_query="SET statement_timeout = 1000",
         prepared_statements=False,
         max_prepared_statements=10,
+        notification_queue=50,
     )
     assert main.health == HealthSettings(1.0, 2.0, 5, 0.0, "app", "app-secret")
     assert main.failover == FailoverSettings("promote", 10.0, 5.0, replay=True, replay_timeout=3.0,
@@ -653,6 +655,11 @@ RULES: list[tuple[str, str, str]] = [
         "no server connections",
         edit("max_server_connections = 20", "max_server_connections = 0"),
         _e("clusters.main.pool.max_server_connections", "must be at least 1 (got 0)"),
+    ),
+    (
+        "no notification queue",
+        edit("max_server_connections = 20", "max_server_connections = 20\nnotification_queue = 0"),
+        _e("clusters.main.pool.notification_queue", "must be at least 1 (got 0)"),
     ),
     (
         "min_idle above max",

@@ -71,7 +71,9 @@ def _lock_absent(conn: psycopg.Connection) -> None:
 
 
 def _listen_setup(conn: psycopg.Connection) -> None:
-    conn.execute("LISTEN e2e_pin_channel")
+    # A LISTEN alone is answered by the proxy (test_e2e_listen.py); in one text with another statement
+    # it runs on the server, which then listens for this client: that pins.
+    conn.execute("LISTEN e2e_pin_channel; SELECT 1")
 
 
 def _listen_present(conn: psycopg.Connection, round_: int) -> None:
@@ -97,7 +99,7 @@ def _prepare_absent(conn: psycopg.Connection) -> None:
 CASES: dict[str, tuple[Callable[..., None], Callable[..., None], Callable[..., None]]] = {
     "temp table": (_temp_table_setup, _temp_table_present, _temp_table_absent),
     "advisory lock": (_lock_setup, _lock_present, _lock_absent),
-    "listen": (_listen_setup, _listen_present, _listen_absent),
+    "listen": (_listen_setup, _listen_present, _listen_absent),   # LISTEN with another statement
     "sql prepare": (_prepare_setup, _prepare_present, _prepare_absent),
 }
 

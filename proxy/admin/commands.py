@@ -19,7 +19,7 @@ from ..cache.backends import BackendDown
 from ..config import Address
 from ..errors import ShuttingDown
 from ..topology import ActionFailed, SwitchoverRefused
-from . import topology_view, views
+from . import listen_views, topology_view, views
 from .resultset import Table
 
 if TYPE_CHECKING:
@@ -313,6 +313,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("SHOW VERSION", "SHOW VERSION", "dbproxy version", _show(views.version)),
     Command("SHOW CACHE", "SHOW CACHE", "query cache per cluster: entries, bytes, hit ratio, state",
             _show(views.cache)),
+    Command("SHOW LISTENERS", "SHOW LISTENERS",
+            "listening connections (LISTEN in transaction pooling): channels, clients, notifications",
+            _show(listen_views.listeners)),
     Command("FLUSH CACHE", "FLUSH CACHE [cluster]", "drop every cached result (of one cluster)", _flush_cache,
             max_args=1),
     Command("PAUSE", "PAUSE [cluster]", "new transactions wait; returns when running ones have finished",

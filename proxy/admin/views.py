@@ -24,6 +24,7 @@ from ..config.display import to_display
 from ..metrics import cache_families
 from ..topology.model import InstanceState, TopologySnapshot
 from . import topology_view
+from .listen_views import listen_metrics, listen_views
 from .resultset import Table
 
 if TYPE_CHECKING:
@@ -381,6 +382,7 @@ def status(app: ProxyApp) -> dict[str, Any]:
             "role_changes": [{"at": iso_time(e.at), "text": e.text} for e in events_of(cluster)[-50:]],
             "cache": cache_status(cluster),
             **topology_view.status_of(cluster),   # zone, placement, discovery, next_promotion
+            "listeners": [{**v, "since": iso_time(v["since"])} for v in listen_views(cluster)],
         })
     return {
         "version": version_string(),
@@ -459,3 +461,4 @@ def live_metrics(app: ProxyApp) -> Iterator[Metric]:
     yield waiting
     yield can_promote
     yield from cache_families((c.name, c.cache) for c in app.clusters.values() if c.cache is not None)
+    yield from listen_metrics(app)

@@ -453,6 +453,7 @@ def _build_pool(t: Table) -> PoolSettings:
         init_query=t.text("init_query", ""),
         prepared_statements=t.boolean("prepared_statements", True),
         max_prepared_statements=t.integer("max_prepared_statements", 1000, minimum=1),
+        notification_queue=t.integer("notification_queue", 1000, minimum=1),
     )
     if pool.min_idle > pool.max_server_connections:
         t.problem(

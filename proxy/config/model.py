@@ -238,6 +238,7 @@ class PoolSettings:
     init_query: str = ""
     prepared_statements: bool = True
     max_prepared_statements: int = 1000
+    notification_queue: int = 1000   # PostgreSQL LISTEN in transaction pooling: notifications waiting per client
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from ...config.model import DiscoverySettings
 from .cache_catalog import catalog_reader
 from .cache_tables import CacheFacts
 from .classify import PgClassifier
+from .listener import ListenerHub
 from .positions import PositionReader
 from .server import ServerConnection, open_server_connection
 from .statements import StatementNames
@@ -41,6 +42,20 @@ class PgClusterState:
 
     # The query cache's facts about statement texts and the catalog (made for clusters with a cache).
     cache_facts: CacheFacts | None = None
+    # LISTEN in transaction pooling: one listening connection per (server user, database) (listener.py).
+    listen_hubs: dict[tuple[str, str], ListenerHub] = field(default_factory=dict)
+
+    def listener_hub(self, cluster: Any, user: Any, database: str) -> ListenerHub:
+        key = (user.server_user, database)
+        hub = self.listen_hubs.get(key)
+        if hub is None:
+            hub = self.listen_hubs[key] = ListenerHub(cluster, user.name, user.server_user, database,
+                                                      cluster.config.pool.notification_queue)
+        return hub
+
+    def listen_view(self) -> list[dict[str, Any]]:
+        """The listening connections as SHOW LISTENERS, /status and /metrics show them."""
+        return [hub.view() for hub in self.listen_hubs.values()]
 
     def close(self) -> None:
         if self.positions is not None:
@@ -48,6 +63,9 @@ class PgClusterState:
             self.positions = None
         if self.cache_facts is not None:
             self.cache_facts.catalog.close()
+        for hub in self.listen_hubs.values():
+            hub.close()
+        self.listen_hubs.clear()
 
     def facts_for_cache(self, cluster: Any) -> CacheFacts:
         if self.cache_facts is None:

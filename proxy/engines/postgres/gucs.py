@@ -10,11 +10,13 @@ statements that turn the server's state into the client's.
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Iterable
 from typing import Protocol
 
 # Literals that read back the same whatever standard_conforming_strings the server has (a client may SET it).
 from .session_state import quote_literal, quote_name
+from .wire import messages as m
 
 # Reported parameters a client cannot change with SET (or that change on their own).
 _NOT_SETTABLE = frozenset({
@@ -139,6 +141,16 @@ class GucState:
             elif _NAME_RE.match(name) and name not in _NOT_SETTABLE:
                 self.client[name] = cmd.value
                 server.gucs[name] = cmd.value
+
+    def use_captured(self, names: list[str], rows: list[bytes], server: HasGucs) -> None:
+        """The real values of settings SET inside a transaction, read after it (one DataRow: `names`' values)."""
+        try:
+            values = m.parse_data_row(rows[0]) if rows else []
+        except (ValueError, struct.error):
+            values = []
+        for name, value in zip(names, values, strict=False):
+            if value is not None:
+                self.reported([(name.encode(), value.encode())], server)
 
     def reported(self, parameters: Iterable[tuple[bytes, bytes]], server: HasGucs) -> None:
         """ParameterStatus seen while this client used server (SET inside functions, set_config())."""

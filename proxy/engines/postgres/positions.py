@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
+from ...core.session import RYW_FALLBACK_SECONDS
 from ...errors import ProxyError
 from .sql import PgSqlConnection, QueryFailed, parse_lsn
 
@@ -86,3 +88,28 @@ class PositionReader:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def request_position(session: Any) -> None:
+    """read_your_writes: a transaction on the primary just ended; its WAL position is read off the
+    client's path (PositionReader) while this server connection goes back at once. Until
+    the position is known, this client's and its proxy user's reads go to the primary."""
+    assert session.login is not None
+    reader = session.shared.positions
+    if reader is None:
+        reader = session.shared.positions = PositionReader(session.cluster)
+    cluster, user = session.cluster, session.login.user.name
+    session._primary_until = time.monotonic() + RYW_FALLBACK_SECONDS
+    session._positions_pending += 1
+    cluster.write_pending(user)
+
+    def done(position: int | None) -> None:
+        session._positions_pending -= 1
+        cluster.write_settled(user, position, RYW_FALLBACK_SECONDS)
+        if position is None:
+            return   # the fail-safe stays: reads from the primary for RYW_FALLBACK_SECONDS
+        session.min_position = max(session.min_position or 0, position)
+        if session._positions_pending == 0:
+            session._primary_until = 0.0
+
+    reader.request(done)

@@ -14,17 +14,17 @@ from ...core.session import (
     CLOSED,
     LOGIN,
     READY,
-    RYW_FALLBACK_SECONDS,
     STARTUP,
     by_statement_stem,
 )
 from ...errors import ProtocolViolation, ProxyError, ServerUnavailable
-from ...logs import ConnectionLog
 from ...pool.pool import Pool
 from .cache_flow import SessionCache
 from .failed_work import fail_pending, in_flight_replies
+from .listen_flow import ListenFlow, hold_ready, may_take, sync_marker, take_listen
+from .listen_sql import listen_only
 from .login import PgLoginSession
-from .positions import PositionReader
+from .positions import request_position
 from .replay import PgReplay
 from .reset import reset_then_release
 from .rewrite import StatementRewriter
@@ -33,17 +33,13 @@ from .session_state import EMPTY, session_effects
 from .split_hold import SplitHold, statement_text
 from .statements import ParseMessage, decode_parse
 from .wire import messages as m
-from .wire.framing import (
-    MAX_CLIENT_MESSAGE,
-)
+from .wire.framing import MAX_CLIENT_MESSAGE
 from .wire.responses import (
     BIND,
     CLOSE,
     DESCRIBE,
-    DESCRIBED,
     EXECUTE,
     PARSE,
-    PARSED,
     QUERY,
     SYNC,
     ResponseTracker,
@@ -54,22 +50,18 @@ if TYPE_CHECKING:
     from ...core.cluster import Cluster
 
 log = logging.getLogger("dbproxy.client")
-# "connected" / "disconnected" lines: written in batches (see logs.BatchingHandler).
-connections_log = ConnectionLog()
 
 _U32 = struct.Struct("!I")
+_LISTEN_FIRST = b"lLuU \t\r\n/-("   # how a Query that may be a LISTEN starts (listen_flow.may_take)
 _STARTUP, _AUTH, _LOGIN, _READY, _CLOSED = STARTUP, AUTH, LOGIN, READY, CLOSED
-_SSL_REQUEST = m.ssl_request()
-_TLS_HANDSHAKE = 0x16   # the first byte of a TLS record carrying a ClientHello
-_ALPN = ("postgresql",)
-_READY_IDLE = m.ready_for_query(b"I")
-_MAX_AUTH_MESSAGE = 16 * 1024
+
+
 def _plain_select_text(sql: bytes) -> bool:
     """A bytes-level shortcut before session_effects(): a lone SELECT with none of the words that
     could change session state (see routing.session_state.might_change_session)."""
     low = sql.lower().rstrip(b"; \t\r\n")   # one trailing ';' (as pgbench sends) is still one statement
     return (low[:7] == b"select " and b";" not in low and b"advisory" not in low
-            and b"set_config" not in low and b"temp" not in low)
+            and b"set_config" not in low and b"temp" not in low and b"notify" not in low)
 
 
 # Remembered per statement stem: point lookups that differ only in a trailing number share one verdict.
@@ -109,10 +101,15 @@ class PgClientSession(PgLoginSession):
     _tx_set_names: set[str] | None = None   # made by the first SET inside a transaction
     _cache: SessionCache | None = None   # the query cache's part of the relay (clusters with a cache only)
     _replay: PgReplay | None = None   # failover.replay (transaction pooling, clusters without a cache)
+    _listen: ListenFlow | None = None   # made by the first LISTEN answered by the proxy (transaction pooling)
+    _listen_held = False   # a LISTEN waits (with what follows) until the server has answered what came before
+    _notified = 0   # 1: this transaction sent notifications; 2: waiting for the listening connections' sync marker
+    _ready_held = False   # its ReadyForQuery waits for that marker (a listening client's own notifications first)
 
     def __init__(self, app: Any, cluster: Cluster[ServerConnection], endpoint: EndpointConfig) -> None:
         super().__init__(app, cluster, endpoint)
         self._rewrites = not self.session_mode and cluster.config.pool.prepared_statements
+        self._listens = not self.session_mode
         if cluster.cache is not None:
             self._cache = SessionCache(cluster.cache, self.shared.facts_for_cache(cluster))
         elif cluster.config.failover.replay and not self.session_mode:
@@ -133,6 +130,22 @@ class PgClientSession(PgLoginSession):
         except ProxyError as exc:
             self.fail(exc)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._listen is not None:
+            self._listen.close()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._listen is not None:
+            self._listen.writes_paused = True
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._listen is not None:
+            self._listen.writes_paused = False
+            self._listen.deliver()
+
     def _lost_before_login(self) -> None:
         if self.state == _STARTUP and self._startup_buf:   # SPEC §9: a half-sent startup gets a log line
             log.info("client %s: disconnected with an incomplete startup packet (%d bytes)",
@@ -150,9 +163,18 @@ class PgClientSession(PgLoginSession):
 
     def _client_data(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
+        listen = self._listen
+        if listen is not None and listen.waiting is not None:
+            listen.waiting += data   # behind a LISTEN whose reply waits for the listening connection
+            return
         if self._cache is not None and self._cache.client_data(self, data):
             return
         server = self.server
+        if (self._listens and (data[0] == 0x50 or listen is not None or data[5:6] in _LISTEN_FIRST)
+                and may_take(data, listen) and not self._pending and not self._held and not self.unsynced
+                and not self._copy_skip and not self._discard_until_sync and self._borrow_task is None
+                and (server is None or server.tracker.quiet) and take_listen(self, data)):
+            return
         if server is None:
             if (not self._pending and self._borrow_task is None and len(data) >= 5 and data[0] != 0x58
                     and self._broken is None and not self._discard_until_sync):
@@ -261,7 +283,16 @@ class PgClientSession(PgLoginSession):
                 else:
                     if self.statement_audit is not None:
                         self.statement_audit(self, sql)
-                    self._statement_effects(sql, server)
+                    if self._statement_effects(sql, server, not (self.unsynced or self._discard_until_sync)):
+                        # a LISTEN the proxy answers: held until the server has answered what came before
+                        self.queries -= 1   # counted when it is answered
+                        out.append(data[start:pos])
+                        self._pending += data[pos:]
+                        self._held = self._listen_held = True
+                        self._flush_to_server(server, out)
+                        if tracker.quiet:
+                            self._resume_listen()
+                        return
                     tracker.push(_QUERY_SLOT)
             elif kind == 0x53:  # Sync
                 tracker.push(_SYNC_SLOT)
@@ -347,9 +378,11 @@ class PgClientSession(PgLoginSession):
 
     # ---- session state and prepared statements -------------------------------------------------
 
-    def _statement_effects(self, sql: bytes, server: ServerConnection) -> None:
+    def _statement_effects(self, sql: bytes, server: ServerConnection, may_hold: bool = False) -> bool:
+        """Apply what sql does to session state; True if it is a LISTEN the proxy answers (may_hold:
+        a simple Query at a batch boundary), held by the caller instead of sent."""
         if _PLAIN_SELECT(sql):
-            return
+            return False
         names = self.shared.statement_names
         if names.descriptions and _DDL.search(sql):
             names.forget_descriptions()   # a described statement's columns or types may change
@@ -373,12 +406,17 @@ class PgClientSession(PgLoginSession):
                 self._tx_set_names = set()
             self._tx_set_names.update(effects.reread)
         if effects.pin_reason:
+            if effects.pin_reason == "listen" and may_hold and self._listens and listen_only(sql) is not None:
+                return True
             self.pin(effects.pin_reason, server)
+        if effects.notifies and self._notified == 0:
+            self._notified = 1
         if effects.database_gone is not None:
             # The server refuses while other sessions use it: the pool's idle ones are such sessions.
             pools, idle = self.cluster.retire_pools(effects.database_gone)
             log.info("client %s: %s drops or renames database %s: %d idle server connection(s) in %d pool(s) "
                      "closed first", self.peer, self.cluster.name, effects.database_gone, idle, pools)
+        return False
 
     def _parse(self, body: bytes, server: ServerConnection) -> bytes:
         parse = decode_parse(body)
@@ -414,22 +452,6 @@ class PgClientSession(PgLoginSession):
         self.write(replies)
         return True
 
-    def _statement_news(self, tracker: ResponseTracker) -> None:
-        """What the server said about named statements: remembered proxy-wide (see statements.StatementNames)."""
-        names = self.shared.statement_names
-        assert self.login is not None
-        scope = (self.login.user.server_user, self.database)
-        for event, name, data in tracker.news:
-            if event == PARSED:
-                names.confirm(name, scope)
-            elif event == DESCRIBED:
-                names.describe(name, scope, data)
-            else:
-                names.retire(name)
-                log.info("client %s: the server invalidated the plan of prepared statement %s (its result type "
-                         "changed): it is prepared anew under another name", self.peer, name.decode())
-        tracker.news.clear()
-
     # ---- relay: server → client ----------------------------------------------------------------
 
     def server_data(self, server: ServerConnection, data: bytes) -> None:
@@ -439,6 +461,8 @@ class PgClientSession(PgLoginSession):
             data = self._replay.relayed(data, server)
             if server is not self.server:
                 return
+        if self._notified == 1 and self._listen is not None and hold_ready(self, server, data):
+            data = data[:-6]   # its ReadyForQuery follows its own notifications (listen_flow.hold_ready)
         if data:
             self.write(data)
         tracker = server.tracker
@@ -446,18 +470,44 @@ class PgClientSession(PgLoginSession):
             self.gucs.reported(tracker.parameters, server)
             tracker.parameters.clear()
         if tracker.news:
-            self._statement_news(tracker)
+            assert self.login is not None
+            self.shared.statement_names.take_news(tracker.news, (self.login.user.server_user, self.database),
+                                                  self.peer)
         if tracker.failed_statements:
             for name in tracker.failed_statements:
                 server.prepared.pop(name, None)
             tracker.failed_statements.clear()
-        if (tracker.idle and not self.unsynced and not self._copy_skip and self.pinned is None
-                and not self.session_mode):
-            if self._replay is not None:
-                self._replay.end()
-            if (self._capturing or self._tx_set_names or self._read_your_writes) and self._after_transaction(server):
+        listen = self._listen
+        if listen is not None:
+            if listen.outcome is not None:
+                listen.server_data(data, tracker.idle)
+            if self._listen_held and tracker.quiet:
+                self._resume_listen()
                 return
-            self._release()
+        self._listen_answered()
+
+    def _listen_answered(self) -> None:
+        """The server has answered (or the proxy answered a LISTEN): release it if the client is done."""
+        server = self.server
+        if server is not None:
+            tracker = server.tracker
+            if (tracker.idle and not self.unsynced and not self._copy_skip and self.pinned is None
+                    and not self.session_mode):
+                if self._replay is not None:
+                    self._replay.end()
+                if ((self._capturing or self._tx_set_names or self._read_your_writes or self._notified)
+                        and self._after_transaction(server)):
+                    return
+                self._release()
+        if self._listen is not None:
+            self._listen.deliver()
+
+    def _resume_listen(self) -> None:
+        """The server answered what came before a held LISTEN: handle it (and what follows) now."""
+        self._held = self._listen_held = False
+        data = bytes(self._pending)
+        self._pending.clear()
+        self._client_data(data)
 
     def _after_transaction(self, server: ServerConnection) -> bool:
         """Hidden follow-up before release; True while it runs (the server is kept until then).
@@ -467,10 +517,12 @@ class PgClientSession(PgLoginSession):
         """
         if self._capturing:
             self._capturing = False
-            self._use_captured(server)
+            self.gucs.use_captured(self._capture_names, server.tracker.captured, server)
             return False
+        if self._notified and sync_marker(self, server):
+            return True   # kept until the listening connections have this transaction's notifications
         if self._read_your_writes and self._last_route == "primary":
-            self._request_position()
+            request_position(self)   # read_your_writes: off the client's path
         if not self._tx_set_names:
             return False
         self._capture_names = sorted(self._tx_set_names)
@@ -479,40 +531,6 @@ class PgClientSession(PgLoginSession):
         server.run_capture("SELECT " + ", ".join(f"current_setting({m.quote_literal(name)}, true)"
                                                  for name in self._capture_names))
         return True
-
-    def _request_position(self) -> None:
-        """read_your_writes: a transaction on the primary just ended; its WAL position is read off the
-        client's path (positions.PositionReader) while this server connection goes back at once. Until
-        the position is known, this client's and its proxy user's reads go to the primary."""
-        assert self.login is not None
-        reader = self.shared.positions
-        if reader is None:
-            reader = self.shared.positions = PositionReader(self.cluster)
-        cluster, user = self.cluster, self.login.user.name
-        self._primary_until = time.monotonic() + RYW_FALLBACK_SECONDS
-        self._positions_pending += 1
-        cluster.write_pending(user)
-
-        def done(position: int | None) -> None:
-            self._positions_pending -= 1
-            cluster.write_settled(user, position, RYW_FALLBACK_SECONDS)
-            if position is None:
-                return   # the fail-safe stays: reads from the primary for RYW_FALLBACK_SECONDS
-            self.min_position = max(self.min_position or 0, position)
-            if self._positions_pending == 0:
-                self._primary_until = 0.0
-
-        reader.request(done)
-
-    def _use_captured(self, server: ServerConnection) -> None:
-        rows = server.tracker.captured
-        try:
-            values = m.parse_data_row(rows[0]) if rows else []
-        except (ValueError, struct.error):
-            values = []
-        for name, value in zip(self._capture_names, values, strict=False):
-            if value is not None:
-                self.gucs.reported([(name.encode(), value.encode())], server)
 
     def _must_leave_replica(self, kind: int, body: bytes, server: ServerConnection) -> bytes | None:
         """This split client is on a replica: None if the message may run there, else it is held
@@ -536,7 +554,16 @@ class PgClientSession(PgLoginSession):
         tracker = server.tracker
         if self._cache is not None:
             self._cache.lost()
+        if self._ready_held:
+            self._ready_held = self._held = False
+            self.write(m.ready_for_query(b"I"))
+            tracker.slots.clear()   # only the proxy's marker was outstanding
         self._detach_lost(server, reason)
+        if self._listen is not None:
+            self._listen.server_gone()
+        if self._listen_held:
+            self._held = self._listen_held = False
+        self._notified = 0
         if tracker.mid_message:   # the client has half a message: nothing can follow it but the end
             self.close(f"server connection lost in the middle of a message: {reason}")
             return
@@ -571,10 +598,8 @@ class PgClientSession(PgLoginSession):
         self._capturing = False
 
     def _fail_batch(self, err: ProxyError, first_batch_only: bool = False) -> None:
-        """No server for the client's pending messages: answer them with err, as a server would.
-
-        With first_batch_only, stop after the first Query or Sync (the rest may run normally).
-        """
+        """No server for the client's pending messages: answer them with err, as a server would
+        (failed_work.fail_pending; first_batch_only: the rest may run normally)."""
         data = bytes(self._pending)
         self._pending.clear()
         replies, pos, self._discard_until_sync, terminate = fail_pending(data, err, self._discard_until_sync,
@@ -591,12 +616,13 @@ class PgClientSession(PgLoginSession):
         return not server.tracker.quiet or self.unsynced or bool(self._copy_skip)
 
     def _finish_own_work(self, server: ServerConnection, pool: Pool[ServerConnection]) -> bool:
-        """The client left while the proxy re-read settings SET inside its transaction: let that finish
-        (its values matter no more) and pool the connection instead of closing it."""
-        if not self._capturing or self.unsynced or self._copy_skip or len(server.tracker.slots) != 1:
+        """The client left while the proxy re-read settings SET inside its transaction, or sent its LISTEN
+        sync marker: let that finish and pool the connection instead of closing it."""
+        if (not (self._capturing or self._notified == 2) or self.unsynced or self._copy_skip
+                or len(server.tracker.slots) != 1):
             return False
         self._capturing = False
-        reset_then_release(server, pool, [])   # no statements: pooled once the capture's reply is in
+        reset_then_release(server, pool, [])   # no statements: pooled once the hidden query's reply is in
         return True
 
     def _return_server(self, server: ServerConnection, pool: Pool[ServerConnection]) -> None:

@@ -32,6 +32,8 @@ What is found, per statement in text order:
   than the parser knows, so keep the client where its state is).
 - `discard_all`: the text ran DISCARD ALL.  `sets` then holds only what the text set after its
   last DISCARD ALL: forget the client's settings first, then apply `sets`.
+- `notifies`: the text sends notifications (NOTIFY, pg_notify()), so a transaction pooler must keep
+  the server connection until its listening connections have them (listener.py's sync marker).
 - `deallocate_all`: the text ran DEALLOCATE [PREPARE] ALL (psycopg sends it after a ROLLBACK):
   every prepared statement of the server connection is gone, the proxy's own ones included.
 
@@ -81,6 +83,7 @@ class SessionEffects:
     deallocate_all: bool = False
     database_gone: str | None = None   # DROP DATABASE x / ALTER DATABASE x RENAME: x (its pools must let go)
     reread: tuple[str, ...] = ()   # set by set_config() to a value only the server knows: read it back
+    notifies: bool = False   # NOTIFY or pg_notify(): the proxy's listening connections must see it before reuse
 
 
 EMPTY = SessionEffects()
@@ -111,7 +114,7 @@ def _stateful_statement_at(lowered: str, position: int) -> bool:
 def might_change_session(sql: str) -> bool:
     """Cheap and conservative: False only if `sql` certainly has no session effects."""
     lowered = sql.lower()
-    if "advisory" in lowered or "set_config" in lowered:
+    if "advisory" in lowered or "set_config" in lowered or "notify" in lowered:
         return True
     if "temp" in lowered and _TEMP_WORD.search(lowered):
         return True
@@ -223,6 +226,7 @@ class _Effects:
         self.deallocate_all = False
         self.database_gone: str | None = None
         self.reread: list[str] = []
+        self.notifies = False
 
     def pin(self, reason: str) -> None:
         if self.pin_reason is None:
@@ -230,10 +234,10 @@ class _Effects:
 
     def result(self) -> SessionEffects:
         if (not self.sets and self.pin_reason is None and not self.discard_all and not self.deallocate_all
-                and self.database_gone is None and not self.reread):
+                and self.database_gone is None and not self.reread and not self.notifies):
             return EMPTY
         return SessionEffects(tuple(self.sets), self.pin_reason, self.discard_all, self.deallocate_all,
-                              self.database_gone, tuple(self.reread))
+                              self.database_gone, tuple(self.reread), self.notifies)
 
 
 _SESSION_CHARACTERISTICS = {
@@ -339,6 +343,8 @@ def _function_call(call: Node, effects: _Effects) -> None:
         return
     if parts[-1] in _SESSION_ADVISORY_LOCKS:
         effects.pin("advisory lock")
+    elif parts[-1] == "pg_notify":
+        effects.notifies = True
     elif parts[-1] == "set_config":
         _set_config(call.get("args", []), effects)
 
@@ -373,6 +379,8 @@ def _statement(node: Node, effects: _Effects) -> None:
             _variable_set(body, effects)
         elif kind == "ListenStmt":
             effects.pin("listen")
+        elif kind == "NotifyStmt":
+            effects.notifies = True
         elif kind == "DeclareCursorStmt" and int(body.get("options", 0)) & 0x20:  # CURSOR_OPT_HOLD
             effects.pin("with hold cursor")
         elif kind == "PrepareStmt":

@@ -7,12 +7,15 @@ same query shares one server-side statement per server connection.
 
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass
 
 from ...errors import ProtocolViolation
 from .wire.messages import message
-from .wire.responses import BIND, DESCRIBE, Slot
+from .wire.responses import BIND, DESCRIBE, DESCRIBED, PARSED, Slot
+
+log = logging.getLogger("dbproxy.client")
 
 _HDR = struct.Struct("!cI")
 
@@ -127,6 +130,19 @@ class StatementNames:
         self.retired.add(name)
         self.confirmed = {known for known in self.confirmed if known[0] != name}
         self.descriptions = {known: reply for known, reply in self.descriptions.items() if known[0] != name}
+
+    def take_news(self, news: list[tuple[int, bytes, bytes]], scope: Scope, peer: str) -> None:
+        """What a server said about named statements (ResponseTracker.news, emptied here): remembered."""
+        for event, name, data in news:
+            if event == PARSED:
+                self.confirm(name, scope)
+            elif event == DESCRIBED:
+                self.describe(name, scope, data)
+            else:
+                self.retire(name)
+                log.info("client %s: the server invalidated the plan of prepared statement %s (its result type "
+                         "changed): it is prepared anew under another name", peer, name.decode())
+        news.clear()
 
     def __len__(self) -> int:
         return len(self._names)

@@ -63,7 +63,7 @@ class ResponseTracker:
     """Follows one server connection's response stream; see the module docstring."""
 
     __slots__ = ("slots", "status", "parameters", "failed_statements", "errors", "captured", "terminated",
-                 "own_pid", "client_pid", "farewell", "farewell_forwarded", "news", "_described", "_buf", "_skip",
+                 "own_pid", "client_pid", "notify_pid", "farewell", "farewell_forwarded", "news", "_described", "_buf", "_skip",
                  "_skip_drop", "_aborted", "peers")
 
     def __init__(self) -> None:
@@ -78,9 +78,12 @@ class ResponseTracker:
         # A NotificationResponse carries the sending backend's pid (4 bytes): when that backend is one of
         # the proxy's (in `peers`, its instance's trackers by own_pid, this one included), the client gets
         # the pid the proxy gave the client that backend serves or last served instead (its client_pid,
-        # from BackendKeyData; b"": not rewritten).
+        # from BackendKeyData; b"": not rewritten). A notification is sent when its transaction commits, and
+        # may reach the proxy after that backend went to another client: while no response is outstanding,
+        # the pid is that of the client the backend served at its last ReadyForQuery (notify_pid).
         self.own_pid = b""
         self.client_pid = b""
+        self.notify_pid = b""
         self.peers: dict[bytes, ResponseTracker] | None = None
         self.farewell = b""   # the server's own unsolicited ErrorResponse (FATAL 57P01...) as it ends the connection
         self.farewell_forwarded = False   # a FATAL went to the client as the answer to its statement
@@ -186,6 +189,7 @@ class ResponseTracker:
                     start = end
                 if kind == _Z:
                     self.status = data[pos + 5:end]   # one byte; never past the message (a malformed Z is empty)
+                    self.notify_pid = self.client_pid
                     if slot.kind == QUERY or slot.kind == SYNC:
                         slots.popleft()
                 elif kind == _E:
@@ -232,10 +236,12 @@ class ResponseTracker:
                 return b"".join(out)
             elif kind == _A and self.peers is not None:
                 sender = self.peers.get(data[pos + 5:pos + 9])
-                if sender is not None and sender.client_pid:
-                    out.append(data[start:pos + 5])   # a NOTIFY from a backend of the proxy's: its client's pid
-                    out.append(sender.client_pid)
-                    start = pos + 9
+                if sender is not None:
+                    pid = sender.client_pid if sender.slots or not sender.notify_pid else sender.notify_pid
+                    if pid:
+                        out.append(data[start:pos + 5])   # a NOTIFY from a backend of the proxy's: its client's pid
+                        out.append(pid)
+                        start = pos + 9
             pos = end
         if pos < size:
             self._buf = data[pos:]
