@@ -282,7 +282,7 @@ def test_timing_sanity(capsys: pytest.CaptureFixture[str]) -> None:
     "SELECT 'temp'",
 ])
 def test_the_sessions_bytes_shortcut_never_hides_an_effect(sql: str) -> None:
-    from proxy.engines.postgres.session import _plain_select
+    from proxy.engines.postgres.plain_select import plain_select as _plain_select
 
     if _plain_select(sql.encode()):
         assert session_effects(sql) == SessionEffects()
@@ -291,7 +291,7 @@ def test_the_sessions_bytes_shortcut_never_hides_an_effect(sql: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="selctSELCT ;_-'()*,.0123456789abdfghijkmnopqruvwxyzADVISORYTEMPGONFI", max_size=60))
 def test_the_sessions_bytes_shortcut_never_hides_an_effect_on_any_text(tail: str) -> None:
-    from proxy.engines.postgres.session import _plain_select
+    from proxy.engines.postgres.plain_select import plain_select as _plain_select
 
     sql = "SELECT " + tail
     if _plain_select(sql.encode()):
@@ -299,7 +299,8 @@ def test_the_sessions_bytes_shortcut_never_hides_an_effect_on_any_text(tail: str
 
 
 def test_statements_that_differ_in_a_trailing_number_share_the_shortcuts_verdict() -> None:
-    from proxy.engines.postgres.session import _PLAIN_STEMS, _plain_select
+    from proxy.engines.postgres.plain_select import PLAIN_STEMS as _PLAIN_STEMS
+    from proxy.engines.postgres.plain_select import plain_select as _plain_select
 
     _PLAIN_STEMS.clear()
     assert _plain_select(b"SELECT abalance FROM pgbench_accounts WHERE aid = 17;")
@@ -311,7 +312,8 @@ def test_statements_that_differ_in_a_trailing_number_share_the_shortcuts_verdict
 
 
 def test_long_statements_are_checked_but_not_remembered() -> None:
-    from proxy.engines.postgres.session import _PLAIN_STEMS, _plain_select
+    from proxy.engines.postgres.plain_select import PLAIN_STEMS as _PLAIN_STEMS
+    from proxy.engines.postgres.plain_select import plain_select as _plain_select
 
     _PLAIN_STEMS.clear()
     assert _plain_select(b"SELECT '" + b"x" * 1000 + b"'")

@@ -15,7 +15,6 @@ from ...core.session import (
     LOGIN,
     READY,
     STARTUP,
-    by_statement_stem,
 )
 from ...errors import ProtocolViolation, ProxyError, ServerUnavailable
 from ...pool.pool import Pool
@@ -24,12 +23,13 @@ from .failed_work import fail_pending, in_flight_replies
 from .listen_flow import ListenFlow, hold_ready, may_take, sync_marker, take_listen
 from .listen_sql import listen_only
 from .login import PgLoginSession
+from .plain_select import effect_free, plain_select
 from .positions import request_position
 from .replay import PgReplay
 from .reset import reset_then_release
 from .rewrite import StatementRewriter
 from .server import ServerConnection
-from .session_state import EMPTY, session_effects
+from .session_state import session_effects
 from .split_hold import SplitHold, statement_text
 from .statements import ParseMessage, decode_parse
 from .wire import messages as m
@@ -56,24 +56,10 @@ _LISTEN_FIRST = b"lLuU \t\r\n/-("   # how a Query that may be a LISTEN starts (l
 _STARTUP, _AUTH, _LOGIN, _READY, _CLOSED = STARTUP, AUTH, LOGIN, READY, CLOSED
 
 
-def _plain_select_text(sql: bytes) -> bool:
-    """A bytes-level shortcut before session_effects(): a lone SELECT with none of the words that
-    could change session state (see routing.session_state.might_change_session)."""
-    low = sql.lower().rstrip(b"; \t\r\n")   # one trailing ';' (as pgbench sends) is still one statement
-    return (low[:7] == b"select " and b";" not in low and b"advisory" not in low
-            and b"set_config" not in low and b"temp" not in low and b"notify" not in low)
-
-
-# Remembered per statement stem: point lookups that differ only in a trailing number share one verdict.
-_PLAIN_STEMS: dict[bytes, bool] = {}
-_plain_select = by_statement_stem(_plain_select_text, _PLAIN_STEMS)
-_PLAIN_SELECT = _plain_select
 # Statements after which a statement's description (columns, types) may differ.
 _DDL = re.compile(rb"(?:^|;)\s*(?:alter|drop|create)\s", re.IGNORECASE)
 
 
-def _effect_free(query: bytes) -> bool:
-    return _PLAIN_SELECT(query) or session_effects(query.decode("utf-8", "replace")) is EMPTY
 _NO_NAMES: list[str] = []   # never changed: replaced, not appended to
 _STREAM_COPY_DATA = 0x64  # CopyData may stream through before it is complete
 # Slots are immutable once made: share one per kind for plain pass-through responses.
@@ -381,7 +367,7 @@ class PgClientSession(PgLoginSession):
     def _statement_effects(self, sql: bytes, server: ServerConnection, may_hold: bool = False) -> bool:
         """Apply what sql does to session state; True if it is a LISTEN the proxy answers (may_hold:
         a simple Query at a batch boundary), held by the caller instead of sent."""
-        if _PLAIN_SELECT(sql):
+        if plain_select(sql):
             return False
         names = self.shared.statement_names
         if names.descriptions and _DDL.search(sql):
@@ -445,7 +431,7 @@ class PgClientSession(PgLoginSession):
         """Transaction pooling without a server: answer a batch of Parse/Describe/Close/Sync of known
         statements here (see rewrite.StatementRewriter.answer_alone); False if it needs a server."""
         rewriter = self.rewriter or self._new_rewriter()
-        answered = rewriter.answer_alone(data, _effect_free, "search_path" not in self.gucs.client)
+        answered = rewriter.answer_alone(data, effect_free, "search_path" not in self.gucs.client)
         if answered is None:
             return False
         replies, self.unsynced = answered
