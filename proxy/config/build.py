@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import fields, replace
@@ -37,13 +38,13 @@ from .model import (
     User,
 )
 from .patroni import PATRONI_KEYS, patroni_credentials, patroni_urls
-from .reader import Context, Problems, Table, read_secret, toml_type
+from .reader import Context, Problems, Table, is_int, read_secret, toml_type
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
 _SERVER_KEYS = ("admin_listen", "http_listen", "log_format", "log_level", "shutdown_timeout",
                 "client_login_timeout", "admin_allow", "http_allow", "audit_log", "audit_statements",
-                "client_connect_rate", "client_connect_burst", "tokens")
+                "client_connect_rate", "client_connect_burst", "tokens", "workers")
 _USER_KEYS = (
     "name",
     "password",
@@ -124,7 +125,22 @@ def _build_server(t: Table, context: Context) -> ServerSettings:
         client_connect_rate=t.integer("client_connect_rate", 0),
         client_connect_burst=t.integer("client_connect_burst", 0),
         tokens=build_tokens(t.table("tokens", TOKEN_KEYS), context) if "tokens" in t.data else None,
+        workers=_workers(t),
     )
+
+
+MAX_WORKERS = 64
+
+
+def _workers(t: Table) -> int:
+    """[server] workers: a number of data-plane processes (1 = one process, no split), or "auto" (one per CPU)."""
+    value = t.data.get("workers", 1)
+    if value == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    if not is_int(value) or not 1 <= value <= MAX_WORKERS:
+        t.problem("workers", f'must be a number from 1 to {MAX_WORKERS} or "auto" (got {toml_type(value)})')
+        return 1
+    return int(value)
 
 
 def _build_users(root: Table, context: Context, *, tokens_given: bool) -> tuple[tuple[User, ...], list[int]]:

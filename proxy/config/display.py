@@ -38,6 +38,7 @@ def to_display(config: Config) -> dict[str, Any]:
                 "client_connect_rate": config.server.client_connect_rate,
                 "client_connect_burst": config.server.client_connect_burst,
                 "tokens": _tokens_display(config.server.tokens),
+                "workers": config.server.workers,
             }
         ),
         "users": [

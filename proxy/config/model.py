@@ -92,6 +92,7 @@ class ServerSettings:
     client_connect_rate: int = 0
     client_connect_burst: int = 0
     tokens: TokenSettings | None = None   # [server.tokens]: token logins (SPEC §10)
+    workers: int = 1   # data-plane processes beside the control process ("auto": one per CPU); 1 = no split
 
 
 @dataclass(frozen=True)

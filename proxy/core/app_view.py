@@ -7,7 +7,7 @@ module imports them and nothing imports back up.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..audit import AuditLog
 from ..config import Config
@@ -15,6 +15,9 @@ from ..metrics import Metrics
 from .cluster import Cluster
 from .session import ClientSessionCore
 from .users import UserDirectory
+
+if TYPE_CHECKING:
+    from ..workers.control import WorkerSet
 
 
 class AppView(Protocol):
@@ -28,6 +31,7 @@ class AppView(Protocol):
     draining: bool
 
     audit: AuditLog | None
+    workers: WorkerSet | None   # the control process of [server] workers = N: views gathered from every worker
 
     async def reload(self) -> list[str]: ...
 
