@@ -241,3 +241,31 @@ async def test_follow_mode_failover_switches_every_workers_writer(
         await asyncio.gather(*(c.close() for c in fresh))
     finally:
         await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+
+
+async def test_limits_and_allowlists_hold_across_workers(
+        pg_cluster: PgCluster, proxy_factory: Callable[..., ProxyProcess]) -> None:
+    """md5user's max_client_connections = 2 is 1 + 1 over two workers: never more than 2 in the proxy,
+    whichever worker the kernel picks; an endpoint's allowlist refuses in every worker."""
+    ports = OpsPorts.of(free_ports(6))
+    text = workers_config(pg_cluster, ports)
+    text = text.replace('server_user = "md5user"\n', 'server_user = "md5user"\nmax_client_connections = 2\n', 1)
+    text = text.replace('name = "analytics"\n', 'name = "analytics"\nallow = ["10.0.0.0/8"]\n', 1)
+    proxy = proxy_factory(text)
+    wait_until(lambda: len(worker_pids(proxy.log_text())) == 2, what="two workers ready")
+    dsn_md5 = f"postgresql://md5user:md5-secret@{HOST}:{ports.writer}/{APP_DB}"
+    conns: list[asyncpg.Connection] = []
+    refused = 0
+    try:
+        for _ in range(12):
+            try:
+                conns.append(await asyncpg.connect(dsn_md5))
+            except asyncpg.TooManyConnectionsError:
+                refused += 1
+        assert 1 <= len(conns) <= 2 and refused == 12 - len(conns)
+        for _ in range(6):   # each new connection goes to a worker the kernel picks
+            with pytest.raises((ConnectionError, asyncpg.InterfaceError, OSError)):
+                await asyncpg.connect(dsn(ports.custom), timeout=5)
+    finally:
+        await asyncio.gather(*(c.close() for c in conns))
+    assert "not in its allowlist" in proxy.log_text()
