@@ -269,3 +269,40 @@ async def test_limits_and_allowlists_hold_across_workers(
     finally:
         await asyncio.gather(*(c.close() for c in conns))
     assert "not in its allowlist" in proxy.log_text()
+
+
+@pytest.mark.slow
+async def test_switchover_pauses_and_drains_every_worker(
+        pg_cluster_factory: Callable[..., PgCluster], proxy_factory: Callable[..., ProxyProcess]) -> None:
+    """Admin FAILOVER with two workers: the control process pauses both, waits for their transactions on
+    the old writer, promotes; no write of 8 clients (spread over both workers) fails or is lost."""
+    from bench.failover import TABLE, WriteLoad
+
+    pg = pg_cluster_factory()
+    pg.sql(0, f"CREATE TABLE {TABLE} (client int, seq int, at timestamptz DEFAULT clock_timestamp(), "
+              f"PRIMARY KEY (client, seq)); GRANT ALL ON {TABLE} TO PUBLIC", db=APP_DB)
+    ports = OpsPorts.of(free_ports(6))
+    proxy = proxy_factory(workers_config(pg, ports, interval="200ms", failure_threshold=3, mode="follow",
+                                         health_user="postgres", borrow_timeout="20s"))
+    wait_until(lambda: len(worker_pids(proxy.log_text())) == 2, what="two workers ready")
+    old, *replicas = pg.instance_addrs()
+    writes = WriteLoad(dsn(ports.writer), clients=8)
+    await writes.start()
+    try:
+        await by_worker(writes.conns)   # asyncpg connections of both workers
+        deadline = time.monotonic() + 10
+        while len(writes.acknowledged()) < 100 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        [row] = await asyncio.to_thread(admin, ports.admin, "FAILOVER main")
+        await writes.wait_resumed(time.monotonic(), timeout=10)
+        await asyncio.sleep(0.3)
+    finally:
+        await writes.stop()
+    try:
+        assert row["old_writer"] == old and row["new_writer"] in replicas
+        assert not writes.errors() and not writes.disconnected, writes.errors()[:5]
+        new = pg.instance_addrs().index(row["new_writer"])
+        assert await writes.conns[0].fetchval("SELECT inet_server_port()") == pg.ports[new]
+        assert all(r["paused"] == "f" for r in admin(ports.admin, "SHOW POOLS"))   # resumed in every worker
+    finally:
+        await writes.close()

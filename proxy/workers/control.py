@@ -261,7 +261,7 @@ class ControlCluster(Cluster[Any]):
     """The control process's cluster: topology and failover here, traffic in the workers.
 
     A switchover pauses and resumes every worker's cluster, and waits for the transactions
-    running on the old writer in every worker (polled while paused).
+    running on the old writer in every worker (polled from its first in_flight call until resume).
     """
 
     def __init__(self, config: ClusterConfig, app: ControlApp) -> None:
@@ -278,12 +278,8 @@ class ControlCluster(Cluster[Any]):
 
     def pause(self) -> None:
         super().pause()
-        workers = self._app.workers
-        if workers is not None:
-            workers.notify_all("pause", self.name)
-            if self._poll is None:
-                self._in_flight = None
-                self._poll = asyncio.ensure_future(self._poll_in_flight(workers))
+        if self._app.workers is not None:
+            self._app.workers.notify_all("pause", self.name)
 
     def resume(self) -> None:
         super().resume()
@@ -301,8 +297,14 @@ class ControlCluster(Cluster[Any]):
             await asyncio.sleep(0.005)
 
     def in_flight(self, instance: Address) -> int:
+        """Polled by a switchover while paused: the workers are asked every 5 ms from the first call on
+        (until resume); until their first answers the instance counts as busy."""
+        workers = self._app.workers
+        if self._poll is None and workers is not None:
+            self._in_flight = None
+            self._poll = asyncio.ensure_future(self._poll_in_flight(workers))
         if self._in_flight is None:
-            return 1   # not counted yet since the pause: treated as busy
+            return 1
         return self._in_flight.get(instance, 0)
 
     def close_pinned(self, instance: Address, reason: str) -> int:
