@@ -306,3 +306,30 @@ async def test_switchover_pauses_and_drains_every_worker(
         assert all(r["paused"] == "f" for r in admin(ports.admin, "SHOW POOLS"))   # resumed in every worker
     finally:
         await writes.close()
+
+
+async def test_a_cluster_added_by_reload_serves_in_every_worker(proxy: RunningProxy) -> None:
+    path = proxy.process.config_path
+    original = path.read_text()
+    (port,) = free_ports(1)
+    instances = re.search(r"instances = (\[[^\]]*\])", original)
+    assert instances
+    added = (f'\n[clusters.extra]\nengine = "postgres"\ninstances = {instances[1]}\nclient_auth = "trust"\n'
+             f'[[clusters.extra.endpoints]]\nname = "writer"\nlisten = "{HOST}:{port}"\nrole = "writer"\n')
+    try:
+        path.write_text(original + added)
+        proxy.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: proxy.log_text().count("endpoint extra/writer (writer) listening") == 2,
+                   what="the new endpoint listening in both workers")
+        conns = await connect_many(port)
+        try:
+            await by_worker(conns)
+            assert await asyncio.gather(*(c.fetchval("SELECT NOT pg_is_in_recovery()") for c in conns)) == \
+                [True] * CLIENTS
+        finally:
+            await asyncio.gather(*(c.close() for c in conns))
+    finally:
+        path.write_text(original)
+        proxy.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "extra" not in {r["cluster"] for r in admin(_admin_port(proxy), "SHOW ENDPOINTS")},
+                   what="cluster extra removed again")

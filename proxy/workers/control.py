@@ -96,11 +96,14 @@ class WorkerSet:
 
         worker.link = link = await Link.open(ours, f"worker {worker.index}", self._refuse, on_notice)
         app = self.app
-        snapshots = {name: c.topology for name, c in app.clusters.items() if c.topology is not None}
+        snapshots = self._snapshots()
         paused = frozenset(name for name, c in app.clusters.items() if c.paused)
         link.send(Hello(worker.index, self.count, worker_config(app.config, worker.index, self.count), snapshots,
                         paused))
         self._spawn_task(self._watch(worker, worker.process))
+
+    def _snapshots(self) -> dict[str, TopologySnapshot]:
+        return {name: c.topology for name, c in self.app.clusters.items() if c.topology is not None}
 
     async def _watch(self, worker: _Worker, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
@@ -231,7 +234,9 @@ class WorkerSet:
     async def apply_config(self, config: Config) -> list[str]:
         """A reloaded config: each worker applies its share; their problems (a port that will not open)."""
         problems: list[str] = []
-        for answer in await self.gather("config", per_worker=lambda i: worker_config(config, i, self.count)):
+        snapshots = self._snapshots()   # for clusters the reload added: their workers start with the topology
+        for answer in await self.gather("config", per_worker=lambda i: (worker_config(config, i, self.count),
+                                                                         snapshots)):
             problems += [p for p in answer if p not in problems]
         return problems
 

@@ -123,7 +123,9 @@ class WorkerApp(ProxyApp):
         if kind == "status":
             return views.status(self)
         if kind == "config":
-            return await self.apply_config(payload)
+            config, snapshots = payload
+            self._snapshots.update(snapshots)
+            return await self.apply_config(config)
         if kind == "in_flight":
             name, instances = payload
             cluster = self.clusters.get(name)
