@@ -594,7 +594,8 @@ class Bench:
             f"pgbench -c {args.clients} -j {args.clients}, {args.duration} s per run, {args.rounds} round(s) "
             f"with the target order rotated (median shown), scale {args.scale}; pool size {args.pool_size} "
             f"on both poolers, transaction mode, md5 client auth on the poolers (direct: trust); "
-            f"{args.replicas} replica(s), idle except in the endpoint comparison.",
+            f"{args.replicas} replica(s), idle except in the endpoint comparison; dbproxy "
+            f"{'with [server] workers = ' + str(args.workers) if args.workers > 1 else 'in one process'}.",
             f"{cpus} CPU(s) shared by pgbench, PostgreSQL and the pooler: absolute numbers are small and noisy; "
             "compare the ratios.",
         ]
