@@ -312,7 +312,7 @@ class Bench:
             log("dbproxy endpoints " + "; ".join(f"{c.name} {c.endpoint_ports}" for c in clusters))
             self.services["dbproxy"] = start_dbproxy(
                 self.workdir / "dbproxy", clusters, BENCH_USER, BENCH_PASSWORD, APP_DB, args.pool_size,
-                args.workers,
+                server_extra=f"workers = {args.workers}" if args.workers > 1 else "",
             )
             by_name = {c.name: c for c in clusters}
             writer = by_name[REPLICA_ENDPOINTS.cluster].endpoint_ports["writer"]

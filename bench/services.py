@@ -156,14 +156,13 @@ def start_dbproxy(
     database: str,
     pool_size: int,
     server_extra: str = "",
-    name: str = "dbproxy",
 ) -> Service:
     """Write the config, start `python -m proxy run` and wait until a query works through every endpoint."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "dbproxy.toml"
     config.write_text(dbproxy_config(clusters, user, password, pool_size, server_extra))
     service = Service(
-        name,
+        "dbproxy",
         [sys.executable, "-m", "proxy", "run", "--config", str(config)],
         workdir / "dbproxy.log",
         cwd=REPO_ROOT,
