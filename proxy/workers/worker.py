@@ -23,7 +23,8 @@ from ..config import Address, ClusterConfig, Config
 from ..core.admission import ConnectRateLimiter
 from ..core.cluster import Cluster
 from ..logs import setup_logging
-from ..topology import TopologySnapshot
+from ..topology import FailoverCoordinator, InstanceState, TopologyMonitor, TopologySnapshot
+from ..topology.patroni_watch import PatroniWatcher
 from .channel import Hello, Notice
 from .link import Link
 from .remote_topology import RemoteTopology
@@ -52,15 +53,7 @@ class WorkerApp(ProxyApp):
                 self.clusters[name].pause()
 
     def _new_cluster(self, config: ClusterConfig) -> Cluster[Any]:
-        cluster = super()._new_cluster(config)
-        if cluster.monitor is not None:
-            snapshot = self._snapshots.get(config.name, cluster.monitor.snapshot)
-            remote = RemoteTopology(config.name, snapshot, config.health, self._ask_probe,
-                                    on_writer_change=cluster._writer_changed)
-            remote.snapshot_listeners.append(cluster._snapshot_published)
-            cluster.monitor = remote
-            cluster.failover = None   # failover decisions are the control process's
-        return cluster
+        return WorkerCluster(config, self)
 
     def _set_connect_rate(self, config: Config) -> None:
         settings = config.server
@@ -131,6 +124,29 @@ class WorkerApp(ProxyApp):
             cluster = self.clusters.get(name)
             return [cluster.in_flight(a) if cluster is not None else 0 for a in instances]
         raise ValueError(f"unknown request {kind!r}")
+
+
+class WorkerCluster(Cluster[Any]):
+    """A worker's cluster: pools and routing here; its topology is the control process's snapshots
+    (RemoteTopology), and failover and Patroni are the control process's alone."""
+
+    def __init__(self, config: ClusterConfig, app: WorkerApp) -> None:
+        self._app = app   # before Cluster.__init__, which makes the monitor
+        super().__init__(config, app._configured_user, app._configured_users)
+
+    def _make_monitor(self, config: ClusterConfig) -> TopologyMonitor | None:
+        if self.engine.probe_factory() is None:
+            return None
+        snapshot = self._app._snapshots.get(config.name) or TopologySnapshot(
+            config.name, tuple(InstanceState(a) for a in config.instances))
+        return RemoteTopology(config.name, snapshot, config.health, self._app._ask_probe,
+                              on_writer_change=self._writer_changed)
+
+    def _make_failover(self, config: ClusterConfig) -> FailoverCoordinator | None:
+        return None
+
+    def _make_patroni(self, config: ClusterConfig) -> PatroniWatcher | None:
+        return None
 
 
 def _space_server_ids(index: int, count: int) -> None:
