@@ -104,6 +104,13 @@ def process_seconds(pid: int) -> float | None:
     return _seconds(fields, 11, 13)
 
 
+def tree_seconds(pid: int) -> float | None:
+    """CPU seconds of one process and all its descendants (dbproxy's workers), live or reaped; None if gone."""
+    if process_seconds(pid) is None:
+        return None
+    return sample([pid]).ours
+
+
 def usage(before: CpuSample, after: CpuSample, seconds: float) -> CpuUsage:
     if seconds <= 0:
         return CpuUsage(0.0, 0.0, 0.0, 0.0, "")

@@ -72,7 +72,7 @@ def pooler_cpu_note(runs: list[CellRun], workloads: Sequence[Workload]) -> tuple
     names = {"dbproxy": "dbproxy", "pgbouncer": "PgBouncer"}
     parts = [label[key] + " " + ", ".join(f"{names[t]} {us:.0f} µs" for t, us in row.items())
              for key, row in numbers.items()]
-    return ("Pooler CPU per transaction (the pooler's own process, user + system, median of the rounds): "
+    return ("Pooler CPU per transaction (the pooler's own processes, user + system, median of the rounds): "
             + "; ".join(parts) + "."), numbers
 
 

@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import classify_cost
 from bench import sysbench as mysql_bench
-from bench.cpu import process_seconds, sample, usage
+from bench.cpu import sample, tree_seconds, usage
 from bench.pgbench import (
     ENDPOINTS_WORKLOAD,
     WORKLOADS,
@@ -122,6 +122,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=16, help="pgbench -c (and -j) (default 16)")
     parser.add_argument("--pool-size", type=int, default=20, help="server connections per pool, both poolers")
     parser.add_argument("--scale", type=int, default=10, help="pgbench -i -s (default 10)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="dbproxy [server] workers: data-plane processes (default 1: one process)")
     parser.add_argument("--replicas", type=int, default=2, help="streaming replicas next to the primary")
     parser.add_argument(
         "--only",
@@ -309,7 +311,8 @@ class Bench:
             clusters = self._dbproxy_clusters(pg_ports)
             log("dbproxy endpoints " + "; ".join(f"{c.name} {c.endpoint_ports}" for c in clusters))
             self.services["dbproxy"] = start_dbproxy(
-                self.workdir / "dbproxy", clusters, BENCH_USER, BENCH_PASSWORD, APP_DB, args.pool_size
+                self.workdir / "dbproxy", clusters, BENCH_USER, BENCH_PASSWORD, APP_DB, args.pool_size,
+                server_extra=f"workers = {args.workers}" if args.workers > 1 else "",
             )
             by_name = {c.name: c for c in clusters}
             writer = by_name[REPLICA_ENDPOINTS.cluster].endpoint_ports["writer"]
@@ -386,11 +389,11 @@ class Bench:
         roots = self._our_pids()
         self._wait_idle(roots)
         before = sample(roots)
-        pooler_before = process_seconds(service.pid) if service is not None else None
+        pooler_before = tree_seconds(service.pid) if service is not None else None
         began = time.monotonic()
         cell = self._pgbench(workload, target, round_no, duration)
         cell.cpu = usage(before, sample(roots), time.monotonic() - began)
-        pooler_after = process_seconds(service.pid) if service is not None else None
+        pooler_after = tree_seconds(service.pid) if service is not None else None
         if pooler_before is not None and pooler_after is not None:
             cell.pooler_cpu_s = pooler_after - pooler_before
         self.stats_pending_since = time.monotonic()
@@ -591,7 +594,8 @@ class Bench:
             f"pgbench -c {args.clients} -j {args.clients}, {args.duration} s per run, {args.rounds} round(s) "
             f"with the target order rotated (median shown), scale {args.scale}; pool size {args.pool_size} "
             f"on both poolers, transaction mode, md5 client auth on the poolers (direct: trust); "
-            f"{args.replicas} replica(s), idle except in the endpoint comparison.",
+            f"{args.replicas} replica(s), idle except in the endpoint comparison; dbproxy "
+            f"{'with [server] workers = ' + str(args.workers) if args.workers > 1 else 'in one process'}.",
             f"{cpus} CPU(s) shared by pgbench, PostgreSQL and the pooler: absolute numbers are small and noisy; "
             "compare the ratios.",
         ]

@@ -8,7 +8,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .admin import start_admin_console, topology_view
 from .admin import views as admin_views
@@ -30,6 +30,9 @@ from .recording import recorder as recording
 from .recording.recorder import Recorder, statement_hook
 from .tokens import TokenKeys
 
+if TYPE_CHECKING:
+    from .workers.control import WorkerSet
+
 log = logging.getLogger("dbproxy")
 connections_log = ConnectionLog()
 
@@ -44,11 +47,15 @@ class ProxyApp:
         self.metrics = Metrics()
         self.metrics.on_scrape(lambda: admin_views.live_metrics(self))
         self.metrics.on_scrape(lambda: topology_view.zone_metrics(self))
-        self.clusters: dict[str, Cluster[Any]] = {c.name: Cluster(c, self._configured_user, self._configured_users)
-                                                     for c in config.clusters}
+        self.clusters: dict[str, Cluster[Any]] = {c.name: self._new_cluster(c) for c in config.clusters}
         self.sessions: set[ClientSession] = set()
         self._by_pid: dict[int, ClientSession] = {}
         self._next_pid = random.randint(1 << 23, 1 << 29)   # above Linux pids (pid_max <= 2**22)
+        self._pid_step = 1   # workers: N, each worker's ids stay apart (proxy/workers/worker.py)
+        self.reuse_port = False   # workers: every worker listens on the same ports (SO_REUSEPORT)
+        # The control process's view of its workers (proxy/workers/control.py): admin commands and
+        # /metrics, /status are gathered from every worker through it. None in a single process.
+        self.workers: WorkerSet | None = None
         self.listeners: dict[tuple[str, str], asyncio.Server] = {}
         self.started_at = time.time()
         self.stopping = asyncio.Event()
@@ -65,6 +72,10 @@ class ProxyApp:
         self.audit = AuditLog(settings.audit_log, settings.audit_statements) if settings.audit_log else None
         self.faults = FaultInjector(settings.faults, self.metrics, lambda: self.clusters)   # SPEC §13
         self.recording: Recorder | None = None   # RECORD START ... RECORD STOP (proxy/recording/)
+
+    def _new_cluster(self, config: ClusterConfig) -> Cluster[Any]:
+        """A cluster's runtime state (the control process and the workers make their own kind)."""
+        return Cluster(config, self._configured_user, self._configured_users)
 
     def _configured_user(self, name: str) -> User | None:
         login = self.users.get(name)
@@ -114,7 +125,7 @@ class ProxyApp:
             return make(self, cluster, seen[1])
 
         server = await loop.create_server(session, endpoint.listen.host, endpoint.listen.port,
-                                          reuse_address=True, backlog=2048)
+                                          reuse_address=True, reuse_port=self.reuse_port or None, backlog=2048)
         self.listeners[(cluster.name, endpoint.name)] = server
         log.info("endpoint %s/%s (%s) listening on %s", cluster.name, endpoint.name, endpoint.role,
                  endpoint.listen)
@@ -308,10 +319,10 @@ class ProxyApp:
         if 0 < wanted_pid <= 0x7FFFFFFF and wanted_pid not in by_pid:
             pid = wanted_pid
         else:
-            self._next_pid += 1
+            self._next_pid += self._pid_step
             pid = self._next_pid & 0x7FFFFFFF
             while pid in by_pid or not pid:
-                self._next_pid += 1
+                self._next_pid += self._pid_step
                 pid = self._next_pid & 0x7FFFFFFF
         key = random.getrandbits(32)
         self._by_pid[pid] = session
@@ -354,6 +365,10 @@ class ProxyApp:
             for line in exc.problems:
                 log.error("reload rejected: %s", line)
             return list(exc.problems)
+        return await self.apply_config(new)
+
+    async def apply_config(self, new: Config) -> list[str]:
+        """Apply a loaded config (reload; a worker gets it from the control process); returns the problems."""
         changes = diff(self.config, new)
         self._apply_server_settings(new.server)
         self._apply_limits(new)
@@ -365,8 +380,7 @@ class ProxyApp:
             cluster = self.clusters.get(cluster_config.name)
             old = cluster.config if cluster is not None else None
             if cluster is None:
-                cluster = self.clusters[cluster_config.name] = Cluster(cluster_config, self._configured_user,
-                                                                        self._configured_users)
+                cluster = self.clusters[cluster_config.name] = self._new_cluster(cluster_config)
                 await cluster.start(self.metrics)
             else:
                 cluster.config = cluster_config
@@ -448,8 +462,9 @@ def _describe(changes: ConfigDiff) -> str:
     return "; ".join(parts) or "no changes"
 
 
-async def serve(config: Config) -> int:
-    app = ProxyApp(config)
+async def serve(config: Config, make: Callable[[Config], ProxyApp] | None = None) -> int:
+    """Run the app (`make`: the control process of workers; default a single ProxyApp) until stopped."""
+    app = (make or ProxyApp)(config)
     loop = asyncio.get_running_loop()
     try:
         await app.start()
@@ -486,8 +501,12 @@ def run(config: Config) -> int:
     setup_logging(config.server.log_format, config.server.log_level)
     import uvloop
 
+    make: Callable[[Config], ProxyApp] | None = None
+    if config.server.workers > 1:
+        from .workers.control import ControlApp
+        make = ControlApp
     try:
-        return uvloop.run(serve(config))
+        return uvloop.run(serve(config, make))
     except Exception:
         log.exception("dbproxy failed")
         return 1

@@ -1052,6 +1052,8 @@ def test_server_faults_is_off_by_default_and_a_boolean() -> None:
     assert parse("[server]\nfaults = true\n" + BASE).server.faults is True
     assert problems("[server]\nfaults = \"yes\"\n" + BASE) == [
         _e("server.faults", 'expected true or false, got string "yes"')]
+    assert problems("[server]\nfaults = true\nworkers = 2\n" + BASE) == [
+        _e("server.faults", "fault injection needs workers = 1 (workers = 2): the faults live in one process")]
 
 
 SHADOW = """

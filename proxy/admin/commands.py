@@ -116,6 +116,8 @@ def find_command(tokens: list[str]) -> tuple[Command, list[str]]:
 
 async def execute(app: ProxyApp, statement: str) -> Result:
     command, args = find_command(tokenize(statement))
+    if app.workers is not None:   # [server] workers = N: gathered from (or sent to) every worker
+        return await app.workers.execute(command.name, statement, lambda: command.handler(app, args))
     return await command.handler(app, args)
 
 

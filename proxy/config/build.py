@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import fields, replace
@@ -42,14 +43,14 @@ from .model import (
 )
 from .patroni import PATRONI_KEYS, patroni_credentials, patroni_urls
 from .placement import read_discovery, read_instances, read_locality
-from .reader import Context, Problems, Table, read_secret, toml_type
+from .reader import Context, Problems, Table, is_int, read_secret, toml_type
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
 _SERVER_KEYS = ("admin_listen", "http_listen", "log_format", "log_level", "shutdown_timeout",
                 "client_login_timeout", "admin_allow", "http_allow", "audit_log", "audit_statements",
                 "client_connect_rate", "client_connect_burst", "tokens", "zone", "region",
-                "faults")
+                "faults", "workers")
 _USER_KEYS = (
     "name",
     "password",
@@ -142,7 +143,27 @@ def _build_server(t: Table, context: Context) -> ServerSettings:
         client_connect_burst=t.integer("client_connect_burst", 0),
         tokens=build_tokens(t.table("tokens", TOKEN_KEYS), context) if "tokens" in t.data else None,
         faults=t.boolean("faults", False),
+        workers=_workers(t, faults=t.data.get("faults") is True),
     )
+
+
+MAX_WORKERS = 64
+
+
+def _workers(t: Table, faults: bool) -> int:
+    """[server] workers: a number of data-plane processes (1 = one process, no split), or "auto" (one per CPU).
+    Fault injection (faults = true) keeps its faults in one process: it needs workers = 1."""
+    value = t.data.get("workers", 1)
+    if value == "auto":
+        workers = max(1, len(os.sched_getaffinity(0)))
+    elif not is_int(value) or not 1 <= value <= MAX_WORKERS:
+        t.problem("workers", f'must be a number from 1 to {MAX_WORKERS} or "auto" (got {toml_type(value)})')
+        return 1
+    else:
+        workers = int(value)
+    if faults and workers > 1:
+        t.problem("faults", f"fault injection needs workers = 1 (workers = {workers}): the faults live in one process")
+    return workers
 
 
 def _build_users(root: Table, context: Context, *, tokens_given: bool) -> tuple[tuple[User, ...], list[int]]:

@@ -63,7 +63,7 @@ def diff(old: Config, new: Config) -> ConfigDiff:
     new_users = {u.name: u for u in new.users}
     restart = [
         f"server.{name}"
-        for name in ("admin_listen", "http_listen")
+        for name in ("admin_listen", "http_listen", "workers")
         if getattr(old.server, name) != getattr(new.server, name)
     ]
     changed: list[ClusterDiff] = []

@@ -44,6 +44,7 @@ def to_display(config: Config) -> dict[str, Any]:
                 "zone": config.server.zone or None,
                 "region": config.server.region or None,
                 "faults": config.server.faults,
+                "workers": config.server.workers,
             }
         ),
         "users": [

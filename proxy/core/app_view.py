@@ -7,7 +7,7 @@ module imports them and nothing imports back up.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..audit import AuditLog
 from ..config import Config
@@ -17,6 +17,9 @@ from ..recording.recorder import Recorder
 from .cluster import Cluster
 from .session import ClientSessionCore
 from .users import UserDirectory
+
+if TYPE_CHECKING:
+    from ..workers.control import WorkerSet
 
 
 class AppView(Protocol):
@@ -32,6 +35,7 @@ class AppView(Protocol):
     audit: AuditLog | None
     faults: FaultInjector
     recording: Recorder | None
+    workers: WorkerSet | None   # the control process of [server] workers = N: views gathered from every worker
 
     async def reload(self) -> list[str]: ...
 

@@ -225,6 +225,8 @@ class Cluster(Generic[C]):
     def _route(self, endpoint: EndpointConfig, route: str, min_position: int | None = None) -> Address | None:
         assert self.monitor is not None
         snapshot = self.monitor.snapshot
+        if endpoint.role == "writer" and not self._refused and self.faults is None:
+            return snapshot.writer   # the usual case, without choose()'s generality
         return choose(snapshot, endpoint, route, self.outstanding, self._rng, self._unusable(snapshot), min_position,
                       self.config.locality)
 
@@ -408,7 +410,9 @@ class Cluster(Generic[C]):
         target = self.choose_target(endpoint, route, min_position)
         if target is None:
             return None
-        pool = self.pool(target, user, database, variant)
+        pool = self.pools.get((target, user.name, database, variant))   # self.pool() without its call
+        if pool is None or pool.closed:
+            pool = self.pool(target, user, database, variant)
         conn = pool._take_idle()
         if conn is None:
             return None

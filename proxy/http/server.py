@@ -181,7 +181,10 @@ async def _serve_connection(app: ProxyApp, reader: asyncio.StreamReader, writer:
                 writer.write(Response(400, f"{exc}\n".encode()).encode(head_only=False, keep_alive=False))
                 return
             try:
-                response = respond(app, request)
+                gathered = None   # [server] workers = N: /metrics and /status of every worker
+                if app.workers is not None and request.method in ("GET", "HEAD"):
+                    gathered = await app.workers.respond(request.path)
+                response = gathered or respond(app, request)
             except Exception:  # noqa: BLE001 - one failing view must not take the service down
                 log.exception("HTTP %s %s failed", request.method, request.path)
                 response = Response(500, b"internal error\n")

@@ -119,6 +119,10 @@ class RefusedConnections:
         now = self._clock()
         self._entries[address] = (now, now + hold)
 
+    def __bool__(self) -> bool:
+        """Any instance refused lately (routing then asks `current`)."""
+        return bool(self._entries)
+
     def current(self, snapshot: TopologySnapshot) -> Collection[Address]:
         """The instances to avoid now (usually none: then no clock is read)."""
         if not self._entries:
