@@ -156,7 +156,7 @@ class PgClientSession(PgLoginSession):
         if self._cache is not None and self._cache.client_data(self, data):
             return
         server = self.server
-        if (self._listens and (data[0] == 0x50 or listen is not None or data[5:6] in _LISTEN_FIRST)
+        if (self._listens and data and (data[0] == 0x50 or listen is not None or data[5:6] in _LISTEN_FIRST)
                 and may_take(data, listen) and not self._pending and not self._held and not self.unsynced
                 and not self._copy_skip and not self._discard_until_sync and self._borrow_task is None
                 and (server is None or server.tracker.quiet) and take_listen(self, data)):
