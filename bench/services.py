@@ -72,7 +72,7 @@ server_tls  = {{ mode = "disable" }}
 mode                   = "transaction"
 max_server_connections = {pool_size}
 min_idle               = 0
-max_client_connections = 10000
+max_client_connections = 20000   # bench/suite.py holds 10,000 idle clients beside pgbench (workers: shares)
 prepared_statements    = true
 {endpoints}"""
 
@@ -99,7 +99,7 @@ pool_mode = transaction
 default_pool_size = {pool_size}
 min_pool_size = 0
 reserve_pool_size = 0
-max_client_conn = 10000
+max_client_conn = 20000
 max_db_connections = 0
 server_tls_sslmode = disable
 {tls}"""
