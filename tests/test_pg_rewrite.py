@@ -151,8 +151,37 @@ def test_describe_is_answered_from_what_a_server_said_before() -> None:
     assert replies == (m.PARSE_COMPLETE + DESCRIPTION + m.ready_for_query(b"I"), False)
     # A client with its own search_path may see other tables under the same names: a server answers.
     assert alone(described=True).answer_alone(PARSE_MSG + DESCRIBE_MSG + m.sync(), always, False) is None
-    rewriter.names.forget_descriptions()   # DDL went through the proxy
+    rewriter.names.schema_changed()   # DDL went through the proxy
     assert rewriter.answer_alone(DESCRIBE_MSG + m.sync(), always, True) is None
+    assert rewriter.answer_alone(PARSE_MSG + m.sync(), always, True) is None   # a fresh name: no server knows it
+
+
+def test_a_parse_after_ddl_does_not_land_on_the_copy_prepared_before() -> None:
+    rewriter, prepared, tracker = fresh()
+    assert rewriter.parse(decode_parse(PARSE_BODY), PARSE_BODY, prepared, tracker) == SERVER_PARSE
+    rewriter.names.schema_changed()
+    # Another client (or the same one again) prepares the same text: a fresh server-side name, sent to
+    # the server, though this connection has dbproxy_1 (whose types may be the old ones).
+    other = StatementRewriter(rewriter.names, 100)
+    assert other.parse(decode_parse(PARSE_BODY), PARSE_BODY, prepared, tracker) == m.message(
+        b"P", b"dbproxy_2\x00SELECT $1\x00\x00\x01\x00\x00\x00\x17")
+    assert list(prepared) == [b"dbproxy_1", b"dbproxy_2"]
+    # The first client's statement keeps its name (the server checks that copy's result type itself).
+    assert rewriter.bind(BIND_BODY, prepared, ResponseTracker()) == m.message(b"B", b"\x00dbproxy_1\x00" + BIND_BODY[4:])
+    # A name from before the change is retired like any other when the server invalidates it.
+    rewriter.names.retire(b"dbproxy_1")
+    assert b"dbproxy_1" in rewriter.names.retired
+    assert rewriter.names.name_for(decode_parse(PARSE_BODY)) == b"dbproxy_2"
+
+
+def test_a_describe_failing_with_a_changed_result_type_is_reported() -> None:
+    rewriter, prepared, _ = fresh()
+    rewriter.parse(decode_parse(PARSE_BODY), PARSE_BODY, prepared, ResponseTracker())
+    tracker = ResponseTracker()
+    rewriter.describe(DESCRIBE_MSG[5:], prepared, tracker)
+    stale = m.error_response("0A000", "cached plan must not change result type")
+    assert tracker.feed(stale) == stale
+    assert tracker.news == [(INVALIDATED, b"dbproxy_1", b"")]
 
 
 def test_an_open_batch_and_close_without_a_server() -> None:

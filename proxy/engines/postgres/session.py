@@ -105,6 +105,7 @@ class PgClientSession(PgLoginSession):
     _discard_until_sync = False
     _capturing = False
     _tx_set_names: set[str] | None = None   # made by the first SET inside a transaction
+    _schema_changing = False   # DDL sent, its transaction not ended yet
     _cache: SessionCache | None = None   # the query cache's part of the relay (clusters with a cache only)
 
     def __init__(self, app: Any, cluster: Cluster[ServerConnection], endpoint: EndpointConfig) -> None:
@@ -339,9 +340,9 @@ class PgClientSession(PgLoginSession):
     def _statement_effects(self, sql: bytes, server: ServerConnection) -> None:
         if _PLAIN_SELECT(sql):
             return
-        names = self.shared.statement_names
-        if names.descriptions and _DDL.search(sql):
-            names.forget_descriptions()   # a described statement's columns or types may change
+        if _DDL.search(sql):   # a statement's parameter or result types may change: fresh server-side names
+            self.shared.statement_names.schema_changed()
+            self._schema_changing = True   # and again once it is committed (see server_data)
         effects = session_effects(sql.decode("utf-8", "replace"))
         if effects.discard_all:
             self.gucs.clear(server)
@@ -436,6 +437,10 @@ class PgClientSession(PgLoginSession):
             for name in tracker.failed_statements:
                 server.prepared.pop(name, None)
             tracker.failed_statements.clear()
+        if self._schema_changing and tracker.idle:
+            # Statements prepared by others while the DDL ran saw the old schema: fresh names once more.
+            self._schema_changing = False
+            self.shared.statement_names.schema_changed()
         if (tracker.idle and not self.unsynced and not self._copy_skip and self.pinned is None
                 and not self.session_mode):
             if (self._capturing or self._tx_set_names or self._read_your_writes) and self._after_transaction(server):

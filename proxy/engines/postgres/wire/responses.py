@@ -37,7 +37,7 @@ CAPTURE = 3    # like DROP_ALL, but keep DataRow bodies in `captured` (injected 
 # What `news` reports about named server statements (slots with a statement name as payload).
 PARSED = 0        # its Parse succeeded
 DESCRIBED = 1     # the reply to Describe of it (ParameterDescription + RowDescription / NoData), as data
-INVALIDATED = 2   # a Bind of it failed: "cached plan must not change result type" (0A000)
+INVALIDATED = 2   # a Bind or Describe of it failed: "cached plan must not change result type" (0A000)
 
 _ENDS: dict[int, bytes] = {
     PARSE: b"1", BIND: b"2", CLOSE: b"3", DESCRIBE: b"Tn", EXECUTE: b"CIs",
@@ -191,7 +191,7 @@ class ResponseTracker:
                 elif kind == _E:
                     self.errors += 1
                     self._described = b""
-                    if slot.payload and slot.kind == BIND and _is_stale_plan(data, pos, end):
+                    if slot.payload and (slot.kind == BIND or slot.kind == DESCRIBE) and _is_stale_plan(data, pos, end):
                         self.news.append((INVALIDATED, slot.payload, b""))
                     if not drop and _is_fatal(data, pos, end):
                         self.farewell_forwarded = True

@@ -1,0 +1,51 @@
+"""End to end, transaction pooling on ONE server connection: prepared statements across DDL, and unnamed ones across transactions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+from e2e_helpers import RunningProxy, module_proxy
+
+from deploy.pgcluster import PgCluster
+
+
+@pytest.fixture(scope="module")
+def proxy(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
+    # Pool size 1: every client lands on the server connection that holds the others' statements.
+    with module_proxy(pg_cluster, tmp_path_factory.mktemp("schema"), pool_size=1, client_auth="md5") as proxy:
+        yield proxy
+        proxy.assert_alive_and_clean()
+
+
+async def test_a_statement_prepared_after_ddl_gets_the_new_types(proxy: RunningProxy) -> None:
+    """A Parse after DROP/CREATE or ALTER through the proxy must not land on the server's copy from before:
+    that copy answers Describe with "cached plan must not change result type" (asyncpg test_cache_invalidation)
+    or with the old parameter types (asyncpg test_custom_codec_override_tuple)."""
+    con = await asyncpg.connect(proxy.dsn())
+    try:
+        await con.execute("DROP TABLE IF EXISTS e2e_ddl; CREATE TABLE e2e_ddl (a int, b int)")
+        await con.execute("INSERT INTO e2e_ddl VALUES ($1, 2)", 1)
+        assert await con.fetchrow("SELECT * FROM e2e_ddl") == (1, 2)
+        await con.execute("INSERT INTO e2e_ddl VALUES (1, $1)", 3)
+        await con.execute("DROP TABLE e2e_ddl; CREATE TABLE e2e_ddl (a int, b text)")
+        other = await asyncpg.connect(proxy.dsn())   # a client that never saw the old table
+        try:
+            # The parameter of the INSERT is text now, the result's second column too.
+            await other.execute("INSERT INTO e2e_ddl VALUES ($1, 'x')", 1)
+            await other.execute("INSERT INTO e2e_ddl VALUES (1, $1)", "y")
+            assert sorted(await other.fetch("SELECT * FROM e2e_ddl")) == [(1, "x"), (1, "y")]
+            assert sorted(await other.fetch("SELECT * FROM e2e_ddl")) == [(1, "x"), (1, "y")]
+            await con.execute("ALTER TABLE e2e_ddl ALTER COLUMN b SET DATA TYPE int USING length(b)")
+            assert sorted(await other.fetch("SELECT * FROM e2e_ddl")) == [(1, 1), (1, 1)]
+            fresh = await asyncpg.connect(proxy.dsn())
+            try:
+                assert (await fresh.fetchrow("SELECT * FROM e2e_ddl WHERE b = $1", 1)) == (1, 1)
+            finally:
+                await fresh.close()
+        finally:
+            await other.close()
+    finally:
+        await con.execute("DROP TABLE IF EXISTS e2e_ddl")
+        await con.close()
