@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 from e2e_helpers import RunningProxy, module_proxy
+from psycopg import pq
 
 from deploy.pgcluster import PgCluster
 
@@ -49,3 +50,39 @@ async def test_a_statement_prepared_after_ddl_gets_the_new_types(proxy: RunningP
     finally:
         await con.execute("DROP TABLE IF EXISTS e2e_ddl")
         await con.close()
+
+
+def _pgconn(proxy: RunningProxy) -> pq.PGconn:
+    conn = pq.PGconn.connect(proxy.dsn().encode())
+    assert conn.status == pq.ConnStatus.OK, conn.error_message
+    return conn
+
+
+def test_the_unnamed_statement_of_an_earlier_batch_is_the_clients_own(proxy: RunningProxy) -> None:
+    """Parse of the unnamed statement + Sync, then Bind of it in a later batch (asyncpg with
+    statement_cache_size=0 or an uncacheable query, libpq PQprepare("") + PQexecPrepared("")): between the
+    two, the backend served another client, or ran a simple Query (the proxy's own SET replay or
+    current_setting() read-back too), which drops the unnamed statement."""
+    client, other = _pgconn(proxy), _pgconn(proxy)
+    try:
+        assert client.prepare(b"", b"SELECT $1::int * 2").status == pq.ExecStatus.COMMAND_OK
+        # Another client's unnamed statement on the only backend: the client must not run that one.
+        assert other.prepare(b"", b"SELECT 'other'::text").status == pq.ExecStatus.COMMAND_OK
+        res = client.exec_prepared(b"", [b"21"])
+        assert res.status == pq.ExecStatus.TUPLES_OK, res.error_message
+        assert res.get_value(0, 0) == b"42"
+        # A simple Query of another client dropped it: still the client's own.
+        assert other.exec_(b"SELECT 1").status == pq.ExecStatus.TUPLES_OK
+        described = client.describe_prepared(b"")
+        assert described.status == pq.ExecStatus.COMMAND_OK, described.error_message
+        assert described.nparams == 1 and described.ftype(0) == 23
+        res = client.exec_prepared(b"", [b"5"])
+        assert res.status == pq.ExecStatus.TUPLES_OK, res.error_message
+        assert res.get_value(0, 0) == b"10"
+        # The other client's statement was not replaced for good either.
+        res = other.exec_prepared(b"", [])
+        assert res.status == pq.ExecStatus.FATAL_ERROR   # its simple Query dropped it, as directly
+        assert b"unnamed prepared statement does not exist" in res.error_message
+    finally:
+        client.finish()
+        other.finish()

@@ -47,6 +47,12 @@ def bind_statement(body: bytes) -> tuple[int, int]:
         raise ProtocolViolation("malformed Bind message") from exc
 
 
+def unnamed_bind(data: bytes, start: int, end: int) -> bool:
+    """Whether the Bind body at data[start:end] binds the unnamed statement (the name after the portal's is empty)."""
+    portal_end = data.find(b"\x00", start, end)
+    return 0 <= portal_end < end - 1 and data[portal_end + 1] == 0
+
+
 def rewrite_bind(body: bytes, start: int, end: int, name: bytes) -> bytes:
     return message(b"B", body[:start] + name + body[end:])
 
