@@ -86,3 +86,36 @@ def test_the_unnamed_statement_of_an_earlier_batch_is_the_clients_own(proxy: Run
     finally:
         client.finish()
         other.finish()
+
+
+async def test_sql_execute_and_a_duplicate_name_of_a_protocol_level_statement(proxy: RunningProxy) -> None:
+    """asyncpg test_prepare_explicitly_named: SQL EXECUTE (simple Query) finds a statement prepared with Parse,
+    and a second Parse of the same name fails with 42P05 as directly (and aborts a transaction block)."""
+    con = await asyncpg.connect(proxy.dsn())
+    try:
+        statement = await con.prepare("SELECT 1", name="foobar")
+        assert statement.get_name() == "foobar"
+        assert await con.execute("EXECUTE foobar") == "SELECT 1"   # no arguments: a simple Query
+        with pytest.raises(asyncpg.exceptions.DuplicatePreparedStatementError,
+                           match='prepared statement "foobar" already exists'):
+            await con.prepare("SELECT 1", name="foobar")
+        async with con.transaction():
+            with pytest.raises(asyncpg.exceptions.DuplicatePreparedStatementError):
+                await con.prepare("SELECT 2", name="foobar")
+            with pytest.raises(asyncpg.exceptions.InFailedSQLTransactionError):
+                await con.fetchval("SELECT 3")
+    except asyncpg.exceptions.InFailedSQLTransactionError:
+        pass   # the COMMIT of the aborted block
+    finally:
+        await con.close()
+    conn = _pgconn(proxy)
+    try:
+        assert conn.prepare(b"st", b"SELECT $1::int + 1").status == pq.ExecStatus.COMMAND_OK
+        res = conn.exec_(b'EXECUTE "st" (41)')
+        assert res.status == pq.ExecStatus.TUPLES_OK, res.error_message
+        assert res.get_value(0, 0) == b"42"
+        # A statement that failed to prepare may be prepared again under its name.
+        assert conn.prepare(b"bad", b"SELEC 1").status == pq.ExecStatus.FATAL_ERROR
+        assert conn.prepare(b"bad", b"SELECT 2").status == pq.ExecStatus.COMMAND_OK
+    finally:
+        conn.finish()

@@ -16,6 +16,7 @@ from proxy.engines.postgres.wire.responses import (
     INVALIDATED,
     PARSE,
     PARSED,
+    SYNC,
     ResponseTracker,
     Slot,
 )
@@ -249,3 +250,31 @@ def test_answer_alone_is_all_or_nothing(kinds: list[str], described: bool) -> No
     assert open_batch == (kinds[-1] != "sync")
     assert (b"s1" in rewriter.statements) == ("parse" in kinds and kinds[::-1].index("parse") < (
         kinds[::-1].index("close") if "close" in kinds else len(kinds)))
+
+
+def test_a_parse_of_a_name_the_client_has_fails_as_on_the_server() -> None:
+    rewriter, prepared, tracker = fresh()
+    rewriter.parse(decode_parse(PARSE_BODY), PARSE_BODY, prepared, tracker)
+    tracker.feed(m.PARSE_COMPLETE)
+    rewriter.names.confirm(b"dbproxy_1", rewriter.scope)
+    # The server is given a Parse that fails (so it skips to Sync); the client gets the server's words for a duplicate.
+    sent = rewriter.parse(decode_parse(PARSE_BODY), PARSE_BODY, prepared, tracker)
+    assert sent.startswith(b"P") and b"dbproxy_1" not in sent
+    tracker.push(Slot(BIND))
+    tracker.push(Slot(SYNC))
+    duplicate = m.error_response("42P05", 'prepared statement "s1" already exists')
+    assert tracker.feed(m.error_response("42601", "syntax error") + m.ready_for_query(b"E")) == (
+        duplicate + m.ready_for_query(b"E"))
+    assert list(prepared) == [b"dbproxy_1"]
+
+
+def test_sql_execute_of_a_protocol_level_statement_runs_its_server_name() -> None:
+    rewriter, prepared, tracker = fresh()
+    rewriter.parse(decode_parse(PARSE_BODY), PARSE_BODY, prepared, ResponseTracker())
+    assert rewriter.execute(b"EXECUTE s1 (41)", prepared, tracker) == m.message(b"Q", b"EXECUTE dbproxy_1 (41)\x00")
+    assert rewriter.execute(b'  execute "s1";', prepared, tracker) == m.message(b"Q", b'  execute dbproxy_1;\x00')
+    other: OrderedDict[bytes, None] = OrderedDict()   # a server connection without it: prepared first
+    assert rewriter.execute(b"EXECUTE S1", other, tracker) == SERVER_PARSE + m.message(b"Q", b"EXECUTE dbproxy_1\x00")
+    assert rewriter.execute(b"EXECUTE unknown", prepared, tracker) is None
+    assert rewriter.execute(b"EXECUTE s1x", prepared, tracker) is None
+    assert rewriter.execute(b"EXPLAIN EXECUTE s1", prepared, tracker) is None

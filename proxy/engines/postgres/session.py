@@ -255,6 +255,15 @@ class PgClientSession(PgLoginSession):
                         sql, tracker):
                     out.append(data[start:pos])   # answered by the proxy
                     start = end
+                elif rewriter is not None and rewriter.statements and sql.lstrip()[:1] in b"Ee" and (
+                        executed := rewriter.execute(sql, server.prepared, tracker)) is not None:
+                    if self.statement_audit is not None:
+                        self.statement_audit(self, sql)
+                    out.append(data[start:pos])   # EXECUTE of a protocol-level statement: its server name
+                    out.append(executed)
+                    start = end
+                    server.unnamed = None
+                    self._unnamed = None
                 else:
                     if self.statement_audit is not None:
                         self.statement_audit(self, sql)
