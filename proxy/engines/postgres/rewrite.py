@@ -66,13 +66,14 @@ _READY_IDLE = m.ready_for_query(b"I")
 class StatementRewriter:
     """One client's named statements and their server-side names; see the module docstring."""
 
-    __slots__ = ("statements", "names", "limit", "scope", "to_client")
+    __slots__ = ("statements", "names", "limit", "scope", "to_client", "replaying")
 
     def __init__(self, names: StatementNames, limit: int, scope: Scope = ("", "")) -> None:
         self.statements: dict[bytes, ClientStatement] = {}   # client name -> statement
         self.names = names
         self.limit = limit            # max_prepared_statements per server connection
         self.scope = scope            # (server user, database) of this client's server connections
+        self.replaying = False        # failover.replay re-sends the transaction's messages (no 42P05 then)
         self.to_client: list[bytes] = []
 
     def take_replies(self) -> bytes:
@@ -103,7 +104,7 @@ class StatementRewriter:
             tracker.push(_PARSE_SLOT)
             return m.message(b"P", body)
         known = self.statements.get(parse.name)
-        if known is not None and (known.server_name, self.scope) in self.names.confirmed:
+        if known is not None and not self.replaying and (known.server_name, self.scope) in self.names.confirmed:
             quoted = parse.name.decode("utf-8", "replace")
             tracker.push(Slot(PARSE, REPLACE, m.error_response("42P05", f'prepared statement "{quoted}" already exists')))
             return _FAILING_PARSE
