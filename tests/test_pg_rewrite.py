@@ -16,6 +16,7 @@ from proxy.engines.postgres.wire.responses import (
     INVALIDATED,
     PARSE,
     PARSED,
+    SYNC,
     ResponseTracker,
     Slot,
 )
@@ -151,8 +152,37 @@ def test_describe_is_answered_from_what_a_server_said_before() -> None:
     assert replies == (m.PARSE_COMPLETE + DESCRIPTION + m.ready_for_query(b"I"), False)
     # A client with its own search_path may see other tables under the same names: a server answers.
     assert alone(described=True).answer_alone(PARSE_MSG + DESCRIBE_MSG + m.sync(), always, False) is None
-    rewriter.names.forget_descriptions()   # DDL went through the proxy
+    rewriter.names.schema_changed()   # DDL went through the proxy
     assert rewriter.answer_alone(DESCRIBE_MSG + m.sync(), always, True) is None
+    assert rewriter.answer_alone(PARSE_MSG + m.sync(), always, True) is None   # a fresh name: no server knows it
+
+
+def test_a_parse_after_ddl_does_not_land_on_the_copy_prepared_before() -> None:
+    rewriter, prepared, tracker = fresh()
+    assert rewriter.parse(decode_parse(PARSE_BODY), PARSE_BODY, prepared, tracker) == SERVER_PARSE
+    rewriter.names.schema_changed()
+    # Another client (or the same one again) prepares the same text: a fresh server-side name, sent to
+    # the server, though this connection has dbproxy_1 (whose types may be the old ones).
+    other = StatementRewriter(rewriter.names, 100)
+    assert other.parse(decode_parse(PARSE_BODY), PARSE_BODY, prepared, tracker) == m.message(
+        b"P", b"dbproxy_2\x00SELECT $1\x00\x00\x01\x00\x00\x00\x17")
+    assert list(prepared) == [b"dbproxy_1", b"dbproxy_2"]
+    # The first client's statement keeps its name (the server checks that copy's result type itself).
+    assert rewriter.bind(BIND_BODY, prepared, ResponseTracker()) == m.message(b"B", b"\x00dbproxy_1\x00" + BIND_BODY[4:])
+    # A name from before the change is retired like any other when the server invalidates it.
+    rewriter.names.retire(b"dbproxy_1")
+    assert b"dbproxy_1" in rewriter.names.retired
+    assert rewriter.names.name_for(decode_parse(PARSE_BODY)) == b"dbproxy_2"
+
+
+def test_a_describe_failing_with_a_changed_result_type_is_reported() -> None:
+    rewriter, prepared, _ = fresh()
+    rewriter.parse(decode_parse(PARSE_BODY), PARSE_BODY, prepared, ResponseTracker())
+    tracker = ResponseTracker()
+    rewriter.describe(DESCRIBE_MSG[5:], prepared, tracker)
+    stale = m.error_response("0A000", "cached plan must not change result type")
+    assert tracker.feed(stale) == stale
+    assert tracker.news == [(INVALIDATED, b"dbproxy_1", b"")]
 
 
 def test_an_open_batch_and_close_without_a_server() -> None:
@@ -220,3 +250,31 @@ def test_answer_alone_is_all_or_nothing(kinds: list[str], described: bool) -> No
     assert open_batch == (kinds[-1] != "sync")
     assert (b"s1" in rewriter.statements) == ("parse" in kinds and kinds[::-1].index("parse") < (
         kinds[::-1].index("close") if "close" in kinds else len(kinds)))
+
+
+def test_a_parse_of_a_name_the_client_has_fails_as_on_the_server() -> None:
+    rewriter, prepared, tracker = fresh()
+    rewriter.parse(decode_parse(PARSE_BODY), PARSE_BODY, prepared, tracker)
+    tracker.feed(m.PARSE_COMPLETE)
+    rewriter.names.confirm(b"dbproxy_1", rewriter.scope)
+    # The server is given a Parse that fails (so it skips to Sync); the client gets the server's words for a duplicate.
+    sent = rewriter.parse(decode_parse(PARSE_BODY), PARSE_BODY, prepared, tracker)
+    assert sent.startswith(b"P") and b"dbproxy_1" not in sent
+    tracker.push(Slot(BIND))
+    tracker.push(Slot(SYNC))
+    duplicate = m.error_response("42P05", 'prepared statement "s1" already exists')
+    assert tracker.feed(m.error_response("42601", "syntax error") + m.ready_for_query(b"E")) == (
+        duplicate + m.ready_for_query(b"E"))
+    assert list(prepared) == [b"dbproxy_1"]
+
+
+def test_sql_execute_of_a_protocol_level_statement_runs_its_server_name() -> None:
+    rewriter, prepared, tracker = fresh()
+    rewriter.parse(decode_parse(PARSE_BODY), PARSE_BODY, prepared, ResponseTracker())
+    assert rewriter.execute(b"EXECUTE s1 (41)", prepared, tracker) == m.message(b"Q", b"EXECUTE dbproxy_1 (41)\x00")
+    assert rewriter.execute(b'  execute "s1";', prepared, tracker) == m.message(b"Q", b'  execute dbproxy_1;\x00')
+    other: OrderedDict[bytes, None] = OrderedDict()   # a server connection without it: prepared first
+    assert rewriter.execute(b"EXECUTE S1", other, tracker) == SERVER_PARSE + m.message(b"Q", b"EXECUTE dbproxy_1\x00")
+    assert rewriter.execute(b"EXECUTE unknown", prepared, tracker) is None
+    assert rewriter.execute(b"EXECUTE s1x", prepared, tracker) is None
+    assert rewriter.execute(b"EXPLAIN EXECUTE s1", prepared, tracker) is None

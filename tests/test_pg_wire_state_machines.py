@@ -424,6 +424,8 @@ class StatementRewriterMachine(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from([b"s1", b"s2", b"s3", b"s4", b"s5"]), query=st.sampled_from(QUERIES))
     def parse(self, name: bytes, query: bytes) -> None:
+        if name in self.client_statements:
+            self.close(name)   # a Parse of a name the client has fails (42P05), on a server as here
         self.client_statements[name] = query
         self._send(0x50, name + b"\x00" + query + b"\x00\x00\x00")
         self.expected += m.PARSE_COMPLETE
@@ -467,6 +469,9 @@ class StatementRewriterMachine(RuleBasedStateMachine):
     @rule(names=st.lists(st.sampled_from([b"s1", b"s2", b"s3"]), min_size=1, max_size=3), describe=st.booleans())
     def answered_alone(self, names: list[bytes], describe: bool) -> None:
         """A prepare-only batch while no server is attached: answered by the proxy when all is known."""
+        names = [name for name in dict.fromkeys(names) if name not in self.client_statements]   # (42P05)
+        if not names:
+            return
         data = b""
         replies = b""
         for name in names:

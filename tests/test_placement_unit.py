@@ -344,6 +344,8 @@ def test_reconcile_never_drops_the_writer_nor_touches_configured_ones() -> None:
 
 def test_engine_replica_address_rules() -> None:
     assert pg_replica_address("127.0.0.1:5434", "127.0.0.1", 0) == Address("127.0.0.1", 5434)
+    assert pg_replica_address("10.9.9.9:5432", "127.0.0.1", 5432) is None   # names a host it did not come from
+    assert pg_replica_address("127.0.0.1:5434", None, 5432) is None
     assert pg_replica_address("node2", "10.0.1.7", 5432) == Address("10.0.1.7", 5432)
     assert pg_replica_address("node2", "10.0.1.7", 0) is None
     assert pg_replica_address("walreceiver", None, 5432) is None       # over a Unix socket

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from proxy.engines.postgres.statements import (
@@ -13,6 +15,7 @@ from proxy.engines.postgres.statements import (
     describe_statement,
     rewrite_bind,
     target_name,
+    unnamed_bind,
 )
 from proxy.engines.postgres.wire.framing import MessageReader
 from proxy.errors import ProtocolViolation
@@ -141,3 +144,14 @@ def test_statement_names_dedup_by_query_and_parameter_types() -> None:
 def test_statement_names_prefix() -> None:
     names = StatementNames(prefix=b"p_")
     assert names.name_for(decode_parse(PARSE_BODY)) == b"p_1"
+
+
+def test_unnamed_bind_reads_the_statement_name_after_the_portal_name() -> None:
+    def framed(body: bytes) -> tuple[bytes, int, int]:
+        data = b"junk" + b"B" + struct.pack("!I", len(body) + 4) + body + b"S\x00\x00\x00\x04"
+        return data, 9, 9 + len(body)
+    assert unnamed_bind(*framed(b"\x00\x00\x00\x00\x00\x00\x00\x00"))        # portal "", statement ""
+    assert unnamed_bind(*framed(b"p1\x00\x00\x00\x00\x00\x00\x00\x00"))      # portal "p1", statement ""
+    assert not unnamed_bind(*framed(b"\x00s1\x00\x00\x00\x00\x00\x00\x00"))  # statement "s1"
+    assert not unnamed_bind(*framed(b"\x00"))                      # truncated: not a Bind of ""
+    assert not unnamed_bind(*framed(b"portal-without-end"))

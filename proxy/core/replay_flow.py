@@ -74,6 +74,9 @@ class ReplayFlow:
         """Before a replay: the session state back to what it was when the transaction began, so that
         the new server starts from there (the replayed statements change it again, in order)."""
 
+    def _replaying(self, on: bool) -> None:
+        """Around re-sending the record: the engine may relax checks the original messages already passed."""
+
     def _unhold(self, relay: bool) -> None:
         """Bytes the digest kept from the client (a server's fatal answer): relay them now, or drop them."""
 
@@ -208,6 +211,7 @@ class ReplayFlow:
         self._restore_state()
         session._attached(conn)
         audit, session.statement_audit = session.statement_audit, None
+        self._replaying(True)
         try:
             session._forward(self.record.replay_bytes(), conn)
         except ProxyError as exc:
@@ -215,6 +219,7 @@ class ReplayFlow:
             return
         finally:
             session.statement_audit = audit
+            self._replaying(False)
         log.info("client %s: replaying %d statement(s) of its transaction on %s", session.peer,
                  len(self.record.units) + (1 if self.record.open_unit else 0), conn.address)
         if self.digest.mode == RECORD:   # the client had seen nothing of it yet

@@ -289,8 +289,7 @@ class SessionCache:
                 session.write(value + _READY_IDLE)
                 return True
             if isinstance(parse, ParseMessage):
-                if parse.name:
-                    session.adopt_statement(parse)   # later Binds of it find it (transaction pooling)
+                session.adopt_statement(parse)   # later Binds of it find it (transaction pooling)
                 value = m.PARSE_COMPLETE + value
             session.write(value + _READY_IDLE)
             return True

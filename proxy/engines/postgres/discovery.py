@@ -3,7 +3,9 @@
 pg_stat_replication does not say on which port a replica accepts connections, so its address is
 taken, in this order, from
 1. its application_name, when that is an address "host:port" (set in the replica's
-   primary_conninfo, e.g. `application_name='10.0.1.7:5432'`): that address;
+   primary_conninfo, e.g. `application_name='10.0.1.7:5432'`) whose host is the address the replica
+   connected from (client_addr): that address. A walsender naming another host is ignored: any role
+   with REPLICATION may set application_name, and must not be able to point reads elsewhere;
 2. otherwise its client_addr and the configured `discovery.port` (all replicas listen on one
    port), when that is set; a replica connected over a Unix socket has no client_addr and is skipped.
 Logical replication walsenders (connected to a database) and base backups are never replicas.
@@ -27,9 +29,11 @@ def replica_address(application_name: str | None, client_addr: str | None, port:
     """Where a replica seen in pg_stat_replication accepts connections (see the module docstring)."""
     if application_name:
         try:
-            return Address.parse(application_name)
+            named = Address.parse(application_name)
         except ValueError:
             pass
+        else:
+            return named if client_addr is not None and named.host == client_addr else None
     if port and client_addr:
         return Address(client_addr, port)
     return None

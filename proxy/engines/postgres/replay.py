@@ -80,6 +80,12 @@ class PgReplay(ReplayFlow):
                 else:
                     rewriter.statements[name] = statement
 
+    def _replaying(self, on: bool) -> None:
+        # The record's Parse messages passed the "already exists" check once: re-sent, they are the client's
+        # own statements being prepared again on the new writer.
+        if self.session.rewriter is not None:
+            self.session.rewriter.replaying = on
+
     def _in_transaction(self, tracker: ResponseTracker) -> bool:
         return tracker.status != b"I"
 

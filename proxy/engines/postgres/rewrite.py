@@ -13,6 +13,11 @@ which the session writes and empties after each batch.
 - Bind / Describe of a known statement: rewritten to the server name, re-preparing it first (its
   ParseComplete dropped) when this server connection lacks it.
 - Close of a named statement, SQL `DEALLOCATE name`: answered here; the server copy stays cached.
+- Parse of a name the client already has (and a server accepted): "prepared statement ... already
+  exists" (42P05), as the server says it; a Parse that fails on the server stands for it (REPLACE slot),
+  so the server skips to Sync and aborts a transaction block as it would.
+- SQL `EXECUTE name [(...)]` of a protocol-level statement: run under its server-side name (prepared
+  first where the server lacks it).
 - A full cache evicts the least recently used statement with a Close whose reply is dropped.
 - Without a server (`answer_alone`): a batch of only Parse / Describe / Close of statements and
   Sync / Flush, whose Parses some server connection of the same (user, database) already accepted
@@ -44,11 +49,15 @@ from .statements import (
     target_name,
 )
 from .wire import messages as m
-from .wire.responses import CLOSE, DROP, PARSE, SYNTH, ResponseTracker, Slot
+from .wire.responses import CLOSE, DROP, PARSE, QUERY, REPLACE, SYNTH, ResponseTracker, Slot
 
 _DEALLOCATE_RE = re.compile(rb'\s*deallocate\s+(?:prepare\s+)?(?:"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*))\s*;?\s*$',
                             re.IGNORECASE)
+_EXECUTE_RE = re.compile(rb'(\s*execute\s+)(?:"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*))(?=\s*(?:\(|;|$))',
+                         re.IGNORECASE)
 _PARSE_SLOT = Slot(PARSE)
+# Fails on every server (a syntax error) without touching the unnamed statement: stands for a Parse refused here.
+_FAILING_PARSE = m.message(b"P", b"dbproxy_refused\x00dbproxy refused this Parse\x00\x00\x00")
 _STATEMENT = 0x53   # 'S' in Describe / Close
 _U32 = struct.Struct("!I")
 _READY_IDLE = m.ready_for_query(b"I")
@@ -57,13 +66,14 @@ _READY_IDLE = m.ready_for_query(b"I")
 class StatementRewriter:
     """One client's named statements and their server-side names; see the module docstring."""
 
-    __slots__ = ("statements", "names", "limit", "scope", "to_client")
+    __slots__ = ("statements", "names", "limit", "scope", "to_client", "replaying")
 
     def __init__(self, names: StatementNames, limit: int, scope: Scope = ("", "")) -> None:
         self.statements: dict[bytes, ClientStatement] = {}   # client name -> statement
         self.names = names
         self.limit = limit            # max_prepared_statements per server connection
         self.scope = scope            # (server user, database) of this client's server connections
+        self.replaying = False        # failover.replay re-sends the transaction's messages (no 42P05 then)
         self.to_client: list[bytes] = []
 
     def take_replies(self) -> bytes:
@@ -93,6 +103,11 @@ class StatementRewriter:
         if not parse.name:
             tracker.push(_PARSE_SLOT)
             return m.message(b"P", body)
+        known = self.statements.get(parse.name)
+        if known is not None and not self.replaying and (known.server_name, self.scope) in self.names.confirmed:
+            quoted = parse.name.decode("utf-8", "replace")
+            tracker.push(Slot(PARSE, REPLACE, m.error_response("42P05", f'prepared statement "{quoted}" already exists')))
+            return _FAILING_PARSE
         name = self.names.name_for(parse)
         statement = self.statements[parse.name] = ClientStatement.of(parse, name)
         if name in prepared:
@@ -156,7 +171,8 @@ class StatementRewriter:
                 if not parse.name:
                     return None
                 name = names.name_for(parse)
-                if (name, scope) not in names.confirmed or not effect_free(parse.query):
+                if ((name, scope) not in names.confirmed or not effect_free(parse.query)
+                        or parse.name in statements):   # a name it has: the server path says "already exists"
                     return None
                 statements[parse.name] = ClientStatement.of(parse, name)
                 replies.append(m.PARSE_COMPLETE)
@@ -205,6 +221,21 @@ class StatementRewriter:
         del self.statements[name]
         self._synthesize(tracker, m.message(b"C", b"DEALLOCATE\x00") + m.ready_for_query(tracker.status))
         return True
+
+    def execute(self, sql: bytes, prepared: OrderedDict[bytes, None], tracker: ResponseTracker) -> bytes | None:
+        """SQL `EXECUTE name ...` of one of the client's protocol-level statements: the bytes to send instead
+        (its Parse first where this server lacks it, then the Query under the server-side name), the
+        Query's slot pushed; None if it is not one (forward the client's own)."""
+        match = _EXECUTE_RE.match(sql)
+        if match is None:
+            return None
+        quoted, plain = match.group(2), match.group(3)
+        statement = self._current(quoted.replace(b'""', b'"') if quoted else plain.lower())
+        if statement is None:
+            return None
+        prefix = self._ensure(statement, prepared, tracker)
+        tracker.push(Slot(QUERY))
+        return prefix + m.message(b"Q", match.group(1) + statement.server_name + sql[match.end():] + b"\x00")
 
     def _remember(self, name: bytes, prepared: OrderedDict[bytes, None], tracker: ResponseTracker) -> bytes:
         """Record name as prepared on the server; returns a Close for the least recently used if full."""

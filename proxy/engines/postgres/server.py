@@ -57,6 +57,9 @@ class ServerConnection(asyncio.Protocol):
         self.parameters: dict[str, str] = {}       # as reported at login (server defaults)
         self.gucs: dict[str, str] = {}             # session settings applied on top of defaults
         self.prepared: OrderedDict[bytes, None] = OrderedDict()   # server statement names
+        # Transaction pooling: the client Parse message (that very object) whose unnamed statement this
+        # backend holds, None after a simple Query (which drops it) or when not known.
+        self.unnamed: bytes | None = None
         self.pid = 0
         self.key = 0
         self.pinned_reason: str | None = None
@@ -183,11 +186,13 @@ class ServerConnection(asyncio.Protocol):
 
     def run_hidden(self, sql: str) -> None:
         """Send a query whose whole response is swallowed (SET replay, ROLLBACK, DISCARD ALL)."""
+        self.unnamed = None
         self.tracker.push(Slot(QUERY, DROP_ALL))
         self.write(m.query(sql))
 
     def run_capture(self, sql: str) -> None:
         """Send a query whose response is swallowed but whose rows land in tracker.captured."""
+        self.unnamed = None
         self.tracker.captured.clear()
         self.tracker.push(Slot(QUERY, CAPTURE))
         self.write(m.query(sql))

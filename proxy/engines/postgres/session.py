@@ -31,13 +31,14 @@ from .rewrite import StatementRewriter
 from .server import ServerConnection
 from .session_state import session_effects
 from .split_hold import SplitHold, statement_text
-from .statements import ParseMessage, decode_parse
+from .statements import ParseMessage, decode_parse, unnamed_bind
 from .wire import messages as m
 from .wire.framing import MAX_CLIENT_MESSAGE
 from .wire.responses import (
     BIND,
     CLOSE,
     DESCRIBE,
+    DROP,
     EXECUTE,
     PARSE,
     QUERY,
@@ -65,6 +66,9 @@ _STREAM_COPY_DATA = 0x64  # CopyData may stream through before it is complete
 # Slots are immutable once made: share one per kind for plain pass-through responses.
 _QUERY_SLOT, _SYNC_SLOT, _EXECUTE_SLOT = Slot(QUERY), Slot(SYNC), Slot(EXECUTE)
 _BIND_SLOT, _DESCRIBE_SLOT, _CLOSE_SLOT, _PARSE_SLOT = Slot(BIND), Slot(DESCRIBE), Slot(CLOSE), Slot(PARSE)
+_HIDDEN_PARSE_SLOT = Slot(PARSE, DROP)   # its ParseComplete is not the client's (an error is)
+_HIDDEN_CLOSE_SLOT = Slot(CLOSE, DROP)
+_CLOSE_UNNAMED = m.message(b"C", b"S\x00")
 
 
 class PgClientSession(PgLoginSession):
@@ -85,6 +89,8 @@ class PgClientSession(PgLoginSession):
     _discard_until_sync = False
     _capturing = False
     _tx_set_names: set[str] | None = None   # made by the first SET inside a transaction
+    _schema_changing = False   # DDL sent, its transaction not ended yet
+    _unnamed: bytes | None = None   # transaction pooling: the client's last unnamed Parse message
     _cache: SessionCache | None = None   # the query cache's part of the relay (clusters with a cache only)
     _replay: PgReplay | None = None   # failover.replay (transaction pooling, clusters without a cache)
     _listen: ListenFlow | None = None   # made by the first LISTEN answered by the proxy (transaction pooling)
@@ -266,6 +272,15 @@ class PgClientSession(PgLoginSession):
                         sql, tracker):
                     out.append(data[start:pos])   # answered by the proxy
                     start = end
+                elif rewriter is not None and rewriter.statements and sql.lstrip()[:1] in b"Ee" and (
+                        executed := rewriter.execute(sql, server.prepared, tracker)) is not None:
+                    if self.statement_audit is not None:
+                        self.statement_audit(self, sql)
+                    out.append(data[start:pos])   # EXECUTE of a protocol-level statement: its server name
+                    out.append(executed)
+                    start = end
+                    server.unnamed = None
+                    self._unnamed = None
                 else:
                     if self.statement_audit is not None:
                         self.statement_audit(self, sql)
@@ -280,6 +295,9 @@ class PgClientSession(PgLoginSession):
                             self._resume_listen()
                         return
                     tracker.push(_QUERY_SLOT)
+                    server.unnamed = None   # a simple Query drops the unnamed statement (the client's too)
+                    if self._unnamed is not None:
+                        self._unnamed = None
             elif kind == 0x53:  # Sync
                 tracker.push(_SYNC_SLOT)
                 self.unsynced = False
@@ -289,6 +307,10 @@ class PgClientSession(PgLoginSession):
                 self.unsynced = True
             elif kind == 0x42:  # Bind
                 self.unsynced = True
+                if server.unnamed is not self._unnamed and unnamed_bind(data, pos + 5, end):
+                    out.append(data[start:pos])   # prepared on another backend, or dropped here since
+                    out.append(self._reparse_unnamed(server))
+                    start = pos
                 replacement = (self.rewriter.bind(data[pos + 5:end], server.prepared, tracker)
                                if self.rewriter is not None else None)
                 if replacement is not None:   # its slot is pushed
@@ -304,6 +326,10 @@ class PgClientSession(PgLoginSession):
                 start = end
             elif kind == 0x44:  # Describe
                 self.unsynced = True
+                if server.unnamed is not self._unnamed and data[pos + 5:end] == b"S\x00":
+                    out.append(data[start:pos])
+                    out.append(self._reparse_unnamed(server))
+                    start = pos
                 replacement = (self.rewriter.describe(data[pos + 5:end], server.prepared, tracker)
                                if self.rewriter is not None else None)
                 if replacement is not None:   # its slot is pushed
@@ -339,7 +365,7 @@ class PgClientSession(PgLoginSession):
             self._pending += data[pos:]
         if self.rewriter is not None and self.rewriter.to_client:
             self._flush_replies()
-        if start == 0 and pos == size:
+        if not out and pos == size:   # nothing rewritten (a re-Parse may go before the first message)
             server.write(data)
         else:
             out.append(data[start:pos])
@@ -369,9 +395,9 @@ class PgClientSession(PgLoginSession):
         a simple Query at a batch boundary), held by the caller instead of sent."""
         if plain_select(sql):
             return False
-        names = self.shared.statement_names
-        if names.descriptions and _DDL.search(sql):
-            names.forget_descriptions()   # a described statement's columns or types may change
+        if _DDL.search(sql):   # a statement's parameter or result types may change: fresh server-side names
+            self.shared.statement_names.schema_changed()
+            self._schema_changing = True   # and again once it is committed (see server_data)
         effects = session_effects(sql.decode("utf-8", "replace"))
         if effects.discard_all:
             self.gucs.clear(server)
@@ -409,13 +435,29 @@ class PgClientSession(PgLoginSession):
         if self.statement_audit is not None:
             self.statement_audit(self, parse.query)
         self._statement_effects(parse.query, server)
-        rewriter = self.rewriter
-        if rewriter is None:
-            if not self._rewrites:
-                server.tracker.push(_PARSE_SLOT)
-                return m.message(b"P", body)
-            rewriter = self._new_rewriter()
-        return rewriter.parse(parse, body, server.prepared, server.tracker)
+        if not parse.name or not self._rewrites:
+            server.tracker.push(_PARSE_SLOT)
+            message = m.message(b"P", body)
+            if self._rewrites:   # kept: a later batch may bind it on another backend (see _reparse_unnamed)
+                self._unnamed = server.unnamed = message
+            return message
+        return (self.rewriter or self._new_rewriter()).parse(parse, body, server.prepared, server.tracker)
+
+    def _reparse_unnamed(self, server: ServerConnection) -> bytes:
+        """Transaction pooling: the client binds (or describes) the unnamed statement it parsed in an
+        earlier batch, and this backend does not hold it (another one did, or a simple Query dropped it
+        since: another client's, or the proxy's own between transactions). Its Parse goes first; the
+        ParseComplete is dropped. Without it the Bind would fail ("unnamed prepared statement does not
+        exist", asyncpg with statement_cache_size=0 or an uncacheable query) or run another client's.
+        A client that has no unnamed statement (a simple Query of its own dropped it) but lands on
+        another client's: that one is closed first, so the Bind fails as it would directly."""
+        message = self._unnamed
+        server.unnamed = message
+        if message is None:
+            server.tracker.push(_HIDDEN_CLOSE_SLOT)
+            return _CLOSE_UNNAMED
+        server.tracker.push(_HIDDEN_PARSE_SLOT)
+        return message
 
     def _new_rewriter(self) -> StatementRewriter:
         assert self.login is not None
@@ -424,7 +466,12 @@ class PgClientSession(PgLoginSession):
         return self.rewriter
 
     def adopt_statement(self, parse: ParseMessage) -> None:
-        """The query cache answered this named Parse (see rewrite.StatementRewriter.adopt)."""
+        """The query cache answered this Parse (see rewrite.StatementRewriter.adopt; an unnamed one is parsed
+        where the client next binds it, see _reparse_unnamed)."""
+        if not parse.name:
+            if self._rewrites:
+                self._unnamed = parse.encode(b"")
+            return
         (self.rewriter or self._new_rewriter()).adopt(parse)
 
     def _answer_alone(self, data: bytes) -> bool:
@@ -463,6 +510,10 @@ class PgClientSession(PgLoginSession):
             for name in tracker.failed_statements:
                 server.prepared.pop(name, None)
             tracker.failed_statements.clear()
+        if self._schema_changing and tracker.idle:
+            # Statements prepared by others while the DDL ran saw the old schema: fresh names once more.
+            self._schema_changing = False
+            self.shared.statement_names.schema_changed()
         listen = self._listen
         if listen is not None:
             if listen.outcome is not None:

@@ -50,6 +50,12 @@ def bind_statement(body: bytes) -> tuple[int, int]:
         raise ProtocolViolation("malformed Bind message") from exc
 
 
+def unnamed_bind(data: bytes, start: int, end: int) -> bool:
+    """Whether the Bind body at data[start:end] binds the unnamed statement (the name after the portal's is empty)."""
+    portal_end = data.find(b"\x00", start, end)
+    return 0 <= portal_end < end - 1 and data[portal_end + 1] == 0
+
+
 def rewrite_bind(body: bytes, start: int, end: int, name: bytes) -> bytes:
     return message(b"B", body[:start] + name + body[end:])
 
@@ -79,9 +85,13 @@ class StatementNames:
     - `confirmed`: (name, scope) pairs whose Parse succeeded on some server connection: a client's
       Parse of one is answered without a server (see rewrite.StatementRewriter.answer_alone);
     - `descriptions`: the server's reply to Describe of a statement (ParameterDescription and
-      RowDescription or NoData), forgotten on any DDL the proxy forwards (`forget_descriptions`);
+      RowDescription or NoData);
     - `retired`: names whose cached plan the server invalidated ("cached plan must not change result
       type"): the query gets a new name, and clients still using the old one move to it on their next Bind.
+
+    On DDL through the proxy (`schema_changed`) every query gets a fresh name at its next Parse, so a
+    client preparing a statement after the change never lands on a server copy prepared before it
+    (whose parameter and result types are the old ones); what was confirmed and described is forgotten.
     """
 
     def __init__(self, prefix: bytes = b"dbproxy_") -> None:
@@ -117,16 +127,22 @@ class StatementNames:
             self.descriptions.clear()
         self.descriptions[(name, scope)] = reply
 
-    def forget_descriptions(self) -> None:
-        """A table, type or view may have changed: descriptions are learnt again from the servers."""
+    def schema_changed(self) -> None:
+        """A table, type or view may have changed (DDL went through the proxy): each query gets a fresh
+        server-side name at its next Parse, and descriptions are learnt again from the servers. Statements
+        clients prepared before keep their names: a server copy of one prepared before the change reports
+        a changed result type itself (0A000), as directly."""
+        self._names.clear()
+        self.confirmed.clear()
         self.descriptions.clear()
+        if len(self._keys) >= _MAX_KNOWN:
+            self._keys.clear()   # only retire() reads it: an old name is then retired without its key
 
     def retire(self, name: bytes) -> None:
         """The server invalidated name's plan: its query gets a fresh name from now on."""
         key = self._keys.pop(name, None)
-        if key is None:
-            return
-        del self._names[key]
+        if key is not None and self._names.get(key) == name:
+            del self._names[key]
         self.retired.add(name)
         self.confirmed = {known for known in self.confirmed if known[0] != name}
         self.descriptions = {known: reply for known, reply in self.descriptions.items() if known[0] != name}

@@ -33,11 +33,14 @@ PASS = 0       # forward to the client
 DROP = 1       # drop success messages, forward an ErrorResponse (injected Parse)
 DROP_ALL = 2   # drop everything, including ReadyForQuery and errors (injected SET/ROLLBACK)
 CAPTURE = 3    # like DROP_ALL, but keep DataRow bodies in `captured` (injected probes of state)
+REPLACE = 4    # like DROP_ALL, but an ErrorResponse is replaced by the slot's payload (a proxy-made error
+               # standing for one the server would give: the server fails a message for real, so it skips
+               # to Sync and aborts the transaction as it would have)
 
 # What `news` reports about named server statements (slots with a statement name as payload).
 PARSED = 0        # its Parse succeeded
 DESCRIBED = 1     # the reply to Describe of it (ParameterDescription + RowDescription / NoData), as data
-INVALIDATED = 2   # a Bind of it failed: "cached plan must not change result type" (0A000)
+INVALIDATED = 2   # a Bind or Describe of it failed: "cached plan must not change result type" (0A000)
 
 _ENDS: dict[int, bytes] = {
     PARSE: b"1", BIND: b"2", CLOSE: b"3", DESCRIBE: b"Tn", EXECUTE: b"CIs",
@@ -55,7 +58,7 @@ class Slot:
     def __init__(self, kind: int, action: int = PASS, payload: bytes = b"") -> None:
         self.kind = kind
         self.action = action
-        self.payload = payload   # SYNTH: bytes to emit; PARSE, BIND, DESCRIBE: server statement name (or b"")
+        self.payload = payload   # SYNTH, REPLACE: bytes to emit; PARSE, BIND, DESCRIBE: server statement name (or b"")
         self.ends = _ENDS.get(kind, b"")
 
 
@@ -195,7 +198,9 @@ class ResponseTracker:
                 elif kind == _E:
                     self.errors += 1
                     self._described = b""
-                    if slot.payload and slot.kind == BIND and _is_stale_plan(data, pos, end):
+                    if action == REPLACE:
+                        out.append(slot.payload)
+                    if slot.payload and (slot.kind == BIND or slot.kind == DESCRIBE) and _is_stale_plan(data, pos, end):
                         self.news.append((INVALIDATED, slot.payload, b""))
                     if not drop and is_fatal(data, pos, end):
                         self.farewell_forwarded = True
