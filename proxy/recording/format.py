@@ -10,7 +10,8 @@
 `t` is seconds since the recording started (monotonic clock), `s` the proxy's id of the client
 session (SHOW CLIENTS id), `u`/`d` its user and database. Statements are the texts clients sent
 (simple query protocol / COM_QUERY text, and the text of prepared statements without their
-parameters). Readers must refuse a version they do not know.
+parameters), with the string literals of those that may set a password masked ('***', as in the
+audit log). The file is created with mode 0600. Readers must refuse a version they do not know.
 """
 
 from __future__ import annotations
