@@ -67,10 +67,14 @@ def statement_kind(verdict: Classification, sql: bytes) -> str:
     return "write"
 
 
+def mask_secrets(sql: bytes) -> bytes:
+    """The statement with every string literal masked if it may set a password (audit log, recordings)."""
+    return _LITERALS.sub(b"'***'", sql) if _SECRET_WORDS.search(sql) else sql
+
+
 def masked_text(sql: bytes, limit: int = STATEMENT_TEXT_LIMIT) -> tuple[str, bool]:
     """The statement as the audit writes it: secrets' literals masked, cut at `limit` bytes; (text, truncated)."""
-    if _SECRET_WORDS.search(sql):
-        sql = _LITERALS.sub(b"'***'", sql)
+    sql = mask_secrets(sql)
     truncated = len(sql) > limit
     if truncated:
         sql = sql[:limit]

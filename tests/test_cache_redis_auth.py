@@ -20,6 +20,7 @@ from proxy.cache.backends import BackendDown
 from proxy.cache.redis_backend import RedisBackend
 from proxy.config import ConfigError, parse_config
 from proxy.config.display import to_display
+from proxy.config.urls import masked_url, shown_url
 from proxy.tls.certs import generate
 
 PASSWORD = "redis-test-secret-7f3a"
@@ -120,6 +121,16 @@ role = "writer"
 """
 
 
+def test_the_backend_url_is_shown_without_userinfo_and_query() -> None:
+    """SHOW CONFIG (to_display) and /status, SHOW CACHE, the status page (shown_url) show one form."""
+    config = parse_config(BASE + 'backend = "redis://h:6379/2?socket_keepalive=true"\n')
+    assert to_display(config)["clusters"]["main"]["cache"]["backend"] == "redis://h:6379/2"
+    assert shown_url("redis://u:pw@h:6379/0?password=pw") == "redis://h:6379/0"
+    assert shown_url("unix:///run/redis.sock?db=0&password=pw") == "unix:///run/redis.sock"
+    assert shown_url("memory") == "memory" and shown_url("rediss://h:6380/1") == "rediss://h:6380/1"
+    assert masked_url("http://admin:S3cretPW@10.0.0.1:8008") == "http://***@10.0.0.1:8008"
+
+
 def test_the_redis_password_in_the_config(tmp_path: Path) -> None:
     secret = tmp_path / "redis.pw"
     secret.write_text(PASSWORD + "\n")
@@ -133,6 +144,17 @@ def test_the_redis_password_in_the_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(BASE + f'backend = "redis://:{PASSWORD}@h:6379/0"\n')
     assert "cache.backend" in str(err.value) and PASSWORD not in str(err.value)
+    for backend in (f"redis://h:6379/0?password={PASSWORD}", f"redis://h:6379/0?db=1&Username=u&password={PASSWORD}",
+                    f"unix:///run/redis.sock?password={PASSWORD}", f"rediss://proxy:{PASSWORD}@h:6380/0",
+                    f"redis://h:6379/0?username={PASSWORD}"):
+        with pytest.raises(ConfigError) as err:
+            parse_config(BASE + f'backend = "{backend}"\n')
+        message = str(err.value)
+        assert "clusters.main.cache.backend" in message and "not in the URL" in message, message
+        assert PASSWORD not in message, message
+    with pytest.raises(ConfigError) as err:   # not a Redis URL: quoted, its userinfo and query masked
+        parse_config(BASE + f'backend = "http://proxy:{PASSWORD}@h:6379/0?password={PASSWORD}"\n')
+    assert 'invalid value "http://***@h:6379/0?***"' in str(err.value) and PASSWORD not in str(err.value)
     with pytest.raises(ConfigError) as err:
         parse_config(BASE + 'backend = "memory"\npassword = "x"\ntls_ca_file = "/ca.pem"\n'
                             'write_functions = { f = [] }\n')

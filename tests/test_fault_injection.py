@@ -156,11 +156,14 @@ def instance(ports: OpsPorts, address: str) -> dict[str, str]:
     return next(r for r in admin(ports.admin, "SHOW INSTANCES") if r["instance"] == address)
 
 
-def http_call(port: int, method: str, path: str, body: object = None) -> tuple[int, Any]:
+def http_call(port: int, method: str, path: str, body: object = None,
+              headers: dict[str, str] | None = None) -> tuple[int, Any]:
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         payload = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        conn.request(method, path, body=payload, headers={"Content-Type": "application/json"} if payload else {})
+        if headers is None:
+            headers = {"Content-Type": "application/json"} if payload else {}
+        conn.request(method, path, body=payload, headers=headers)
         response = conn.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -185,6 +188,23 @@ def test_http_controls_faults(proxy: RunningProxy, ports: OpsPorts) -> None:
     assert http_call(ports.http, "DELETE", f"/faults/{fault['id']}")[0] == 404
     assert http_call(ports.http, "GET", "/faults") == (200, [])
     assert injected(ports, "error") >= 1
+
+
+def test_http_refuses_cross_site_fault_requests(proxy: RunningProxy, ports: OpsPorts) -> None:
+    """A browser page can POST text/plain to a loopback listener without a preflight: it must not add a fault."""
+    blackhole = {"kind": "blackhole", "instance": "primary"}
+    text = json.dumps(blackhole).encode()
+    assert http_call(ports.http, "POST", "/faults", text, {"Content-Type": "text/plain"})[0] == 415
+    assert http_call(ports.http, "POST", "/faults", text, {})[0] == 415
+    assert http_call(ports.http, "POST", "/faults", text, {"Content-Type": "application/json",
+                                                            "Origin": "http://evil.example"})[0] == 403
+    assert http_call(ports.http, "GET", "/faults") == (200, [])
+    status, fault = http_call(ports.http, "POST", "/faults", {"kind": "error", "code": "40001", "for": "1m"},
+                              {"Content-Type": "application/json; charset=utf-8"})
+    assert status == 201
+    assert http_call(ports.http, "DELETE", "/faults", headers={"Origin": "http://evil.example"})[0] == 403
+    assert [row["id"] for row in http_call(ports.http, "GET", "/faults")[1]] == [fault["id"]]
+    assert http_call(ports.http, "DELETE", "/faults") == (200, {"cleared": 1})
 
 
 def test_admin_errors(proxy: RunningProxy, ports: OpsPorts) -> None:

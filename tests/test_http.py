@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import re
 import signal
@@ -101,6 +102,30 @@ def test_routes(proxy: RunningProxy, ports: OpsPorts) -> None:
     assert page.status == 200 and page.headers["content-type"].startswith("text/html")
     assert "<script>" in page.text and "http://" not in page.text and "https://" not in page.text
     assert all(r.headers["cache-control"] == "no-store" for r in (health, ready, page))
+    put = http_get(ports.http, "/faults", method="PUT")
+    assert put.status == 405 and put.headers["allow"] == "GET, POST, DELETE"
+
+
+def test_faults_refuse_browser_style_requests(proxy: RunningProxy, ports: OpsPorts) -> None:
+    """POST /faults needs application/json and no Origin (CSRF), checked before the faults-off 403."""
+    body = b'{"kind": "blackhole", "instance": "primary"}'
+    for headers, status in (({"Content-Type": "text/plain"}, 415), ({}, 415),
+                            ({"Content-Type": "application/json", "Origin": "http://evil.example"}, 403),
+                            ({"Content-Type": "application/json"}, 403)):
+        conn = http.client.HTTPConnection(HOST, ports.http, timeout=10)
+        try:
+            conn.request("POST", "/faults", body=body, headers=headers)
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+        finally:
+            conn.close()
+        assert response.status == status, (headers, answer)
+        if status == 415:
+            assert "application/json" in answer["error"]
+        elif "Origin" in headers:
+            assert "Origin" in answer["error"]
+        else:
+            assert "faults" in answer["error"]   # faults are off here: the ordinary refusal
 
 
 def test_keep_alive_and_bad_requests(proxy: RunningProxy, ports: OpsPorts) -> None:

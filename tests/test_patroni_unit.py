@@ -257,7 +257,7 @@ def test_patroni_settings_are_read_and_masked(tmp_path: Path) -> None:
     ('mode = "patroni"\npatroni = ["ftp://h:8008"]\n', "patroni[0]: invalid URL"),
     ('mode = "patroni"\npatroni = ["http://h"]\n', "patroni[0]: invalid URL \"http://h\": give the port"),
     ('mode = "patroni"\npatroni = ["http://h:99999"]\n', "patroni[0]: invalid URL \"http://h:99999\": Port out of range"),
-    ('mode = "patroni"\npatroni = ["http://u:p@h:8008"]\n', "patroni[0]: invalid URL \"http://u:p@h:8008\": put credentials in"),
+    ('mode = "patroni"\npatroni = ["http://u:p@h:8008"]\n', "patroni[0]: invalid URL \"http://***@h:8008\": put credentials in"),
     ('mode = "patroni"\npatroni = ["http://h:8008/cluster"]\n', "without a path"),
     ('mode = "patroni"\npatroni = ["http://h:8008", "http://h:8008/"]\n', "patroni[1]: http://h:8008 is listed twice"),
     ('mode = "patroni"\npatroni = [8008]\n', "patroni[0]: expected a URL string"),
@@ -273,6 +273,16 @@ def test_patroni_settings_are_read_and_masked(tmp_path: Path) -> None:
 def test_patroni_settings_problems(failover: str, expected: str) -> None:
     found = problems(failover)
     assert any(line.startswith(expected) or expected in line for line in found), found
+
+
+@pytest.mark.parametrize("url", ["http://admin:S3cretPW@10.0.0.1:8008", "http://admin:S3cretPW@10.0.0.1",
+                                 "http://admin:S3cretPW@10.0.0.1:99999", "ftp://admin:S3cretPW@10.0.0.1:8008",
+                                 "http://admin:S3cretPW@10.0.0.1:8008/cluster", "http://admin:S3c@ret/PW@h:8008"])
+def test_patroni_url_errors_never_echo_the_password(url: str) -> None:
+    found = problems(f'mode = "patroni"\npatroni = ["{url}"]\n')
+    assert any("patroni[0]: invalid URL" in line for line in found), found
+    assert not any("S3c" in line or "PW" in line for line in found), found
+    assert any("***@" in line for line in found), found
 
 
 def test_patroni_mode_is_for_postgresql_only() -> None:

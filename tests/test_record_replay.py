@@ -4,6 +4,7 @@ transaction count and the final table contents."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from conftest import REPO_ROOT
 from e2e_helpers import APP, RunningProxy, clean_env, running_proxy, wait_until
@@ -118,3 +120,22 @@ def test_replay_refuses_what_is_not_a_recording(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "proxy", "replay", str(bogus), "--target", f"{HOST}:1"],
                          capture_output=True, text=True, timeout=60, env=env, cwd=REPO_ROOT)
     assert res.returncode == 1 and "is not a dbproxy recording" in res.stderr
+
+
+def test_recording_masks_passwords(proxy: RunningProxy, ports: OpsPorts, tmp_path: Path) -> None:
+    """Statements that set a password are written with their literals masked, as the audit log does."""
+    recording = tmp_path / "secret.rec.gz"
+    admin(ports.admin, f"RECORD START '{recording}' main")
+    try:
+        with psycopg.connect(host=HOST, port=ports.writer, user=APP.name, password=APP.password, dbname="app",
+                             sslmode="disable", autocommit=True) as conn:
+            # a role that does not exist: the server refuses it, the proxy still records the text
+            with pytest.raises(psycopg.Error):
+                conn.execute("ALTER ROLE no_such_role_rec PASSWORD 'S3cretPW'")
+            assert conn.execute("SELECT 'visible'").fetchone() == ("visible",)
+    finally:
+        admin(ports.admin, "RECORD STOP")
+    texts = [e["q"] for e in read_recording(recording)[1] if e["e"] == "q"]
+    assert "ALTER ROLE no_such_role_rec PASSWORD '***'" in texts and "SELECT 'visible'" in texts, texts
+    with gzip.open(recording, "rb") as raw:
+        assert b"S3cretPW" not in raw.read()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,18 @@ def test_round_trip(tmp_path: Path) -> None:
     assert list(events) == EVENTS
     with pytest.raises(FileExistsError):
         RecordingWriter(path, Header("postgres", None, 0.0))
+    assert list(read_recording(path)[1]) == EVENTS   # the refused writer left the file alone
+
+
+def test_file_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)   # the usual umask, which gzip.open would turn into 0644
+    try:
+        path = tmp_path / "private.gz"
+        RecordingWriter(path, Header("postgres", "main", 1.0)).close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_recording(path)[0] == Header("postgres", "main", 1.0)
 
 
 def test_refusals(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from .. import __version__
 from ..config import Address, EndpointConfig
 from ..config.display import to_display
+from ..config.urls import shown_url
 from ..metrics import cache_families
 from ..topology.model import InstanceState, TopologySnapshot
 from . import topology_view
@@ -334,7 +335,7 @@ def cache_status(cluster: Cluster) -> dict[str, Any] | None:
     if cache is None:
         return None
     entries, size = cache.usage()
-    return {"backend": cache.settings.backend, "state": "up" if cache.up else "down", "entries": entries,
+    return {"backend": shown_url(cache.settings.backend), "state": "up" if cache.up else "down", "entries": entries,
             "bytes": size, "hits": cache.requests["hit"], "misses": cache.requests["miss"],
             "bypasses": cache.requests["bypass"], "hit_ratio": round(cache.hit_ratio(), 4),
             "stores": cache.stores, "invalidations": cache.invalidations, "evictions": cache.evictions,

@@ -25,6 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ..config.urls import shown_url
 from .backends import BackendConnecting, BackendDown, Found
 from .scopes import GENERATION, ROW_TTL, Point, RowWrite, Versions, increments, read_counters, versions
 
@@ -51,7 +52,7 @@ class RedisBackend:
 
     def __init__(self, url: str, cluster: str, timeout: float, *, username: str | None = None,
                  password: str | None = None, ca_file: str | None = None) -> None:
-        self.url = url   # never holds a password (the config refuses one in it)
+        self.url = shown_url(url)   # for messages (last_error, logs): no userinfo, no query
         self.timeout = timeout
         options: dict[str, Any] = {"username": username, "password": password}
         if url.startswith("rediss://") and ca_file is not None:

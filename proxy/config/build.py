@@ -44,6 +44,7 @@ from .model import (
 from .patroni import PATRONI_KEYS, patroni_credentials, patroni_urls
 from .placement import read_discovery, read_instances, read_locality
 from .reader import Context, Problems, Table, is_int, read_secret, toml_type
+from .urls import cache_backend_problem
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
@@ -297,10 +298,8 @@ _CACHE_KEYS = ("backend", "max_memory", "max_entry", "default_ttl", "rules", "wr
 def _build_cache(t: Table, context: Context) -> CacheSettings:
     """[clusters.<name>.cache]: the query-result cache (SPEC §11)."""
     backend = t.text("backend", "memory")
-    if backend != "memory" and not backend.startswith(("redis://", "rediss://", "unix://")):
-        t.problem("backend", f'invalid value "{backend}": expected "memory" or a redis://host:port/db URL')
-    elif "@" in backend.split("//", 1)[-1].split("/", 1)[0]:
-        t.problem("backend", "put the Redis password in password, password_env or password_file, not in the URL")
+    if problem := cache_backend_problem(backend):
+        t.problem("backend", problem)
     password, _ = read_secret(t, "password", context)
     ca_file = t.optional_text("tls_ca_file")
     if ca_file is not None:

@@ -21,6 +21,7 @@ from .model import (
     TlsSettings,
     TokenSettings,
 )
+from .urls import shown_url
 
 
 def to_display(config: Config) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def _discovery_display(discovery: DiscoverySettings) -> dict[str, Any]:
 def _cache_display(cache: CacheSettings) -> dict[str, Any]:
     """[cache] as configured; the Redis password masked."""
     return _drop_none({
-        "backend": cache.backend, "max_memory": cache.max_memory, "max_entry": cache.max_entry,
+        "backend": shown_url(cache.backend), "max_memory": cache.max_memory, "max_entry": cache.max_entry,
         "default_ttl": format_duration(cache.default_ttl),
         "rules": [{"match": r.match, "ttl": format_duration(r.ttl), **({"tables": list(r.tables)} if r.tables else {})}
                   for r in cache.rules],

@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .reader import Context, Table, read_secret, toml_type
+from .urls import masked_url
 
 PATRONI_KEYS = ("patroni", "patroni_user", "patroni_password", "patroni_password_env", "patroni_password_file",
                 "patroni_ca")
@@ -44,19 +45,20 @@ def normalize_url(item: object) -> tuple[str, str]:
     """(normalized URL, "") or ("", what is wrong with it)."""
     if not isinstance(item, str):
         return "", f'expected a URL string such as "http://10.0.0.1:8008", got {toml_type(item)}'
+    shown = masked_url(item)   # never the password of http://user:password@host in a message
     try:
         parts = urlsplit(item.strip())
         port = parts.port
     except ValueError as exc:
-        return "", f'invalid URL "{item}": {exc}'
+        return "", f'invalid URL "{shown}": {exc}'
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "", f'invalid URL "{item}": expected http://host:port or https://host:port'
+        return "", f'invalid URL "{shown}": expected http://host:port or https://host:port'
     if parts.username is not None or parts.password is not None:
-        return "", f'invalid URL "{item}": put credentials in patroni_user and patroni_password_env, not in the URL'
+        return "", f'invalid URL "{shown}": put credentials in patroni_user and patroni_password_env, not in the URL'
     if port is None:
-        return "", f'invalid URL "{item}": give the port (Patroni\'s REST API listens on 8008 by default)'
+        return "", f'invalid URL "{shown}": give the port (Patroni\'s REST API listens on 8008 by default)'
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        return "", f'invalid URL "{item}": give the API\'s base URL only, without a path ("/cluster" is added)'
+        return "", f'invalid URL "{shown}": give the API\'s base URL only, without a path ("/cluster" is added)'
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{parts.scheme}://{host}:{port}", ""
 

@@ -2,13 +2,17 @@
 
 POST takes a JSON object (proxy/faults/words.py `from_json`) and answers 201 with the fault as
 SHOW FAULTS lists it; GET lists them; DELETE /faults clears all, DELETE /faults/<id> one. While
-`[server] faults` is false every method answers 403 with the reason. Answers are JSON:
-(status, body) pairs that server.py turns into responses.
+`[server] faults` is false every method answers 403 with the reason. Against cross-site requests
+from browsers (a page may POST text/plain to a loopback listener without a preflight), POST needs
+`Content-Type: application/json` (415 otherwise) and POST and DELETE carrying an `Origin` header
+are refused (403): scripts send none. Answers are JSON: (status, body) pairs that server.py turns
+into responses.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..faults.injector import DISABLED
@@ -27,11 +31,17 @@ def is_fault_path(path: str) -> bool:
     return path == PATH or path.startswith(PATH + "/")
 
 
-def handle(app: ProxyApp, method: str, path: str, body: bytes) -> tuple[int, Any]:
-    """(HTTP status, JSON-able body) for a request under /faults."""
+def handle(app: ProxyApp, method: str, path: str, body: bytes,
+           headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
+    """(HTTP status, JSON-able body) for a request under /faults; `headers` by lower-case name."""
     injector = app.faults
+    headers = headers or {}
     if method not in METHODS:
         return 405, {"error": f"{path} supports {', '.join(METHODS)}"}
+    if method != "GET" and "origin" in headers:
+        return 403, {"error": f"{method} {PATH} from a browser (the request has an Origin header) is refused"}
+    if method == "POST" and headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        return 415, {"error": f"POST {PATH} needs Content-Type: application/json"}
     if not injector.enabled:
         return 403, {"error": DISABLED}
     tail = path[len(PATH) + 1:] if path != PATH else ""

@@ -145,8 +145,9 @@ ROUTES: dict[str, Callable[[ProxyApp], Response]] = {
 
 def respond(app: ProxyApp, request: Request) -> Response:
     if faults.is_fault_path(request.path) and request.method != "HEAD":
-        status, answer = faults.handle(app, request.method, request.path, request.body)
-        return Response(status, json.dumps(answer, indent=1).encode() + b"\n", "application/json")
+        status, answer = faults.handle(app, request.method, request.path, request.body, request.headers)
+        return Response(status, json.dumps(answer, indent=1).encode() + b"\n", "application/json",
+                        headers={"Allow": ", ".join(faults.METHODS)} if status == 405 else {})
     if request.method not in ("GET", "HEAD"):
         return Response(405, b"only GET and HEAD are supported\n", headers={"Allow": "GET, HEAD"})
     route = ROUTES.get(request.path)

@@ -10,13 +10,16 @@
 `t` is seconds since the recording started (monotonic clock), `s` the proxy's id of the client
 session (SHOW CLIENTS id), `u`/`d` its user and database. Statements are the texts clients sent
 (simple query protocol / COM_QUERY text, and the text of prepared statements without their
-parameters). Readers must refuse a version they do not know.
+parameters), with the string literals of those that may set a password masked ('***', as in the
+audit log). The file is created with mode 0600. Readers must refuse a version they do not know.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +45,12 @@ class RecordingWriter:
 
     def __init__(self, path: Path, header: Header) -> None:
         self.path = path
-        # "x": never overwrite an existing file; compresslevel 1: cheap for the proxy, still ~10x smaller.
-        self._file: IO[str] = gzip.open(path, "xt", encoding="utf-8", compresslevel=1)  # noqa: SIM115 - kept open
+        # O_EXCL: never overwrite an existing file (FileExistsError); 0o600: statements are the clients'
+        # data, readable by the proxy's user only. compresslevel 1: cheap for the proxy, still ~10x smaller.
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        raw = os.fdopen(fd, "wb")
+        self._raw = raw
+        self._file: IO[str] = io.TextIOWrapper(gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1), encoding="utf-8")
         self._pending: list[str] = []
         self.events = 0
         self._line({"format": FORMAT, "version": VERSION, "engine": header.engine, "cluster": header.cluster,
@@ -65,7 +72,8 @@ class RecordingWriter:
 
     def close(self) -> None:
         self.flush()
-        self._file.close()
+        self._file.close()   # GzipFile does not close a fileobj it was given
+        self._raw.close()
 
 
 def read_recording(path: Path) -> tuple[Header, Iterator[dict[str, Any]]]:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..audit import mask_secrets
 from .format import Header, RecordingWriter
 
 if TYPE_CHECKING:
@@ -57,7 +58,8 @@ class Recorder:
             self._open.add(sid)
             self.sessions += 1
             self.writer.write({"t": at, "s": sid, "e": "open", "u": session.user_name, "d": session.database})
-        event: dict[str, Any] = {"t": at, "s": sid, "e": "q", "q": sql.decode("utf-8", "replace")}
+        # as in the audit log: no password in the file (ALTER ROLE … PASSWORD '…' replays with '***')
+        event: dict[str, Any] = {"t": at, "s": sid, "e": "q", "q": mask_secrets(sql).decode("utf-8", "replace")}
         server = session.server
         if server is None or not server.in_transaction:
             event["n"] = 1   # starts a transaction
