@@ -10,6 +10,7 @@ import os
 import pytest
 from test_failover_unit import FAIL, PROMOTE_AFTER, THRESHOLD, B, C, coordinated, replica
 
+import proxy.topology.coordinator as coordinator_module
 from proxy.config import (
     Address,
     ClusterConfig,
@@ -19,7 +20,6 @@ from proxy.config import (
     PoolSettings,
     TlsSettings,
 )
-import proxy.topology.coordinator as coordinator_module
 from proxy.topology.coordinator import ActionFailed
 from proxy.topology.lease import LEASE_WINDOW, Lease, holder_name, live_others, parse_rows
 
