@@ -20,6 +20,7 @@ from ...cache.front import QueryCache, Ticket
 from ...cache.keys import key_prefix, statement_key
 from ...cache.policy import plan
 from ...core.session import READY
+from ...core.tasks import TaskSet
 from .cache_facts import MysqlCacheFacts
 from .command_framing import command_end
 from .wire.codes import Command, Status
@@ -105,6 +106,7 @@ class MysqlSessionCache:
         self.passing = False
         self.resuming = False
         self.catalog_waited = False
+        self.tasks = TaskSet()                   # lookups, invalidations, catalog waits in flight
         self._settings: tuple[object, ...] | None = None
         self._prefix = b""
 
@@ -144,13 +146,16 @@ class MysqlSessionCache:
         if reading is None:
             return False
         self.waiting = bytearray()
-        asyncio.get_running_loop().create_task(self._after_catalog(session, data, reading))
+        self.tasks.start(self._after_catalog(session, data, reading))
         return True
 
     async def _after_catalog(self, session: MysqlClientSession, data: bytes, reading: asyncio.Task[None]) -> None:
         try:
             await asyncio.wait_for(asyncio.shield(reading), CATALOG_WAIT)
-        except (TimeoutError, asyncio.CancelledError):
+        except asyncio.CancelledError:
+            if not reading.cancelled():
+                raise            # this task itself is cancelled: do not relay on
+        except Exception:        # TimeoutError, or the read failed: relay without the catalog
             pass
         self._resume_client(session, data, catalog=True)
 
@@ -226,7 +231,7 @@ class MysqlSessionCache:
         if now is not None:
             return self._answer(session, now[0], now[1])
         self.waiting = bytearray()
-        asyncio.get_running_loop().create_task(self._lookup(session, data, key, chosen.tables, chosen.ttl))
+        self.tasks.start(self._lookup(session, data, key, chosen.tables, chosen.ttl))
         return True
 
     async def _lookup(self, session: MysqlClientSession, data: bytes, key: str, tables: tuple[str, ...],
@@ -287,7 +292,7 @@ class MysqlSessionCache:
             if not tables or self.cache.invalidate_now(tables):
                 return False
             self.held = [data]
-            asyncio.get_running_loop().create_task(self._invalidate(session, server, tables))
+            self.tasks.start(self._invalidate(session, server, tables))
             return True
         return False
 
@@ -303,7 +308,7 @@ class MysqlSessionCache:
         if not tables or self.cache.invalidate_now(tables):
             self._send_held(session, server)
         else:
-            asyncio.get_running_loop().create_task(self._invalidate(session, server, tables))
+            self.tasks.start(self._invalidate(session, server, tables))
 
     def _send_held(self, session: MysqlClientSession, server: MysqlServerConnection) -> None:
         held, self.held = self.held or [], None
