@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from ...cache.front import QueryCache, Ticket
 from ...cache.keys import key_prefix, statement_key
 from ...cache.policy import plan
+from ...cache.scopes import ALL_TABLES
 from ...core.session import READY
 from ...core.tasks import TaskSet
 from .cache_facts import MysqlCacheFacts
@@ -188,6 +189,10 @@ class MysqlSessionCache:
             commands += 1
             if command == Command.QUERY and end - pos - 4 < _MAX_PACKET:
                 wrote = self._wrote(data[pos + 5:end].decode("utf-8", "replace")) or wrote
+            elif command == Command.QUERY:
+                # A multi-packet text (16 MiB or more) is not parsed: it may write anything.
+                self.dirty.add(ALL_TABLES)
+                self.ddl = wrote = True
             elif command == Command.STMT_EXECUTE and end - pos >= 9:
                 statement = session.prepared.by_id.get(int.from_bytes(data[pos + 5:pos + 9], "little"))
                 if statement is not None:
