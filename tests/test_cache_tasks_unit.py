@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ class FakeSession:
 
     def __init__(self) -> None:
         self.fed: list[bytes] = []
+        self.waits = TaskSet()
 
     def _client_data(self, data: bytes) -> None:
         self.fed.append(data)
@@ -92,3 +94,18 @@ async def test_a_cancelled_catalog_read_relays_the_held_statement(which: int) ->
     reading.cancel()
     await asyncio.wait_for(waiter, 1)
     assert session.fed == [b"Q-held", b"Q-next"] and flow.waiting is None
+
+
+async def test_a_client_that_goes_cancels_its_catalog_wait() -> None:
+    reading = asyncio.get_running_loop().create_task(asyncio.sleep(60))
+    catalog = SimpleNamespace(snapshot=lambda database, now: None, reading=lambda database: reading)
+    flow = SessionCache(SimpleNamespace(clock=lambda: 0.0), SimpleNamespace(catalog=catalog))  # type: ignore[arg-type]
+    session = FakeSession()
+    session.database = "app"
+    assert flow._hold_for_catalog(session, b"Q-held")  # type: ignore[arg-type]
+    assert len(session.waits) == 1 and len(flow.tasks) == 0
+    await asyncio.sleep(0.01)
+    session.waits.cancel()              # what connection_lost does
+    await asyncio.sleep(0.01)
+    assert len(session.waits) == 0 and session.fed == [] and not reading.cancelled()
+    reading.cancel()

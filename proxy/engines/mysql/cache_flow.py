@@ -107,7 +107,7 @@ class MysqlSessionCache:
         self.passing = False
         self.resuming = False
         self.catalog_waited = False
-        self.tasks = TaskSet()                   # lookups, invalidations, catalog waits in flight
+        self.tasks = TaskSet()                   # lookups and invalidations in flight (run to the end)
         self._settings: tuple[object, ...] | None = None
         self._prefix = b""
 
@@ -147,7 +147,7 @@ class MysqlSessionCache:
         if reading is None:
             return False
         self.waiting = bytearray()
-        self.tasks.start(self._after_catalog(session, data, reading))
+        session.waits.start(self._after_catalog(session, data, reading))   # cancelled if the client goes
         return True
 
     async def _after_catalog(self, session: MysqlClientSession, data: bytes, reading: asyncio.Task[None]) -> None:

@@ -74,7 +74,7 @@ class SessionCache:
         self._skip = 0                           # bytes of a message not looked at (CopyData...)
         self.database = ""                       # the client's database (known once it is logged in)
         self.catalog_waited = False              # data being fed again after a wait for the catalog
-        self.tasks = TaskSet()                   # lookups, invalidations, catalog waits in flight
+        self.tasks = TaskSet()                   # lookups and invalidations in flight (run to the end)
 
     # ---- client → server ------------------------------------------------------------------------
 
@@ -117,7 +117,7 @@ class SessionCache:
         if reading is None:
             return False
         self.waiting = bytearray()
-        self.tasks.start(self._after_catalog(session, data, reading))
+        session.waits.start(self._after_catalog(session, data, reading))   # cancelled if the client goes
         return True
 
     async def _after_catalog(self, session: PgClientSession, data: bytes, reading: asyncio.Task[None]) -> None:
