@@ -119,3 +119,11 @@ def test_a_multi_packet_query_is_taken_to_write_every_table() -> None:
     flow._scan(None, big + small)  # type: ignore[arg-type]
     assert ALL_TABLES in flow.dirty and flow.ddl
     assert flow.hold_all   # more commands after the write: held until the batch is answered
+
+
+def test_a_multi_packet_query_is_noted_from_its_first_chunk() -> None:
+    from proxy.engines.mysql.cache_flow import MysqlSessionCache
+    flow = MysqlSessionCache(_Clocked(), MysqlCacheFacts(MysqlClassifier()), _Catalog())  # type: ignore[arg-type]
+    big = encode_packets(b"\x03DELETE FROM items WHERE v = '" + b"x" * 0xFFFFFF + b"'")[0]
+    flow._scan(None, big[:65536])  # type: ignore[arg-type]   # in a transaction: relayed as it arrives
+    assert ALL_TABLES in flow.dirty and flow.ddl

@@ -183,16 +183,17 @@ class MysqlSessionCache:
                 end = command_end(data, pos)
             except Exception:   # too large: the session refuses it
                 return
+            command = data[pos + 4]
+            if command == Command.QUERY and data[pos:pos + 3] == b"\xff\xff\xff":
+                # A multi-packet text (16 MiB or more) is not parsed: it may write anything. Noted from
+                # its first header, also while the rest is still to come (relayed as it arrives).
+                self.dirty.add(ALL_TABLES)
+                self.ddl = wrote = True
             if end > size:
                 return
-            command = data[pos + 4]
             commands += 1
             if command == Command.QUERY and end - pos - 4 < _MAX_PACKET:
                 wrote = self._wrote(data[pos + 5:end].decode("utf-8", "replace")) or wrote
-            elif command == Command.QUERY:
-                # A multi-packet text (16 MiB or more) is not parsed: it may write anything.
-                self.dirty.add(ALL_TABLES)
-                self.ddl = wrote = True
             elif command == Command.STMT_EXECUTE and end - pos >= 9:
                 statement = session.prepared.by_id.get(int.from_bytes(data[pos + 5:pos + 9], "little"))
                 if statement is not None:
