@@ -6,7 +6,7 @@ stream from it (the engine's `ReplicaLister`: MariaDB `SHOW SLAVE HOSTS`, Postgr
 topology monitor (placement from [clusters.<name>.discovery]) and joins reader, split and custom
 `exclude` endpoints once a probe finds it healthy. A discovered replica the writer has not
 reported for longer than `discovery.grace` is dropped (its pools drain), unless it is the writer
-now or its latest probe finds it up as a replica (after a writer change it may not be re-pointed yet,
+now or its latest probe finds it up (not lagging) as a replica (after a writer change it may not be re-pointed yet,
 or it streams from another replica). Configured instances are never added or dropped by discovery. A failed listing changes
 nothing (and is logged once until a listing succeeds again).
 
@@ -121,7 +121,7 @@ class ReplicaDiscovery:
         now = self._clock()
         self.last_listing = now
         live = [i.address for i in self.monitor.snapshot.instances
-                if i.role == "replica" and i.state in ("up", "lagging")]
+                if i.role == "replica" and i.state == "up"]
         result = reconcile(self.last_seen, reported, self._configured(), writer, now, self.settings.grace, live)
         self.last_seen = result.last_seen
         for address in result.added:
