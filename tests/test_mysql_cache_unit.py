@@ -93,3 +93,37 @@ def test_reads(sql: str, cacheable: bool, tables: tuple[str, ...]) -> None:
 def test_writes(sql: str, tables: tuple[str, ...], ddl: bool) -> None:
     written = MysqlCacheFacts(MysqlClassifier()).written(sql, CATALOG)
     assert written.tables == tables and written.ddl == ddl
+
+
+class _Clocked:
+    @staticmethod
+    def clock() -> float:
+        return 0.0
+
+
+class _Catalog:
+    @staticmethod
+    def snapshot(database: str, now: float) -> CatalogSnapshot:
+        return CATALOG
+
+
+def test_a_multi_packet_query_is_taken_to_write_every_table() -> None:
+    from proxy.engines.mysql.cache_flow import MysqlSessionCache
+    flow = MysqlSessionCache(_Clocked(), MysqlCacheFacts(MysqlClassifier()), _Catalog())  # type: ignore[arg-type]
+    small = encode_packets(b"\x03SELECT v FROM items")[0]
+    flow._scan(None, small)  # type: ignore[arg-type]
+    assert flow.dirty == set() and not flow.ddl
+    sql = b"UPDATE items SET v = '" + b"x" * 0xFFFFFF + b"'"
+    big = encode_packets(b"\x03" + sql)[0]
+    assert len(big) > 0xFFFFFF + 8 and big[:3] == b"\xff\xff\xff"   # two packets
+    flow._scan(None, big + small)  # type: ignore[arg-type]
+    assert ALL_TABLES in flow.dirty and flow.ddl
+    assert flow.hold_all   # more commands after the write: held until the batch is answered
+
+
+def test_a_multi_packet_query_is_noted_from_its_first_chunk() -> None:
+    from proxy.engines.mysql.cache_flow import MysqlSessionCache
+    flow = MysqlSessionCache(_Clocked(), MysqlCacheFacts(MysqlClassifier()), _Catalog())  # type: ignore[arg-type]
+    big = encode_packets(b"\x03DELETE FROM items WHERE v = '" + b"x" * 0xFFFFFF + b"'")[0]
+    flow._scan(None, big[:65536])  # type: ignore[arg-type]   # in a transaction: relayed as it arrives
+    assert ALL_TABLES in flow.dirty and flow.ddl

@@ -95,7 +95,12 @@ async def test_discovery_adds_then_drops_after_the_grace_and_a_failed_listing_ch
     await cluster.discovery.poll()                   # no listing: nothing dropped, however long
     assert NEW in cluster.monitor.snapshot and cluster.discovery.last_error == "cannot connect"
     lister.fail, lister.reported = "", [R1, R2]
-    await cluster.discovery.poll()                   # last reported at 100, now 200: gone > 5 s
+    await cluster.discovery.poll()                   # not reported, but its probes find it up as a replica
+    assert NEW in cluster.monitor.snapshot
+    for _ in range(cluster.monitor.health.failure_threshold):
+        cluster.monitor.record(NEW, ProbeResult(ok=False, error="connection refused"))
+    now[0] = 206.0
+    await cluster.discovery.poll()                   # down now, last seen live at 200: gone > 5 s
     assert NEW not in cluster.monitor.snapshot
     texts = [e.text for e in cluster.monitor.events]
     assert f"discovery: replica {NEW} reported by the writer {P}: added" in texts

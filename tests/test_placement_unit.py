@@ -448,3 +448,18 @@ async def test_a_probe_that_raises_counts_as_failed_and_the_loop_goes_on() -> No
         assert probe.closed >= 3
     finally:
         monitor.stop()
+
+
+def test_reconcile_keeps_a_discovered_replica_probes_find_up_though_the_new_writer_does_not_report_it() -> None:
+    # C was discovered under writer A; B is the writer now and does not report C yet (not re-pointed,
+    # or C streams from D), but C's probes find it up as a replica.
+    seen = {C: 10.0, D: 10.0}
+    kept = reconcile(seen, [D], {A, B}, B, now=30.0, grace=5.0, live_replicas=[C, D])
+    assert (kept.dropped, kept.last_seen) == ((), {C: 30.0, D: 30.0})
+    # Once its probes stop finding it a live replica, its grace runs from its last live sighting.
+    later = reconcile(kept.last_seen, [D], {A, B}, B, now=33.0, grace=5.0, live_replicas=[D])
+    assert later.dropped == ()
+    gone = reconcile(later.last_seen, [D], {A, B}, B, now=35.5, grace=5.0, live_replicas=[D])
+    assert (gone.dropped, gone.last_seen) == ((C,), {D: 35.5})
+    # A live replica that is not a discovered one is not added by its probes alone.
+    assert reconcile({}, [], {A, B}, B, now=1.0, grace=5.0, live_replicas=[C]).last_seen == {}

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import pytest
 from test_failover_unit import FAIL, PROMOTE_AFTER, THRESHOLD, B, C, coordinated, replica
 
+import proxy.topology.coordinator as coordinator_module
 from proxy.config import (
     Address,
     ClusterConfig,
@@ -129,3 +131,65 @@ async def test_the_lease_is_renewed_on_the_writer_and_another_holder_is_reported
     await asyncio.sleep(0.05)
     follow.close()
     assert follow_actions.renewals == []
+
+
+def test_a_row_of_this_host_and_pid_under_an_old_name_is_this_proxys_own() -> None:
+    # A reload changed the first endpoint's listen address: the holder was renamed, the old row is still
+    # live in the table with this process's pid.
+    old, new = Lease("h1/main/127.0.0.1:6432", 4242, 5000.0), Lease("h1/main/127.0.0.1:7432", 4242, 5000.5)
+    assert live_others([old, new], "h1/main/127.0.0.1:7432", 4242) == []
+    # Without the pid (or with another pid, or on another host) it is another holder.
+    assert live_others([old, new], "h1/main/127.0.0.1:7432") == [old]
+    assert live_others([old, new], "h1/main/127.0.0.1:7432", 4243) == [old]
+    elsewhere = Lease("h2/main/127.0.0.1:6432", 4242, 5000.0)
+    assert live_others([elsewhere, new], "h1/main/127.0.0.1:7432", 4242) == [elsewhere]
+
+
+async def test_the_proxys_own_row_under_an_old_name_does_not_refuse_its_promotion() -> None:
+    monitor, actions, coordinator, clock = coordinated()
+    actions.leases = [Lease(ME, 1, 1000.0), Lease("dbproxy/main/old-listen", os.getpid(), 999.5)]
+    kill_primary(monitor, clock)
+    await asyncio.sleep(0.05)
+    assert actions.calls[0] == f"promote {C}" and monitor.snapshot.writer == C
+
+
+async def test_an_unexpected_renewal_error_is_logged_and_the_renewal_goes_on(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "dbproxy")
+    monkeypatch.setattr(coordinator_module, "LEASE_RENEW", 0.01)
+    monitor, actions, coordinator, clock = coordinated()
+    real_renew = actions.renew_lease
+    failures = [RuntimeError("driver bug")]
+
+    async def renew_once_broken(primary: Address, holder: str, pid: int) -> list[Lease]:
+        if failures:
+            actions.renewals.append("failed")
+            raise failures.pop()
+        return await real_renew(primary, holder, pid)
+
+    monkeypatch.setattr(actions, "renew_lease", renew_once_broken)
+    coordinator.start()
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(actions.renewals) >= 3:
+                break
+        assert actions.renewals[:3] == ["failed", f"10.0.0.1:5432 {ME}", f"10.0.0.1:5432 {ME}"]
+        assert any(r.levelno == logging.ERROR and "renewing the promote lease" in r.getMessage()
+                   and r.exc_info and isinstance(r.exc_info[1], RuntimeError) for r in caplog.records)
+    finally:
+        coordinator.close()
+
+
+async def test_a_background_task_that_fails_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "dbproxy")
+    monitor, actions, coordinator, clock = coordinated()
+
+    async def broken() -> None:
+        raise RuntimeError("boom in the background")
+
+    coordinator._spawn(broken())
+    await asyncio.sleep(0.01)
+    assert any(r.levelno == logging.ERROR and r.exc_info and str(r.exc_info[1]) == "boom in the background"
+               for r in caplog.records)
+    coordinator.close()

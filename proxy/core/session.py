@@ -33,6 +33,7 @@ from ..tls import contexts as tls_contexts
 from ..tls.layer import TlsConnection
 from . import fault_hooks
 from .stems import by_statement_stem, statement_stem
+from .tasks import TaskSet
 
 if TYPE_CHECKING:
     from ..pool.pool import Pool
@@ -121,6 +122,7 @@ class ClientSessionCore(asyncio.Protocol):
         self.connected_at = time.time()
         self.session_mode = cluster.config.pool.mode == "session"
         self._pending = bytearray()
+        self.waits = TaskSet()   # waits on this client's behalf (the cache's catalog wait): cancelled when it goes
         self.opened = self.last_activity = time.monotonic()
         self._read_your_writes = endpoint.role == "split" and endpoint.read_your_writes
 
@@ -191,6 +193,7 @@ class ClientSessionCore(asyncio.Protocol):
             self._close_reason = "client disconnected" if exc is None else f"client connection lost: {exc}"
         if self._borrow_task is not None:
             self._borrow_task.cancel()
+        self.waits.cancel()
         self._give_back_server()
         if self._counted:
             self.cluster.clients -= 1

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Address, MirrorSettings
 from ..core.stems import by_statement_stem
+from ..core.tasks import TaskSet
 from ..recording.clients import Client, connect
 from ..routing.classify import Route
 from .capture import TransactionCapture, is_transaction_control
@@ -62,6 +63,7 @@ class Mirror:
         self.queue: asyncio.Queue[_Work] = asyncio.Queue(QUEUE_SIZE)
         self._captures: dict[int, TransactionCapture] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = TaskSet()               # shadow connections being closed
         # Read verdicts per statement stem (texts differing only in trailing digits share one).
         self._is_read = by_statement_stem(self._classify_read, {})
         self._down_until = 0.0   # monotonic: the shadow looked dead; its work is dropped until then
@@ -144,10 +146,9 @@ class Mirror:
         finally:
             self._forget(clients)
 
-    @staticmethod
-    def _forget(clients: dict[tuple[str, Address, str, str], Client]) -> None:
+    def _forget(self, clients: dict[tuple[str, Address, str, str], Client]) -> None:
         for client in clients.values():
-            asyncio.get_running_loop().create_task(_close_quietly(client))
+            self._closing.start(_close_quietly(client))   # held until done (also after stop)
         clients.clear()
 
     async def _client(self, clients: dict[tuple[str, Address, str, str], Client], side: str, cluster: Cluster[Any],

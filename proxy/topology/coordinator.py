@@ -199,8 +199,12 @@ class FailoverCoordinator:
                     self._lease_state(f"failover: cannot renew this proxy's promote lease on {writer}: "
                                       f"{exc.message} (another dbproxy cannot know that this one runs promote mode)",
                                       logging.WARNING)
+                except Exception:
+                    # A bug or an unexpected driver error must not end the renewal: other promote-mode
+                    # proxies would stop seeing this one, and both could promote.
+                    log.exception("failover: renewing the promote lease on %s failed; retrying", writer)
                 else:
-                    self.lease_others = live_others(leases, self.holder)
+                    self.lease_others = live_others(leases, self.holder, os.getpid())
                     self._lease_state(
                         f"failover: another dbproxy in promote mode watches this cluster: "
                         f"{describe(self.lease_others)}; promotion is refused while its lease is live (a fleet "
@@ -231,7 +235,7 @@ class FailoverCoordinator:
             self._note(f"failover: the health user may not read the promote leases on {target}: promoting "
                        "without knowing whether another promote-mode dbproxy watches this cluster", logging.WARNING)
             return False
-        others = live_others(leases, self.holder)
+        others = live_others(leases, self.holder, os.getpid())
         if not others:
             return False
         self.state = promotion_failed(self.state, self._clock(), harmless=True, retry_after=math.inf)
@@ -489,3 +493,10 @@ class FailoverCoordinator:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """Done-callback of background tasks: an exception that ended one is logged, not lost."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("failover: background task %s failed", task.get_coro(), exc_info=exc)

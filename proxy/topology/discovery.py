@@ -6,7 +6,8 @@ stream from it (the engine's `ReplicaLister`: MariaDB `SHOW SLAVE HOSTS`, Postgr
 topology monitor (placement from [clusters.<name>.discovery]) and joins reader, split and custom
 `exclude` endpoints once a probe finds it healthy. A discovered replica the writer has not
 reported for longer than `discovery.grace` is dropped (its pools drain), unless it is the writer
-now. Configured instances are never added or dropped by discovery. A failed listing changes
+now or its latest probe finds it up (not lagging) as a replica (after a writer change it may not be re-pointed yet,
+or it streams from another replica). Configured instances are never added or dropped by discovery. A failed listing changes
 nothing (and is logged once until a listing succeeds again).
 
 `reconcile` decides, pure, with `now` passed in; `ReplicaDiscovery` is the asyncio loop.
@@ -43,9 +44,17 @@ class Reconciled:
 
 
 def reconcile(last_seen: Mapping[Address, float], reported: Collection[Address], configured: Collection[Address],
-              writer: Address | None, now: float, grace: float) -> Reconciled:
-    """The discovered replicas after one successful listing at `now` (see the module docstring)."""
+              writer: Address | None, now: float, grace: float,
+              live_replicas: Collection[Address] = ()) -> Reconciled:
+    """The discovered replicas after one successful listing at `now` (see the module docstring).
+
+    `live_replicas`: instances whose latest probe found them up as replicas. A discovered one is kept
+    (its grace starts again) although the writer does not report it: after a writer change it may not
+    be re-pointed yet, or it may stream from another replica (cascading)."""
     seen = {a: t for a, t in last_seen.items() if a not in configured}
+    for address in live_replicas:
+        if address in seen:
+            seen[address] = now
     added = []
     for address in reported:
         if address in configured or address == writer:
@@ -111,7 +120,9 @@ class ReplicaDiscovery:
             self.last_error = ""
         now = self._clock()
         self.last_listing = now
-        result = reconcile(self.last_seen, reported, self._configured(), writer, now, self.settings.grace)
+        live = [i.address for i in self.monitor.snapshot.instances
+                if i.role == "replica" and i.state == "up"]
+        result = reconcile(self.last_seen, reported, self._configured(), writer, now, self.settings.grace, live)
         self.last_seen = result.last_seen
         for address in result.added:
             self.monitor.note(f"discovery: replica {address} reported by the writer {writer}: added")

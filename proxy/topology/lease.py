@@ -16,7 +16,8 @@ primary) long before, or a row left by a decommissioned one, lies further back. 
 machines is compared, and the answer does not change with how long the primary has been dead.
 
 A holder is named `host/cluster/first endpoint`: a restarted proxy is the same holder (its old row
-is its own), two proxies on one host differ by their listen addresses.
+is its own), two proxies on one host differ by their listen addresses. A row with this host and this
+process's pid is its own too (a reload that changed the first endpoint renamed the holder).
 
 Failure cases (README "Fleets and failover modes"): a proxy that started while the primary was
 already dead never wrote a lease, so another one cannot know it (two such proxies may both promote);
@@ -44,12 +45,23 @@ class Lease:
     renewed_at: float     # epoch seconds, the primary's clock
 
 
-def live_others(leases: Sequence[Lease], me: str, window: float = LEASE_WINDOW) -> list[Lease]:
-    """Holders other than `me` whose renewal is within `window` of the freshest one."""
+def live_others(leases: Sequence[Lease], me: str, pid: int | None = None,
+                window: float = LEASE_WINDOW) -> list[Lease]:
+    """Holders other than `me` whose renewal is within `window` of the freshest one.
+
+    With `pid` (this process's), a row of the same host and pid is this process's own too: a reload
+    that changed the first endpoint's listen address renamed the holder, and the old row must not
+    look like another live promote-mode proxy."""
     if not leases:
         return []
     freshest = max(lease.renewed_at for lease in leases)
-    return [lease for lease in leases if lease.holder != me and lease.renewed_at >= freshest - window]
+    host = me.split("/", 1)[0]
+
+    def mine(lease: Lease) -> bool:
+        return lease.holder == me or (pid is not None and lease.pid == pid
+                                      and lease.holder.split("/", 1)[0] == host)
+
+    return [lease for lease in leases if not mine(lease) and lease.renewed_at >= freshest - window]
 
 
 def holder_name(cluster: ClusterConfig, hostname: str | None = None) -> str:

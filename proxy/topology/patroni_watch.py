@@ -49,6 +49,10 @@ class PatroniUnreachable(Exception):
     """No member's REST API answered; the message lists why, per URL."""
 
 
+class PatroniOutcomeUnknown(PatroniUnreachable):
+    """A POST was sent (or may have been) but no answer came: it may have taken effect."""
+
+
 class PatroniApi:
     """The members' REST APIs over HTTP, each tried in turn, starting with the last one that answered."""
 
@@ -76,6 +80,10 @@ class PatroniApi:
                     headers={"Content-Type": "application/json"} if body is not None else None)
             except httpx.HTTPError as exc:
                 errors.append(f"{url}: {_describe(exc)}")
+                if method != "GET" and not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+                    # Sent, or maybe sent (a read timeout, a dropped connection): sending it to another
+                    # member could act twice (two switchovers).
+                    raise PatroniOutcomeUnknown("; ".join(errors)) from None
                 continue
             if method == "GET" and answer.status_code != 200:
                 errors.append(f"{url}: HTTP {answer.status_code}")   # e.g. a member cut off from the DCS
@@ -294,6 +302,10 @@ class PatroniWatcher:
         try:
             url, status, body = await self.api.request("POST", "/switchover", switchover_request(leader, candidate),
                                                        timeout=SWITCHOVER_TIMEOUT)
+        except PatroniOutcomeUnknown as exc:
+            raise ActionFailed(f"Patroni's POST /switchover got no answer ({exc}): the outcome is unknown, the "
+                               "switchover may have taken effect; check the cluster (patronictl list)",
+                               harmless=False) from None
         except PatroniUnreachable as exc:
             raise ActionFailed(f"Patroni's POST /switchover failed: {exc}", harmless=True) from None
         answer = read_switchover_answer(status, body)

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 from ...cache.front import QueryCache, Ticket
 from ...cache.keys import key_prefix, statement_key
 from ...cache.policy import plan
+from ...cache.scopes import ALL_TABLES
 from ...core.session import READY
+from ...core.tasks import TaskSet
 from .cache_facts import MysqlCacheFacts
 from .command_framing import command_end
 from .wire.codes import Command, Status
@@ -105,6 +107,7 @@ class MysqlSessionCache:
         self.passing = False
         self.resuming = False
         self.catalog_waited = False
+        self.tasks = TaskSet()                   # lookups and invalidations in flight (run to the end)
         self._settings: tuple[object, ...] | None = None
         self._prefix = b""
 
@@ -144,13 +147,16 @@ class MysqlSessionCache:
         if reading is None:
             return False
         self.waiting = bytearray()
-        asyncio.get_running_loop().create_task(self._after_catalog(session, data, reading))
+        session.waits.start(self._after_catalog(session, data, reading))   # cancelled if the client goes
         return True
 
     async def _after_catalog(self, session: MysqlClientSession, data: bytes, reading: asyncio.Task[None]) -> None:
         try:
             await asyncio.wait_for(asyncio.shield(reading), CATALOG_WAIT)
-        except (TimeoutError, asyncio.CancelledError):
+        except asyncio.CancelledError:
+            if not reading.cancelled():
+                raise            # this task itself is cancelled: do not relay on
+        except Exception:        # TimeoutError, or the read failed: relay without the catalog
             pass
         self._resume_client(session, data, catalog=True)
 
@@ -177,9 +183,14 @@ class MysqlSessionCache:
                 end = command_end(data, pos)
             except Exception:   # too large: the session refuses it
                 return
+            command = data[pos + 4]
+            if command == Command.QUERY and data[pos:pos + 3] == b"\xff\xff\xff":
+                # A multi-packet text (16 MiB or more) is not parsed: it may write anything. Noted from
+                # its first header, also while the rest is still to come (relayed as it arrives).
+                self.dirty.add(ALL_TABLES)
+                self.ddl = wrote = True
             if end > size:
                 return
-            command = data[pos + 4]
             commands += 1
             if command == Command.QUERY and end - pos - 4 < _MAX_PACKET:
                 wrote = self._wrote(data[pos + 5:end].decode("utf-8", "replace")) or wrote
@@ -226,7 +237,7 @@ class MysqlSessionCache:
         if now is not None:
             return self._answer(session, now[0], now[1])
         self.waiting = bytearray()
-        asyncio.get_running_loop().create_task(self._lookup(session, data, key, chosen.tables, chosen.ttl))
+        self.tasks.start(self._lookup(session, data, key, chosen.tables, chosen.ttl))
         return True
 
     async def _lookup(self, session: MysqlClientSession, data: bytes, key: str, tables: tuple[str, ...],
@@ -287,7 +298,7 @@ class MysqlSessionCache:
             if not tables or self.cache.invalidate_now(tables):
                 return False
             self.held = [data]
-            asyncio.get_running_loop().create_task(self._invalidate(session, server, tables))
+            self.tasks.start(self._invalidate(session, server, tables))
             return True
         return False
 
@@ -303,7 +314,7 @@ class MysqlSessionCache:
         if not tables or self.cache.invalidate_now(tables):
             self._send_held(session, server)
         else:
-            asyncio.get_running_loop().create_task(self._invalidate(session, server, tables))
+            self.tasks.start(self._invalidate(session, server, tables))
 
     def _send_held(self, session: MysqlClientSession, server: MysqlServerConnection) -> None:
         held, self.held = self.held or [], None

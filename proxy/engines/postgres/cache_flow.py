@@ -14,6 +14,7 @@ from ...cache.keys import key_prefix, statement_key
 from ...cache.policy import plan
 from ...cache.scopes import Point, RowWrite
 from ...core.session import READY
+from ...core.tasks import TaskSet
 from .cache_batch import ExtendedBatch, extended_batch, storable_extended
 from .cache_points import Values
 from .cache_tables import CacheFacts
@@ -73,6 +74,7 @@ class SessionCache:
         self._skip = 0                           # bytes of a message not looked at (CopyData...)
         self.database = ""                       # the client's database (known once it is logged in)
         self.catalog_waited = False              # data being fed again after a wait for the catalog
+        self.tasks = TaskSet()                   # lookups and invalidations in flight (run to the end)
 
     # ---- client → server ------------------------------------------------------------------------
 
@@ -115,13 +117,16 @@ class SessionCache:
         if reading is None:
             return False
         self.waiting = bytearray()
-        asyncio.get_running_loop().create_task(self._after_catalog(session, data, reading))
+        session.waits.start(self._after_catalog(session, data, reading))   # cancelled if the client goes
         return True
 
     async def _after_catalog(self, session: PgClientSession, data: bytes, reading: asyncio.Task[None]) -> None:
         try:
             await asyncio.wait_for(asyncio.shield(reading), CATALOG_WAIT)
-        except (TimeoutError, asyncio.CancelledError):
+        except asyncio.CancelledError:
+            if not reading.cancelled():
+                raise            # this task itself is cancelled: do not relay on
+        except Exception:        # TimeoutError, or the read failed: relay without the catalog
             pass
         waiting, self.waiting = self.waiting or bytearray(), None
         if session.state != READY or session.transport is None:
@@ -258,8 +263,7 @@ class SessionCache:
         if now is not None:
             return self._answer(session, now[0], now[1], parse)
         self.waiting = bytearray()
-        loop = asyncio.get_running_loop()
-        loop.create_task(self._lookup(session, data, key, tables, ttl, point, parse))
+        self.tasks.start(self._lookup(session, data, key, tables, ttl, point, parse))
         return True
 
     async def _lookup(self, session: PgClientSession, data: bytes, key: str, tables: tuple[str, ...],
@@ -328,7 +332,7 @@ class SessionCache:
             if not tables and not rows or self.cache.invalidate_now(tables, rows):
                 return False
             self.held = [data]
-            asyncio.get_running_loop().create_task(self._invalidate(session, server, tables, rows))
+            self.tasks.start(self._invalidate(session, server, tables, rows))
             return True
         return False
 
