@@ -221,15 +221,23 @@ def mariadb_cli(port: int, sql: str, *, user: str = APP_USER, password: str | No
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def admin_rows(proxy: MysqlProxy, command: str) -> list[dict[str, Any]]:
-    """An admin console command's rows as dicts (psycopg, simple protocol)."""
+def admin_rows(proxy: MysqlProxy, command: str, *, expect_rows: bool = True) -> list[dict[str, Any]]:
+    """An admin console command's rows as dicts (psycopg, simple protocol); with expect_rows=False a
+    command that answers with no result (FAULT ADD, RECORD START) gives []."""
     conninfo = (f"host={HOST} port={proxy.admin_port} user={ADMIN_USER} password={ADMIN_PASSWORD} "
                 "dbname=dbproxy sslmode=disable connect_timeout=5")
     with psycopg.connect(conninfo, autocommit=True) as conn:
         cur = conn.execute(command, prepare=False)
+        if cur.description is None and not expect_rows:
+            return []
         assert cur.description is not None
         names = [column.name for column in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def admin_command(proxy: MysqlProxy, command: str) -> list[dict[str, Any]]:
+    """admin_rows for any command: its rows, or [] when it answers with no result."""
+    return admin_rows(proxy, command, expect_rows=False)
 
 
 def client_row(proxy: MysqlProxy, connection_id: int) -> dict[str, Any]:

@@ -15,13 +15,14 @@ import pymysql
 import pytest
 from e2e_helpers import running_proxy, wait_until
 from mysql_e2e_helpers import (
-    ADMIN_PASSWORD,
-    ADMIN_USER,
     MysqlProxy,
     connect,
     direct,
     mysql_proxy_config,
     scalar,
+)
+from mysql_e2e_helpers import (
+    admin_command as admin,
 )
 
 from deploy.mysqlcluster import HOST, MysqlCluster
@@ -42,17 +43,6 @@ def proxy(mysql_cluster: MysqlCluster, tmp_path_factory: pytest.TempPathFactory)
     text = text.replace("[server]\n", "[server]\nfaults = true\n", 1)
     with running_proxy(text, tmp_path_factory.mktemp("mysql-faults"), port) as running:
         yield MysqlProxy(running, admin_port, reader_port, http_port)
-
-
-def admin(proxy: MysqlProxy, command: str) -> list[dict[str, Any]]:
-    conninfo = (f"host={HOST} port={proxy.admin_port} user={ADMIN_USER} password={ADMIN_PASSWORD} "
-                "dbname=dbproxy sslmode=disable connect_timeout=5")
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        cur = conn.execute(command, prepare=False)
-        if cur.description is None:
-            return []
-        names = [column.name for column in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 @pytest.fixture(autouse=True)

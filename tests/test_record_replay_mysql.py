@@ -13,19 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pymysql
 import pytest
 from conftest import REPO_ROOT
 from e2e_helpers import running_proxy
 from mysql_e2e_helpers import (
-    ADMIN_PASSWORD,
-    ADMIN_USER,
     MysqlProxy,
     connect,
     direct,
     mysql_proxy_config,
     rows,
+)
+from mysql_e2e_helpers import (
+    admin_command as admin,
 )
 
 from deploy.mysqlcluster import HOST, MysqlCluster
@@ -40,17 +40,6 @@ def proxy(mysql_cluster: MysqlCluster, tmp_path_factory: pytest.TempPathFactory)
     text = mysql_proxy_config(mysql_cluster, port, admin_port=admin_port)
     with running_proxy(text, tmp_path_factory.mktemp("mysql-record"), port) as running:
         yield MysqlProxy(running, admin_port)
-
-
-def admin(proxy: MysqlProxy, command: str) -> list[dict[str, Any]]:
-    conninfo = (f"host={HOST} port={proxy.admin_port} user={ADMIN_USER} password={ADMIN_PASSWORD} "
-                "dbname=dbproxy sslmode=disable connect_timeout=5")
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        cur = conn.execute(command, prepare=False)
-        if cur.description is None:
-            return []
-        names = [column.name for column in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def local(database: str | None = None) -> pymysql.connections.Connection[Any]:
