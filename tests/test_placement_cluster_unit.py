@@ -142,7 +142,7 @@ async def test_show_topology_rows_status_and_zone_metric() -> None:
     assert (status["zone"], status["region"], status["next_promotion"]) == ("zone-a", "lo", str(R2))
     assert status["discovery"] == {"discovered": [], "last_error": None, "interval_s": 1.0, "grace_s": 5.0}
 
-    cluster.handouts.update({R1: 5, R2: 2, NEW: 1})   # NEW: gone meanwhile, placed as discovery places them
+    cluster.retired_handouts.update({R1: 5, R2: 2, NEW: 1})   # NEW: gone meanwhile, placed as discovery places them
     app = SimpleNamespace(clusters={"main": cluster})
 
     class Source(Collector):

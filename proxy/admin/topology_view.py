@@ -115,7 +115,7 @@ def zone_metrics(app: ProxyApp) -> Iterator[Metric]:
     for cluster in app.clusters.values():
         proxy_zone = cluster.config.locality.zone or "unknown"
         pairs: dict[str, int] = {}
-        for address, count in list(cluster.handouts.items()):
+        for address, count in cluster.handouts().items():
             zone = instance_placement(cluster, address).zone or "unknown"
             pairs[zone] = pairs.get(zone, 0) + count
         for zone, count in sorted(pairs.items()):

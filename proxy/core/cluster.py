@@ -96,8 +96,8 @@ class Cluster(Generic[C]):
         # Failover mode "patroni": Patroni's REST API says who the writer may be (None otherwise).
         self.patroni = self._make_patroni(config)
         self.discovery = self._make_discovery(config)
-        # Server connections handed out per instance (dbproxy_zone_requests_total, by zone at scrape time).
-        self.handouts: dict[Address, int] = {}
+        # Server connections handed out by pools no longer tracked, per instance (see handouts()).
+        self.retired_handouts: dict[Address, int] = {}
         # Where each endpoint role may send work: the topology layer, or the first instance for
         # engines without a probe adapter yet.
         self.choose_target: Callable[[EndpointConfig, str, int | None], Address | None] = (
@@ -395,10 +395,20 @@ class Cluster(Generic[C]):
         self._pools_by_instance.setdefault(key[0], []).append(pool)
         self.pools[key] = pool
 
+    def handouts(self) -> dict[Address, int]:
+        """Server connections handed out per instance since start (dbproxy_zone_requests_total): the
+        pools' own counts (attributes, off the hot path's hashing) plus those of pools already gone."""
+        counts = dict(self.retired_handouts)
+        for instance, pools in self._pools_by_instance.items():
+            counts[instance] = counts.get(instance, 0) + sum(pool.handed_out for pool in pools)
+        return counts
+
     def _forget_pool(self, instance: Address, pool: Pool[C]) -> None:
         same_instance = self._pools_by_instance.get(instance, [])
         if pool in same_instance:
             same_instance.remove(pool)
+            if pool.handed_out:
+                self.retired_handouts[instance] = self.retired_handouts.get(instance, 0) + pool.handed_out
         if not same_instance:
             self._pools_by_instance.pop(instance, None)
 
@@ -418,7 +428,7 @@ class Cluster(Generic[C]):
             return None
         pool.in_use.add(conn)
         pool.borrows += 1
-        self.handouts[target] = self.handouts.get(target, 0) + 1
+        pool.handed_out += 1
         return conn, pool
 
     async def borrow(self, endpoint: EndpointConfig, route: str, user: User, database: str,
@@ -442,7 +452,7 @@ class Cluster(Generic[C]):
                 if time.monotonic() >= deadline or not self._connect_refused(target, exc):
                     raise
                 continue
-            self.handouts[target] = self.handouts.get(target, 0) + 1
+            pool.handed_out += 1
             return conn, pool
 
     async def _wait_for_target(self, endpoint: EndpointConfig, route: str, deadline: float,

@@ -98,6 +98,7 @@ class Pool(Generic[C]):
         self.closed = False
         # Counters for SHOW POOLS / metrics.
         self.borrows = 0
+        self.handed_out = 0   # connections given out (take_idle or a borrow that got one), for zone metrics
         self.timeouts = 0
         self.connect_failures = 0
         self.wait_seconds_total = 0.0
