@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -43,6 +43,7 @@ from typing import Any, NoReturn
 # `python bench/sysbench.py` puts bench/, not the repository root, on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import tcp_forwarder
 from bench.cpu import sample, usage
 from bench.pgbench import CellRun
 from bench.procs import BenchError, Service, clean_env, git_version, run_checked, text_tail
@@ -54,7 +55,9 @@ from deploy.pgcluster import free_ports
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SYSBENCH = "sysbench"
 CLUSTER_NAME = "my"
-TARGETS = ("direct", "dbproxy")
+TARGETS = ("direct", "dbproxy", "haproxy")
+# HAProxy (bench/tcp_forwarder.py) runs the point selects only: the floor of a proxy's cost on this machine.
+POINT_TARGETS = TARGETS
 POINT_SELECT_TARGET = 0.6  # dbproxy/direct QPS the issue asks for
 # py-spy samples per second under --profile: with --native it stops dbproxy for every sample.
 PROFILE_RATE = 150
@@ -68,7 +71,7 @@ class SysbenchWorkload:
     label: str  # row label in the table
     script: str  # sysbench's Lua test (/usr/share/sysbench/<script>.lua)
     args: tuple[str, ...]
-    targets: tuple[str, ...] = TARGETS
+    targets: tuple[str, ...] = ("direct", "dbproxy")
     target_ratio: float | None = None  # dbproxy/direct QPS asked for; None: the target is 0 errors
 
 
@@ -78,6 +81,7 @@ WORKLOADS: tuple[SysbenchWorkload, ...] = (
         "`oltp_point_select` prepared (`--db-ps-mode=auto`)",
         "oltp_point_select",
         ("--db-ps-mode=auto",),
+        POINT_TARGETS,
         target_ratio=POINT_SELECT_TARGET,
     ),
     SysbenchWorkload(
@@ -85,6 +89,7 @@ WORKLOADS: tuple[SysbenchWorkload, ...] = (
         "`oltp_point_select` text (`--db-ps-mode=disable`)",
         "oltp_point_select",
         ("--db-ps-mode=disable",),
+        POINT_TARGETS,
         target_ratio=POINT_SELECT_TARGET,
     ),
     SysbenchWorkload(
@@ -101,7 +106,7 @@ WORKLOAD_KEYS = tuple(w.key for w in WORKLOADS)
 class MysqlEndpoint:
     """Where sysbench connects and how it logs in (the same user and password at both targets)."""
 
-    name: str  # direct | dbproxy
+    name: str  # direct | dbproxy | haproxy
     port: int
     user: str = APP_USER
     password: str = APP_PASSWORD
@@ -383,9 +388,10 @@ def build_table(
 ) -> tuple[str, dict[str, dict[str, Any]]]:
     """The Markdown table and, per workload, the medians, ratio, error counts and verdict (for the JSON)."""
     lines = [
-        "| workload | direct QPS | dbproxy QPS | dbproxy/direct | dbproxy TPS | errors / reconnects "
-        "(direct · dbproxy) | p95 ms (direct · dbproxy) | dbproxy CPU µs/txn (system) | target |",
-        "|---|--:|--:|--:|--:|---|---|--:|---|",
+        "| workload | direct QPS | dbproxy QPS | dbproxy/direct | HAProxy tcp QPS | HAProxy/direct | dbproxy TPS "
+        "| errors / reconnects (direct · dbproxy) | p95 ms (direct · dbproxy) "
+        "| CPU µs/txn (system): dbproxy · HAProxy | target |",
+        "|---|--:|--:|--:|--:|--:|--:|---|---|--:|---|",
     ]
     derived: dict[str, dict[str, Any]] = {}
     for w in workloads:
@@ -394,8 +400,9 @@ def build_table(
         p95 = {t: median_cell(runs, w.key, t, "latency_p95_ms") for t in TARGETS}
         errors = {t: error_counts(runs, w.key, t) for t in TARGETS}
         vs_direct = ratio(qps["dbproxy"], qps["direct"])
-        cpu_us = pooler_cpu_us(list(runs), w.key, "dbproxy")
-        system_us = _system_us(runs, w.key)
+        floor = ratio(qps["haproxy"], qps["direct"]) if "haproxy" in w.targets else None
+        cpu_us = {t: pooler_cpu_us(list(runs), w.key, t) for t in ("dbproxy", "haproxy")}
+        system_us = {t: _system_us(runs, w.key, t) for t in ("dbproxy", "haproxy")}
         if w.target_ratio is not None:
             want = f"≥ {w.target_ratio:.1f}× direct"
             mark = (
@@ -410,26 +417,33 @@ def build_table(
             "median_latency_p95_ms": {t: c.tps for t, c in p95.items()},
             "errors": errors,
             "dbproxy_vs_direct": vs_direct,
-            "dbproxy_cpu_us_per_transaction": cpu_us,
-            "dbproxy_system_us_per_transaction": system_us,
+            "haproxy_vs_direct": floor,
+            "dbproxy_cpu_us_per_transaction": cpu_us["dbproxy"],
+            "dbproxy_system_us_per_transaction": system_us["dbproxy"],
+            "haproxy_cpu_us_per_transaction": cpu_us["haproxy"],
+            "haproxy_system_us_per_transaction": system_us["haproxy"],
             "target": f"{want}: {mark}",
         }
+        haproxy_cpu = (f" · {_fmt(cpu_us['haproxy'])} ({_fmt(system_us['haproxy'])})"
+                       if "haproxy" in w.targets else "")
         lines.append(
             f"| {w.label} | {_show(qps['direct'])} | {_show(qps['dbproxy'])} | {_fmt_ratio(vs_direct)} "
+            f"| {_show(qps['haproxy'])} | {_fmt_ratio(floor) if floor is not None else '—'} "
             f"| {_show(tps['dbproxy'])} | {_errors_text(errors['direct'])} · {_errors_text(errors['dbproxy'])} "
-            f"| {_fmt(p95['direct'].tps, '.2f')} · {_fmt(p95['dbproxy'].tps, '.2f')} | {_fmt(cpu_us)} ({_fmt(system_us)}) "
+            f"| {_fmt(p95['direct'].tps, '.2f')} · {_fmt(p95['dbproxy'].tps, '.2f')} "
+            f"| {_fmt(cpu_us['dbproxy'])} ({_fmt(system_us['dbproxy'])}){haproxy_cpu} "
             f"| {want}: {mark} |"
         )
     return "\n".join(lines), derived
 
 
-def _system_us(runs: Sequence[SysbenchRun], workload: str) -> float | None:
-    """Median over dbproxy's successful runs of its system (kernel) CPU per transaction, in µs."""
+def _system_us(runs: Sequence[SysbenchRun], workload: str, target: str = "dbproxy") -> float | None:
+    """Median over a proxy's successful runs of its system (kernel) CPU per transaction, in µs."""
     per_txn = [
         r.pooler_system_s / r.transactions * 1e6
         for r in runs
         if r.workload == workload
-        and r.target == "dbproxy"
+        and r.target == target
         and r.ok
         and r.pooler_system_s is not None
         and r.transactions
@@ -565,7 +579,11 @@ class SysbenchBench:
         self.cluster: MysqlCluster | None = None
         self.dbproxy: Service | None = None
         self.endpoints: dict[str, MysqlEndpoint] = {}
+        self.haproxy: Service | None = None
         self.workloads = [w for w in WORKLOADS if w.key in args.workload]
+        if args.no_haproxy or not tcp_forwarder.available():
+            self.workloads = [replace(w, targets=tuple(t for t in w.targets if t != "haproxy"))
+                              for w in self.workloads]
         self.runs: list[SysbenchRun] = []
         self.versions: dict[str, str] = {}
         self.profiles: dict[str, dict[str, Any]] = {}
@@ -609,23 +627,30 @@ class SysbenchBench:
         log(f"dbproxy writer endpoint on {writer} (pool {args.pool_size}, transaction mode)")
         self.dbproxy = start_dbproxy_mysql(self.workdir / "dbproxy", ports, writer, args.pool_size)
         self.endpoints["dbproxy"] = MysqlEndpoint("dbproxy", writer)
+        if any("haproxy" in w.targets for w in self.workloads):
+            (forwarder,) = free_ports(1)
+            log(f"HAProxy (mode tcp, 1 thread) on {forwarder} → the primary: the floor of a proxy hop")
+            self.haproxy = tcp_forwarder.start_haproxy(self.workdir / "haproxy", HOST, forwarder, HOST, ports[0])
+            self.endpoints["haproxy"] = MysqlEndpoint("haproxy", forwarder)
+            self.versions["haproxy"] = run_checked([tcp_forwarder.HAPROXY, "-v"], "haproxy -v").split("\n")[0]
 
     # -------------------------------------------------------------- measure
 
     def _our_pids(self) -> list[int]:
         """This process (sysbench is reaped into it), dbproxy and every mariadbd."""
         pids = [os.getpid()]
-        if self.dbproxy is not None and self.dbproxy.alive():
-            pids.append(self.dbproxy.pid)
+        for service in (self.dbproxy, self.haproxy):
+            if service is not None and service.alive():
+                pids.append(service.pid)
         if self.cluster is not None:
             pids += self.cluster.server_pids()
         return pids
 
     def one(self, workload: SysbenchWorkload, target: str, round_no: int, duration: float) -> SysbenchRun:
         endpoint = self.endpoints[target]
-        service = self.dbproxy if target == "dbproxy" else None
+        service = {"dbproxy": self.dbproxy, "haproxy": self.haproxy}.get(target)
         if service is not None and not service.alive():
-            cell = SysbenchRun(target, workload.key, round_no, error="dbproxy is not running")
+            cell = SysbenchRun(target, workload.key, round_no, error=f"{target} is not running")
             return cell
         roots = self._our_pids()
         self._wait_idle(roots)
@@ -849,6 +874,11 @@ class SysbenchBench:
     # -------------------------------------------------------------- cleanup
 
     def cleanup(self) -> None:
+        if self.haproxy is not None:
+            try:
+                self.haproxy.stop()
+            except Exception as exc:  # keep cleaning up the rest
+                log(f"stopping haproxy failed: {exc}")
         if self.dbproxy is not None:
             try:
                 self.dbproxy.stop()
@@ -915,6 +945,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="before each run, wait up to SECONDS for other processes to leave the CPUs alone (default 0)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
+    parser.add_argument("--no-haproxy", action="store_true",
+                        help="leave out the HAProxy TCP forwarder (run when haproxy is installed)")
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = 3 if args.quick else 10
