@@ -1,5 +1,5 @@
 """Record and replay on MariaDB (SPEC §13): PyMySQL clients' statements through dbproxy recorded, replayed by
-`dbproxy replay` (aiomysql) onto the machine's MariaDB (3306, a fresh database): the same rows."""
+`dbproxy replay` (aiomysql) onto another MariaDB this module starts (one instance): the same rows."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pymysql
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, _dispose_mysql, _new_mysql_cluster
 from e2e_helpers import running_proxy
 from mysql_e2e_helpers import (
     MysqlProxy,
@@ -31,7 +31,16 @@ from mysql_e2e_helpers import (
 from deploy.mysqlcluster import HOST, MysqlCluster
 from deploy.pgcluster import free_ports
 
-LOCAL_PORT = 3306
+
+@pytest.fixture(scope="module")
+def other_mariadb() -> Iterator[MysqlCluster]:
+    """The replay's target: a MariaDB of its own (not the machine's on 3306)."""
+    cluster = _new_mysql_cluster(1)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        _dispose_mysql(cluster)
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +51,11 @@ def proxy(mysql_cluster: MysqlCluster, tmp_path_factory: pytest.TempPathFactory)
         yield MysqlProxy(running, admin_port)
 
 
-def local(database: str | None = None) -> pymysql.connections.Connection[Any]:
-    return pymysql.connect(host=HOST, port=LOCAL_PORT, user="root", password="", database=database,
-                           autocommit=True, ssl_disabled=True)
-
-
 def test_recorded_clients_replay_to_the_same_rows(proxy: MysqlProxy, mysql_cluster: MysqlCluster,
-                                                  tmp_path: Path) -> None:
+                                                  other_mariadb: MysqlCluster, tmp_path: Path) -> None:
+    def local(database: str | None = None) -> pymysql.connections.Connection[Any]:
+        return direct(other_mariadb, 0, database=database)
+
     table = f"rec_{uuid.uuid4().hex[:8]}"
     target = f"replay_{uuid.uuid4().hex[:8]}"
     schema = f"CREATE TABLE {table} (id INT PRIMARY KEY, v INT NOT NULL)"
@@ -81,7 +88,7 @@ def test_recorded_clients_replay_to_the_same_rows(proxy: MysqlProxy, mysql_clust
 
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         res = subprocess.run([sys.executable, "-m", "proxy", "replay", str(recording), "--target",
-                              f"{HOST}:{LOCAL_PORT}", "--user", "root", "--database", target, "--speed", "2",
+                              f"{HOST}:{other_mariadb.ports[0]}", "--user", "root", "--database", target, "--speed", "2",
                               "--json", "--quiet"], capture_output=True, text=True, timeout=120, env=env,
                              cwd=REPO_ROOT)
         assert res.returncode == 0, res.stdout + res.stderr
