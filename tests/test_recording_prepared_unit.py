@@ -61,3 +61,17 @@ def test_steps_of_executions() -> None:
     assert execution_step(x(q=None, np=1), 0.5).skip == "prepared before the recording started"
     (script,) = build_scripts([{"e": "open", "s": 1, "t": 0.1, "u": "u", "d": "d"}, x(q="SELECT $1", p=["1"])])
     assert [s.sql for s in script.steps] == ["SELECT $1"]
+
+
+def test_mysql_literals_of_binary_values() -> None:
+    from proxy.recording.mysql_prepared import literals
+    from proxy.recording.plan import with_literals
+
+    types = bytes([0x08, 0, 0x03, 0x80, 0x05, 0, 0xFD, 0, 0xF6, 0, 0x0C, 0, 0xFC, 0, 0x06, 0])
+    values = (struct.pack("<q", -7) + struct.pack("<I", 4000000000) + struct.pack("<d", 1.5)
+              + b"\x04it's" + b"\x041.25" + bytes([11]) + struct.pack("<HBBBBBI", 2026, 1, 2, 3, 4, 5, 6)
+              + b"\x02\xff\x00")
+    payload = b"\x17" + b"\x01\x00\x00\x00" + b"\x00" + b"\x01\x00\x00\x00" + b"\x00" + b"\x01" + types + values
+    assert literals(payload, 8, b"") == ["-7", "4000000000", "1.5e0", "'it''s'", "1.25",
+                                         "'2026-01-02 03:04:05.000006'", "X'ff00'", "NULL"]
+    assert with_literals("SELECT ?, '?', `?` /* ? */, ?", ["1", "'a'"]) == "SELECT 1, '?', `?` /* ? */, 'a'"

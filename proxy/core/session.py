@@ -37,7 +37,6 @@ from .tasks import TaskSet
 
 if TYPE_CHECKING:
     from ..pool.pool import Pool
-    from ..recording.pg_prepared import PgTap
     from .cluster import Cluster
     from .users import Login
 
@@ -83,7 +82,8 @@ class ClientSessionCore(asyncio.Protocol):
     _claimed: tuple[str, str] | None = None
     _welcomed = False
     statement_audit: Callable[[ClientSessionCore, bytes], None] | None = None
-    prepared_tap: PgTap | None = None   # a recording's view of Parse/Bind/Execute (recording/pg_prepared.py)
+    # a recording's view of prepared executions (recording/pg_prepared.py PgTap, mysql_prepared.py MysqlTap)
+    prepared_tap: Any = None
     _login_method: str | None = None   # "token" / "password": a token user's cleartext login (core/token_login.py)
 
     # Per-connection state that starts the same for every client: class defaults, assigned on the

@@ -13,6 +13,7 @@ was prepared before the recording started), "pt" its declared parameter type OID
 formats, and with `record_parameters = true` (header "parameters": true) "p" the values (null, the
 text, or {"b": base64} for binary-format or non-UTF-8 values) with "pf" their formats; without it,
 "np" the number of values left out. A Parse alone is not an event (its text is in the "x").
+MySQL COM_STMT_EXECUTEs are "x" events too, with "l": the values as SQL literals (record_parameters).
 
 `t` is seconds since the recording started (monotonic clock), `s` the proxy's id of the client
 session (SHOW CLIENTS id), `u`/`d` its user and database. Statements are the texts clients sent

@@ -43,9 +43,23 @@ def _value(value: Any) -> bytes | None:
     return str(value).encode("utf-8")
 
 
+def with_literals(sql: str, values: list[str]) -> str:
+    """A MySQL statement text with its `?` placeholders (the lexer's, not those in strings or comments) replaced."""
+    from ..engines.mysql.lexer import TokenKind, tokenize
+
+    out, last, it = [], 0, iter(values)
+    for token in tokenize(sql):
+        if token.kind is TokenKind.PARAM:
+            out += [sql[last:token.start], next(it, "NULL")]
+            last = token.end
+    return "".join(out) + sql[last:]
+
+
 def execution_step(event: dict[str, Any], at: float) -> Step:
     """The step of an "x" event: replayable with its values, or with none when it had none; else skipped."""
     query, starts = event.get("q"), bool(event.get("n"))
+    if "l" in event:   # MySQL: the values as SQL literals, in place of the placeholders
+        return Step(at, with_literals(str(query), [str(v) for v in event["l"]]), starts)
     if query is None:
         return Step(at, "", starts, skip="prepared before the recording started")
     values = event.get("p")

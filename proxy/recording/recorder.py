@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..audit import mask_secrets
 from .format import Header, RecordingWriter
+from .mysql_prepared import MysqlTap
 from .pg_prepared import Execution, PgTap
 
 if TYPE_CHECKING:
@@ -107,6 +108,17 @@ class Recorder:
                 "statements": self.statements}
 
 
+    def mysql_execution(self, session: ClientSessionCore, sql: bytes, values: list[str] | None, count: int) -> None:
+        """A MySQL COM_STMT_EXECUTE: "x" with the values as SQL literals ("l"), see format.py."""
+        event = self._event(session, "x")
+        event["q"] = mask_secrets(sql).decode("utf-8", "replace")
+        if self.parameters and values is not None:
+            event["l"] = values
+        else:
+            event["np"] = count
+        self._write(session, event)
+
+
 def _value(value: bytes | None, fmt: int) -> str | dict[str, str] | None:
     """A parameter value in the file: null, its text (text format, UTF-8), or {"b": base64 of its bytes}."""
     if value is None:
@@ -122,11 +134,14 @@ def _value(value: bytes | None, fmt: int) -> str | dict[str, str] | None:
 def install_hooks(session: ClientSessionCore, audit: AuditLog | None, recorder: Recorder | None) -> None:
     """Set the session's statement hook and, for a PostgreSQL session a recording covers, its prepared tap."""
     session.statement_audit = statement_hook(session, audit, recorder)
-    if recorder is not None and recorder.covers(session) and recorder.engine == "postgres":
+    if recorder is not None and recorder.covers(session):
         tap = session.prepared_tap
-        if tap is None or tap.sink != recorder.execution:
-            session.prepared_tap = PgTap(session, recorder.execution,
-                                         audit.statement if audit is not None and audit.kinds else None)
+        logged = audit.statement if audit is not None and audit.kinds else None
+        if recorder.engine == "mysql":
+            if tap is None or tap.sink != recorder.mysql_execution:
+                session.prepared_tap = MysqlTap(session, recorder.mysql_execution, logged)
+        elif tap is None or tap.sink != recorder.execution:
+            session.prepared_tap = PgTap(session, recorder.execution, logged)
     else:
         session.prepared_tap = None
 
