@@ -27,7 +27,7 @@ from .logs import ConnectionLog, setup_logging
 from .metrics import Metrics
 from .mirror.sender import make_mirrors
 from .recording import recorder as recording
-from .recording.recorder import Recorder, statement_hook
+from .recording.recorder import Recorder, install_hooks
 from .tokens import TokenKeys
 
 if TYPE_CHECKING:
@@ -396,7 +396,7 @@ class ProxyApp:
         self.faults.sync()   # new clusters see the faults too
         make_mirrors(self.clusters, self.metrics)
         for session in self.sessions:   # their statement hooks follow the new mirrors
-            session.statement_audit = statement_hook(session, self.audit, self.recording)
+            install_hooks(session, self.audit, self.recording)
         log.info("configuration reloaded from %s: %s", new.path, _describe(changes))
         for setting in changes.requires_restart:
             log.warning("reload: %s changed; it takes effect only after a restart", setting)

@@ -52,8 +52,8 @@ def ports() -> OpsPorts:
 
 @pytest.fixture(scope="module")
 def proxy(pg_cluster: PgCluster, ports: OpsPorts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
-    with running_proxy(ops_config(pg_cluster, ports, client_auth="md5"), tmp_path_factory.mktemp("record"),
-                       ports.writer) as running:
+    text = ops_config(pg_cluster, ports, client_auth="md5").replace("[server]\n", "[server]\nrecord_parameters = true\n", 1)
+    with running_proxy(text, tmp_path_factory.mktemp("record"), ports.writer) as running:
         wait_until(lambda: all(r["state"] == "up" for r in admin(ports.admin, "SHOW INSTANCES")),
                    what="every instance up")
         yield running
@@ -72,6 +72,90 @@ def databases(pg_cluster: PgCluster) -> Iterator[tuple[str, str]]:
     finally:
         pg_cluster.sql(0, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         psql(LOCAL_PORT, "postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def replay_cli(recording: Path, target: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, "-m", "proxy", "replay", str(recording), "--target",
+                           f"{HOST}:{LOCAL_PORT}", "--user", "postgres", "--database", target, *args],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=REPO_ROOT)
+
+
+def test_recorded_prepared_pgbench_run_replays_to_the_same_tables(proxy: RunningProxy, ports: OpsPorts,
+                                                                   pg_cluster: PgCluster,
+                                                                   databases: tuple[str, str], tmp_path: Path) -> None:
+    """pgbench -M prepared (named statements, Parse once, Bind/Execute per run) with record_parameters = true:
+    every execution is an "x" event with its values, and the replay re-prepares and runs them with those."""
+    source, target = databases
+    recording = tmp_path / "prepared.rec.gz"
+    admin(ports.admin, f"RECORD START '{recording}' main")
+    out = pgbench(ports.writer, APP.name, source, "-n", "-M", "prepared", "-c", "4", "-j", "2", "-t", "40",
+                  password=APP.password)
+    processed = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1))  # type: ignore[union-attr]
+    assert processed == 160
+    (row,) = admin(ports.admin, "SHOW RECORDING")
+    admin(ports.admin, "RECORD STOP")
+    header, events = read_recording(recording)
+    executions = [e for e in events if e["e"] == "x"]
+    assert header.parameters and len(executions) >= 7 * processed
+    assert all(e["q"] and "np" not in e for e in executions)
+    updates = [e for e in executions if e["q"].startswith("UPDATE pgbench_accounts")]
+    assert len(updates) == processed and all(len(e["p"]) == 2 and e["p"][0].lstrip("-").isdigit() for e in updates)
+    assert sum(e["q"].strip().upper().startswith("BEGIN") for e in executions if e.get("n")) == processed
+
+    res = replay_cli(recording, target, "--speed", "4", "--json", "--quiet")
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    assert report["errors"] == 0 and report["skipped"] == 0, report
+    assert report["statements"] == int(row["statements"])
+    assert processed <= report["transactions"] <= processed + 3, report
+    assert psql(LOCAL_PORT, target, CHECK) == pg_cluster.sql(0, CHECK, user="app", db=source)
+    assert psql(LOCAL_PORT, target, "SELECT count(*) FROM pgbench_history") == str(processed)
+
+
+def test_parameters_are_not_recorded_when_record_parameters_is_off(pg_cluster: PgCluster, databases: tuple[str, str],
+                                                                    tmp_path: Path) -> None:
+    """record_parameters = false (the default): an asyncpg client's prepared executions (binary values, unnamed
+    and named statements) are recorded as texts without their values; the replay skips and counts those with values."""
+    import asyncio
+
+    import asyncpg
+
+    source, target = databases
+    off = OpsPorts.of(free_ports(6))
+    recording = tmp_path / "off.rec.gz"
+    marker = "Zq7-secret-value"
+    with running_proxy(ops_config(pg_cluster, off, client_auth="md5"), tmp_path / "proxy", off.writer):
+        wait_until(lambda: all(r["state"] == "up" for r in admin(off.admin, "SHOW INSTANCES")),
+                   what="every instance up")
+        admin(off.admin, f"RECORD START '{recording}' main")
+
+        async def client() -> None:
+            conn = await asyncpg.connect(host=HOST, port=off.writer, user=APP.name, password=APP.password,
+                                         database=source, ssl=False, statement_cache_size=0)
+            try:
+                await conn.execute("CREATE TABLE IF NOT EXISTS rec_off (v text)")
+                await conn.execute("INSERT INTO rec_off VALUES ($1)", marker)
+                assert await conn.fetchval("SELECT count(*) FROM rec_off WHERE v = $1", marker) == 1
+                assert await conn.fetchval("SELECT 41 + 1") == 42   # no parameter: replayable
+            finally:
+                await conn.close()
+
+        asyncio.run(client())
+        admin(off.admin, "RECORD STOP")
+    with gzip.open(recording, "rb") as raw:
+        assert marker.encode() not in raw.read()
+    header, events = read_recording(recording)
+    executions = [e for e in events if e["e"] == "x"]
+    assert not header.parameters and all("p" not in e for e in executions), executions
+    assert sorted(e["np"] for e in executions) == [0, 1, 1], executions
+    res = replay_cli(recording, target, "--json", "--quiet")
+    report = json.loads(res.stdout)
+    assert report["skipped"] == 2 and report["errors"] == 0, report
+    assert report["skipped_reasons"] == {"parameters not recorded (record_parameters = false)": 2}, report
+    assert psql(LOCAL_PORT, target, "SELECT count(*) FROM rec_off") == "0"   # the table, not the row
+    res = replay_cli(recording, target, "--quiet")
+    assert "skipped: 2 prepared execution(s) not replayable" in res.stdout, res.stdout
 
 
 def test_recorded_pgbench_run_replays_to_the_same_tables(proxy: RunningProxy, ports: OpsPorts,

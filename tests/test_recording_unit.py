@@ -56,8 +56,8 @@ def test_file_is_private_whatever_the_umask(tmp_path: Path) -> None:
 def test_refusals(tmp_path: Path) -> None:
     other = tmp_path / "v2.gz"
     with gzip.open(other, "wt") as f:
-        f.write(json.dumps({"format": "dbproxy-recording", "version": 2}) + "\n")
-    with pytest.raises(RecordingError, match="version 2 recording"):
+        f.write(json.dumps({"format": "dbproxy-recording", "version": 3}) + "\n")
+    with pytest.raises(RecordingError, match="version 3 recording"):
         read_recording(other)
     plain = tmp_path / "plain.gz"
     plain.write_text("hello")

@@ -51,7 +51,7 @@ _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
 _SERVER_KEYS = ("admin_listen", "http_listen", "log_format", "log_level", "shutdown_timeout",
                 "client_login_timeout", "admin_allow", "http_allow", "audit_log", "audit_statements",
                 "client_connect_rate", "client_connect_burst", "tokens", "zone", "region",
-                "faults", "workers")
+                "faults", "workers", "record_parameters")
 _USER_KEYS = (
     "name",
     "password",
@@ -144,6 +144,7 @@ def _build_server(t: Table, context: Context) -> ServerSettings:
         client_connect_burst=t.integer("client_connect_burst", 0),
         tokens=build_tokens(t.table("tokens", TOKEN_KEYS), context) if "tokens" in t.data else None,
         faults=t.boolean("faults", False),
+        record_parameters=t.boolean("record_parameters", False),
         workers=_workers(t, faults=t.data.get("faults") is True),
     )
 

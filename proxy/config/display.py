@@ -45,6 +45,7 @@ def to_display(config: Config) -> dict[str, Any]:
                 "zone": config.server.zone or None,
                 "region": config.server.region or None,
                 "faults": config.server.faults,
+                "record_parameters": config.server.record_parameters,
                 "workers": config.server.workers,
             }
         ),

@@ -99,6 +99,7 @@ class ServerSettings:
     zone: str = ""      # where this dbproxy runs (README "Availability zones, tiers and discovery")
     region: str = ""
     faults: bool = False   # SPEC §13: FAULT ADD / POST /faults accepted only when true
+    record_parameters: bool = False   # SPEC §13: RECORD START writes the values of prepared executions
     workers: int = 1   # data-plane processes beside the control process ("auto": one per CPU); 1 = no split
 
     @property

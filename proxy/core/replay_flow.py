@@ -211,6 +211,7 @@ class ReplayFlow:
         self._restore_state()
         session._attached(conn)
         audit, session.statement_audit = session.statement_audit, None
+        tap, session.prepared_tap = session.prepared_tap, None   # a replayed transaction is not recorded twice
         self._replaying(True)
         try:
             session._forward(self.record.replay_bytes(), conn)
@@ -219,6 +220,7 @@ class ReplayFlow:
             return
         finally:
             session.statement_audit = audit
+            session.prepared_tap = tap
             self._replaying(False)
         log.info("client %s: replaying %d statement(s) of its transaction on %s", session.peer,
                  len(self.record.units) + (1 if self.record.open_unit else 0), conn.address)

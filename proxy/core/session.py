@@ -27,7 +27,7 @@ from ..errors import (
     TooManyConnections,
     TooManyUserConnections,
 )
-from ..recording.recorder import statement_hook
+from ..recording.recorder import install_hooks
 from ..routing.classify import Classification, Route
 from ..tls import contexts as tls_contexts
 from ..tls.layer import TlsConnection
@@ -82,6 +82,8 @@ class ClientSessionCore(asyncio.Protocol):
     _claimed: tuple[str, str] | None = None
     _welcomed = False
     statement_audit: Callable[[ClientSessionCore, bytes], None] | None = None
+    # a recording's view of prepared executions (recording/pg_prepared.py PgTap, mysql_prepared.py MysqlTap)
+    prepared_tap: Any = None
     _login_method: str | None = None   # "token" / "password": a token user's cleartext login (core/token_login.py)
 
     # Per-connection state that starts the same for every client: class defaults, assigned on the
@@ -182,7 +184,7 @@ class ClientSessionCore(asyncio.Protocol):
         # uvloop already sets TCP_NODELAY on every TCP transport.
         app.client_opened(self)
         if app.audit is not None or app.recording is not None or self.cluster.mirror is not None:   # statement hooks
-            self.statement_audit = statement_hook(self, app.audit, app.recording)
+            install_hooks(self, app.audit, app.recording)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state == CLOSED:

@@ -1,8 +1,8 @@
-"""The database clients that dbproxy replay and the traffic mirror drive: asyncpg for PostgreSQL, aiomysql for MySQL.
+"""The database clients that dbproxy replay and the traffic mirror drive: pg_client.py for PostgreSQL, aiomysql for MySQL.
 
-Both come with the `replay` extra (pip install 'dbproxy[replay]'); they are imported when first used.
+aiomysql comes with the `replay` extra (pip install 'dbproxy[replay]'); it is imported when first used.
 `run` executes a statement text as a client sent it (PostgreSQL: the simple query protocol);
-`fetch` returns its rows (for the mirror's comparisons).
+`execute` a recorded prepared execution (PostgreSQL); `fetch` returns rows (for the mirror's comparisons).
 """
 
 from __future__ import annotations
@@ -10,28 +10,18 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..config import Address
+from .pg_client import connect_pg
 
 
 class Client(Protocol):
     async def run(self, sql: str) -> None: ...
 
+    async def execute(self, query: bytes, types: tuple[int, ...], formats: tuple[int, ...],
+                      values: tuple[bytes | None, ...], result_formats: tuple[int, ...]) -> None: ...
+
     async def fetch(self, sql: str) -> list[tuple[Any, ...]]: ...
 
     async def close(self) -> None: ...
-
-
-class _PgClient:
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    async def run(self, sql: str) -> None:
-        await self.conn.execute(sql)   # no arguments: the simple query protocol, as recorded
-
-    async def fetch(self, sql: str) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in await self.conn.fetch(sql)]
-
-    async def close(self) -> None:
-        await self.conn.close()
 
 
 class _MysqlClient:
@@ -40,6 +30,10 @@ class _MysqlClient:
 
     async def run(self, sql: str) -> None:
         await self.fetch(sql)
+
+    async def execute(self, query: bytes, types: tuple[int, ...], formats: tuple[int, ...],
+                      values: tuple[bytes | None, ...], result_formats: tuple[int, ...]) -> None:
+        raise NotImplementedError("MySQL recordings have no prepared executions")
 
     async def fetch(self, sql: str) -> list[tuple[Any, ...]]:
         async with self.conn.cursor() as cursor:
@@ -58,7 +52,4 @@ async def connect(engine: str, target: Address, user: str, password: str | None,
         return _MysqlClient(await aiomysql.connect(host=target.host, port=target.port, user=user,
                                                    password=password or "", db=database or None, autocommit=True,
                                                    connect_timeout=timeout))
-    import asyncpg
-
-    return _PgClient(await asyncpg.connect(host=target.host, port=target.port, user=user, password=password,
-                                           database=database, ssl=False, timeout=timeout))
+    return await connect_pg(target.host, target.port, user, password, database, timeout)

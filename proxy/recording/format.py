@@ -5,12 +5,19 @@
     {"t": 0.0123, "s": 17, "e": "open", "u": "app", "d": "app"}      a client session's first statement
     {"t": 0.0125, "s": 17, "e": "q", "q": "BEGIN;", "n": 1}           a statement; "n": 1 when it starts a
                                                                        transaction (none was open on its server)
+    {"t": 0.0130, "s": 17, "e": "x", "q": "SELECT $1", "p": ["42"]}   a prepared statement executed (version 2)
     {"t": 0.0901, "s": 17, "e": "close"}                              the client disconnected
+
+Version 2 adds "x" events (PostgreSQL Parse/Bind/Execute): "q" the statement's text (null when it
+was prepared before the recording started), "pt" its declared parameter type OIDs, "rf" the result
+formats, and with `record_parameters = true` (header "parameters": true) "p" the values (null, the
+text, or {"b": base64} for binary-format or non-UTF-8 values) with "pf" their formats; without it,
+"np" the number of values left out. A Parse alone is not an event (its text is in the "x").
+MySQL COM_STMT_EXECUTEs are "x" events too, with "l": the values as SQL literals (record_parameters).
 
 `t` is seconds since the recording started (monotonic clock), `s` the proxy's id of the client
 session (SHOW CLIENTS id), `u`/`d` its user and database. Statements are the texts clients sent
-(simple query protocol / COM_QUERY text, and the text of prepared statements without their
-parameters), with the string literals of those that may set a password masked ('***', as in the
+(simple query protocol / COM_QUERY text, MySQL COM_STMT_PREPARE texts without their parameters), with the string literals of those that may set a password masked ('***', as in the
 audit log). The file is created with mode 0600. Readers must refuse a version they do not know.
 """
 
@@ -26,7 +33,8 @@ from pathlib import Path
 from typing import IO, Any
 
 FORMAT = "dbproxy-recording"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)
 
 
 class RecordingError(Exception):
@@ -38,6 +46,7 @@ class Header:
     engine: str
     cluster: str | None
     started_at: float
+    parameters: bool = False   # record_parameters was on: "x" events carry their values
 
 
 class RecordingWriter:
@@ -54,7 +63,7 @@ class RecordingWriter:
         self._pending: list[str] = []
         self.events = 0
         self._line({"format": FORMAT, "version": VERSION, "engine": header.engine, "cluster": header.cluster,
-                    "started_at": header.started_at})
+                    "started_at": header.started_at, "parameters": header.parameters})
 
     def _line(self, event: dict[str, Any]) -> None:
         self._pending.append(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
@@ -86,9 +95,9 @@ def read_recording(path: Path) -> tuple[Header, Iterator[dict[str, Any]]]:
         raise RecordingError(f"{path} is not a dbproxy recording: {exc}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise RecordingError(f"{path} is not a dbproxy recording (no {FORMAT} header)")
-    if header.get("version") != VERSION:
+    if header.get("version") not in READABLE:
         raise RecordingError(f"{path} is a version {header.get('version')} recording; this dbproxy reads "
-                             f"version {VERSION}")
+                             f"versions {', '.join(map(str, READABLE))}")
 
     def events() -> Iterator[dict[str, Any]]:
         number = 1
@@ -104,4 +113,5 @@ def read_recording(path: Path) -> tuple[Header, Iterator[dict[str, Any]]]:
             except (EOFError, gzip.BadGzipFile) as exc:   # the proxy stopped without RECORD STOP
                 raise RecordingError(f"{path} is truncated after line {number}: {exc}") from None
 
-    return Header(str(header.get("engine")), header.get("cluster"), float(header.get("started_at", 0))), events()
+    return Header(str(header.get("engine")), header.get("cluster"), float(header.get("started_at", 0)),
+                  bool(header.get("parameters"))), events()

@@ -9,6 +9,7 @@ costs the relay one JSON line per statement and nothing when none runs.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..audit import mask_secrets
 from .format import Header, RecordingWriter
+from .mysql_prepared import MysqlTap
+from .pg_prepared import Execution, PgTap
 
 if TYPE_CHECKING:
     from ..audit import AuditLog
@@ -36,14 +39,15 @@ class Recorder:
     """One recording in progress; see the module docstring and format.py."""
 
     def __init__(self, path: Path, cluster: str | None, engine: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, parameters: bool = False) -> None:
         self.path = path
+        self.parameters = parameters   # [server] record_parameters: the values of prepared executions
         self.cluster = cluster
         self.engine = engine
         self._clock = clock
         self.started = clock()
         self.started_at = time.time()
-        self.writer = RecordingWriter(path, Header(engine, cluster, self.started_at))
+        self.writer = RecordingWriter(path, Header(engine, cluster, self.started_at, parameters))
         self._open: set[int] = set()
         self.sessions = 0
         self.statements = 0
@@ -51,20 +55,44 @@ class Recorder:
     def covers(self, session: ClientSessionCore) -> bool:
         return self.cluster is None or session.cluster.name == self.cluster
 
-    def statement(self, session: ClientSessionCore, sql: bytes) -> None:
+    def _event(self, session: ClientSessionCore, kind: str) -> dict[str, Any]:
         at = round(self._clock() - self.started, 6)
         sid = session.pid
         if sid not in self._open:
             self._open.add(sid)
             self.sessions += 1
             self.writer.write({"t": at, "s": sid, "e": "open", "u": session.user_name, "d": session.database})
-        # as in the audit log: no password in the file (ALTER ROLE … PASSWORD '…' replays with '***')
-        event: dict[str, Any] = {"t": at, "s": sid, "e": "q", "q": mask_secrets(sql).decode("utf-8", "replace")}
+        return {"t": at, "s": sid, "e": kind}
+
+    def _write(self, session: ClientSessionCore, event: dict[str, Any]) -> None:
         server = session.server
         if server is None or not server.in_transaction:
             event["n"] = 1   # starts a transaction
         self.writer.write(event)
         self.statements += 1
+
+    def statement(self, session: ClientSessionCore, sql: bytes) -> None:
+        event = self._event(session, "q")
+        # as in the audit log: no password in the file (ALTER ROLE … PASSWORD '…' replays with '***')
+        event["q"] = mask_secrets(sql).decode("utf-8", "replace")
+        self._write(session, event)
+
+    def execution(self, session: ClientSessionCore, execution: Execution) -> None:
+        """A prepared statement's execution (PostgreSQL Execute): "x" events, see format.py."""
+        event = self._event(session, "x")
+        query = execution.query
+        event["q"] = None if query is None else mask_secrets(query).decode("utf-8", "replace")
+        if any(execution.types):
+            event["pt"] = list(execution.types)
+        if any(execution.result_formats):
+            event["rf"] = list(execution.result_formats)
+        if self.parameters:
+            if any(execution.formats):
+                event["pf"] = list(execution.formats)
+            event["p"] = [_value(v, f) for v, f in zip(execution.values, execution.formats, strict=True)]
+        else:
+            event["np"] = len(execution.values)   # how many values were left out
+        self._write(session, event)
 
     def closed(self, session: ClientSessionCore) -> None:
         if session.pid in self._open:
@@ -78,6 +106,44 @@ class Recorder:
         return {"file": str(self.path), "cluster": self.cluster or "(all)", "engine": self.engine,
                 "seconds": round(self._clock() - self.started, 3), "sessions": self.sessions,
                 "statements": self.statements}
+
+
+    def mysql_execution(self, session: ClientSessionCore, sql: bytes, values: list[str] | None, count: int) -> None:
+        """A MySQL COM_STMT_EXECUTE: "x" with the values as SQL literals ("l"), see format.py."""
+        event = self._event(session, "x")
+        event["q"] = mask_secrets(sql).decode("utf-8", "replace")
+        if self.parameters and values is not None:
+            event["l"] = values
+        else:
+            event["np"] = count
+        self._write(session, event)
+
+
+def _value(value: bytes | None, fmt: int) -> str | dict[str, str] | None:
+    """A parameter value in the file: null, its text (text format, UTF-8), or {"b": base64 of its bytes}."""
+    if value is None:
+        return None
+    if fmt == 0:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return {"b": base64.b64encode(value).decode("ascii")}
+
+
+def install_hooks(session: ClientSessionCore, audit: AuditLog | None, recorder: Recorder | None) -> None:
+    """Set the session's statement hook and, for a PostgreSQL session a recording covers, its prepared tap."""
+    session.statement_audit = statement_hook(session, audit, recorder)
+    if recorder is not None and recorder.covers(session):
+        tap = session.prepared_tap
+        logged = audit.statement if audit is not None and audit.kinds else None
+        if recorder.engine == "mysql":
+            if tap is None or tap.sink != recorder.mysql_execution:
+                session.prepared_tap = MysqlTap(session, recorder.mysql_execution, logged)
+        elif tap is None or tap.sink != recorder.execution:
+            session.prepared_tap = PgTap(session, recorder.execution, logged)
+    else:
+        session.prepared_tap = None
 
 
 def statement_hook(session: ClientSessionCore, audit: AuditLog | None, recorder: Recorder | None) -> StatementHook | None:
@@ -109,14 +175,14 @@ def start(app: AppView, path: Path, cluster: str | None) -> Recorder:
     if len(engines) != 1:
         raise RecordingRefused("the clusters use both engines: name the cluster to record")
     try:
-        recorder = Recorder(path, cluster, engines.pop())
+        recorder = Recorder(path, cluster, engines.pop(), parameters=app.config.server.record_parameters)
     except FileExistsError:
         raise RecordingRefused(f"{path} exists: a recording never overwrites a file") from None
     except OSError as exc:
         raise RecordingRefused(f"cannot create {path}: {exc.strerror or exc}") from None
     app.recording = recorder
     for session in app.sessions:
-        session.statement_audit = statement_hook(session, app.audit, recorder)
+        install_hooks(session, app.audit, recorder)
     log.info("recording %s to %s", f"cluster {cluster}" if cluster else "every cluster", path)
     return recorder
 
@@ -128,7 +194,7 @@ def stop(app: AppView) -> Recorder | None:
         return None
     app.recording = None
     for session in app.sessions:
-        session.statement_audit = statement_hook(session, app.audit, None)
+        install_hooks(session, app.audit, None)
     recorder.stop()
     log.info("recording to %s stopped: %d sessions, %d statements", recorder.path, recorder.sessions,
              recorder.statements)

@@ -31,11 +31,13 @@ class Report:
     statements: int = 0
     transactions: int = 0
     errors: int = 0
+    skipped: int = 0           # prepared executions that could not be replayed (no values recorded, ...)
     connect_errors: int = 0
     elapsed: float = 0.0
     recorded_seconds: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
     first_errors: list[str] = field(default_factory=list)
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -45,6 +47,7 @@ class _Progress:
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
     messages: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
 
 
 async def replay(path: Path, target: Address, *, speed: float = 1.0, clients: int | None = None,
@@ -73,9 +76,17 @@ async def replay(path: Path, target: Address, *, speed: float = 1.0, clients: in
             try:
                 for step in script.steps:
                     await _sleep_until(started + due(step.at, speed))
+                    if step.skip:
+                        state.skipped[step.skip] += 1
+                        state.done += 1
+                        continue
                     began = time.monotonic()
                     try:
-                        await client.run(step.sql)
+                        if step.prepared is not None:
+                            p = step.prepared
+                            await client.execute(p.query, p.types, p.formats, p.values, p.result_formats)
+                        else:
+                            await client.run(step.sql)
                     except Exception as exc:  # noqa: BLE001
                         state.errors += 1
                         state.messages[str(exc).splitlines()[0][:200]] += 1
@@ -102,6 +113,8 @@ async def replay(path: Path, target: Address, *, speed: float = 1.0, clients: in
     report.latency_ms = {name: round(percentile(values, p) * 1000, 3)
                          for name, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))}
     report.first_errors = [f"{count} x {message}" for message, count in state.messages.most_common(5)]
+    report.skipped = sum(state.skipped.values())
+    report.skipped_reasons = dict(state.skipped)
     return report
 
 
@@ -127,6 +140,9 @@ def format_report(report: Report) -> str:
              f"latency ms: p50 {lat.get('p50', 0):g}  p90 {lat.get('p90', 0):g}  p99 {lat.get('p99', 0):g}  "
              f"max {lat.get('max', 0):g}"]
     lines += [f"  {line}" for line in report.first_errors]
+    if report.skipped:
+        lines.append(f"skipped: {report.skipped} prepared execution(s) not replayable")
+        lines += [f"  {count} x {reason}" for reason, count in report.skipped_reasons.items()]
     return "\n".join(lines)
 
 

@@ -285,7 +285,9 @@ class MysqlClientSession(ClientSessionCore):
                 start = end
             elif command == Command.STMT_PREPARE:
                 sql = data[pos + 5:end] if end - pos < _MAX + 4 else joined_payload(data, pos, end)[1:]
-                if self.statement_audit is not None:
+                if self.prepared_tap is not None:   # a recording: its executions are recorded instead
+                    self.prepared_tap.prepare(sql)
+                elif self.statement_audit is not None:
                     self.statement_audit(self, sql)
                 client_id = self.prepared.new_id(sql)
                 tracker.push(Slot(Command.STMT_PREPARE, PASS, stmt_id=client_id))

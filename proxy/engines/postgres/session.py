@@ -305,6 +305,8 @@ class PgClientSession(PgLoginSession):
                 self.queries += 1
                 tracker.push(_EXECUTE_SLOT)
                 self.unsynced = True
+                if self.prepared_tap is not None:
+                    self.prepared_tap.execute(data[pos + 5:end])
             elif kind == 0x42:  # Bind
                 self.unsynced = True
                 if server.unnamed is not self._unnamed and unnamed_bind(data, pos + 5, end):
@@ -319,6 +321,8 @@ class PgClientSession(PgLoginSession):
                     start = end
                 else:
                     tracker.push(_BIND_SLOT)
+                if self.prepared_tap is not None:   # a recording runs
+                    self.prepared_tap.bind(data[pos + 5:end])
             elif kind == 0x50:  # Parse
                 self.unsynced = True
                 out.append(data[start:pos])
@@ -340,6 +344,8 @@ class PgClientSession(PgLoginSession):
                     tracker.push(_DESCRIBE_SLOT)
             elif kind == 0x43:  # Close
                 self.unsynced = True
+                if self.prepared_tap is not None:
+                    self.prepared_tap.close(data[pos + 5:end])
                 if self.rewriter is not None and self.rewriter.close(data[pos + 5:end], tracker):
                     out.append(data[start:pos])
                     start = end
@@ -432,7 +438,9 @@ class PgClientSession(PgLoginSession):
 
     def _parse(self, body: bytes, server: ServerConnection) -> bytes:
         parse = decode_parse(body)
-        if self.statement_audit is not None:
+        if self.prepared_tap is not None:   # the recording has its text from here (and the audit log)
+            self.prepared_tap.parse(parse.name, parse.query, parse.tail)
+        elif self.statement_audit is not None:
             self.statement_audit(self, parse.query)
         self._statement_effects(parse.query, server)
         if not parse.name or not self._rewrites:

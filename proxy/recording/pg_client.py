@@ -1,0 +1,107 @@
+"""The PostgreSQL client of `dbproxy replay`: the proxy's own login (server_login.py) and the wire protocol, as clients sent it.
+
+asyncpg cannot send a Bind with values as raw bytes in the formats a client chose (it encodes
+Python values itself, in binary), so prepared executions are replayed on this small client:
+`run` sends a simple Query (as recorded), `execute` a Parse (once per text and declared types on
+the connection, under a name of its own: the target plans it once, as the original server did)
+then Bind with the recorded formats and values, Execute and Sync. Errors raise `PgError` with the
+server's message; rows are read and dropped (`fetch` returns them as text, for the mirror).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+from ..engines.postgres.server_login import ServerLogin
+from ..engines.postgres.wire import messages as m
+
+_HEAD = struct.Struct("!cI")
+
+
+class PgError(Exception):
+    pass
+
+
+class PgWireClient:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+
+    async def _message(self) -> tuple[int, bytes]:
+        kind, length = _HEAD.unpack(await self.reader.readexactly(5))
+        return kind[0], await self.reader.readexactly(length - 4)
+
+    async def _until_ready(self) -> list[list[str | None]]:
+        rows: list[list[str | None]] = []
+        error: str | None = None
+        while True:
+            kind, body = await self._message()
+            if kind == 0x44:   # DataRow
+                rows.append(m.parse_data_row(body))
+            elif kind == 0x45 and error is None:
+                fields = m.parse_error_fields(body)
+                error = f"{fields.message} (SQLSTATE {fields.code})"
+            elif kind == 0x5A:   # ReadyForQuery
+                if error is not None:
+                    raise PgError(error)
+                return rows
+
+    async def run(self, sql: str) -> None:
+        await self.fetch(sql)
+
+    async def fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        self.writer.write(m.query(sql))
+        return [tuple(row) for row in await self._until_ready()]
+
+    async def execute(self, query: bytes, types: tuple[int, ...], formats: tuple[int, ...],
+                      values: tuple[bytes | None, ...], result_formats: tuple[int, ...]) -> None:
+        out = []
+        key = (query, types)
+        name = self.prepared.get(key)
+        new = name is None
+        if name is None:
+            name = self.prepared[(query, types)] = b"r%d" % len(self.prepared)
+            out.append(m.message(b"P", name + b"\x00" + query + b"\x00"
+                                 + struct.pack(f"!h{len(types)}I", len(types), *types)))
+        bind = [b"\x00", name, b"\x00", struct.pack(f"!h{len(formats)}h", len(formats), *formats),
+                struct.pack("!h", len(values))]
+        for value in values:
+            bind.append(struct.pack("!i", -1) if value is None else struct.pack("!i", len(value)) + value)
+        bind.append(struct.pack(f"!h{len(result_formats)}h", len(result_formats), *result_formats))
+        out += [m.message(b"B", b"".join(bind)), m.message(b"E", b"\x00\x00\x00\x00\x00"), m.sync()]
+        self.writer.write(b"".join(out))
+        try:
+            await self._until_ready()
+        except PgError:
+            if new:   # its Parse may have failed: parse it again next time
+                self.prepared.pop(key, None)
+            raise
+
+    async def close(self) -> None:
+        try:
+            self.writer.write(m.terminate())
+            self.writer.close()
+            await self.writer.wait_closed()
+        except (OSError, RuntimeError):
+            pass
+
+
+async def connect_pg(host: str, port: int, user: str, password: str | None, database: str,
+                     timeout: float) -> PgWireClient:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    client = PgWireClient(reader, writer)
+    try:
+        login = ServerLogin(user, password, database)
+        writer.write(login.startup())
+        while not login.done:
+            kind, body = await asyncio.wait_for(client._message(), timeout)
+            reply = login.receive(kind, body)
+            if reply:
+                writer.write(reply)
+    except BaseException:
+        writer.close()
+        raise
+    return client

@@ -1,0 +1,109 @@
+"""PostgreSQL prepared-statement executions for a recording, sans-IO: Parse / Bind / Execute / Close followed per session.
+
+A `PgTap` sits on a client session only while a recording covers it (session.prepared_tap; None
+otherwise, so the relay pays one attribute check per extended-protocol message). It keeps the
+client's statements (name -> text, declared parameter types) and portals (name -> statement and
+bound values) and hands each Execute of a freshly bound portal to its sink as an `Execution`.
+An Execute that continues a suspended portal (max rows reached) is not handed on again: a replay
+runs the whole portal at once. A statement parsed before the recording started is unknown here:
+its executions are handed on with `query` None (the replay counts them as not replayable).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+_I16 = struct.Struct("!h")
+_I32 = struct.Struct("!i")
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    query: bytes | None
+    types: tuple[int, ...]          # the parameter types the Parse declared (0: the server infers)
+    formats: tuple[int, ...]        # one per value (0 text, 1 binary)
+    values: tuple[bytes | None, ...]
+    result_formats: tuple[int, ...]
+
+
+def parse_types(rest: bytes) -> tuple[int, ...]:
+    """The declared parameter type OIDs after a Parse's query (empty for a malformed tail)."""
+    if len(rest) < 2:
+        return ()
+    (n,) = _I16.unpack_from(rest, 0)
+    if n <= 0 or len(rest) < 2 + 4 * n:
+        return ()
+    return struct.unpack_from(f"!{n}I", rest, 2)
+
+
+def decode_bind(body: bytes) -> tuple[bytes, bytes, tuple[int, ...], tuple[bytes | None, ...], tuple[int, ...]]:
+    """portal, statement, per-value formats, values, result formats (raises ValueError / struct.error)."""
+    portal_end = body.index(b"\x00")
+    name_end = body.index(b"\x00", portal_end + 1)
+    pos = name_end + 1
+    (nformats,) = _I16.unpack_from(body, pos)
+    codes = struct.unpack_from(f"!{nformats}h", body, pos + 2)
+    pos += 2 + 2 * nformats
+    (nvalues,) = _I16.unpack_from(body, pos)
+    pos += 2
+    values: list[bytes | None] = []
+    for _ in range(nvalues):
+        (length,) = _I32.unpack_from(body, pos)
+        pos += 4
+        if length < 0:
+            values.append(None)
+        else:
+            if pos + length > len(body):
+                raise ValueError("value past the end of Bind")
+            values.append(body[pos:pos + length])
+            pos += length
+    (nresults,) = _I16.unpack_from(body, pos)
+    results = struct.unpack_from(f"!{nresults}h", body, pos + 2)
+    # one format code applies to every value; none means text
+    formats = codes * nvalues if nformats == 1 else (codes if nformats else (0,) * nvalues)
+    return body[:portal_end], body[portal_end + 1:name_end], tuple(formats), tuple(values), tuple(results)
+
+
+class PgTap:
+    """One client session's statements and portals; see the module docstring."""
+
+    __slots__ = ("session", "sink", "audit", "statements", "portals")
+
+    def __init__(self, session: Any, sink: Callable[[Any, Execution], None],
+                 audit: Callable[[Any, bytes], None] | None) -> None:
+        self.session = session
+        self.sink = sink
+        self.audit = audit          # the audit log still sees the Parse texts
+        self.statements: dict[bytes, tuple[bytes, tuple[int, ...]]] = {}
+        self.portals: dict[bytes, Execution | None] = {}   # None: already executed (suspended)
+
+    def parse(self, name: bytes, query: bytes, rest: bytes) -> None:
+        if self.audit is not None:
+            self.audit(self.session, query)
+        self.statements[name] = (query, parse_types(rest))
+
+    def bind(self, body: bytes) -> None:
+        try:
+            portal, name, formats, values, results = decode_bind(body)
+        except (ValueError, struct.error):
+            return   # the server answers a malformed Bind with its error
+        known = self.statements.get(name)
+        query, types = known if known is not None else (None, ())
+        self.portals[portal] = Execution(query, types, formats, values, results)
+
+    def execute(self, body: bytes) -> None:
+        portal = body[:body.find(b"\x00")]
+        execution = self.portals.get(portal)
+        if execution is None:
+            if portal not in self.portals:   # a portal bound before the recording started
+                self.sink(self.session, Execution(None, (), (), (), ()))
+            return
+        self.portals[portal] = None
+        self.sink(self.session, execution)
+
+    def close(self, body: bytes) -> None:
+        name = body[1:body.find(b"\x00", 1)]
+        (self.statements if body[:1] == b"S" else self.portals).pop(name, None)
