@@ -28,7 +28,6 @@ from bench.inprocess import FakeTransport, idle_server, logged_in_session, one_i
 from proxy.app import ProxyApp
 from proxy.cache.catalog import CatalogSnapshot, Relation
 from proxy.config import parse_config
-from proxy.engines.postgres.session import PgClientSession
 from proxy.engines.postgres.wire import messages as m
 
 READ = "SELECT abalance FROM pgbench_accounts WHERE aid = {aid};"
