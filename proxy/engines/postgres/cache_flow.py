@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 
 from ...cache.front import QueryCache, Ticket
 from ...cache.keys import key_prefix, statement_key
-from ...cache.policy import plan
+from ...cache.catalog import CatalogSnapshot
+from ...cache.policy import CachePlan, plan
 from ...cache.scopes import Point, RowWrite
 from ...core.session import READY
 from ...core.tasks import TaskSet
 from .cache_batch import ExtendedBatch, extended_batch, storable_extended
 from .cache_points import Values
-from .cache_tables import CacheFacts
+from .cache_tables import CacheFacts, Written
 from .statements import ParseMessage, bind_statement, decode_parse
 from .wire import messages as m
 
@@ -62,6 +63,10 @@ class SessionCache:
         self._settings: dict[str, str] | None = None   # the session settings _prefix was made for
         self._prefix = b""
         self.statements: dict[bytes, tuple[bytes, bytes]] = {}   # client statement → (text, parameter types)
+        # prepared texts → (catalog snapshot, parameter types, plan): a statement's plan is computed once per catalog
+        self._plans: dict[bytes, tuple[CatalogSnapshot | None, bytes, CachePlan | None]] = {}
+        # ... and what a prepared text writes (Bind of a write), for the same catalog snapshot
+        self._writes: dict[str, tuple[CatalogSnapshot | None, Written]] = {}
         self.capture: list[bytes] | None = None  # the response of the miss being run
         self.capture_extended = False            # ... to an extended batch (see cache_batch)
         self.captured = 0
@@ -186,7 +191,18 @@ class SessionCache:
 
     def _wrote(self, sql: str, bound: bytes | None = None, types: bytes = b"") -> None:
         facts = self.facts
-        written = facts.written(sql, facts.catalog.snapshot(self.database, self.cache.clock()))
+        snapshot = facts.catalog.snapshot(self.database, self.cache.clock())
+        if bound is None:
+            written = facts.written(sql, snapshot)
+        else:   # a prepared statement: the same text comes back, what it writes is known for this catalog
+            known = self._writes.get(sql)
+            if known is not None and known[0] is snapshot:
+                written = known[1]
+            else:
+                written = facts.written(sql, snapshot)
+                if len(self._writes) >= _MAX_STATEMENTS:
+                    self._writes.clear()
+                self._writes[sql] = (snapshot, written)
         self.dirty.update(written.tables)
         if written.rows:
             values = Values(sql, bound, types)
@@ -232,15 +248,23 @@ class SessionCache:
             if known is None:
                 return None
             text, tail = known
-        sql = text.decode("utf-8", "replace")
-        facts = self.facts
-        chosen = plan(sql, facts.read(sql, facts.catalog.snapshot(session.database, self.cache.clock())), False,
-                      self.cache.settings)
+        snapshot = self.facts.catalog.snapshot(session.database, self.cache.clock())
+        known_plan = self._plans.get(text)
+        if known_plan is not None and known_plan[0] is snapshot and known_plan[1] == tail:
+            chosen = known_plan[2]   # the same text under the same catalog: the same plan (no parse, no regex)
+        else:
+            sql = text.decode("utf-8", "replace")
+            chosen = plan(sql, self.facts.read(sql, snapshot), False, self.cache.settings)
+            if len(self._plans) >= _MAX_STATEMENTS:
+                self._plans.clear()
+            self._plans[text] = (snapshot, tail, chosen)
         if chosen is None:
             return None
         if parse is not None:
             self._remember(parse)
-        point = Values(sql, batch.bound, tail).point(chosen.point) if chosen.point is not None else None
+        source = chosen.point
+        point = (Values("" if source.param else text.decode("utf-8", "replace"), batch.bound, tail).point(source)
+                 if source is not None else None)
         key = self._key(session, text, batch.key_parameters(tail))
         return self._look(session, data, key, chosen.tables, chosen.ttl, point, parse)
 
