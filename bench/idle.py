@@ -15,6 +15,7 @@ import os
 import struct
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 PROTOCOL_3 = 196608
@@ -65,8 +66,25 @@ async def hold(host: str, port: int, user: str, password: str, database: str, cl
         writer.close()
 
 
-def tree_rss_bytes(root: int) -> int:
-    """Resident memory of ``root`` and every descendant process (VmRSS summed), in bytes."""
+@dataclass(frozen=True)
+class ProcessMemory:
+    """One process's memory from /proc/PID/smaps_rollup, in bytes.
+
+    rss counts every resident page the process maps, shared ones included (summed over processes
+    that share pages, such as workers forked from one template, it counts those pages once per
+    process); pss divides each shared page among the processes that map it (summed over a process
+    tree: what the tree costs the machine, each page once); uss is the private pages alone.
+    """
+
+    pid: int
+    name: str
+    rss: int
+    pss: int
+    uss: int
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and every descendant process (by parent pid, from /proc)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -77,17 +95,52 @@ def tree_rss_bytes(root: int) -> int:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0, [root]
+    out, todo = [], [root]
     while todo:
         pid = todo.pop()
+        out.append(pid)
         todo.extend(children.get(pid, ()))
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return total
+    return out
+
+
+def process_memory(pid: int) -> ProcessMemory | None:
+    """The memory of one process (None if it is gone)."""
+    fields: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+            key, _, value = line.partition(":")
+            fields[key] = int(value.split()[0]) * 1024
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    return ProcessMemory(pid, name, fields.get("Rss", 0), fields.get("Pss", 0),
+                         fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0))
+
+
+def tree_memory(root: int) -> list[ProcessMemory]:
+    """The memory of ``root`` and every descendant process."""
+    return [m for m in map(process_memory, tree_pids(root)) if m is not None]
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Resident memory of ``root`` and every descendant process (VmRSS summed), in bytes."""
+    return sum(m.rss for m in tree_memory(root))
+
+
+def tree_pss_bytes(root: int) -> int:
+    """Proportional set size of ``root`` and every descendant (shared pages counted once), in bytes."""
+    return sum(m.pss for m in tree_memory(root))
+
+
+def describe_tree(root: int) -> str:
+    """A table of the tree's processes: RSS / PSS / USS in MB, and the sums."""
+    rows = tree_memory(root)
+    mb = 2 ** 20
+    lines = [f"{'pid':>8} {'name':<16} {'RSS':>8} {'PSS':>8} {'USS':>8}"]
+    lines += [f"{m.pid:>8} {m.name:<16} {m.rss / mb:8.1f} {m.pss / mb:8.1f} {m.uss / mb:8.1f}" for m in rows]
+    lines.append(f"{'':>8} {'sum':<16} {sum(m.rss for m in rows) / mb:8.1f} {sum(m.pss for m in rows) / mb:8.1f} "
+                 f"{sum(m.uss for m in rows) / mb:8.1f}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,14 +64,16 @@ def idle_rows(data: Mapping[str, Any]) -> Iterator[str]:
     idle = data.get("idle")
     if not idle:
         return
-    yield (f"| target | RSS before (MB) | RSS with {idle['clients']} idle (MB) | per idle client (KB) | "
-           "login time of all (s) | TPS of 16 clients beside them |")
-    yield "|---|---:|---:|---:|---:|---:|"
+    yield (f"| target | RSS before (MB) | RSS with {idle['clients']} idle (MB) | PSS before (MB) | "
+           f"PSS with {idle['clients']} idle (MB) | per idle client (KB) | login time of all (s) | "
+           "TPS of 16 clients beside them |")
+    yield "|---|---:|---:|---:|---:|---:|---:|---:|"
     for target, r in idle["targets"].items():
         if "rss_before_mb" not in r:
-            yield f"| {target} | {r.get('error', '?')} | | | | |"
+            yield f"| {target} | {r.get('error', '?')} | | | | | | |"
             continue
-        yield (f"| {target} | {r['rss_before_mb']} | {r['rss_with_idle_mb']} | {r['per_client_kb']} | "
+        yield (f"| {target} | {r['rss_before_mb']} | {r['rss_with_idle_mb']} | {r.get('pss_before_mb', '—')} | "
+               f"{r.get('pss_with_idle_mb', '—')} | {r['per_client_kb']} | "
                f"{r['login_seconds']:.1f} | {_num(r['tps_16_beside_idle'])} |")
 
 

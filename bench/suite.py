@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.idle import tree_rss_bytes  # noqa: E402
+from bench.idle import tree_pss_bytes, tree_rss_bytes  # noqa: E402
 from bench.latency import cdf_points, log_args, percentiles, read_latencies, remove_logs  # noqa: E402
 from bench.pgbench import Endpoint, Workload, run_pgbench  # noqa: E402
 from bench.procs import BenchError, Service, clean_env, git_version, run_checked  # noqa: E402
@@ -235,7 +235,7 @@ class Suite:
             self.progress.step(f"{args.idle_clients} idle clients on {target}")
             service = self.services[target]
             endpoint = self.endpoints[target]
-            before = tree_rss_bytes(service.pid)
+            before, pss_before = tree_rss_bytes(service.pid), tree_pss_bytes(service.pid)
             holder = subprocess.Popen(
                 [sys.executable, "-m", "bench.idle", "--port", str(endpoint.port), "--clients",
                  str(args.idle_clients), "--user", USER, "--database", APP_DB],
@@ -249,11 +249,13 @@ class Suite:
                     result[target] = {"error": " ".join(line) or "the idle holder exited"}
                     continue
                 time.sleep(1.0)
-                with_idle = tree_rss_bytes(service.pid)
+                with_idle, pss_with_idle = tree_rss_bytes(service.pid), tree_pss_bytes(service.pid)
                 cell = run_pgbench(endpoint, SIMPLE, 16, args.duration, 0)
                 result[target] = {
                     "login_seconds": float(line[2]), "rss_before_mb": round(before / 2**20, 1),
                     "rss_with_idle_mb": round(with_idle / 2**20, 1),
+                    # PSS: shared pages (the workers' forked code) counted once over the tree
+                    "pss_before_mb": round(pss_before / 2**20, 1), "pss_with_idle_mb": round(pss_with_idle / 2**20, 1),
                     "per_client_kb": round((with_idle - before) / args.idle_clients / 1024, 2),
                     "tps_16_beside_idle": cell.tps, "error": cell.error,
                 }

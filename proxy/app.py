@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import signal
@@ -504,7 +505,11 @@ def run(config: Config) -> int:
     make: Callable[[Config], ProxyApp] | None = None
     if config.server.workers > 1:
         from .workers.control import ControlApp
-        make = ControlApp
+        from .workers.template import Template
+
+        # Before the event loop and any thread: the workers are forked from this template.
+        template = Template.start({c.engine for c in config.clusters})
+        make = functools.partial(ControlApp, template=template)
     try:
         return uvloop.run(serve(config, make))
     except Exception:

@@ -1,7 +1,7 @@
 """[server] workers = 2 against real servers: pgbench through both workers, SHOW / metrics / status of the
 whole proxy, KILL CLIENT and CancelRequest across workers, PAUSE / RESUME and SIGHUP reaching every
-worker, kill -9 of a worker (restarted; the other worker's clients unaffected), and a follow-mode
-failover switching every worker's writer (disposable cluster).
+worker, kill -9 of a worker (restarted; the other worker's clients unaffected), workers forked from the
+template (sharing its pages), and a follow-mode failover switching every worker's writer (disposable cluster).
 """
 
 from __future__ import annotations
@@ -348,3 +348,19 @@ async def test_a_cluster_added_by_reload_serves_in_every_worker(proxy: RunningPr
         proxy.process.send_signal(signal.SIGHUP)
         wait_until(lambda: "extra" not in {r["cluster"] for r in admin(_admin_port(proxy), "SHOW ENDPOINTS")},
                    what="cluster extra removed again")
+
+
+def test_workers_are_forked_from_the_template_and_share_its_pages(proxy: RunningProxy) -> None:
+    """Each worker is the control process's child (reparented: it subreaps), named dbproxy-worker, and
+    most of its resident memory is shared (its PSS well under its RSS), as a fresh interpreter's is not."""
+    from bench.idle import process_memory, tree_memory
+
+    control = proxy.process.pid
+    names = {m.pid: m.name for m in tree_memory(control)}
+    assert "dbproxy-tmpl" in names.values()
+    for pid in worker_pids(proxy.log_text()).values():
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        assert int(stat.rsplit(")", 1)[1].split()[1]) == control
+        assert names.get(pid) == "dbproxy-worker"
+        memory = process_memory(pid)
+        assert memory is not None and memory.uss < 0.6 * memory.rss, memory

@@ -34,6 +34,7 @@ from .channel import Hello, Notice
 from .link import Link, LinkError
 from .merge import TABLE_MERGES, merge_families, merge_status, merge_tables
 from .shares import worker_config
+from .template import ForkedProcess, Template
 
 log = logging.getLogger("dbproxy.workers")
 
@@ -51,7 +52,7 @@ SINGLE_PROCESS_ONLY = {"RECORD": "RECORD needs [server] workers = 1: every worke
 @dataclass
 class _Worker:
     index: int
-    process: asyncio.subprocess.Process | None = None
+    process: asyncio.subprocess.Process | ForkedProcess | None = None
     link: Link | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     started_at: float = 0.0
@@ -61,9 +62,10 @@ class _Worker:
 class WorkerSet:
     """The control process's workers: spawn, restart, send to all, gather from all."""
 
-    def __init__(self, app: ControlApp, count: int) -> None:
+    def __init__(self, app: ControlApp, count: int, template: Template | None = None) -> None:
         self.app = app
         self.count = count
+        self.template = template
         self.workers = [_Worker(i) for i in range(count)]
         self.stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -88,9 +90,7 @@ class WorkerSet:
         worker.ready = asyncio.Event()
         worker.started_at = time.monotonic()
         try:
-            worker.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "proxy.workers.worker", "--fd", str(theirs.fileno()),
-                pass_fds=(theirs.fileno(),), env=os.environ.copy())
+            worker.process = await self._start_process(theirs)
         finally:
             theirs.close()
         def on_notice(message: Any) -> None:
@@ -104,10 +104,22 @@ class WorkerSet:
                         paused))
         self._spawn_task(self._watch(worker, worker.process))
 
+    async def _start_process(self, channel: socket.socket) -> asyncio.subprocess.Process | ForkedProcess:
+        """Forked from the template (sharing its preloaded code), or, without one, a fresh interpreter."""
+        if self.template is not None:
+            try:
+                return ForkedProcess(self.template.spawn(channel))
+            except OSError as exc:
+                log.warning("%s; workers start as fresh interpreters from now on", exc)
+                self.template = None
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy.workers.worker", "--fd", str(channel.fileno()),
+            pass_fds=(channel.fileno(),), env=os.environ.copy())
+
     def _snapshots(self) -> dict[str, TopologySnapshot]:
         return {name: c.topology for name, c in self.app.clusters.items() if c.topology is not None}
 
-    async def _watch(self, worker: _Worker, process: asyncio.subprocess.Process) -> None:
+    async def _watch(self, worker: _Worker, process: asyncio.subprocess.Process | ForkedProcess) -> None:
         code = await process.wait()
         if worker.link is not None:
             worker.link.close()
@@ -145,6 +157,9 @@ class WorkerSet:
                 await asyncio.wait(late, timeout=2.0)
         for task in self._tasks:
             task.cancel()
+        if self.template is not None:
+            self.template.close()
+            self.template = None
 
     # ---- messages ---------------------------------------------------------------------------------
 
@@ -328,9 +343,9 @@ class ControlCluster(Cluster[Any]):
 class ControlApp(ProxyApp):
     """The control process's ProxyApp: clusters' topology and failover, admin and HTTP, no client listener."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, template: Template | None = None) -> None:
         super().__init__(config)
-        self.workers = WorkerSet(self, config.server.workers)
+        self.workers = WorkerSet(self, config.server.workers, template)
 
     def _new_cluster(self, config: ClusterConfig) -> Cluster[Any]:
         return ControlCluster(config, self)
