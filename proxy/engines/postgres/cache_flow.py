@@ -9,9 +9,9 @@ import logging
 import struct
 from typing import TYPE_CHECKING
 
+from ...cache.catalog import CatalogSnapshot
 from ...cache.front import QueryCache, Ticket
 from ...cache.keys import key_prefix, statement_key
-from ...cache.catalog import CatalogSnapshot
 from ...cache.policy import CachePlan, plan
 from ...cache.scopes import Point, RowWrite
 from ...core.session import READY
