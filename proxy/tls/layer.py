@@ -99,7 +99,7 @@ class TlsConnection(asyncio.Protocol):
         tls, incoming = self._ssl, self._incoming
         while True:
             try:
-                n = tls.read(len(_BUFFER), _BUFFER)
+                n: int = tls.read(len(_BUFFER), _BUFFER)  # type: ignore[assignment]  # an int with a buffer
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:   # the client's close_notify
