@@ -39,6 +39,9 @@ def for_clients(settings: TlsSettings, alpn: Sequence[str] = ()) -> ssl.SSLConte
         context.minimum_version = _VERSIONS[settings.min_version]
         assert settings.cert is not None and settings.key is not None
         context.load_cert_chain(settings.cert, settings.key)
+        # No TLS 1.3 session tickets: libpq and the MySQL clients never resume a session, and OpenSSL
+        # otherwise makes and encrypts two tickets per handshake (part of each pgbench -C connection).
+        context.num_tickets = 0
         if settings.client_cert == "verify":
             context.verify_mode = ssl.CERT_REQUIRED
             context.load_verify_locations(settings.ca)

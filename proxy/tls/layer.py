@@ -16,7 +16,10 @@ import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
-_READ = 256 * 1024
+# Decrypted bytes are read into one reusable buffer (the event loop is single-threaded and each read
+# is copied out at once) instead of a fresh bytes object of the read size for every ssl.read call.
+_BUFFER = bytearray(64 * 1024)
+_VIEW = memoryview(_BUFFER)
 
 
 class TlsSession(Protocol):
@@ -93,9 +96,10 @@ class TlsConnection(asyncio.Protocol):
             if not self._established(self, None):
                 return
         chunks: list[bytes] = []
+        tls, incoming = self._ssl, self._incoming
         while True:
             try:
-                chunk = self._ssl.read(_READ)
+                n: int = tls.read(len(_BUFFER), _BUFFER)  # type: ignore[assignment]  # an int with a buffer
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:   # the client's close_notify
@@ -105,10 +109,14 @@ class TlsConnection(asyncio.Protocol):
                 self._closing = True
                 self._raw.close()
                 return
-            if not chunk:
+            if not n:
                 break
-            chunks.append(chunk)
-        self._flush()
+            chunks.append(bytes(_VIEW[:n]))
+            # The common case (one whole record per read): done without a read that raises SSLWantReadError.
+            if not incoming.pending and not tls.pending():
+                break
+        if self._outgoing.pending:
+            self._raw.write(self._outgoing.read())
         if chunks:
             self._session.data_received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
