@@ -105,8 +105,9 @@ class MemoryBackend:
                     row_counter(Point(point.table, point.column, "")))
             get = counters.get
             return (get(GENERATION, 0), get(names[0], 0) - get(names[1], 0), rows.get(names[2] + point.value, 0))
-        names = read_counters(tables, point)
-        return versions(tables, point, [rows.get(n, 0) if n[0] == "r" else counters.get(n, 0) for n in names])
+        counter_names = read_counters(tables, point)
+        return versions(tables, point,
+                        [rows.get(n, 0) if n[0] == "r" else counters.get(n, 0) for n in counter_names])
 
     def lookup_now(self, key: str, tables: Sequence[str], point: Point | None) -> Found:
         """lookup() without a coroutine (the memory backend never waits)."""
