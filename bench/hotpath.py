@@ -48,8 +48,12 @@ def _timed(n: int, profile: bool, what: str, run: Callable[[int], None]) -> None
     run(n)
     if profiler:
         profiler.disable()
-    elapsed = time.perf_counter() - started
-    print(f"{n} {what}s: {elapsed / n * 1e6:.2f} µs of Python per {what}")
+    _report(n, time.perf_counter() - started, profiler, what)
+
+
+def _report(n: int, elapsed: float, profiler: cProfile.Profile | None, what: str) -> None:
+    noun, _, detail = what.partition(" (")
+    print(f"{n} {noun}s{' (' + detail if detail else ''}: {elapsed / n * 1e6:.2f} µs of Python per {noun}")
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 
@@ -136,8 +140,11 @@ role = "writer"
 """
 
 
-async def mysql_transactions(n: int, profile: bool, replay: bool = False) -> None:
-    """N autocommit point selects through a MySQL session (the libmariadb client's capabilities)."""
+async def mysql_transactions(n: int, profile: bool, replay: bool = False, waiting: bool = False) -> None:
+    """N autocommit point selects through a MySQL session (the libmariadb client's capabilities).
+
+    `waiting`: two clients share one server connection, so every other transaction waits in the pool's
+    queue (the borrow path of a pool smaller than its clients, as sysbench 16 threads on pool 8)."""
     from proxy.config import Address
     from proxy.core.session import READY
     from proxy.engines.mysql.server import VARIANT_CAPABILITIES, MysqlServerConnection, Variant
@@ -171,10 +178,40 @@ async def mysql_transactions(n: int, profile: bool, replay: bool = False) -> Non
     query = encode_packet(bytes((Command.QUERY,)) + b"SELECT c FROM sbtest1 WHERE id=5021", 0)
     response = encode_result_set([Column("c")], [[b"83868641912-28773972837-60736120486-75162659906"]], caps)
 
-    def run(count: int) -> None:
-        for _ in range(count):
-            session.data_received(query)
-            server.data_received(response)
+    if waiting:   # a second client shares the one server connection: every other transaction queues
+        pool.max_size = 1
+        other = MysqlClientSession(app, cluster, cluster.config.endpoints[0])
+        other.connection_made(FakeTransport(peer=("127.0.0.1", 40001)))  # type: ignore[arg-type]
+        other.login, other.database, other.state, other.capabilities = login, "app", READY, caps
+        other.state_vars.schema = "app"
+        other.pool_variant = variant
+
+        async def pairs(count: int) -> None:
+            for _ in range(count // 2):
+                session.data_received(query)
+                other.data_received(query)        # the pool is busy: this one waits
+                server.data_received(response)    # the first is done: the server goes to the waiter
+                while other.server is None:
+                    await asyncio.sleep(0)
+                server.data_received(response)
+
+        await pairs(1000)
+        assert session.server is None and other.server is None and pool.idle == [server]
+        assert server.transport.written == 1000 * len(query)  # type: ignore[union-attr]
+        profiler = cProfile.Profile() if profile else None
+        started = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        await pairs(n)
+        if profiler:
+            profiler.disable()
+        _report(n, time.perf_counter() - started, profiler, "transaction (every other one waits for the server)")
+        return
+    else:
+        def run(count: int) -> None:
+            for _ in range(count):
+                session.data_received(query)
+                server.data_received(response)
 
     run(1000)
     assert session.server is None and pool.idle == [server] and not session._pending
@@ -190,11 +227,19 @@ if __name__ == "__main__":
                         help="endpoint role (split: each query text gets a new literal, as pgbench -M simple)")
     parser.add_argument("--engine", default="postgres", choices=["postgres", "mysql"])
     parser.add_argument("--replay", action="store_true", help="failover.replay = true")
+    parser.add_argument("--waiting", action="store_true",
+                        help="mysql: two clients on one server connection, every other transaction waits for it")
     parser.add_argument("--connect", action="store_true",
                         help="whole short connections (pgbench -C) instead of transactions on one connection")
+    parser.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"],
+                        help="event loop (default uvloop, as `dbproxy run`)")
     args = parser.parse_args()
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.install()
     if args.engine == "mysql":
-        asyncio.run(mysql_transactions(args.n, args.profile, args.replay))
+        asyncio.run(mysql_transactions(args.n, args.profile, args.replay, args.waiting))
     else:
         asyncio.run(connections(args.n, args.profile) if args.connect else main(args.n, args.profile, args.role,
                                                                                     args.replay))

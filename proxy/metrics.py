@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -41,6 +41,7 @@ class Metrics:
             "dbproxy_database_connection_borrow_seconds", "Time a transaction waited for a server connection",
             ["cluster"], registry=r,
             buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30))
+        self._borrow_children: dict[str, Any] = {}
         # Counted on the hot path as plain ints; exported by _RequestCollector at scrape time.
         self.requests: dict[tuple[str, str, str], int] = {}
         r.register(_RequestCollector(self.requests))
@@ -101,7 +102,10 @@ class Metrics:
         self.client_refused.labels(cluster, endpoint, reason).inc()
 
     def borrowed(self, cluster: str, seconds: float) -> None:
-        self.borrow_seconds.labels(cluster).observe(seconds)
+        child = self._borrow_children.get(cluster)
+        if child is None:   # labels() hashes and locks on every call: keep each cluster's child
+            child = self._borrow_children[cluster] = self.borrow_seconds.labels(cluster)
+        child.observe(seconds)
 
     def transaction_started(self, cluster: str, endpoint: str, route: str = "primary") -> None:
         key = (cluster, endpoint, route)

@@ -69,3 +69,32 @@ async def test_1000_clients_on_20_server_connections(proxy: RunningProxy, pg_clu
         await direct.close()
     assert seen and max(seen) <= POOL_SIZE, f"proxy server connections peaked at {max(seen)}"
     assert time.monotonic() - began < 60
+
+
+async def test_clients_that_leave_while_queued_for_a_server_leak_nothing(proxy: RunningProxy) -> None:
+    """All 20 server connections held in transactions; 40 more clients queue for one (parked in the
+    pool's queue); half of them disconnect while queued; the rest are served once the holders commit."""
+    holders = [await asyncpg.connect(proxy.dsn(), statement_cache_size=0) for _ in range(POOL_SIZE)]
+    queued = [await asyncpg.connect(proxy.dsn(), statement_cache_size=0) for _ in range(40)]
+    try:
+        for c in holders:
+            await c.execute("BEGIN; SELECT 1")
+        waits = [asyncio.get_running_loop().create_task(c.fetchval("SELECT $1::int", i))
+                 for i, c in enumerate(queued)]
+        await asyncio.sleep(0.3)
+        assert not any(w.done() for w in waits), "a queued client got a server while all were held"
+        for c in queued[::2]:
+            c.terminate()                     # gone while queued
+        for c in holders:
+            await c.execute("COMMIT")
+        served = await asyncio.wait_for(asyncio.gather(*waits[1::2]), 10)
+        assert served == list(range(1, 40, 2))
+        # Every server connection came back: all 20 can be held again at once.
+        again = [await asyncpg.connect(proxy.dsn(), statement_cache_size=0) for _ in range(POOL_SIZE)]
+        try:
+            for c in again:
+                await asyncio.wait_for(c.execute("BEGIN; SELECT 1"), 10)
+        finally:
+            await asyncio.gather(*(c.close() for c in again), return_exceptions=True)
+    finally:
+        await asyncio.gather(*(c.close() for c in holders + queued[1::2]), return_exceptions=True)

@@ -237,6 +237,80 @@ async def test_cancelled_waiter_does_not_block_later_borrows() -> None:
     assert fresh is not conn and not fresh.closed
 
 
+# ---- park: queueing without a task ---------------------------------------------------------------
+
+async def test_park_only_when_a_borrow_would_wait() -> None:
+    pool, factory, _ = make_pool(max_size=1)
+    assert pool.park(LONG) is None              # room to open one: borrow() would open it
+    conn = await pool.borrow(LONG)
+    pool.release(conn)
+    assert pool.park(LONG) is None              # one idle
+    held = await pool.borrow(LONG)
+    fut = pool.park(LONG)
+    assert fut is not None and pool.waiting() == 1 and pool.borrows == 3
+    pool.release(held)                          # handed straight to the parked waiter, FIFO
+    assert fut.done() and fut.result() is held and pool.in_use == {held} and not pool.idle
+    await settle()
+    assert len(factory.opened) == 1 and pool.wait_seconds_total >= 0
+
+
+async def test_park_queues_behind_other_waiters_and_serves_fifo() -> None:
+    pool, _, _ = make_pool(max_size=1)
+    held = await pool.borrow(LONG)
+    borrower = asyncio.create_task(pool.borrow(LONG))
+    await waiting_for(pool, 1)
+    parked = pool.park(LONG)
+    assert parked is not None and pool.waiting() == 2
+    pool.release(held)
+    assert await borrower is held and not parked.done()
+    pool.release(held)
+    assert parked.result() is held
+
+
+async def test_parked_waiter_times_out_with_borrow_timeout() -> None:
+    pool, _, _ = make_pool(max_size=1)
+    await pool.borrow(LONG)
+    fut = pool.park(SHORT)
+    assert fut is not None
+    with pytest.raises(BorrowTimeout, match="within 0.05s"):
+        await asyncio.wait_for(fut, LONG)
+    assert pool.timeouts == 1 and not pool.waiters
+
+
+async def test_cancelled_parked_waiter_is_skipped_by_release() -> None:
+    pool, _, _ = make_pool(max_size=1)
+    conn = await pool.borrow(LONG)
+    fut = pool.park(LONG)
+    assert fut is not None
+    fut.cancel()
+    await settle()
+    pool.release(conn)
+    assert pool.idle == [conn] and not pool.in_use and pool.waiting() == 0
+
+
+async def test_park_refused_beside_sibling_pools_and_when_closed() -> None:
+    clock = FakeClock()
+    shared = SharedLimit(1)
+    first: Pool[FakeConn] = Pool("a", Factory(clock), 1, clock=clock, shared=shared)  # type: ignore[arg-type]
+    Pool("b", Factory(clock), 1, clock=clock, shared=shared)  # type: ignore[arg-type]
+    await first.borrow(LONG)
+    assert first.park(LONG) is None             # siblings share the limit: borrow() handles the room
+    alone, _, _ = make_pool(max_size=1)
+    await alone.borrow(LONG)
+    alone.close()
+    assert alone.park(LONG) is None
+
+
+async def test_closing_pool_fails_parked_waiters_with_server_connect_failed() -> None:
+    pool, _, _ = make_pool(max_size=1)
+    await pool.borrow(LONG)
+    fut = pool.park(LONG)
+    assert fut is not None
+    pool.close()
+    with pytest.raises(ServerConnectFailed, match="closing"):
+        await fut
+
+
 # ---- aging and maintenance ---------------------------------------------------------------------
 
 async def test_maintain_closes_idle_past_idle_timeout_keeping_min_idle() -> None:

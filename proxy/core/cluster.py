@@ -431,6 +431,28 @@ class Cluster(Generic[C]):
         pool.handed_out += 1
         return conn, pool
 
+    def park(self, endpoint: EndpointConfig, route: str, user: User, database: str,
+             min_position: int | None = None, variant: Hashable = None) -> tuple[asyncio.Future[C], Pool[C]] | None:
+        """Queue for the target's pool without a task (Pool.park) when that is all borrow() would do:
+        the cluster is not paused, a target is chosen and its pool has to wait. Else None: borrow()."""
+        if not self._resumed.is_set():
+            return None
+        target = self.choose_target(endpoint, route, min_position)
+        if target is None:
+            return None
+        pool = self.pools.get((target, user.name, database, variant))
+        if pool is None or pool.closed:
+            return None
+        fut = pool.park(max(0.001, self.config.failover.borrow_timeout))
+        if fut is None:
+            return None
+        self.borrowing += 1
+        fut.add_done_callback(self._parked_done)
+        return fut, pool
+
+    def _parked_done(self, fut: asyncio.Future[Any]) -> None:
+        self.borrowing -= 1
+
     async def borrow(self, endpoint: EndpointConfig, route: str, user: User, database: str,
                      min_position: int | None = None, variant: Hashable = None) -> tuple[C, Pool[C]]:
         """A server connection for the endpoint; waits (bounded) for a target, for resume, for a slot."""

@@ -23,6 +23,7 @@ from ..errors import (
     AuthenticationFailed,
     ProtocolViolation,
     ProxyError,
+    ServerConnectFailed,
     ServerUnavailable,
     TooManyConnections,
     TooManyUserConnections,
@@ -97,7 +98,7 @@ class ClientSessionCore(asyncio.Protocol):
     pinned: str | None = None
     transactions = 0
     queries = 0
-    _borrow_task: asyncio.Task[None] | None = None
+    _borrow_task: asyncio.Future[Any] | None = None   # a borrow task, or a parked waiter (Cluster.park)
     _broken: ProxyError | None = None
     _paused_reading = False
     _last_route = "primary"
@@ -477,7 +478,44 @@ class ClientSessionCore(asyncio.Protocol):
         if taken is not None:
             self._attach(*taken)
             return
+        parked = self.cluster.park(self.endpoint, route, login.user, self.database, self._min_position(route),
+                                   self.pool_variant)
+        if parked is not None:   # the pool is busy: wait in its queue, without a task
+            fut, pool = parked
+            self._borrow_task = fut
+            fut.add_done_callback(_Parked(self, pool, route, time.monotonic()))
+            return
         self._borrow_task = asyncio.get_running_loop().create_task(self._borrow(route))
+
+    def _parked_done(self, fut: asyncio.Future[Any], pool: Pool[Any], route: str, started: float) -> None:
+        """A parked waiter's turn (see _need_server): attach what it got, or borrow again, or fail."""
+        if fut.cancelled():   # the client left (connection_lost) or a replay took over
+            if self._borrow_task is fut:
+                self._borrow_task = None
+            return
+        if self._borrow_task is not fut:   # abandoned after it was served
+            if fut.exception() is None:
+                pool.release(fut.result())
+            return
+        self._borrow_task = None
+        exc = fut.exception()
+        if exc is not None:
+            if self.state != READY:
+                return
+            if isinstance(exc, ServerConnectFailed):   # the pool closed, or its new connection failed: borrow
+                self._borrow_task = asyncio.get_running_loop().create_task(self._borrow(route))
+                return
+            err = exc if isinstance(exc, ProxyError) else ServerUnavailable(str(exc))
+            log.info("client %s: %s", self.peer, err.message)
+            self._fail_batch(err)
+            return
+        conn = fut.result()
+        pool.handed_out += 1
+        self.app.metrics.borrowed(self.cluster.name, time.monotonic() - started)
+        if self.state != READY:
+            pool.release(conn)
+            return
+        self._attach(conn, pool)
 
     async def _borrow(self, route: str) -> None:
         assert self.login is not None
@@ -582,3 +620,15 @@ class ClientSessionCore(asyncio.Protocol):
         server.pinned_reason = reason
         self.app.metrics.pinned(self.cluster.name, reason)
         log.info("client %s pinned to server %s: %s", self.peer, server.address, reason)
+
+
+class _Parked:
+    """The done callback of a parked waiter: calls ClientSessionCore._parked_done (no closure per borrow)."""
+
+    __slots__ = ("session", "pool", "route", "started")
+
+    def __init__(self, session: ClientSessionCore, pool: Pool[Any], route: str, started: float) -> None:
+        self.session, self.pool, self.route, self.started = session, pool, route, started
+
+    def __call__(self, fut: asyncio.Future[Any]) -> None:
+        self.session._parked_done(fut, self.pool, self.route, self.started)

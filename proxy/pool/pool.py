@@ -74,6 +74,20 @@ class SharedLimit:
         return any(other is not pool and not other.closed and other.waiting() for other in self.pools)
 
 
+class _ParkedDone:
+    """A parked waiter's end (see Pool.park): stop its timer, count its wait."""
+
+    __slots__ = ("pool", "timer", "started")
+
+    def __init__(self, pool: Pool[Any], timer: asyncio.TimerHandle, started: float) -> None:
+        self.pool, self.timer, self.started = pool, timer, started
+
+    def __call__(self, fut: asyncio.Future[Any]) -> None:
+        self.timer.cancel()
+        pool = self.pool
+        pool.wait_seconds_total += pool.clock() - self.started
+
+
 class Pool(Generic[C]):
     """Connections to one server for one (user, database); see the module docstring."""
 
@@ -136,6 +150,27 @@ class Pool(Generic[C]):
             self.in_use.add(conn)
             return conn
         return await self._wait(timeout)
+
+    def park(self, timeout: float) -> asyncio.Future[C] | None:
+        """Queue for the next connection released, without a task: the future gets it (or BorrowTimeout
+        after `timeout`, or ServerConnectFailed when a connection opened for the waiters fails).
+
+        Only when borrow() would wait too (nothing idle, no room, or others queued first) and no sibling
+        shares the limit; else None and the caller borrows. A cancelled future is skipped by release()."""
+        if self.closed or self.idle:
+            return None
+        shared = self.shared
+        if shared is not None and len(shared.pools) > 1:
+            return None
+        if self.size < self.max_size and not self.waiting():
+            return None   # borrow() would open a connection
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[C] = loop.create_future()
+        self.borrows += 1
+        self.waiters.append(fut)
+        timer = loop.call_later(timeout, self._expire_waiter, fut, timeout)
+        fut.add_done_callback(_ParkedDone(self, timer, self.clock()))
+        return fut
 
     async def _wait(self, timeout: float) -> C:
         loop = asyncio.get_running_loop()
