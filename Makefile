@@ -30,6 +30,11 @@ $(VENV)/.stamp-system:
 		echo "make: installing sysbench"; \
 		apt-get update -q && $(APT_INSTALL) sysbench; \
 	fi
+	@if ! command -v haproxy >/dev/null; then \
+		echo "make: installing haproxy (bench/sysbench.py's TCP-forwarder floor)"; \
+		apt-get update -q && $(APT_INSTALL) haproxy; \
+		systemctl disable --now haproxy >/dev/null 2>&1 || true; \
+	fi
 	@if ! command -v redis-server >/dev/null; then \
 		echo "make: installing redis-server (the query cache tests start private ones)"; \
 		apt-get update -q && $(APT_INSTALL) redis-server; \
@@ -137,4 +142,9 @@ bench-tools:
 	@if ! command -v sysbench >/dev/null; then \
 		echo "make: installing sysbench"; \
 		apt-get update -q && $(APT_INSTALL) sysbench; \
+	fi
+	@if ! command -v haproxy >/dev/null; then \
+		echo "make: installing haproxy (bench/sysbench.py's TCP-forwarder floor)"; \
+		apt-get update -q && $(APT_INSTALL) haproxy; \
+		systemctl disable --now haproxy >/dev/null 2>&1 || true; \
 	fi

@@ -40,6 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import python_relay  # noqa: E402
 from bench.idle import tree_pss_bytes, tree_rss_bytes  # noqa: E402
 from bench.latency import cdf_points, log_args, percentiles, read_latencies, remove_logs  # noqa: E402
 from bench.pgbench import Endpoint, Workload, run_pgbench  # noqa: E402
@@ -151,6 +152,15 @@ class Suite:
                                                      APP_DB, args.pool_size)
         self.endpoints["pgbouncer"] = Endpoint("pgbouncer", bouncer, USER, APP_DB, PASSWORD)
         self.targets.append("pgbouncer")
+        if not args.no_relay:   # the floor of a Python proxy: bytes forwarded, nothing else (no pooling)
+            (relay,) = free_ports(1)
+            log(f"uvloop relay (bench/python_relay.py) on {relay}")
+            self.services["relay"] = python_relay.start_relay(self.workdir / "relay", HOST, relay, HOST, port)
+            self.endpoints["relay"] = Endpoint("relay", relay, USER, APP_DB, None)
+            self.targets.append("relay")
+            self.data["notes"].append("relay: bench/python_relay.py, a do-nothing asyncio + uvloop byte forwarder "
+                                      "(one process, one server connection per client, no pooling): what any "
+                                      "proxy written in Python costs before it does anything")
 
     def stop(self) -> None:
         for service in self.services.values():
@@ -230,7 +240,7 @@ class Suite:
         args = self.args
         result: dict[str, Any] = {}
         for target in self.targets:
-            if target == "direct":
+            if target in ("direct", "relay"):   # the relay opens a server connection per client
                 continue
             self.progress.step(f"{args.idle_clients} idle clients on {target}")
             service = self.services[target]
@@ -306,7 +316,7 @@ class Suite:
         steps += [(f"latency -S -M simple at {c} client(s)", n * (args.latency_duration + 1)) for c in (1, args.clients)]
         steps += [(f"-C storm at {c} clients", n * (args.duration + 1)) for c in (16, 64)]
         steps += [(f"{args.idle_clients} idle clients on {t}", args.duration + 10 + args.idle_clients / 1500)
-                  for t in self.targets if t != "direct"]
+                  for t in self.targets if t not in ("direct", "relay")]
         quick = args.quick
         for name, label, seconds in (("ryw", "read_your_writes cost (bench/ryw.py)", 60 if quick else 150),
                                      ("mysql", "MySQL point select (bench/sysbench.py)", 60 if quick else 150),
@@ -340,6 +350,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-duration", type=float, help="seconds per latency run (default 5, 2 with --quick)")
     parser.add_argument("--idle-clients", type=int, help="default 10000, 1000 with --quick")
     parser.add_argument("--skip", default="", help="comma-separated: ryw, mysql, failover")
+    parser.add_argument("--no-relay", action="store_true", help="leave out the uvloop relay column")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (2.0 if args.quick else 6.0)

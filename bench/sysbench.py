@@ -43,7 +43,7 @@ from typing import Any, NoReturn
 # `python bench/sysbench.py` puts bench/, not the repository root, on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import tcp_forwarder
+from bench import python_relay, tcp_forwarder
 from bench.cpu import sample, usage
 from bench.pgbench import CellRun
 from bench.procs import BenchError, Service, clean_env, git_version, run_checked, text_tail
@@ -55,7 +55,8 @@ from deploy.pgcluster import free_ports
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SYSBENCH = "sysbench"
 CLUSTER_NAME = "my"
-TARGETS = ("direct", "dbproxy", "haproxy")
+TARGETS = ("direct", "dbproxy", "haproxy", "relay")
+FLOORS = ("haproxy", "relay")   # proxies that only forward bytes: C (HAProxy) and Python (bench/python_relay.py)
 # HAProxy (bench/tcp_forwarder.py) runs the point selects only: the floor of a proxy's cost on this machine.
 POINT_TARGETS = TARGETS
 POINT_SELECT_TARGET = 0.6  # dbproxy/direct QPS the issue asks for
@@ -106,7 +107,7 @@ WORKLOAD_KEYS = tuple(w.key for w in WORKLOADS)
 class MysqlEndpoint:
     """Where sysbench connects and how it logs in (the same user and password at both targets)."""
 
-    name: str  # direct | dbproxy | haproxy
+    name: str  # direct | dbproxy | haproxy | relay
     port: int
     user: str = APP_USER
     password: str = APP_PASSWORD
@@ -388,10 +389,11 @@ def build_table(
 ) -> tuple[str, dict[str, dict[str, Any]]]:
     """The Markdown table and, per workload, the medians, ratio, error counts and verdict (for the JSON)."""
     lines = [
-        "| workload | direct QPS | dbproxy QPS | dbproxy/direct | HAProxy tcp QPS | HAProxy/direct | dbproxy TPS "
+        "| workload | direct QPS | dbproxy QPS | dbproxy/direct | HAProxy tcp QPS | HAProxy/direct "
+        "| uvloop relay QPS | relay/direct | dbproxy TPS "
         "| errors / reconnects (direct · dbproxy) | p95 ms (direct · dbproxy) "
-        "| CPU µs/txn (system): dbproxy · HAProxy | target |",
-        "|---|--:|--:|--:|--:|--:|--:|---|---|--:|---|",
+        "| CPU µs/txn (system): dbproxy · HAProxy · relay | target |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|--:|---|",
     ]
     derived: dict[str, dict[str, Any]] = {}
     for w in workloads:
@@ -400,9 +402,10 @@ def build_table(
         p95 = {t: median_cell(runs, w.key, t, "latency_p95_ms") for t in TARGETS}
         errors = {t: error_counts(runs, w.key, t) for t in TARGETS}
         vs_direct = ratio(qps["dbproxy"], qps["direct"])
-        floor = ratio(qps["haproxy"], qps["direct"]) if "haproxy" in w.targets else None
-        cpu_us = {t: pooler_cpu_us(list(runs), w.key, t) for t in ("dbproxy", "haproxy")}
-        system_us = {t: _system_us(runs, w.key, t) for t in ("dbproxy", "haproxy")}
+        floors = {t: ratio(qps[t], qps["direct"]) if t in w.targets else None for t in FLOORS}
+        floor = floors["haproxy"]
+        cpu_us = {t: pooler_cpu_us(list(runs), w.key, t) for t in ("dbproxy", *FLOORS)}
+        system_us = {t: _system_us(runs, w.key, t) for t in ("dbproxy", *FLOORS)}
         if w.target_ratio is not None:
             want = f"≥ {w.target_ratio:.1f}× direct"
             mark = (
@@ -422,16 +425,20 @@ def build_table(
             "dbproxy_system_us_per_transaction": system_us["dbproxy"],
             "haproxy_cpu_us_per_transaction": cpu_us["haproxy"],
             "haproxy_system_us_per_transaction": system_us["haproxy"],
+            "relay_vs_direct": floors["relay"],
+            "relay_cpu_us_per_transaction": cpu_us["relay"],
+            "relay_system_us_per_transaction": system_us["relay"],
             "target": f"{want}: {mark}",
         }
-        haproxy_cpu = (f" · {_fmt(cpu_us['haproxy'])} ({_fmt(system_us['haproxy'])})"
-                       if "haproxy" in w.targets else "")
+        floor_cpu = "".join(f" · {_fmt(cpu_us[t])} ({_fmt(system_us[t])})" if t in w.targets else " · —"
+                            for t in FLOORS)
         lines.append(
             f"| {w.label} | {_show(qps['direct'])} | {_show(qps['dbproxy'])} | {_fmt_ratio(vs_direct)} "
             f"| {_show(qps['haproxy'])} | {_fmt_ratio(floor) if floor is not None else '—'} "
+            f"| {_show(qps['relay'])} | {_fmt_ratio(floors['relay']) if floors['relay'] is not None else '—'} "
             f"| {_show(tps['dbproxy'])} | {_errors_text(errors['direct'])} · {_errors_text(errors['dbproxy'])} "
             f"| {_fmt(p95['direct'].tps, '.2f')} · {_fmt(p95['dbproxy'].tps, '.2f')} "
-            f"| {_fmt(cpu_us['dbproxy'])} ({_fmt(system_us['dbproxy'])}){haproxy_cpu} "
+            f"| {_fmt(cpu_us['dbproxy'])} ({_fmt(system_us['dbproxy'])}){floor_cpu} "
             f"| {want}: {mark} |"
         )
     return "\n".join(lines), derived
@@ -580,6 +587,7 @@ class SysbenchBench:
         self.dbproxy: Service | None = None
         self.endpoints: dict[str, MysqlEndpoint] = {}
         self.haproxy: Service | None = None
+        self.relay: Service | None = None
         self.workloads = [w for w in WORKLOADS if w.key in args.workload]
         if args.no_haproxy or not tcp_forwarder.available():
             self.workloads = [replace(w, targets=tuple(t for t in w.targets if t != "haproxy"))
@@ -633,13 +641,18 @@ class SysbenchBench:
             self.haproxy = tcp_forwarder.start_haproxy(self.workdir / "haproxy", HOST, forwarder, HOST, ports[0])
             self.endpoints["haproxy"] = MysqlEndpoint("haproxy", forwarder)
             self.versions["haproxy"] = run_checked([tcp_forwarder.HAPROXY, "-v"], "haproxy -v").split("\n")[0]
+        if any("relay" in w.targets for w in self.workloads):
+            (relay,) = free_ports(1)
+            log(f"uvloop relay (bench/python_relay.py, one process) on {relay} → the primary: a Python proxy's floor")
+            self.relay = python_relay.start_relay(self.workdir / "relay", HOST, relay, HOST, ports[0])
+            self.endpoints["relay"] = MysqlEndpoint("relay", relay)
 
     # -------------------------------------------------------------- measure
 
     def _our_pids(self) -> list[int]:
         """This process (sysbench is reaped into it), dbproxy and every mariadbd."""
         pids = [os.getpid()]
-        for service in (self.dbproxy, self.haproxy):
+        for service in (self.dbproxy, self.haproxy, self.relay):
             if service is not None and service.alive():
                 pids.append(service.pid)
         if self.cluster is not None:
@@ -648,7 +661,7 @@ class SysbenchBench:
 
     def one(self, workload: SysbenchWorkload, target: str, round_no: int, duration: float) -> SysbenchRun:
         endpoint = self.endpoints[target]
-        service = {"dbproxy": self.dbproxy, "haproxy": self.haproxy}.get(target)
+        service = {"dbproxy": self.dbproxy, "haproxy": self.haproxy, "relay": self.relay}.get(target)
         if service is not None and not service.alive():
             cell = SysbenchRun(target, workload.key, round_no, error=f"{target} is not running")
             return cell
@@ -874,11 +887,12 @@ class SysbenchBench:
     # -------------------------------------------------------------- cleanup
 
     def cleanup(self) -> None:
-        if self.haproxy is not None:
-            try:
-                self.haproxy.stop()
-            except Exception as exc:  # keep cleaning up the rest
-                log(f"stopping haproxy failed: {exc}")
+        for service in (self.haproxy, self.relay):
+            if service is not None:
+                try:
+                    service.stop()
+                except Exception as exc:  # keep cleaning up the rest
+                    log(f"stopping {service.name} failed: {exc}")
         if self.dbproxy is not None:
             try:
                 self.dbproxy.stop()
