@@ -472,3 +472,37 @@ def test_a_deprecate_eof_client_gets_the_servers_bytes_from_the_cache(proxy: Mys
     finally:
         reference.close()
         client.close()
+
+
+def _prepares(cluster: MysqlCluster) -> int:
+    conn = direct(cluster)
+    with conn.cursor() as cur:
+        cur.execute("SHOW GLOBAL STATUS LIKE 'Com_stmt_prepare'")
+        value = int(cur.fetchone()[1])
+    conn.close()
+    return value
+
+
+def test_a_miss_prepared_again_on_another_server_connection_is_stored(proxy: MysqlProxy,
+                                                                      mysql_cluster: MysqlCluster,
+                                                                      reset: None) -> None:
+    _invalidate(proxy, "cache_items")
+    holder = connect(proxy)
+    conn = _connector(proxy.port)
+    try:
+        cur = conn.cursor(prepared=True)
+        cur.execute("SELECT v, id FROM cache_items WHERE id = ?", (2,))   # prepared on the pool's last-released connection
+        cur.fetchall()
+        _invalidate(proxy, "cache_items")
+        with holder.cursor() as hold:   # ... which this transaction now holds
+            hold.execute("BEGIN")
+            hold.execute("SELECT 1")
+        before = _prepares(mysql_cluster)
+        assert _fetch(cur, "SELECT v, id FROM cache_items WHERE id = ?", (2,)) == [("b", 2)]
+        assert _prepares(mysql_cluster) > before   # the statement was prepared on another server connection first
+        on_server(mysql_cluster, "UPDATE cache_items SET v = 'direct' WHERE id = 2")
+        assert _fetch(cur, "SELECT v, id FROM cache_items WHERE id = ?", (2,)) == [("b", 2)]   # stored all the same
+    finally:
+        holder.rollback()
+        holder.close()
+        conn.close()

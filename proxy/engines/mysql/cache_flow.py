@@ -58,6 +58,7 @@ class MysqlSessionCache:
         self.ticket: Ticket | None = None
         self.capture: list[bytes] | None = None
         self.capture_binary = False             # ... of a COM_STMT_EXECUTE
+        self.miss: bytes | None = None          # ... the command, until its first answer bytes (see client_data)
         self.captured = 0
         self.waiting: bytearray | None = None   # client bytes that arrived during a lookup / catalog read
         self.held: list[bytes] | None = None    # server bytes held until an invalidation is done
@@ -82,6 +83,9 @@ class MysqlSessionCache:
             self.waiting += data
             return True
         if self.ticket is not None:
+            if data == self.miss:   # the miss itself, handed on again once a server is attached
+                self.miss = None
+                return False
             self._abandon()   # more before the miss's answer: not stored
         single = (len(data) >= 5 and (data[4] == Command.QUERY or data[4] == Command.STMT_EXECUTE) and data[3] == 0
                   and int.from_bytes(data[:3], "little") + 4 == len(data) and len(data) - 4 < _MAX_PACKET)
@@ -282,10 +286,11 @@ class MysqlSessionCache:
         if ticket is not None:
             self.ticket, self.capture, self.captured = ticket, [], 0
             self.capture_binary = statement is not None
+            self.miss = data
         return False
 
     def _abandon(self) -> None:
-        ticket, self.ticket, self.capture = self.ticket, None, None
+        ticket, self.ticket, self.capture, self.miss = self.ticket, None, None, None
         if ticket is not None:
             self.cache.complete(ticket, None)
 
@@ -344,6 +349,8 @@ class MysqlSessionCache:
 
     def _captured(self, session: MysqlClientSession, server: MysqlServerConnection, data: bytes) -> None:
         assert self.capture is not None
+        if data:
+            self.miss = None
         self.captured += len(data)
         if self.captured > self.cache.settings.max_entry:
             self._abandon()
@@ -351,7 +358,7 @@ class MysqlSessionCache:
         self.capture.append(data)
         if not server.tracker.quiet or session._awaiting_prepare:
             return   # (the execute waits for its statement to be prepared on this server connection first)
-        response, self.capture = b"".join(self.capture), None
+        response, self.capture, self.miss = b"".join(self.capture), None, None
         ticket, self.ticket = self.ticket, None
         assert ticket is not None
         deprecate_eof = bool(session.capabilities & (1 << 24))
