@@ -244,6 +244,23 @@ def test_the_redis_backend_caches_and_invalidates(redis_proxy: MysqlProxy, mysql
     writer.close()
 
 
+def test_the_redis_backend_caches_prepared_reads(redis_proxy: MysqlProxy, mysql_cluster: MysqlCluster,
+                                                reset: None) -> None:
+    _invalidate(redis_proxy, "cache_items")
+    conn = _connector(redis_proxy.port)
+    try:
+        cur = conn.cursor(prepared=True)
+        assert _fetch(cur, READ_V, (2,)) == [("b",)]
+        time.sleep(1.0)   # the catalog is read and the Redis pool opened in the background: then a miss is stored
+        assert _fetch(cur, READ_V, (2,)) == [("b",)]
+        on_server(mysql_cluster, "UPDATE cache_items SET v = 'direct' WHERE id = 2")
+        assert _fetch(cur, READ_V, (2,)) == [("b",)]   # a hit, from Redis
+        cur.execute("UPDATE cache_items SET v = ? WHERE id = ?", ("redis", 2))
+        assert _fetch(cur, READ_V, (2,)) == [("redis",)]
+    finally:
+        conn.close()
+
+
 def test_a_prepared_write_invalidates(proxy: MysqlProxy, mysql_cluster: MysqlCluster, reset: None) -> None:
     import mysql.connector
 

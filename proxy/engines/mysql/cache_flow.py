@@ -279,8 +279,6 @@ class MysqlSessionCache:
         """A hit: write it (True). A miss: capture the response it will get (False: forward the data)."""
         if value is not None:
             session.queries += 1
-            if statement is not None and session.prepared_tap is not None:   # a recording runs
-                session.prepared_tap.execute(statement.sql, statement.num_params, statement.types, data[4:], False)
             session.write(value)   # framed from sequence id 1, as every reply is (cache_replies)
             return True
         if ticket is not None:
