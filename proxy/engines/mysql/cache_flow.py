@@ -1,7 +1,8 @@
 """The query cache in one MySQL client's relay (SPEC §11): answer cached COM_QUERY SELECTs and
-COM_STMT_EXECUTEs of prepared SELECTs, store the text / binary result sets of misses, and invalidate the tables a client's writes wrote before it sees the OK
-that ends its transaction (autocommit: the statement's; else COMMIT's). Made only for clusters with
-a [cache] section; the shared layer (proxy/cache) does the rest.
+COM_STMT_EXECUTEs of prepared SELECTs, store the text / binary result sets of misses (cache_replies),
+and invalidate the tables a client's writes wrote before it sees the OK that ends its transaction
+(autocommit: the statement's; else COMMIT's). Made only for clusters with a [cache] section; the
+shared layer (proxy/cache) does the rest.
 
 A read is looked up only when it is the one command of a client read, outside a transaction, with
 autocommit on and the session not pinned; it is keyed by cluster, schema, server user, the client's
