@@ -1,13 +1,17 @@
-"""The query cache in one MySQL client's relay (SPEC §11): answer cached COM_QUERY SELECTs, store the
-text result sets of misses, and invalidate the tables a client's writes wrote before it sees the OK
-that ends its transaction (autocommit: the statement's; else COMMIT's). Made only for clusters with
-a [cache] section; the shared layer (proxy/cache) does the rest.
+"""The query cache in one MySQL client's relay (SPEC §11): answer cached COM_QUERY SELECTs and
+COM_STMT_EXECUTEs of prepared SELECTs, store the text / binary result sets of misses (cache_replies),
+and invalidate the tables a client's writes wrote before it sees the OK that ends its transaction
+(autocommit: the statement's; else COMMIT's). Made only for clusters with a [cache] section; the
+shared layer (proxy/cache) does the rest.
 
 A read is looked up only when it is the one command of a client read, outside a transaction, with
 autocommit on and the session not pinned; it is keyed by cluster, schema, server user, the client's
 capability flags and handshake character set, every variable it SET (sql_mode, time_zone, NAMES,
-...), and the text. Binary-protocol executions (COM_STMT_EXECUTE) are not answered from the cache;
-the writes they run are seen (by their prepared text) and invalidate.
+...), and the text. An execute is keyed by the same, the command (binary and text results never share
+an entry), its prepared text and its parameters (cache_replies.execute_key: the NULL bitmap, the types
+in force, the values); one with a cursor, or after COM_STMT_SEND_LONG_DATA, is not looked up. The
+plan of a prepared text (cacheable? which tables? what it writes) is made once per catalog snapshot.
+The writes executes run are seen by their prepared text and invalidate as text writes do.
 """
 
 from __future__ import annotations
@@ -18,73 +22,26 @@ from typing import TYPE_CHECKING
 
 from ...cache.front import QueryCache, Ticket
 from ...cache.keys import key_prefix, statement_key
-from ...cache.policy import plan
+from ...cache.policy import CachePlan, plan
 from ...cache.scopes import ALL_TABLES
 from ...core.session import READY
 from ...core.tasks import TaskSet
-from .cache_facts import MysqlCacheFacts
+from .cache_facts import MysqlCacheFacts, Written
+from .cache_replies import execute_key, storable, storable_binary
 from .command_framing import command_end
 from .wire.codes import Command, Status
 
 if TYPE_CHECKING:
-    from ...cache.catalog import CatalogReader
+    from ...cache.catalog import CatalogReader, CatalogSnapshot
     from .server import MysqlServerConnection
     from .session import MysqlClientSession
+    from .statements import ClientStatement
 
 log = logging.getLogger("dbproxy.cache")
 _MAX_PACKET = 0xFFFFFF
-# Final status flags a stored result set may not carry.
-_UNSTORABLE_STATUS = Status.IN_TRANS | Status.MORE_RESULTS_EXISTS | Status.SESSION_STATE_CHANGED | \
-    Status.IN_TRANS_READONLY | Status.CURSOR_EXISTS
 CATALOG_WAIT = 0.5
-
-
-def _lenenc(payload: bytes, pos: int) -> tuple[int, int]:
-    first = payload[pos]
-    if first < 0xFB:
-        return first, pos + 1
-    width = {0xFC: 2, 0xFD: 3, 0xFE: 8}.get(first)
-    if width is None or pos + 1 + width > len(payload):
-        raise ValueError("bad length")
-    return int.from_bytes(payload[pos + 1:pos + 1 + width], "little"), pos + 1 + width
-
-
-def storable(response: bytes, deprecate_eof: bool) -> bool:
-    """True if `response` is whole packets of one text result set, without an error, warnings, more
-    results or session state changes (column count, columns, [EOF], rows, EOF or OK)."""
-    payloads: list[bytes] = []
-    pos, size = 0, len(response)
-    while pos < size:
-        if size - pos < 4:
-            return False
-        length = int.from_bytes(response[pos:pos + 3], "little")
-        if length == _MAX_PACKET or pos + 4 + length > size:
-            return False
-        payloads.append(response[pos + 4:pos + 4 + length])
-        pos += 4 + length
-    if len(payloads) < 3 or not payloads[0] or payloads[0][0] in (0x00, 0xFB, 0xFF):
-        return False
-    try:
-        columns, _ = _lenenc(payloads[0], 0)
-        body = payloads[1 + columns:] if deprecate_eof else payloads[2 + columns:]
-        if not deprecate_eof and (len(payloads) < 2 + columns or payloads[1 + columns][:1] != b"\xfe"):
-            return False
-        if not body or any(p[:1] == b"\xff" for p in payloads):
-            return False
-        end = body[-1]
-        if end[:1] != b"\xfe":
-            return False
-        if deprecate_eof:
-            _, at = _lenenc(end, 1)
-            _, at = _lenenc(end, at)
-            status, warnings = int.from_bytes(end[at:at + 2], "little"), int.from_bytes(end[at + 2:at + 4], "little")
-        else:
-            if len(end) != 5:
-                return False
-            warnings, status = int.from_bytes(end[1:3], "little"), int.from_bytes(end[3:5], "little")
-    except (ValueError, IndexError):
-        return False
-    return warnings == 0 and not status & _UNSTORABLE_STATUS and all(p[:1] != b"\xfe" or len(p) >= 9 for p in body[:-1])
+_MAX_STATEMENTS = 1000   # prepared texts whose plan / writes are remembered
+_EXECUTE = bytes((Command.STMT_EXECUTE,))
 
 
 class MysqlSessionCache:
@@ -101,6 +58,8 @@ class MysqlSessionCache:
         self.hold_all = False
         self.ticket: Ticket | None = None
         self.capture: list[bytes] | None = None
+        self.capture_binary = False             # ... of a COM_STMT_EXECUTE
+        self.miss: bytes | None = None          # ... the command, until its first answer bytes (see client_data)
         self.captured = 0
         self.waiting: bytearray | None = None   # client bytes that arrived during a lookup / catalog read
         self.held: list[bytes] | None = None    # server bytes held until an invalidation is done
@@ -110,6 +69,9 @@ class MysqlSessionCache:
         self.tasks = TaskSet()                   # lookups and invalidations in flight (run to the end)
         self._settings: tuple[object, ...] | None = None
         self._prefix = b""
+        # prepared texts -> (the catalog snapshot, the plan / what the text writes under it)
+        self._plans: dict[bytes, tuple[CatalogSnapshot | None, CachePlan | None]] = {}
+        self._writes: dict[bytes, tuple[CatalogSnapshot | None, Written]] = {}
 
     # ---- client → server ------------------------------------------------------------------------
 
@@ -122,19 +84,27 @@ class MysqlSessionCache:
             self.waiting += data
             return True
         if self.ticket is not None:
+            if data == self.miss:   # the miss itself, handed on again once a server is attached
+                self.miss = None
+                return False
             self._abandon()   # more before the miss's answer: not stored
-        single = (len(data) >= 5 and data[4] == Command.QUERY and data[3] == 0
+        single = (len(data) >= 5 and (data[4] == Command.QUERY or data[4] == Command.STMT_EXECUTE) and data[3] == 0
                   and int.from_bytes(data[:3], "little") + 4 == len(data) and len(data) - 4 < _MAX_PACKET)
         if single and not self.catalog_waited and self._hold_for_catalog(session, data):
             return True
         if single and self._idle(session):
-            return self._query(session, data)
+            if data[4] == Command.QUERY:
+                return self._query(session, data)
+            taken = self._execute(session, data)
+            if taken is not None:
+                return taken
         self._scan(session, data)
         return False
 
     def _idle(self, session: MysqlClientSession) -> bool:
         server = session.server
-        if session._pending or session._held or session.pinned is not None or session.changing_user:
+        if (session._pending or session._held or session.pinned is not None or session.changing_user
+                or session._long_data or session._awaiting_prepare):
             return False
         if not session._status() & Status.AUTOCOMMIT:
             return False
@@ -197,14 +167,15 @@ class MysqlSessionCache:
             elif command == Command.STMT_EXECUTE and end - pos >= 9:
                 statement = session.prepared.by_id.get(int.from_bytes(data[pos + 5:pos + 9], "little"))
                 if statement is not None:
-                    wrote = self._wrote(statement.sql.decode("utf-8", "replace")) or wrote
+                    wrote = self._wrote_prepared(statement.sql) or wrote
             pos = end
         if wrote and commands > 1:
             self.hold_all = True
 
-    def _wrote(self, sql: str) -> bool:
-        """Note what `sql` writes; True if it writes something."""
-        written = self.facts.written(sql, self.catalog.snapshot("", self.cache.clock()))
+    def _wrote(self, sql: str, written: Written | None = None) -> bool:
+        """Note what `sql` writes (`written`: already known); True if it writes something."""
+        if written is None:
+            written = self.facts.written(sql, self.catalog.snapshot("", self.cache.clock()))
         self.dirty.update(written.tables)
         if written.ddl:
             self.ddl = True
@@ -212,7 +183,19 @@ class MysqlSessionCache:
             self.hold_all = True   # (a multi-statement text; a ";" in a literal only holds more than needed)
         return bool(written.tables)
 
-    def _key(self, session: MysqlClientSession, statement: bytes) -> str:
+    def _wrote_prepared(self, sql: bytes) -> bool:
+        """_wrote() of a prepared text (one statement), which is not read again while the catalog is the same."""
+        snapshot = self.catalog.snapshot("", self.cache.clock())
+        known = self._writes.get(sql)
+        if known is not None and known[0] is snapshot:
+            return self._wrote("", known[1])
+        written = self.facts.written(sql.decode("utf-8", "replace"), snapshot)
+        if len(self._writes) >= _MAX_STATEMENTS:
+            self._writes.clear()
+        self._writes[sql] = (snapshot, written)
+        return self._wrote("", written)
+
+    def _key(self, session: MysqlClientSession, statement: bytes, parameters: bytes = b"") -> str:
         state = session.state_vars
         variables = tuple(sorted((name, change.value) for name, change in state.variables.items()))
         settings = (state.schema, session.capabilities, session.charset, variables)
@@ -223,7 +206,7 @@ class MysqlSessionCache:
             self._prefix = key_prefix(session.cluster.name, state.schema, login.user.server_user,
                                       [("capabilities", str(session.capabilities)), ("charset", str(session.charset)),
                                        *variables])
-        return statement_key(self._prefix, statement)
+        return statement_key(self._prefix, statement, parameters)
 
     def _query(self, session: MysqlClientSession, data: bytes) -> bool:
         sql = data[5:].decode("utf-8", "replace")
@@ -232,16 +215,50 @@ class MysqlSessionCache:
         if chosen is None:
             self._wrote(sql)
             return False
-        key = self._key(session, data[4:])
+        return self._look(session, data, self._key(session, data[4:]), chosen)
+
+    def _execute(self, session: MysqlClientSession, data: bytes) -> bool | None:
+        """A COM_STMT_EXECUTE: looked up as _query does (True / False); None: not one of a cacheable read."""
+        statement = session.prepared.by_id.get(int.from_bytes(data[5:9], "little")) if len(data) >= 14 else None
+        if statement is None:
+            return None
+        keyed = execute_key(data[4:], statement.num_params, statement.types)
+        if keyed is None:
+            return None
+        chosen = self._prepared_plan(statement.sql)
+        if chosen is None:
+            return None
+        if keyed.types is not None:
+            statement.types = keyed.types   # as execute_payload keeps them, for executes that send none
+        return self._look(session, data, self._key(session, _EXECUTE + statement.sql, keyed.parameters), chosen,
+                          statement)
+
+    def _prepared_plan(self, sql: bytes) -> CachePlan | None:
+        """The plan of a prepared text: made once per catalog snapshot."""
+        snapshot = self.catalog.snapshot("", self.cache.clock())
+        known = self._plans.get(sql)
+        if known is not None and known[0] is snapshot:
+            return known[1]
+        text = sql.decode("utf-8", "replace")
+        chosen = plan(text, self.facts.read(text, snapshot), False, self.cache.settings)
+        if len(self._plans) >= _MAX_STATEMENTS:
+            self._plans.clear()
+        self._plans[sql] = (snapshot, chosen)
+        return chosen
+
+    def _look(self, session: MysqlClientSession, data: bytes, key: str, chosen: CachePlan,
+              statement: ClientStatement | None = None) -> bool:
+        """Look `key` up: a hit answered now (True), a miss forwarded with its response captured (False),
+        or a wait for the backend with the client's bytes held (True). `statement`: an execute's."""
         now = self.cache.lookup_now(key, chosen.tables, chosen.ttl)
         if now is not None:
-            return self._answer(session, now[0], now[1])
+            return self._answer(session, now[0], now[1], data, statement)
         self.waiting = bytearray()
-        self.tasks.start(self._lookup(session, data, key, chosen.tables, chosen.ttl))
+        self.tasks.start(self._lookup(session, data, key, chosen.tables, chosen.ttl, statement))
         return True
 
     async def _lookup(self, session: MysqlClientSession, data: bytes, key: str, tables: tuple[str, ...],
-                      ttl: float) -> None:
+                      ttl: float, statement: ClientStatement | None) -> None:
         try:
             value, ticket = await self.cache.lookup(key, tables, ttl)
         except Exception:   # never an error to the client: run the query
@@ -252,24 +269,27 @@ class MysqlSessionCache:
                 self.cache.complete(ticket, None)
             self.waiting = None
             return
-        if self._answer(session, value, ticket):
+        if self._answer(session, value, ticket, data, statement):
             self._resume_client(session, None)
         else:
             self.passing = True
             self._resume_client(session, data)
 
-    def _answer(self, session: MysqlClientSession, value: bytes | None, ticket: Ticket | None) -> bool:
+    def _answer(self, session: MysqlClientSession, value: bytes | None, ticket: Ticket | None, data: bytes,
+                statement: ClientStatement | None) -> bool:
         """A hit: write it (True). A miss: capture the response it will get (False: forward the data)."""
         if value is not None:
             session.queries += 1
-            session.write(value)
+            session.write(value)   # framed from sequence id 1, as every reply is (cache_replies)
             return True
         if ticket is not None:
             self.ticket, self.capture, self.captured = ticket, [], 0
+            self.capture_binary = statement is not None
+            self.miss = data
         return False
 
     def _abandon(self) -> None:
-        ticket, self.ticket, self.capture = self.ticket, None, None
+        ticket, self.ticket, self.capture, self.miss = self.ticket, None, None, None
         if ticket is not None:
             self.cache.complete(ticket, None)
 
@@ -328,18 +348,21 @@ class MysqlSessionCache:
 
     def _captured(self, session: MysqlClientSession, server: MysqlServerConnection, data: bytes) -> None:
         assert self.capture is not None
+        if data:
+            self.miss = None
         self.captured += len(data)
         if self.captured > self.cache.settings.max_entry:
             self._abandon()
             return
         self.capture.append(data)
-        if not server.tracker.quiet:
-            return
-        response, self.capture = b"".join(self.capture), None
+        if not server.tracker.quiet or session._awaiting_prepare:
+            return   # (the execute waits for its statement to be prepared on this server connection first)
+        response, self.capture, self.miss = b"".join(self.capture), None, None
         ticket, self.ticket = self.ticket, None
         assert ticket is not None
         deprecate_eof = bool(session.capabilities & (1 << 24))
-        self.cache.complete(ticket, response if storable(response, deprecate_eof) else None)
+        fits = storable_binary if self.capture_binary else storable
+        self.cache.complete(ticket, response if fits(response, deprecate_eof) else None)
 
     async def _invalidate(self, session: MysqlClientSession, server: MysqlServerConnection, tables: list[str]) -> None:
         try:
