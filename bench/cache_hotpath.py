@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
-import pstats
 import random
 import struct
 import time
-from collections.abc import Callable
 
+from bench.hotpath import _timed
 from bench.inprocess import FakeTransport, idle_server, logged_in_session, one_instance_config
 from proxy.app import ProxyApp
 from proxy.cache.catalog import CatalogSnapshot, Relation
@@ -173,7 +171,8 @@ async def main(n: int, mode: str, cache: str, updates: int, rows: int, profile: 
     run(len(plan), verify=True)   # warm (every row read) and checked: every read returns the row's value
     assert session.server is None and not session._pending
     counts.update(hits=0, relayed=0)
-    _timed(n, profile, run, counts)
+    _timed(n, profile, "transaction", run,
+           lambda: f"{counts['hits']} answered from the cache, {counts['relayed']} relayed")
     run(len(plan), verify=True)
 
 
@@ -190,24 +189,6 @@ def check(reply: bytes, value: int) -> None:
             return
         pos = end
     raise AssertionError(f"no DataRow in the reply {reply!r}")
-
-
-def _timed(n: int, profile: bool, run: Callable[[int], None], counts: dict[str, int]) -> None:
-    profiler = cProfile.Profile() if profile else None
-    started = time.perf_counter()
-    if profiler:
-        profiler.enable()
-    run(n)
-    if profiler:
-        profiler.disable()
-    elapsed = time.perf_counter() - started
-    print(f"{n} transactions: {elapsed / n * 1e6:.2f} µs of Python per transaction; "
-          f"{counts['hits']} answered from the cache, {counts['relayed']} relayed")
-    if profiler:
-        stats = pstats.Stats(profiler)
-        calls = sum(v[1] for v in stats.stats.values())  # type: ignore[attr-defined]
-        print(f"{calls / n:.1f} Python calls per transaction")
-        stats.sort_stats("tottime").print_stats(30)
 
 
 if __name__ == "__main__":

@@ -39,8 +39,9 @@ RESPONSE = (m.message(b"T", b"\x00\x01abalance\x00" + b"\x00" * 18) + m.message(
             + m.message(b"C", b"SELECT 1\x00") + m.ready_for_query(b"I"))
 
 
-def _timed(n: int, profile: bool, what: str, run: Callable[[int], None]) -> None:
-    """Run `run(n)` once (under cProfile when asked) and print the µs per item."""
+def _timed(n: int, profile: bool, what: str, run: Callable[[int], None],
+           detail: Callable[[], str] | None = None) -> None:
+    """Run `run(n)` once (under cProfile when asked) and print the µs per item (and `detail()` after it)."""
     profiler = cProfile.Profile() if profile else None
     started = time.perf_counter()
     if profiler:
@@ -48,14 +49,18 @@ def _timed(n: int, profile: bool, what: str, run: Callable[[int], None]) -> None
     run(n)
     if profiler:
         profiler.disable()
-    _report(n, time.perf_counter() - started, profiler, what)
+    _report(n, time.perf_counter() - started, profiler, what, detail() if detail else "")
 
 
-def _report(n: int, elapsed: float, profiler: cProfile.Profile | None, what: str) -> None:
-    noun, _, detail = what.partition(" (")
-    print(f"{n} {noun}s{' (' + detail if detail else ''}: {elapsed / n * 1e6:.2f} µs of Python per {noun}")
+def _report(n: int, elapsed: float, profiler: cProfile.Profile | None, what: str, detail: str = "") -> None:
+    noun, _, extra = what.partition(" (")
+    print(f"{n} {noun}s{' (' + extra if extra else ''}: {elapsed / n * 1e6:.2f} µs of Python per {noun}"
+          + (f"; {detail}" if detail else ""))
     if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        stats = pstats.Stats(profiler)
+        calls = sum(v[1] for v in stats.stats.values())  # type: ignore[attr-defined]
+        print(f"{calls / n:.1f} Python calls per {noun}")
+        stats.sort_stats("tottime").print_stats(25)
 
 
 async def connections(n: int, profile: bool) -> None:
