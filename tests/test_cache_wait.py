@@ -256,3 +256,26 @@ async def test_an_asyncpg_bind_that_waited_for_the_busy_pool_is_stored(proxy: Pr
         holding.close()
         await conn.close()
         direct(pg_cluster, "UPDATE items SET v = 'v5' WHERE id = 5")
+
+
+def test_a_miss_whose_client_left_while_it_waited_does_not_block_its_key(proxy: Proxy, holder: RawClient,
+                                                                         pg_cluster: PgCluster) -> None:
+    sql = "SELECT v FROM items WHERE id = 7"
+    gone = connect(proxy)
+    gone.send(query_message(sql))
+    time.sleep(WAIT)   # waiting for the busy pool ...
+    gone.close()       # ... when its client goes
+    time.sleep(0.2)
+    assert first_error(holder.query("COMMIT")) is None
+    client = connect(proxy)
+    try:
+        started = time.monotonic()
+        assert value(client, sql) == "v7"
+        assert time.monotonic() - started < 0.9   # not behind the stampede wait for the miss that left
+        direct(pg_cluster, "UPDATE items SET v = 'direct' WHERE id = 7")
+        before = hits(proxy)
+        assert value(client, sql) == "v7"   # stored
+        assert hits(proxy) == before + 1
+    finally:
+        client.close()
+        direct(pg_cluster, "UPDATE items SET v = 'v7' WHERE id = 7")

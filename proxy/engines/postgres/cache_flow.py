@@ -401,6 +401,11 @@ class SessionCache:
         self.resuming = True
         session.server_data(server, b"".join(held))
 
+    def gone(self) -> None:
+        """The client went: its miss in flight (waiting for a server, or running) stores nothing, and the
+        identical misses of other clients no longer wait for it (stampede control)."""
+        self._abandon()
+
     def lost(self) -> None:
         """The server connection died: the miss in flight stores nothing."""
         self._abandon()
