@@ -71,6 +71,7 @@ class SessionCache:
         self.capture_extended = False            # ... to an extended batch (see cache_batch)
         self.captured = 0
         self.ticket: Ticket | None = None
+        self.miss: bytes | None = None           # ... its bytes, until its first answer bytes (see client_data)
         self.waiting: bytearray | None = None    # client bytes that arrived during a lookup/invalidation
         self.held: list[bytes] | None = None     # server bytes held until an invalidation is done
         self.passing = False
@@ -92,6 +93,9 @@ class SessionCache:
             self.waiting += data
             return True
         if self.ticket is not None:
+            if data == self.miss:   # the miss itself, fed again once the server it waited for is attached
+                self.miss = None
+                return False
             self._abandon()   # the client sent more before the miss's answer: not stored
         self.database = session.database
         if not self._tail and not self._skip:
@@ -285,7 +289,7 @@ class SessionCache:
         simple Query, else the extended batch's Parse (or None)."""
         now = self.cache.lookup_now(key, tables, ttl, point)
         if now is not None:
-            return self._answer(session, now[0], now[1], parse)
+            return self._answer(session, data, now[0], now[1], parse)
         self.waiting = bytearray()
         self.tasks.start(self._lookup(session, data, key, tables, ttl, point, parse))
         return True
@@ -302,15 +306,16 @@ class SessionCache:
             if ticket is not None:
                 self.cache.complete(ticket, None)
             return
-        if not self._answer(session, value, ticket, parse):
+        if not self._answer(session, data, value, ticket, parse):
             self.passing = True
             session._client_data(data)
         if waiting:
             session._client_data(bytes(waiting))
 
-    def _answer(self, session: PgClientSession, value: bytes | None, ticket: Ticket | None,
+    def _answer(self, session: PgClientSession, data: bytes, value: bytes | None, ticket: Ticket | None,
                 parse: ParseMessage | None | bool) -> bool:
-        """A hit: write it (True). A miss: capture the response it will get (False: forward data)."""
+        """A hit: write it (True). A miss: capture the response it will get (False: forward data). A miss
+        with no server yet waits for one in session._pending, and _attach feeds `data` here again."""
         if value is not None:
             session.queries += 1
             if parse is False:
@@ -323,13 +328,14 @@ class SessionCache:
             return True
         if ticket is not None:
             self.ticket = ticket
+            self.miss = data
             self.capture = []
             self.captured = 0
             self.capture_extended = parse is not False
         return False
 
     def _abandon(self) -> None:
-        ticket, self.ticket, self.capture = self.ticket, None, None
+        ticket, self.ticket, self.capture, self.miss = self.ticket, None, None, None
         if ticket is not None:
             self.cache.complete(ticket, None)
 
@@ -362,6 +368,8 @@ class SessionCache:
 
     def _captured(self, server: ServerConnection, data: bytes) -> None:
         assert self.capture is not None
+        if data:
+            self.miss = None
         self.captured += len(data)
         if self.captured > self.cache.settings.max_entry + 6:
             self._abandon()
@@ -369,7 +377,7 @@ class SessionCache:
         self.capture.append(data)
         if not server.tracker.idle:
             return
-        response, self.capture = b"".join(self.capture), None
+        response, self.capture, self.miss = b"".join(self.capture), None, None
         ticket, self.ticket = self.ticket, None
         assert ticket is not None
         value = response[:-6] if response.endswith(_READY_IDLE) else b""
@@ -392,6 +400,11 @@ class SessionCache:
             return
         self.resuming = True
         session.server_data(server, b"".join(held))
+
+    def gone(self) -> None:
+        """The client went: its miss in flight (waiting for a server, or running) stores nothing, and the
+        identical misses of other clients no longer wait for it (stampede control)."""
+        self._abandon()
 
     def lost(self) -> None:
         """The server connection died: the miss in flight stores nothing."""

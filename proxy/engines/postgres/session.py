@@ -124,6 +124,8 @@ class PgClientSession(PgLoginSession):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self._cache is not None:
+            self._cache.gone()
         if self._listen is not None:
             self._listen.close()
 
