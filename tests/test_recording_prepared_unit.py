@@ -33,7 +33,7 @@ def test_decode_bind_round_trip(values: list[bytes | None], fmt: int, results: l
 def test_tap_hands_each_execution_once_with_its_statement() -> None:
     seen: list[Execution] = []
     audited: list[bytes] = []
-    tap = PgTap("session", lambda _s, e: seen.append(e), lambda _s, q: audited.append(q))
+    tap = PgTap("session", (lambda _s, e: seen.append(e),), lambda _s, q: audited.append(q))
     tap.parse(b"P_0", b"UPDATE t SET v = $1 WHERE id = $2", struct.pack("!hII", 2, 23, 0))
     assert parse_types(struct.pack("!hII", 2, 23, 0)) == (23, 0) and audited == [b"UPDATE t SET v = $1 WHERE id = $2"]
     tap.bind(bind_body(b"", b"P_0", [0], [b"5", None], []))

@@ -1,11 +1,14 @@
 """Sending mirrored transactions to the shadow cluster: the statement hook, a bounded queue, workers, comparisons.
 
 `Mirror` is made per source cluster with `mirror = {...}`. Its `statement` hook (on the sessions'
-statement hook, see recording/recorder.statement_hook) feeds capture.py and puts each complete
+statement hook, see recording/recorder.statement_hook) and its prepared-execution sinks (`execution`
+for PostgreSQL's Parse/Bind/Execute, `mysql_execution` for COM_STMT_EXECUTE, on the sessions'
+prepared tap, see recorder.install_hooks) feed capture.py and put each complete
 sampled transaction on a bounded queue with put_nowait: the client's path never waits, and when
 the queue is full the transaction is dropped and counted (dbproxy_mirror_dropped_total{reason}).
 WORKERS tasks replay queued transactions on the shadow's writer as the session's server user
-(recording/clients.py), each step bounded by STEP_TIMEOUT; a shadow that is slow, down or has no
+(recording/clients.py: statement texts as simple queries, PostgreSQL prepared executions with their
+formats and values, MySQL ones as their text with the values inlined), each step bounded by STEP_TIMEOUT; a shadow that is slow, down or has no
 writer makes its work dropped and counted, never an error for a client (a dead one for DOWN_PAUSE
 at a time without queueing, so a dead shadow costs the relay little). With compare = true (reads
 only) each statement is also read from the primary and the row count and a digest of the rows are
@@ -26,6 +29,8 @@ from ..config import Address, MirrorSettings
 from ..core.stems import by_statement_stem
 from ..core.tasks import TaskSet
 from ..recording.clients import Client, connect
+from ..recording.pg_prepared import Execution
+from ..recording.plan import with_literals
 from ..routing.classify import Route
 from .capture import TransactionCapture, is_transaction_control
 
@@ -40,6 +45,17 @@ QUEUE_SIZE = 1000
 WORKERS = 4
 STEP_TIMEOUT = 5.0
 DOWN_PAUSE = 1.0   # after the shadow had no writer or refused a connection: drop at once for this long
+PREPARED_LIMIT = 256   # named statements per shadow connection (more texts: parsed unnamed each time)
+
+
+@dataclass(frozen=True, slots=True)
+class _Literals:
+    """A MySQL prepared execution: its text and its values as SQL literals (inlined by the worker)."""
+    sql: str
+    values: list[str]
+
+
+_Step = str | Execution | _Literals   # a statement text, a PostgreSQL prepared execution, a MySQL one
 
 
 @dataclass(frozen=True)
@@ -47,7 +63,7 @@ class _Work:
     user: str
     password: str | None
     database: str
-    statements: list[str]
+    statements: list[_Step]
 
 
 class Mirror:
@@ -61,7 +77,7 @@ class Mirror:
         self.metrics = metrics
         self.rng = rng or random.Random()
         self.queue: asyncio.Queue[_Work] = asyncio.Queue(QUEUE_SIZE)
-        self._captures: dict[int, TransactionCapture] = {}
+        self._captures: dict[int, TransactionCapture[_Step]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = TaskSet()               # shadow connections being closed
         # Read verdicts per statement stem (texts differing only in trailing digits share one).
@@ -77,13 +93,39 @@ class Mirror:
         return verdict.route is Route.REPLICA and not verdict.ends_transaction
 
     def statement(self, session: ClientSessionCore, sql: bytes) -> None:
+        """The statement hook: a statement text the client sent."""
+        self._take(session, sql, None)
+
+    def execution(self, session: ClientSessionCore, execution: Execution) -> None:
+        """The prepared tap's sink (PostgreSQL): an Execute of a bound portal, with its values."""
+        if execution.query is None:   # prepared before the tap was installed: its text is not known here
+            self._lost(session)
+        else:
+            self._take(session, execution.query, execution)
+
+    def mysql_execution(self, session: ClientSessionCore, sql: bytes, values: list[str] | None, count: int) -> None:
+        """The prepared tap's sink (MySQL): a COM_STMT_EXECUTE, with its values as SQL literals."""
+        if values is None:   # values sent as long data, or not decodable
+            self._lost(session)
+        else:
+            self._take(session, sql, _Literals(sql.decode("utf-8", "replace"), values))
+
+    def _capture(self, session: ClientSessionCore) -> TransactionCapture[_Step]:
         capture = self._captures.get(session.pid)
         if capture is None:
             capture = self._captures[session.pid] = TransactionCapture(
                 self.settings.sample, self.settings.reads_only, lambda text: self._is_read(text.encode()))
+        return capture
+
+    def _lost(self, session: ClientSessionCore) -> None:
         server = session.server
-        done = capture.statement(sql.decode("utf-8", "replace"), server is None or not server.in_transaction,
-                                 self.rng.random())
+        if self._capture(session).lost(server is None or not server.in_transaction, self.rng.random()):
+            self._drop("unmirrorable")
+
+    def _take(self, session: ClientSessionCore, sql: bytes, step: _Step | None) -> None:
+        server = session.server
+        done = self._capture(session).statement(sql.decode("utf-8", "replace"),
+                                                server is None or not server.in_transaction, self.rng.random(), step)
         if done is None or session.login is None:
             return
         if self._down_until and time.monotonic() < self._down_until:
@@ -160,25 +202,44 @@ class Mirror:
         client = clients.get(key)
         if client is None:
             client = clients[key] = await connect(cluster.config.engine, target, work.user, work.password,
-                                                  work.database, timeout=STEP_TIMEOUT)
+                                                  work.database, timeout=STEP_TIMEOUT, prepared_limit=PREPARED_LIMIT)
         return client
 
     async def _send(self, work: _Work, clients: dict[tuple[str, Address, str, str], Client]) -> None:
         shadow = await self._client(clients, "shadow", self.shadow, work)
         if not self.settings.compare:
-            for sql in work.statements:
-                await shadow.run(sql)
+            for step in work.statements:
+                await _rows(shadow, step)
             return
         primary = await self._client(clients, "primary", self.source, work)
-        for sql in work.statements:
+        for step in work.statements:
+            sql = _text(step)
             if is_transaction_control(sql):
                 continue
-            theirs, ours = await shadow.fetch(sql), await primary.fetch(sql)
+            theirs, ours = await _rows(shadow, step), await _rows(primary, step)
             if len(theirs) != len(ours) or _digest(theirs) != _digest(ours):
                 self.mismatches += 1
                 self.metrics.mirror_mismatches.labels(self.source.name).inc()
                 log.warning("cluster %s: mirror mismatch on cluster %s: %d row(s) vs %d on the primary for: %s",
                             self.source.name, self.shadow.name, len(theirs), len(ours), sql[:500])
+
+
+def _text(step: _Step) -> str:
+    if isinstance(step, str):
+        return step
+    if isinstance(step, _Literals):
+        return step.sql
+    return (step.query or b"").decode("utf-8", "replace")
+
+
+async def _rows(client: Client, step: _Step) -> list[tuple[Any, ...]]:
+    """Run one step on a client: its rows."""
+    if isinstance(step, str):
+        return await client.fetch(step)
+    if isinstance(step, _Literals):
+        return await client.fetch(with_literals(step.sql, step.values))
+    assert step.query is not None   # unknown texts are lost before they get here
+    return await client.execute(step.query, step.types, step.formats, step.values, step.result_formats)
 
 
 def _digest(rows: list[tuple[Any, ...]]) -> str:

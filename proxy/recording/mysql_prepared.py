@@ -1,13 +1,14 @@
-"""MySQL prepared-statement executions for a recording, sans-IO: COM_STMT_EXECUTE's binary values as SQL literals.
+"""MySQL prepared-statement executions for a recording or a mirror, sans-IO: COM_STMT_EXECUTE's values as SQL literals.
 
-`MysqlTap` sits on a client session while a recording covers it (session.prepared_tap). The
-session hands it each COM_STMT_EXECUTE with the client's statement (text, parameter count, the
-types the client bound); `literals` decodes the binary-protocol values into SQL literals, and the
-replay runs the text with each `?` placeholder replaced by its literal (aiomysql has no
-server-side prepared statements; the types in the protocol make the literals exact: integers,
-doubles as `1.5e0`, DECIMAL as written, strings quoted or as X'hex', dates and times quoted).
-Values sent with COM_STMT_SEND_LONG_DATA are not in the execute: such executions are recorded
-without values (not replayable).
+`MysqlTap` sits on a client session while a recording covers it or its cluster mirrors
+(session.prepared_tap) and hands each execution to each of its sinks. The session hands it each
+COM_STMT_EXECUTE with the client's statement (text, parameter count, the types the client bound);
+`literals` decodes the binary-protocol values into SQL literals, and the replay and the mirror run
+the text with each `?` placeholder replaced by its literal (aiomysql has no server-side prepared
+statements; the types in the protocol make the literals exact: integers, doubles as `1.5e0`,
+DECIMAL as written, strings quoted or as X'hex', dates and times quoted). Values sent with
+COM_STMT_SEND_LONG_DATA are not in the execute: such executions are handed on without values
+(not replayable, not mirrored).
 """
 
 from __future__ import annotations
@@ -94,14 +95,14 @@ def literals(payload: bytes, num_params: int, types: bytes) -> list[str]:
 
 
 class MysqlTap:
-    """One MySQL client session's executions on their way to the recording."""
+    """One MySQL client session's executions on their way to the recording and the mirror."""
 
-    __slots__ = ("session", "sink", "audit")
+    __slots__ = ("session", "sinks", "audit")
 
-    def __init__(self, session: Any, sink: Callable[[Any, bytes, list[str] | None, int], None],
+    def __init__(self, session: Any, sinks: tuple[Callable[[Any, bytes, list[str] | None, int], None], ...],
                  audit: Callable[[Any, bytes], None] | None) -> None:
         self.session = session
-        self.sink = sink
+        self.sinks = sinks          # replaced in place when a recording or a mirror comes or goes
         self.audit = audit
 
     def prepare(self, sql: bytes) -> None:
@@ -115,4 +116,5 @@ class MysqlTap:
                 values = literals(payload, num_params, types) if num_params else []
             except (ValueError, IndexError, KeyError, struct.error):
                 values = None
-        self.sink(self.session, sql, values, num_params)
+        for sink in self.sinks:
+            sink(self.session, sql, values, num_params)

@@ -1,12 +1,13 @@
-"""PostgreSQL prepared-statement executions for a recording, sans-IO: Parse / Bind / Execute / Close followed per session.
+"""PostgreSQL prepared-statement executions for a recording or a mirror, sans-IO: Parse / Bind / Execute / Close per session.
 
-A `PgTap` sits on a client session only while a recording covers it (session.prepared_tap; None
-otherwise, so the relay pays one attribute check per extended-protocol message). It keeps the
-client's statements (name -> text, declared parameter types) and portals (name -> statement and
-bound values) and hands each Execute of a freshly bound portal to its sink as an `Execution`.
-An Execute that continues a suspended portal (max rows reached) is not handed on again: a replay
-runs the whole portal at once. A statement parsed before the recording started is unknown here:
-its executions are handed on with `query` None (the replay counts them as not replayable).
+A `PgTap` sits on a client session only while a recording covers it or its cluster mirrors
+(session.prepared_tap; None otherwise, so the relay pays one attribute check per extended-protocol
+message). It keeps the client's statements (name -> text, declared parameter types) and portals
+(name -> statement and bound values) and hands each Execute of a freshly bound portal to each of
+its sinks (the recording's, the mirror's) as an `Execution`. An Execute that continues a suspended
+portal (max rows reached) is not handed on again: a replay runs the whole portal at once. A
+statement parsed before the tap was installed is unknown here: its executions are handed on with
+`query` None (the replay counts them as not replayable, the mirror as unmirrorable).
 """
 
 from __future__ import annotations
@@ -70,12 +71,12 @@ def decode_bind(body: bytes) -> tuple[bytes, bytes, tuple[int, ...], tuple[bytes
 class PgTap:
     """One client session's statements and portals; see the module docstring."""
 
-    __slots__ = ("session", "sink", "audit", "statements", "portals")
+    __slots__ = ("session", "sinks", "audit", "statements", "portals")
 
-    def __init__(self, session: Any, sink: Callable[[Any, Execution], None],
+    def __init__(self, session: Any, sinks: tuple[Callable[[Any, Execution], None], ...],
                  audit: Callable[[Any, bytes], None] | None) -> None:
         self.session = session
-        self.sink = sink
+        self.sinks = sinks          # replaced in place when a recording or a mirror comes or goes
         self.audit = audit          # the audit log still sees the Parse texts
         self.statements: dict[bytes, tuple[bytes, tuple[int, ...]]] = {}
         self.portals: dict[bytes, Execution | None] = {}   # None: already executed (suspended)
@@ -98,11 +99,14 @@ class PgTap:
         portal = body[:body.find(b"\x00")]
         execution = self.portals.get(portal)
         if execution is None:
-            if portal not in self.portals:   # a portal bound before the recording started
-                self.sink(self.session, Execution(None, (), (), (), ()))
+            if portal not in self.portals:   # a portal bound before the tap was installed
+                execution = Execution(None, (), (), (), ())
+                for sink in self.sinks:
+                    sink(self.session, execution)
             return
         self.portals[portal] = None
-        self.sink(self.session, execution)
+        for sink in self.sinks:
+            sink(self.session, execution)
 
     def close(self, body: bytes) -> None:
         name = body[1:body.find(b"\x00", 1)]

@@ -2,7 +2,9 @@
 
 A recording rides on the session's statement hook (`statement_audit`, called for every client
 statement and otherwise None): while one runs, the sessions it covers (one cluster's, or all) get
-a hook that writes the statement (and still calls the audit log's, if that is on). Writes are
+a hook that writes the statement (and still calls the audit log's, if that is on). Prepared
+executions come from the session's prepared tap (pg_prepared.py, mysql_prepared.py), which
+`install_hooks` shares between the recording and the cluster's mirror. Writes are
 buffered and flushed every 512 events and once a second (ProxyApp's maintenance), so a recording
 costs the relay one JSON line per statement and nothing when none runs.
 """
@@ -132,18 +134,27 @@ def _value(value: bytes | None, fmt: int) -> str | dict[str, str] | None:
 
 
 def install_hooks(session: ClientSessionCore, audit: AuditLog | None, recorder: Recorder | None) -> None:
-    """Set the session's statement hook and, for a PostgreSQL session a recording covers, its prepared tap."""
+    """Set the session's statement hook and its prepared tap: on while a recording covers the session or
+    its cluster mirrors (each gets the prepared executions), None otherwise (the relay pays nothing)."""
     session.statement_audit = statement_hook(session, audit, recorder)
+    mysql = session.cluster.config.engine == "mysql"
+    sinks: list[Any] = []
     if recorder is not None and recorder.covers(session):
-        tap = session.prepared_tap
-        logged = audit.statement if audit is not None and audit.kinds else None
-        if recorder.engine == "mysql":
-            if tap is None or tap.sink != recorder.mysql_execution:
-                session.prepared_tap = MysqlTap(session, recorder.mysql_execution, logged)
-        elif tap is None or tap.sink != recorder.execution:
-            session.prepared_tap = PgTap(session, recorder.execution, logged)
-    else:
+        sinks.append(recorder.mysql_execution if mysql else recorder.execution)
+    mirror = session.cluster.mirror
+    if mirror is not None:
+        sinks.append(mirror.mysql_execution if mysql else mirror.execution)
+    if not sinks:
         session.prepared_tap = None
+        return
+    logged = audit.statement if audit is not None and audit.kinds else None
+    tap = session.prepared_tap
+    kind = MysqlTap if mysql else PgTap
+    if isinstance(tap, kind):   # kept: it knows the statements the client prepared so far
+        tap.sinks = tuple(sinks)
+        tap.audit = logged
+    else:
+        session.prepared_tap = kind(session, tuple(sinks), logged)
 
 
 def statement_hook(session: ClientSessionCore, audit: AuditLog | None, recorder: Recorder | None) -> StatementHook | None:
