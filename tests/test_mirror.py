@@ -22,6 +22,7 @@ from e2e_helpers import APP, RunningProxy, running_proxy, wait_until
 from ops_helpers import OpsPorts, admin, ops_config, scrape
 
 from deploy.pgcluster import HOST, PgCluster, free_ports
+from proxy.recording.format import read_recording
 
 N = 200
 
@@ -132,10 +133,14 @@ def test_mirrored_writes_give_the_same_row_counts(setup: tuple[RunningProxy, Ops
 def test_prepared_executions_are_mirrored_with_their_values(
         setup: tuple[RunningProxy, OpsPorts, Path, str], pg_cluster: PgCluster, shadow: PgCluster) -> None:
     """asyncpg (named statements, binary values) and psycopg prepare=True: every execution reaches the shadow with
-    its values (quotes, NULLs), explicit transactions whole, a rolled back one not at all."""
-    proxy, ports, _, _ = setup
+    its values (quotes, NULLs), explicit transactions whole, a rolled back one not at all. A recording running
+    meanwhile (record_parameters = false) gets the executions too, without their values; after RECORD STOP the
+    mirror still gets them."""
+    proxy, ports, directory, _ = setup
     table = new_table(pg_cluster, shadow)
     sent_before = metric(ports, "dbproxy_mirror_sent_total")
+    recording = directory / f"{table}.rec.gz"
+    admin(ports.admin, f"RECORD START '{recording}' main")
 
     async def clients() -> None:
         conn = await asyncpg_connect(ports)
@@ -154,6 +159,9 @@ def test_prepared_executions_are_mirrored_with_their_values(
             await conn.close()
 
     asyncio.run(clients())
+    admin(ports.admin, "RECORD STOP")
+    executions = [e for e in read_recording(recording)[1] if e["e"] == "x" and table in (e["q"] or "")]
+    assert len(executions) == 50 + 2 + 1 and all("p" not in e and e["np"] for e in executions), executions[:2]
     with connect(ports) as conn:
         for i in range(50, 80):
             conn.execute(f"INSERT INTO {table} VALUES (%s, %s, %s)", (i, -i, f"p{i}"), prepare=True)

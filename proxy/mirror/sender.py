@@ -85,6 +85,8 @@ class Mirror:
         self._down_until = 0.0   # monotonic: the shadow looked dead; its work is dropped until then
         self.sent = self.mismatches = 0
         self.dropped: dict[str, int] = {}
+        self._dropped_counters: dict[str, Any] = {}   # the metric's child per reason (labels() costs per call)
+        self._texts: dict[bytes, str] = {}            # prepared statements' texts, decoded once
 
     # ---- the client side (never waits) ------------------------------------------------------
 
@@ -94,21 +96,28 @@ class Mirror:
 
     def statement(self, session: ClientSessionCore, sql: bytes) -> None:
         """The statement hook: a statement text the client sent."""
-        self._take(session, sql, None)
+        self._take(session, sql.decode("utf-8", "replace"), None)
 
     def execution(self, session: ClientSessionCore, execution: Execution) -> None:
         """The prepared tap's sink (PostgreSQL): an Execute of a bound portal, with its values."""
-        if execution.query is None:   # prepared before the tap was installed: its text is not known here
+        query = execution.query
+        if query is None:   # prepared before the tap was installed: its text is not known here
             self._lost(session)
-        else:
-            self._take(session, execution.query, execution)
+            return
+        text = self._texts.get(query)
+        if text is None:
+            if len(self._texts) >= 4096:
+                self._texts.clear()
+            text = self._texts[query] = query.decode("utf-8", "replace")
+        self._take(session, text, execution)
 
     def mysql_execution(self, session: ClientSessionCore, sql: bytes, values: list[str] | None, count: int) -> None:
         """The prepared tap's sink (MySQL): a COM_STMT_EXECUTE, with its values as SQL literals."""
         if values is None:   # values sent as long data, or not decodable
             self._lost(session)
         else:
-            self._take(session, sql, _Literals(sql.decode("utf-8", "replace"), values))
+            text = sql.decode("utf-8", "replace")
+            self._take(session, text, _Literals(text, values))
 
     def _capture(self, session: ClientSessionCore) -> TransactionCapture[_Step]:
         capture = self._captures.get(session.pid)
@@ -122,10 +131,10 @@ class Mirror:
         if self._capture(session).lost(server is None or not server.in_transaction, self.rng.random()):
             self._drop("unmirrorable")
 
-    def _take(self, session: ClientSessionCore, sql: bytes, step: _Step | None) -> None:
+    def _take(self, session: ClientSessionCore, sql: str, step: _Step | None) -> None:
         server = session.server
-        done = self._capture(session).statement(sql.decode("utf-8", "replace"),
-                                                server is None or not server.in_transaction, self.rng.random(), step)
+        done = self._capture(session).statement(sql, server is None or not server.in_transaction, self.rng.random(),
+                                                step)
         if done is None or session.login is None:
             return
         if self._down_until and time.monotonic() < self._down_until:
@@ -142,7 +151,10 @@ class Mirror:
 
     def _drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + count
-        self.metrics.mirror_dropped.labels(self.source.name, reason).inc(count)
+        counter = self._dropped_counters.get(reason)
+        if counter is None:
+            counter = self._dropped_counters[reason] = self.metrics.mirror_dropped.labels(self.source.name, reason)
+        counter.inc(count)
 
     # ---- the shadow side --------------------------------------------------------------------
 

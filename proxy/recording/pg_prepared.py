@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
+_NO_FORMATS: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Execution:
+class Execution(NamedTuple):   # a tuple: made per Execute while a tap is on, cheaper than a frozen dataclass
     query: bytes | None
     types: tuple[int, ...]          # the parameter types the Parse declared (0: the server infers)
     formats: tuple[int, ...]        # one per value (0 text, 1 binary)
@@ -46,7 +45,8 @@ def decode_bind(body: bytes) -> tuple[bytes, bytes, tuple[int, ...], tuple[bytes
     name_end = body.index(b"\x00", portal_end + 1)
     pos = name_end + 1
     (nformats,) = _I16.unpack_from(body, pos)
-    codes = struct.unpack_from(f"!{nformats}h", body, pos + 2)
+    codes = (_NO_FORMATS if nformats == 0 else _I16.unpack_from(body, pos + 2) if nformats == 1
+             else struct.unpack_from(f"!{nformats}h", body, pos + 2))
     pos += 2 + 2 * nformats
     (nvalues,) = _I16.unpack_from(body, pos)
     pos += 2
@@ -62,7 +62,8 @@ def decode_bind(body: bytes) -> tuple[bytes, bytes, tuple[int, ...], tuple[bytes
             values.append(body[pos:pos + length])
             pos += length
     (nresults,) = _I16.unpack_from(body, pos)
-    results = struct.unpack_from(f"!{nresults}h", body, pos + 2)
+    results = (_NO_FORMATS if nresults == 0 else _I16.unpack_from(body, pos + 2) if nresults == 1
+               else struct.unpack_from(f"!{nresults}h", body, pos + 2))
     # one format code applies to every value; none means text
     formats = codes * nvalues if nformats == 1 else (codes if nformats else (0,) * nvalues)
     return body[:portal_end], body[portal_end + 1:name_end], tuple(formats), tuple(values), tuple(results)
