@@ -29,7 +29,7 @@ from ..config import Address, MirrorSettings
 from ..core.stems import by_statement_stem
 from ..core.tasks import TaskSet
 from ..recording.clients import Client, connect
-from ..recording.pg_prepared import Execution
+from ..recording.pg_prepared import Bound
 from ..recording.plan import with_literals
 from ..routing.classify import Route
 from .capture import TransactionCapture, is_transaction_control
@@ -55,7 +55,7 @@ class _Literals:
     values: list[str]
 
 
-_Step = str | Execution | _Literals   # a statement text, a PostgreSQL prepared execution, a MySQL one
+_Step = str | Bound | _Literals   # a statement text, a PostgreSQL prepared execution, a MySQL one
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,9 @@ class Mirror:
         """The statement hook: a statement text the client sent."""
         self._take(session, sql.decode("utf-8", "replace"), None)
 
-    def execution(self, session: ClientSessionCore, execution: Execution) -> None:
-        """The prepared tap's sink (PostgreSQL): an Execute of a bound portal, with its values."""
-        query = execution.query
+    def execution(self, session: ClientSessionCore, bound: Bound) -> None:
+        """The prepared tap's sink (PostgreSQL): an Execute of a bound portal (its values decoded by the worker)."""
+        query = bound.query
         if query is None:   # prepared before the tap was installed: its text is not known here
             self._lost(session)
             return
@@ -109,7 +109,7 @@ class Mirror:
             if len(self._texts) >= 4096:
                 self._texts.clear()
             text = self._texts[query] = query.decode("utf-8", "replace")
-        self._take(session, text, execution)
+        self._take(session, text, bound)
 
     def mysql_execution(self, session: ClientSessionCore, sql: bytes, values: list[str] | None, count: int) -> None:
         """The prepared tap's sink (MySQL): a COM_STMT_EXECUTE, with its values as SQL literals."""
@@ -250,8 +250,11 @@ async def _rows(client: Client, step: _Step) -> list[tuple[Any, ...]]:
         return await client.fetch(step)
     if isinstance(step, _Literals):
         return await client.fetch(with_literals(step.sql, step.values))
-    assert step.query is not None   # unknown texts are lost before they get here
-    return await client.execute(step.query, step.types, step.formats, step.values, step.result_formats)
+    execution = step.execution()
+    if execution is None or execution.query is None:   # a malformed Bind: the primary refused it too
+        return []
+    return await client.execute(execution.query, execution.types, execution.formats, execution.values,
+                                execution.result_formats)
 
 
 def _digest(rows: list[tuple[Any, ...]]) -> str:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..audit import mask_secrets
 from .format import Header, RecordingWriter
 from .mysql_prepared import MysqlTap
-from .pg_prepared import Execution, PgTap
+from .pg_prepared import Bound, PgTap
 
 if TYPE_CHECKING:
     from ..audit import AuditLog
@@ -79,8 +79,11 @@ class Recorder:
         event["q"] = mask_secrets(sql).decode("utf-8", "replace")
         self._write(session, event)
 
-    def execution(self, session: ClientSessionCore, execution: Execution) -> None:
+    def execution(self, session: ClientSessionCore, bound: Bound) -> None:
         """A prepared statement's execution (PostgreSQL Execute): "x" events, see format.py."""
+        execution = bound.execution()
+        if execution is None:   # a malformed Bind: the server refused it, and this Execute with it
+            return
         event = self._event(session, "x")
         query = execution.query
         event["q"] = None if query is None else mask_secrets(query).decode("utf-8", "replace")
