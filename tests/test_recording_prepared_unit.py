@@ -76,6 +76,17 @@ def test_mysql_literals_of_binary_values() -> None:
                                          "'2026-01-02 03:04:05.000006'", "X'ff00'", "NULL"]
     assert with_literals("SELECT ?, '?', `?` /* ? */, ?", ["1", "'a'"]) == "SELECT 1, '?', `?` /* ? */, 'a'"
 
+    from proxy.recording.mysql_prepared import MysqlBound, MysqlTap
+
+    seen: list[MysqlBound] = []
+    tap = MysqlTap("session", (lambda _s, b: seen.append(b),), None)
+    tap.execute(b"INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", 8, b"", payload, False)
+    tap.execute(b"SELECT ?", 1, b"", b"\x17\x01\x00\x00\x00\x00\x01\x00\x00\x00\x00\x01", False)   # truncated
+    tap.execute(b"INSERT INTO b VALUES (?)", 1, bytes([0xFC, 0]), payload[:11] + b"\x00", True)   # long data
+    assert seen[0].values() == literals(payload, 8, b"") and seen[0].values() is seen[0].values()
+    assert seen[1].values() is None and not seen[1].long_data
+    assert seen[2].values() is None and seen[2].long_data and seen[2].count == 1
+
 
 def test_bound_values_decoded_once_when_asked() -> None:
     """The tap hands on the Bind undecoded (the mirror decodes only what it samples, off the client's path)."""

@@ -29,6 +29,7 @@ from ..config import Address, MirrorSettings
 from ..core.stems import by_statement_stem
 from ..core.tasks import TaskSet
 from ..recording.clients import Client, connect
+from ..recording.mysql_prepared import MysqlBound
 from ..recording.pg_prepared import Bound
 from ..recording.plan import with_literals
 from ..routing.classify import Route
@@ -48,14 +49,11 @@ DOWN_PAUSE = 1.0   # after the shadow had no writer or refused a connection: dro
 PREPARED_LIMIT = 256   # named statements per shadow connection (more texts: parsed unnamed each time)
 
 
-@dataclass(frozen=True, slots=True)
-class _Literals:
-    """A MySQL prepared execution: its text and its values as SQL literals (inlined by the worker)."""
-    sql: str
-    values: list[str]
+_Step = str | Bound | MysqlBound   # a statement text, a PostgreSQL prepared execution, a MySQL one
 
 
-_Step = str | Bound | _Literals   # a statement text, a PostgreSQL prepared execution, a MySQL one
+class _Unmirrorable(Exception):
+    """A prepared execution whose values do not decode: the primary refused it, or they are not known."""
 
 
 @dataclass(frozen=True)
@@ -104,20 +102,22 @@ class Mirror:
         if query is None:   # prepared before the tap was installed: its text is not known here
             self._lost(session)
             return
+        self._take(session, self._text(query), bound)
+
+    def mysql_execution(self, session: ClientSessionCore, bound: MysqlBound) -> None:
+        """The prepared tap's sink (MySQL): a COM_STMT_EXECUTE (its values decoded and inlined by the worker)."""
+        if bound.long_data:   # values sent as long data: not in the execute
+            self._lost(session)
+        else:
+            self._take(session, self._text(bound.sql), bound)
+
+    def _text(self, query: bytes) -> str:
         text = self._texts.get(query)
         if text is None:
             if len(self._texts) >= 4096:
                 self._texts.clear()
             text = self._texts[query] = query.decode("utf-8", "replace")
-        self._take(session, text, bound)
-
-    def mysql_execution(self, session: ClientSessionCore, sql: bytes, values: list[str] | None, count: int) -> None:
-        """The prepared tap's sink (MySQL): a COM_STMT_EXECUTE, with its values as SQL literals."""
-        if values is None:   # values sent as long data, or not decodable
-            self._lost(session)
-        else:
-            text = sql.decode("utf-8", "replace")
-            self._take(session, text, _Literals(text, values))
+        return text
 
     def _capture(self, session: ClientSessionCore) -> TransactionCapture[_Step]:
         capture = self._captures.get(session.pid)
@@ -180,6 +180,9 @@ class Mirror:
                 work = await self.queue.get()
                 try:
                     await asyncio.wait_for(self._send(work, clients), STEP_TIMEOUT * (1 + len(work.statements)))
+                except _Unmirrorable:   # maybe mid-transaction on the shadow: its connections go
+                    self._forget(clients)
+                    self._drop("unmirrorable")
                 except TimeoutError:   # a slow shadow: pause too
                     self._forget(clients)
                     self._drop("timeout")
@@ -239,20 +242,23 @@ class Mirror:
 def _text(step: _Step) -> str:
     if isinstance(step, str):
         return step
-    if isinstance(step, _Literals):
-        return step.sql
+    if isinstance(step, MysqlBound):
+        return step.sql.decode("utf-8", "replace")
     return (step.query or b"").decode("utf-8", "replace")
 
 
 async def _rows(client: Client, step: _Step) -> list[tuple[Any, ...]]:
-    """Run one step on a client: its rows."""
+    """Run one step on a client: its rows (_Unmirrorable when its values do not decode)."""
     if isinstance(step, str):
         return await client.fetch(step)
-    if isinstance(step, _Literals):
-        return await client.fetch(with_literals(step.sql, step.values))
+    if isinstance(step, MysqlBound):
+        values = step.values()
+        if values is None:
+            raise _Unmirrorable(step.sql[:200])
+        return await client.fetch(with_literals(step.sql.decode("utf-8", "replace"), values))
     execution = step.execution()
     if execution is None or execution.query is None:   # a malformed Bind: the primary refused it too
-        return []
+        raise _Unmirrorable(step.query)
     return await client.execute(execution.query, execution.types, execution.formats, execution.values,
                                 execution.result_formats)
 

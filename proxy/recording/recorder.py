@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..audit import mask_secrets
 from .format import Header, RecordingWriter
-from .mysql_prepared import MysqlTap
+from .mysql_prepared import MysqlBound, MysqlTap
 from .pg_prepared import Bound, PgTap
 
 if TYPE_CHECKING:
@@ -113,14 +113,15 @@ class Recorder:
                 "statements": self.statements}
 
 
-    def mysql_execution(self, session: ClientSessionCore, sql: bytes, values: list[str] | None, count: int) -> None:
+    def mysql_execution(self, session: ClientSessionCore, bound: MysqlBound) -> None:
         """A MySQL COM_STMT_EXECUTE: "x" with the values as SQL literals ("l"), see format.py."""
         event = self._event(session, "x")
-        event["q"] = mask_secrets(sql).decode("utf-8", "replace")
-        if self.parameters and values is not None:
+        event["q"] = mask_secrets(bound.sql).decode("utf-8", "replace")
+        values = bound.values() if self.parameters else None
+        if values is not None:
             event["l"] = values
         else:
-            event["np"] = count
+            event["np"] = bound.count
         self._write(session, event)
 
 
