@@ -275,3 +275,39 @@ def test_prepared_reads_compared_and_prepared_writes_not_mirrored(
     wait_until(lambda: metric(ports, "dbproxy_mirror_mismatches_total") - mismatches >= 10, what="mismatches counted")
     assert f"vs 1 on the primary for: SELECT v FROM {table} WHERE id = $1" in proxy.log_text()
     proxy.assert_alive_and_clean()
+
+
+def test_a_mirror_configured_later_cannot_run_statements_prepared_before(
+        setup: tuple[RunningProxy, OpsPorts, Path, str], pg_cluster: PgCluster, shadow: PgCluster) -> None:
+    """With the mirror removed by a reload the session's prepared tap goes (nothing watches its Parses); once a
+    reload brings the mirror back, executions of a statement prepared in between are dropped as unmirrorable,
+    and those of a statement prepared after are mirrored."""
+    _, ports, directory, _ = setup
+    config_path = directory / "dbproxy.toml"
+    text = config_path.read_text()
+    line = 'mirror = { cluster = "shadow", reads_only = true, compare = true }\n'
+    assert line in text
+    table = new_table(pg_cluster, shadow, rows=5)
+
+    async def client() -> tuple[float, float]:
+        conn = await asyncpg_connect(ports)
+        try:
+            config_path.write_text(text.replace(line, ""))
+            admin(ports.admin, "RELOAD")
+            early = await conn.prepare(f"SELECT v FROM {table} WHERE id = $1")
+            config_path.write_text(text)
+            admin(ports.admin, "RELOAD")
+            dropped, sent = (metric(ports, "dbproxy_mirror_dropped_total", reason="unmirrorable"),
+                             metric(ports, "dbproxy_mirror_sent_total"))
+            for i in range(5):
+                assert await early.fetchval(i + 1) == (i + 1) * 10
+            late = await conn.prepare(f"SELECT s FROM {table} WHERE id = $1")
+            for i in range(5):
+                assert await late.fetchval(i + 1) == f"row {i + 1}"
+        finally:
+            await conn.close()
+        return dropped, sent
+
+    dropped, sent = asyncio.run(client())
+    wait_until(lambda: metric(ports, "dbproxy_mirror_sent_total") - sent >= 5, what="the later statement mirrored")
+    assert metric(ports, "dbproxy_mirror_dropped_total", reason="unmirrorable") - dropped == 5
