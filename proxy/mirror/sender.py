@@ -3,16 +3,18 @@
 `Mirror` is made per source cluster with `mirror = {...}`. Its `statement` hook (on the sessions'
 statement hook, see recording/recorder.statement_hook) and its prepared-execution sinks (`execution`
 for PostgreSQL's Parse/Bind/Execute, `mysql_execution` for COM_STMT_EXECUTE, on the sessions'
-prepared tap, see recorder.install_hooks) feed capture.py and put each complete
-sampled transaction on a bounded queue with put_nowait: the client's path never waits, and when
-the queue is full the transaction is dropped and counted (dbproxy_mirror_dropped_total{reason}).
-WORKERS tasks replay queued transactions on the shadow's writer as the session's server user
-(recording/clients.py: statement texts as simple queries, PostgreSQL prepared executions with their
-formats and values, MySQL ones as their text with the values inlined), each step bounded by STEP_TIMEOUT; a shadow that is slow, down or has no
-writer makes its work dropped and counted, never an error for a client (a dead one for DOWN_PAUSE
-at a time without queueing, so a dead shadow costs the relay little). With compare = true (reads
-only) each statement is also read from the primary and the row count and a digest of the rows are
-compared; mismatches are counted and logged with the statement.
+prepared tap, see recorder.install_hooks) feed capture.py and put each complete sampled
+transaction on a bounded queue with put_nowait: the client's path never waits, and when the queue
+is full the transaction is dropped and counted (dbproxy_mirror_dropped_total{reason}). WORKERS
+tasks replay queued transactions on the shadow's writer as the session's server user
+(recording/clients.py: statement texts as simple queries, PostgreSQL prepared executions as
+Parse/Bind/Execute with the client's formats and values, MySQL ones as their text with the values
+inlined; the values are decoded there, not on the client's path), each step bounded by
+STEP_TIMEOUT; a shadow that is slow, down or has no writer makes its work dropped and counted,
+never an error for a client (a dead one for DOWN_PAUSE at a time without queueing, so a dead shadow
+costs the relay little). With compare = true (reads only) each statement is also read from the
+primary and the row count and a digest of the rows are compared; mismatches are counted and
+logged with the statement.
 """
 
 from __future__ import annotations
@@ -102,16 +104,16 @@ class Mirror:
         if query is None:   # prepared before the tap was installed: its text is not known here
             self._lost(session)
             return
-        self._take(session, self._text(query), bound)
+        self._take(session, self._decoded(query), bound)
 
     def mysql_execution(self, session: ClientSessionCore, bound: MysqlBound) -> None:
         """The prepared tap's sink (MySQL): a COM_STMT_EXECUTE (its values decoded and inlined by the worker)."""
         if bound.long_data:   # values sent as long data: not in the execute
             self._lost(session)
         else:
-            self._take(session, self._text(bound.sql), bound)
+            self._take(session, self._decoded(bound.sql), bound)
 
-    def _text(self, query: bytes) -> str:
+    def _decoded(self, query: bytes) -> str:
         text = self._texts.get(query)
         if text is None:
             if len(self._texts) >= 4096:
