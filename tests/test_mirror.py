@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
+import subprocess
 import tempfile
 import time
 import uuid
@@ -18,10 +20,10 @@ from pathlib import Path
 import asyncpg
 import psycopg
 import pytest
-from e2e_helpers import APP, RunningProxy, running_proxy, wait_until
+from e2e_helpers import APP, RunningProxy, clean_env, running_proxy, wait_until
 from ops_helpers import OpsPorts, admin, ops_config, scrape
 
-from deploy.pgcluster import HOST, PgCluster, free_ports
+from deploy.pgcluster import HOST, PgCluster, free_ports, pg_binary
 from proxy.recording.format import read_recording
 
 N = 200
@@ -170,6 +172,44 @@ def test_prepared_executions_are_mirrored_with_their_values(
     time.sleep(0.3)
     assert metric(ports, "dbproxy_mirror_sent_total") - sent_before == 50 + 1 + 30
     assert metric(ports, "dbproxy_mirror_dropped_total", reason="error") == 0
+    proxy.assert_alive_and_clean()
+
+
+def pgbench(port: int, database: str, *args: str, password: str | None = None) -> str:
+    env = clean_env(PGSSLMODE="disable", **({"PGPASSWORD": password} if password else {}))
+    res = subprocess.run([pg_binary("pgbench"), "-h", HOST, "-p", str(port), "-U", "app", *args, database],
+                         capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout + res.stderr
+
+
+def test_pgbench_prepared_run_leaves_the_same_tables_on_the_shadow(
+        setup: tuple[RunningProxy, OpsPorts, Path, str], pg_cluster: PgCluster, shadow: PgCluster) -> None:
+    """pgbench -M prepared (BEGIN, UPDATE…, END all named prepared statements, Bind/Execute per run): every
+    transaction reaches the shadow whole with its values; the balances and the history agree."""
+    proxy, ports, _, _ = setup
+    name = f"mirrorbench_{uuid.uuid4().hex[:8]}"
+    check = ("SELECT (SELECT count(*) FROM pgbench_history), (SELECT sum(delta) FROM pgbench_history), "
+             "(SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(tbalance) FROM pgbench_tellers), "
+             "(SELECT sum(bbalance) FROM pgbench_branches)")
+    for cluster in (pg_cluster, shadow):
+        cluster.sql(0, f"CREATE DATABASE {name} OWNER app")
+        pgbench(cluster.ports[0], name, "-i", "-s", "1", "-q")
+    try:
+        sent = metric(ports, "dbproxy_mirror_sent_total")
+        out = pgbench(ports.writer, name, "-n", "-M", "prepared", "-c", "4", "-j", "2", "-t", "50",
+                      password=APP.password)
+        assert re.search(r"number of transactions actually processed: 200\b", out), out
+        wait_until(lambda: metric(ports, "dbproxy_mirror_sent_total") - sent >= 200, what="the transactions mirrored")
+        wait_until(lambda: shadow.sql(0, check, user="app", db=name) == pg_cluster.sql(0, check, user="app", db=name),
+                   what="the shadow's tables agree")
+        assert pg_cluster.sql(0, "SELECT count(*) FROM pgbench_history", user="app", db=name) == "200"
+        # and pgbench's own reads (the scale, per thread) as autocommit statements
+        assert 200 <= metric(ports, "dbproxy_mirror_sent_total") - sent <= 204
+        assert metric(ports, "dbproxy_mirror_dropped_total", reason="error") == 0
+    finally:
+        for cluster in (pg_cluster, shadow):
+            cluster.sql(0, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     proxy.assert_alive_and_clean()
 
 
