@@ -31,6 +31,7 @@ from ops_helpers import admin, scrape
 
 from deploy.mysqlcluster import APP_PASSWORD, APP_USER, MysqlCluster
 from deploy.pgcluster import free_ports
+from proxy.recording.format import read_recording
 
 Setup = tuple[RunningProxy, int, str, int, Path]
 
@@ -102,9 +103,13 @@ def table_rows(cluster: MysqlCluster, table: str) -> Any:
 def test_prepared_executions_are_mirrored_with_their_values(setup: Setup, mysql_cluster: MysqlCluster,
                                                             shadow: MysqlCluster) -> None:
     """cursor(prepared=True): COM_STMT_EXECUTEs with ints, quoted/backslashed strings, NULLs, doubles, decimals
-    and datetimes reach the shadow as the same rows; a committed transaction goes whole, a rolled back one not."""
-    proxy, http_port, _, _, _ = setup
+    and datetimes reach the shadow as the same rows; a committed transaction goes whole, a rolled back one not.
+    A recording running meanwhile gets the executions too (without values); after RECORD STOP the mirror still
+    gets them."""
+    proxy, http_port, _, admin_port, directory = setup
     table = new_table(mysql_cluster, shadow)
+    recording = directory / f"{table}.rec.gz"
+    admin(admin_port, f"RECORD START '{recording}' my", password=ADMIN_PASSWORD)
     conn = prepared_connection(proxy)
     time.sleep(0.3)   # its connect-time statements (SET NAMES ...) are mirrored too
     sent_before = metric(http_port, "dbproxy_mirror_sent_total")
@@ -121,13 +126,18 @@ def test_prepared_executions_are_mirrored_with_their_values(setup: Setup, mysql_
         conn.start_transaction()
         cursor.execute(f"INSERT INTO {table} (id, v) VALUES (?, ?)", (100, 1))
         conn.rollback()
+        admin(admin_port, "RECORD STOP", password=ADMIN_PASSWORD)
+        for i in range(200, 205):
+            cursor.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)", (i, i, "after", None, None, None))
     finally:
         conn.close()
-    assert len(table_rows(mysql_cluster, table)) == 29
+    executions = [e for e in read_recording(recording)[1] if e["e"] == "x" and table in e["q"]]
+    assert len(executions) == 30 + 2 + 1 and all("l" not in e for e in executions), executions[:2]
+    assert len(table_rows(mysql_cluster, table)) == 34
     wait_until(lambda: table_rows(shadow, table) == table_rows(mysql_cluster, table),
                what="the shadow has the same rows")
     time.sleep(0.3)
-    assert metric(http_port, "dbproxy_mirror_sent_total") - sent_before == 30 + 1
+    assert metric(http_port, "dbproxy_mirror_sent_total") - sent_before == 30 + 1 + 5
     assert metric(http_port, "dbproxy_mirror_dropped_total", reason="error") == 0
     proxy.assert_alive_and_clean()
 
