@@ -3,10 +3,11 @@ to a stopped shadow (sample = 1.0, every read mirrored and dropped) over TPS wit
 
 Uses the machine's PostgreSQL on 127.0.0.1:5432 (trust, user postgres) with a scratch database, two dbproxy
 processes (mirror off / mirror on, the shadow cluster's only instance a port where nothing listens), and
-alternating pgbench -S -M simple rounds; prints the median TPS of each and their ratio (SPEC §13 asks for
->= 0.9). Timings on a shared machine are noisy: compare the ratio, not the numbers.
+alternating pgbench -S -M simple rounds (--protocol prepared: -M prepared, the mirror's prepared tap decoding
+every Bind); prints the median TPS of each and their ratio (SPEC §13 asks for >= 0.9). Timings on a shared
+machine are noisy: compare the ratio, not the numbers.
 
-    python -m bench.mirror_overhead [--rounds 5] [--seconds 5] [--clients 8]
+    python -m bench.mirror_overhead [--rounds 5] [--seconds 5] [--clients 8] [--protocol simple|prepared]
 """
 
 from __future__ import annotations
@@ -69,9 +70,9 @@ def _psql(sql: str, database: str = "postgres") -> None:
                     "-c", sql], check=True, capture_output=True)
 
 
-def _pgbench(port: int, seconds: int, clients: int) -> float:
+def _pgbench(port: int, seconds: int, clients: int, protocol: str) -> float:
     res = subprocess.run([pg_binary("pgbench"), "-h", HOST, "-p", str(port), "-U", "postgres", "-n", "-S", "-M",
-                          "simple", "-c", str(clients), "-j", "2", "-T", str(seconds), DATABASE],
+                          protocol, "-c", str(clients), "-j", "2", "-T", str(seconds), DATABASE],
                          capture_output=True, text=True)
     match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", res.stdout)
     if res.returncode != 0 or match is None:
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--protocol", choices=("simple", "prepared"), default="simple")
     args = parser.parse_args()
     _psql(f"DROP DATABASE IF EXISTS {DATABASE}")
     _psql(f"CREATE DATABASE {DATABASE}")
@@ -122,7 +124,7 @@ def main() -> None:
             for round_ in range(args.rounds):
                 order = (("off", off_port), ("on", on_port)) if round_ % 2 == 0 else (("on", on_port), ("off", off_port))
                 for name, port in order:
-                    results[name].append(_pgbench(port, args.seconds, args.clients))
+                    results[name].append(_pgbench(port, args.seconds, args.clients, args.protocol))
                 print(f"round {round_ + 1}: off {results['off'][-1]:.0f} tps, on {results['on'][-1]:.0f} tps")
             off, on = statistics.median(results["off"]), statistics.median(results["on"])
             print(f"median TPS: mirroring off {off:.0f}, mirroring on (shadow dead) {on:.0f}; ratio {on / off:.3f}")

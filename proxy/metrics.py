@@ -71,7 +71,8 @@ class Metrics:
         self.mirror_sent = Counter("dbproxy_mirror_sent", "Mirrored transactions run on the shadow cluster",
                                    ["cluster"], registry=r)
         self.mirror_dropped = Counter(
-            "dbproxy_mirror_dropped", "Mirrored transactions dropped (queue_full, shadow_down, timeout, error, stopped)",
+            "dbproxy_mirror_dropped",
+            "Mirrored transactions dropped (queue_full, shadow_down, timeout, error, stopped, unmirrorable)",
             ["cluster", "reason"], registry=r)
         self.mirror_mismatches = Counter(
             "dbproxy_mirror_mismatches", "Mirrored reads whose row count or digest differed from the primary's",

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.recording.pg_prepared import Execution, PgTap, decode_bind, parse_types
+from proxy.recording.pg_prepared import Bound, Execution, PgTap, decode_bind, parse_types
 from proxy.recording.plan import build_scripts, execution_step
 
 
@@ -33,7 +33,7 @@ def test_decode_bind_round_trip(values: list[bytes | None], fmt: int, results: l
 def test_tap_hands_each_execution_once_with_its_statement() -> None:
     seen: list[Execution] = []
     audited: list[bytes] = []
-    tap = PgTap("session", lambda _s, e: seen.append(e), lambda _s, q: audited.append(q))
+    tap = PgTap("session", (lambda _s, b: seen.append(b.execution()),), lambda _s, q: audited.append(q))
     tap.parse(b"P_0", b"UPDATE t SET v = $1 WHERE id = $2", struct.pack("!hII", 2, 23, 0))
     assert parse_types(struct.pack("!hII", 2, 23, 0)) == (23, 0) and audited == [b"UPDATE t SET v = $1 WHERE id = $2"]
     tap.bind(bind_body(b"", b"P_0", [0], [b"5", None], []))
@@ -75,3 +75,23 @@ def test_mysql_literals_of_binary_values() -> None:
     assert literals(payload, 8, b"") == ["-7", "4000000000", "1.5e0", "'it''s'", "1.25",
                                          "'2026-01-02 03:04:05.000006'", "X'ff00'", "NULL"]
     assert with_literals("SELECT ?, '?', `?` /* ? */, ?", ["1", "'a'"]) == "SELECT 1, '?', `?` /* ? */, 'a'"
+
+    from proxy.recording.mysql_prepared import MysqlBound, MysqlTap
+
+    seen: list[MysqlBound] = []
+    tap = MysqlTap("session", (lambda _s, b: seen.append(b),), None)
+    tap.execute(b"INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", 8, b"", payload, False)
+    tap.execute(b"SELECT ?", 1, b"", b"\x17\x01\x00\x00\x00\x00\x01\x00\x00\x00\x00\x01", False)   # truncated
+    tap.execute(b"INSERT INTO b VALUES (?)", 1, bytes([0xFC, 0]), payload[:11] + b"\x00", True)   # long data
+    assert seen[0].values() == literals(payload, 8, b"") and seen[0].values() is seen[0].values()
+    assert seen[1].values() is None and not seen[1].long_data
+    assert seen[2].values() is None and seen[2].long_data and seen[2].count == 1
+
+
+def test_bound_values_decoded_once_when_asked() -> None:
+    """The tap hands on the Bind undecoded (the mirror decodes only what it samples, off the client's path)."""
+    bound = Bound(b"SELECT $1", (23,), bind_body(b"", b"s", [1], [b"\x00\x00\x00\x07"], [1]))
+    first = bound.execution()
+    assert first == Execution(b"SELECT $1", (23,), (1,), (b"\x00\x00\x00\x07",), (1,))
+    assert bound.execution() is first and bound.body is None
+    assert Bound(b"SELECT $1", (), b"\x00s\x00\x00\x05").execution() is None   # malformed: refused by the server

@@ -1,15 +1,20 @@
 """Sending mirrored transactions to the shadow cluster: the statement hook, a bounded queue, workers, comparisons.
 
 `Mirror` is made per source cluster with `mirror = {...}`. Its `statement` hook (on the sessions'
-statement hook, see recording/recorder.statement_hook) feeds capture.py and puts each complete
-sampled transaction on a bounded queue with put_nowait: the client's path never waits, and when
-the queue is full the transaction is dropped and counted (dbproxy_mirror_dropped_total{reason}).
-WORKERS tasks replay queued transactions on the shadow's writer as the session's server user
-(recording/clients.py), each step bounded by STEP_TIMEOUT; a shadow that is slow, down or has no
-writer makes its work dropped and counted, never an error for a client (a dead one for DOWN_PAUSE
-at a time without queueing, so a dead shadow costs the relay little). With compare = true (reads
-only) each statement is also read from the primary and the row count and a digest of the rows are
-compared; mismatches are counted and logged with the statement.
+statement hook, see recording/recorder.statement_hook) and its prepared-execution sinks (`execution`
+for PostgreSQL's Parse/Bind/Execute, `mysql_execution` for COM_STMT_EXECUTE, on the sessions'
+prepared tap, see recorder.install_hooks) feed capture.py and put each complete sampled
+transaction on a bounded queue with put_nowait: the client's path never waits, and when the queue
+is full the transaction is dropped and counted (dbproxy_mirror_dropped_total{reason}). WORKERS
+tasks replay queued transactions on the shadow's writer as the session's server user
+(recording/clients.py: statement texts as simple queries, PostgreSQL prepared executions as
+Parse/Bind/Execute with the client's formats and values, MySQL ones as their text with the values
+inlined; the values are decoded there, not on the client's path), each step bounded by
+STEP_TIMEOUT; a shadow that is slow, down or has no writer makes its work dropped and counted,
+never an error for a client (a dead one for DOWN_PAUSE at a time without queueing, so a dead shadow
+costs the relay little). With compare = true (reads only) each statement is also read from the
+primary and the row count and a digest of the rows are compared; mismatches are counted and
+logged with the statement.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from ..config import Address, MirrorSettings
 from ..core.stems import by_statement_stem
 from ..core.tasks import TaskSet
 from ..recording.clients import Client, connect
+from ..recording.mysql_prepared import MysqlBound
+from ..recording.pg_prepared import Bound
+from ..recording.plan import with_literals
 from ..routing.classify import Route
 from .capture import TransactionCapture, is_transaction_control
 
@@ -40,6 +48,14 @@ QUEUE_SIZE = 1000
 WORKERS = 4
 STEP_TIMEOUT = 5.0
 DOWN_PAUSE = 1.0   # after the shadow had no writer or refused a connection: drop at once for this long
+PREPARED_LIMIT = 256   # named statements per shadow connection (more texts: parsed unnamed each time)
+
+
+_Step = str | Bound | MysqlBound   # a statement text, a PostgreSQL prepared execution, a MySQL one
+
+
+class _Unmirrorable(Exception):
+    """A prepared execution whose values do not decode: the primary refused it, or they are not known."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +63,7 @@ class _Work:
     user: str
     password: str | None
     database: str
-    statements: list[str]
+    statements: list[_Step]
 
 
 class Mirror:
@@ -61,7 +77,7 @@ class Mirror:
         self.metrics = metrics
         self.rng = rng or random.Random()
         self.queue: asyncio.Queue[_Work] = asyncio.Queue(QUEUE_SIZE)
-        self._captures: dict[int, TransactionCapture] = {}
+        self._captures: dict[int, TransactionCapture[_Step]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = TaskSet()               # shadow connections being closed
         # Read verdicts per statement stem (texts differing only in trailing digits share one).
@@ -69,6 +85,8 @@ class Mirror:
         self._down_until = 0.0   # monotonic: the shadow looked dead; its work is dropped until then
         self.sent = self.mismatches = 0
         self.dropped: dict[str, int] = {}
+        self._dropped_counters: dict[str, Any] = {}   # the metric's child per reason (labels() costs per call)
+        self._texts: dict[bytes, str] = {}            # prepared statements' texts, decoded once
 
     # ---- the client side (never waits) ------------------------------------------------------
 
@@ -77,13 +95,48 @@ class Mirror:
         return verdict.route is Route.REPLICA and not verdict.ends_transaction
 
     def statement(self, session: ClientSessionCore, sql: bytes) -> None:
+        """The statement hook: a statement text the client sent."""
+        self._take(session, sql.decode("utf-8", "replace"), None)
+
+    def execution(self, session: ClientSessionCore, bound: Bound) -> None:
+        """The prepared tap's sink (PostgreSQL): an Execute of a bound portal (its values decoded by the worker)."""
+        query = bound.query
+        if query is None:   # prepared before the tap was installed: its text is not known here
+            self._lost(session)
+            return
+        self._take(session, self._decoded(query), bound)
+
+    def mysql_execution(self, session: ClientSessionCore, bound: MysqlBound) -> None:
+        """The prepared tap's sink (MySQL): a COM_STMT_EXECUTE (its values decoded and inlined by the worker)."""
+        if bound.long_data:   # values sent as long data: not in the execute
+            self._lost(session)
+        else:
+            self._take(session, self._decoded(bound.sql), bound)
+
+    def _decoded(self, query: bytes) -> str:
+        text = self._texts.get(query)
+        if text is None:
+            if len(self._texts) >= 4096:
+                self._texts.clear()
+            text = self._texts[query] = query.decode("utf-8", "replace")
+        return text
+
+    def _capture(self, session: ClientSessionCore) -> TransactionCapture[_Step]:
         capture = self._captures.get(session.pid)
         if capture is None:
             capture = self._captures[session.pid] = TransactionCapture(
                 self.settings.sample, self.settings.reads_only, lambda text: self._is_read(text.encode()))
+        return capture
+
+    def _lost(self, session: ClientSessionCore) -> None:
         server = session.server
-        done = capture.statement(sql.decode("utf-8", "replace"), server is None or not server.in_transaction,
-                                 self.rng.random())
+        if self._capture(session).lost(server is None or not server.in_transaction, self.rng.random()):
+            self._drop("unmirrorable")
+
+    def _take(self, session: ClientSessionCore, sql: str, step: _Step | None) -> None:
+        server = session.server
+        done = self._capture(session).statement(sql, server is None or not server.in_transaction, self.rng.random(),
+                                                step)
         if done is None or session.login is None:
             return
         if self._down_until and time.monotonic() < self._down_until:
@@ -100,7 +153,10 @@ class Mirror:
 
     def _drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + count
-        self.metrics.mirror_dropped.labels(self.source.name, reason).inc(count)
+        counter = self._dropped_counters.get(reason)
+        if counter is None:
+            counter = self._dropped_counters[reason] = self.metrics.mirror_dropped.labels(self.source.name, reason)
+        counter.inc(count)
 
     # ---- the shadow side --------------------------------------------------------------------
 
@@ -126,6 +182,9 @@ class Mirror:
                 work = await self.queue.get()
                 try:
                     await asyncio.wait_for(self._send(work, clients), STEP_TIMEOUT * (1 + len(work.statements)))
+                except _Unmirrorable:   # maybe mid-transaction on the shadow: its connections go
+                    self._forget(clients)
+                    self._drop("unmirrorable")
                 except TimeoutError:   # a slow shadow: pause too
                     self._forget(clients)
                     self._drop("timeout")
@@ -160,25 +219,50 @@ class Mirror:
         client = clients.get(key)
         if client is None:
             client = clients[key] = await connect(cluster.config.engine, target, work.user, work.password,
-                                                  work.database, timeout=STEP_TIMEOUT)
+                                                  work.database, timeout=STEP_TIMEOUT, prepared_limit=PREPARED_LIMIT)
         return client
 
     async def _send(self, work: _Work, clients: dict[tuple[str, Address, str, str], Client]) -> None:
         shadow = await self._client(clients, "shadow", self.shadow, work)
         if not self.settings.compare:
-            for sql in work.statements:
-                await shadow.run(sql)
+            for step in work.statements:
+                await _rows(shadow, step)
             return
         primary = await self._client(clients, "primary", self.source, work)
-        for sql in work.statements:
+        for step in work.statements:
+            sql = _text(step)
             if is_transaction_control(sql):
                 continue
-            theirs, ours = await shadow.fetch(sql), await primary.fetch(sql)
+            theirs, ours = await _rows(shadow, step), await _rows(primary, step)
             if len(theirs) != len(ours) or _digest(theirs) != _digest(ours):
                 self.mismatches += 1
                 self.metrics.mirror_mismatches.labels(self.source.name).inc()
                 log.warning("cluster %s: mirror mismatch on cluster %s: %d row(s) vs %d on the primary for: %s",
                             self.source.name, self.shadow.name, len(theirs), len(ours), sql[:500])
+
+
+def _text(step: _Step) -> str:
+    if isinstance(step, str):
+        return step
+    if isinstance(step, MysqlBound):
+        return step.sql.decode("utf-8", "replace")
+    return (step.query or b"").decode("utf-8", "replace")
+
+
+async def _rows(client: Client, step: _Step) -> list[tuple[Any, ...]]:
+    """Run one step on a client: its rows (_Unmirrorable when its values do not decode)."""
+    if isinstance(step, str):
+        return await client.fetch(step)
+    if isinstance(step, MysqlBound):
+        values = step.values()
+        if values is None:
+            raise _Unmirrorable(step.sql[:200])
+        return await client.fetch(with_literals(step.sql.decode("utf-8", "replace"), values))
+    execution = step.execution()
+    if execution is None or execution.query is None:   # a malformed Bind: the primary refused it too
+        raise _Unmirrorable(step.query)
+    return await client.execute(execution.query, execution.types, execution.formats, execution.values,
+                                execution.result_formats)
 
 
 def _digest(rows: list[tuple[Any, ...]]) -> str:

@@ -2,7 +2,8 @@
 
 aiomysql comes with the `replay` extra (pip install 'dbproxy[replay]'); it is imported when first used.
 `run` executes a statement text as a client sent it (PostgreSQL: the simple query protocol);
-`execute` a recorded prepared execution (PostgreSQL); `fetch` returns rows (for the mirror's comparisons).
+`execute` a prepared execution (PostgreSQL: recorded or mirrored) and returns its rows; `fetch` returns
+rows (both for the mirror's comparisons).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class Client(Protocol):
     async def run(self, sql: str) -> None: ...
 
     async def execute(self, query: bytes, types: tuple[int, ...], formats: tuple[int, ...],
-                      values: tuple[bytes | None, ...], result_formats: tuple[int, ...]) -> None: ...
+                      values: tuple[bytes | None, ...], result_formats: tuple[int, ...]) -> list[tuple[Any, ...]]: ...
 
     async def fetch(self, sql: str) -> list[tuple[Any, ...]]: ...
 
@@ -32,8 +33,8 @@ class _MysqlClient:
         await self.fetch(sql)
 
     async def execute(self, query: bytes, types: tuple[int, ...], formats: tuple[int, ...],
-                      values: tuple[bytes | None, ...], result_formats: tuple[int, ...]) -> None:
-        raise NotImplementedError("MySQL recordings have no prepared executions")
+                      values: tuple[bytes | None, ...], result_formats: tuple[int, ...]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError("MySQL prepared executions run as texts with their values inlined")
 
     async def fetch(self, sql: str) -> list[tuple[Any, ...]]:
         async with self.conn.cursor() as cursor:
@@ -45,11 +46,11 @@ class _MysqlClient:
 
 
 async def connect(engine: str, target: Address, user: str, password: str | None, database: str,
-                  timeout: float = 10.0) -> Client:
+                  timeout: float = 10.0, prepared_limit: int | None = None) -> Client:
     if engine == "mysql":
         import aiomysql
 
         return _MysqlClient(await aiomysql.connect(host=target.host, port=target.port, user=user,
                                                    password=password or "", db=database or None, autocommit=True,
                                                    connect_timeout=timeout))
-    return await connect_pg(target.host, target.port, user, password, database, timeout)
+    return await connect_pg(target.host, target.port, user, password, database, timeout, prepared_limit)

@@ -1,13 +1,15 @@
-"""MySQL prepared-statement executions for a recording, sans-IO: COM_STMT_EXECUTE's binary values as SQL literals.
+"""MySQL prepared-statement executions for a recording or a mirror, sans-IO: COM_STMT_EXECUTE's values as SQL literals.
 
-`MysqlTap` sits on a client session while a recording covers it (session.prepared_tap). The
-session hands it each COM_STMT_EXECUTE with the client's statement (text, parameter count, the
-types the client bound); `literals` decodes the binary-protocol values into SQL literals, and the
-replay runs the text with each `?` placeholder replaced by its literal (aiomysql has no
-server-side prepared statements; the types in the protocol make the literals exact: integers,
-doubles as `1.5e0`, DECIMAL as written, strings quoted or as X'hex', dates and times quoted).
-Values sent with COM_STMT_SEND_LONG_DATA are not in the execute: such executions are recorded
-without values (not replayable).
+`MysqlTap` sits on a client session while a recording covers it or its cluster mirrors
+(session.prepared_tap). The session hands it each COM_STMT_EXECUTE with the client's statement
+(text, parameter count, the types the client bound), and it hands each to each of its sinks as a
+`MysqlBound`, whose values are decoded only when a sink asks (a recording with record_parameters;
+the mirror in its worker, for the transactions it samples). `literals` decodes the binary-protocol values into SQL literals, and the replay and the mirror run
+the text with each `?` placeholder replaced by its literal (aiomysql has no server-side prepared
+statements; the types in the protocol make the literals exact: integers, doubles as `1.5e0`,
+DECIMAL as written, strings quoted or as X'hex', dates and times quoted). Values sent with
+COM_STMT_SEND_LONG_DATA are not in the execute: such executions are handed on without values
+(not replayable, not mirrored).
 """
 
 from __future__ import annotations
@@ -93,15 +95,39 @@ def literals(payload: bytes, num_params: int, types: bytes) -> list[str]:
     return out
 
 
+class MysqlBound:
+    """One COM_STMT_EXECUTE: its statement's text and parameter count, the values decoded when first asked."""
+
+    __slots__ = ("sql", "count", "long_data", "_raw", "_values")
+
+    def __init__(self, sql: bytes, count: int, types: bytes, payload: bytes, long_data: bool) -> None:
+        self.sql = sql
+        self.count = count
+        self.long_data = long_data   # values sent as long data: not in the execute, never known
+        self._raw: tuple[bytes, bytes] | None = None if long_data else (types, payload)
+        self._values: list[str] | None = None
+
+    def values(self) -> list[str] | None:
+        """The values as SQL literals (None: sent as long data, or not decodable)."""
+        raw = self._raw
+        if raw is not None:
+            self._raw = None
+            try:
+                self._values = literals(raw[1], self.count, raw[0]) if self.count else []
+            except (ValueError, IndexError, KeyError, struct.error):
+                self._values = None
+        return self._values
+
+
 class MysqlTap:
-    """One MySQL client session's executions on their way to the recording."""
+    """One MySQL client session's executions on their way to the recording and the mirror."""
 
-    __slots__ = ("session", "sink", "audit")
+    __slots__ = ("session", "sinks", "audit")
 
-    def __init__(self, session: Any, sink: Callable[[Any, bytes, list[str] | None, int], None],
+    def __init__(self, session: Any, sinks: tuple[Callable[[Any, MysqlBound], None], ...],
                  audit: Callable[[Any, bytes], None] | None) -> None:
         self.session = session
-        self.sink = sink
+        self.sinks = sinks          # replaced in place when a recording or a mirror comes or goes
         self.audit = audit
 
     def prepare(self, sql: bytes) -> None:
@@ -109,10 +135,6 @@ class MysqlTap:
             self.audit(self.session, sql)
 
     def execute(self, sql: bytes, num_params: int, types: bytes, payload: bytes, long_data: bool) -> None:
-        values: list[str] | None = None
-        if not long_data:
-            try:
-                values = literals(payload, num_params, types) if num_params else []
-            except (ValueError, IndexError, KeyError, struct.error):
-                values = None
-        self.sink(self.session, sql, values, num_params)
+        bound = MysqlBound(sql, num_params, types, payload, long_data)
+        for sink in self.sinks:
+            sink(self.session, bound)

@@ -4,8 +4,10 @@ asyncpg cannot send a Bind with values as raw bytes in the formats a client chos
 Python values itself, in binary), so prepared executions are replayed on this small client:
 `run` sends a simple Query (as recorded), `execute` a Parse (once per text and declared types on
 the connection, under a name of its own: the target plans it once, as the original server did)
-then Bind with the recorded formats and values, Execute and Sync. Errors raise `PgError` with the
-server's message; rows are read and dropped (`fetch` returns them as text, for the mirror).
+then Bind with the recorded formats and values, Execute and Sync (with `prepared_limit`, the mirror's,
+texts past that many are parsed as the unnamed statement each time: a long-lived connection does
+not keep one statement per distinct text). Errors raise `PgError` with the server's message; `fetch`
+returns rows as text and `execute` as the raw values (in the formats asked for), for the mirror.
 """
 
 from __future__ import annotations
@@ -25,22 +27,29 @@ class PgError(Exception):
 
 
 class PgWireClient:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 prepared_limit: int | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+        self.prepared_limit = prepared_limit
+        self._names = 0   # statement names are never reused (a failed Bind leaves its Parse's statement)
+        self.parsed = False   # the last exchange had a ParseComplete
 
     async def _message(self) -> tuple[int, bytes]:
         kind, length = _HEAD.unpack(await self.reader.readexactly(5))
         return kind[0], await self.reader.readexactly(length - 4)
 
-    async def _until_ready(self) -> list[list[str | None]]:
-        rows: list[list[str | None]] = []
+    async def _until_ready(self, raw: bool = False) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
         error: str | None = None
+        self.parsed = False
         while True:
             kind, body = await self._message()
             if kind == 0x44:   # DataRow
-                rows.append(m.parse_data_row(body))
+                rows.append(_raw_row(body) if raw else tuple(m.parse_data_row(body)))
+            elif kind == 0x31:   # ParseComplete
+                self.parsed = True
             elif kind == 0x45 and error is None:
                 fields = m.parse_error_fields(body)
                 error = f"{fields.message} (SQLSTATE {fields.code})"
@@ -54,16 +63,21 @@ class PgWireClient:
 
     async def fetch(self, sql: str) -> list[tuple[Any, ...]]:
         self.writer.write(m.query(sql))
-        return [tuple(row) for row in await self._until_ready()]
+        return await self._until_ready()
 
     async def execute(self, query: bytes, types: tuple[int, ...], formats: tuple[int, ...],
-                      values: tuple[bytes | None, ...], result_formats: tuple[int, ...]) -> None:
+                      values: tuple[bytes | None, ...], result_formats: tuple[int, ...]) -> list[tuple[Any, ...]]:
+        """The rows of one prepared execution, each value as the bytes the server sent (None for NULL)."""
         out = []
         key = (query, types)
         name = self.prepared.get(key)
         new = name is None
         if name is None:
-            name = self.prepared[(query, types)] = b"r%d" % len(self.prepared)
+            if self.prepared_limit is not None and len(self.prepared) >= self.prepared_limit:
+                name = b""   # the unnamed statement, parsed again each time
+            else:
+                self._names += 1
+                name = self.prepared[key] = b"r%d" % self._names
             out.append(m.message(b"P", name + b"\x00" + query + b"\x00"
                                  + struct.pack(f"!h{len(types)}I", len(types), *types)))
         bind = [b"\x00", name, b"\x00", struct.pack(f"!h{len(formats)}h", len(formats), *formats),
@@ -74,9 +88,9 @@ class PgWireClient:
         out += [m.message(b"B", b"".join(bind)), m.message(b"E", b"\x00\x00\x00\x00\x00"), m.sync()]
         self.writer.write(b"".join(out))
         try:
-            await self._until_ready()
+            return await self._until_ready(raw=True)
         except PgError:
-            if new:   # its Parse may have failed: parse it again next time
+            if new and not self.parsed:   # its Parse failed: parse it again next time
                 self.prepared.pop(key, None)
             raise
 
@@ -89,10 +103,26 @@ class PgWireClient:
             pass
 
 
+def _raw_row(body: bytes) -> tuple[bytes | None, ...]:
+    """A DataRow's values as sent (binary or text; None for SQL NULL)."""
+    (count,) = struct.unpack_from("!h", body, 0)
+    pos = 2
+    values: list[bytes | None] = []
+    for _ in range(count):
+        (length,) = struct.unpack_from("!i", body, pos)
+        pos += 4
+        if length < 0:
+            values.append(None)
+        else:
+            values.append(body[pos:pos + length])
+            pos += length
+    return tuple(values)
+
+
 async def connect_pg(host: str, port: int, user: str, password: str | None, database: str,
-                     timeout: float) -> PgWireClient:
+                     timeout: float, prepared_limit: int | None = None) -> PgWireClient:
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    client = PgWireClient(reader, writer)
+    client = PgWireClient(reader, writer, prepared_limit)
     try:
         login = ServerLogin(user, password, database)
         writer.write(login.startup())

@@ -2,7 +2,9 @@
 
 A recording rides on the session's statement hook (`statement_audit`, called for every client
 statement and otherwise None): while one runs, the sessions it covers (one cluster's, or all) get
-a hook that writes the statement (and still calls the audit log's, if that is on). Writes are
+a hook that writes the statement (and still calls the audit log's, if that is on). Prepared
+executions come from the session's prepared tap (pg_prepared.py, mysql_prepared.py), which
+`install_hooks` shares between the recording and the cluster's mirror. Writes are
 buffered and flushed every 512 events and once a second (ProxyApp's maintenance), so a recording
 costs the relay one JSON line per statement and nothing when none runs.
 """
@@ -18,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..audit import mask_secrets
 from .format import Header, RecordingWriter
-from .mysql_prepared import MysqlTap
-from .pg_prepared import Execution, PgTap
+from .mysql_prepared import MysqlBound, MysqlTap
+from .pg_prepared import Bound, PgTap
 
 if TYPE_CHECKING:
     from ..audit import AuditLog
@@ -77,8 +79,11 @@ class Recorder:
         event["q"] = mask_secrets(sql).decode("utf-8", "replace")
         self._write(session, event)
 
-    def execution(self, session: ClientSessionCore, execution: Execution) -> None:
+    def execution(self, session: ClientSessionCore, bound: Bound) -> None:
         """A prepared statement's execution (PostgreSQL Execute): "x" events, see format.py."""
+        execution = bound.execution()
+        if execution is None:   # a malformed Bind: the server refused it, and this Execute with it
+            return
         event = self._event(session, "x")
         query = execution.query
         event["q"] = None if query is None else mask_secrets(query).decode("utf-8", "replace")
@@ -108,14 +113,15 @@ class Recorder:
                 "statements": self.statements}
 
 
-    def mysql_execution(self, session: ClientSessionCore, sql: bytes, values: list[str] | None, count: int) -> None:
+    def mysql_execution(self, session: ClientSessionCore, bound: MysqlBound) -> None:
         """A MySQL COM_STMT_EXECUTE: "x" with the values as SQL literals ("l"), see format.py."""
         event = self._event(session, "x")
-        event["q"] = mask_secrets(sql).decode("utf-8", "replace")
-        if self.parameters and values is not None:
+        event["q"] = mask_secrets(bound.sql).decode("utf-8", "replace")
+        values = bound.values() if self.parameters else None
+        if values is not None:
             event["l"] = values
         else:
-            event["np"] = count
+            event["np"] = bound.count
         self._write(session, event)
 
 
@@ -132,18 +138,27 @@ def _value(value: bytes | None, fmt: int) -> str | dict[str, str] | None:
 
 
 def install_hooks(session: ClientSessionCore, audit: AuditLog | None, recorder: Recorder | None) -> None:
-    """Set the session's statement hook and, for a PostgreSQL session a recording covers, its prepared tap."""
+    """Set the session's statement hook and its prepared tap: on while a recording covers the session or
+    its cluster mirrors (each gets the prepared executions), None otherwise (the relay pays nothing)."""
     session.statement_audit = statement_hook(session, audit, recorder)
+    mysql = session.cluster.config.engine == "mysql"
+    sinks: list[Any] = []
     if recorder is not None and recorder.covers(session):
-        tap = session.prepared_tap
-        logged = audit.statement if audit is not None and audit.kinds else None
-        if recorder.engine == "mysql":
-            if tap is None or tap.sink != recorder.mysql_execution:
-                session.prepared_tap = MysqlTap(session, recorder.mysql_execution, logged)
-        elif tap is None or tap.sink != recorder.execution:
-            session.prepared_tap = PgTap(session, recorder.execution, logged)
-    else:
+        sinks.append(recorder.mysql_execution if mysql else recorder.execution)
+    mirror = session.cluster.mirror
+    if mirror is not None:
+        sinks.append(mirror.mysql_execution if mysql else mirror.execution)
+    if not sinks:
         session.prepared_tap = None
+        return
+    logged = audit.statement if audit is not None and audit.kinds else None
+    tap = session.prepared_tap
+    kind = MysqlTap if mysql else PgTap
+    if isinstance(tap, kind):   # kept: it knows the statements the client prepared so far
+        tap.sinks = tuple(sinks)
+        tap.audit = logged
+    else:
+        session.prepared_tap = kind(session, tuple(sinks), logged)
 
 
 def statement_hook(session: ClientSessionCore, audit: AuditLog | None, recorder: Recorder | None) -> StatementHook | None:

@@ -57,7 +57,7 @@ def statement_command(session: MysqlClientSession, payload: bytes, server: Mysql
         if statement.uses_last_insert_id:
             before = sync_insert_id(session, server)
         body = execute_payload(payload, server_id, statement, server.statements)
-        if session.prepared_tap is not None:   # a recording runs
+        if session.prepared_tap is not None:   # a recording or a mirror
             session.prepared_tap.execute(statement.sql, statement.num_params, statement.types, payload,
                                          session._long_data)
         session._long_data = False

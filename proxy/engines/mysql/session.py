@@ -285,7 +285,7 @@ class MysqlClientSession(ClientSessionCore):
                 start = end
             elif command == Command.STMT_PREPARE:
                 sql = data[pos + 5:end] if end - pos < _MAX + 4 else joined_payload(data, pos, end)[1:]
-                if self.prepared_tap is not None:   # a recording: its executions are recorded instead
+                if self.prepared_tap is not None:   # a recording or a mirror: its executions are taken instead
                     self.prepared_tap.prepare(sql)
                 elif self.statement_audit is not None:
                     self.statement_audit(self, sql)

@@ -323,7 +323,7 @@ class PgClientSession(PgLoginSession):
                     start = end
                 else:
                     tracker.push(_BIND_SLOT)
-                if self.prepared_tap is not None:   # a recording runs
+                if self.prepared_tap is not None:   # a recording or a mirror
                     self.prepared_tap.bind(data[pos + 5:end])
             elif kind == 0x50:  # Parse
                 self.unsynced = True
@@ -440,7 +440,7 @@ class PgClientSession(PgLoginSession):
 
     def _parse(self, body: bytes, server: ServerConnection) -> bytes:
         parse = decode_parse(body)
-        if self.prepared_tap is not None:   # the recording has its text from here (and the audit log)
+        if self.prepared_tap is not None:   # the recording and mirror have its text from here (and the audit log)
             self.prepared_tap.parse(parse.name, parse.query, parse.tail)
         elif self.statement_audit is not None:
             self.statement_audit(self, parse.query)
