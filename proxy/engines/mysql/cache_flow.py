@@ -371,6 +371,11 @@ class MysqlSessionCache:
             log.exception("cache invalidation failed")
         self._send_held(session, server)
 
+    def gone(self) -> None:
+        """The client went: its miss in flight (waiting for a server connection, or running) stores
+        nothing, and the identical misses of other clients no longer wait for it (stampede control)."""
+        self._abandon()
+
     def lost(self) -> None:
         """The server connection died: the miss in flight stores nothing."""
         self._abandon()

@@ -130,6 +130,11 @@ class MysqlClientSession(ClientSessionCore):
         if self.state == STARTUP:   # not refused by an allowlist
             login_flow.greet(self)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._cache is not None:
+            self._cache.gone()   # a miss in flight would keep its key waiting for it
+
     def data_received(self, data: bytes) -> None:
         try:
             if self.state == READY:
