@@ -1056,6 +1056,17 @@ def test_server_faults_is_off_by_default_and_a_boolean() -> None:
         _e("server.faults", "fault injection needs workers = 1 (workers = 2): the faults live in one process")]
 
 
+
+def test_a_memory_cache_needs_one_process() -> None:
+    cache = '\n[clusters.main.cache]\nbackend = "{}"\ndefault_ttl = "5s"\n'
+    assert problems("[server]\nworkers = 2\n" + BASE + cache.format("memory")) == [
+        _e("clusters.main.cache.backend",
+           '"memory" keeps entries in each process: with workers = 2 a write through one worker would not '
+           "invalidate another's; use a Redis backend (shared by the workers) or workers = 1")]
+    assert parse("[server]\nworkers = 2\n" + BASE + cache.format("redis://127.0.0.1:6379/0")).clusters[0].cache
+    assert parse("[server]\nworkers = 1\n" + BASE + cache.format("memory")).clusters[0].cache
+
+
 SHADOW = """
 [clusters.shadow]
 engine = "postgres"

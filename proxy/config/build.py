@@ -116,6 +116,7 @@ def build_config(data: Mapping[str, Any], path: str, context: Context) -> Config
     clusters = tuple(replace(c, locality=server.locality) for c in clusters)
     _check_listen_conflicts(server, clusters, context.problems)
     _check_mirrors(clusters, context.problems)
+    _check_cache_workers(server, clusters, context.problems)
     _check_passwords(users, passwordless, clusters, context.problems)
     return Config(path=path, server=server, users=users, clusters=clusters)
 
@@ -275,6 +276,19 @@ def _build_mirror(t: Table) -> MirrorSettings | None:
     if target is None:
         return None
     return MirrorSettings(cluster=target, sample=t.fraction("sample", 1.0), reads_only=reads_only, compare=compare)
+
+
+def _check_cache_workers(server: ServerSettings, clusters: tuple[ClusterConfig, ...], problems: Problems) -> None:
+    """A memory cache lives in one process: with workers, a write through one worker would leave the
+    entries another worker holds stale (SPEC §11 wants them gone before the writer sees its commit)."""
+    if server.workers < 2:
+        return
+    for cluster in clusters:
+        if cluster.cache is not None and cluster.cache.backend == "memory":
+            problems.add(f"clusters.{cluster.name}.cache.backend",
+                         f'"memory" keeps entries in each process: with workers = {server.workers} a write through '
+                         "one worker would not invalidate another's; use a Redis backend (shared by the workers) "
+                         "or workers = 1")
 
 
 def _check_mirrors(clusters: tuple[ClusterConfig, ...], problems: Problems) -> None:
