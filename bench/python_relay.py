@@ -5,12 +5,17 @@ they arrive (Protocol callbacks, no parsing, no pooling, write-buffer backpressu
 dbproxy would cost if it did nothing but forward: the gap between this and HAProxy is the price of
 the interpreter and the event loop, the gap between this and dbproxy is dbproxy's own work.
 
-    python -m bench.python_relay LISTEN_HOST LISTEN_PORT TARGET_HOST TARGET_PORT
+    python -m bench.python_relay LISTEN_HOST LISTEN_PORT TARGET_HOST TARGET_PORT [CERT KEY]
+
+With CERT and KEY it also ends TLS for PostgreSQL clients, as a pooler with client TLS does: it answers
+the client's SSLRequest with 'S', takes the TLS handshake (`loop.start_tls`, the ssl module) and relays
+the decrypted bytes to the server in plain text (bench/tls.py's floor).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 from pathlib import Path
 
@@ -19,6 +24,7 @@ from bench.procs import Service
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 HIGH_WATER = 256 * 1024
+SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"
 
 
 class _Side(asyncio.Protocol):
@@ -55,13 +61,40 @@ class _Side(asyncio.Protocol):
 
 
 class _Client(_Side):
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], tls: ssl.SSLContext | None = None) -> None:
         super().__init__()
         self.target = target
+        self.tls = tls          # end TLS first (PostgreSQL SSLRequest), then relay the plain text
+        self.first = b""        # the start of the stream while the SSLRequest is not complete
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         asyncio.get_running_loop().create_task(self._connect())
+
+    def data_received(self, data: bytes) -> None:
+        if self.tls is None:
+            super().data_received(data)
+            return
+        self.first += data
+        if len(self.first) < len(SSL_REQUEST):
+            return
+        if not self.first.startswith(SSL_REQUEST) and self.transport is not None:
+            self.transport.close()   # this relay serves TLS clients only
+            return
+        context, self.tls = self.tls, None
+        rest, self.first = self.first[len(SSL_REQUEST):], b""
+        assert self.transport is not None and not rest   # libpq waits for the answer
+        self.transport.write(b"S")
+        asyncio.get_running_loop().create_task(self._upgrade(context))
+
+    async def _upgrade(self, context: ssl.SSLContext) -> None:
+        raw = self.transport
+        try:
+            self.transport = await asyncio.get_running_loop().start_tls(raw, self, context,  # type: ignore[arg-type]
+                                                                        server_side=True)
+        except (OSError, ssl.SSLError):
+            if raw is not None:
+                raw.close()
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -82,17 +115,20 @@ class _Client(_Side):
             server.transport.close()
 
 
-async def _serve(listen_host: str, listen_port: int, target: tuple[str, int]) -> None:
-    server = await asyncio.get_running_loop().create_server(lambda: _Client(target), listen_host, listen_port,
+async def _serve(listen_host: str, listen_port: int, target: tuple[str, int],
+                 tls: ssl.SSLContext | None = None) -> None:
+    server = await asyncio.get_running_loop().create_server(lambda: _Client(target, tls), listen_host, listen_port,
                                                             backlog=1024)
     async with server:
         await server.serve_forever()
 
 
-def start_relay(workdir: Path, listen_host: str, listen_port: int, target_host: str, target_port: int) -> Service:
-    """Start the relay as its own process and wait until its port accepts connections."""
+def start_relay(workdir: Path, listen_host: str, listen_port: int, target_host: str, target_port: int,
+                tls: tuple[Path, Path] | None = None) -> Service:
+    """Start the relay as its own process and wait until its port accepts connections; `tls`: (cert, key)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "bench.python_relay", listen_host, str(listen_port), target_host, str(target_port)]
+    argv = [sys.executable, "-m", "bench.python_relay", listen_host, str(listen_port), target_host, str(target_port),
+            *(str(path) for path in tls or ())]
     service = Service("python-relay", argv, workdir / "relay.log", cwd=REPO_ROOT)
     service.start()
     service.wait_ready(listen_host, listen_port)
@@ -102,8 +138,13 @@ def start_relay(workdir: Path, listen_host: str, listen_port: int, target_host: 
 def main(argv: list[str]) -> None:
     import uvloop
 
-    listen_host, listen_port, target_host, target_port = argv
-    uvloop.run(_serve(listen_host, int(listen_port), (target_host, int(target_port))))
+    listen_host, listen_port, target_host, target_port, *tls_files = argv
+    context = None
+    if tls_files:   # as dbproxy's client contexts (proxy/tls/contexts.py): defaults, no session tickets
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls_files)
+        context.num_tickets = 0
+    uvloop.run(_serve(listen_host, int(listen_port), (target_host, int(target_port)), context))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from typing import Any
 # `python bench/tls.py` puts bench/, not the repository root, on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import python_relay  # noqa: E402
 from bench.cpu import process_seconds  # noqa: E402
 from bench.pgbench import CellRun, Endpoint, Workload, run_pgbench  # noqa: E402
 from bench.procs import BenchError, Service, git_version, run_checked  # noqa: E402
@@ -50,6 +51,9 @@ from proxy.tls.certs import generate  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parent.parent
 USER, PASSWORD = "bench", "bench-secret"
 POOLERS = ("dbproxy", "pgbouncer")
+# bench/python_relay.py with TLS: ends TLS and forwards bytes, nothing else (no pooling: a server connection per
+# client, so `select` only): the floor of a proxy written in Python with the ssl module.
+RELAY = "relay"
 GOAL = 0.9
 WORKLOADS = {
     "select": Workload("select", "`-S -M simple`", ("-S", "-M", "simple"), GOAL),
@@ -67,6 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pool-size", type=int, default=10, help="server connections per pool, both poolers")
     parser.add_argument("--workload", default="select,connect", help="comma-separated: select, connect (default both)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
+    parser.add_argument("--no-relay", action="store_true", help="leave out the uvloop TLS relay (select)")
     args = parser.parse_args(argv)
     args.duration = args.duration or (3 if args.quick else 10)
     args.rounds = args.rounds or (3 if args.quick else 5)
@@ -124,6 +129,7 @@ class Summary:
     paired_ratio: float     # median over rounds of (dbproxy / PgBouncer) of the same round
     cpu_us: dict[str, float]   # median of the pooler's own CPU µs per transaction
     rounds: int
+    relay_ratio: float | None = None   # median TPS of the TLS relay / median TPS PgBouncer (select only)
 
     @property
     def meets_goal(self) -> bool:
@@ -138,11 +144,14 @@ def summarize(workload: str, runs: list[CellRun]) -> Summary:
     by_round: dict[int, dict[str, CellRun]] = {}
     for cell in runs:
         by_round.setdefault(cell.round, {})[cell.target] = cell
-    tps = {p: statistics.median(c.tps or 0.0 for c in runs if c.target == p) for p in POOLERS}
+    targets = [p for p in (*POOLERS, RELAY) if any(c.target == p for c in runs)]
+    tps = {p: statistics.median(c.tps or 0.0 for c in runs if c.target == p) for p in targets}
     paired = [(r["dbproxy"].tps or 0.0) / (r["pgbouncer"].tps or 1.0) for r in by_round.values()
-              if set(r) == set(POOLERS)]
-    cpu = {p: statistics.median(cpu_per_transaction_us(c) for c in runs if c.target == p) for p in POOLERS}
-    return Summary(workload, tps, tps["dbproxy"] / tps["pgbouncer"], statistics.median(paired), cpu, len(by_round))
+              if set(POOLERS) <= set(r)]
+    cpu = {p: statistics.median(cpu_per_transaction_us(c) for c in runs if c.target == p) for p in targets}
+    relay = tps[RELAY] / tps["pgbouncer"] if RELAY in tps else None
+    return Summary(workload, tps, tps["dbproxy"] / tps["pgbouncer"], statistics.median(paired), cpu, len(by_round),
+                   relay)
 
 
 def cpu_per_transaction_us(cell: CellRun) -> float:
@@ -161,14 +170,18 @@ def markdown(summaries: list[Summary], args: argparse.Namespace, facts: dict[str
         f"{facts['loadavg_after']} after; dbproxy {facts['dbproxy']}.",
         "",
         "| workload | dbproxy TPS | PgBouncer TPS | dbproxy / PgBouncer | per-round ratio | goal "
-        "| pooler CPU µs per transaction, dbproxy / PgBouncer |",
-        "|---|---:|---:|---:|---:|---|---:|",
+        "| pooler CPU µs per transaction, dbproxy / PgBouncer | uvloop TLS relay TPS (/ PgBouncer), CPU µs |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for s in summaries:
+        relay = (f"{s.tps[RELAY]:.0f} ({s.relay_ratio:.2f}×), {s.cpu_us[RELAY]:.0f}" if s.relay_ratio is not None
+                 else "—")
         lines.append(f"| {WORKLOADS[s.workload].label} | {s.tps['dbproxy']:.0f} | {s.tps['pgbouncer']:.0f} | "
                      f"{s.ratio:.2f}× | {s.paired_ratio:.2f}× | ≥ {GOAL}× {'met' if s.meets_goal else 'NOT met'} | "
-                     f"{s.cpu_us['dbproxy']:.0f} / {s.cpu_us['pgbouncer']:.0f} |")
-    lines.append("")
+                     f"{s.cpu_us['dbproxy']:.0f} / {s.cpu_us['pgbouncer']:.0f} | {relay} |")
+    lines += ["", "uvloop TLS relay: bench/python_relay.py with the same certificate, ending TLS and forwarding bytes "
+              "to PostgreSQL with no protocol work and no pooling (one server connection per client, hence `-S` "
+              "only): what a proxy in Python with the ssl module costs before it does anything.", ""]
     return "\n".join(lines)
 
 
@@ -215,6 +228,11 @@ class TlsBench:
         database = f"dbname={APP_DB} sslmode=require"
         self.endpoints = {"dbproxy": Endpoint("dbproxy", dbproxy_port, USER, database, PASSWORD),
                           "pgbouncer": Endpoint("pgbouncer", pgbouncer_port, USER, database, PASSWORD)}
+        if not args.no_relay:
+            (relay_port,) = free_ports(1)
+            self.services[RELAY] = python_relay.start_relay(self.workdir / "relay", HOST, relay_port, HOST, primary,
+                                                            (certs / "server.pem", certs / "server-key.pem"))
+            self.endpoints[RELAY] = Endpoint(RELAY, relay_port, USER, database, None)
         log(f"dbproxy on {dbproxy_port}, PgBouncer on {pgbouncer_port}, both tls require")
 
     def tls_version(self) -> str:
@@ -225,7 +243,7 @@ class TlsBench:
                 raise BenchError("dbproxy answered the SSLRequest with no")
             context = ssl.create_default_context(cafile=str(self.workdir / "certs" / "ca.pem"))
             with context.wrap_socket(raw, server_hostname="localhost") as tls:
-                return f"{tls.version()} {tls.cipher()[0]}"
+                return f"{tls.version()} {(tls.cipher() or ('?',))[0]}"
 
     def run(self, workload: Workload, pooler: str, round_no: int, duration: float) -> CellRun:
         pid = self.services[pooler].pid
@@ -240,13 +258,18 @@ class TlsBench:
 
     def measure(self) -> None:
         workloads = [WORKLOADS[key] for key in self.args.workloads]
+
+        def targets(workload: Workload) -> tuple[str, ...]:
+            return (*POOLERS, RELAY) if workload.key == "select" and RELAY in self.services else POOLERS
+
         for workload in workloads:
-            for pooler in POOLERS:
+            for pooler in targets(workload):
                 self.run(workload, pooler, -1, 1 if self.args.quick else 2)   # warm-up
         for round_no in range(self.args.rounds):
-            order = POOLERS if round_no % 2 == 0 else POOLERS[::-1]
             for workload in workloads:
-                for pooler in order:
+                order = targets(workload)
+                shift = round_no % len(order)
+                for pooler in order[shift:] + order[:shift]:
                     cell = self.run(workload, pooler, round_no, self.args.duration)
                     self.runs.append(cell)
                     log(f"round {round_no + 1}/{self.args.rounds} {workload.key} {pooler}: {cell.tps:.0f} TPS, "
