@@ -87,6 +87,7 @@ class Mirror:
         self.dropped: dict[str, int] = {}
         self._dropped_counters: dict[str, Any] = {}   # the metric's child per reason (labels() costs per call)
         self._texts: dict[bytes, str] = {}            # prepared statements' texts, decoded once
+        self._read_texts: dict[str, bool] = {}        # ... and their read verdicts, by the decoded text
 
     # ---- the client side (never waits) ------------------------------------------------------
 
@@ -118,15 +119,22 @@ class Mirror:
         if text is None:
             if len(self._texts) >= 4096:
                 self._texts.clear()
+                self._read_texts.clear()
             text = self._texts[query] = query.decode("utf-8", "replace")
+            self._read_texts[text] = self._is_read(query)
         return text
 
     def _capture(self, session: ClientSessionCore) -> TransactionCapture[_Step]:
         capture = self._captures.get(session.pid)
         if capture is None:
             capture = self._captures[session.pid] = TransactionCapture(
-                self.settings.sample, self.settings.reads_only, lambda text: self._is_read(text.encode()))
+                self.settings.sample, self.settings.reads_only, self._text_is_read)
         return capture
+
+    def _text_is_read(self, text: str) -> bool:
+        """A prepared text's verdict from _decoded (no encoding, no stem), else the statement stem's."""
+        verdict = self._read_texts.get(text)
+        return self._is_read(text.encode()) if verdict is None else verdict
 
     def _lost(self, session: ClientSessionCore) -> None:
         server = session.server
