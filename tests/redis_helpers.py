@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from conftest import free_port
 
 from deploy.pgcluster import HOST
@@ -48,3 +52,20 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+
+
+@contextmanager
+def cache_backend(kind: str, directory: Path) -> Iterator[str]:
+    """The `backend` of a [cache] section for a test parametrised over "memory" and "redis": with "redis" a
+    private redis-server in `directory` (skipped where none is installed), stopped afterwards."""
+    if kind != "redis":
+        yield "memory"
+        return
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    redis = RedisServer(directory)
+    redis.start()
+    try:
+        yield f"redis://{HOST}:{redis.port}/0"
+    finally:
+        redis.stop()

@@ -7,14 +7,13 @@ so nothing is invalidated): a cached read still returns the old row.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import asyncpg
 import psycopg
 import pytest
 from e2e_helpers import EndpointSpec, routing_config, running_proxy
-from redis_helpers import RedisServer
+from redis_helpers import cache_backend
 
 from deploy.pgcluster import HOST, PgCluster
 
@@ -50,22 +49,13 @@ def extended_db(pg_cluster: PgCluster) -> Iterator[str]:
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def port(request: pytest.FixtureRequest, pg_cluster: PgCluster, extended_db: str,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    redis: RedisServer | None = None
-    backend = "memory"
-    if request.param == "redis":
-        if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed")
-        redis = RedisServer(tmp_path_factory.mktemp("redis-ext"))
-        redis.start()
-        backend = f"redis://{HOST}:{redis.port}/0"
     endpoint = EndpointSpec("writer", "writer")
     text = routing_config([pg_cluster.instance_addrs()[0]], [endpoint], interval_ms=200, pool_size=4)
     try:
-        with running_proxy(text + CACHE.format(backend=backend), tmp_path_factory.mktemp("cache-ext"), endpoint.port):
+        with (cache_backend(request.param, tmp_path_factory.mktemp("redis-ext")) as backend,
+              running_proxy(text + CACHE.format(backend=backend), tmp_path_factory.mktemp("cache-ext"), endpoint.port)):
             yield endpoint.port
     finally:
-        if redis is not None:
-            redis.stop()
         direct(pg_cluster, "UPDATE items SET v = CASE id WHEN 1 THEN 'a' WHEN 2 THEN 'b' WHEN 3 THEN 'c' ELSE 'd' END")
 
 

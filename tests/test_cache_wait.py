@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ from e2e_helpers import (
     routing_config,
     running_proxy,
 )
-from redis_helpers import RedisServer
+from redis_helpers import cache_backend
 
 from deploy.pgcluster import HOST, PgCluster
 
@@ -109,30 +108,18 @@ def wait_db(pg_cluster: PgCluster) -> Iterator[str]:
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def proxy(request: pytest.FixtureRequest, pg_cluster: PgCluster, wait_db: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    redis: RedisServer | None = None
-    backend = "memory"
-    if request.param == "redis":
-        if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed")
-        redis = RedisServer(tmp_path_factory.mktemp("redis-wait"))
-        redis.start()
-        backend = f"redis://{HOST}:{redis.port}/0"
     endpoint = EndpointSpec("writer", "writer")
     http = free_port()
     text = routing_config([pg_cluster.instance_addrs()[0]], [endpoint], interval_ms=200, pool_size=1)
     text = text.replace("[server]\n", f'[server]\nhttp_listen = "{HOST}:{http}"\n', 1)
-    text += CACHE.format(backend=backend)
     text += "".join(f'\n[[users]]\nname = "{user}"\nserver_user = "app"\n' for user in FRESH_USERS)
-    try:
-        with running_proxy(text, tmp_path_factory.mktemp("cache-wait"), endpoint.port):
-            warm = RawClient(endpoint.port)   # the database's catalog is read now (not in the tests' waits)
-            warm.login("app", DB)
-            assert first_error(warm.query("SELECT 1")) is None
-            warm.close()
-            yield Proxy(endpoint.port, http)
-    finally:
-        if redis is not None:
-            redis.stop()
+    with (cache_backend(request.param, tmp_path_factory.mktemp("redis-wait")) as backend,
+          running_proxy(text + CACHE.format(backend=backend), tmp_path_factory.mktemp("cache-wait"), endpoint.port)):
+        warm = RawClient(endpoint.port)   # the database's catalog is read now (not in the tests' waits)
+        warm.login("app", DB)
+        assert first_error(warm.query("SELECT 1")) is None
+        warm.close()
+        yield Proxy(endpoint.port, http)
 
 
 @pytest.fixture

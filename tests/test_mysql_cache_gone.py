@@ -12,7 +12,6 @@ invalidated): a cached read still returns the old row; SHOW CACHE counts the hit
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 from e2e_helpers import wait_until
 from mysql_e2e_helpers import MysqlProxy, admin_rows, connect, direct, mysql_module_proxy, scalar
-from redis_helpers import RedisServer
+from redis_helpers import cache_backend
 
 from deploy.mysqlcluster import APP_DB, APP_PASSWORD, APP_USER, HOST, MysqlCluster
 
@@ -53,25 +52,14 @@ def gone_table(mysql_cluster: MysqlCluster) -> Iterator[None]:
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def proxy(request: pytest.FixtureRequest, mysql_cluster: MysqlCluster, gone_table: None,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[MysqlProxy]:
-    redis: RedisServer | None = None
-    backend = "memory"
-    if request.param == "redis":
-        if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed")
-        redis = RedisServer(tmp_path_factory.mktemp("mysql-gone-redis"))
-        redis.start()
-        backend = f"redis://{HOST}:{redis.port}/0"
-    try:
-        with mysql_module_proxy(mysql_cluster, Path(tmp_path_factory.mktemp("mysql-gone")), pool_size=1,
-                                endpoints_extra=CACHE.format(backend=backend)) as running:
-            warm = connect(running)   # the catalog is read (and the Redis pool opened) now, not in the tests' waits
-            assert scalar(warm, "SELECT v FROM cache_gone WHERE id = 20") == "v20"
-            time.sleep(1.0)
-            warm.close()
-            yield running
-    finally:
-        if redis is not None:
-            redis.stop()
+    with (cache_backend(request.param, tmp_path_factory.mktemp("mysql-gone-redis")) as backend,
+          mysql_module_proxy(mysql_cluster, Path(tmp_path_factory.mktemp("mysql-gone")), pool_size=1,
+                             endpoints_extra=CACHE.format(backend=backend)) as running):
+        warm = connect(running)   # the catalog is read (and the Redis pool opened) now, not in the tests' waits
+        assert scalar(warm, "SELECT v FROM cache_gone WHERE id = 20") == "v20"
+        time.sleep(1.0)
+        warm.close()
+        yield running
 
 
 def on_server(cluster: MysqlCluster, sql: str) -> None:
