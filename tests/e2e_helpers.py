@@ -445,6 +445,15 @@ def first_error(messages: list[tuple[bytes, bytes]] | bytes) -> dict[str, str] |
     return None
 
 
+def single_value(client: RawClient, sql: str) -> str | None:
+    """The one value of the one row `sql` returns through `client` (no error allowed)."""
+    replies = client.query(sql)
+    assert first_error(replies) is None, first_error(replies)
+    rows = data_rows(replies)
+    assert len(rows) == 1, replies
+    return rows[0][0]
+
+
 async def send_cancel_request(port: int, pid: int, key: int) -> bytes:
     """Send a CancelRequest on a new connection, as libpq does; returns what the peer sent back."""
     reader, writer = await asyncio.open_connection(HOST, port)

@@ -15,7 +15,14 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import free_port
-from e2e_helpers import EndpointSpec, RawClient, data_rows, first_error, routing_config, running_proxy
+from e2e_helpers import (
+    EndpointSpec,
+    RawClient,
+    first_error,
+    routing_config,
+    running_proxy,
+    single_value,
+)
 from redis_helpers import RedisServer
 
 from deploy.pgcluster import HOST, PgCluster
@@ -47,14 +54,6 @@ def config(pg: PgCluster, endpoint: EndpointSpec, backend: str) -> str:
 
 def direct(pg: PgCluster, sql: str) -> str:
     return pg.sql(0, sql, user="app", db=DB)
-
-
-def value(client: RawClient, sql: str) -> str | None:
-    replies = client.query(sql)
-    assert first_error(replies) is None, first_error(replies)
-    rows = data_rows(replies)
-    assert len(rows) == 1, replies
-    return rows[0][0]
 
 
 def connect(port: int) -> RawClient:
@@ -106,12 +105,12 @@ def redis_ports(pg_cluster: PgCluster, cache_db: str, redis_server: RedisServer,
 def test_a_rule_caches_and_a_write_through_dbproxy_invalidates(memory_port: int, pg_cluster: PgCluster) -> None:
     client = connect(memory_port)
     sql = "SELECT v FROM items WHERE id = 1"
-    assert value(client, sql) == "a"
+    assert single_value(client, sql) == "a"
     direct(pg_cluster, "UPDATE items SET v = 'direct' WHERE id = 1")
-    assert value(client, sql) == "a"                      # a hit: the direct write is not seen
-    assert value(connect(memory_port), sql) == "a"        # another client shares the entry
+    assert single_value(client, sql) == "a"                      # a hit: the direct write is not seen
+    assert single_value(connect(memory_port), sql) == "a"        # another client shares the entry
     client.query("UPDATE items SET v = 'proxied' WHERE id = 1")
-    assert value(client, sql) == "proxied"                # invalidated before the UPDATE's ReadyForQuery
+    assert single_value(client, sql) == "proxied"                # invalidated before the UPDATE's ReadyForQuery
     direct(pg_cluster, "UPDATE items SET v = 'a' WHERE id = 1")
 
 
@@ -120,15 +119,15 @@ def test_a_hint_opts_in_and_off_opts_out(memory_port: int, pg_cluster: PgCluster
     hinted = "/* dbproxy:cache ttl=30s */ SELECT v FROM other WHERE id = 1"
     plain = "SELECT v FROM other WHERE id = 1"
     off = "/* dbproxy:cache off */ SELECT v FROM items WHERE id = 2"
-    assert value(client, hinted) == "o"
-    assert value(client, plain) == "o"
-    assert value(client, off) == "b"
+    assert single_value(client, hinted) == "o"
+    assert single_value(client, plain) == "o"
+    assert single_value(client, off) == "b"
     direct(pg_cluster, "UPDATE other SET v = 'o2' WHERE id = 1; UPDATE items SET v = 'b2' WHERE id = 2")
-    assert value(client, hinted) == "o"      # cached by its hint
-    assert value(client, plain) == "o2"      # no rule, no hint: never cached
-    assert value(client, off) == "b2"        # a rule matches, the hint opts out
+    assert single_value(client, hinted) == "o"      # cached by its hint
+    assert single_value(client, plain) == "o2"      # no rule, no hint: never cached
+    assert single_value(client, off) == "b2"        # a rule matches, the hint opts out
     client.query("UPDATE other SET v = 'o' WHERE id = 1")
-    assert value(client, hinted) == "o"
+    assert single_value(client, hinted) == "o"
     direct(pg_cluster, "UPDATE items SET v = 'b' WHERE id = 2")
 
 
@@ -137,13 +136,13 @@ def test_nothing_is_cached_inside_a_transaction(memory_port: int, pg_cluster: Pg
     sql = "SELECT v FROM items WHERE id = 3"
     for _ in range(2):
         client.query("BEGIN")
-        assert value(client, sql) == "c"
+        assert single_value(client, sql) == "c"
         client.query("COMMIT")
         direct(pg_cluster, "UPDATE items SET v = 'c' WHERE id = 3")   # not a change: the next read may miss
     client.query("BEGIN")
-    value(client, sql)
+    single_value(client, sql)
     direct(pg_cluster, "UPDATE items SET v = 'c-direct' WHERE id = 3")
-    assert value(client, sql) == "c-direct"
+    assert single_value(client, sql) == "c-direct"
     client.query("COMMIT")
     direct(pg_cluster, "UPDATE items SET v = 'c' WHERE id = 3")
 
@@ -151,43 +150,43 @@ def test_nothing_is_cached_inside_a_transaction(memory_port: int, pg_cluster: Pg
 def test_a_write_inside_a_transaction_invalidates_at_commit(memory_port: int) -> None:
     reader, writer = connect(memory_port), connect(memory_port)
     sql = "SELECT v FROM items WHERE id = 2"
-    assert value(reader, sql) == "b"
+    assert single_value(reader, sql) == "b"
     writer.query("BEGIN")
     writer.query("UPDATE items SET v = 'tx' WHERE id = 2")
-    assert value(reader, sql) == "b"
+    assert single_value(reader, sql) == "b"
     writer.query("COMMIT")
-    assert value(reader, sql) == "tx"
+    assert single_value(reader, sql) == "tx"
     writer.query("UPDATE items SET v = 'b' WHERE id = 2")
-    assert value(reader, sql) == "b"
+    assert single_value(reader, sql) == "b"
 
 
 def test_volatile_functions_and_writes_are_never_cached(memory_port: int) -> None:
     client = connect(memory_port)
-    first = value(client, "SELECT v || clock_timestamp()::text FROM items WHERE id = 1")
+    first = single_value(client, "SELECT v || clock_timestamp()::text FROM items WHERE id = 1")
     time.sleep(0.01)
-    assert value(client, "SELECT v || clock_timestamp()::text FROM items WHERE id = 1") != first
-    first = value(client, "SELECT v || now()::text FROM items WHERE id = 1")
+    assert single_value(client, "SELECT v || clock_timestamp()::text FROM items WHERE id = 1") != first
+    first = single_value(client, "SELECT v || now()::text FROM items WHERE id = 1")
     time.sleep(0.01)
-    assert value(client, "SELECT v || now()::text FROM items WHERE id = 1") != first
-    first = value(client, "SELECT v || random()::text FROM items WHERE id = 1")
-    assert value(client, "SELECT v || random()::text FROM items WHERE id = 1") != first
+    assert single_value(client, "SELECT v || now()::text FROM items WHERE id = 1") != first
+    first = single_value(client, "SELECT v || random()::text FROM items WHERE id = 1")
+    assert single_value(client, "SELECT v || random()::text FROM items WHERE id = 1") != first
     write = "/* dbproxy:cache ttl=30s */ UPDATE items SET n = n + 1 WHERE id = 3 RETURNING n"
-    assert int(value(client, write) or 0) + 1 == int(value(client, write) or 0)
+    assert int(single_value(client, write) or 0) + 1 == int(single_value(client, write) or 0)
 
 
 def test_search_path_and_timezone_never_share_an_entry(memory_port: int) -> None:
     one, two = connect(memory_port), connect(memory_port)
     one.query("SET search_path = s1")
     two.query("SET search_path = s2")
-    assert value(one, "SELECT v FROM pathed") == "one"
-    assert value(two, "SELECT v FROM pathed") == "two"
-    assert value(one, "SELECT v FROM pathed") == "one"
+    assert single_value(one, "SELECT v FROM pathed") == "one"
+    assert single_value(two, "SELECT v FROM pathed") == "two"
+    assert single_value(one, "SELECT v FROM pathed") == "one"
     one.query("SET search_path = public; SET TimeZone = 'UTC'")
     two.query("SET search_path = public; SET TimeZone = 'Asia/Tokyo'")
     sql = "SELECT ts::text FROM items WHERE id = 1"
-    assert value(one, sql) == "2024-01-01 12:00:00+00"
-    assert value(two, sql) == "2024-01-01 21:00:00+09"
-    assert value(one, sql) == "2024-01-01 12:00:00+00"
+    assert single_value(one, sql) == "2024-01-01 12:00:00+00"
+    assert single_value(two, sql) == "2024-01-01 21:00:00+09"
+    assert single_value(one, sql) == "2024-01-01 12:00:00+00"
 
 
 def test_errors_are_not_cached(memory_port: int) -> None:
@@ -195,13 +194,13 @@ def test_errors_are_not_cached(memory_port: int) -> None:
     replies = client.query("SELECT v FROM items WHERE id = 1 / 0")
     assert first_error(replies) is not None
     assert first_error(client.query("SELECT v FROM items WHERE id = 1 / 0")) is not None
-    assert value(client, "SELECT v FROM items WHERE id = 1") == "a"
+    assert single_value(client, "SELECT v FROM items WHERE id = 1") == "a"
 
 
 def test_metrics_and_status_show_the_cache(memory_port: int) -> None:
     client = connect(memory_port)
     for _ in range(3):
-        value(client, "SELECT v FROM items WHERE id = 1")
+        single_value(client, "SELECT v FROM items WHERE id = 1")
     metrics = urllib.request.urlopen(f"http://{HOST}:{HTTP_PORT}/metrics", timeout=5).read().decode()
     assert 'dbproxy_cache_requests_total{cluster="main",result="hit"}' in metrics
     assert "dbproxy_cache_bytes" in metrics
@@ -217,20 +216,20 @@ def test_an_update_through_one_dbproxy_invalidates_the_other(redis_ports: tuple[
     a, b = connect(redis_ports[0]), connect(redis_ports[1])
     sql = "SELECT v FROM items WHERE id = 1"
     a.query("UPDATE items SET v = 'before' WHERE id = 1")
-    assert value(b, sql) == "before"
-    assert value(a, sql) == "before"    # (from the entry B stored)
+    assert single_value(b, sql) == "before"
+    assert single_value(a, sql) == "before"    # (from the entry B stored)
     a.query("UPDATE items SET v = 'after' WHERE id = 1")
-    assert value(b, sql) == "after"
+    assert single_value(b, sql) == "after"
     a.query("UPDATE items SET v = 'a' WHERE id = 1")
-    assert value(b, sql) == "a"
+    assert single_value(b, sql) == "a"
 
 
 def test_entries_are_shared_through_redis(redis_ports: tuple[int, int], pg_cluster: PgCluster) -> None:
     a, b = connect(redis_ports[0]), connect(redis_ports[1])
     sql = "SELECT v FROM items WHERE id = 2"
-    assert value(a, sql) == "b"
+    assert single_value(a, sql) == "b"
     direct(pg_cluster, "UPDATE items SET v = 'b-direct' WHERE id = 2")
-    assert value(b, sql) == "b"          # stored by A, served to B
+    assert single_value(b, sql) == "b"          # stored by A, served to B
     b.query("UPDATE items SET v = 'b' WHERE id = 2")
 
 
@@ -238,14 +237,14 @@ def test_a_row_write_through_one_dbproxy_invalidates_only_that_row_in_the_other(
         redis_ports: tuple[int, int], pg_cluster: PgCluster) -> None:
     a, b = connect(redis_ports[0]), connect(redis_ports[1])
     one, two = "SELECT v FROM items WHERE id = 1", "SELECT v FROM items WHERE id = 2"
-    assert value(b, one) == "a" and value(b, two) == "b"
+    assert single_value(b, one) == "a" and single_value(b, two) == "b"
     direct(pg_cluster, "UPDATE items SET v = v || '-direct' WHERE id IN (1, 2)")
-    assert value(b, one) == "a"                       # cached (in Redis)
+    assert single_value(b, one) == "a"                       # cached (in Redis)
     a.query("UPDATE items SET v = 'b2' WHERE id = 2")  # through the other dbproxy: row 2 only
-    assert value(b, two) == "b2"
-    assert value(b, one) == "a"                       # row 1 stays cached
+    assert single_value(b, two) == "b2"
+    assert single_value(b, one) == "a"                       # row 1 stays cached
     a.query("UPDATE items SET v = CASE id WHEN 1 THEN 'a' ELSE 'b' END WHERE id IN (1, 2)")   # table-wide
-    assert value(b, one) == "a" and value(b, two) == "b"
+    assert single_value(b, one) == "a" and single_value(b, two) == "b"
     a.close()
     b.close()
 
@@ -253,14 +252,14 @@ def test_a_row_write_through_one_dbproxy_invalidates_only_that_row_in_the_other(
 def test_queries_keep_working_when_redis_stops(redis_ports: tuple[int, int], redis_server: RedisServer) -> None:
     client = connect(redis_ports[0])
     sql = "SELECT v FROM items WHERE id = 3"
-    assert value(client, sql) == "c"
+    assert single_value(client, sql) == "c"
     redis_server.stop()
     try:
         started = time.monotonic()
         for i in range(20):
-            assert value(client, sql) == "c"
+            assert single_value(client, sql) == "c"
             client.query(f"UPDATE items SET n = {i} WHERE id = 3")
         assert time.monotonic() - started < 5
-        assert value(connect(redis_ports[1]), sql) == "c"
+        assert single_value(connect(redis_ports[1]), sql) == "c"
     finally:
         redis_server.start()

@@ -12,7 +12,14 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from e2e_helpers import EndpointSpec, RawClient, data_rows, first_error, routing_config, running_proxy
+from e2e_helpers import (
+    EndpointSpec,
+    RawClient,
+    first_error,
+    routing_config,
+    running_proxy,
+    single_value,
+)
 
 from deploy.pgcluster import HOST, PgCluster
 
@@ -42,14 +49,6 @@ def direct(pg: PgCluster, sql: str) -> str:
     return pg.sql(0, sql, user="app", db=DB)
 
 
-def value(client: RawClient, sql: str) -> str | None:
-    replies = client.query(sql)
-    assert first_error(replies) is None, first_error(replies)
-    rows = data_rows(replies)
-    assert len(rows) == 1, replies
-    return rows[0][0]
-
-
 @pytest.fixture(scope="module")
 def port(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     pg_cluster.sql(0, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
@@ -59,7 +58,7 @@ def port(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
     text = routing_config([pg_cluster.instance_addrs()[0]], [endpoint], interval_ms=200, pool_size=4) + CACHE
     with running_proxy(text, tmp_path_factory.mktemp("cache-scopes"), endpoint.port):
         client = connect(endpoint.port)
-        value(client, "SELECT v FROM acc WHERE id = 5")   # the first read of the database reads its catalog
+        single_value(client, "SELECT v FROM acc WHERE id = 5")   # the first read of the database reads its catalog
         time.sleep(0.5)
         client.close()
         yield endpoint.port
@@ -74,16 +73,16 @@ def connect(port: int) -> RawClient:
 
 def test_a_row_write_invalidates_only_its_rows(port: int, pg_cluster: PgCluster) -> None:
     client, writer = connect(port), connect(port)
-    assert value(client, "SELECT v FROM acc WHERE id = 1") == "a1"
-    assert value(client, "SELECT v FROM acc WHERE id = 2") == "a2"
-    assert value(client, "SELECT count(*) FROM acc WHERE v LIKE 'a%'") == "5"
+    assert single_value(client, "SELECT v FROM acc WHERE id = 1") == "a1"
+    assert single_value(client, "SELECT v FROM acc WHERE id = 2") == "a2"
+    assert single_value(client, "SELECT count(*) FROM acc WHERE v LIKE 'a%'") == "5"
     direct(pg_cluster, "UPDATE acc SET v = 'direct' WHERE id IN (1, 2)")   # not seen by dbproxy
-    assert value(client, "SELECT v FROM acc WHERE id = 1") == "a1"          # cached
+    assert single_value(client, "SELECT v FROM acc WHERE id = 1") == "a1"          # cached
     assert first_error(writer.query("UPDATE acc SET v = 'proxy' WHERE id = 2")) is None
-    assert value(client, "SELECT v FROM acc WHERE id = 1") == "a1"          # another row: still cached
-    assert value(client, "SELECT v FROM acc WHERE id = '02'") == "proxy"    # its row: the new value
-    assert value(client, "SELECT v FROM acc WHERE id = 2") == "proxy"
-    assert value(client, "SELECT count(*) FROM acc WHERE v LIKE 'a%'") == "3"   # a whole-table read: invalidated
+    assert single_value(client, "SELECT v FROM acc WHERE id = 1") == "a1"          # another row: still cached
+    assert single_value(client, "SELECT v FROM acc WHERE id = '02'") == "proxy"    # its row: the new value
+    assert single_value(client, "SELECT v FROM acc WHERE id = 2") == "proxy"
+    assert single_value(client, "SELECT count(*) FROM acc WHERE v LIKE 'a%'") == "3"   # a whole-table read: invalidated
     client.close()
     writer.close()
 
@@ -107,11 +106,11 @@ def test_prepared_writes_and_reads_are_row_scoped(port: int, pg_cluster: PgClust
 
 def test_inserts_and_deletes_invalidate_the_rows_they_name(port: int) -> None:
     client, writer = connect(port), connect(port)
-    assert value(client, "SELECT count(*) FROM acc WHERE id = 10") == "0"
+    assert single_value(client, "SELECT count(*) FROM acc WHERE id = 10") == "0"
     assert first_error(writer.query("INSERT INTO acc (id, v) VALUES (10, 'ten')")) is None
-    assert value(client, "SELECT count(*) FROM acc WHERE id = 10") == "1"
+    assert single_value(client, "SELECT count(*) FROM acc WHERE id = 10") == "1"
     assert first_error(writer.query("DELETE FROM acc WHERE id = 10")) is None
-    assert value(client, "SELECT count(*) FROM acc WHERE id = 10") == "0"
+    assert single_value(client, "SELECT count(*) FROM acc WHERE id = 10") == "0"
     client.close()
     writer.close()
 
@@ -119,25 +118,25 @@ def test_inserts_and_deletes_invalidate_the_rows_they_name(port: int) -> None:
 def test_a_view_is_cached_only_through_a_rule_naming_its_tables(port: int, pg_cluster: PgCluster) -> None:
     client, writer = connect(port), connect(port)
     direct(pg_cluster, "UPDATE acc SET v = 'e5' WHERE id = 5")
-    assert value(client, "SELECT v FROM acc_view WHERE id = 5") == "e5"
-    assert value(client, "SELECT v FROM acc_named WHERE id = 5") == "e5"
+    assert single_value(client, "SELECT v FROM acc_view WHERE id = 5") == "e5"
+    assert single_value(client, "SELECT v FROM acc_named WHERE id = 5") == "e5"
     direct(pg_cluster, "UPDATE acc SET v = 'f5' WHERE id = 5")
-    assert value(client, "SELECT v FROM acc_view WHERE id = 5") == "f5"     # a view: never cached
-    assert value(client, "SELECT v FROM acc_named WHERE id = 5") == "e5"    # its rule names acc: cached
+    assert single_value(client, "SELECT v FROM acc_view WHERE id = 5") == "f5"     # a view: never cached
+    assert single_value(client, "SELECT v FROM acc_named WHERE id = 5") == "e5"    # its rule names acc: cached
     assert first_error(writer.query("UPDATE acc SET v = 'g5' WHERE id = 5")) is None
-    assert value(client, "SELECT v FROM acc_named WHERE id = 5") == "g5"    # a write to acc invalidates it
+    assert single_value(client, "SELECT v FROM acc_named WHERE id = 5") == "g5"    # a write to acc invalidates it
     client.close()
     writer.close()
 
 
 def test_a_write_through_a_trigger_or_a_function_invalidates(port: int, pg_cluster: PgCluster) -> None:
     client, writer = connect(port), connect(port)
-    assert value(client, "SELECT count(*) FROM audit") == "0"
+    assert single_value(client, "SELECT count(*) FROM audit") == "0"
     assert first_error(writer.query("UPDATE watched SET v = 'x' WHERE id = 1")) is None   # its trigger writes audit
-    assert value(client, "SELECT count(*) FROM audit") == "1"
-    before = value(client, "SELECT n FROM acc WHERE id = 1")
+    assert single_value(client, "SELECT count(*) FROM audit") == "1"
+    before = single_value(client, "SELECT n FROM acc WHERE id = 1")
     assert first_error(writer.query("SELECT touch(1)")) is None                 # a function that writes acc
-    assert value(client, "SELECT n FROM acc WHERE id = 1") == str(int(before or 0) + 1)
+    assert single_value(client, "SELECT n FROM acc WHERE id = 1") == str(int(before or 0) + 1)
     client.close()
     writer.close()
 
@@ -147,16 +146,16 @@ def test_ddl_through_the_proxy_rereads_the_catalog(port: int, pg_cluster: PgClus
     assert first_error(writer.query("CREATE TABLE later (id int PRIMARY KEY, v text)")) is None
     assert first_error(writer.query("INSERT INTO later VALUES (1, 'l')")) is None
     for _ in range(3):   # the catalog is read again (in the background) before later is cached
-        value(client, "SELECT v FROM later WHERE id = 1")
+        single_value(client, "SELECT v FROM later WHERE id = 1")
         time.sleep(0.2)
     direct(pg_cluster, "UPDATE later SET v = 'direct'")
-    assert value(client, "SELECT v FROM later WHERE id = 1") == "l"            # a table now: cached
+    assert single_value(client, "SELECT v FROM later WHERE id = 1") == "l"            # a table now: cached
     assert first_error(writer.query(
         "DROP TABLE later; CREATE VIEW later AS SELECT id, v FROM acc")) is None
     for _ in range(3):
-        value(client, "SELECT v FROM later WHERE id = 1")
+        single_value(client, "SELECT v FROM later WHERE id = 1")
         time.sleep(0.2)
     direct(pg_cluster, "UPDATE acc SET v = 'via view' WHERE id = 1")
-    assert value(client, "SELECT v FROM later WHERE id = 1") == "via view"     # a view now: not cached
+    assert single_value(client, "SELECT v FROM later WHERE id = 1") == "via view"     # a view now: not cached
     client.close()
     writer.close()

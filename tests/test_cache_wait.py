@@ -31,6 +31,7 @@ from e2e_helpers import (
     query_message,
     routing_config,
     running_proxy,
+    single_value,
 )
 from redis_helpers import cache_backend
 
@@ -80,14 +81,6 @@ def connect(proxy: Proxy, user: str = "app") -> RawClient:
     client = RawClient(proxy.port)
     client.login(user, DB)
     return client
-
-
-def value(client: RawClient, sql: str) -> str | None:
-    replies = client.query(sql)
-    assert first_error(replies) is None, first_error(replies)
-    rows = data_rows(replies)
-    assert len(rows) == 1, replies
-    return rows[0][0]
 
 
 def backends(pg: PgCluster) -> int:
@@ -157,8 +150,8 @@ def test_a_simple_miss_that_waited_for_the_busy_pool_is_stored(proxy: Proxy, hol
         assert misses(proxy) == missed + 1   # looked up once (not again when its server came)
         direct(pg_cluster, "UPDATE items SET v = 'direct' WHERE id = 1")
         before = hits(proxy)
-        assert value(client, sql) == "v1"               # a hit: the direct write is not seen
-        assert value(connect(proxy), sql) == "v1"        # ... by another client too
+        assert single_value(client, sql) == "v1"               # a hit: the direct write is not seen
+        assert single_value(connect(proxy), sql) == "v1"        # ... by another client too
         assert hits(proxy) == before + 2
     finally:
         client.close()
@@ -172,12 +165,12 @@ def test_a_simple_miss_that_waited_for_a_new_server_connection_is_stored(proxy: 
     client = connect(proxy, FRESH_USERS[0])   # its pool has no connection yet
     try:
         missed = misses(proxy)
-        assert value(client, sql) == "v2"
+        assert single_value(client, sql) == "v2"
         assert misses(proxy) == missed + 1
         assert backends(pg_cluster) == opened + 1   # the read opened the pool's first connection
         direct(pg_cluster, "UPDATE items SET v = 'direct' WHERE id = 2")
         before = hits(proxy)
-        assert value(client, sql) == "v2"
+        assert single_value(client, sql) == "v2"
         assert hits(proxy) == before + 1
     finally:
         client.close()
@@ -257,11 +250,11 @@ def test_a_miss_whose_client_left_while_it_waited_does_not_block_its_key(proxy: 
     client = connect(proxy)
     try:
         started = time.monotonic()
-        assert value(client, sql) == "v7"
+        assert single_value(client, sql) == "v7"
         assert time.monotonic() - started < 0.9   # not behind the stampede wait for the miss that left
         direct(pg_cluster, "UPDATE items SET v = 'direct' WHERE id = 7")
         before = hits(proxy)
-        assert value(client, sql) == "v7"   # stored
+        assert single_value(client, sql) == "v7"   # stored
         assert hits(proxy) == before + 1
     finally:
         client.close()
