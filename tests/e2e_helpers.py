@@ -445,6 +445,18 @@ def first_error(messages: list[tuple[bytes, bytes]] | bytes) -> dict[str, str] |
     return None
 
 
+@contextmanager
+def app_database(pg: PgCluster, name: str, setup: str) -> Iterator[str]:
+    """A fresh database `name` owned by app on instance 0, `setup` run in it as app; dropped afterwards."""
+    pg.sql(0, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    pg.sql(0, f"CREATE DATABASE {name} OWNER app")
+    pg.sql(0, setup, user="app", db=name)
+    try:
+        yield name
+    finally:
+        pg.sql(0, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def single_value(client: RawClient, sql: str) -> str | None:
     """The one value of the one row `sql` returns through `client` (no error allowed)."""
     replies = client.query(sql)

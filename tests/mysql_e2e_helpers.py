@@ -21,6 +21,7 @@ admin console's tables (`admin_rows`), and the proxy's server connections as the
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -35,6 +36,7 @@ from e2e_helpers import RunningProxy, assert_no_traceback, running_proxy, wait_u
 
 from deploy.mysqlcluster import APP_DB, APP_PASSWORD, APP_USER, HOST, MysqlCluster
 from deploy.pgcluster import free_ports
+from proxy.engines.mysql.wire.handshake import HandshakeV10
 
 ADMIN_USER, ADMIN_PASSWORD = "admin", "admin-pass"
 CLUSTER = "my"
@@ -271,3 +273,53 @@ def trx_count(cluster: MysqlCluster, index: int = 0, user: str = APP_USER) -> in
 __all__ = ["assert_no_traceback", "MysqlProxy", "mysql_proxy_config", "mysql_cluster_toml", "mysql_module_proxy", "connect", "direct",
            "scalar", "rows", "server_thread", "mariadb_cli", "mariadb_cli_argv", "admin_rows", "client_row", "proxy_threads",
            "trx_count"]
+
+
+class RawSocket:
+    """A blocking MySQL client on a plain socket: reads the greeting, then sends what a test wants."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.local_port: int = self.sock.getsockname()[1]
+        self.buf = b""
+
+    def packet(self) -> tuple[int, bytes] | None:
+        """The next (sequence id, payload), None at EOF."""
+        while True:
+            if len(self.buf) >= 4:
+                length = int.from_bytes(self.buf[:3], "little")
+                if len(self.buf) >= 4 + length:
+                    seq, payload = self.buf[3], self.buf[4:4 + length]
+                    self.buf = self.buf[4 + length:]
+                    return seq, payload
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                return None
+            if not chunk:
+                return None
+            self.buf += chunk
+
+    def greeting(self) -> HandshakeV10:
+        got = self.packet()
+        assert got is not None and got[0] == 0
+        return HandshakeV10.decode(got[1])
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def closed_by_peer(self, timeout: float = 10.0) -> bool:
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()

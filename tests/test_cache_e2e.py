@@ -18,6 +18,7 @@ from conftest import free_port
 from e2e_helpers import (
     EndpointSpec,
     RawClient,
+    app_database,
     first_error,
     routing_config,
     running_proxy,
@@ -64,11 +65,8 @@ def connect(port: int) -> RawClient:
 
 @pytest.fixture(scope="module")
 def cache_db(pg_cluster: PgCluster) -> Iterator[str]:
-    pg_cluster.sql(0, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    pg_cluster.sql(0, f"CREATE DATABASE {DB} OWNER app")
-    pg_cluster.sql(0, SETUP, user="app", db=DB)
-    yield DB
-    pg_cluster.sql(0, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    with app_database(pg_cluster, DB, SETUP) as name:
+        yield name
 
 
 @pytest.fixture(scope="module")

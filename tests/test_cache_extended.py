@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import asyncpg
 import psycopg
 import pytest
-from e2e_helpers import EndpointSpec, routing_config, running_proxy
+from e2e_helpers import EndpointSpec, app_database, routing_config, running_proxy
 from redis_helpers import cache_backend
 
 from deploy.pgcluster import HOST, PgCluster
@@ -39,11 +39,8 @@ def dsn(port: int) -> str:
 
 @pytest.fixture(scope="module")
 def extended_db(pg_cluster: PgCluster) -> Iterator[str]:
-    pg_cluster.sql(0, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    pg_cluster.sql(0, f"CREATE DATABASE {DB} OWNER app")
-    pg_cluster.sql(0, SETUP, user="app", db=DB)
-    yield DB
-    pg_cluster.sql(0, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    with app_database(pg_cluster, DB, SETUP) as name:
+        yield name
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])

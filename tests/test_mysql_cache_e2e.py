@@ -9,7 +9,6 @@ through dbproxy, so nothing is invalidated): a cached read still returns the old
 from __future__ import annotations
 
 import shutil
-import socket
 import struct
 import time
 from collections.abc import Iterator
@@ -18,13 +17,22 @@ from typing import Any
 
 import pymysql
 import pytest
-from mysql_e2e_helpers import MysqlProxy, admin_rows, connect, direct, mysql_module_proxy, rows, scalar
+from mysql_e2e_helpers import (
+    MysqlProxy,
+    RawSocket,
+    admin_rows,
+    connect,
+    direct,
+    mysql_module_proxy,
+    rows,
+    scalar,
+)
 from redis_helpers import RedisServer
 
 from deploy.mysqlcluster import APP_DB, APP_PASSWORD, APP_USER, HOST, MysqlCluster
 from proxy.engines.mysql.auth import native_password_token
 from proxy.engines.mysql.wire.codes import Capability, Status
-from proxy.engines.mysql.wire.handshake import AuthSwitchRequest, HandshakeResponse41, HandshakeV10
+from proxy.engines.mysql.wire.handshake import AuthSwitchRequest, HandshakeResponse41
 from proxy.engines.mysql.wire.messages import encode_end_of_rows
 from proxy.engines.mysql.wire.packets import encode_packets
 
@@ -399,68 +407,56 @@ RAW_CAPS = int(Capability.LONG_PASSWORD | Capability.LONG_FLAG | Capability.CONN
                | Capability.PS_MULTI_RESULTS | Capability.PLUGIN_AUTH | Capability.DEPRECATE_EOF)
 
 
-class RawClient:
+class RawClient(RawSocket):
     """A blocking MySQL client on a plain socket that logs in (mysql_native_password) and prepares."""
 
     def __init__(self, port: int, user: str, password: str) -> None:
-        self.sock = socket.create_connection((HOST, port), timeout=10)
-        self.buf = b""
-        seq, payload = self.packet()
-        greeting = HandshakeV10.decode(payload)
+        super().__init__(port)
+        greeting = self.greeting()
         scramble = greeting.scramble[:20]
         token = native_password_token(password.encode(), scramble) if password else b""
         login = HandshakeResponse41(RAW_CAPS, 1 << 24, 45, user, token, APP_DB, "mysql_native_password")
-        self.send(login.encode(), seq + 1)
-        seq, payload = self.packet()
+        self.send_packet(login.encode(), 1)
+        seq, payload = self.next_packet()
         if payload[:1] == b"\xfe":   # AuthSwitchRequest
             switch = AuthSwitchRequest.decode(payload)
             assert switch.plugin == "mysql_native_password"
-            self.send(native_password_token(password.encode(), switch.data[:20]) if password else b"", seq + 1)
-            seq, payload = self.packet()
+            self.send_packet(native_password_token(password.encode(), switch.data[:20]) if password else b"", seq + 1)
+            seq, payload = self.next_packet()
         assert payload[:1] == b"\x00", payload
 
-    def packet(self) -> tuple[int, bytes]:
-        while True:
-            if len(self.buf) >= 4:
-                length = int.from_bytes(self.buf[:3], "little")
-                if len(self.buf) >= 4 + length:
-                    seq, payload = self.buf[3], self.buf[4:4 + length]
-                    self.buf = self.buf[4 + length:]
-                    return seq, payload
-            chunk = self.sock.recv(65536)
-            assert chunk, "connection closed"
-            self.buf += chunk
+    def next_packet(self) -> tuple[int, bytes]:
+        got = self.packet()
+        assert got is not None, "connection closed"
+        return got
 
-    def send(self, payload: bytes, seq: int = 0) -> None:
-        self.sock.sendall(encode_packets(payload, seq)[0])
+    def send_packet(self, payload: bytes, seq: int = 0) -> None:
+        self.send(encode_packets(payload, seq)[0])
 
     def prepare(self, sql: str) -> tuple[int, int]:
         """(statement id, parameter count); its definitions are read (DEPRECATE_EOF: no EOFs)."""
-        self.send(b"\x16" + sql.encode())
-        _, ok = self.packet()
+        self.send_packet(b"\x16" + sql.encode())
+        _, ok = self.next_packet()
         assert ok[:1] == b"\x00", ok
         statement_id, columns, params = struct.unpack_from("<IHH", ok, 1)
         for _ in range(columns + params):
-            self.packet()
+            self.next_packet()
         return statement_id, params
 
     def execute(self, payload: bytes) -> bytes:
         """The whole reply to a COM_STMT_EXECUTE of a SELECT, as framed on the wire."""
-        self.send(payload)
+        self.send_packet(payload)
         out = []
-        seq, first = self.packet()
+        seq, first = self.next_packet()
         out.append(encode_packets(first, seq)[0])
         assert first[:1] not in (b"\x00", b"\xff"), first
         for _ in range(first[0]):
-            out.append(encode_packets(self.packet()[1], len(out) + 1)[0])
+            out.append(encode_packets(self.next_packet()[1], len(out) + 1)[0])
         while True:
-            seq, row = self.packet()
+            seq, row = self.next_packet()
             out.append(encode_packets(row, seq)[0])
             if row[:1] == b"\xfe":
                 return b"".join(out)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_a_deprecate_eof_client_gets_the_servers_bytes_from_the_cache(proxy: MysqlProxy,

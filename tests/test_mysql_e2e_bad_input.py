@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shutil
-import socket
 import string
 import subprocess
 import time
@@ -31,9 +30,12 @@ from mysql_e2e_helpers import (
     server_thread,
     trx_count,
 )
+from mysql_e2e_helpers import (
+    RawSocket as RawClient,
+)
 
 from deploy.mysqlcluster import HOST, MysqlCluster
-from proxy.engines.mysql.wire.handshake import HandshakeResponse41, HandshakeV10
+from proxy.engines.mysql.wire.handshake import HandshakeResponse41
 from proxy.engines.mysql.wire.messages import decode_err
 
 LOGIN_TIMEOUT = 2.0
@@ -64,56 +66,6 @@ def still_serving(proxy: MysqlProxy, mysql_cluster: MysqlCluster) -> Iterator[No
         assert scalar(conn, "SELECT 'still serving'") == "still serving"
     wait_until(lambda: trx_count(mysql_cluster) == 0, timeout=5, what="no server connection in a transaction")
     proxy.assert_alive_and_clean()
-
-
-class RawClient:
-    """A blocking MySQL client on a plain socket: reads the greeting, then sends what a test wants."""
-
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
-        self.local_port: int = self.sock.getsockname()[1]
-        self.buf = b""
-
-    def packet(self) -> tuple[int, bytes] | None:
-        """The next (sequence id, payload), None at EOF."""
-        while True:
-            if len(self.buf) >= 4:
-                length = int.from_bytes(self.buf[:3], "little")
-                if len(self.buf) >= 4 + length:
-                    seq, payload = self.buf[3], self.buf[4:4 + length]
-                    self.buf = self.buf[4 + length:]
-                    return seq, payload
-            try:
-                chunk = self.sock.recv(65536)
-            except ConnectionResetError:
-                return None
-            if not chunk:
-                return None
-            self.buf += chunk
-
-    def greeting(self) -> HandshakeV10:
-        got = self.packet()
-        assert got is not None and got[0] == 0
-        return HandshakeV10.decode(got[1])
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def closed_by_peer(self, timeout: float = 10.0) -> bool:
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return True
-                self.buf += chunk
-        except ConnectionResetError:
-            return True
-        except TimeoutError:
-            return False
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _packet(payload: bytes, seq: int) -> bytes:
