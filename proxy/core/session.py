@@ -505,17 +505,10 @@ class ClientSessionCore(asyncio.Protocol):
             if isinstance(exc, ServerConnectFailed):   # the pool closed, or its new connection failed: borrow
                 self._borrow_task = asyncio.get_running_loop().create_task(self._borrow(route))
                 return
-            err = exc if isinstance(exc, ProxyError) else ServerUnavailable(str(exc))
-            log.info("client %s: %s", self.peer, err.message)
-            self._fail_batch(err)
+            self._borrow_failed(exc if isinstance(exc, ProxyError) else ServerUnavailable(str(exc)))
             return
-        conn = fut.result()
         pool.handed_out += 1
-        self.app.metrics.borrowed(self.cluster.name, time.monotonic() - started)
-        if self.state != READY:
-            pool.release(conn)
-            return
-        self._attach(conn, pool)
+        self._borrowed(fut.result(), pool, started)
 
     async def _borrow(self, route: str) -> None:
         assert self.login is not None
@@ -525,15 +518,22 @@ class ClientSessionCore(asyncio.Protocol):
                                                    self._min_position(route), self.pool_variant)
         except ProxyError as exc:
             self._borrow_task = None
-            log.info("client %s: %s", self.peer, exc.message)
-            self._fail_batch(exc)
+            self._borrow_failed(exc)
             return
         self._borrow_task = None
+        self._borrowed(conn, pool, started)
+
+    def _borrowed(self, conn: Any, pool: Pool[Any], started: float) -> None:
+        """A borrow (task or parked) got `conn`: attached, or given back if the client is gone meanwhile."""
         self.app.metrics.borrowed(self.cluster.name, time.monotonic() - started)
         if self.state != READY:
             pool.release(conn)
             return
         self._attach(conn, pool)
+
+    def _borrow_failed(self, err: ProxyError) -> None:
+        log.info("client %s: %s", self.peer, err.message)
+        self._fail_batch(err)
 
     def _attach(self, server: Any, pool: Pool[Any] | None) -> None:
         self.server = server
