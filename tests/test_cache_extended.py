@@ -135,3 +135,19 @@ def test_a_write_or_a_read_in_a_transaction_is_not_cached(port: int, pg_cluster:
         assert first is not None
         assert conn.execute(write, (3,), prepare=True).fetchone() == (first[0] + 1,)
         conn.execute("UPDATE items SET v = 'c', n = 0 WHERE id = 3")
+
+
+def test_the_same_bind_bytes_of_different_statements_never_share_an_entry(port: int, pg_cluster: PgCluster) -> None:
+    """Two clients whose statement of one name (psycopg's first: _pg3_0) has different texts send the
+    very same Bind..Sync bytes; the per-cluster memo of those bytes must not answer one with the other's."""
+    with (psycopg.connect(dsn(port), autocommit=True) as first, psycopg.connect(dsn(port), autocommit=True) as second):
+        for _ in range(3):
+            assert first.execute("SELECT v FROM items WHERE id = %s", (2,), prepare=True).fetchone() == ("b",)
+            assert second.execute("SELECT n FROM items WHERE id = %s", (2,), prepare=True).fetchone() == (0,)
+        direct(pg_cluster, "UPDATE items SET v = 'b-direct', n = 3 WHERE id = 2")
+        for _ in range(2):   # hits, each of its own entry
+            assert second.execute("SELECT n FROM items WHERE id = %s", (2,), prepare=True).fetchone() == (0,)
+            assert first.execute("SELECT v FROM items WHERE id = %s", (2,), prepare=True).fetchone() == ("b",)
+        second.execute("UPDATE items SET v = 'b', n = 0 WHERE id = 2")
+        assert first.execute("SELECT v FROM items WHERE id = %s", (2,), prepare=True).fetchone() == ("b",)
+        assert second.execute("SELECT n FROM items WHERE id = %s", (2,), prepare=True).fetchone() == (0,)

@@ -4,8 +4,11 @@ statement, decoded from one client read; and the server replies to them that may
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
+from ...cache.catalog import CatalogSnapshot
+from ...cache.policy import CachePlan
+from ...cache.scopes import Point
 from .statements import ParseMessage, bind_statement, decode_parse
 
 _U32 = struct.Struct("!I")
@@ -18,8 +21,7 @@ _SHAPES = frozenset({b"BES", b"BDES", b"PBES", b"PBDES"})
 _STORED_KINDS = frozenset(b"2TDCs")
 
 
-@dataclass(frozen=True, slots=True)
-class ExtendedBatch:
+class ExtendedBatch(NamedTuple):
     """One complete batch of a prepared read: the Parse in it (None: a statement parsed before), the
     statement name the Bind runs, and the key material: Bind's parameter formats, values and result
     formats, and whether a Describe of the portal asks for its RowDescription."""
@@ -37,10 +39,73 @@ class ExtendedBatch:
         return head + self.max_rows + _U32.pack(len(tail)) + tail + self.bound
 
 
+class RememberedBatch(NamedTuple):
+    """What the cache made of a prepared read's Bind..Sync bytes (no Parse in them), kept per cluster so
+    that the same bytes again skip decoding, planning and the point: valid while the session's statement
+    `statement` is `known` (text, parameter types), the catalog snapshot and the cache settings are these."""
+
+    statement: bytes
+    known: tuple[bytes, bytes]
+    snapshot: CatalogSnapshot | None
+    settings: object
+    plan: CachePlan
+    point: Point | None
+    parameters: bytes     # ExtendedBatch.key_parameters()
+
+
+MAX_REMEMBERED = 10000      # batches remembered per cluster (then forgotten all at once)
+MAX_REMEMBERED_SIZE = 512   # ... of at most this many bytes (≤ 10000 × 512 bytes in all)
+
+
 def extended_batch(data: bytes) -> ExtendedBatch | None:
     """`data` decoded if it is exactly one simple batch of one statement (see the module docstring), else None."""
     if not data.endswith(_SYNC):
         return None
+    return unnamed_portal_batch(data) or any_batch(data)
+
+
+# The unnamed portal's Describe and the head of its Execute (then the int32 row limit).
+_DESCRIBE_UNNAMED = b"D\x00\x00\x00\x06P\x00"
+_EXECUTE_UNNAMED = b"E\x00\x00\x00\x09\x00"
+
+
+def unnamed_portal_batch(data: bytes) -> ExtendedBatch | None:
+    """The common batch (the unnamed portal, as libpq, psycopg, pgbench and asyncpg send it) decoded at
+    fixed offsets; None when `data` is any other shape (any_batch() decides then). `data` ends with Sync."""
+    size = len(data)
+    pos = 0
+    if data[0] == 0x50:
+        if size < 10:
+            return None
+        pos = 1 + _U32.unpack_from(data, 1)[0]
+        if pos < 5 or pos + 10 > size:
+            return None
+    if size - pos < 10 or data[pos] != 0x42 or data[pos + 5] != 0:
+        return None
+    end = pos + 1 + _U32.unpack_from(data, pos + 1)[0]
+    rest = size - end
+    if rest == 22 and data.startswith(_DESCRIBE_UNNAMED, end):
+        described, execute = True, end + 7
+    elif rest == 15:
+        described, execute = False, end
+    else:
+        return None
+    if end < pos + 6 or not data.startswith(_EXECUTE_UNNAMED, execute):
+        return None
+    stop = data.find(b"\x00", pos + 6, end)
+    if stop < 0:
+        return None
+    statement = data[pos + 6:stop]
+    parse = None
+    if pos:
+        parse = decode_parse(data[5:pos])
+        if parse.name != statement:
+            return None
+    return ExtendedBatch(parse, statement, data[stop + 1:end], described, data[execute + 6:execute + 10])
+
+
+def any_batch(data: bytes) -> ExtendedBatch | None:
+    """extended_batch() message by message, for any portal name. `data` ends with Sync."""
     size = len(data)
     pos = 0
     kinds = bytearray()

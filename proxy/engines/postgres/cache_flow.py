@@ -16,7 +16,14 @@ from ...cache.policy import CachePlan, plan
 from ...cache.scopes import Point, RowWrite
 from ...core.session import READY
 from ...core.tasks import TaskSet
-from .cache_batch import ExtendedBatch, extended_batch, storable_extended
+from .cache_batch import (
+    MAX_REMEMBERED,
+    MAX_REMEMBERED_SIZE,
+    ExtendedBatch,
+    RememberedBatch,
+    extended_batch,
+    storable_extended,
+)
 from .cache_points import Values
 from .cache_tables import CacheFacts, Written
 from .statements import ParseMessage, bind_statement, decode_parse
@@ -106,6 +113,11 @@ class SessionCache:
                     and self._idle(session)):
                 return self._query(session, data)
             if (first == 0x42 or first == 0x50) and data.endswith(_SYNC) and self._idle(session):
+                remembered = self.facts.batches.get(data) if first == 0x42 else None
+                if remembered is not None:
+                    taken = self._remembered(session, data, remembered)
+                    if taken is not None:
+                        return taken
                 batch = extended_batch(data)
                 if batch is not None:
                     taken = self._extended(session, data, batch)
@@ -269,8 +281,24 @@ class SessionCache:
         source = chosen.point
         point = (Values("" if source.param else text.decode("utf-8", "replace"), batch.bound, tail).point(source)
                  if source is not None else None)
-        key = self._key(session, text, batch.key_parameters(tail))
-        return self._look(session, data, key, chosen.tables, chosen.ttl, point, parse)
+        parameters = batch.key_parameters(tail)
+        if parse is None and len(data) <= MAX_REMEMBERED_SIZE:
+            batches = self.facts.batches
+            if len(batches) >= MAX_REMEMBERED:
+                batches.clear()
+            batches[data] = RememberedBatch(batch.statement, (text, tail), snapshot, self.cache.settings, chosen,
+                                            point, parameters)
+        return self._look(session, data, self._key(session, text, parameters), chosen.tables, chosen.ttl, point,
+                          parse)
+
+    def _remembered(self, session: PgClientSession, data: bytes, batch: RememberedBatch) -> bool | None:
+        """_extended() of bytes seen before, if what they were read under still holds; None: decode them."""
+        if (self._statement(session, batch.statement) != batch.known or batch.settings is not self.cache.settings
+                or batch.snapshot is not self.facts.catalog.snapshot(session.database, self.cache.clock())):
+            return None
+        chosen = batch.plan
+        return self._look(session, data, self._key(session, batch.known[0], batch.parameters), chosen.tables,
+                          chosen.ttl, batch.point, None)
 
     def _statement(self, session: PgClientSession, name: bytes) -> tuple[bytes, bytes] | None:
         """(text, parameter types) of the client's named statement `name`, None if not known for sure."""

@@ -72,7 +72,8 @@ def bind_parameter(bound: bytes, number: int, types: bytes) -> str | None:
     try:
         (nfmt,) = _I16.unpack_from(bound, 0)
         pos = 2 + 2 * nfmt
-        formats = [_I16.unpack_from(bound, 2 + 2 * i)[0] for i in range(nfmt)]
+        if nfmt > 0 and len(bound) < pos:
+            return None
         (count,) = _I16.unpack_from(bound, pos)
         pos += 2
         if not 1 <= number <= count:
@@ -84,7 +85,9 @@ def bind_parameter(bound: bytes, number: int, types: bytes) -> str | None:
                 if size < 0 or pos + size > len(bound):
                     return None
                 value = bound[pos:pos + size]
-                fmt = formats[0] if nfmt == 1 else (formats[i] if nfmt > i else 0)
+                # One format code applies to all parameters; else parameter i's own (none given: text).
+                fmt = _I16.unpack_from(bound, 2)[0] if nfmt == 1 else (_I16.unpack_from(bound, 2 + 2 * i)[0]
+                                                                        if nfmt > i else 0)
                 if fmt == 0:
                     return canonical_int(value.decode("ascii", "replace"))
                 (ntypes,) = _I16.unpack_from(types, 0) if len(types) >= 2 else (0,)
