@@ -21,6 +21,8 @@ DB = "cache_extended"
 SETUP = """
 CREATE TABLE items (id int PRIMARY KEY, v text, n int DEFAULT 0);
 INSERT INTO items (id, v) VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd');
+CREATE TABLE other (id int PRIMARY KEY, n int DEFAULT 0);
+INSERT INTO other (id) VALUES (1), (2);
 """
 CACHE = """
 [clusters.main.cache]
@@ -151,3 +153,24 @@ def test_the_same_bind_bytes_of_different_statements_never_share_an_entry(port: 
         second.execute("UPDATE items SET v = 'b', n = 0 WHERE id = 2")
         assert first.execute("SELECT v FROM items WHERE id = %s", (2,), prepare=True).fetchone() == ("b",)
         assert second.execute("SELECT n FROM items WHERE id = %s", (2,), prepare=True).fetchone() == (0,)
+
+
+def test_the_same_bind_bytes_of_different_writes_invalidate_what_each_writes(port: int, pg_cluster: PgCluster) -> None:
+    """The memo of Bind..Sync bytes also remembers what a bound write writes: a client whose statement of
+    that name updates `other` must not make another client's update of `items` (the same bytes) miss
+    its invalidation."""
+    update_items, update_other = "UPDATE items SET n = n + 1 WHERE id = %s", "UPDATE other SET n = n + 1 WHERE id = %s"
+    read = "SELECT n FROM items WHERE id = %s"
+    with (psycopg.connect(dsn(port), autocommit=True) as writer, psycopg.connect(dsn(port), autocommit=True) as bystander,
+          psycopg.connect(dsn(port), autocommit=True) as reader):
+        for _ in range(3):   # each one's first prepared statement: the same name, the same Bind bytes
+            bystander.execute(update_other, (2,), prepare=True)
+        reader.execute("SELECT 1", prepare=True)   # the reader's own read is its second statement: other bytes
+        assert reader.execute(read, (2,), prepare=True).fetchone() == (0,)
+        assert reader.execute(read, (2,), prepare=True).fetchone() == (0,)   # stored
+        for expected in (1, 2, 3):
+            writer.execute(update_items, (2,), prepare=True)
+            assert reader.execute(read, (2,), prepare=True).fetchone() == (expected,)   # invalidated each time
+            bystander.execute(update_other, (2,), prepare=True)   # the memo now holds the bystander's
+        writer.execute("UPDATE items SET n = 0 WHERE id = 2")
+        bystander.execute("UPDATE other SET n = 0")

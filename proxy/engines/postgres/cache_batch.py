@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from ...cache.catalog import CatalogSnapshot
 from ...cache.policy import CachePlan
-from ...cache.scopes import Point
+from ...cache.scopes import Point, RowWrite
 from .statements import ParseMessage, bind_statement, decode_parse
 
 _U32 = struct.Struct("!I")
@@ -53,7 +53,19 @@ class RememberedBatch(NamedTuple):
     parameters: bytes     # ExtendedBatch.key_parameters()
 
 
-MAX_REMEMBERED = 10000      # batches remembered per cluster (then forgotten all at once)
+class RememberedWrite(NamedTuple):
+    """What a batch binding a statement that is not a cached read writes, kept as RememberedBatch is
+    (same bytes, same statement text and parameter types `known`, catalog snapshot and cache settings)."""
+
+    statement: bytes
+    known: tuple[bytes, bytes]
+    snapshot: CatalogSnapshot | None
+    settings: object
+    tables: tuple[str, ...]       # written table-wide
+    rows: tuple[RowWrite, ...]    # written row by row
+
+
+MAX_REMEMBERED = 10000      # batches (reads and writes) remembered per cluster (then forgotten all at once)
 MAX_REMEMBERED_SIZE = 512   # ... of at most this many bytes (≤ 10000 × 512 bytes in all)
 
 

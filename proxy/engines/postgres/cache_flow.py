@@ -21,6 +21,7 @@ from .cache_batch import (
     MAX_REMEMBERED_SIZE,
     ExtendedBatch,
     RememberedBatch,
+    RememberedWrite,
     extended_batch,
     storable_extended,
 )
@@ -115,16 +116,50 @@ class SessionCache:
             if (first == 0x42 or first == 0x50) and data.endswith(_SYNC) and self._idle(session):
                 remembered = self.facts.batches.get(data) if first == 0x42 else None
                 if remembered is not None:
-                    taken = self._remembered(session, data, remembered)
-                    if taken is not None:
-                        return taken
+                    if type(remembered) is RememberedWrite:
+                        if self._remembered_write(data, remembered):
+                            return False
+                    else:
+                        taken = self._remembered(session, data, remembered)  # type: ignore[arg-type]
+                        if taken is not None:
+                            return taken
                 batch = extended_batch(data)
                 if batch is not None:
                     taken = self._extended(session, data, batch)
                     if taken is not None:
                         return taken
+                    if batch.parse is None and len(data) <= MAX_REMEMBERED_SIZE:
+                        self._bound_write(data, batch)
+                        return False
         self._scan(data)
         return False
+
+    def _bound_write(self, data: bytes, batch: ExtendedBatch) -> None:
+        """_scan() of a batch that only binds a statement that is not a cached read (a write, mostly),
+        remembered (per cluster) with what it writes, as _remembered_write() finds it again."""
+        known = self.statements.get(batch.statement)
+        if known is None:
+            return   # not a statement of this client's seen here: nothing to note (as _scan)
+        snapshot = self.facts.catalog.snapshot(self.database, self.cache.clock())
+        tables, rows, ddl = self._written_by(known[0].decode("utf-8", "replace"), snapshot, batch.bound, known[1])
+        self.dirty.update(tables)
+        self.dirty_rows.update(rows)
+        if ddl:
+            self.ddl = True
+            return
+        batches = self.facts.batches
+        if len(batches) >= MAX_REMEMBERED:
+            batches.clear()
+        batches[data] = RememberedWrite(batch.statement, known, snapshot, self.cache.settings, tables, rows)
+
+    def _remembered_write(self, data: bytes, write: RememberedWrite) -> bool:
+        """_bound_write() of bytes seen before (True), if the statement, catalog and settings are still the same."""
+        if (self.statements.get(write.statement) != write.known or write.settings is not self.cache.settings
+                or write.snapshot is not self.facts.catalog.snapshot(self.database, self.cache.clock())):
+            return False
+        self.dirty.update(write.tables)
+        self.dirty_rows.update(write.rows)
+        return True
 
     def _hold_for_catalog(self, session: PgClientSession, data: bytes) -> bool:
         """The first statements of a database wait (bounded) for its catalog, which says what may be
@@ -206,8 +241,18 @@ class SessionCache:
         self.statements[parse.name] = (parse.query, parse.tail)
 
     def _wrote(self, sql: str, bound: bytes | None = None, types: bytes = b"") -> None:
+        tables, rows, ddl = self._written_by(sql, self.facts.catalog.snapshot(self.database, self.cache.clock()),
+                                             bound, types)
+        self.dirty.update(tables)
+        self.dirty_rows.update(rows)
+        if ddl:
+            self.ddl = True
+
+    def _written_by(self, sql: str, snapshot: CatalogSnapshot | None, bound: bytes | None = None,
+                    types: bytes = b"") -> tuple[tuple[str, ...], tuple[RowWrite, ...], bool]:
+        """What `sql` (with a Bind's values) writes under `snapshot`: the tables written table-wide,
+        the rows written (row-scoped), and whether it changes the catalog."""
         facts = self.facts
-        snapshot = facts.catalog.snapshot(self.database, self.cache.clock())
         if bound is None:
             written = facts.written(sql, snapshot)
         else:   # a prepared statement: the same text comes back, what it writes is known for this catalog
@@ -219,17 +264,17 @@ class SessionCache:
                 if len(self._writes) >= _MAX_STATEMENTS:
                     self._writes.clear()
                 self._writes[sql] = (snapshot, written)
-        self.dirty.update(written.tables)
-        if written.rows:
-            values = Values(sql, bound, types)
-            for template in written.rows:
-                row = values.rows(template)
-                if row is None:
-                    self.dirty.add(template.table)   # a value not known (binary, NULL...): table-wide
-                else:
-                    self.dirty_rows.add(row)
-        if written.ddl:
-            self.ddl = True
+        if not written.rows:
+            return written.tables, (), written.ddl
+        tables, rows = set(written.tables), []
+        values = Values(sql, bound, types)
+        for template in written.rows:
+            row = values.rows(template)
+            if row is None:
+                tables.add(template.table)   # a value not known (binary, NULL...): table-wide
+            else:
+                rows.append(row)
+        return tuple(tables), tuple(rows), written.ddl
 
     def _key(self, session: PgClientSession, statement: bytes, parameters: bytes = b"") -> str:
         client = session.gucs.client

@@ -18,7 +18,7 @@ from ...cache.policy import ReadFacts
 from ...cache.scopes import ALL_TABLES
 from ...cache.settings import CacheSettings
 from ...routing.classify import Classification, Route
-from .cache_batch import RememberedBatch
+from .cache_batch import RememberedBatch, RememberedWrite
 from .cache_points import RowTemplate, select_point, write_rows
 from .classify import MAX_CACHED_SQL_LENGTH, PgClassifier, literal_shape
 from .functions import is_read_only_builtin
@@ -101,8 +101,8 @@ class CacheFacts:
         self.catalog = catalog
         self.write_functions = dict(settings.write_functions) if settings is not None else {}
         self._trees: dict[str, _Tree | None] = {}
-        # Prepared reads seen before: the Bind..Sync bytes → what the cache made of them (cache_flow, bounded).
-        self.batches: dict[bytes, RememberedBatch] = {}
+        # Bind..Sync bytes seen before → what the cache made of them: a read's plan, a write's rows (cache_flow).
+        self.batches: dict[bytes, RememberedBatch | RememberedWrite] = {}
 
     def _tree(self, sql: str) -> _Tree | None:
         shape = literal_shape(sql) if len(sql) <= MAX_CACHED_SQL_LENGTH else None
