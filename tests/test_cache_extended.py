@@ -23,6 +23,9 @@ CREATE TABLE items (id int PRIMARY KEY, v text, n int DEFAULT 0);
 INSERT INTO items (id, v) VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd');
 CREATE TABLE other (id int PRIMARY KEY, n int DEFAULT 0);
 INSERT INTO other (id) VALUES (1), (2);
+CREATE SCHEMA s2;
+CREATE TABLE s2.items (id int PRIMARY KEY, v text, n int DEFAULT 0);
+INSERT INTO s2.items (id, v) VALUES (2, 'b-s2');
 """
 CACHE = """
 [clusters.main.cache]
@@ -174,3 +177,14 @@ def test_the_same_bind_bytes_of_different_writes_invalidate_what_each_writes(por
             bystander.execute(update_other, (2,), prepare=True)   # the memo now holds the bystander's
         writer.execute("UPDATE items SET n = 0 WHERE id = 2")
         bystander.execute("UPDATE other SET n = 0")
+
+
+def test_the_same_bind_bytes_under_another_search_path_never_share_an_entry(port: int) -> None:
+    """A remembered batch keeps one key per key prefix (database, user, result-affecting settings): the
+    same Bind bytes of the same text under another search_path read another table's entry."""
+    read = "SELECT v FROM items WHERE id = %s"
+    with (psycopg.connect(dsn(port), autocommit=True) as public, psycopg.connect(dsn(port), autocommit=True) as other):
+        other.execute("SET search_path = s2, public")
+        for _ in range(3):
+            assert public.execute(read, (2,), prepare=True).fetchone() == ("b",)
+            assert other.execute(read, (2,), prepare=True).fetchone() == ("b-s2",)

@@ -51,6 +51,7 @@ class RememberedBatch(NamedTuple):
     plan: CachePlan
     point: Point | None
     parameters: bytes     # ExtendedBatch.key_parameters()
+    keys: dict[bytes, str]   # key_prefix() → the key of this batch under it (filled as sessions use it)
 
 
 class RememberedWrite(NamedTuple):

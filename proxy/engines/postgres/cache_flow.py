@@ -46,6 +46,7 @@ RESULT_SETTINGS = ("search_path", "timezone", "datestyle", "intervalstyle", "cli
 # A cached response holds only these messages: RowDescription, DataRow, CommandComplete.
 _STORABLE = frozenset(b"TDC")
 _MAX_STATEMENTS = 1000   # client statement names remembered (Bind → text, parameter types)
+_KEYS_PER_BATCH = 8      # keys a remembered batch keeps (one per key prefix: database, user, settings)
 CATALOG_WAIT = 0.5       # a database's first statements wait this long at most for its catalog
 
 
@@ -277,6 +278,10 @@ class SessionCache:
         return tuple(tables), tuple(rows), written.ddl
 
     def _key(self, session: PgClientSession, statement: bytes, parameters: bytes = b"") -> str:
+        return statement_key(self._key_prefix(session), statement, parameters)
+
+    def _key_prefix(self, session: PgClientSession) -> bytes:
+        """The key_prefix() of the session's current settings (made again when they change)."""
         client = session.gucs.client
         if client != self._settings:
             login = session.login
@@ -284,7 +289,7 @@ class SessionCache:
             self._settings = dict(client)
             self._prefix = key_prefix(session.cluster.name, session.database, login.user.server_user,
                                       ((name, client.get(name)) for name in RESULT_SETTINGS))
-        return statement_key(self._prefix, statement, parameters)
+        return self._prefix
 
     def _query(self, session: PgClientSession, data: bytes) -> bool:
         sql = data[5:-1].decode("utf-8", "replace")
@@ -332,7 +337,7 @@ class SessionCache:
             if len(batches) >= MAX_REMEMBERED:
                 batches.clear()
             batches[data] = RememberedBatch(batch.statement, (text, tail), snapshot, self.cache.settings, chosen,
-                                            point, parameters)
+                                            point, parameters, {})
         return self._look(session, data, self._key(session, text, parameters), chosen.tables, chosen.ttl, point,
                           parse)
 
@@ -341,9 +346,15 @@ class SessionCache:
         if (self._statement(session, batch.statement) != batch.known or batch.settings is not self.cache.settings
                 or batch.snapshot is not self.facts.catalog.snapshot(session.database, self.cache.clock())):
             return None
+        prefix = self._key_prefix(session)
+        keys = batch.keys   # the key is a function of the prefix, the text and the parameters
+        key = keys.get(prefix)
+        if key is None:
+            if len(keys) >= _KEYS_PER_BATCH:
+                keys.clear()
+            key = keys[prefix] = statement_key(prefix, batch.known[0], batch.parameters)
         chosen = batch.plan
-        return self._look(session, data, self._key(session, batch.known[0], batch.parameters), chosen.tables,
-                          chosen.ttl, batch.point, None)
+        return self._look(session, data, key, chosen.tables, chosen.ttl, batch.point, None)
 
     def _statement(self, session: PgClientSession, name: bytes) -> tuple[bytes, bytes] | None:
         """(text, parameter types) of the client's named statement `name`, None if not known for sure."""
