@@ -73,6 +73,10 @@ class ServerConnectFailed(ServerUnavailable):
     sqlstate = "08001"
 
 
+class PoolRerouted(ServerConnectFailed):
+    """A queued borrower of a pool whose instance stopped being the writer: borrow again (new route)."""
+
+
 class ShuttingDown(ProxyError):
     """The proxy is shutting down."""
 

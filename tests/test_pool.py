@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from proxy.errors import BorrowTimeout, ServerConnectFailed
+from proxy.errors import BorrowTimeout, PoolRerouted, ServerConnectFailed
 from proxy.pool.policy import idle_to_close, is_retired
 from proxy.pool.pool import Pool, SharedLimit
 
@@ -309,6 +309,23 @@ async def test_closing_pool_fails_parked_waiters_with_server_connect_failed() ->
     pool.close()
     with pytest.raises(ServerConnectFailed, match="closing"):
         await fut
+
+
+async def test_rerouted_waiters_fail_with_pool_rerouted_and_the_pool_keeps_working() -> None:
+    pool, _, _ = make_pool(max_size=1)
+    held = await pool.borrow(LONG)
+    parked = pool.park(LONG)
+    waiting = asyncio.ensure_future(pool.borrow(LONG))
+    await waiting_for(pool, 2)
+    assert parked is not None and pool.reroute_waiters("gone") == 2
+    with pytest.raises(PoolRerouted, match="gone"):
+        await parked
+    with pytest.raises(PoolRerouted):
+        await waiting
+    assert isinstance(PoolRerouted("x"), ServerConnectFailed)   # a parked session borrows again on it
+    assert pool.waiting() == 0 and pool.reroute_waiters("again") == 0
+    pool.release(held)
+    assert await pool.borrow(LONG) is held
 
 
 # ---- aging and maintenance ---------------------------------------------------------------------

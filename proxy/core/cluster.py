@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from ..cache.front import QueryCache
 from ..config import Address, ClusterConfig, EndpointConfig, User
 from ..engines import ServerLink, get_engine
-from ..errors import ServerConnectFailed, ServerUnavailable
+from ..errors import PoolRerouted, ServerConnectFailed, ServerUnavailable
 from ..metrics import Metrics
 from ..pool.pool import Pool, SharedLimit
 from ..topology import (
@@ -221,6 +221,13 @@ class Cluster(Generic[C]):
                 log.info("cluster %s: expiring pooled connections of %s (role changed)", self.name, address)
                 for pool in self._pools_by_instance[address]:
                     pool.expire()
+        # Clients queued for the old writer's connections would wait for ones that never come back
+        # (it died) or that are no longer the writer: they borrow again, routed to the new topology.
+        if old is not None:
+            queued = sum(pool.reroute_waiters(f"{old} is no longer the writer")
+                         for pool in self._pools_by_instance.get(old, ()))
+            if queued:
+                log.info("cluster %s: %d queued borrows of %s routed again", self.name, queued, old)
 
     def _route(self, endpoint: EndpointConfig, route: str, min_position: int | None = None) -> Address | None:
         assert self.monitor is not None
@@ -470,6 +477,8 @@ class Cluster(Generic[C]):
             pool = self.pool(target, user, database, variant)
             try:
                 conn = await pool.borrow(max(0.001, deadline - time.monotonic()))
+            except PoolRerouted:
+                continue   # the target stopped being the writer while this borrow queued: route again
             except ServerConnectFailed as exc:
                 if time.monotonic() >= deadline or not self._connect_refused(target, exc):
                     raise

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
-from ..errors import BorrowTimeout, ProxyError, ServerConnectFailed
+from ..errors import BorrowTimeout, PoolRerouted, ProxyError, ServerConnectFailed
 from .policy import idle_to_close, is_retired
 
 log = logging.getLogger("dbproxy.pool")
@@ -315,6 +315,16 @@ class Pool(Generic[C]):
             if not self._has_room():
                 break
             self._open_soon(self._open_for_waiter)
+
+    def reroute_waiters(self, why: str) -> int:
+        """Fail every queued borrower with PoolRerouted (they borrow again, routed anew); how many."""
+        failed = 0
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_exception(PoolRerouted(f"pool {self.name}: {why}"))
+                failed += 1
+        return failed
 
     def expire(self) -> None:
         """Retire every connection: idle ones now, borrowed ones when they come back."""
