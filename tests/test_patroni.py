@@ -19,7 +19,7 @@ from conftest import ProxyProcess
 from e2e_helpers import APP, async_wait_until, wait_until
 from ops_helpers import ADMIN_PASSWORD, ADMIN_USER, AdminError, admin, http_get, scrape
 
-from deploy.patronicluster import APP_DB, PATRONI_PASSWORD, PATRONI_USER, PatroniCluster
+from deploy.patronicluster import APP_DB, PATRONI_PASSWORD, PATRONI_USER, PatroniCluster, PatroniClusterError
 from deploy.pgcluster import HOST, free_ports
 
 pytestmark = pytest.mark.slow
@@ -145,9 +145,14 @@ async def test_writer_follows_patronis_new_leader_after_a_crash_and_two_proxies_
         wait_writer(ports, addrs[leader])
     pc.sql(leader, f"CREATE TABLE IF NOT EXISTS {TABLE} (id serial PRIMARY KEY, via text); "
                    f"GRANT ALL ON {TABLE}, {TABLE}_id_seq TO app", db=APP_DB)
+    def replicated(i: int) -> bool:
+        try:
+            return pc.sql(i, f"SELECT to_regclass('{TABLE}') IS NOT NULL", db=APP_DB) == "t"
+        except PatroniClusterError:   # a replica still replaying: not even the database there yet (seen in CI)
+            return False
+
     for i in range(pc.size):      # replicated everywhere before the leader dies (synchronous_commit is off)
-        wait_until(lambda i=i: pc.sql(i, f"SELECT to_regclass('{TABLE}') IS NOT NULL", db=APP_DB) == "t",
-                   timeout=10, what=f"{TABLE} on pg{i}")
+        wait_until(lambda i=i: replicated(i), timeout=10, what=f"{TABLE} on pg{i}")
     conn_a, conn_b = await asyncpg.connect(dsn(pa.writer)), await asyncpg.connect(dsn(pb.writer))
     reader = await asyncpg.connect(dsn(pa.reader))
     try:
