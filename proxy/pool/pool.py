@@ -318,11 +318,15 @@ class Pool(Generic[C]):
 
     def reroute_waiters(self, why: str) -> int:
         """Fail every queued borrower with PoolRerouted (they borrow again, routed anew); how many."""
+        return self._fail_waiters(lambda: PoolRerouted(f"pool {self.name}: {why}"))
+
+    def _fail_waiters(self, error: Callable[[], ProxyError]) -> int:
+        """Fail every queued borrower with a fresh error(); how many were still waiting."""
         failed = 0
         while self.waiters:
             fut = self.waiters.popleft()
             if not fut.done():
-                fut.set_exception(PoolRerouted(f"pool {self.name}: {why}"))
+                fut.set_exception(error())
                 failed += 1
         return failed
 
@@ -372,7 +376,4 @@ class Pool(Generic[C]):
         if self.shared is not None and self in self.shared.pools and not self.in_use and not self.opening:
             self.shared.pools.remove(self)
         self.expire()
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_exception(ServerConnectFailed(f"pool {self.name} is closing"))
+        self._fail_waiters(lambda: ServerConnectFailed(f"pool {self.name} is closing"))

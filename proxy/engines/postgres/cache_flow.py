@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ...cache.catalog import CatalogSnapshot
@@ -117,11 +118,11 @@ class SessionCache:
             if (first == 0x42 or first == 0x50) and data.endswith(_SYNC) and self._idle(session):
                 remembered = self.facts.batches.get(data) if first == 0x42 else None
                 if remembered is not None:
-                    if type(remembered) is RememberedWrite:
-                        if self._remembered_write(data, remembered):
+                    if isinstance(remembered, RememberedWrite):
+                        if self._remembered_write(remembered):
                             return False
                     else:
-                        taken = self._remembered(session, data, remembered)  # type: ignore[arg-type]
+                        taken = self._remembered(session, data, remembered)
                         if taken is not None:
                             return taken
                 batch = extended_batch(data)
@@ -143,24 +144,31 @@ class SessionCache:
             return   # not a statement of this client's seen here: nothing to note (as _scan)
         snapshot = self.facts.catalog.snapshot(self.database, self.cache.clock())
         tables, rows, ddl = self._written_by(known[0].decode("utf-8", "replace"), snapshot, batch.bound, known[1])
-        self.dirty.update(tables)
-        self.dirty_rows.update(rows)
-        if ddl:
-            self.ddl = True
-            return
-        batches = self.facts.batches
-        if len(batches) >= MAX_REMEMBERED:
-            batches.clear()
-        batches[data] = RememberedWrite(batch.statement, known, snapshot, self.cache.settings, tables, rows)
+        self._note_written(tables, rows, ddl)
+        if not ddl:
+            self._remember_batch(data, RememberedWrite(batch.statement, known, snapshot, self.cache.settings, tables,
+                                                       rows))
 
-    def _remembered_write(self, data: bytes, write: RememberedWrite) -> bool:
+    def _remembered_write(self, write: RememberedWrite) -> bool:
         """_bound_write() of bytes seen before (True), if the statement, catalog and settings are still the same."""
         if (self.statements.get(write.statement) != write.known or write.settings is not self.cache.settings
                 or write.snapshot is not self.facts.catalog.snapshot(self.database, self.cache.clock())):
             return False
-        self.dirty.update(write.tables)
-        self.dirty_rows.update(write.rows)
+        self._note_written(write.tables, write.rows, False)
         return True
+
+    def _remember_batch(self, data: bytes, entry: RememberedBatch | RememberedWrite) -> None:
+        batches = self.facts.batches
+        if len(batches) >= MAX_REMEMBERED:
+            batches.clear()
+        batches[data] = entry
+
+    def _note_written(self, tables: Iterable[str], rows: Iterable[RowWrite], ddl: bool) -> None:
+        """What a client's statement wrote, invalidated before the ReadyForQuery that ends its transaction."""
+        self.dirty.update(tables)
+        self.dirty_rows.update(rows)
+        if ddl:
+            self.ddl = True
 
     def _hold_for_catalog(self, session: PgClientSession, data: bytes) -> bool:
         """The first statements of a database wait (bounded) for its catalog, which says what may be
@@ -242,12 +250,8 @@ class SessionCache:
         self.statements[parse.name] = (parse.query, parse.tail)
 
     def _wrote(self, sql: str, bound: bytes | None = None, types: bytes = b"") -> None:
-        tables, rows, ddl = self._written_by(sql, self.facts.catalog.snapshot(self.database, self.cache.clock()),
-                                             bound, types)
-        self.dirty.update(tables)
-        self.dirty_rows.update(rows)
-        if ddl:
-            self.ddl = True
+        self._note_written(*self._written_by(sql, self.facts.catalog.snapshot(self.database, self.cache.clock()),
+                                             bound, types))
 
     def _written_by(self, sql: str, snapshot: CatalogSnapshot | None, bound: bytes | None = None,
                     types: bytes = b"") -> tuple[tuple[str, ...], tuple[RowWrite, ...], bool]:
@@ -333,11 +337,8 @@ class SessionCache:
                  if source is not None else None)
         parameters = batch.key_parameters(tail)
         if parse is None and len(data) <= MAX_REMEMBERED_SIZE:
-            batches = self.facts.batches
-            if len(batches) >= MAX_REMEMBERED:
-                batches.clear()
-            batches[data] = RememberedBatch(batch.statement, (text, tail), snapshot, self.cache.settings, chosen,
-                                            point, parameters, {})
+            self._remember_batch(data, RememberedBatch(batch.statement, (text, tail), snapshot, self.cache.settings,
+                                                       chosen, point, parameters, {}))
         return self._look(session, data, self._key(session, text, parameters), chosen.tables, chosen.ttl, point,
                           parse)
 
